@@ -1,0 +1,108 @@
+"""The campaign model: what a drip is, independent of where it was written down.
+
+Loading and validating campaign files (YAML) lives in :mod:`cadence.campaign_files`; this module
+only holds the frozen, already-valid objects the rest of the core works with.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import time, timedelta
+from typing import Any, Literal
+
+from cadence.errors import NotFound
+
+Weekday = Literal[0, 1, 2, 3, 4, 5, 6]  # Monday = 0, as datetime.weekday()
+RuleOp = Literal[
+    "eq", "ne", "in", "not_in", "exists", "missing", "truthy", "falsy", "contains", "gt", "gte", "lt", "lte"
+]
+
+
+@dataclass(frozen=True, slots=True)
+class SendWindow:
+    """Local wall-clock hours in which emails may go out, and the allowed weekdays.
+
+    ``end`` may be earlier than ``start`` for a window that crosses midnight (22:00-02:00); the
+    weekday rule applies to the day the window opens.
+    """
+
+    start: time = time(0, 0)
+    end: time = time(23, 59, 59)
+    weekdays: frozenset[int] = frozenset(range(7))
+
+    @property
+    def always_open(self) -> bool:
+        return self.start == time(0, 0) and self.end >= time(23, 59, 59) and len(self.weekdays) == 7
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """One condition on a subscriber attribute, e.g. ``terrain eq trails``."""
+
+    attribute: str
+    op: RuleOp
+    value: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """A named group of subscribers. ``fallback`` segments match everyone (they come last)."""
+
+    id: str
+    name: str
+    rules: tuple[Rule, ...] = ()
+    match: Literal["all", "any"] = "all"
+    fallback: bool = False
+    context: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One email of a drip. ``delay`` counts from the previous step's send (or enrollment)."""
+
+    id: str
+    template: str
+    delay: timedelta
+    after: Literal["previous", "enrollment"] = "previous"
+
+
+@dataclass(frozen=True, slots=True)
+class Tracking:
+    opens: bool = True
+    clicks: bool = True
+    utm: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Campaign:
+    """A drip campaign: ordered steps, segments (first match wins), a send window, exit goals."""
+
+    id: str
+    name: str
+    sender_name: str
+    sender_email: str
+    timezone: str
+    segments: tuple[Segment, ...]
+    steps: tuple[Step, ...]
+    send_window: SendWindow = SendWindow()
+    reply_to: str | None = None
+    description: str = ""
+    exit_goals: frozenset[str] = frozenset()
+    context: dict[str, Any] = field(default_factory=dict)
+    tracking: Tracking = Tracking()
+    source: str = ""  # the file it came from, for error messages
+
+    def step(self, step_id: str) -> Step:
+        for step in self.steps:
+            if step.id == step_id:
+                return step
+        raise NotFound(f"campaign {self.id!r} has no step {step_id!r}")
+
+    def step_index(self, step_id: str) -> int:
+        return self.steps.index(self.step(step_id))
+
+    def segment(self, segment_id: str) -> Segment:
+        for segment in self.segments:
+            if segment.id == segment_id:
+                return segment
+        raise NotFound(f"campaign {self.id!r} has no segment {segment_id!r}")

@@ -1,0 +1,76 @@
+"""The one exception hierarchy of Cadence.
+
+Every error Cadence raises on purpose derives from :class:`CadenceError`, so a caller
+(the CLI, a Celery task, a web handler) can catch ours without catching bugs::
+
+    CadenceError
+    ├── ConfigError              a CADENCE_* variable is missing or malformed (names the variable)
+    ├── CampaignError            a campaign file is invalid (names the file and the field)
+    ├── TemplateError            a template fails to load, compile or render (names the file and line)
+    ├── ValidationFailed         `campaigns validate` found problems (carries the list)
+    ├── InputError               staff or subscriber input is invalid (a CSV row, an email address,
+    │                            a header value with CR/LF); names the field or line
+    ├── NotFound                 a named campaign, subscriber or delivery does not exist
+    ├── TokenError               a signed token is tampered with, expired, or for another purpose
+    └── TransportError           sending failed
+        ├── TransientSendError   worth retrying later (4xx, timeouts, 429, connection refused)
+        └── PermanentSendError   never retry; the address is suppressed (5xx per recipient)
+"""
+
+from __future__ import annotations
+
+
+class CadenceError(Exception):
+    """Root of every error Cadence raises on purpose."""
+
+
+class ConfigError(CadenceError):
+    """A setting is missing or malformed. The message names the environment variable."""
+
+
+class CampaignError(CadenceError):
+    """A campaign definition is invalid. The message names the file and the field."""
+
+
+class TemplateError(CadenceError):
+    """A template cannot be loaded, compiled or rendered. The message names file and line."""
+
+    def __init__(self, message: str, *, template: str | None = None, line: int | None = None) -> None:
+        self.template = template
+        self.line = line
+        where = template or ""
+        if template and line:
+            where = f"{template}:{line}"
+        super().__init__(f"{where}: {message}" if where else message)
+
+
+class ValidationFailed(CadenceError):
+    """A campaign failed validation; ``problems`` lists every finding."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__(f"{len(problems)} problem(s):\n" + "\n".join(problems))
+
+
+class InputError(CadenceError):
+    """Invalid input from staff or subscribers. The message names the field or the line."""
+
+
+class NotFound(CadenceError):
+    """A named object does not exist."""
+
+
+class TokenError(CadenceError):
+    """A signed token is invalid, expired, or was made for another purpose."""
+
+
+class TransportError(CadenceError):
+    """Sending a message failed."""
+
+
+class TransientSendError(TransportError):
+    """A failure worth retrying later (SMTP 4xx, timeouts, HTTP 429/5xx)."""
+
+
+class PermanentSendError(TransportError):
+    """A failure that will not get better (SMTP 5xx for the recipient, HTTP 422)."""

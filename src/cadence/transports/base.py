@@ -1,0 +1,49 @@
+"""The one small interface every transport implements (django-anymail's shape)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from cadence.core.message import OutgoingMessage
+
+SendStatus = Literal["sent", "transient", "permanent"]
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    """What happened to one message.
+
+    ``status`` is ``sent`` (the server or provider accepted it), ``transient`` (retry later,
+    e.g. SMTP 4xx, HTTP 429/5xx, timeout) or ``permanent`` (never retry; e.g. SMTP 5xx for
+    this recipient, the address is then suppressed). ``retry_after`` is seconds the provider
+    asked us to wait (HTTP 429 Retry-After), if any.
+    """
+
+    status: SendStatus
+    provider_message_id: str | None = None
+    detail: str = ""
+    retry_after: float | None = None
+
+
+class Transport(Protocol):
+    """Sends messages; one instance lives for a worker process and is reused across batches.
+
+    ``send_many`` returns one result per message, in order, and must not raise for per-message
+    failures (those are results). It raises ``TransientSendError`` only when the whole transport
+    is unusable right now (connection refused before anything was sent).
+
+    ``needs_mime`` is False for HTTP APIs that take structured JSON (Postmark): the engine then
+    passes ``b""`` instead of building and signing MIME bytes nobody reads.
+    """
+
+    needs_mime: bool
+
+    def send_many(self, messages: Sequence[tuple[OutgoingMessage, bytes]]) -> list[SendResult]:
+        """Send each (message, mime bytes) pair. Transports that speak MIME use the bytes."""
+        ...
+
+    def close(self) -> None:
+        """Release connections. Safe to call twice."""
+        ...
