@@ -1,0 +1,21 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.support.services import postgres_database, redis_database
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """A redis:// URL to a database number of this run's own (flushed before and after)."""
+    with redis_database() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A postgresql+psycopg:// URL to a database created for this run (dropped afterwards)."""
+    with postgres_database() as url:
+        yield url
