@@ -1,0 +1,399 @@
+"""A real SMTP server for tests: aiosmtpd on 127.0.0.1, a free port, everything recorded.
+
+Usage::
+
+    with SmtpSink() as sink:
+        send_something(host=sink.host, port=sink.port)
+        [received] = sink.wait_for(1)
+        assert received.rcpt_tos == ("someone@example.com",)
+
+    # programmable replies, per recipient (case-insensitive), optionally only the first N times
+    sink.reply("busy@example.com", "451 4.7.1 Try later", times=1)
+    sink.reply("gone@example.com", "550 5.1.1 No such user")
+    # or one callable for everything: SmtpSink(rcpt_reply=lambda rcpt: None or "550 ...")
+
+    sink.connections          # SMTP connections opened by clients so far (not counting the probe)
+    sink.drop_connections()   # the server hangs up on every open connection (client sees EOF)
+    sink.hang_up_after(2, refuse_new=True)  # after the 2nd accepted message: hang up, stop listening
+
+TLS: ``SmtpSink(tls=make_tls())`` offers STARTTLS; ``SmtpSink(tls=..., implicit_tls=True)`` speaks
+TLS from the first byte (smtps). ``make_tls()`` creates a throwaway self-signed certificate for
+``localhost``/``127.0.0.1`` with ``cryptography`` and returns the server context plus a client
+context that trusts it. ``SmtpSink(auth=("user", "pass"))`` requires AUTH (allowed without TLS).
+
+Every recorded :class:`ReceivedMessage` carries ``received_at`` from ``time.monotonic()`` in the
+process that runs the sink (the test process), so intervals between messages are measured at the
+server, whatever the clients' clocks say. The server runs in its own thread (aiosmtpd's
+``Controller``); all shared state is guarded by one lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import ipaddress
+import socket
+import ssl
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+
+
+@dataclass(frozen=True)
+class ReceivedMessage:
+    """One message the sink accepted (250 after DATA)."""
+
+    mail_from: str
+    rcpt_tos: tuple[str, ...]
+    data: bytes  # exactly the bytes after SMTP dot-unstuffing, CRLF line endings as sent
+    received_at: float  # time.monotonic() in the sink's process
+    connection: int  # 1-based number of the connection it arrived on
+    tls: bool
+    login: str | None
+
+
+@dataclass(frozen=True)
+class TlsPair:
+    """A self-signed certificate as contexts: the server's and a client's that trusts it."""
+
+    server: ssl.SSLContext
+    client: ssl.SSLContext
+    cert_pem: bytes
+
+
+def make_tls(common_name: str = "localhost") -> TlsPair:
+    """A throwaway self-signed certificate valid for ``localhost`` and ``127.0.0.1``."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName(common_name), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_pem = cert.public_bytes(serialization.Encoding.PEM)
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    # load_cert_chain only reads files; a pipe-free way is a temporary file per context.
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cert_path, key_path = f"{tmp}/cert.pem", f"{tmp}/key.pem"
+        with open(cert_path, "wb") as f:
+            f.write(cert_pem)
+        with open(key_path, "wb") as f:
+            f.write(key_pem)
+        server.load_cert_chain(cert_path, key_path)
+    client = ssl.create_default_context(cadata=cert_pem.decode("ascii"))
+    return TlsPair(server=server, client=client, cert_pem=cert_pem)
+
+
+class _Reply:
+    def __init__(self, response: str, times: int | None) -> None:
+        self.response = response
+        self.remaining = times
+
+
+class SmtpSink:
+    """An aiosmtpd server on 127.0.0.1 that records what it receives. See the module docstring."""
+
+    host = "127.0.0.1"
+
+    def __init__(
+        self,
+        *,
+        rcpt_reply: Callable[[str], str | None] | None = None,
+        tls: TlsPair | None = None,
+        implicit_tls: bool = False,
+        auth: tuple[str, str] | None = None,
+    ) -> None:
+        self._lock = threading.Condition()
+        self._messages: list[ReceivedMessage] = []
+        self._rcpt_attempts: list[tuple[str, str]] = []
+        self._replies: dict[str, _Reply] = {}
+        self._data_replies: list[_Reply] = []
+        self._rcpt_reply = rcpt_reply
+        self._connections = 0
+        self._live: list[SMTP] = []
+        self._hang_up_after: int | None = None
+        self._refuse_new = False
+        self._auth = auth
+        self.tls = tls
+
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind((self.host, 0))
+        self._sock.listen(128)
+        self.port: int = self._sock.getsockname()[1]
+
+        smtp_kwargs: dict[str, Any] = {"server_hostname": "sink.test", "data_size_limit": None}
+        if tls is not None and not implicit_tls:
+            smtp_kwargs["tls_context"] = tls.server
+        if auth is not None:
+            # AUTH over plain TCP is allowed here (loopback tests); over TLS when TLS is on.
+            smtp_kwargs.update(
+                authenticator=self._authenticate, auth_required=True, auth_require_tls=tls is not None
+            )
+        self._controller = _SocketController(
+            self,
+            _Handler(self),
+            hostname=self.host,
+            port=self.port,
+            ssl_context=tls.server if (tls is not None and implicit_tls) else None,
+            **smtp_kwargs,
+        )
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> SmtpSink:
+        self._controller.start()
+        with self._lock:
+            self._connections = 0  # the Controller's own readiness probe is not a client
+            self._live.clear()
+        return self
+
+    def stop(self) -> None:
+        if self._controller._thread is not None:
+            self._controller.stop()
+        self._sock.close()
+
+    def __enter__(self) -> SmtpSink:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    # --- what was received -----------------------------------------------------------------
+
+    @property
+    def messages(self) -> list[ReceivedMessage]:
+        """A snapshot of every accepted message, in arrival order."""
+        with self._lock:
+            return list(self._messages)
+
+    @property
+    def rcpt_attempts(self) -> list[tuple[str, str]]:
+        """Every RCPT TO seen, with the reply given: ``[(address, "250 OK"), ...]``."""
+        with self._lock:
+            return list(self._rcpt_attempts)
+
+    @property
+    def connections(self) -> int:
+        """How many SMTP connections clients have opened so far."""
+        with self._lock:
+            return self._connections
+
+    def wait_for(self, count: int, timeout: float = 10.0) -> list[ReceivedMessage]:
+        """Block until at least ``count`` messages arrived; return them all. Fails on timeout."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while len(self._messages) < count:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"expected {count} messages, got {len(self._messages)}")
+                self._lock.wait(left)
+            return list(self._messages)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._messages.clear()
+            self._rcpt_attempts.clear()
+
+    # --- programming the server ------------------------------------------------------------
+
+    def reply(self, rcpt: str, response: str, *, times: int | None = None) -> None:
+        """Answer RCPT TO ``rcpt`` with ``response`` (e.g. ``"550 5.1.1 No such user"``).
+
+        ``times=N`` only for the next N attempts, then the address is accepted again.
+        """
+        with self._lock:
+            self._replies[rcpt.lower()] = _Reply(response, times)
+
+    def fail_data(self, response: str, *, times: int = 1) -> None:
+        """Answer the end of DATA with ``response`` (e.g. ``"452 4.3.1 Out of memory"``)."""
+        with self._lock:
+            self._data_replies.append(_Reply(response, times))
+
+    def drop_connections(self) -> None:
+        """Hang up on every open client connection (the clients see EOF on their next read)."""
+        with self._lock:
+            live = list(self._live)
+        for protocol in live:
+            transport = protocol.transport
+            if transport is not None:
+                self._controller.loop.call_soon_threadsafe(transport.close)
+
+    def hang_up_after(self, count: int, *, refuse_new: bool = False) -> None:
+        """After the ``count``-th message accepted from now on, close that connection.
+
+        With ``refuse_new`` the server also stops listening, so reconnects are refused.
+        """
+        with self._lock:
+            self._hang_up_after = len(self._messages) + count
+            self._refuse_new = refuse_new
+
+    # --- called from the server thread -----------------------------------------------------
+
+    def _authenticate(
+        self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, auth_data: Any
+    ) -> AuthResult:
+        assert self._auth is not None
+        ok = (
+            isinstance(auth_data, LoginPassword)
+            and (
+                auth_data.login.decode(),
+                auth_data.password.decode(),
+            )
+            == self._auth
+        )
+        return AuthResult(success=ok, auth_data=auth_data)
+
+    def _connection_made(self, protocol: SMTP) -> int:
+        with self._lock:
+            self._connections += 1
+            self._live.append(protocol)
+            return self._connections
+
+    def _connection_lost(self, protocol: SMTP) -> None:
+        with self._lock:
+            if protocol in self._live:
+                self._live.remove(protocol)
+
+    def _rcpt(self, address: str) -> str:
+        with self._lock:
+            programmed = self._replies.get(address.lower())
+            response: str | None = None
+            if programmed is not None and programmed.remaining != 0:
+                response = programmed.response
+                if programmed.remaining is not None:
+                    programmed.remaining -= 1
+            elif self._rcpt_reply is not None:
+                response = self._rcpt_reply(address)
+            response = response or "250 OK"
+            self._rcpt_attempts.append((address, response))
+            return response
+
+    def _data(self, protocol: SMTP, session: Session, envelope: Envelope) -> str:
+        with self._lock:
+            for programmed in self._data_replies:
+                if programmed.remaining:
+                    programmed.remaining -= 1
+                    return programmed.response
+            auth = session.auth_data
+            content = envelope.original_content or b""
+            self._messages.append(
+                ReceivedMessage(
+                    mail_from=envelope.mail_from or "",
+                    rcpt_tos=tuple(envelope.rcpt_tos),
+                    data=bytes(content),
+                    received_at=time.monotonic(),
+                    connection=getattr(protocol, "cadence_connection", 0),
+                    tls=session.ssl is not None or _is_tls(protocol),
+                    login=auth.login.decode() if isinstance(auth, LoginPassword) else None,
+                )
+            )
+            self._lock.notify_all()
+            hang_up = self._hang_up_after is not None and len(self._messages) >= self._hang_up_after
+            refuse = self._refuse_new
+            if hang_up:
+                self._hang_up_after = None
+        if hang_up:
+            loop = self._controller.loop
+            # After "250" is written: close this connection and, if asked, the listener.
+            transport = protocol.transport
+            if transport is not None:
+                loop.call_soon(transport.close)
+            if refuse and self._controller.server is not None:
+                loop.call_soon(self._controller.server.close)
+        return "250 2.0.0 OK queued"
+
+
+def _is_tls(protocol: SMTP) -> bool:
+    transport = protocol.transport
+    return transport is not None and transport.get_extra_info("ssl_object") is not None
+
+
+class _Handler:
+    def __init__(self, sink: SmtpSink) -> None:
+        self._sink = sink
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
+    ) -> str:
+        response = self._sink._rcpt(address)
+        if response.startswith("2"):
+            envelope.rcpt_tos.append(address)
+        return response
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        return self._sink._data(server, session, envelope)
+
+
+class _RecordingSMTP(SMTP):
+    def __init__(self, sink: SmtpSink, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._sink = sink
+        self.cadence_connection = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        starttls = self.transport is not None  # the second call, after STARTTLS, is not new
+        super().connection_made(transport)
+        if not starttls:
+            self.cadence_connection = self._sink._connection_made(self)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        self._sink._connection_lost(self)
+        super().connection_lost(error)
+
+
+class _SocketController(Controller):
+    """aiosmtpd's Controller on a socket we bound ourselves (port 0: no free-port race)."""
+
+    def __init__(self, sink: SmtpSink, handler: _Handler, **kwargs: Any) -> None:
+        super().__init__(handler, **kwargs)
+        self._sink = sink
+
+    def factory(self) -> SMTP:
+        with warnings.catch_warnings():
+            # "Requiring AUTH while not requiring TLS": deliberate for loopback tests.
+            warnings.simplefilter("ignore", UserWarning)
+            return _RecordingSMTP(self._sink, self.handler, **self.SMTP_kwargs)
+
+    def _create_server(self) -> Any:
+        return self.loop.create_server(self._factory_invoker, sock=self._sink._sock, ssl=self.ssl_context)
+
+
+@contextmanager
+def smtp_sink(**kwargs: Any) -> Iterator[SmtpSink]:
+    """``with smtp_sink() as sink:`` — the same as ``with SmtpSink(**kwargs) as sink:``."""
+    with SmtpSink(**kwargs) as sink:
+        yield sink
