@@ -1,0 +1,234 @@
+"""Load campaign files (YAML) into :class:`cadence.core.campaign.Campaign`, validated by pydantic.
+
+A bad file fails with the file, the field and the reason, e.g.
+``campaigns/x.yaml: steps.2.delay: '3 days' is not a duration like 2d, 36h, 1d12h or 90m``.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import time, timedelta
+from pathlib import Path
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, ValidationError, field_validator, model_validator
+
+from cadence.core.campaign import Campaign, Rule, Segment, SendWindow, Step, Tracking
+from cadence.errors import CampaignError, NotFound
+
+_DURATION = re.compile(r"^\s*(?:(\d+)\s*w)?\s*(?:(\d+)\s*d)?\s*(?:(\d+)\s*h)?\s*(?:(\d+)\s*m)?\s*$")
+_WEEKDAYS = {"mon": 0, "tue": 1, "wed": 2, "thu": 3, "fri": 4, "sat": 5, "sun": 6}
+_ID = r"^[a-z0-9][a-z0-9_-]*$"
+
+
+def parse_duration(text: str) -> timedelta:
+    match = _DURATION.match(str(text))
+    if not match or not any(match.groups()):
+        raise ValueError(f"{text!r} is not a duration like 2d, 36h, 1d12h or 90m")
+    weeks, days, hours, minutes = (int(g or 0) for g in match.groups())
+    return timedelta(weeks=weeks, days=days, hours=hours, minutes=minutes)
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SenderModel(_Model):
+    name: str = Field(min_length=1)
+    email: EmailStr
+
+
+class WindowModel(_Model):
+    start: str = "00:00"
+    end: str = "23:59"
+    weekdays: list[str] = Field(default_factory=lambda: list(_WEEKDAYS))
+
+    @field_validator("start", "end")
+    @classmethod
+    def _clock_time(cls, value: str) -> str:
+        try:
+            time.fromisoformat(value)
+        except ValueError as exc:
+            raise ValueError(f"{value!r} is not a time like 07:00") from exc
+        return value
+
+    @field_validator("weekdays")
+    @classmethod
+    def _weekdays(cls, value: list[str]) -> list[str]:
+        bad = [day for day in value if day.lower()[:3] not in _WEEKDAYS]
+        if bad or not value:
+            raise ValueError(f"weekdays must be a non-empty list of mon..sun, got {value!r}")
+        return value
+
+
+class RuleModel(_Model):
+    attribute: str = Field(min_length=1)
+    op: Literal[
+        "eq", "ne", "in", "not_in", "exists", "missing", "truthy", "falsy", "contains", "gt", "gte", "lt", "lte"
+    ]
+    value: Any = None
+
+    @model_validator(mode="after")
+    def _value_fits_op(self) -> RuleModel:
+        if self.op in ("in", "not_in") and not isinstance(self.value, list):
+            raise ValueError(f"op {self.op!r} needs a list value")
+        if self.op not in ("exists", "missing", "truthy", "falsy", "in", "not_in") and self.value is None:
+            raise ValueError(f"op {self.op!r} needs a value")
+        return self
+
+
+class SegmentModel(_Model):
+    id: str = Field(pattern=_ID)
+    name: str
+    match: Literal["all", "any"] = "all"
+    rules: list[RuleModel] = Field(default_factory=list)
+    fallback: bool = False
+    context: dict[str, Any] = Field(default_factory=dict)
+
+
+class StepModel(_Model):
+    id: str = Field(pattern=_ID)
+    template: str = Field(min_length=1)
+    delay: str = "0d"
+    after: Literal["previous", "enrollment"] = "previous"
+
+    @field_validator("delay")
+    @classmethod
+    def _delay(cls, value: str) -> str:
+        parse_duration(value)
+        return value
+
+
+class TrackingModel(_Model):
+    opens: bool = True
+    clicks: bool = True
+    utm: dict[str, str] = Field(default_factory=dict)
+
+
+class CampaignModel(_Model):
+    id: str = Field(pattern=_ID)
+    name: str = Field(min_length=1)
+    description: str = ""
+    sender: SenderModel
+    reply_to: EmailStr | None = None
+    timezone: str
+    send_window: WindowModel = WindowModel()
+    context: dict[str, Any] = Field(default_factory=dict)
+    tracking: TrackingModel = TrackingModel()
+    segments: list[SegmentModel] = Field(min_length=1)
+    steps: list[StepModel] = Field(min_length=1)
+    exit_goals: list[str] = Field(default_factory=list)
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"{value!r} is not an IANA time zone such as America/New_York") from exc
+        return value
+
+    @model_validator(mode="after")
+    def _structure(self) -> CampaignModel:
+        for kind, ids in (("segment", [s.id for s in self.segments]), ("step", [s.id for s in self.steps])):
+            dupes = sorted({i for i in ids if ids.count(i) > 1})
+            if dupes:
+                raise ValueError(f"duplicate {kind} id(s): {', '.join(dupes)}")
+        last = self.segments[-1]
+        if not (last.fallback or not last.rules):
+            raise ValueError("the last segment must be a fallback (fallback: true, no rules)")
+        for seg in self.segments[:-1]:
+            if seg.fallback:
+                raise ValueError(f"segment {seg.id!r}: only the last segment may be the fallback")
+        return self
+
+
+def _format_error(source: str, exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        where = ".".join(str(part) for part in err["loc"]) or "(top level)"
+        lines.append(f"{source}: {where}: {err['msg']}")
+    return "\n".join(lines)
+
+
+def campaign_from_data(data: Any, source: str) -> Campaign:
+    if not isinstance(data, dict):
+        raise CampaignError(f"{source}: expected a mapping at the top level")
+    try:
+        model = CampaignModel.model_validate(data)
+    except ValidationError as exc:
+        raise CampaignError(_format_error(source, exc)) from None
+    window = model.send_window
+    return Campaign(
+        id=model.id,
+        name=model.name,
+        description=model.description,
+        sender_name=model.sender.name,
+        sender_email=str(model.sender.email),
+        reply_to=str(model.reply_to) if model.reply_to else None,
+        timezone=model.timezone,
+        send_window=SendWindow(
+            start=time.fromisoformat(window.start),
+            end=time.fromisoformat(window.end),
+            weekdays=frozenset(_WEEKDAYS[d.lower()[:3]] for d in window.weekdays),
+        ),
+        segments=tuple(
+            Segment(
+                id=s.id,
+                name=s.name,
+                match=s.match,
+                fallback=s.fallback or not s.rules,
+                rules=tuple(Rule(r.attribute, r.op, r.value) for r in s.rules),
+                context=dict(s.context),
+            )
+            for s in model.segments
+        ),
+        steps=tuple(Step(s.id, s.template, parse_duration(s.delay), s.after) for s in model.steps),
+        exit_goals=frozenset(model.exit_goals),
+        context=dict(model.context),
+        tracking=Tracking(model.tracking.opens, model.tracking.clicks, dict(model.tracking.utm)),
+        source=source,
+    )
+
+
+def load_campaign(path: Path, templates_dir: Path | None = None) -> Campaign:
+    """Read and validate one campaign file. With `templates_dir`, step templates must exist."""
+    source = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise NotFound(f"{source}: no such campaign file") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        raise CampaignError(f"{source}{line}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    campaign = campaign_from_data(data, source)
+    if templates_dir is not None:
+        for index, step in enumerate(campaign.steps):
+            if not (templates_dir / step.template).is_file():
+                raise CampaignError(
+                    f"{source}: steps.{index}.template: no template {step.template!r} in {templates_dir}"
+                )
+    return campaign
+
+
+def find_campaign(name: str, campaigns_dir: Path, templates_dir: Path | None = None) -> Campaign:
+    """Load ``<campaigns_dir>/<name>.yaml`` (or .yml); `name` may also be a path to a file."""
+    candidate = Path(name)
+    if candidate.suffix in (".yaml", ".yml") and candidate.is_file():
+        return load_campaign(candidate, templates_dir)
+    if not re.match(_ID, name):
+        raise NotFound(f"no campaign {name!r}: names are lowercase letters, digits, - and _")
+    for suffix in (".yaml", ".yml"):
+        path = campaigns_dir / f"{name}{suffix}"
+        if path.is_file():
+            return load_campaign(path, templates_dir)
+    raise NotFound(f"no campaign {name!r} in {campaigns_dir}")
+
+
+def list_campaigns(campaigns_dir: Path) -> list[Path]:
+    return sorted([*campaigns_dir.glob("*.yaml"), *campaigns_dir.glob("*.yml")])

@@ -1,0 +1,167 @@
+"""Settings from ``CADENCE_*`` environment variables, resolved once.
+
+Defaults make a fresh checkout work with nothing but Python: SQLite and Celery's filesystem
+broker in ``.cadence/``, emails written as ``.eml`` files to ``.cadence/outbox``. Production
+sets URLs for PostgreSQL, Redis and SMTP or an HTTP provider. Every error names the variable.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from cadence.clock import Clock, clock_from_string
+from cadence.errors import ConfigError
+
+_LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1", "[::1]"}
+
+
+@dataclass(frozen=True)
+class DkimSettings:
+    key_file: Path
+    selector: str
+    domain: str
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path
+    database_url: str
+    broker_url: str
+    email_url: str
+    base_url: str
+    secret_key: str
+    campaigns_dir: Path
+    templates_dir: Path
+    redis_url: str | None
+    clock_spec: str = "system"
+    dkim: DkimSettings | None = None
+    batch_size: int = 100
+    tick_seconds: float = 30.0
+    lease_seconds: float = 600.0
+    max_attempts: int = 8
+    soft_bounce_limit: int = 3
+    commit_every: int = 1
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def outbox_dir(self) -> Path:
+        return self.data_dir / "outbox"
+
+    def clock(self) -> Clock:
+        return clock_from_string(self.clock_spec)
+
+    @property
+    def uses_redis_broker(self) -> bool:
+        return self.broker_url.startswith(("redis://", "rediss://"))
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name}: {raw!r} is not a whole number") from exc
+    if value < minimum:
+        raise ConfigError(f"{name}: must be at least {minimum}, got {value}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name}: {raw!r} is not a number") from exc
+    if value <= 0:
+        raise ConfigError(f"{name}: must be positive, got {value}")
+    return value
+
+
+def _secret_key(env: Mapping[str, str], data_dir: Path, base_url: str) -> str:
+    key = env.get("CADENCE_SECRET_KEY", "")
+    if key:
+        if len(key) < 16:
+            raise ConfigError("CADENCE_SECRET_KEY: must be at least 16 characters")
+        return key
+    host = urlsplit(base_url).hostname or ""
+    if host not in _LOCAL_HOSTS:
+        raise ConfigError(
+            f"CADENCE_SECRET_KEY: required when CADENCE_BASE_URL is not local ({base_url}); "
+            "set it to a long random string shared by every worker and web process"
+        )
+    # Local use only: generate once and keep it, so links in sent emails stay valid.
+    path = data_dir / "secret_key"
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(secrets.token_urlsafe(48))
+        os.chmod(tmp, 0o600)
+        tmp.replace(path)
+    return path.read_text().strip()
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Read settings from `env` (default: os.environ). Raises ConfigError naming the variable."""
+    env = os.environ if env is None else env
+    data_dir = Path(env.get("CADENCE_DATA_DIR") or ".cadence").absolute()
+    database_url = env.get("CADENCE_DATABASE_URL") or f"sqlite:///{data_dir / 'cadence.db'}"
+    if "://" not in database_url:
+        raise ConfigError(f"CADENCE_DATABASE_URL: {database_url!r} is not a URL (sqlite:///... or postgresql://...)")
+    if database_url.startswith("postgresql://") or database_url.startswith("postgres://"):
+        # psycopg 3 is the driver we ship; SQLAlchemy defaults to psycopg2 for a bare scheme.
+        database_url = "postgresql+psycopg://" + database_url.split("://", 1)[1]
+    broker_url = env.get("CADENCE_BROKER_URL") or "filesystem://"
+    if not broker_url.startswith(("filesystem://", "redis://", "rediss://", "amqp://", "memory://")):
+        raise ConfigError(f"CADENCE_BROKER_URL: unsupported broker {broker_url!r} (filesystem://, redis://...)")
+    email_url = env.get("CADENCE_EMAIL_URL") or "outbox://"
+    if "://" not in email_url:
+        raise ConfigError(f"CADENCE_EMAIL_URL: {email_url!r} is not a URL (outbox://, smtp://host:port, ...)")
+    base_url = (env.get("CADENCE_BASE_URL") or "http://127.0.0.1:8000").rstrip("/")
+    parts = urlsplit(base_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"CADENCE_BASE_URL: {base_url!r} must be an http(s) URL")
+    redis_url = env.get("CADENCE_REDIS_URL") or (broker_url if broker_url.startswith("redis") else None)
+    dkim = None
+    if env.get("CADENCE_DKIM_KEY_FILE"):
+        key_file = Path(env["CADENCE_DKIM_KEY_FILE"])
+        if not key_file.is_file():
+            raise ConfigError(f"CADENCE_DKIM_KEY_FILE: no such file {key_file}")
+        for name in ("CADENCE_DKIM_SELECTOR", "CADENCE_DKIM_DOMAIN"):
+            if not env.get(name):
+                raise ConfigError(f"{name}: required when CADENCE_DKIM_KEY_FILE is set")
+        dkim = DkimSettings(key_file, env["CADENCE_DKIM_SELECTOR"], env["CADENCE_DKIM_DOMAIN"])
+    return Settings(
+        data_dir=data_dir,
+        database_url=database_url,
+        broker_url=broker_url,
+        email_url=email_url,
+        base_url=base_url,
+        secret_key=_secret_key(env, data_dir, base_url),
+        campaigns_dir=Path(env.get("CADENCE_CAMPAIGNS_DIR") or "campaigns").absolute(),
+        templates_dir=Path(env.get("CADENCE_TEMPLATES_DIR") or "templates").absolute(),
+        redis_url=redis_url,
+        clock_spec=env.get("CADENCE_CLOCK", "system"),
+        dkim=dkim,
+        batch_size=_int(env, "CADENCE_BATCH_SIZE", 100),
+        tick_seconds=_float(env, "CADENCE_TICK_SECONDS", 30.0),
+        lease_seconds=_float(env, "CADENCE_LEASE_SECONDS", 600.0),
+        max_attempts=_int(env, "CADENCE_MAX_ATTEMPTS", 8),
+        soft_bounce_limit=_int(env, "CADENCE_SOFT_BOUNCE_LIMIT", 3),
+        commit_every=_int(env, "CADENCE_COMMIT_EVERY", 1),
+    )
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return load_settings()
