@@ -1,0 +1,38 @@
+"""The campaigns a process knows about, loaded from ``campaigns/`` and reloaded when a file
+changes, so a long-running worker picks up edits without a restart."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cadence.campaign_files import find_campaign, list_campaigns
+from cadence.core.campaign import Campaign
+from cadence.errors import NotFound
+
+
+class CampaignCatalog:
+    def __init__(self, campaigns_dir: Path, templates_dir: Path | None = None) -> None:
+        self.campaigns_dir = campaigns_dir
+        self.templates_dir = templates_dir
+        self._cache: dict[str, tuple[float, Campaign]] = {}
+
+    def get(self, campaign_id: str) -> Campaign:
+        """The campaign named `campaign_id`; NotFound if its file is gone."""
+        path = self._path(campaign_id)
+        mtime = path.stat().st_mtime
+        cached = self._cache.get(campaign_id)
+        if cached and cached[0] == mtime:
+            return cached[1]
+        campaign = find_campaign(campaign_id, self.campaigns_dir, self.templates_dir)
+        self._cache[campaign_id] = (mtime, campaign)
+        return campaign
+
+    def all(self) -> list[Campaign]:
+        return [self.get(path.stem) for path in list_campaigns(self.campaigns_dir)]
+
+    def _path(self, campaign_id: str) -> Path:
+        for suffix in (".yaml", ".yml"):
+            path = self.campaigns_dir / f"{campaign_id}{suffix}"
+            if path.is_file():
+                return path
+        raise NotFound(f"no campaign {campaign_id!r} in {self.campaigns_dir}")
