@@ -39,3 +39,21 @@ def read_token(secret_key: str, purpose: Purpose, token: str) -> Any:
         raise TokenError("this link has expired") from exc
     except BadData as exc:
         raise TokenError("this link is not valid") from exc
+
+
+def link_signature(secret_key: str, purpose: str, *ids: int) -> str:
+    """A short HMAC for high-volume URLs (click and open tracking): ~2 µs instead of the
+    ~20 µs of a serializer token, and only ids in the URL. 96 bits resist forgery."""
+    import base64
+    import hashlib
+    import hmac
+
+    message = f"{purpose}:" + ":".join(str(i) for i in ids)
+    digest = hmac.new(secret_key.encode(), message.encode(), hashlib.sha256).digest()[:12]
+    return base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+
+def check_link_signature(secret_key: str, purpose: str, signature: str, *ids: int) -> bool:
+    import hmac
+
+    return hmac.compare_digest(link_signature(secret_key, purpose, *ids), signature)

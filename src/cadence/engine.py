@@ -1,0 +1,224 @@
+"""Use cases of the drip engine as plain functions: enroll, tick, deliver, record_event.
+
+The Celery tasks, the CLI and the demo all call these; none of them holds logic of its own.
+The flow (see docs and ../shared/ARCHITECTURE.md):
+
+    enroll  → enrollment.next_send_at (pure schedule math)
+    tick    → claim due enrollments, insert ledger rows (UNIQUE enrollment+step), return ids
+    deliver → lease the ledger rows, re-check the subscriber *now*, render, build, send,
+              record each result, advance the enrollment
+
+Guarantee: a (subscriber, step) is sent at most once, except when a worker dies after the
+server accepted a message and before the ``sent`` row committed; that window is one
+``CADENCE_COMMIT_EVERY`` group of messages per worker process (default 1), and the duplicate
+carries the same Message-ID as the first copy.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from cadence.core.campaign import Campaign
+from cadence.core.schedule import step_due_at, subscriber_zone
+from cadence.db import queries
+from cadence.db.models import Delivery, Enrollment, Event, Subscriber
+from cadence.db.session import transaction
+from cadence.errors import NotFound
+from cadence.runtime import Runtime, wall_now
+from cadence.sending import SendOutcome, prepare_and_send
+
+log = logging.getLogger(__name__)
+
+
+# ---------------------------------------------------------------------------- enroll
+
+@dataclass
+class EnrollResult:
+    enrolled: int = 0
+    already: int = 0
+    not_active: int = 0
+
+
+def enroll(session: Session, campaign: Campaign, subscribers: Sequence[Subscriber], now: datetime) -> EnrollResult:
+    """Put active subscribers into `campaign`; the first step is scheduled by the pure schedule
+    module in each subscriber's own time zone. Enrolling twice is a no-op."""
+    result = EnrollResult()
+    ids = [s.id for s in subscribers]
+    existing = set(
+        session.scalars(
+            select(Enrollment.subscriber_id).where(
+                Enrollment.campaign_id == campaign.id, Enrollment.subscriber_id.in_(ids)
+            )
+        )
+    )
+    for subscriber in subscribers:
+        if subscriber.status != "active":
+            result.not_active += 1
+            continue
+        if subscriber.id in existing:
+            result.already += 1
+            continue
+        tz = subscriber_zone(subscriber.timezone, campaign)
+        session.add(
+            Enrollment(
+                subscriber_id=subscriber.id,
+                campaign_id=campaign.id,
+                state="active",
+                next_step=0,
+                enrolled_at=now,
+                next_send_at=step_due_at(campaign, 0, enrolled_at=now, previous_sent_at=None, tz=tz),
+                end_reason="",
+            )
+        )
+        result.enrolled += 1
+    session.flush()
+    return result
+
+
+# ---------------------------------------------------------------------------- tick
+
+@dataclass
+class TickResult:
+    claimed: int = 0
+    batches: list[list[int]] = field(default_factory=list)
+    locked_out: bool = False
+
+    @property
+    def enqueued(self) -> int:
+        return sum(len(batch) for batch in self.batches)
+
+
+def _insert_ignore(session: Session) -> type[pg_insert] | type[sqlite_insert]:  # type: ignore[valid-type]
+    return pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+
+
+def tick(runtime: Runtime, *, now: datetime | None = None, claim_limit: int = 5000, max_rounds: int = 20) -> TickResult:
+    """Claim due enrollments into ledger rows and collect deliveries that need a send task.
+
+    Returns the delivery ids in batches of ``settings.batch_size``; the caller enqueues them
+    *after* this function's transactions committed (a task must never see an uncommitted row).
+    """
+    settings = runtime.settings
+    now = now or runtime.clock.now()
+    result = TickResult()
+    requeue_after = timedelta(seconds=max(60.0, settings.lease_seconds))
+    for _ in range(max_rounds):
+        with transaction(settings.database_url) as session:
+            if not queries.try_tick_lock(session):
+                result.locked_out = True
+                return result
+            due = queries.claim_due_enrollments(session, now, claim_limit)
+            if due:
+                _create_deliveries(session, due, now)
+            result.claimed += len(due)
+            ids = queries.deliveries_to_enqueue(session, now, wall_now(), requeue_after, claim_limit)
+        size = settings.batch_size
+        result.batches.extend(ids[i : i + size] for i in range(0, len(ids), size))
+        if len(due) < claim_limit and len(ids) < claim_limit:
+            break
+    return result
+
+
+def _create_deliveries(session: Session, due: Sequence[Enrollment], now: datetime) -> None:
+    insert = _insert_ignore(session)
+    rows = [
+        {
+            "enrollment_id": e.id,
+            "subscriber_id": e.subscriber_id,
+            "campaign_id": e.campaign_id,
+            "step_id": "",
+            "step_index": e.next_step,
+            "segment_id": "",
+            "state": "queued",
+            "attempts": 0,
+            "due_at": e.next_send_at,
+            "not_before": e.next_send_at,
+            "message_id": "",
+            "content_hash": "",
+            "last_error": "",
+            "created_at": now,
+        }
+        for e in due
+    ]
+    # ON CONFLICT DO NOTHING: if a ledger row for (enrollment, step) exists, a racing tick made
+    # it; the UNIQUE key turns the race into a no-op instead of a second email.
+    session.execute(insert(Delivery).values(rows).on_conflict_do_nothing(index_elements=["enrollment_id", "step_index"]))
+    for enrollment in due:
+        enrollment.next_send_at = None  # in flight: no later tick claims it again
+
+
+# ---------------------------------------------------------------------------- deliver
+
+def deliver(runtime: Runtime, delivery_ids: Sequence[int]) -> SendOutcome:
+    """Send the given deliveries (a Celery task's payload). Safe to call twice with the same
+    ids: only rows this call leases are sent."""
+    settings = runtime.settings
+    now = runtime.clock.now()
+    with transaction(settings.database_url) as session:
+        claimed = queries.claim_deliveries(
+            session, delivery_ids, now, wall_now(), timedelta(seconds=settings.lease_seconds)
+        )
+    if not claimed:
+        return SendOutcome()
+    return prepare_and_send(runtime, claimed)
+
+
+# ---------------------------------------------------------------------------- events
+
+def record_event(
+    session: Session,
+    subscriber: Subscriber,
+    kind: str,
+    now: datetime,
+    *,
+    catalog_campaigns: Sequence[Campaign] = (),
+    delivery_id: int | None = None,
+    data: dict[str, object] | None = None,
+    dedupe_key: str | None = None,
+) -> bool:
+    """Store an event; if it is an exit goal of a campaign the subscriber is in, end that
+    enrollment (no further steps). Returns False if `dedupe_key` was seen before."""
+    if dedupe_key and session.scalar(select(Event.id).where(Event.dedupe_key == dedupe_key)) is not None:
+        return False
+    session.add(
+        Event(
+            subscriber_id=subscriber.id,
+            delivery_id=delivery_id,
+            kind=kind,
+            data=data or {},
+            dedupe_key=dedupe_key,
+            created_at=now,
+        )
+    )
+    goal_campaigns = [c.id for c in catalog_campaigns if kind in c.exit_goals]
+    if goal_campaigns:
+        for enrollment in session.scalars(
+            select(Enrollment).where(
+                Enrollment.subscriber_id == subscriber.id,
+                Enrollment.campaign_id.in_(goal_campaigns),
+                Enrollment.state == "active",
+            )
+        ):
+            enrollment.state = "exited"
+            enrollment.next_send_at = None
+            enrollment.ended_at = now
+            enrollment.end_reason = f"goal: {kind}"
+    session.flush()
+    return True
+
+
+def find_subscriber(session: Session, email: str) -> Subscriber:
+    from cadence.subscribers import email_key
+
+    subscriber = session.scalar(select(Subscriber).where(Subscriber.email_key == email_key(email)))
+    if subscriber is None:
+        raise NotFound(f"no subscriber {email!r}")
+    return subscriber

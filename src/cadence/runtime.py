@@ -1,0 +1,64 @@
+"""What one process needs to send: settings, clock, campaigns, renderer, transport, DKIM signer.
+
+Built once per process (a Celery worker process, the CLI) and reused: the transport keeps its
+SMTP connection open across batches, the renderer keeps compiled variants.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import cached_property
+
+from jinja2 import FileSystemLoader
+
+from cadence.catalog import CampaignCatalog
+from cadence.clock import Clock
+from cadence.config import Settings
+from cadence.core.dkim import DkimSigner
+from cadence.core.render import Renderer
+from cadence.transports.base import Transport
+from cadence.transports.registry import open_transport
+
+
+def wall_now() -> datetime:
+    """Real time, for leases and enqueue stamps: they are about processes, not the schedule."""
+    return datetime.now(UTC)
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    clock: Clock
+    catalog: CampaignCatalog
+    renderer: Renderer
+    _transport: Transport | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Runtime:
+        return cls(
+            settings=settings,
+            clock=settings.clock(),
+            catalog=CampaignCatalog(settings.campaigns_dir),
+            renderer=Renderer(FileSystemLoader(str(settings.templates_dir))),
+        )
+
+    @property
+    def transport(self) -> Transport:
+        if self._transport is None:
+            self._transport = open_transport(
+                self.settings.email_url, data_dir=self.settings.data_dir, redis_url=self.settings.redis_url
+            )
+        return self._transport
+
+    @cached_property
+    def signer(self) -> DkimSigner | None:
+        dkim = self.settings.dkim
+        if dkim is None:
+            return None
+        return DkimSigner(dkim.key_file.read_bytes(), dkim.selector, dkim.domain)
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = None

@@ -1,0 +1,297 @@
+"""The send path for leased deliveries: re-check, render, build, send, record, advance.
+
+Everything is checked *at send time* (ARCHITECTURE.md): a subscriber who unsubscribed, was
+suppressed, paused, reached an exit goal or changed segment after the tick queued the delivery
+is treated as they are now, not as they were. Results are recorded every
+``settings.commit_every`` messages, which bounds the duplicate window after a crash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from cadence.core.campaign import Campaign
+from cadence.core.message import Address, OutgoingMessage, build_mime, make_message_id
+from cadence.core.render import render_email
+from cadence.core.schedule import next_send_at, retry_backoff, step_due_at, subscriber_zone
+from cadence.core.segments import choose_segment
+from cadence.db.models import Delivery, Enrollment, Link, Subscriber, Suppression
+from cadence.db.session import transaction
+from cadence.errors import CadenceError, NotFound
+from cadence.runtime import Runtime
+from cadence.subscribers import email_hash, suppress
+from cadence.tokens import link_signature, make_token
+from cadence.transports.base import SendResult
+
+log = logging.getLogger(__name__)
+
+# A delivery claimed inside its window may still go out this long after the window closed
+# (a worker backlog); later than that it waits for the next window.
+WINDOW_GRACE = timedelta(hours=1)
+
+
+@dataclass
+class SendOutcome:
+    sent: int = 0
+    retrying: int = 0
+    failed: int = 0
+    skipped: int = 0
+    postponed: int = 0
+
+    def add(self, other: SendOutcome) -> None:
+        for name in ("sent", "retrying", "failed", "skipped", "postponed"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+
+@dataclass
+class _Prepared:
+    delivery_id: int
+    message: OutgoingMessage
+    mime: bytes
+    segment_id: str
+    content_hash: str
+
+
+def prepare_and_send(runtime: Runtime, delivery_ids: Sequence[int]) -> SendOutcome:
+    settings = runtime.settings
+    now = runtime.clock.now()
+    outcome = SendOutcome()
+    with transaction(settings.database_url) as session:
+        rows = session.execute(
+            select(Delivery, Subscriber, Enrollment)
+            .join(Subscriber, Delivery.subscriber_id == Subscriber.id)
+            .join(Enrollment, Delivery.enrollment_id == Enrollment.id)
+            .where(Delivery.id.in_(list(delivery_ids)))
+            .order_by(Delivery.id)
+        ).all()
+        hashes = {email_hash(s.email) for _, s, _ in rows}
+        suppressed = set(session.scalars(select(Suppression.email_hash).where(Suppression.email_hash.in_(hashes))))
+        prepared: list[_Prepared] = []
+        for delivery, subscriber, enrollment in rows:
+            try:
+                campaign = runtime.catalog.get(delivery.campaign_id)
+            except NotFound:
+                _finish(delivery, "failed", "campaign file is gone")
+                outcome.failed += 1
+                continue
+            reason = _skip_reason(subscriber, enrollment, delivery, campaign, suppressed)
+            if reason:
+                _finish(delivery, "skipped", reason)
+                outcome.skipped += 1
+                continue
+            later = _postpone_until(subscriber, delivery, campaign, now)
+            if later is not None:
+                _requeue(delivery, later, "postponed: paused or outside the send window", count_attempt=False)
+                outcome.postponed += 1
+                continue
+            try:
+                prepared.append(_prepare(runtime, session, delivery, subscriber, campaign, now))
+            except CadenceError as exc:  # a template broke after validation: fail loudly, per delivery
+                log.error("delivery %s cannot be rendered: %s", delivery.id, exc)
+                _finish(delivery, "failed", f"render: {exc}")
+                outcome.failed += 1
+    step = max(1, settings.commit_every)
+    for start in range(0, len(prepared), step):
+        group = prepared[start : start + step]
+        results = runtime.transport.send_many([(p.message, p.mime) for p in group])
+        with transaction(settings.database_url) as session:
+            outcome.add(_record(runtime, session, group, results, now))
+    return outcome
+
+
+def _skip_reason(
+    subscriber: Subscriber, enrollment: Enrollment, delivery: Delivery, campaign: Campaign, suppressed: set[str]
+) -> str:
+    if subscriber.status != "active":
+        return f"subscriber is {subscriber.status}"
+    if email_hash(subscriber.email) in suppressed:
+        return "address is suppressed"
+    if enrollment.state != "active":
+        return f"enrollment is {enrollment.state}"
+    if delivery.step_index >= len(campaign.steps):
+        return "step no longer exists in the campaign"
+    return ""
+
+
+def _postpone_until(subscriber: Subscriber, delivery: Delivery, campaign: Campaign, now: datetime) -> datetime | None:
+    tz = subscriber_zone(subscriber.timezone, campaign)
+    if subscriber.paused_until and subscriber.paused_until > now:
+        return next_send_at(subscriber.paused_until, campaign.send_window, tz)
+    if now > delivery.due_at + WINDOW_GRACE:
+        in_window = next_send_at(now, campaign.send_window, tz)
+        if in_window > now:
+            return in_window
+    return None
+
+
+def _prepare(
+    runtime: Runtime, session: Session, delivery: Delivery, subscriber: Subscriber, campaign: Campaign, now: datetime
+) -> _Prepared:
+    settings = runtime.settings
+    step = campaign.steps[delivery.step_index]
+    segment = choose_segment(campaign.segments, subscriber.attributes)
+    variant = runtime.renderer.variant(campaign, step, segment)
+    base = settings.base_url
+    unsubscribe_url = f"{base}/u/{make_token(settings.secret_key, 'unsubscribe', [subscriber.id, delivery.id])}"
+    links = {
+        "unsubscribe": unsubscribe_url,
+        "preferences": f"{base}/p/{make_token(settings.secret_key, 'preferences', subscriber.id)}",
+        "web_view": f"{base}/v/{make_token(settings.secret_key, 'webview', delivery.id)}",
+    }
+    link_url = _click_tracker(runtime, session, variant.links, delivery.id) if campaign.tracking.clicks else None
+    rendered = render_email(
+        variant,
+        subscriber={"first_name": subscriber.first_name, "email": subscriber.email, "attributes": subscriber.attributes},
+        links=links,
+        link_url=link_url,
+    )
+    html = rendered.html
+    if campaign.tracking.opens:
+        pixel = f"{base}/o/{delivery.id}/{link_signature(settings.secret_key, 'open', delivery.id)}.gif"
+        html = _add_open_pixel(html, pixel)
+    domain = campaign.sender_email.rsplit("@", 1)[1]
+    message = OutgoingMessage(
+        sender=Address(campaign.sender_email, campaign.sender_name),
+        to=Address(subscriber.email, subscriber.first_name),
+        subject=rendered.subject,
+        html=html,
+        text=rendered.text,
+        message_id=make_message_id(delivery.id, settings.secret_key, domain),
+        reply_to=campaign.reply_to,
+        list_id=f"{campaign.name} <{campaign.id}.{domain}>",
+        list_unsubscribe_url=unsubscribe_url,
+        list_unsubscribe_mailto=f"mailto:unsubscribe@{domain}?subject=unsubscribe",
+        metadata={"delivery_id": str(delivery.id), "campaign": campaign.id, "step": step.id},
+    )
+    mime = build_mime(message, date=now, signer=runtime.signer) if runtime.transport.needs_mime else b""
+    delivery.step_id = step.id
+    return _Prepared(delivery.id, message, mime, segment.id, variant.content_hash)
+
+
+def _click_tracker(
+    runtime: Runtime, session: Session, urls: Sequence[str], delivery_id: int
+) -> Callable[[int, str], str]:
+    link_ids = ensure_links(session, urls)
+    base, key = runtime.settings.base_url, runtime.settings.secret_key
+
+    def link_url(index: int, url: str) -> str:
+        link_id = link_ids[url]
+        return f"{base}/c/{delivery_id}/{link_id}/{link_signature(key, 'click', delivery_id, link_id)}"
+
+    return link_url
+
+
+_LINK_CACHE: dict[str, int] = {}
+
+
+def ensure_links(session: Session, urls: Sequence[str]) -> dict[str, int]:
+    """Ids of stored click-tracking destinations, creating rows for new URLs (cached per process)."""
+    missing = [u for u in urls if u not in _LINK_CACHE]
+    if missing:
+        hashes = {hashlib.sha256(u.encode()).hexdigest(): u for u in missing}
+        for link in session.scalars(select(Link).where(Link.url_hash.in_(list(hashes)))):
+            _LINK_CACHE[link.url] = link.id
+        for digest, url in hashes.items():
+            if url not in _LINK_CACHE:
+                link = Link(url=url, url_hash=digest)
+                session.add(link)
+                session.flush()
+                _LINK_CACHE[url] = link.id
+    return {u: _LINK_CACHE[u] for u in urls}
+
+
+def _add_open_pixel(html: str, url: str) -> str:
+    tag = f'<img src="{url}" width="1" height="1" alt="" style="display:block;border:0;height:1px;width:1px">'
+    index = html.rfind("</body>")
+    return html[:index] + tag + html[index:] if index != -1 else html + tag
+
+
+def _finish(delivery: Delivery, state: str, error: str) -> None:
+    delivery.state = state
+    delivery.last_error = error[:2000]
+    delivery.lease_expires_at = None
+
+
+def _requeue(delivery: Delivery, not_before: datetime, error: str, *, count_attempt: bool = True) -> None:
+    delivery.state = "queued"
+    delivery.not_before = not_before
+    delivery.enqueued_at = None
+    delivery.lease_expires_at = None
+    delivery.last_error = error[:2000]
+    if not count_attempt:
+        delivery.attempts = max(0, delivery.attempts - 1)
+
+
+def _record(
+    runtime: Runtime, session: Session, group: Sequence[_Prepared], results: Sequence[SendResult], now: datetime
+) -> SendOutcome:
+    settings = runtime.settings
+    outcome = SendOutcome()
+    for prepared, result in zip(group, results, strict=True):
+        delivery = session.get(Delivery, prepared.delivery_id)
+        if delivery is None or delivery.state != "sending":
+            continue
+        enrollment = session.get(Enrollment, delivery.enrollment_id) if delivery.enrollment_id else None
+        subscriber = session.get(Subscriber, delivery.subscriber_id)
+        if result.status == "sent":
+            delivery.state = "sent"
+            delivery.sent_at = now
+            delivery.segment_id = prepared.segment_id
+            delivery.content_hash = prepared.content_hash
+            delivery.message_id = prepared.message.message_id
+            delivery.provider_message_id = result.provider_message_id
+            delivery.lease_expires_at = None
+            delivery.last_error = ""
+            if enrollment is not None and subscriber is not None:
+                _advance(runtime, enrollment, subscriber, delivery.step_index, now)
+            outcome.sent += 1
+        elif result.status == "transient" and delivery.attempts < settings.max_attempts:
+            wait = retry_backoff(delivery.attempts)
+            if result.retry_after:
+                wait = max(wait, timedelta(seconds=result.retry_after))
+            _requeue(delivery, now + wait, f"attempt {delivery.attempts}: {result.detail}")
+            outcome.retrying += 1
+        else:
+            _finish(delivery, "failed", result.detail or "gave up after retries")
+            outcome.failed += 1
+            if result.status == "permanent" and subscriber is not None:
+                # A 5xx for this recipient: never try the address again (issue #4).
+                suppress(session, subscriber.email, "hard_bounce", now, result.detail)
+            elif enrollment is not None:
+                enrollment.state, enrollment.next_send_at = "cancelled", None
+                enrollment.ended_at, enrollment.end_reason = now, "delivery failed after retries"
+    return outcome
+
+
+def _advance(runtime: Runtime, enrollment: Enrollment, subscriber: Subscriber, step_index: int, now: datetime) -> None:
+    try:
+        campaign = runtime.catalog.get(enrollment.campaign_id)
+    except NotFound:
+        return
+    enrollment.last_sent_at = now
+    enrollment.next_step = step_index + 1
+    if enrollment.state != "active":
+        return
+    if enrollment.next_step >= len(campaign.steps):
+        enrollment.state, enrollment.next_send_at = "completed", None
+        enrollment.ended_at, enrollment.end_reason = now, "all steps sent"
+        return
+    tz = subscriber_zone(subscriber.timezone, campaign)
+    enrollment.next_send_at = step_due_at(
+        campaign, enrollment.next_step, enrolled_at=enrollment.enrolled_at, previous_sent_at=now, tz=tz
+    )
+
+
+def cancel_pending(session: Session, subscriber_id: int, reason: str) -> None:
+    session.execute(
+        update(Delivery)
+        .where(Delivery.subscriber_id == subscriber_id, Delivery.state == "queued")
+        .values(state="skipped", last_error=reason)
+    )

@@ -1,0 +1,208 @@
+"""Subscriber use cases: add, import, unsubscribe, suppress. Plain functions over a Session.
+
+A suppressed address (bounced, complained, erased) receives nothing from any path, and a
+re-import never brings back someone who unsubscribed: imports only add or update attributes.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from email_validator import EmailNotValidError, validate_email
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from cadence.db.models import Enrollment, Subscriber, Suppression
+from cadence.errors import InputError
+
+_RESERVED_COLUMNS = {"email", "first_name", "name", "timezone", "tz"}
+_CONTROL = {"\r", "\n", "\x00"}
+
+
+def email_key(email: str) -> str:
+    return email.strip().lower()
+
+
+def email_hash(email: str) -> str:
+    """What a suppression stores: SHA-256 of the lowercased address (no readable trace)."""
+    return hashlib.sha256(email_key(email).encode()).hexdigest()
+
+
+def normalise_email(email: str, field_name: str = "email") -> str:
+    """A syntactically valid address (RFC 5321/5322 via email-validator), or InputError."""
+    if any(ch in email for ch in _CONTROL):
+        raise InputError(f"{field_name}: contains a line break or NUL")
+    try:
+        # No DNS here: imports of thousands of rows must not wait on the network.
+        return validate_email(email.strip(), check_deliverability=False).normalized
+    except EmailNotValidError as exc:
+        raise InputError(f"{field_name}: {email!r} is not a valid email address ({exc})") from None
+
+
+def check_timezone(name: str | None, field_name: str = "timezone") -> str | None:
+    if not name:
+        return None
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise InputError(f"{field_name}: {name!r} is not an IANA time zone such as America/New_York") from None
+    return name
+
+
+def check_text(value: str, field_name: str, limit: int = 200) -> str:
+    if any(ch in value for ch in _CONTROL):
+        raise InputError(f"{field_name}: contains a line break or NUL")
+    if len(value) > limit:
+        raise InputError(f"{field_name}: longer than {limit} characters")
+    return value.strip()
+
+
+def is_suppressed(session: Session, email: str) -> bool:
+    return session.scalar(select(Suppression.id).where(Suppression.email_hash == email_hash(email))) is not None
+
+
+def suppress(session: Session, email: str, reason: str, now: datetime, detail: str = "") -> None:
+    """Add `email` to the suppression list (idempotent) and stop everything it was enrolled in."""
+    key = email_hash(email)
+    if session.scalar(select(Suppression.id).where(Suppression.email_hash == key)) is None:
+        session.add(Suppression(email_hash=key, reason=reason, detail=detail[:2000], created_at=now))
+    subscriber = session.scalar(select(Subscriber).where(Subscriber.email_key == email_key(email)))
+    if subscriber is not None:
+        if subscriber.status in ("active", "pending"):
+            subscriber.status = {"complaint": "complained", "hard_bounce": "bounced"}.get(reason, "bounced")
+            subscriber.updated_at = now
+        end_enrollments(session, subscriber.id, now, reason)
+
+
+def end_enrollments(session: Session, subscriber_id: int, now: datetime, reason: str) -> None:
+    session.execute(
+        update(Enrollment)
+        .where(Enrollment.subscriber_id == subscriber_id, Enrollment.state == "active")
+        .values(state="cancelled", next_send_at=None, ended_at=now, end_reason=reason)
+    )
+
+
+def unsubscribe(session: Session, subscriber: Subscriber, now: datetime, how: str) -> bool:
+    """Unsubscribe at once (RFC 8058 one-click). Returns False if already unsubscribed."""
+    if subscriber.status == "unsubscribed":
+        return False
+    subscriber.status = "unsubscribed"
+    subscriber.unsubscribed_at = now
+    subscriber.updated_at = now
+    end_enrollments(session, subscriber.id, now, f"unsubscribed ({how})")
+    return True
+
+
+@dataclass(frozen=True)
+class SubscriberInput:
+    email: str
+    first_name: str = ""
+    timezone: str | None = None
+    attributes: Mapping[str, Any] = field(default_factory=dict)
+
+
+def upsert_subscriber(
+    session: Session, data: SubscriberInput, now: datetime, *, status: str = "active", source: str = "cli"
+) -> Subscriber | None:
+    """Create the subscriber, or update name, zone and attributes of an existing one. Never
+    changes the status of someone existing (no resubscribing by import). Returns None for a
+    suppressed address."""
+    email = normalise_email(data.email)
+    if is_suppressed(session, email):
+        return None
+    subscriber = session.scalar(select(Subscriber).where(Subscriber.email_key == email_key(email)))
+    if subscriber is None:
+        subscriber = Subscriber(
+            email=email,
+            email_key=email_key(email),
+            first_name=data.first_name,
+            timezone=data.timezone,
+            attributes=dict(data.attributes),
+            status=status,
+            source=source,
+            created_at=now,
+            updated_at=now,
+            confirmed_at=now if status == "active" else None,
+            soft_bounces=0,
+            consent={},
+        )
+        session.add(subscriber)
+        session.flush()
+        return subscriber
+    subscriber.first_name = data.first_name or subscriber.first_name
+    subscriber.timezone = data.timezone or subscriber.timezone
+    subscriber.attributes = {**subscriber.attributes, **data.attributes}
+    subscriber.updated_at = now
+    return subscriber
+
+
+def parse_subscriber_csv(text: str, source: str = "CSV") -> list[SubscriberInput]:
+    """Parse and validate every row first; raise one InputError listing every bad line, so an
+    import is all or nothing. Columns: email (required), first_name or name, timezone or tz;
+    every other column becomes an attribute."""
+    reader = csv.DictReader(io.StringIO(text))
+    if not reader.fieldnames or "email" not in [f.strip().lower() for f in reader.fieldnames]:
+        raise InputError(f"{source}: line 1: the header must have an 'email' column")
+    rows: list[SubscriberInput] = []
+    problems: list[str] = []
+    seen: dict[str, int] = {}
+    for row in reader:
+        line = reader.line_num
+        if None in row:
+            problems.append(f"{source}: line {line}: more fields than the header has")
+            continue
+        clean = {(k or "").strip().lower(): (v or "").strip() for k, v in row.items()}
+        try:
+            email = normalise_email(clean.get("email", ""), "email")
+            first_name = check_text(clean.get("first_name") or clean.get("name") or "", "first_name")
+            tz = check_timezone(clean.get("timezone") or clean.get("tz"))
+            attributes = {
+                key: check_text(value, key, 500)
+                for key, value in clean.items()
+                if key not in _RESERVED_COLUMNS and value != ""
+            }
+        except InputError as exc:
+            problems.append(f"{source}: line {line}: {exc}")
+            continue
+        if email_key(email) in seen:
+            problems.append(f"{source}: line {line}: email: {email} already on line {seen[email_key(email)]}")
+            continue
+        seen[email_key(email)] = line
+        rows.append(SubscriberInput(email, first_name, tz, attributes))
+    if problems:
+        raise InputError("\n".join(problems))
+    return rows
+
+
+@dataclass
+class ImportResult:
+    created: int = 0
+    updated: int = 0
+    suppressed: int = 0
+
+
+def import_subscribers(session: Session, rows: Iterable[SubscriberInput], now: datetime) -> ImportResult:
+    rows = list(rows)
+    result = ImportResult()
+    existing = {
+        key
+        for (key,) in session.execute(
+            select(Subscriber.email_key).where(Subscriber.email_key.in_([email_key(r.email) for r in rows]))
+        )
+    }
+    for row in rows:
+        was_there = email_key(row.email) in existing
+        if upsert_subscriber(session, row, now, source="import") is None:
+            result.suppressed += 1
+        elif was_there:
+            result.updated += 1
+        else:
+            result.created += 1
+    return result
