@@ -1,0 +1,165 @@
+"""From MJML's compiled HTML to the sources of the phase-2 templates (part of :mod:`render`).
+
+Pure string work: the subject from ``<title>``, the preheader from ``<mj-preview>``, every
+http(s) link collected (UTM parameters added for the clinic's own site) and replaced by a
+phase-2 call, and the plain-text part derived once with inscriptis with its links kept.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from inscriptis import get_text
+from inscriptis.css_profiles import CSS_PROFILES
+from inscriptis.model.config import ParserConfig
+
+LINKS_VARIABLE = "_cadence_links"
+PHASE2_TAG = re.compile(r"\[\[.*?\]\]|\[%.*?%\]", re.DOTALL)
+
+_ANCHOR = re.compile(
+    r"<a\b([^>]*?)\bhref\s*=\s*([\"'])(.*?)\2([^>]*)>(.*?)</a\s*>", re.IGNORECASE | re.DOTALL
+)
+_TITLE = re.compile(r"<title>(.*?)</title>", re.IGNORECASE | re.DOTALL)
+_PREVIEW = re.compile(r"<mj-preview\b[^>]*>(.*?)</mj-preview>", re.IGNORECASE | re.DOTALL)
+_TAGS = re.compile(r"<[^>]+>")
+_CENTRED = re.compile(r"(\balign\s*=\s*[\"']?|text-align\s*:\s*)(?:center|right)", re.IGNORECASE)
+# Links staff never want decorated with UTM parameters, even on the clinic's own host.
+_NO_UTM_PATH = re.compile(r"/(unsubscribe|preferences|view|web-view|webview)\b", re.IGNORECASE)
+# The 'strict' profile keeps display:none hidden (MJML's preheader div) and adds no spacing the
+# HTML doesn't ask for. Links are written by _rewrite_links, not by inscriptis' [text](url).
+_TEXT_CONFIG = ParserConfig(css=CSS_PROFILES["strict"], display_links=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Phase2Sources:
+    subject: str
+    preheader: str
+    html: str
+    text: str
+    links: tuple[str, ...]
+
+
+def phase2_sources(compiled_html: str, mjml: str, *, utm: dict[str, str], website: Any) -> Phase2Sources:
+    """Split MJML's output into the subject, HTML and text sources of phase 2.
+
+    `website` is the clinic's site (``campaign.context['clinic']['website']``, if any): links to
+    its host get the `utm` parameters.
+    """
+    # MJML copies <mj-title> into an attribute and escapes quotes there ("\"" even, which is not
+    # HTML); jinja must see each phase-2 expression as it was written.
+    compiled_html = PHASE2_TAG.sub(lambda m: html.unescape(m.group(0)).replace('\\"', '"'), compiled_html)
+    title = _TITLE.search(compiled_html)
+    subject = " ".join(html.unescape(title.group(1)).split()) if title else ""
+    preview = _PREVIEW.search(mjml)
+    preheader = " ".join(html.unescape(_TAGS.sub("", preview.group(1))).split()) if preview else ""
+    own_host = urlsplit(website).hostname if isinstance(website, str) else None
+    html_source, text_html, links = _rewrite_links(compiled_html, utm, own_host)
+    # Centred footers read badly as plain text once padded with spaces: align everything left.
+    text_html = _CENTRED.sub(lambda m: m.group(1) + "left", text_html)
+    return Phase2Sources(
+        subject, preheader, html_source, _tidy_text(get_text(text_html, _TEXT_CONFIG)), links
+    )
+
+
+def with_utm(url: str, utm: dict[str, str], own_host: str | None) -> str:
+    """`url` with the `utm` parameters appended if it points at `own_host` (never overriding)."""
+    if not utm or not own_host:
+        return url
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if host.removeprefix("www.") != own_host.removeprefix("www.") or _NO_UTM_PATH.search(parts.path):
+        return url
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    present = {k for k, _ in query}
+    query += [(k, v) for k, v in utm.items() if k not in present]
+    return urlunsplit(parts._replace(path=parts.path or "/", query=urlencode(query)))
+
+
+def _rewrite_links(
+    compiled_html: str, utm: dict[str, str], own_host: str | None
+) -> tuple[str, str, tuple[str, ...]]:
+    """(HTML with phase-2 link calls, HTML prepared for the text part, the links in order).
+
+    In the text part each link keeps its label and gains " (url)" after it, or becomes the URL
+    when the label already is one, so no link is lost in the plain-text version. Links that are
+    phase-2 expressions already (``[[ links.unsubscribe ]]``) are left alone: they get no UTM
+    parameters and no click tracking.
+    """
+    index: dict[str, int] = {}
+    html_parts: list[str] = []
+    text_parts: list[str] = []
+    last = 0
+    for m in _ANCHOR.finditer(compiled_html):
+        before, quote, raw, after, label = m.groups()
+        href = html.unescape(raw).strip()
+        html_parts.append(compiled_html[last : m.start()])
+        text_parts.append(compiled_html[last : m.start()])
+        last = m.end()
+        shown = " ".join(html.unescape(_TAGS.sub("", label)).split()).rstrip("/").lower()
+        if href.lower().startswith(("http://", "https://")):
+            position = index.setdefault(with_utm(href, utm, own_host), len(index))
+            target = f"[[ {LINKS_VARIABLE}[{position}] ]]"
+            html_parts.append(f"<a{before}href={quote}{target}{quote}{after}>{label}</a>")
+            bare = href.rstrip("/").lower()
+            same = shown in (bare, bare.split("://", 1)[1])
+            text_parts.append(f"<a>{target}</a>" if same else f"<a>{label}</a> ({target})")
+            continue
+        html_parts.append(m.group(0))
+        target = href[len("mailto:") :].split("?", 1)[0] if href.lower().startswith("mailto:") else href
+        show_target = target and not href.startswith("#") and shown != target.lower()
+        text_parts.append(f"<a>{label}</a> ({target})" if show_target else f"<a>{label}</a>")
+    html_parts.append(compiled_html[last:])
+    text_parts.append(compiled_html[last:])
+    return "".join(html_parts), "".join(text_parts), tuple(index)
+
+
+def _tidy_text(text: str) -> str:
+    lines = [line.rstrip() for line in text.splitlines()]
+    tidy = re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip("\n")
+    return tidy + "\n"
+
+
+_MJML_TAG = re.compile(r"<(/?)([a-zA-Z][\w:-]*)[^<>]*?(/?)>|<(?![a-zA-Z/!])")
+_VOID = frozenset(
+    ["area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "wbr"]
+)
+
+
+def mjml_error_line(mjml: str, sources: tuple[tuple[str, str], ...]) -> tuple[str, int] | None:
+    """Best guess at the source line behind an MJML parse error (mrml reports no position).
+
+    Walks the phase-1 output keeping a stack of open tags; the first stray ``<`` or mismatched
+    closing tag is the likely culprit. That line of output is then looked up in the sources
+    (phase 1 copies template lines through unchanged unless they hold ``{{ }}`` values).
+    """
+    stack: list[tuple[str, int]] = []
+    culprit = None
+    for m in _MJML_TAG.finditer(mjml):
+        line = mjml.count("\n", 0, m.start())
+        if m.group(2) is None:  # a bare "<"
+            culprit = line
+            break
+        closing, tag, selfclosing = m.group(1), m.group(2).lower(), m.group(3)
+        if selfclosing or tag in _VOID:
+            continue
+        if not closing:
+            stack.append((tag, line))
+        elif stack and stack[-1][0] == tag:
+            stack.pop()
+        else:
+            culprit = stack[-1][1] if stack else line
+            break
+    else:
+        culprit = stack[-1][1] if stack else None
+    if culprit is None:
+        return None
+    wanted = mjml.splitlines()[culprit].strip()
+    for name, source in reversed(sources):
+        for number, text in enumerate(source.splitlines(), 1):
+            if wanted and text.strip() == wanted:
+                return name, number
+    return None
