@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 
 # ---------------------------------------------------------------------------- enroll
 
+
 @dataclass
 class EnrollResult:
     enrolled: int = 0
@@ -85,6 +86,7 @@ def enroll(session: Session, campaign: Campaign, subscribers: Sequence[Subscribe
 
 # ---------------------------------------------------------------------------- tick
 
+
 @dataclass
 class TickResult:
     claimed: int = 0
@@ -94,10 +96,6 @@ class TickResult:
     @property
     def enqueued(self) -> int:
         return sum(len(batch) for batch in self.batches)
-
-
-def _insert_ignore(session: Session) -> type[pg_insert] | type[sqlite_insert]:  # type: ignore[valid-type]
-    return pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
 
 
 def tick(runtime: Runtime, *, now: datetime | None = None, claim_limit: int = 5000, max_rounds: int = 20) -> TickResult:
@@ -128,7 +126,6 @@ def tick(runtime: Runtime, *, now: datetime | None = None, claim_limit: int = 50
 
 
 def _create_deliveries(session: Session, due: Sequence[Enrollment], now: datetime) -> None:
-    insert = _insert_ignore(session)
     rows = [
         {
             "enrollment_id": e.id,
@@ -150,12 +147,20 @@ def _create_deliveries(session: Session, due: Sequence[Enrollment], now: datetim
     ]
     # ON CONFLICT DO NOTHING: if a ledger row for (enrollment, step) exists, a racing tick made
     # it; the UNIQUE key turns the race into a no-op instead of a second email.
-    session.execute(insert(Delivery).values(rows).on_conflict_do_nothing(index_elements=["enrollment_id", "step_index"]))
+    if session.get_bind().dialect.name == "postgresql":
+        pg = pg_insert(Delivery).values(rows).on_conflict_do_nothing(index_elements=["enrollment_id", "step_index"])
+        session.execute(pg)
+    else:
+        lite = (
+            sqlite_insert(Delivery).values(rows).on_conflict_do_nothing(index_elements=["enrollment_id", "step_index"])
+        )
+        session.execute(lite)
     for enrollment in due:
         enrollment.next_send_at = None  # in flight: no later tick claims it again
 
 
 # ---------------------------------------------------------------------------- deliver
+
 
 def deliver(runtime: Runtime, delivery_ids: Sequence[int]) -> SendOutcome:
     """Send the given deliveries (a Celery task's payload). Safe to call twice with the same
@@ -172,6 +177,7 @@ def deliver(runtime: Runtime, delivery_ids: Sequence[int]) -> SendOutcome:
 
 
 # ---------------------------------------------------------------------------- events
+
 
 def record_event(
     session: Session,

@@ -148,7 +148,11 @@ def _prepare(
     link_url = _click_tracker(runtime, session, variant.links, delivery.id) if campaign.tracking.clicks else None
     rendered = render_email(
         variant,
-        subscriber={"first_name": subscriber.first_name, "email": subscriber.email, "attributes": subscriber.attributes},
+        subscriber={
+            "first_name": subscriber.first_name,
+            "email": subscriber.email,
+            "attributes": subscriber.attributes,
+        },
         links=links,
         link_url=link_url,
     )

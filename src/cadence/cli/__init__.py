@@ -1,0 +1,226 @@
+"""The ``cadence`` command for staff: database, subscribers, campaigns, worker, scheduler, demo.
+
+Every command is a thin shell over the plain functions in engine/subscribers; errors of ours
+(CadenceError) are printed as one clear message and exit with status 1, never a traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy import func, select
+
+from cadence.config import get_settings
+from cadence.errors import CadenceError, InputError
+
+app = typer.Typer(help="Cadence: email newsletters and drip campaigns.", no_args_is_help=True)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+subscribers_app = typer.Typer(help="Add and import subscribers.", no_args_is_help=True)
+campaigns_app = typer.Typer(help="Validate, preview, enroll and follow campaigns.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(subscribers_app, name="subscribers")
+app.add_typer(campaigns_app, name="campaigns")
+console = Console()
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Create or migrate the database schema (Alembic)."""
+    from cadence.db.migrate import upgrade
+
+    settings = get_settings()
+    upgrade(settings.database_url)
+    console.print(f"[green]Database is up to date[/green] ({_safe_url(settings.database_url)})")
+
+
+def _safe_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def _parse_attrs(pairs: list[str]) -> dict[str, str]:
+    attributes: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise InputError(f"--attr: {pair!r} is not key=value")
+        attributes[key.strip()] = value.strip()
+    return attributes
+
+
+@subscribers_app.command("add")
+def subscribers_add(
+    email: str,
+    name: Annotated[str, typer.Option("--name", help="First name")] = "",
+    attr: Annotated[list[str] | None, typer.Option("--attr", help="key=value, repeatable")] = None,
+    tz: Annotated[str | None, typer.Option("--tz", help="IANA time zone, e.g. America/New_York")] = None,
+) -> None:
+    """Add (or update) one subscriber; staff-added subscribers are active at once."""
+    from cadence.db.session import transaction
+    from cadence.subscribers import SubscriberInput, check_text, check_timezone, upsert_subscriber
+
+    settings = get_settings()
+    data = SubscriberInput(email, check_text(name, "--name"), check_timezone(tz, "--tz"), _parse_attrs(attr or []))
+    with transaction(settings.database_url) as session:
+        subscriber = upsert_subscriber(session, data, settings.clock().now())
+    if subscriber is None:
+        console.print(f"[yellow]{email} is suppressed; not added[/yellow]")
+        raise typer.Exit(1)
+    console.print(f"[green]Subscriber {subscriber.email} (id {subscriber.id}) saved[/green]")
+
+
+@subscribers_app.command("import")
+def subscribers_import(file: Path) -> None:
+    """Import a CSV (email, first_name, timezone, any other column = attribute). All or nothing."""
+    from cadence.db.session import transaction
+    from cadence.subscribers import import_subscribers, parse_subscriber_csv
+
+    settings = get_settings()
+    try:
+        text = file.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{file}: cannot read as UTF-8 text ({exc})") from None
+    rows = parse_subscriber_csv(text, str(file))
+    with transaction(settings.database_url) as session:
+        result = import_subscribers(session, rows, settings.clock().now())
+    console.print(
+        f"[green]{result.created} created, {result.updated} updated[/green], {result.suppressed} skipped (suppressed)"
+    )
+
+
+@campaigns_app.command("enroll")
+def campaigns_enroll(
+    name: str,
+    all_: Annotated[bool, typer.Option("--all", help="Every active subscriber")] = False,
+    segment: Annotated[str | None, typer.Option("--segment", help="Subscribers in this segment now")] = None,
+    email: Annotated[list[str] | None, typer.Option("--email", help="One subscriber, repeatable")] = None,
+) -> None:
+    """Enroll subscribers in a drip campaign (already enrolled ones are left alone)."""
+    from cadence.catalog import CampaignCatalog
+    from cadence.core.segments import choose_segment
+    from cadence.db.models import Subscriber
+    from cadence.db.session import transaction
+    from cadence.engine import enroll, find_subscriber
+
+    if sum([all_, segment is not None, bool(email)]) != 1:
+        raise InputError("give exactly one of --all, --segment S or --email E")
+    settings = get_settings()
+    campaign = CampaignCatalog(settings.campaigns_dir, settings.templates_dir).get(name)
+    if segment is not None:
+        campaign.segment(segment)  # NotFound names the segment
+    with transaction(settings.database_url) as session:
+        if email:
+            people = [find_subscriber(session, e) for e in email]
+        else:
+            people = list(session.scalars(select(Subscriber).where(Subscriber.status == "active")))
+            if segment is not None:
+                people = [p for p in people if choose_segment(campaign.segments, p.attributes).id == segment]
+        result = enroll(session, campaign, people, settings.clock().now())
+    console.print(
+        f"[green]{result.enrolled} enrolled[/green], {result.already} already enrolled, {result.not_active} not active"
+    )
+
+
+@campaigns_app.command("status")
+def campaigns_status(name: str) -> None:
+    """A table of steps × segments: due, queued, sent, failed."""
+    from cadence.reports import campaign_status_table
+
+    settings = get_settings()
+    console.print(campaign_status_table(settings, name))
+
+
+@app.command()
+def worker(
+    concurrency: Annotated[int, typer.Option(help="Worker processes")] = 2,
+    loglevel: Annotated[str, typer.Option(help="Celery log level")] = "INFO",
+) -> None:
+    """Start a Celery worker that sends batches (acks late, prefetch 1; see cadence.tasks)."""
+    from cadence.tasks import app as celery_app
+
+    celery_app.worker_main(
+        ["worker", f"--concurrency={concurrency}", f"--loglevel={loglevel}", "--without-gossip", "--without-mingle"]
+    )
+
+
+@app.command()
+def scheduler(loglevel: Annotated[str, typer.Option(help="Celery log level")] = "INFO") -> None:
+    """Start Celery beat, which queues a tick every CADENCE_TICK_SECONDS. Run exactly one; a
+    second one by mistake cannot double-send (the tick takes a lock and the ledger is unique)."""
+    from cadence.tasks import app as celery_app
+
+    settings = get_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    celery_app.Beat(
+        loglevel=loglevel, schedule=str(settings.data_dir / "celerybeat-schedule"), max_interval=settings.tick_seconds
+    ).run()
+
+
+@app.command()
+def tick() -> None:
+    """Run one tick now in this process and queue the send tasks (for cron or debugging)."""
+    from cadence import engine
+    from cadence.runtime import Runtime
+    from cadence.tasks import send_batch
+
+    result = engine.tick(Runtime.from_settings(get_settings()))
+    for batch in result.batches:
+        send_batch.delay(batch)
+    console.print(f"claimed {result.claimed}, queued {result.enqueued} deliveries in {len(result.batches)} tasks")
+
+
+@app.command()
+def demo(
+    speed: Annotated[float, typer.Option(help="Simulated seconds per real second")] = 86400.0,
+    fresh: Annotated[bool, typer.Option(help="Start from an empty data directory")] = True,
+) -> None:
+    """Run the lower-back-pain drip for ~30 fictional runners with a real worker and scheduler."""
+    from cadence.demo import run_demo
+
+    run_demo(console, speed=speed, fresh=fresh)
+
+
+# Command groups written in their own modules register themselves here.
+for _module in ("cadence.cli.authoring", "cadence.cli.bounces", "cadence.cli.web"):
+    try:
+        _registrar = importlib.import_module(_module)
+    except ModuleNotFoundError as exc:
+        if exc.name != _module:
+            raise
+        continue
+    _registrar.register(campaigns_app if _module.endswith("authoring") else app)
+
+
+def main() -> None:
+    """Entry point: run the app, turning our errors into one line on stderr and exit code 1."""
+    try:
+        app(standalone_mode=False)
+    except CadenceError as exc:
+        Console(stderr=True).print(f"[red]error:[/red] {exc}", highlight=False)
+        sys.exit(1)
+    except typer.Abort:
+        sys.exit(130)
+    except SystemExit:
+        raise
+    except Exception as exc:  # click usage errors arrive here with standalone_mode=False
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
+
+
+if __name__ == "__main__":  # pragma: no cover
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    main()
+
+__all__ = ["Table", "app", "func", "main"]
