@@ -153,8 +153,10 @@ def parse_subscriber_csv(text: str, source: str = "CSV") -> list[SubscriberInput
     rows: list[SubscriberInput] = []
     problems: list[str] = []
     seen: dict[str, int] = {}
+    end_of_previous = 1  # the header
     for row in reader:
-        line = reader.line_num
+        # A quoted field may span lines; report where the record starts, as an editor shows it.
+        line, end_of_previous = end_of_previous + 1, reader.line_num
         if None in row:
             problems.append(f"{source}: line {line}: more fields than the header has")
             continue
