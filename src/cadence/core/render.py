@@ -191,9 +191,7 @@ class Renderer:
         return True
 
 
-def compile_variant(
-    loader: jinja2.BaseLoader, campaign: Campaign, step: Step, segment: Segment
-) -> CompiledVariant:
+def compile_variant(loader: jinja2.BaseLoader, campaign: Campaign, step: Step, segment: Segment) -> CompiledVariant:
     """Phase 1 without any cache (what :class:`Renderer` does on a miss)."""
     return _phase2(_phase1(loader, campaign, step, segment), campaign, step, segment)
 
@@ -290,9 +288,7 @@ def _shield(value: Any) -> Any:
 def _phase1(loader: jinja2.BaseLoader, campaign: Campaign, step: Step, segment: Segment) -> _Phase1:
     recorder = _RecordingLoader(loader)
     # cache_size=0: every load goes through the recorder, so we learn every template involved.
-    env = SandboxedEnvironment(
-        loader=recorder, undefined=jinja2.StrictUndefined, autoescape=True, cache_size=0
-    )
+    env = SandboxedEnvironment(loader=recorder, undefined=jinja2.StrictUndefined, autoescape=True, cache_size=0)
     candidate = segment_template_name(campaign, step, segment)
     try:
         recorder.get_source(env, candidate)
@@ -358,7 +354,7 @@ def _phase2(p1: _Phase1, campaign: Campaign, step: Step, segment: Segment) -> Co
         # font stack): a third-party request on every open. An explicit <mj-font> still works.
         compiled_html = mjml2html(p1.mjml, fonts={})
     except ValueError as exc:
-        where = mjml_error_line(p1.mjml, p1.sources)
+        where = mjml_error_line(p1.mjml, p1.sources, str(exc))
         template, line = where if where else (p1.entry, None)
         raise TemplateError(f"MJML error: {exc}", template=template, line=line) from None
     clinic = campaign.context.get("clinic")

@@ -20,9 +20,7 @@ from inscriptis.model.config import ParserConfig
 LINKS_VARIABLE = "_cadence_links"
 PHASE2_TAG = re.compile(r"\[\[.*?\]\]|\[%.*?%\]", re.DOTALL)
 
-_ANCHOR = re.compile(
-    r"<a\b([^>]*?)\bhref\s*=\s*([\"'])(.*?)\2([^>]*)>(.*?)</a\s*>", re.IGNORECASE | re.DOTALL
-)
+_ANCHOR = re.compile(r"<a\b([^>]*?)\bhref\s*=\s*([\"'])(.*?)\2([^>]*)>(.*?)</a\s*>", re.IGNORECASE | re.DOTALL)
 _TITLE = re.compile(r"<title>(.*?)</title>", re.IGNORECASE | re.DOTALL)
 _PREVIEW = re.compile(r"<mj-preview\b[^>]*>(.*?)</mj-preview>", re.IGNORECASE | re.DOTALL)
 _TAGS = re.compile(r"<[^>]+>")
@@ -60,9 +58,7 @@ def phase2_sources(compiled_html: str, mjml: str, *, utm: dict[str, str], websit
     html_source, text_html, links = _rewrite_links(compiled_html, utm, own_host)
     # Centred footers read badly as plain text once padded with spaces: align everything left.
     text_html = _CENTRED.sub(lambda m: m.group(1) + "left", text_html)
-    return Phase2Sources(
-        subject, preheader, html_source, _tidy_text(get_text(text_html, _TEXT_CONFIG)), links
-    )
+    return Phase2Sources(subject, preheader, html_source, _tidy_text(get_text(text_html, _TEXT_CONFIG)), links)
 
 
 def with_utm(url: str, utm: dict[str, str], own_host: str | None) -> str:
@@ -79,9 +75,7 @@ def with_utm(url: str, utm: dict[str, str], own_host: str | None) -> str:
     return urlunsplit(parts._replace(path=parts.path or "/", query=urlencode(query)))
 
 
-def _rewrite_links(
-    compiled_html: str, utm: dict[str, str], own_host: str | None
-) -> tuple[str, str, tuple[str, ...]]:
+def _rewrite_links(compiled_html: str, utm: dict[str, str], own_host: str | None) -> tuple[str, str, tuple[str, ...]]:
     """(HTML with phase-2 link calls, HTML prepared for the text part, the links in order).
 
     In the text part each link keeps its label and gains " (url)" after it, or becomes the URL
@@ -123,19 +117,23 @@ def _tidy_text(text: str) -> str:
     return tidy + "\n"
 
 
+_POSITION = re.compile(r"at position (\d+):(\d+)")
 _MJML_TAG = re.compile(r"<(/?)([a-zA-Z][\w:-]*)[^<>]*?(/?)>|<(?![a-zA-Z/!])")
-_VOID = frozenset(
-    ["area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "wbr"]
-)
+_VOID = frozenset(["area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "wbr"])
 
 
-def mjml_error_line(mjml: str, sources: tuple[tuple[str, str], ...]) -> tuple[str, int] | None:
-    """Best guess at the source line behind an MJML parse error (mrml reports no position).
+def mjml_error_line(mjml: str, sources: tuple[tuple[str, str], ...], message: str = "") -> tuple[str, int] | None:
+    """Best guess at the source line behind an MJML parse error.
 
-    Walks the phase-1 output keeping a stack of open tags; the first stray ``<`` or mismatched
-    closing tag is the likely culprit. That line of output is then looked up in the sources
-    (phase 1 copies template lines through unchanged unless they hold ``{{ }}`` values).
+    mrml reports a byte span ("at position 16:25") for some errors and nothing for others. For
+    the others we walk the phase-1 output keeping a stack of open tags; the first stray ``<`` or
+    mismatched closing tag is the likely culprit. That line of output is then looked up in the
+    sources (phase 1 copies template lines through unchanged unless they hold ``{{ }}`` values).
     """
+    position = _POSITION.search(message)
+    if position:
+        offset = len(mjml.encode()[: int(position.group(1))].decode(errors="ignore"))
+        return _source_line(mjml.count("\n", 0, offset), mjml, sources)
     stack: list[tuple[str, int]] = []
     culprit = None
     for m in _MJML_TAG.finditer(mjml):
@@ -155,10 +153,13 @@ def mjml_error_line(mjml: str, sources: tuple[tuple[str, str], ...]) -> tuple[st
             break
     else:
         culprit = stack[-1][1] if stack else None
-    if culprit is None:
-        return None
-    wanted = mjml.splitlines()[culprit].strip()
-    for name, source in reversed(sources):
+    return None if culprit is None else _source_line(culprit, mjml, sources)
+
+
+def _source_line(index: int, mjml: str, sources: tuple[tuple[str, str], ...]) -> tuple[str, int] | None:
+    lines = mjml.splitlines()
+    wanted = lines[index].strip() if index < len(lines) else ""
+    for name, source in sources:  # the entry template first: that is where edits usually are
         for number, text in enumerate(source.splitlines(), 1):
             if wanted and text.strip() == wanted:
                 return name, number

@@ -1,0 +1,227 @@
+"""``cadence campaigns validate | preview | simulate``: the staff tools of :mod:`cadence.authoring`.
+
+Directories default to the settings (``CADENCE_CAMPAIGNS_DIR``, ``CADENCE_TEMPLATES_DIR``) and
+can be overridden per command. Errors of ours print one line and exit with status 1.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import http.server
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import typer
+from jinja2 import FileSystemLoader
+from rich.console import Console
+from rich.table import Table
+
+from cadence.core.campaign import Campaign
+from cadence.core.render import Renderer
+from cadence.errors import CadenceError, InputError
+
+console = Console()
+F = TypeVar("F", bound=Callable[..., None])
+
+CampaignsDir = Annotated[Path | None, typer.Option("--campaigns-dir", help="Default: CADENCE_CAMPAIGNS_DIR")]
+TemplatesDir = Annotated[Path | None, typer.Option("--templates-dir", help="Default: CADENCE_TEMPLATES_DIR")]
+
+
+def register(campaigns_app: typer.Typer) -> None:
+    """Add ``validate``, ``preview`` and ``simulate`` to the ``campaigns`` command group."""
+    campaigns_app.command("validate")(validate)
+    campaigns_app.command("preview")(preview)
+    campaigns_app.command("simulate")(simulate)
+
+
+def _friendly(command: F) -> F:
+    """Our errors as one red line and exit status 1 (also when called without cadence.cli.main)."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        try:
+            command(*args, **kwargs)
+        except CadenceError as exc:
+            Console(stderr=True).print(f"[red]error:[/red] {exc}", highlight=False)
+            raise typer.Exit(1) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _dirs(campaigns_dir: Path | None, templates_dir: Path | None) -> tuple[Path, Path]:
+    if campaigns_dir is None or templates_dir is None:
+        from cadence.config import get_settings
+
+        settings = get_settings()
+        campaigns_dir = campaigns_dir or settings.campaigns_dir
+        templates_dir = templates_dir or settings.templates_dir
+    return campaigns_dir, templates_dir
+
+
+def _load(name: str, campaigns_dir: Path | None, templates_dir: Path | None) -> tuple[Campaign, Path, Renderer]:
+    from cadence.campaign_files import find_campaign
+
+    campaigns, templates = _dirs(campaigns_dir, templates_dir)
+    # Without templates_dir: a missing template is reported by the renderer with the others.
+    campaign = find_campaign(name, campaigns)
+    return campaign, templates, Renderer(FileSystemLoader(str(templates)))
+
+
+def _shown(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+@_friendly
+def validate(
+    name: Annotated[str, typer.Argument(help="Campaign name (file stem) or path to its YAML file")],
+    campaigns_dir: CampaignsDir = None,
+    templates_dir: TemplatesDir = None,
+) -> None:
+    """Render every step x segment with sample subscribers and report every problem found."""
+    from cadence.authoring import DEFAULT_SAMPLE_SUBSCRIBERS, SAMPLE_LINKS, validate_campaign
+    from cadence.core.render import render_email
+
+    campaign, templates, renderer = _load(name, campaigns_dir, templates_dir)
+    problems = validate_campaign(campaign, renderer, sample_subscribers=DEFAULT_SAMPLE_SUBSCRIBERS)
+    if problems:
+        for problem in problems:
+            file = problem.file if problem.file == campaign.source else _shown(templates / problem.file)
+            where = f"{file}:{problem.line}" if problem.line else file
+            which = f"  [{problem.step_id}/{problem.segment_id}]" if problem.step_id else ""
+            console.print(f"{where}: {problem.message}{which}", highlight=False, markup=False, soft_wrap=True)
+        console.print(f"[red]{len(problems)} problem(s)[/red] in {campaign.id}")
+        raise typer.Exit(1)
+    table = Table(title=f"{campaign.name}: subjects (all emails valid)")
+    table.add_column("Step")
+    for segment in campaign.segments:
+        table.add_column(segment.name)
+    for number, step in enumerate(campaign.steps, 1):
+        subjects = []
+        for segment in campaign.segments:
+            variant = renderer.variant(campaign, step, segment)
+            email = render_email(variant, subscriber=DEFAULT_SAMPLE_SUBSCRIBERS[0], links=SAMPLE_LINKS)
+            subjects.append(email.subject)
+        table.add_row(f"{number}. {step.id}", *subjects)
+    console.print(table)
+
+
+@_friendly
+def preview(
+    name: Annotated[str, typer.Argument(help="Campaign name (file stem) or path to its YAML file")],
+    out: Annotated[Path | None, typer.Option("--out", help="Default: <data dir>/preview/<campaign>")] = None,
+    serve: Annotated[bool, typer.Option("--serve", help="Serve the preview on 127.0.0.1")] = False,
+    port: Annotated[int, typer.Option("--port", help="Port for --serve")] = 8025,
+    screenshots: Annotated[
+        Path | None, typer.Option("--screenshots", help="Also save PNGs at 375 and 600 px here (headless Chromium)")
+    ] = None,
+    only: Annotated[
+        list[str] | None, typer.Option("--only", help="Screenshot only emails whose file name contains this")
+    ] = None,
+    campaigns_dir: CampaignsDir = None,
+    templates_dir: TemplatesDir = None,
+) -> None:
+    """Write every email and an index.html grid (steps down, segments across, phone and desktop)."""
+    from cadence.authoring import screenshot_emails, write_preview
+
+    campaign, _, renderer = _load(name, campaigns_dir, templates_dir)
+    if out is None:
+        from cadence.config import get_settings
+
+        out = get_settings().data_dir / "preview" / campaign.id
+    index = write_preview(campaign, renderer, out)
+    console.print(f"[green]Preview written:[/green] {_shown(index)}")
+    if screenshots is not None:
+        files = sorted(p for p in out.glob("*.html") if p.name != "index.html")
+        chosen = {p.name: p.read_text(encoding="utf-8") for p in files if not only or any(o in p.name for o in only)}
+        for shot in screenshot_emails(chosen, screenshots):
+            console.print(f"  {_shown(shot.path)}  (scroll width {shot.scroll_width} px)")
+    if serve:
+        handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(out))
+        with http.server.ThreadingHTTPServer(("127.0.0.1", port), handler) as server:
+            console.print(f"Serving on http://127.0.0.1:{port}/index.html (Ctrl-C to stop)")
+            with contextlib.suppress(KeyboardInterrupt):
+                server.serve_forever()
+
+
+@_friendly
+def simulate(
+    name: Annotated[str, typer.Argument(help="Campaign name (file stem) or path to its YAML file")],
+    email: Annotated[str | None, typer.Option("--email", help="An existing subscriber")] = None,
+    attr: Annotated[list[str] | None, typer.Option("--attr", help="key=value, repeatable (instead of --email)")] = None,
+    tz: Annotated[str | None, typer.Option("--tz", help="IANA zone, e.g. Europe/Paris")] = None,
+    start: Annotated[str | None, typer.Option("--start", help="Enrollment time, ISO 8601 (default: now)")] = None,
+    campaigns_dir: CampaignsDir = None,
+    templates_dir: TemplatesDir = None,
+) -> None:
+    """When each email would reach one subscriber, if every step goes out when it is due."""
+    from cadence.authoring import simulate_timeline
+    from cadence.campaign_files import find_campaign
+    from cadence.core.schedule import subscriber_zone
+
+    if (email is None) == (not attr):
+        raise InputError("give either --email E or one or more --attr key=value")
+    campaign = find_campaign(name, _dirs(campaigns_dir, templates_dir)[0])
+    attributes: dict[str, Any] = _parse_attrs(attr or [])
+    subscriber_tz = None
+    if email is not None:
+        attributes, subscriber_tz = _subscriber(email)
+    zone = _zone(tz) if tz else subscriber_zone(subscriber_tz, campaign)
+    enrolled_at = _start(start, zone)
+    table = Table(title=f"{campaign.name}: enrolled {enrolled_at.astimezone(zone):%a %Y-%m-%d %H:%M %Z}")
+    for column in ("#", "Step", "Segment", f"Local ({zone.key})", "UTC"):
+        table.add_column(column)
+    for number, entry in enumerate(simulate_timeline(campaign, attributes, zone, enrolled_at), 1):
+        table.add_row(
+            str(number),
+            entry.step_id,
+            entry.segment_id,
+            f"{entry.send_at_local:%a %Y-%m-%d %H:%M %Z}",
+            f"{entry.send_at_utc:%Y-%m-%d %H:%M}",
+        )
+    console.print(table)
+
+
+def _parse_attrs(pairs: list[str]) -> dict[str, Any]:
+    attributes: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise InputError(f"--attr: {pair!r} is not key=value")
+        attributes[key.strip()] = value.strip()
+    return attributes
+
+
+def _subscriber(email: str) -> tuple[dict[str, Any], str | None]:
+    from cadence.config import get_settings
+    from cadence.db.session import transaction
+    from cadence.engine import find_subscriber
+
+    with transaction(get_settings().database_url) as session:
+        subscriber = find_subscriber(session, email)
+        return dict(subscriber.attributes or {}), subscriber.timezone
+
+
+def _zone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise InputError(f"--tz: {name!r} is not an IANA time zone such as America/New_York") from None
+
+
+def _start(text: str | None, zone: ZoneInfo) -> datetime:
+    if text is None:
+        from cadence.config import get_settings
+
+        return get_settings().clock().now()
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise InputError(f"--start: {text!r} is not an ISO 8601 time like 2025-03-07T08:30") from None
+    return moment.replace(tzinfo=zone) if moment.tzinfo is None else moment
