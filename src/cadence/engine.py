@@ -107,7 +107,7 @@ def tick(runtime: Runtime, *, now: datetime | None = None, claim_limit: int = 50
     settings = runtime.settings
     now = now or runtime.clock.now()
     result = TickResult()
-    requeue_after = timedelta(seconds=max(60.0, settings.lease_seconds))
+    requeue_after = timedelta(seconds=settings.lease_seconds)
     for _ in range(max_rounds):
         with transaction(settings.database_url) as session:
             if not queries.try_tick_lock(session):
