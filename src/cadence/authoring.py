@@ -153,7 +153,8 @@ def _output_problems(
         flat = " ".join(address.split())
         visible = " ".join(html.unescape(_TAGS.sub(" ", email.html)).split())
         if flat not in visible or flat not in " ".join(email.text.split()):
-            yield _locate(variant, "postal_address"), f"the postal address {flat!r} is not in the email (CAN-SPAM)"
+            hint = "print {{ clinic.postal_address }} in the footer"
+            yield entry, f"the postal address {flat!r} is not in the email (CAN-SPAM): {hint}"
     unsubscribe = SAMPLE_LINKS["unsubscribe"]
     if f'href="{unsubscribe}"' not in email.html or unsubscribe not in email.text:
         yield entry, 'no unsubscribe link: put <a href="[[ links.unsubscribe ]]"> in the footer'

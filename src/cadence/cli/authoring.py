@@ -24,7 +24,6 @@ from cadence.core.campaign import Campaign
 from cadence.core.render import Renderer
 from cadence.errors import CadenceError, InputError
 
-console = Console()
 F = TypeVar("F", bound=Callable[..., None])
 
 CampaignsDir = Annotated[Path | None, typer.Option("--campaigns-dir", help="Default: CADENCE_CAMPAIGNS_DIR")]
@@ -50,6 +49,11 @@ def _friendly(command: F) -> F:
             raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _console() -> Console:
+    # Made per call, not at import: Rich reads the terminal width (and COLUMNS) when created.
+    return Console()
 
 
 def _dirs(campaigns_dir: Path | None, templates_dir: Path | None) -> tuple[Path, Path]:
@@ -95,8 +99,8 @@ def validate(
             file = problem.file if problem.file == campaign.source else _shown(templates / problem.file)
             where = f"{file}:{problem.line}" if problem.line else file
             which = f"  [{problem.step_id}/{problem.segment_id}]" if problem.step_id else ""
-            console.print(f"{where}: {problem.message}{which}", highlight=False, markup=False, soft_wrap=True)
-        console.print(f"[red]{len(problems)} problem(s)[/red] in {campaign.id}")
+            _console().print(f"{where}: {problem.message}{which}", highlight=False, markup=False, soft_wrap=True)
+        _console().print(f"[red]{len(problems)} problem(s)[/red] in {campaign.id}")
         raise typer.Exit(1)
     table = Table(title=f"{campaign.name}: subjects (all emails valid)")
     table.add_column("Step")
@@ -109,7 +113,7 @@ def validate(
             email = render_email(variant, subscriber=DEFAULT_SAMPLE_SUBSCRIBERS[0], links=SAMPLE_LINKS)
             subjects.append(email.subject)
         table.add_row(f"{number}. {step.id}", *subjects)
-    console.print(table)
+    _console().print(table)
 
 
 @_friendly
@@ -136,16 +140,16 @@ def preview(
 
         out = get_settings().data_dir / "preview" / campaign.id
     index = write_preview(campaign, renderer, out)
-    console.print(f"[green]Preview written:[/green] {_shown(index)}")
+    _console().print(f"[green]Preview written:[/green] {_shown(index)}")
     if screenshots is not None:
         files = sorted(p for p in out.glob("*.html") if p.name != "index.html")
         chosen = {p.name: p.read_text(encoding="utf-8") for p in files if not only or any(o in p.name for o in only)}
         for shot in screenshot_emails(chosen, screenshots):
-            console.print(f"  {_shown(shot.path)}  (scroll width {shot.scroll_width} px)")
+            _console().print(f"  {_shown(shot.path)}  (scroll width {shot.scroll_width} px)")
     if serve:
         handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(out))
         with http.server.ThreadingHTTPServer(("127.0.0.1", port), handler) as server:
-            console.print(f"Serving on http://127.0.0.1:{port}/index.html (Ctrl-C to stop)")
+            _console().print(f"Serving on http://127.0.0.1:{port}/index.html (Ctrl-C to stop)")
             with contextlib.suppress(KeyboardInterrupt):
                 server.serve_forever()
 
@@ -185,7 +189,7 @@ def simulate(
             f"{entry.send_at_local:%a %Y-%m-%d %H:%M %Z}",
             f"{entry.send_at_utc:%Y-%m-%d %H:%M}",
         )
-    console.print(table)
+    _console().print(table)
 
 
 def _parse_attrs(pairs: list[str]) -> dict[str, Any]:

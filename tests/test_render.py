@@ -1,0 +1,318 @@
+"""Two-phase rendering: the real campaign, the compile cache, escaping, the sandbox, links, errors."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import pytest
+
+from cadence.campaign_files import load_campaign
+from cadence.core.campaign import Campaign, Segment, Step, Tracking
+from cadence.core.render import CompiledVariant, Renderer, compile_variant, render_email
+from cadence.errors import TemplateError
+
+REPO = Path(__file__).resolve().parents[1]
+LINKS = {
+    "unsubscribe": "https://cadence.example/u/tok-u",
+    "preferences": "https://cadence.example/p/tok-p",
+    "web_view": "https://cadence.example/v/tok-v",
+}
+JORDAN: dict[str, Any] = {"first_name": "Jordan", "email": "jordan@example.com", "attributes": {}}
+XSS = "<img src=x onerror=alert(1)>"
+
+# Passages only one segment's emails should carry (the content writer's local colour).
+MARKERS = {
+    "trail": ("buttermilk", "north bank", "belle isle", "james river"),
+    "race": ("long run", "tempo", "race day"),
+    "everyday": ("desk", "treadmill", "capital trail"),
+}
+
+
+@pytest.fixture(scope="module")
+def campaign() -> Campaign:
+    return load_campaign(REPO / "campaigns" / "lower-back-pain.yaml")
+
+
+@pytest.fixture(scope="module")
+def renderer() -> Renderer:
+    return Renderer(jinja2.FileSystemLoader(str(REPO / "templates")))
+
+
+def demo_campaign(context: dict[str, Any] | None = None, segments: tuple[Segment, ...] | None = None) -> Campaign:
+    clinic = {"name": "Demo Clinic", "postal_address": "1 Main St", "website": "https://clinic.example"}
+    return Campaign(
+        id="demo",
+        name="Demo & course",
+        sender_name="Demo Clinic",
+        sender_email="care@clinic.example",
+        timezone="UTC",
+        segments=segments or (Segment("all", "Everyone", fallback=True),),
+        steps=(Step("one", "demo/01.mjml", timedelta()),),
+        context=context if context is not None else {"clinic": clinic},
+        tracking=Tracking(utm={"utm_source": "cadence", "utm_medium": "email"}),
+    )
+
+
+LAYOUT = """<mjml><mj-head><mj-title>{% block subject %}Hello{% endblock %}</mj-title>
+<mj-preview>{% block preheader %}Preview &amp; more{% endblock %}</mj-preview></mj-head>
+<mj-body><mj-section><mj-column><mj-text>
+{% block body %}{% endblock %}
+<p>{{ clinic.postal_address }} <a href="[[ links.unsubscribe ]]">Unsubscribe</a></p>
+</mj-text></mj-column></mj-section></mj-body></mjml>"""
+
+
+def dict_renderer(step_source: str, **more: str) -> tuple[Renderer, dict[str, str]]:
+    mapping = {"layout.mjml": LAYOUT, "demo/01.mjml": step_source, **more}
+    return Renderer(jinja2.DictLoader(mapping)), mapping
+
+
+def render_demo(step_source: str, subscriber: dict[str, Any] | None = None, **kwargs: Any) -> Any:
+    renderer, _ = dict_renderer(step_source)
+    campaign = demo_campaign(kwargs.pop("context", None))
+    variant = renderer.variant(campaign, campaign.steps[0], campaign.segments[0])
+    return variant, render_email(variant, subscriber=subscriber or JORDAN, links=LINKS, **kwargs)
+
+
+# --- the real campaign -----------------------------------------------------------------------
+
+
+def test_every_step_and_segment_of_the_real_campaign_renders_with_its_own_content(
+    campaign: Campaign, renderer: Renderer
+) -> None:
+    assert [s.id for s in campaign.segments] == ["trail", "race", "everyday"]
+    for number, step in enumerate(campaign.steps, 1):
+        texts: dict[str, str] = {}
+        subjects: set[str] = set()
+        for segment in campaign.segments:
+            variant = renderer.variant(campaign, step, segment)
+            assert variant.template == f"lower-back-pain/segments/{segment.id}/{Path(step.template).name}"
+            email = render_email(variant, subscriber=JORDAN, links=LINKS, link_url=lambda i, u: f"{u}#c{i}")
+            assert email.subject and len(email.subject) <= 70
+            assert variant.preheader_source
+            assert "Hi Jordan," in email.text and "Hi Jordan," in email.html
+            assert f"Email {number} of {len(campaign.steps)}" in email.text
+            assert "1801 W Main St, Suite 200, Richmond, VA 23220" in email.text
+            assert f"Unsubscribe ({LINKS['unsubscribe']})" in email.text
+            assert f'href="{LINKS["unsubscribe"]}"' in email.html
+            assert "[[" not in email.html and "[%" not in email.text and "{{" not in email.html
+            texts[segment.id] = email.text.lower()
+            subjects.add(email.subject)
+        assert len(subjects) == 3, f"step {step.id}: segments share a subject"
+        for segment_id, text in texts.items():
+            own = [m for m in MARKERS[segment_id] if m in text]
+            assert own, f"{step.id}/{segment_id}: none of {MARKERS[segment_id]} in the email"
+            for other, markers in MARKERS.items():
+                if other != segment_id:
+                    leaked = [m for m in markers if m in text]
+                    assert not leaked, f"{step.id}/{segment_id} mentions {leaked} ({other} content)"
+
+
+def test_subscribers_without_a_first_name_are_greeted_generically(campaign: Campaign, renderer: Renderer) -> None:
+    variant = renderer.variant(campaign, campaign.steps[0], campaign.segments[0])
+    email = render_email(variant, subscriber={**JORDAN, "first_name": ""}, links=LINKS)
+    assert "Hi there," in email.text and "Hi ," not in email.text
+
+
+def test_clinic_links_get_utm_parameters_and_tracked_urls_replace_them_in_html_and_text(
+    campaign: Campaign, renderer: Renderer
+) -> None:
+    variant = renderer.variant(campaign, campaign.steps[0], campaign.segments[0])
+    assert variant.links, "the email has links to track"
+    for url in variant.links:
+        assert url.startswith("https://precisionbodywork.example/")
+        assert "utm_source=cadence&utm_medium=email&utm_campaign=lower-back-pain" in url
+    seen: list[tuple[int, str]] = []
+
+    def track(index: int, url: str) -> str:
+        seen.append((index, url))
+        return f"https://t.example/c/{index}"
+
+    email = render_email(variant, subscriber=JORDAN, links=LINKS, link_url=track)
+    assert seen == list(enumerate(variant.links))
+    for index in range(len(variant.links)):
+        assert f'href="https://t.example/c/{index}"' in email.html
+        assert f"https://t.example/c/{index}" in email.text
+    assert "precisionbodywork.example/runners" not in email.html  # every clinic link is tracked
+    # Unsubscribe, preferences and web view are neither tracked nor tagged.
+    for url in LINKS.values():
+        assert f'href="{url}"' in email.html and url in email.text
+
+
+def test_the_text_part_is_readable_and_keeps_every_link(campaign: Campaign, renderer: Renderer) -> None:
+    variant = renderer.variant(campaign, campaign.steps[1], campaign.segments[2])
+    email = render_email(variant, subscriber=JORDAN, links=LINKS)
+    assert "<" not in email.text.replace("<3", "")
+    assert "&rsquo;" not in email.text and "&nbsp;" not in email.text
+    assert variant.preheader_source not in email.text  # the hidden preheader div stays hidden
+    html_links = set(re.findall(r'href="(https://[^"]+)"', email.html))
+    for url in html_links:
+        assert url.replace("&amp;", "&") in email.text
+    assert re.search(r"\S \(https://precisionbodywork\.example/", email.text), "links read as 'label (url)'"
+
+
+# --- the compile cache -----------------------------------------------------------------------
+
+
+class CountingLoader(jinja2.DictLoader):
+    def __init__(self, mapping: dict[str, str]) -> None:
+        super().__init__(mapping)
+        self.calls = 0
+
+    def get_source(self, environment: jinja2.Environment, template: str) -> Any:
+        self.calls += 1
+        return super().get_source(environment, template)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+STEP = '{% extends "layout.mjml" %}{% block subject %}First version{% endblock %}{% block body %}<p>x</p>{% endblock %}'
+
+
+def test_variants_are_compiled_once_and_then_served_from_the_cache() -> None:
+    loader = CountingLoader({"layout.mjml": LAYOUT, "demo/01.mjml": STEP})
+    clock = FakeClock()
+    renderer = Renderer(loader, check_interval=3.0, clock=clock)
+    campaign = demo_campaign()
+    first = renderer.variant(campaign, campaign.steps[0], campaign.segments[0])
+    calls = loader.calls
+    for _ in range(100):
+        assert renderer.variant(campaign, campaign.steps[0], campaign.segments[0]) is first
+    assert loader.calls == calls, "no template is loaded again within the check interval"
+    reloaded = demo_campaign()  # an equal campaign loaded again from its file
+    assert renderer.variant(reloaded, reloaded.steps[0], reloaded.segments[0]) is first
+    other = demo_campaign({"clinic": {"postal_address": "2 Other St", "website": "https://clinic.example"}})
+    assert renderer.variant(other, other.steps[0], other.segments[0]).content_hash != first.content_hash
+
+
+def test_edited_templates_are_picked_up_after_the_check_interval() -> None:
+    loader = CountingLoader({"layout.mjml": LAYOUT, "demo/01.mjml": STEP})
+    clock = FakeClock()
+    renderer = Renderer(loader, check_interval=3.0, clock=clock)
+    campaign = demo_campaign()
+    step, segment = campaign.steps[0], campaign.segments[0]
+    first = renderer.variant(campaign, step, segment)
+    loader.mapping["demo/01.mjml"] = STEP.replace("First version", "Second version")
+    clock.now += 1
+    assert renderer.variant(campaign, step, segment) is first, "not re-checked before the interval"
+    clock.now += 3
+    second = renderer.variant(campaign, step, segment)
+    assert second.subject_source == "Second version" and second.content_hash != first.content_hash
+    clock.now += 10
+    assert renderer.variant(campaign, step, segment) is second, "unchanged templates are not recompiled"
+    # A segment override that appears later is used from then on.
+    loader.mapping["demo/segments/all/01.mjml"] = STEP.replace("First version", "For everyone")
+    clock.now += 10
+    assert renderer.variant(campaign, step, segment).subject_source == "For everyone"
+
+
+def test_compile_variant_without_a_cache_gives_the_same_result(campaign: Campaign, renderer: Renderer) -> None:
+    step, segment = campaign.steps[2], campaign.segments[1]
+    cached = renderer.variant(campaign, step, segment)
+    fresh: CompiledVariant = compile_variant(renderer.loader, campaign, step, segment)
+    assert fresh.content_hash == cached.content_hash and fresh.html_source == cached.html_source
+
+
+# --- escaping and the sandbox -----------------------------------------------------------------
+
+
+def test_subscriber_values_are_escaped_in_html_and_literal_in_text_and_subject() -> None:
+    step = (
+        '{% extends "layout.mjml" %}{% block subject %}For [[ subscriber.first_name ]]{% endblock %}'
+        "{% block body %}<p>Hi [[ subscriber.first_name ]] ([[ subscriber.attributes.city ]])</p>{% endblock %}"
+    )
+    person = {"first_name": XSS, "email": "x@example.com", "attributes": {"city": "R&D <b>"}}
+    _, email = render_demo(step, person)
+    assert XSS not in email.html and "&lt;img src=x onerror=alert(1)&gt;" in email.html
+    assert "R&amp;D &lt;b&gt;" in email.html
+    assert f"Hi {XSS} (R&D <b>)" in email.text
+    assert email.subject == f"For {XSS}"
+
+
+def test_a_first_name_with_a_line_break_cannot_add_headers_through_the_subject() -> None:
+    step = '{% extends "layout.mjml" %}{% block subject %}Hi [[ subscriber.first_name ]]{% endblock %}'
+    _, email = render_demo(step, {**JORDAN, "first_name": "Jo\r\nBcc: all@example.com"})
+    assert "\n" not in email.subject and "\r" not in email.subject
+
+
+@pytest.mark.parametrize("expression", ["{{ ''.__class__.__mro__ }}", "[[ ''.__class__.__mro__ ]]"])
+def test_the_sandbox_refuses_python_internals_in_both_phases(expression: str) -> None:
+    step = '{% extends "layout.mjml" %}{% block body %}\n<p>\n' + expression + "</p>{% endblock %}"
+    with pytest.raises(TemplateError) as caught:
+        render_demo(step)
+    assert caught.value.template == "demo/01.mjml" and caught.value.line == 3
+    assert "unsafe" in str(caught.value) and str(caught.value).startswith("demo/01.mjml:3: ")
+
+
+def test_a_missing_variable_names_the_template_and_line_in_phase_1() -> None:
+    step = '{% extends "layout.mjml" %}\n{% block body %}\n<p>{{ clinic.fax }}</p>\n{% endblock %}'
+    with pytest.raises(TemplateError) as caught:
+        render_demo(step)
+    assert (caught.value.template, caught.value.line) == ("demo/01.mjml", 3)
+    assert "fax" in str(caught.value)
+
+
+def test_a_missing_variable_names_the_template_and_line_in_phase_2() -> None:
+    step = '{% extends "layout.mjml" %}\n{% block body %}\n\n<p>[[ subscriber.nickname ]]</p>\n{% endblock %}'
+    with pytest.raises(TemplateError) as caught:
+        render_demo(step)
+    assert (caught.value.template, caught.value.line) == ("demo/01.mjml", 4)
+    assert "nickname" in str(caught.value)
+
+
+def test_a_missing_template_and_broken_mjml_are_template_errors() -> None:
+    with pytest.raises(TemplateError, match=r"template not found: nowhere\.mjml"):
+        render_demo('{% extends "layout.mjml" %}{% block body %}{% include "nowhere.mjml" %}{% endblock %}')
+    with pytest.raises(TemplateError, match="MJML error") as caught:
+        render_demo('{% extends "layout.mjml" %}{% block body %}\n<mj-column>{% endblock %}')
+    assert caught.value.template == "demo/01.mjml"
+
+
+# --- phase boundaries ------------------------------------------------------------------------
+
+
+def test_subject_and_preheader_come_from_mj_title_and_mj_preview_unescaped() -> None:
+    step = (
+        '{% extends "layout.mjml" %}{% block subject %}Hips &amp; backs, '
+        '[[ subscriber.first_name or "friend" ]]{% endblock %}'
+    )
+    variant, email = render_demo(step, {**JORDAN, "first_name": ""})
+    assert email.subject == "Hips & backs, friend"
+    assert variant.preheader_source == "Preview & more"
+
+
+def test_phase_2_delimiters_inside_campaign_data_are_printed_not_executed() -> None:
+    context = {"clinic": {"postal_address": "[[ subscriber.email ]] St", "website": "https://clinic.example"}}
+    _, email = render_demo('{% extends "layout.mjml" %}', context=context)
+    assert "[[ subscriber.email ]] St" in email.text and JORDAN["email"] not in email.text
+
+
+def test_only_links_to_the_clinic_site_get_utm_parameters() -> None:
+    step = (
+        '{% extends "layout.mjml" %}{% block body %}<p>'
+        '<a href="{{ clinic.website }}/guide?utm_source=newsletter#top">guide</a> '
+        '<a href="https://www.clinic.example">https://www.clinic.example</a> '
+        '<a href="https://elsewhere.example/a?b=1&amp;c=2">elsewhere</a> '
+        '<a href="https://clinic.example/unsubscribe">old unsubscribe</a> '
+        '<a href="mailto:care@clinic.example">write to us</a></p>{% endblock %}'
+    )
+    variant, email = render_demo(step)
+    assert variant.links == (
+        "https://clinic.example/guide?utm_source=newsletter&utm_medium=email#top",
+        "https://www.clinic.example/?utm_source=cadence&utm_medium=email",
+        "https://elsewhere.example/a?b=1&c=2",
+        "https://clinic.example/unsubscribe",
+    )
+    assert 'href="https://elsewhere.example/a?b=1&amp;c=2"' in email.html
+    assert "guide (https://clinic.example/guide?utm_source=newsletter&utm_medium=email#top)" in email.text
+    assert "https://www.clinic.example/?utm_source=cadence" in email.text  # a bare URL is not doubled
+    assert "write to us (care@clinic.example)" in email.text
