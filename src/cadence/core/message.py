@@ -41,6 +41,7 @@ __all__ = [
     "build_mime",
     "format_address",
     "make_message_id",
+    "provider_headers",
     "validate_addr_spec",
 ]
 
@@ -101,6 +102,7 @@ _RESERVED = frozenset(
     )
 )  # fmt: skip
 
+ONE_CLICK = "List-Unsubscribe=One-Click"  # RFC 8058 §3.1, the only value defined
 _MAX_LINE = 998  # RFC 5322 §2.1.1, octets excluding CRLF
 _FOLD_AT = 78  # RFC 5322 §2.1.1 "SHOULD"
 # RFC 2047 §2: an encoded-word is at most 75 characters. "=?utf-8?b?" + 56 base64 chars + "?="
@@ -247,6 +249,37 @@ def _uri(field_name: str, uri: str, scheme: str) -> str:
     return f"<{uri}>"
 
 
+def _list_unsubscribe(msg: OutgoingMessage) -> tuple[list[str], bool]:
+    """The ``<uri>`` entries of List-Unsubscribe and whether one-click applies.
+
+    RFC 2369 §3.2 List-Unsubscribe; RFC 8058 §3.1: one-click needs an HTTPS URI, and then
+    List-Unsubscribe-Post: List-Unsubscribe=One-Click (both covered by DKIM, RFC 8058 §4).
+    """
+    uris = []
+    url = msg.list_unsubscribe_url
+    https = url is not None and url[:6].lower() == "https:"
+    if url:
+        uris.append(_uri("List-Unsubscribe", url, "https://" if https else "http://"))
+    if msg.list_unsubscribe_mailto:
+        uris.append(_uri("List-Unsubscribe", msg.list_unsubscribe_mailto, "mailto:"))
+    return uris, https
+
+
+def _check_message_id(message_id: str) -> None:
+    _check_value("Message-ID", message_id)
+    if not _MESSAGE_ID.fullmatch(message_id):
+        raise InputError(f"Message-ID: {message_id!r} is not <id-left@id-right>")
+
+
+def _check_extra_name(name: str) -> None:
+    _check_value("extra header name", name)
+    if not _FIELD_NAME.fullmatch(name) or len(name) > 76:
+        raise InputError(f"extra header name {name!r} is not a valid field name (RFC 5322 §2.2)")
+    lowered = name.lower()
+    if lowered in _RESERVED or lowered.startswith("resent-"):
+        raise InputError(f"extra header {name!r} is set by Cadence or adds recipients; refused")
+
+
 # --- body encoding ----------------------------------------------------------------------------
 
 
@@ -286,6 +319,37 @@ def make_message_id(delivery_id: int, secret_hint: str, domain: str) -> str:
     return f"<d{delivery_id}.{tag.hexdigest()[:16]}@{host}>"
 
 
+def provider_headers(msg: OutgoingMessage) -> list[tuple[str, str]]:
+    """The headers an HTTP API must carry for us, validated exactly as :func:`build_mime` does.
+
+    ``Message-ID``, ``List-Id``, ``List-Unsubscribe`` (+ ``-Post`` for one-click) and the extra
+    headers, as (name, value) with values unencoded: the provider writes the MIME. Also checks
+    the subject and addresses, so a structured-API transport refuses what build_mime refuses.
+    """
+    validate_addr_spec("From", msg.sender.email)
+    validate_addr_spec("To", msg.to.email)
+    _check_value("From name", msg.sender.name)
+    _check_value("To name", msg.to.name)
+    _check_value("Subject", msg.subject)
+    if msg.reply_to:
+        validate_addr_spec("Reply-To", msg.reply_to)
+    _check_message_id(msg.message_id)
+    headers = [("Message-ID", msg.message_id)]
+    if msg.list_id:
+        _list_id(msg.list_id)
+        headers.append(("List-Id", msg.list_id))
+    uris, one_click = _list_unsubscribe(msg)
+    if uris:
+        headers.append(("List-Unsubscribe", ", ".join(uris)))
+    if one_click:
+        headers.append(("List-Unsubscribe-Post", ONE_CLICK))
+    for name, value in msg.extra_headers:
+        _check_extra_name(name)
+        _check_value(name, value)
+        headers.append((name, value))
+    return headers
+
+
 def build_mime(msg: OutgoingMessage, *, date: datetime, signer: DkimSigner | None = None) -> bytes:
     """The complete message as bytes with CRLF line ends, DKIM-signed when ``signer`` is given.
 
@@ -294,9 +358,7 @@ def build_mime(msg: OutgoingMessage, *, date: datetime, signer: DkimSigner | Non
     """
     if date.tzinfo is None or date.utcoffset() is None:
         raise InputError("Date: needs a timezone-aware datetime (RFC 5322 §3.3 zone)")
-    _check_value("Message-ID", msg.message_id)
-    if not _MESSAGE_ID.fullmatch(msg.message_id):
-        raise InputError(f"Message-ID: {msg.message_id!r} is not <id-left@id-right>")
+    _check_message_id(msg.message_id)
 
     head = [
         f"Date: {format_datetime(date)}\r\n",
@@ -311,23 +373,13 @@ def build_mime(msg: OutgoingMessage, *, date: datetime, signer: DkimSigner | Non
         head.append(_list_id(msg.list_id))
     # RFC 2369 §3.2 List-Unsubscribe; RFC 8058 §3.1: one-click needs an HTTPS URI, and then
     # List-Unsubscribe-Post: List-Unsubscribe=One-Click (both covered by DKIM, RFC 8058 §4).
-    uris = []
-    url = msg.list_unsubscribe_url
-    if url:
-        uris.append(_uri("List-Unsubscribe", url, "https://" if url[:6].lower() == "https:" else "http://"))
-    if msg.list_unsubscribe_mailto:
-        uris.append(_uri("List-Unsubscribe", msg.list_unsubscribe_mailto, "mailto:"))
+    uris, one_click = _list_unsubscribe(msg)
     if uris:
         head.append(_fold("List-Unsubscribe", uris, [" "] + [", "] * (len(uris) - 1)))
-    if url and url[:6].lower() == "https:":
-        head.append("List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n")
+    if one_click:
+        head.append(f"List-Unsubscribe-Post: {ONE_CLICK}\r\n")
     for name, value in msg.extra_headers:
-        _check_value("extra header name", name)
-        if not _FIELD_NAME.fullmatch(name) or len(name) > 76:
-            raise InputError(f"extra header name {name!r} is not a valid field name (RFC 5322 §2.2)")
-        lowered = name.lower()
-        if lowered in _RESERVED or lowered.startswith("resent-"):
-            raise InputError(f"extra header {name!r} is set by Cadence or adds recipients; refused")
+        _check_extra_name(name)
         head.append(_unstructured(name, value))
 
     parts = [(sub, body) for sub, body in (("plain", msg.text), ("html", msg.html)) if body]

@@ -1,0 +1,286 @@
+"""SMTP submission with one long-lived connection per worker process (smtplib).
+
+URLs (``CADENCE_EMAIL_URL``)::
+
+    smtp://user:pass@host:587?tls=starttls     STARTTLS required (the default; RFC 3207)
+    smtp://host:25?tls=none                    plain, for local catchers and loopback relays
+    smtps://user:pass@host:465                 implicit TLS (RFC 8314 §3.3)
+    ...&timeout=30&helo=mailer.example.com
+
+One connection is opened lazily and reused for every message and batch the process sends:
+connection setup (TCP, EHLO, STARTTLS, AUTH) costs several round trips, a message one
+MAIL/RCPT/DATA exchange (``bench/message.py`` measures the difference). Before a batch on a
+connection idle for a while we send NOOP (RFC 5321 §4.1.1.9) and reconnect if the server has
+hung up, as servers may after their idle timeout (§4.5.3.2.7); a connection found dead on MAIL is
+reopened and the message retried once, since nothing of it was accepted yet.
+
+Each message is its own transaction with exactly one recipient, so the RCPT and DATA replies are
+that recipient's: 2xx sent, 4xx transient, 5xx permanent (RFC 5321 §4.2.1). 421 means the server
+is closing the channel (§3.8): transient, and the next message reconnects. If the connection dies
+mid-batch, the message in flight and the ones after it are returned as ``transient`` (after one
+reconnect attempt); none is dropped. A connection lost after the message data was sent but before
+the final reply is ambiguous (the server may have queued it): still ``transient``; the stable
+Message-ID makes a resulting duplicate detectable.
+
+Not thread-safe: one instance per process, as the Transport protocol says.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import smtplib
+import socket
+import ssl
+import time
+from collections.abc import Sequence
+from typing import Literal
+from urllib.parse import SplitResult, unquote
+
+from cadence.core.message import OutgoingMessage, validate_addr_spec
+from cadence.errors import ConfigError, InputError, TransientSendError
+from cadence.transports.base import SendResult, SendStatus
+
+__all__ = ["SmtpTransport"]
+
+TlsMode = Literal["starttls", "implicit", "none"]
+
+_IDLE_CHECK_AFTER = 5.0  # seconds without traffic before a NOOP probe at the start of a batch
+_MAX_RECONNECTS_PER_BATCH = 3
+
+
+class _ConnectionLost(Exception):
+    """The connection died; ``after_data`` if the message content had already been sent."""
+
+    def __init__(self, detail: str, *, after_data: bool) -> None:
+        super().__init__(detail)
+        self.after_data = after_data
+
+
+def _status(code: int) -> SendStatus:
+    if 200 <= code < 300:
+        return "sent"
+    return "transient" if 400 <= code < 500 else "permanent"
+
+
+def _reply(code: int, text: bytes | str) -> str:
+    message = text.decode("utf-8", "replace") if isinstance(text, bytes) else text
+    return f"{code} {message}".strip()
+
+
+class SmtpTransport:
+    """Sends over one reused SMTP connection. See the module docstring for the semantics."""
+
+    needs_mime = True
+
+    def __init__(
+        self,
+        host: str,
+        port: int | None = None,
+        *,
+        tls: TlsMode = "starttls",
+        username: str | None = None,
+        password: str | None = None,
+        timeout: float = 30.0,
+        helo: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        if tls not in ("starttls", "implicit", "none"):
+            raise ValueError(f"tls={tls!r}: expected starttls, none (or smtps:// for implicit TLS)")
+        if (username is None) != (password is None):
+            raise ValueError("SMTP credentials need both a user name and a password")
+        self.host = host
+        self.port = port or (465 if tls == "implicit" else 587 if tls == "starttls" else 25)
+        self.tls: TlsMode = tls
+        self._username = username
+        self._password = password
+        self.timeout = timeout
+        # socket.getfqdn() (smtplib's default) may block on a reverse DNS lookup; gethostname not.
+        self.helo = helo or socket.gethostname() or "localhost"
+        self._ssl_context = ssl_context
+        self._smtp: smtplib.SMTP | None = None
+        self._last_used = 0.0
+        self.connections_opened = 0
+
+    @classmethod
+    def from_url(cls, url: SplitResult, params: dict[str, str]) -> SmtpTransport:
+        """``smtp://`` / ``smtps://`` URL; consumes the options it knows from ``params``."""
+        if not url.hostname:
+            raise ValueError("an SMTP URL needs a host: smtp://user:pass@host:port")
+        if url.scheme == "smtps":
+            if "tls" in params and params.pop("tls") != "implicit":
+                raise ValueError("smtps:// is implicit TLS; drop ?tls= or use smtp://")
+            tls: str = "implicit"
+        else:
+            tls = params.pop("tls", "starttls")
+            if tls not in ("starttls", "none"):
+                raise ValueError(f"tls={tls!r}: expected tls=starttls or tls=none (smtps:// for implicit)")
+        try:
+            timeout = float(params.pop("timeout", "30"))
+            port = url.port
+        except ValueError as exc:
+            raise ValueError(f"bad port or timeout ({exc})") from exc
+        username = unquote(url.username) if url.username is not None else None
+        password = unquote(url.password) if url.password is not None else None
+        if username is not None and password is None:
+            raise ValueError("SMTP credentials need user:password")
+        return cls(
+            url.hostname,
+            port,
+            tls=tls,  # type: ignore[arg-type]  # checked above
+            username=username,
+            password=password,
+            timeout=timeout,
+            helo=params.pop("helo", None),
+        )
+
+    # --- connection ------------------------------------------------------------------------
+
+    def _context(self) -> ssl.SSLContext:
+        if self._ssl_context is None:
+            self._ssl_context = ssl.create_default_context()
+        return self._ssl_context
+
+    def _connect(self) -> smtplib.SMTP:
+        """Open, secure and authenticate a connection. Raises OSError/SMTPException on
+        network trouble and ConfigError when the server refuses our configuration."""
+        smtp: smtplib.SMTP
+        if self.tls == "implicit":
+            smtp = smtplib.SMTP_SSL(
+                self.host, self.port, local_hostname=self.helo, timeout=self.timeout, context=self._context()
+            )
+        else:
+            smtp = smtplib.SMTP(self.host, self.port, local_hostname=self.helo, timeout=self.timeout)
+        try:
+            # Commands are small writes each awaiting a reply: Nagle would hold them back.
+            if smtp.sock is not None:
+                smtp.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            smtp.ehlo()
+            if self.tls == "starttls":
+                if not smtp.has_extn("starttls"):
+                    raise ConfigError(
+                        f"CADENCE_EMAIL_URL: {self.host}:{self.port} does not offer STARTTLS;"
+                        " use ?tls=none for a plain local server, or smtps:// for implicit TLS"
+                    )
+                smtp.starttls(context=self._context())
+                smtp.ehlo()
+            if self._username is not None and self._password is not None:
+                try:
+                    smtp.login(self._username, self._password)
+                except smtplib.SMTPAuthenticationError as exc:
+                    raise ConfigError(
+                        f"CADENCE_EMAIL_URL: {self.host}:{self.port} refused the credentials"
+                        f" ({_reply(exc.smtp_code, exc.smtp_error)})"
+                    ) from exc
+                except smtplib.SMTPNotSupportedError as exc:
+                    raise ConfigError(f"CADENCE_EMAIL_URL: {self.host}:{self.port} does not offer AUTH here") from exc
+        except ssl.SSLCertVerificationError as exc:
+            _close_quietly(smtp)
+            raise ConfigError(f"CADENCE_EMAIL_URL: TLS certificate of {self.host} not trusted ({exc})") from exc
+        except BaseException:
+            _close_quietly(smtp)
+            raise
+        self.connections_opened += 1
+        return smtp
+
+    def _ensure_connection(self) -> smtplib.SMTP:
+        if self._smtp is not None and time.monotonic() - self._last_used > _IDLE_CHECK_AFTER:
+            try:
+                code, _ = self._smtp.noop()
+                alive = code == 250
+            except (smtplib.SMTPException, OSError):
+                alive = False
+            if not alive:
+                self._drop()
+        if self._smtp is None:
+            self._smtp = self._connect()
+        return self._smtp
+
+    def _drop(self) -> None:
+        if self._smtp is not None:
+            _close_quietly(self._smtp)
+            self._smtp = None
+
+    # --- sending ---------------------------------------------------------------------------
+
+    def _transaction(self, smtp: smtplib.SMTP, msg: OutgoingMessage, data: bytes) -> SendResult:
+        """MAIL, RCPT, DATA for one message; per-recipient replies become results."""
+        sender = validate_addr_spec("From", msg.sender.email)
+        recipient = validate_addr_spec("To", msg.to.email)
+        after_data = False
+        text: bytes | str
+        try:
+            code, text = smtp.mail(sender)
+            if code == 250:
+                code, text = smtp.rcpt(recipient)
+                if code in (250, 251):
+                    after_data = True
+                    try:
+                        code, text = smtp.data(data)
+                    except smtplib.SMTPDataError as exc:  # DATA itself refused (no 354)
+                        code, text = exc.smtp_code, exc.smtp_error
+                        after_data = False
+            result = SendResult(_status(code), detail=_reply(code, text))
+            if code == 421:  # RFC 5321 §3.8: the server is closing the channel
+                self._drop()
+            elif result.status != "sent":
+                smtp.rset()  # end the failed transaction before the next MAIL
+            return result
+        except smtplib.SMTPServerDisconnected as exc:
+            raise _ConnectionLost(f"connection lost: {exc}", after_data=after_data) from exc
+        except (OSError, smtplib.SMTPResponseException) as exc:
+            raise _ConnectionLost(f"connection error: {exc!r}", after_data=after_data) from exc
+
+    def send_many(self, messages: Sequence[tuple[OutgoingMessage, bytes]]) -> list[SendResult]:
+        results: list[SendResult] = []
+        reconnects = 0
+        for index, (msg, data) in enumerate(messages):
+            if not data:
+                raise ValueError("SmtpTransport needs the MIME bytes (needs_mime is True)")
+            retried = False
+            while True:
+                try:
+                    smtp = self._ensure_connection()
+                except (OSError, smtplib.SMTPException) as exc:
+                    self._drop()
+                    if index == 0 and not results:
+                        raise TransientSendError(f"SMTP {self.host}:{self.port} unavailable: {exc!r}") from exc
+                    detail = f"not attempted: reconnect to {self.host}:{self.port} failed ({exc!r})"
+                    results += [SendResult("transient", detail=detail) for _ in messages[index:]]
+                    return results
+                reused = self._last_used > 0.0
+                try:
+                    results.append(self._transaction(smtp, msg, data))
+                    self._last_used = time.monotonic()
+                    break
+                except InputError as exc:  # an address build_mime would have refused too
+                    results.append(SendResult("permanent", detail=str(exc)))
+                    break
+                except _ConnectionLost as lost:
+                    self._drop()
+                    self._last_used = 0.0
+                    reconnects += 1
+                    # Dead before the content went out: nothing was accepted, retry once on a
+                    # fresh connection (the usual case: the server timed out an idle connection).
+                    if reused and not lost.after_data and not retried and reconnects <= _MAX_RECONNECTS_PER_BATCH:
+                        retried = True
+                        continue
+                    detail = str(lost) + (" after DATA; the server may have queued it" if lost.after_data else "")
+                    results.append(SendResult("transient", detail=detail))
+                    if reconnects > _MAX_RECONNECTS_PER_BATCH:
+                        rest = messages[index + 1 :]
+                        results += [SendResult("transient", detail="not attempted: connection unstable") for _ in rest]
+                        return results
+                    break
+        return results
+
+    def close(self) -> None:
+        """QUIT and close the connection, if any. Safe to call twice."""
+        if self._smtp is not None:
+            with contextlib.suppress(smtplib.SMTPException, OSError):
+                self._smtp.quit()
+            self._drop()
+
+
+def _close_quietly(smtp: smtplib.SMTP) -> None:
+    with contextlib.suppress(OSError):
+        smtp.close()
