@@ -88,9 +88,7 @@ def make_tls(common_name: str = "localhost") -> TlsPair:
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + dt.timedelta(days=1))
         .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName(common_name), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
+            x509.SubjectAlternativeName([x509.DNSName(common_name), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
             critical=False,
         )
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
@@ -158,9 +156,7 @@ class SmtpSink:
             smtp_kwargs["tls_context"] = tls.server
         if auth is not None:
             # AUTH over plain TCP is allowed here (loopback tests); over TLS when TLS is on.
-            smtp_kwargs.update(
-                authenticator=self._authenticate, auth_required=True, auth_require_tls=tls is not None
-            )
+            smtp_kwargs.update(authenticator=self._authenticate, auth_required=True, auth_require_tls=tls is not None)
         self._controller = _SocketController(
             self,
             _Handler(self),
@@ -243,14 +239,22 @@ class SmtpSink:
         with self._lock:
             self._data_replies.append(_Reply(response, times))
 
-    def drop_connections(self) -> None:
-        """Hang up on every open client connection (the clients see EOF on their next read)."""
+    def drop_connections(self, timeout: float = 5.0) -> None:
+        """Hang up on every open client connection and wait until they are closed (the clients
+        see EOF on their next read)."""
         with self._lock:
             live = list(self._live)
         for protocol in live:
             transport = protocol.transport
             if transport is not None:
                 self._controller.loop.call_soon_threadsafe(transport.close)
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while any(p in self._live for p in live):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError("the sink could not close its connections")
+                self._lock.wait(left)
 
     def hang_up_after(self, count: int, *, refuse_new: bool = False) -> None:
         """After the ``count``-th message accepted from now on, close that connection.
@@ -275,7 +279,8 @@ class SmtpSink:
             )
             == self._auth
         )
-        return AuthResult(success=ok, auth_data=auth_data)
+        # handled=False: aiosmtpd itself answers 235 or "535 5.7.8 Authentication credentials invalid"
+        return AuthResult(success=ok, handled=False, auth_data=auth_data)
 
     def _connection_made(self, protocol: SMTP) -> int:
         with self._lock:
@@ -287,6 +292,7 @@ class SmtpSink:
         with self._lock:
             if protocol in self._live:
                 self._live.remove(protocol)
+            self._lock.notify_all()
 
     def _rcpt(self, address: str) -> str:
         with self._lock:

@@ -83,6 +83,7 @@ class SmtpTransport:
         timeout: float = 30.0,
         helo: str | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        idle_check: float = _IDLE_CHECK_AFTER,
     ) -> None:
         if tls not in ("starttls", "implicit", "none"):
             raise ValueError(f"tls={tls!r}: expected starttls, none (or smtps:// for implicit TLS)")
@@ -97,6 +98,7 @@ class SmtpTransport:
         # socket.getfqdn() (smtplib's default) may block on a reverse DNS lookup; gethostname not.
         self.helo = helo or socket.gethostname() or "localhost"
         self._ssl_context = ssl_context
+        self.idle_check = idle_check
         self._smtp: smtplib.SMTP | None = None
         self._last_used = 0.0
         self.connections_opened = 0
@@ -183,7 +185,7 @@ class SmtpTransport:
         return smtp
 
     def _ensure_connection(self) -> smtplib.SMTP:
-        if self._smtp is not None and time.monotonic() - self._last_used > _IDLE_CHECK_AFTER:
+        if self._smtp is not None and time.monotonic() - self._last_used >= self.idle_check:
             try:
                 code, _ = self._smtp.noop()
                 alive = code == 250
