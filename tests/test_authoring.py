@@ -216,8 +216,10 @@ def test_cli_simulate_prints_the_timeline_for_given_attributes() -> None:
     result = CliRunner().invoke(cli(), args, env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     assert "Sat 2025-03-08 07:00 CET" in result.output and "when-to-get-help" in result.output
-    bad = CliRunner().invoke(cli(), ["campaigns", "simulate", "lower-back-pain", "--tz", "Mars/Olympus"])
-    assert bad.exit_code == 1
+    bad = CliRunner().invoke(cli(), [*args[:6], "Mars/Olympus", *args[7:]])
+    assert bad.exit_code == 1 and "'Mars/Olympus' is not an IANA time zone" in bad.output
+    neither = CliRunner().invoke(cli(), ["campaigns", "simulate", "lower-back-pain"])
+    assert neither.exit_code == 1 and "give either --email E or one or more --attr" in neither.output
 
 
 def test_cli_preview_writes_the_grid(tmp_path: Path) -> None:
