@@ -316,3 +316,14 @@ def test_only_links_to_the_clinic_site_get_utm_parameters() -> None:
     assert "guide (https://clinic.example/guide?utm_source=newsletter&utm_medium=email#top)" in email.text
     assert "https://www.clinic.example/?utm_source=cadence" in email.text  # a bare URL is not doubled
     assert "write to us (care@clinic.example)" in email.text
+
+
+def test_quotes_in_the_subject_survive_mjml_copying_it_into_an_attribute() -> None:
+    step = (
+        '{% extends "layout.mjml" %}{% block subject %}The "hips first" rule, '
+        '[[ subscriber.first_name or "friend" ]]{% endblock %}'
+    )
+    _, email = render_demo(step, {**JORDAN, "first_name": 'Jo "JJ"'})
+    assert email.subject == 'The "hips first" rule, Jo "JJ"'
+    label = re.search(r'<div aria-label="([^"]*)"', email.html)
+    assert label is not None and label.group(1) == "The &quot;hips first&quot; rule, Jo &#34;JJ&#34;"

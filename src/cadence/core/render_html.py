@@ -21,6 +21,7 @@ LINKS_VARIABLE = "_cadence_links"
 PHASE2_TAG = re.compile(r"\[\[.*?\]\]|\[%.*?%\]", re.DOTALL)
 
 _ANCHOR = re.compile(r"<a\b([^>]*?)\bhref\s*=\s*([\"'])(.*?)\2([^>]*)>(.*?)</a\s*>", re.IGNORECASE | re.DOTALL)
+_ARIA_LABEL = re.compile(r'aria-label="(?:[^"\\]|\\.)*"')
 _TITLE = re.compile(r"<title>(.*?)</title>", re.IGNORECASE | re.DOTALL)
 _PREVIEW = re.compile(r"<mj-preview\b[^>]*>(.*?)</mj-preview>", re.IGNORECASE | re.DOTALL)
 _TAGS = re.compile(r"<[^>]+>")
@@ -47,9 +48,11 @@ def phase2_sources(compiled_html: str, mjml: str, *, utm: dict[str, str], websit
     `website` is the clinic's site (``campaign.context['clinic']['website']``, if any): links to
     its host get the `utm` parameters.
     """
-    # MJML copies <mj-title> into an attribute and escapes quotes there ("\"" even, which is not
-    # HTML); jinja must see each phase-2 expression as it was written.
-    compiled_html = PHASE2_TAG.sub(lambda m: html.unescape(m.group(0)).replace('\\"', '"'), compiled_html)
+    # mrml copies <mj-title> into aria-label with quotes written as \" (not HTML: the attribute
+    # would end at the first quote); write them as &quot;. Inside phase-2 tags jinja must see each
+    # expression as it was written, so entities there are decoded again.
+    compiled_html = _ARIA_LABEL.sub(lambda m: m.group(0).replace('\\"', "&quot;"), compiled_html)
+    compiled_html = PHASE2_TAG.sub(lambda m: html.unescape(m.group(0)), compiled_html)
     title = _TITLE.search(compiled_html)
     subject = " ".join(html.unescape(title.group(1)).split()) if title else ""
     preview = _PREVIEW.search(mjml)
