@@ -1,0 +1,69 @@
+"""``cadence bounces process [DIR] [--imap]``: read bounce mail, apply it, print a summary.
+
+DIR is a maildir or a folder of ``.eml`` files; processed messages move to ``DIR/processed``.
+``--imap`` also reads the UNSEEN messages of ``CADENCE_BOUNCE_IMAP_URL``
+(``imaps://user:password@host/INBOX``) and flags them seen. Safe to run again, or from cron:
+every bounce is applied once (cadence.bounces).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from cadence.bounces import IMAP_URL_VARIABLE, BounceRunResult, fetch_imap_bounces, process_bounce_dir
+from cadence.config import get_settings
+from cadence.errors import ConfigError, InputError
+
+console = Console()
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``bounces`` command group to the main CLI."""
+    bounces_app = typer.Typer(help="Bounce mail: hard and soft bounces, auto-replies.", no_args_is_help=True)
+    bounces_app.command("process")(process)
+    app.add_typer(bounces_app, name="bounces")
+
+
+def process(
+    directory: Annotated[
+        Path | None, typer.Argument(metavar="DIR", help="A maildir or a folder of .eml files", show_default=False)
+    ] = None,
+    imap: Annotated[bool, typer.Option("--imap", help=f"Also read the UNSEEN mail of {IMAP_URL_VARIABLE}")] = False,
+) -> None:
+    """Apply every bounce in DIR (and the IMAP mailbox with --imap) once; print what happened."""
+    if directory is None and not imap:
+        raise InputError("give a DIR to read, --imap, or both")
+    settings = get_settings()
+    now = settings.clock().now()
+    url, limit = settings.database_url, settings.soft_bounce_limit
+    runs: list[tuple[str, BounceRunResult]] = []
+    if directory is not None:
+        runs.append((str(directory), process_bounce_dir(directory, database_url=url, now=now, soft_limit=limit)))
+    if imap:
+        imap_url = os.environ.get(IMAP_URL_VARIABLE, "")
+        if not imap_url:
+            raise ConfigError(f"{IMAP_URL_VARIABLE}: not set (imaps://user:password@host/INBOX)")
+        runs.append(("IMAP", fetch_imap_bounces(imap_url, database_url=url, now=now, soft_limit=limit)))
+    console.print(summary_table(runs))
+    for source, result in runs:
+        for name in result.unrecognised:
+            console.print(f"[yellow]not a bounce:[/yellow] {source}: {name}", highlight=False)
+
+
+def summary_table(runs: list[tuple[str, BounceRunResult]]) -> Table:
+    table = Table(title="Bounces processed")
+    columns = ("messages", "applied", "duplicates", "ignored", "suppressed", "soft bounces", "unsubscribed")
+    table.add_column("source")
+    for column in (*columns, "unknown address", "not a bounce"):
+        table.add_column(column, justify="right")
+    for source, r in runs:
+        e = r.events
+        counts = (r.messages, e.applied, e.duplicates, e.ignored, e.suppressed, e.soft_bounces, e.unsubscribed)
+        table.add_row(source, *(str(n) for n in counts), str(e.unknown), str(len(r.unrecognised)))
+    return table
