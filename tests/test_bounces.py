@@ -327,3 +327,34 @@ def test_imap_reads_unseen_mail_with_peek_and_flags_it_seen_after_applying(sqlit
     assert "FETCH 7 (BODY.PEEK[])" in imap.log and imap.seen == {b"7", b"8"}
     assert (result.messages, result.events.suppressed, result.unrecognised) == (2, 1, ["imap uid 8"])
     assert fetch_imap_bounces(url, database_url=sqlite_db, now=NOW, soft_limit=3, client=imap).messages == 0
+
+
+# ---------------------------------------------------------------------------- CLI
+
+
+def test_the_cli_processes_a_folder_and_prints_a_summary(
+    sqlite_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import typer
+    from typer.testing import CliRunner
+
+    from cadence.cli.bounces import register
+    from cadence.config import get_settings
+
+    add_subscriber(sqlite_db, "gone@example.org")
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    shutil.copy(FIXTURES / "hard_bounce_5.1.1.eml", inbox)
+    monkeypatch.setenv("CADENCE_DATABASE_URL", sqlite_db)
+    monkeypatch.setenv("CADENCE_DATA_DIR", str(tmp_path / "data"))
+    get_settings.cache_clear()
+    app = typer.Typer()
+    app.command("noop")(lambda: None)  # a group with one command would collapse into it
+    register(app)
+    try:
+        outcome = CliRunner().invoke(app, ["bounces", "process", str(inbox)])
+    finally:
+        get_settings.cache_clear()
+    assert outcome.exit_code == 0, outcome.output
+    assert "addresses suppressed" in outcome.output and (inbox / "processed" / "hard_bounce_5.1.1.eml").exists()
+    assert suppression_reasons(sqlite_db) == {email_hash("gone@example.org"): "hard_bounce"}

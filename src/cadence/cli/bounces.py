@@ -9,6 +9,7 @@ every bounce is applied once (cadence.bounces).
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -57,13 +58,22 @@ def process(
 
 
 def summary_table(runs: list[tuple[str, BounceRunResult]]) -> Table:
+    """One row per counter, one column per source: readable in an 80-column terminal."""
     table = Table(title="Bounces processed")
-    columns = ("messages", "applied", "duplicates", "ignored", "suppressed", "soft bounces", "unsubscribed")
-    table.add_column("source")
-    for column in (*columns, "unknown address", "not a bounce"):
-        table.add_column(column, justify="right")
-    for source, r in runs:
-        e = r.events
-        counts = (r.messages, e.applied, e.duplicates, e.ignored, e.suppressed, e.soft_bounces, e.unsubscribed)
-        table.add_row(source, *(str(n) for n in counts), str(e.unknown), str(len(r.unrecognised)))
+    table.add_column("")
+    for source, _ in runs:
+        table.add_column(source, justify="right")
+    rows: list[tuple[str, Callable[[BounceRunResult], int]]] = [
+        ("messages read", lambda r: r.messages),
+        ("events applied", lambda r: r.events.applied),
+        ("already applied", lambda r: r.events.duplicates),
+        ("ignored (auto-replies, delays)", lambda r: r.events.ignored),
+        ("addresses suppressed", lambda r: r.events.suppressed),
+        ("soft bounces counted", lambda r: r.events.soft_bounces),
+        ("unsubscribed", lambda r: r.events.unsubscribed),
+        ("unknown addresses", lambda r: r.events.unknown),
+        ("not a bounce", lambda r: len(r.unrecognised)),
+    ]
+    for label, value in rows:
+        table.add_row(label, *(str(value(result)) for _, result in runs))
     return table
