@@ -32,6 +32,7 @@ import os
 import re
 import ssl
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import suppress as suppress_errors
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from email.iterators import typed_subpart_iterator
@@ -439,6 +440,9 @@ def fetch_imap_bounces(
     result = BounceRunResult()
     try:
         imap = client or _connect(parts)
+    except (OSError, imaplib.IMAP4.error) as exc:
+        raise ConfigError(f"{IMAP_URL_VARIABLE}: cannot connect to {parts.hostname}: {exc}") from exc
+    try:
         imap.login(unquote(parts.username), unquote(parts.password or ""))
         status, _ = imap.select('"' + mailbox.replace("\\", "\\\\").replace('"', '\\"') + '"')
         if status != "OK":
@@ -449,9 +453,11 @@ def fetch_imap_bounces(
             raw = next((item[1] for item in fetched if isinstance(item, tuple)), b"")
             _process_raw(raw, f"imap uid {uid.decode()}", result, database_url, now, soft_limit)
             imap.uid("STORE", uid, "+FLAGS", "(\\Seen)")
-        imap.logout()
     except (OSError, imaplib.IMAP4.error) as exc:
         raise ConfigError(f"{IMAP_URL_VARIABLE}: {parts.hostname}: {exc}") from exc
+    finally:
+        with suppress_errors(OSError, imaplib.IMAP4.error):  # already gone: nothing to release
+            imap.logout()
     return result
 
 

@@ -43,7 +43,8 @@ from cadence.config import Settings, get_settings
 from cadence.db.session import transaction
 from cadence.errors import InputError, TokenError
 
-router = APIRouter(prefix="/webhooks", tags=["webhooks"])
+# Not in /openapi.json: these endpoints are for two providers, not part of the subscriber API.
+router = APIRouter(prefix="/webhooks", tags=["webhooks"], include_in_schema=False)
 
 POSTMARK_USER = "CADENCE_POSTMARK_WEBHOOK_USER"
 POSTMARK_PASSWORD = "CADENCE_POSTMARK_WEBHOOK_PASSWORD"
