@@ -11,10 +11,11 @@ Decisions:
   ``ON CONFLICT DO NOTHING`` *before* any effect, in the caller's transaction: a provider retry,
   a file read twice or two web workers racing on the same event change nothing the second time.
 - **Hard bounce, complaint** → :func:`cadence.subscribers.suppress` at once.
-- **Soft bounce** → ``Subscriber.soft_bounces += 1``, at most once per delivery (an MTA warns,
-  then fails; Mailgun reports every failed attempt), suppressed (``soft_bounce_limit``) when the
-  count reaches ``soft_limit``. A later successful delivery does not reset the count: a
-  mailbox that is full three times in a row and once not is still a mailbox nobody reads.
+- **Soft bounce** → ``Subscriber.soft_bounces += 1``, at most once per delivery (Mailgun reports
+  every failed attempt of one message), suppressed (``soft_bounce_limit``) when the count
+  reaches ``soft_limit``. A later successful send does not reset the count: "sent" means a relay
+  or provider accepted the message, which says nothing about the mailbox, so the count is
+  "soft bounces ever, one per message".
 - **Unsubscribe** → :func:`cadence.subscribers.unsubscribe` (a status, not a suppression).
 - **Unknown address** (no subscriber, no delivery of ours) → recorded, nothing suppressed:
   bounces of mail we never sent (backscatter from forged senders) must not grow our list.
