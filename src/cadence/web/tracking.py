@@ -1,0 +1,191 @@
+"""Click and open tracking, and the web view of a sent email.
+
+Click URLs are ``/c/<delivery_id>/<link_id>/<sig>`` and the pixel ``/o/<delivery_id>/<sig>.gif``
+(sending.py). The redirect target is always the stored :class:`~cadence.db.models.Link` row, never
+anything from the request, so the tracker cannot be used as an open redirect (OWASP "Unvalidated
+Redirects and Forwards"); the HMAC binds the link to the delivery, so ids cannot be swapped.
+Events are deduplicated (one ``click`` per delivery and link, one ``open`` per delivery): mail
+scanners and image proxies fetch the same URL many times.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime
+from html.parser import HTMLParser
+from urllib.parse import urlsplit
+
+from sqlalchemy.orm import Session
+
+from cadence.core.campaign import Campaign
+from cadence.core.render import render_email
+from cadence.core.segments import choose_segment
+from cadence.db.models import Delivery, Link, Subscriber
+from cadence.engine import record_event
+from cadence.errors import NotFound, TokenError
+from cadence.runtime import Runtime
+from cadence.sending import ensure_links
+from cadence.tokens import check_link_signature, link_signature, make_token, read_token
+
+# The smallest transparent GIF (GIF89a, 1x1, one transparent colour): 43 bytes.
+PIXEL_GIF = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
+
+
+def resolve_click(
+    runtime: Runtime, session: Session, delivery_id: int, link_id: int, signature: str, now: datetime
+) -> str | None:
+    """The stored URL to redirect to, or None (→ 404) if the signature does not match, the link
+    does not exist or is not http(s). Records a ``click`` when the delivery still exists and
+    its campaign tracks clicks."""
+    key = runtime.settings.secret_key
+    if not check_link_signature(key, "click", signature, delivery_id, link_id):
+        return None
+    link = session.get(Link, link_id)
+    if link is None or urlsplit(link.url).scheme not in ("http", "https"):
+        return None
+    delivery = session.get(Delivery, delivery_id)
+    if delivery is not None and _tracks(runtime, delivery.campaign_id, "clicks"):
+        subscriber = session.get(Subscriber, delivery.subscriber_id)
+        if subscriber is not None:
+            record_event(
+                session,
+                subscriber,
+                "click",
+                now,
+                catalog_campaigns=_campaigns(runtime, delivery.campaign_id),
+                delivery_id=delivery.id,
+                data={"link_id": link.id, "url": link.url},
+                dedupe_key=f"click:{delivery.id}:{link.id}",
+            )
+    return link.url
+
+
+def record_open(runtime: Runtime, session: Session, delivery_id: int, signature: str, now: datetime) -> bool:
+    """Record an ``open`` for a valid pixel URL. False (→ 404) if the signature does not match."""
+    if not check_link_signature(runtime.settings.secret_key, "open", signature, delivery_id):
+        return False
+    delivery = session.get(Delivery, delivery_id)
+    if delivery is not None and _tracks(runtime, delivery.campaign_id, "opens"):
+        subscriber = session.get(Subscriber, delivery.subscriber_id)
+        if subscriber is not None:
+            record_event(
+                session, subscriber, "open", now, delivery_id=delivery.id, dedupe_key=f"open:{delivery.id}"
+            )
+    return True
+
+
+def _tracks(runtime: Runtime, campaign_id: str, what: str) -> bool:
+    """Whether the campaign tracks `what` *now*: switching tracking off also stops recording for
+    emails already sent."""
+    try:
+        tracking = runtime.catalog.get(campaign_id).tracking
+    except NotFound:
+        return False
+    return bool(tracking.opens if what == "opens" else tracking.clicks)
+
+
+def _campaigns(runtime: Runtime, campaign_id: str) -> list[Campaign]:
+    try:
+        return [runtime.catalog.get(campaign_id)]
+    except NotFound:
+        return []
+
+
+# ---------------------------------------------------------------------------- web view
+
+class CampaignGone(NotFound):
+    """The delivery exists but its campaign (or step) no longer does."""
+
+
+@dataclass(frozen=True)
+class WebView:
+    subject: str
+    html: str
+    style_hashes: tuple[str, ...]  # CSP hashes of its <style> elements and style attributes
+
+
+def web_view(runtime: Runtime, session: Session, token: str) -> WebView:
+    """The email a ``webview`` token names (payload: delivery id), rendered again as it was sent:
+    the delivery's step and recorded segment, the subscriber's current name, the same links
+    (click tracking included when the campaign tracks clicks), but no open pixel."""
+    delivery_id = read_token(runtime.settings.secret_key, "webview", token)
+    delivery = session.get(Delivery, delivery_id) if isinstance(delivery_id, int) else None
+    subscriber = session.get(Subscriber, delivery.subscriber_id) if delivery is not None else None
+    if delivery is None or subscriber is None or delivery.state != "sent":
+        raise TokenError("this link is not valid")
+    try:
+        campaign = runtime.catalog.get(delivery.campaign_id)
+        step = campaign.steps[delivery.step_index]
+    except (NotFound, IndexError):
+        raise CampaignGone(f"campaign {delivery.campaign_id!r} or its step is gone") from None
+    try:
+        segment = campaign.segment(delivery.segment_id)
+    except NotFound:
+        segment = choose_segment(campaign.segments, subscriber.attributes)
+    variant = runtime.renderer.variant(campaign, step, segment)
+    settings = runtime.settings
+    base, key = settings.base_url, settings.secret_key
+    links = {
+        "unsubscribe": f"{base}/u/{make_token(key, 'unsubscribe', [subscriber.id, delivery.id])}",
+        "preferences": f"{base}/p/{make_token(key, 'preferences', subscriber.id)}",
+        "web_view": f"{base}/v/{token}",
+    }
+    link_url = None
+    if campaign.tracking.clicks:
+        ids = ensure_links(session, variant.links)
+
+        def link_url(index: int, url: str) -> str:
+            return f"{base}/c/{delivery.id}/{ids[url]}/{link_signature(key, 'click', delivery.id, ids[url])}"
+
+    person = {"first_name": subscriber.first_name, "email": subscriber.email, "attributes": subscriber.attributes}
+    rendered = render_email(
+        variant,
+        subscriber=person,
+        links=links,
+        link_url=link_url,
+    )
+    return WebView(rendered.subject, rendered.html, style_hashes(rendered.html))
+
+
+class _StyleCollector(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.sources: list[str] = []
+        self._in_style = False
+        self._buffer: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        for name, value in attrs:
+            if name == "style" and value is not None:
+                self.sources.append(value)
+        if tag == "style":
+            self._in_style, self._buffer = True, []
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "style" and self._in_style:
+            self.sources.append("".join(self._buffer))
+            self._in_style = False
+
+    def handle_data(self, data: str) -> None:
+        if self._in_style:
+            self._buffer.append(data)
+
+
+def style_hashes(html: str) -> tuple[str, ...]:
+    """CSP source expressions for every inline style in `html`.
+
+    Email HTML is styled inline (MJML output), and our CSP has no ``'unsafe-inline'``; instead
+    the web view's policy lists the SHA-256 of each ``<style>`` element and, with
+    ``'unsafe-hashes'``, of each ``style=""`` attribute value (CSP Level 3 §6.7.3.2, "hash-source"
+    matching of inline style attributes). Only these exact styles can apply.
+    """
+    collector = _StyleCollector()
+    collector.feed(html)
+    collector.close()
+    seen: dict[str, None] = {}
+    for source in collector.sources:
+        digest = base64.b64encode(hashlib.sha256(source.encode()).digest()).decode()
+        seen[f"'sha256-{digest}'"] = None
+    return tuple(seen)
