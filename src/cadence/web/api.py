@@ -1,0 +1,223 @@
+"""The JSON API under ``/api``: the same actions as the pages, described by ``/openapi.json``.
+
+No CSRF token here: nothing authenticates by cookie, and FastAPI accepts JSON bodies only with
+an ``application/json`` content type (``strict_content_type``), which a cross-site form cannot
+send without a CORS preflight we never grant. Tokens from the emails authorise everything but
+signing up; signing up is limited per IP and per address like the form, and answers the same
+way whatever the address's state.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, BackgroundTasks, Depends, Request
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from cadence.errors import InputError
+from cadence.tokens import read_token
+from cadence.web.account import (
+    erase,
+    export_data,
+    pause,
+    resume,
+    subscriber_for_preferences,
+    unsubscribe_everything,
+    unsubscribe_token,
+    update_answers,
+)
+from cadence.web.forms import Answers, SignupData, check_email, check_first_name
+from cadence.web.security import client_ip
+from cadence.web.state import WebState, get_state, limit_posts
+from cadence.web.subscription import CONSENT, SignupContext, confirm, sign_up, signup_campaign
+
+
+class ErrorOut(BaseModel):
+    detail: str
+
+
+class StatusOut(BaseModel):
+    status: str
+    detail: str = ""
+
+
+class ConsentOut(BaseModel):
+    version: str
+    text: str
+
+
+class SignupIn(Answers):
+    """A signup. ``consent_version`` must be the version of the wording the person was shown
+    (``GET /api/consent``); it is stored with their consent record."""
+
+    email: str = Field(max_length=320, json_schema_extra={"format": "email"}, examples=["runner@example.com"])
+    first_name: str = Field(default="", max_length=100)
+    consent_version: str = Field(json_schema_extra={"enum": [CONSENT.version]})
+    page_url: str | None = Field(
+        default=None, max_length=500, pattern=r"^https?://", description="The page that showed the form."
+    )
+
+    @field_validator("email")
+    @classmethod
+    def _email(cls, value: str) -> str:
+        try:
+            return check_email(value)
+        except InputError as exc:
+            raise ValueError(str(exc)) from None
+
+    @field_validator("consent_version")
+    @classmethod
+    def _consent_version(cls, value: str) -> str:
+        if value != CONSENT.version:
+            raise ValueError(f"the current consent wording is {CONSENT.version!r} (GET /api/consent)")
+        return value
+
+    @field_validator("first_name")
+    @classmethod
+    def _first_name(cls, value: str) -> str:
+        try:
+            return check_first_name(value)
+        except InputError as exc:
+            raise ValueError(str(exc)) from None
+
+
+class PauseIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    weeks: Literal[2, 4, 8]
+
+
+class PreferencesOut(BaseModel):
+    email: str
+    first_name: str
+    status: str
+    answers: Answers | None
+    paused_until: datetime | None
+
+
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorOut, "description": "The link is not valid."}}
+_LIMITED: dict[int | str, dict[str, Any]] = {429: {"model": ErrorOut, "description": "Too many requests."}}
+
+router = APIRouter(prefix="/api", tags=["subscribers"])
+State = Annotated[WebState, Depends(get_state)]
+Limited = [Depends(limit_posts)]
+
+
+@router.get("/consent", response_model=ConsentOut)
+def consent_wording() -> ConsentOut:
+    """The consent wording to show next to a signup button, and its version."""
+    return ConsentOut(version=CONSENT.version, text=CONSENT.text)
+
+
+@router.post("/subscribe", status_code=202, response_model=StatusOut, dependencies=Limited, responses=_LIMITED)
+def subscribe(body: SignupIn, request: Request, state: State, background: BackgroundTasks) -> StatusOut:
+    """Sign up (double opt-in). The answer is the same for every address: new, already
+    subscribed, unsubscribed or suppressed."""
+    data = SignupData(body.email, body.first_name, Answers(**body.model_dump(include=set(Answers.model_fields))))
+    where = SignupContext(
+        ip=client_ip(request),
+        user_agent=request.headers.get("user-agent", ""),
+        form_id="api:subscribe",
+        page_url=body.page_url or "",
+    )
+    with state.session() as session:
+        confirmation = sign_up(session, data, where, state.now(), secret_key=state.settings.secret_key)
+    if confirmation is not None:
+        background.add_task(state.send_confirmation, confirmation)
+    return StatusOut(status="pending_confirmation", detail="If this address can be subscribed, a link is on its way.")
+
+
+@router.post(
+    "/confirm/{token}", response_model=StatusOut, dependencies=Limited, responses={**_NOT_FOUND, **_LIMITED}
+)
+def confirm_signup(token: str, request: Request, state: State) -> StatusOut:
+    """Confirm a signup with the token from the confirmation email's link."""
+    payload = read_token(state.settings.secret_key, "confirm", token)
+    with state.session() as session:
+        result = confirm(
+            session,
+            payload,
+            state.now(),
+            ip=client_ip(request),
+            user_agent=request.headers.get("user-agent", ""),
+            campaign=signup_campaign(state.runtime),
+        )
+    return StatusOut(status=result.value)
+
+
+@router.post("/unsubscribe/{token}", response_model=StatusOut, responses=_NOT_FOUND)
+def unsubscribe(token: str, state: State) -> StatusOut:
+    """Unsubscribe with the token of an email's unsubscribe link. Idempotent."""
+    with state.session() as session:
+        subscriber, delivery_id = unsubscribe_token(session, state.settings.secret_key, token)
+        unsubscribe_everything(session, subscriber, state.now(), how="api", delivery_id=delivery_id)
+    return StatusOut(status="unsubscribed")
+
+
+def _preferences(state: WebState, token: str) -> PreferencesOut:
+    with state.session() as session:
+        s = subscriber_for_preferences(session, state.settings.secret_key, token)
+        return PreferencesOut(
+            email=s.email,
+            first_name=s.first_name,
+            status=s.status,
+            answers=Answers.stored(s.attributes),
+            paused_until=s.paused_until,
+        )
+
+
+@router.get("/preferences/{token}", response_model=PreferencesOut, responses=_NOT_FOUND)
+def get_preferences(token: str, state: State) -> PreferencesOut:
+    """The subscriber's answers and status (token from an email's preferences link)."""
+    return _preferences(state, token)
+
+
+@router.put(
+    "/preferences/{token}", response_model=PreferencesOut, dependencies=Limited, responses={**_NOT_FOUND, **_LIMITED}
+)
+def put_preferences(token: str, answers: Answers, state: State) -> PreferencesOut:
+    """Replace the answers; the next email is chosen by them."""
+    with state.session() as session:
+        subscriber = subscriber_for_preferences(session, state.settings.secret_key, token)
+        update_answers(session, subscriber, answers, state.now())
+    return _preferences(state, token)
+
+
+@router.post(
+    "/preferences/{token}/pause",
+    response_model=PreferencesOut,
+    dependencies=Limited,
+    responses={**_NOT_FOUND, **_LIMITED},
+)
+def pause_emails(token: str, body: PauseIn, state: State) -> PreferencesOut:
+    """Pause every email for 2, 4 or 8 weeks."""
+    with state.session() as session:
+        subscriber = subscriber_for_preferences(session, state.settings.secret_key, token)
+        pause(session, subscriber, body.weeks, state.now())
+    return _preferences(state, token)
+
+
+@router.delete("/preferences/{token}/pause", response_model=PreferencesOut, responses=_NOT_FOUND)
+def resume_emails(token: str, state: State) -> PreferencesOut:
+    """End a pause now."""
+    with state.session() as session:
+        subscriber = subscriber_for_preferences(session, state.settings.secret_key, token)
+        resume(session, subscriber, state.now())
+    return _preferences(state, token)
+
+
+@router.get("/preferences/{token}/export", response_model=dict[str, Any], responses=_NOT_FOUND)
+def export(token: str, state: State) -> dict[str, Any]:
+    """Everything we hold about the subscriber: profile, consent, enrollments, deliveries, events."""
+    with state.session() as session:
+        subscriber = subscriber_for_preferences(session, state.settings.secret_key, token)
+        return export_data(session, subscriber)
+
+
+@router.delete("/preferences/{token}", response_model=StatusOut, responses=_NOT_FOUND)
+def erase_me(token: str, state: State) -> StatusOut:
+    """Erase the subscriber and everything about them; the address stays suppressed (hashed)."""
+    with state.session() as session:
+        subscriber = subscriber_for_preferences(session, state.settings.secret_key, token)
+        erase(session, subscriber, state.now())
+    return StatusOut(status="erased")

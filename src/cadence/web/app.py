@@ -1,0 +1,158 @@
+"""The subscriber-facing web app: sign up, confirm, unsubscribe (RFC 8058), preferences, web
+view, click and open tracking, and the same actions as a JSON API under ``/api``.
+
+``create_app(settings)`` builds it; ``cadence web`` serves it with uvicorn. Pages are rendered on
+the server (Jinja2, ``web/templates``) with one stylesheet and no JavaScript, so the strict
+Content-Security-Policy costs nothing. Routes are thin: they parse, call the plain functions of
+``web/subscription.py``, ``web/account.py`` and ``web/tracking.py``, and render.
+
+Map of the modules::
+
+    app.py           create_app, error pages, security headers around everything
+    pages.py         /subscribe, /confirm/<t>, /u/<t>
+    preferences.py   /p/<t> and its actions, /p/<t>/export
+    links.py         /c/..., /o/....gif, /v/<t>
+    api.py           /api/...
+    state.py         WebState shared by the routes, the per-IP limit dependency
+    security.py      headers, CSRF          ratelimit.py   per-IP counters
+    forms.py         the answers            subscription.py, account.py, tracking.py: use cases
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler, request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+from starlette.types import ASGIApp
+
+from cadence import __version__
+from cadence.config import Settings, get_settings
+from cadence.errors import InputError, TokenError
+from cadence.runtime import Runtime
+from cadence.web import api, links, pages, preferences
+from cadence.web.ratelimit import RateLimited, make_limiter
+from cadence.web.security import Csrf, CsrfError, SecurityHeaders
+from cadence.web.state import STATIC_DIR, TEMPLATES_DIR, WebLimits, WebState, clinic_details, get_state
+from cadence.web.subscription import SIGNUP_CAMPAIGN
+
+log = logging.getLogger(__name__)
+
+
+class CadenceWeb(FastAPI):
+    """FastAPI with the security headers as the outermost layer, so they are on every response,
+    including the 500 page Starlette's ServerErrorMiddleware writes."""
+
+    https = False
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return SecurityHeaders(super().build_middleware_stack(), https=self.https)
+
+
+def create_app(
+    settings: Settings | None = None, *, runtime: Runtime | None = None, limits: WebLimits | None = None
+) -> FastAPI:
+    """The web app for `settings` (default: from the environment). `runtime` and `limits` are
+    for tests and embedding; by default they come from the settings."""
+    settings = settings or get_settings()
+    runtime = runtime or Runtime.from_settings(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        runtime.close()  # the confirmation emails' SMTP connection
+
+    app = CadenceWeb(
+        title="Cadence subscriber API",
+        version=__version__,
+        summary="Sign up, confirm, unsubscribe and manage preferences for Cadence email courses.",
+        docs_url=None,  # Swagger UI needs inline and third-party scripts our CSP forbids
+        redoc_url=None,
+        openapi_url="/openapi.json",
+        lifespan=lifespan,
+    )
+    app.https = settings.base_url.startswith("https://")
+    app.state.cadence = WebState(
+        settings=settings,
+        runtime=runtime,
+        limiter=make_limiter(settings.redis_url),
+        limits=limits or WebLimits(),
+        csrf=Csrf(settings.secret_key, settings.base_url),
+        templates=Jinja2Templates(directory=str(TEMPLATES_DIR)),
+        clinic=clinic_details(runtime, SIGNUP_CAMPAIGN),
+    )
+    for router in (pages.router, preferences.router, links.router, api.router):
+        app.include_router(router)
+    webhooks = _optional_module("cadence.web.webhooks")
+    if webhooks is not None:
+        app.include_router(webhooks.router)
+    app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
+    _error_handlers(app)
+    return app
+
+
+def _optional_module(name: str) -> Any:
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name != name:
+            raise
+        return None
+
+
+def _is_api(request: Request) -> bool:
+    return request.url.path.startswith("/api/")
+
+
+def _error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(TokenError)
+    async def token_error(request: Request, exc: TokenError) -> Response:
+        # One answer for a tampered, unknown, erased or wrong-purpose token: nothing to learn.
+        if _is_api(request):
+            return JSONResponse({"detail": "this link is not valid"}, status_code=404)
+        expired = "expired" in str(exc)
+        return get_state(request).render(request, "invalid_link.html", {"expired": expired}, status=404)
+
+    @app.exception_handler(RateLimited)
+    async def rate_limited(request: Request, exc: RateLimited) -> Response:
+        headers = {"Retry-After": str(exc.retry_after)}
+        if _is_api(request):
+            return JSONResponse({"detail": str(exc)}, status_code=429, headers=headers)
+        response = get_state(request).render(request, "too_many.html", {"retry_after": exc.retry_after}, status=429)
+        response.headers.update(headers)
+        return response
+
+    @app.exception_handler(CsrfError)
+    async def csrf_error(request: Request, exc: CsrfError) -> Response:
+        log.info("CSRF check failed for %s: %s", request.url.path, exc)
+        return get_state(request).render(request, "form_expired.html", status=403)
+
+    @app.exception_handler(InputError)
+    async def input_error(request: Request, exc: InputError) -> Response:
+        if _is_api(request):
+            detail = [{"loc": ["body"], "msg": str(exc), "type": "value_error"}]
+            return JSONResponse({"detail": detail}, status_code=422)
+        return get_state(request).render(request, "bad_request.html", {"message": str(exc)}, status=400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if _is_api(request) or exc.status_code != 404:
+            return await http_exception_handler(request, exc)
+        return get_state(request).render(request, "not_found.html", status=404)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
+        if _is_api(request):
+            return await request_validation_exception_handler(request, exc)
+        # Only path parameters can fail validation on the pages (/c/abc/...): a broken link.
+        return get_state(request).render(request, "not_found.html", status=404)

@@ -1,0 +1,184 @@
+"""HTML pages: sign up, confirm, unsubscribe (RFC 8058). Thin: parse, call a plain function,
+render. Every POST but the one-click unsubscribe checks a CSRF token and counts against the
+per-IP limit (dependencies ``limit_posts`` and ``Csrf.verify``)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, BackgroundTasks, Depends, Form, Request
+from fastapi.responses import RedirectResponse
+from starlette.responses import Response
+
+from cadence.errors import InputError
+from cadence.tokens import make_token, read_token
+from cadence.web.account import unsubscribe_everything, unsubscribe_token
+from cadence.web.forms import MONTH, TERRAINS, SignupData, check_email, check_first_name, month_choices, parse_answers
+from cadence.web.security import client_ip
+from cadence.web.state import WebState, get_state, limit_posts
+from cadence.web.subscription import CONSENT, SignupContext, confirm, sign_up, signup_campaign
+
+router = APIRouter(include_in_schema=False)
+State = Annotated[WebState, Depends(get_state)]
+FormText = Annotated[str, Form()]
+
+FORM_ID = "web:subscribe"
+
+
+@router.get("/")
+def home() -> Response:
+    return RedirectResponse("/subscribe", status_code=303)
+
+
+def _signup_page(state: WebState, request: Request, values: dict[str, str], errors: dict[str, str]) -> Response:
+    return state.render(
+        request,
+        "subscribe.html",
+        {
+            "values": values,
+            "errors": errors,
+            "terrains": TERRAINS,
+            "months": month_choices(state.now()),
+            "consent_text": CONSENT.text,
+        },
+        status=400 if errors else 200,
+        forms=True,
+    )
+
+
+@router.get("/subscribe")
+def subscribe_form(request: Request, state: State) -> Response:
+    return _signup_page(state, request, {}, {})
+
+
+@router.post("/subscribe", dependencies=[Depends(limit_posts)])
+def subscribe(
+    request: Request,
+    state: State,
+    background: BackgroundTasks,
+    csrf_token: FormText = "",
+    email: FormText = "",
+    first_name: FormText = "",
+    terrain: FormText = "",
+    training_for_race: FormText = "",
+    race_month: FormText = "",
+    website: FormText = "",  # the honeypot: hidden from people, filled in by naive bots
+) -> Response:
+    state.csrf.verify(request, csrf_token)
+    if website:
+        # Look exactly like success so the bot learns nothing; store and send nothing.
+        return state.render(request, "check_inbox.html")
+    values = {
+        "email": email,
+        "first_name": first_name,
+        "terrain": terrain,
+        "training_for_race": training_for_race,
+        "race_month": race_month,
+    }
+    data = _validate(values)
+    if isinstance(data, dict):
+        return _signup_page(state, request, values, data)
+    where = SignupContext(
+        ip=client_ip(request),
+        user_agent=request.headers.get("user-agent", ""),
+        form_id=FORM_ID,
+        page_url=f"{state.settings.base_url}/subscribe",
+    )
+    with state.session() as session:
+        confirmation = sign_up(session, data, where, state.now(), secret_key=state.settings.secret_key)
+    if confirmation is not None:
+        background.add_task(state.send_confirmation, confirmation)
+    # The same page whatever happened (new, pending, active, unsubscribed, suppressed, limited).
+    return state.render(request, "check_inbox.html")
+
+
+def _validate(values: dict[str, str]) -> SignupData | dict[str, str]:
+    """The signup, or a message per bad field (every field is checked, not just the first)."""
+    errors: dict[str, str] = {}
+    email = first_name = ""
+    try:
+        email = check_email(values["email"])
+    except InputError:
+        errors["email"] = _MESSAGES["email"]
+    try:
+        first_name = check_first_name(values["first_name"])
+    except InputError:
+        errors["first_name"] = _MESSAGES["first_name"]
+    if values["terrain"] not in TERRAINS:
+        errors["terrain"] = _MESSAGES["terrain"]
+    if values["training_for_race"] not in ("yes", "no"):
+        errors["training_for_race"] = _MESSAGES["training_for_race"]
+    if values["race_month"].strip() and not MONTH.match(values["race_month"].strip()):
+        errors["race_month"] = _MESSAGES["race_month"]
+    if errors:
+        return errors
+    answers = parse_answers(values["terrain"], values["training_for_race"], values["race_month"])
+    return SignupData(email, first_name, answers)
+
+
+_MESSAGES = {
+    "email": "Enter an email address like name@example.com.",
+    "first_name": "Your first name can be at most 100 characters, on one line.",
+    "terrain": "Choose where you run most.",
+    "training_for_race": "Tell us whether you are training for a race.",
+    "race_month": "Choose a month from the list, or leave it empty.",
+}
+
+
+# ---------------------------------------------------------------------------- confirm
+
+@router.get("/confirm/{token}")
+def confirm_page(token: str, request: Request, state: State) -> Response:
+    # Opening the link only shows a button: link scanners and prefetchers (Outlook Safe Links,
+    # corporate gateways) GET every URL in an email, and must not confirm on the owner's behalf.
+    read_token(state.settings.secret_key, "confirm", token)
+    return state.render(request, "confirm.html", {"token": token}, forms=True)
+
+
+@router.post("/confirm/{token}", dependencies=[Depends(limit_posts)])
+def confirm_submit(token: str, request: Request, state: State, csrf_token: FormText = "") -> Response:
+    state.csrf.verify(request, csrf_token)
+    payload = read_token(state.settings.secret_key, "confirm", token)
+    runtime = state.runtime
+    with state.session() as session:
+        result = confirm(
+            session,
+            payload,
+            state.now(),
+            ip=client_ip(request),
+            user_agent=request.headers.get("user-agent", ""),
+            campaign=signup_campaign(runtime),
+        )
+        subscriber_id = payload[0]
+    preferences = make_token(state.settings.secret_key, "preferences", subscriber_id)
+    return state.render(request, "confirmed.html", {"result": result.value, "preferences_token": preferences})
+
+
+# ---------------------------------------------------------------------------- unsubscribe
+
+def _mask(email: str) -> str:
+    local, _, domain = email.partition("@")
+    return f"{local[:1]}{'•' * min(6, max(1, len(local) - 1))}@{domain}"
+
+
+@router.get("/u/{token}")
+def unsubscribe_page(token: str, request: Request, state: State) -> Response:
+    """The page the email's unsubscribe link opens: one button, nothing changes on GET (RFC 8058
+    §3.2: the GET must not unsubscribe, link checkers follow links)."""
+    with state.session() as session:
+        subscriber, _ = unsubscribe_token(session, state.settings.secret_key, token)
+        status, email = subscriber.status, subscriber.email
+    return state.render(request, "unsubscribe.html", {"token": token, "status": status, "masked": _mask(email)})
+
+
+@router.post("/u/{token}")
+def unsubscribe_one_click(token: str, request: Request, state: State) -> Response:
+    """RFC 8058 one-click: the mail provider POSTs ``List-Unsubscribe=One-Click`` (form-encoded
+    or multipart) without cookies; we unsubscribe at once and answer 200, no redirect. No CSRF
+    token: the signed token in the URL is the authorisation (RFC 8058 §3.1). The body is not
+    required: our own button sends the same field, and no POST to this URL means anything else.
+    Not counted against the per-IP limit: big mailbox providers send these from few IPs."""
+    with state.session() as session:
+        subscriber, delivery_id = unsubscribe_token(session, state.settings.secret_key, token)
+        unsubscribe_everything(session, subscriber, state.now(), how="one-click", delivery_id=delivery_id)
+    return state.render(request, "unsubscribed.html")
