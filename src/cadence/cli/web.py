@@ -1,0 +1,57 @@
+"""``cadence web``: serve the subscriber web app with uvicorn.
+
+Registered into the main CLI by ``cadence.cli`` (``register(app)``); also runnable on its own as
+``python -m cadence.cli.web --port 8000``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    app.command("web")(web)
+
+
+def web(
+    host: Annotated[str, typer.Option(help="Interface to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port")] = 8000,
+    workers: Annotated[int, typer.Option(help="Processes (more than 1: use Redis for the per-IP limits)")] = 1,
+    forwarded_allow_ips: Annotated[
+        str,
+        typer.Option(help="Proxies whose X-Forwarded-For/-Proto are believed (comma-separated, or '*')"),
+    ] = "127.0.0.1",
+    log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "info",
+) -> None:
+    """Serve sign-up, confirmation, unsubscribe, preferences, web view and tracking pages, and the
+    JSON API (/api, described at /openapi.json). Settings come from CADENCE_* variables."""
+    import uvicorn
+
+    from cadence.config import get_settings
+
+    get_settings()  # fail now, with the variable's name, rather than in a worker process
+    uvicorn.run(
+        "cadence.web.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        # The client IP for rate limits and the consent record comes from X-Forwarded-For only
+        # when the connection is from one of these proxies (uvicorn ProxyHeadersMiddleware).
+        proxy_headers=True,
+        forwarded_allow_ips=forwarded_allow_ips,
+        server_header=False,
+        log_level=log_level,
+    )
+
+
+def main() -> None:
+    standalone = typer.Typer(add_completion=False)
+    standalone.command()(web)
+    standalone()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
