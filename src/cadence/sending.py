@@ -22,10 +22,11 @@ from cadence.core.message import Address, OutgoingMessage, build_mime, make_mess
 from cadence.core.render import render_email
 from cadence.core.schedule import next_send_at, retry_backoff, step_due_at, subscriber_zone
 from cadence.core.segments import choose_segment
+from cadence.db import queries
 from cadence.db.models import Delivery, Enrollment, Link, Subscriber, Suppression
 from cadence.db.session import transaction
 from cadence.errors import CadenceError, NotFound
-from cadence.runtime import Runtime
+from cadence.runtime import Runtime, wall_now
 from cadence.subscribers import email_hash, suppress
 from cadence.tokens import link_signature, make_token
 from cadence.transports.base import SendResult
@@ -98,11 +99,21 @@ def prepare_and_send(runtime: Runtime, delivery_ids: Sequence[int]) -> SendOutco
                 _finish(delivery, "failed", f"render: {exc}")
                 outcome.failed += 1
     step = max(1, settings.commit_every)
+    lease = timedelta(seconds=settings.lease_seconds)
+    renew_at = wall_now() + lease / 2
     for start in range(0, len(prepared), step):
         group = prepared[start : start + step]
         results = runtime.transport.send_many([(p.message, p.mime) for p in group])
         with transaction(settings.database_url) as session:
             outcome.add(_record(runtime, session, group, results, now))
+            if wall_now() >= renew_at:
+                # A slow server can make one batch outlast the lease; renew it for the rest of the
+                # batch at half-life so no other worker takes over rows we are still sending.
+                # Only a process that stalls for half a lease can lose its rows (and then it has
+                # most likely died).
+                rest = [p.delivery_id for p in prepared[start + step :]]
+                renew_at = wall_now() + lease / 2
+                queries.renew_lease(session, rest, wall_now() + lease)
     return outcome
 
 

@@ -46,6 +46,8 @@ def broker_options(settings: Settings) -> dict[str, Any]:
 
 def make_celery(settings: Settings) -> Celery:
     app = Celery("cadence", broker=settings.broker_url, include=["cadence.tasks"])
+    if settings.broker_url.startswith("filesystem://"):
+        app.conf.broker_transport = "cadence.broker_fs:Transport"
     app.conf.update(
         broker_transport_options=broker_options(settings),
         broker_connection_retry_on_startup=True,

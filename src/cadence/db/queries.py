@@ -89,3 +89,13 @@ def claim_deliveries(
         .returning(Delivery.id)
     )
     return sorted(row[0] for row in result)
+
+
+def renew_lease(session: Session, ids: Sequence[int], until: datetime) -> None:
+    """Extend the lease on deliveries this worker is still sending."""
+    if ids:
+        session.execute(
+            update(Delivery)
+            .where(Delivery.id.in_(list(ids)), Delivery.state == "sending")
+            .values(lease_expires_at=until)
+        )

@@ -1,0 +1,178 @@
+"""The send path in one process, against a real SMTP server and real databases: idempotency,
+races, and everything that must be re-checked at send time."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from cadence import engine
+from cadence.clock import FileClock
+from cadence.config import load_settings
+from cadence.db.migrate import upgrade
+from cadence.db.models import Delivery, Enrollment, Subscriber
+from cadence.db.session import transaction
+from cadence.runtime import Runtime
+from cadence.subscribers import SubscriberInput, import_subscribers, suppress, unsubscribe
+from tests.support.cluster import cadence_env
+from tests.support.services import postgres_database
+from tests.support.smtpd import SmtpSink
+
+START = datetime(2026, 12, 7, 12, 30, tzinfo=UTC)  # Monday 07:30 in New York: inside the window
+
+
+@pytest.fixture
+def sink() -> Iterator[SmtpSink]:
+    with SmtpSink() as server:
+        yield server
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'c.db'}"
+    else:
+        with postgres_database() as url:
+            yield url
+
+
+def make_runtime(tmp_path: Path, database_url: str, sink: SmtpSink) -> Runtime:
+    clock = FileClock(tmp_path / "clock")
+    clock.set(START)
+    env = cadence_env(
+        tmp_path,
+        CADENCE_DATABASE_URL=database_url,
+        CADENCE_EMAIL_URL=f"smtp://{sink.host}:{sink.port}?tls=none",
+        CADENCE_CLOCK=str(clock),
+        CADENCE_BATCH_SIZE="5",
+    )
+    settings = load_settings(env)
+    upgrade(settings.database_url)
+    return Runtime.from_settings(settings)
+
+
+def add_people(runtime: Runtime, n: int, campaign: str = "lower-back-pain") -> list[int]:
+    rows = [
+        SubscriberInput(f"p{i}@example.com", f"P{i}", "America/New_York", {"terrain": "trails" if i % 2 else "roads"})
+        for i in range(n)
+    ]
+    now = runtime.clock.now()
+    with transaction(runtime.settings.database_url) as session:
+        import_subscribers(session, rows, now)
+        people = list(session.scalars(select(Subscriber)))
+        engine.enroll(session, runtime.catalog.get(campaign), people, now)
+        return [p.id for p in people]
+
+
+def states(runtime: Runtime) -> dict[str, int]:
+    with transaction(runtime.settings.database_url) as session:
+        return dict(session.execute(select(Delivery.state, func.count()).group_by(Delivery.state)).all())  # type: ignore[arg-type]
+
+
+def test_the_same_send_task_delivered_twice_sends_once(tmp_path: Path, database_url: str, sink: SmtpSink) -> None:
+    runtime = make_runtime(tmp_path, database_url, sink)
+    add_people(runtime, 12)
+    result = engine.tick(runtime)
+    assert result.claimed == 12 and result.enqueued == 12
+    for batch in result.batches:
+        engine.deliver(runtime, batch)
+        engine.deliver(runtime, batch)  # the broker redelivered it
+    # ... and concurrently, from two threads, a third time
+    threads = [threading.Thread(target=engine.deliver, args=(runtime, b)) for b in result.batches * 2]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(sink.messages) == 12
+    assert states(runtime) == {"sent": 12}
+
+
+def test_two_ticks_racing_claim_each_enrollment_once(tmp_path: Path, database_url: str, sink: SmtpSink) -> None:
+    runtime = make_runtime(tmp_path, database_url, sink)
+    add_people(runtime, 40)
+    runtime.settings = replace(runtime.settings, batch_size=3)
+    results: list[engine.TickResult] = []
+    barrier = threading.Barrier(4)
+
+    def racer() -> None:
+        barrier.wait()
+        results.append(engine.tick(runtime, claim_limit=7))
+
+    threads = [threading.Thread(target=racer) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(r.claimed for r in results) == 40
+    enqueued = [i for r in results for batch in r.batches for i in batch]
+    assert len(enqueued) == len(set(enqueued)) == 40
+    with transaction(runtime.settings.database_url) as session:
+        assert session.scalar(select(func.count()).select_from(Delivery)) == 40
+    for r in results:
+        for batch in r.batches:
+            engine.deliver(runtime, batch)
+    assert len(sink.messages) == 40
+
+
+def test_unsubscribed_or_suppressed_after_queueing_is_not_sent(
+    tmp_path: Path, database_url: str, sink: SmtpSink
+) -> None:
+    runtime = make_runtime(tmp_path, database_url, sink)
+    add_people(runtime, 4)
+    result = engine.tick(runtime)
+    now = runtime.clock.now()
+    with transaction(runtime.settings.database_url) as session:
+        p0 = session.scalar(select(Subscriber).where(Subscriber.email_key == "p0@example.com"))
+        assert p0 is not None
+        unsubscribe(session, p0, now, "test")
+        suppress(session, "P1@example.com", "complaint", now)
+    for batch in result.batches:
+        engine.deliver(runtime, batch)
+    assert sorted(m.rcpt_tos[0] for m in sink.messages) == ["p2@example.com", "p3@example.com"]
+    assert states(runtime) == {"sent": 2, "skipped": 2}
+
+
+def test_an_exit_goal_ends_the_series(tmp_path: Path, database_url: str, sink: SmtpSink) -> None:
+    runtime = make_runtime(tmp_path, database_url, sink)
+    add_people(runtime, 2)
+    for batch in engine.tick(runtime).batches:
+        engine.deliver(runtime, batch)
+    assert len(sink.messages) == 2
+    campaigns = runtime.catalog.all()
+    with transaction(runtime.settings.database_url) as session:
+        p0 = engine.find_subscriber(session, "p0@example.com")
+        engine.record_event(session, p0, "booked", runtime.clock.now(), catalog_campaigns=campaigns)
+    clock = FileClock(Path(runtime.settings.clock_spec.removeprefix("file:")))
+    for _ in range(20):  # three weeks in one-day steps
+        clock.advance(timedelta(days=1))
+        for batch in engine.tick(runtime).batches:
+            engine.deliver(runtime, batch)
+    to_p0 = [m for m in sink.messages if m.rcpt_tos == ("p0@example.com",)]
+    to_p1 = [m for m in sink.messages if m.rcpt_tos == ("p1@example.com",)]
+    assert len(to_p0) == 1 and len(to_p1) == 6
+    with transaction(runtime.settings.database_url) as session:
+        ends = dict(session.execute(select(Enrollment.subscriber_id, Enrollment.end_reason)).all())  # type: ignore[arg-type]
+    assert "goal: booked" in ends.values() and "all steps sent" in ends.values()
+
+
+def test_a_paused_subscriber_is_postponed_not_dropped(tmp_path: Path, database_url: str, sink: SmtpSink) -> None:
+    runtime = make_runtime(tmp_path, database_url, sink)
+    add_people(runtime, 1)
+    result = engine.tick(runtime)
+    with transaction(runtime.settings.database_url) as session:
+        p0 = engine.find_subscriber(session, "p0@example.com")
+        p0.paused_until = runtime.clock.now() + timedelta(days=14)
+    for batch in result.batches:
+        assert engine.deliver(runtime, batch).postponed == 1
+    assert not sink.messages
+    clock = FileClock(Path(runtime.settings.clock_spec.removeprefix("file:")))
+    clock.advance(timedelta(days=15))
+    for batch in engine.tick(runtime).batches:
+        engine.deliver(runtime, batch)
+    assert len(sink.messages) == 1
