@@ -18,16 +18,16 @@ from kombu.transport import filesystem
 from kombu.utils.json import dumps
 
 
-class Channel(filesystem.Channel):  # type: ignore[misc]
-    def _put(self, queue: str, payload: Any, **kwargs: Any) -> None:
+class Channel(filesystem.Channel):
+    def _put(self, queue: Any, payload: Any, **kwargs: Any) -> None:
         name = f"{round(monotonic() * 1000)}_{uuid.uuid4()}.{queue}.msg"
         final = os.path.join(self.data_folder_out, name)
         # A leading dot: kombu's reader skips names that do not end in ".<queue>.msg".
         temporary = os.path.join(self.data_folder_out, f".{uuid.uuid4()}.tmp")
         with open(temporary, "wb") as handle:
-            handle.write(dumps(payload).encode())
+            handle.write(str(dumps(payload)).encode())  # type: ignore[no-untyped-call]
         os.replace(temporary, final)
 
 
-class Transport(filesystem.Transport):  # type: ignore[misc]
+class Transport(filesystem.Transport):
     Channel = Channel
