@@ -21,9 +21,10 @@ TLS from the first byte (smtps). ``make_tls()`` creates a throwaway self-signed 
 ``localhost``/``127.0.0.1`` with ``cryptography`` and returns the server context plus a client
 context that trusts it. ``SmtpSink(auth=("user", "pass"))`` requires AUTH (allowed without TLS).
 
-Every recorded :class:`ReceivedMessage` carries ``received_at`` from ``time.monotonic()`` in the
-process that runs the sink (the test process), so intervals between messages are measured at the
-server, whatever the clients' clocks say. The server runs in its own thread (aiosmtpd's
+Every recorded :class:`ReceivedMessage` carries ``started_at`` (its MAIL FROM) and ``received_at``
+(end of DATA) from ``time.monotonic()`` in the process that runs the sink (the test process), so
+intervals between messages are measured at the server, whatever the clients' clocks say. The
+server runs in its own thread (aiosmtpd's
 ``Controller``); all shared state is guarded by one lock.
 """
 
@@ -54,7 +55,8 @@ class ReceivedMessage:
     mail_from: str
     rcpt_tos: tuple[str, ...]
     data: bytes  # exactly the bytes after SMTP dot-unstuffing, CRLF line endings as sent
-    received_at: float  # time.monotonic() in the sink's process
+    received_at: float  # time.monotonic() in the sink's process, when DATA completed
+    started_at: float  # time.monotonic() when its MAIL FROM arrived (the start of the transaction)
     connection: int  # 1-based number of the connection it arrived on
     tls: bool
     login: str | None
@@ -322,6 +324,7 @@ class SmtpSink:
                     rcpt_tos=tuple(envelope.rcpt_tos),
                     data=bytes(content),
                     received_at=time.monotonic(),
+                    started_at=getattr(envelope, "cadence_mail_at", 0.0),
                     connection=getattr(protocol, "cadence_connection", 0),
                     tls=session.ssl is not None or _is_tls(protocol),
                     login=auth.login.decode() if isinstance(auth, LoginPassword) else None,
@@ -351,6 +354,14 @@ def _is_tls(protocol: SMTP) -> bool:
 class _Handler:
     def __init__(self, sink: SmtpSink) -> None:
         self._sink = sink
+
+    async def handle_MAIL(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, mail_options: list[str]
+    ) -> str:
+        envelope.cadence_mail_at = time.monotonic()  # type: ignore[attr-defined]
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
 
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
