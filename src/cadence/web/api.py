@@ -30,7 +30,7 @@ from cadence.web.account import (
 from cadence.web.forms import Answers, SignupData, check_email, check_first_name
 from cadence.web.security import client_ip
 from cadence.web.state import WebState, get_state, limit_posts
-from cadence.web.subscription import CONSENT, SignupContext, confirm, sign_up, signup_campaign
+from cadence.web.subscription import CONSENT, SignupContext, confirm, record_signup, signup_campaign
 
 
 class ErrorOut(BaseModel):
@@ -97,6 +97,8 @@ class PreferencesOut(BaseModel):
 
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorOut, "description": "The link is not valid."}}
 _LIMITED: dict[int | str, dict[str, Any]] = {429: {"model": ErrorOut, "description": "Too many requests."}}
+# FastAPI answers 400 when a JSON body cannot even be decoded (invalid UTF-8, say).
+_UNREADABLE: dict[int | str, dict[str, Any]] = {400: {"model": ErrorOut, "description": "The body is not JSON."}}
 
 router = APIRouter(prefix="/api", tags=["subscribers"])
 State = Annotated[WebState, Depends(get_state)]
@@ -109,7 +111,9 @@ def consent_wording() -> ConsentOut:
     return ConsentOut(version=CONSENT.version, text=CONSENT.text)
 
 
-@router.post("/subscribe", status_code=202, response_model=StatusOut, dependencies=Limited, responses=_LIMITED)
+@router.post(
+    "/subscribe", status_code=202, response_model=StatusOut, dependencies=Limited, responses={**_UNREADABLE, **_LIMITED}
+)
 def subscribe(body: SignupIn, request: Request, state: State, background: BackgroundTasks) -> StatusOut:
     """Sign up (double opt-in). The answer is the same for every address: new, already
     subscribed, unsubscribed or suppressed."""
@@ -120,8 +124,9 @@ def subscribe(body: SignupIn, request: Request, state: State, background: Backgr
         form_id="api:subscribe",
         page_url=body.page_url or "",
     )
-    with state.session() as session:
-        confirmation = sign_up(session, data, where, state.now(), secret_key=state.settings.secret_key)
+    confirmation = record_signup(
+        state.settings.database_url, data, where, state.now(), secret_key=state.settings.secret_key
+    )
     if confirmation is not None:
         background.add_task(state.send_confirmation, confirmation)
     return StatusOut(status="pending_confirmation", detail="If this address can be subscribed, a link is on its way.")
@@ -173,7 +178,10 @@ def get_preferences(token: str, state: State) -> PreferencesOut:
 
 
 @router.put(
-    "/preferences/{token}", response_model=PreferencesOut, dependencies=Limited, responses={**_NOT_FOUND, **_LIMITED}
+    "/preferences/{token}",
+    response_model=PreferencesOut,
+    dependencies=Limited,
+    responses={**_UNREADABLE, **_NOT_FOUND, **_LIMITED},
 )
 def put_preferences(token: str, answers: Answers, state: State) -> PreferencesOut:
     """Replace the answers; the next email is chosen by them."""
@@ -187,7 +195,7 @@ def put_preferences(token: str, answers: Answers, state: State) -> PreferencesOu
     "/preferences/{token}/pause",
     response_model=PreferencesOut,
     dependencies=Limited,
-    responses={**_NOT_FOUND, **_LIMITED},
+    responses={**_UNREADABLE, **_NOT_FOUND, **_LIMITED},
 )
 def pause_emails(token: str, body: PauseIn, state: State) -> PreferencesOut:
     """Pause every email for 2, 4 or 8 weeks."""

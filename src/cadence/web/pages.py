@@ -16,7 +16,7 @@ from cadence.web.account import unsubscribe_everything, unsubscribe_token
 from cadence.web.forms import MONTH, TERRAINS, SignupData, check_email, check_first_name, month_choices, parse_answers
 from cadence.web.security import client_ip
 from cadence.web.state import WebState, get_state, limit_posts
-from cadence.web.subscription import CONSENT, SignupContext, confirm, sign_up, signup_campaign
+from cadence.web.subscription import CONSENT, SignupContext, confirm, record_signup, signup_campaign
 
 router = APIRouter(include_in_schema=False)
 State = Annotated[WebState, Depends(get_state)]
@@ -84,8 +84,9 @@ def subscribe(
         form_id=FORM_ID,
         page_url=f"{state.settings.base_url}/subscribe",
     )
-    with state.session() as session:
-        confirmation = sign_up(session, data, where, state.now(), secret_key=state.settings.secret_key)
+    confirmation = record_signup(
+        state.settings.database_url, data, where, state.now(), secret_key=state.settings.secret_key
+    )
     if confirmation is not None:
         background.add_task(state.send_confirmation, confirmation)
     # The same page whatever happened (new, pending, active, unsubscribed, suppressed, limited).

@@ -31,15 +31,17 @@ from enum import Enum
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from cadence.core.campaign import Campaign
 from cadence.core.message import Address, OutgoingMessage, build_mime
 from cadence.db.models import Subscriber
+from cadence.db.session import transaction
 from cadence.engine import enroll
 from cadence.errors import NotFound, TokenError
 from cadence.runtime import Runtime
-from cadence.subscribers import SubscriberInput, email_key, is_suppressed, upsert_subscriber
+from cadence.subscribers import email_key, is_suppressed
 from cadence.tokens import make_token
 from cadence.web.forms import SignupData
 
@@ -113,17 +115,22 @@ def sign_up(
             return None
     record = _consent_record(where, now)
     if subscriber is None:
-        attributes = {k: v for k, v in data.answers.attributes().items() if v}
-        subscriber = upsert_subscriber(
-            session,
-            SubscriberInput(data.email, data.first_name, None, attributes),
-            now,
+        # Insert, never upsert: if another signup created the row since our SELECT, the UNIQUE
+        # email_key fails this flush and record_signup() retries through the checks above.
+        subscriber = Subscriber(
+            email=data.email,
+            email_key=email_key(data.email),
+            first_name=data.first_name,
+            timezone=None,
+            attributes={k: v for k, v in data.answers.attributes().items() if v},
             status="pending",
             source="web",
+            created_at=now,
+            updated_at=now,
+            soft_bounces=0,
+            consent=record,
         )
-        if subscriber is None:  # suppressed between our check and the insert
-            return None
-        subscriber.consent = record
+        session.add(subscriber)
     else:
         # Pending or unsubscribed: the new answers replace the old; the status does not change
         # until the address owner confirms.
@@ -137,6 +144,23 @@ def sign_up(
     session.flush()
     token = make_token(secret_key, "confirm", [subscriber.id, record["signup_id"]])
     return Confirmation(subscriber.id, record["signup_id"], subscriber.email, token)
+
+
+def record_signup(
+    database_url: str, data: SignupData, where: SignupContext, now: datetime, *, secret_key: str
+) -> Confirmation | None:
+    """:func:`sign_up` in its own transaction. Two first signups of one new address at the same
+    moment both find no row (there is nothing to lock yet) and both insert; the UNIQUE email_key
+    turns the loser's insert into an IntegrityError, and its retry then finds the winner's row,
+    locked, already sent: None. (SQLite never gets here: BEGIN IMMEDIATE serialises them.)"""
+    for attempt in (1, 2):
+        try:
+            with transaction(database_url) as session:
+                return sign_up(session, data, where, now, secret_key=secret_key)
+        except IntegrityError:
+            if attempt == 2:
+                raise
+    return None  # pragma: no cover - the loop returns or raises
 
 
 def _consent_record(where: SignupContext, now: datetime) -> dict[str, Any]:
