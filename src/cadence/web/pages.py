@@ -168,8 +168,14 @@ def unsubscribe_page(token: str, request: Request, state: State) -> Response:
     §3.2: the GET must not unsubscribe, link checkers follow links)."""
     with state.session() as session:
         subscriber, _ = unsubscribe_token(session, state.settings.secret_key, token)
-        status, email = subscriber.status, subscriber.email
-    return state.render(request, "unsubscribe.html", {"token": token, "status": status, "masked": _mask(email)})
+        status, email, subscriber_id = subscriber.status, subscriber.email, subscriber.id
+    context = {
+        "token": token,
+        "status": status,
+        "masked": _mask(email),
+        "preferences_token": make_token(state.settings.secret_key, "preferences", subscriber_id),
+    }
+    return state.render(request, "unsubscribe.html", context)
 
 
 @router.post("/u/{token}")
