@@ -4,6 +4,7 @@ and the security headers every response carries."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from html.parser import HTMLParser
 
 import httpx
 import pytest
@@ -144,3 +145,45 @@ def test_the_api_has_no_docs_page_needing_inline_scripts(web: WebServer) -> None
 def test_static_files_are_cacheable_and_pages_are_not(web: WebServer) -> None:
     assert httpx.get(web.url("/static/cadence.css")).headers["cache-control"].startswith("public")
     assert httpx.get(web.url("/subscribe")).headers["cache-control"] == "no-store"
+
+
+class _Controls(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.controls: dict[str, dict[str, str | None]] = {}
+        self.labels: set[str] = set()
+        self.hidden_depth = 0
+        self.in_hidden: set[str] = set()
+        self._stack: list[bool] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        if tag in ("input", "select", "textarea") and a.get("type") != "hidden":
+            self.controls[a.get("id") or f"<{tag} without id>"] = a
+            if self.hidden_depth:
+                self.in_hidden.add(a.get("id") or "")
+        if tag == "label" and a.get("for"):
+            self.labels.add(a["for"] or "")
+        if tag not in ("input", "meta", "link", "br", "img"):
+            hidden = a.get("aria-hidden") == "true"
+            self._stack.append(hidden)
+            self.hidden_depth += hidden
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag not in ("input", "meta", "link", "br", "img") and self._stack:
+            self.hidden_depth -= self._stack.pop()
+
+
+def test_every_form_control_has_a_label_and_the_honeypot_is_out_of_reach(web: WebServer) -> None:
+    subscriber_id, _, _ = web.add_delivery("labels@example.com")
+    preferences = make_token(SECRET, "preferences", subscriber_id)
+    pages = [httpx.get(web.url("/subscribe")).text, httpx.get(web.url(f"/p/{preferences}")).text]
+    for page in pages:
+        parser = _Controls()
+        parser.feed(page)
+        assert parser.controls and set(parser.controls) <= parser.labels
+        assert '<html lang="en">' in page and page.count("<h1") == 1
+    first = _Controls()
+    first.feed(pages[0])
+    assert first.in_hidden == {"website"} and first.controls["website"]["tabindex"] == "-1"
+    assert first.controls["email"]["autocomplete"] == "email" and first.controls["email"]["type"] == "email"
