@@ -152,6 +152,13 @@ def test_our_signature_equals_dkimpys_own_for_the_same_input(
     assert ours == theirs
 
 
+def test_build_mime_signs_exactly_what_sign_would_on_its_output(signer: DkimSigner) -> None:
+    for msg in (message(), message(html=""), message(text="")):
+        unsigned = build_mime(msg, date=DATE)
+        signed = build_mime(msg, date=DATE, signer=signer)
+        assert signed == signer.sign(unsigned, timestamp=int(DATE.timestamp())) + unsigned
+
+
 def test_without_a_timestamp_there_is_no_t_tag_and_it_still_verifies(signer: DkimSigner, dns: Resolver) -> None:
     unsigned = build_mime(message(), date=DATE)
     signed = signer.sign(unsigned) + unsigned

@@ -124,9 +124,19 @@ class DkimSigner:
     def sign(self, message: bytes, *, timestamp: int | None = None) -> bytes:
         """Return the ``DKIM-Signature:`` header field, folded and ending in CRLF, to prepend.
 
-        ``message`` is the complete message with CRLF line ends. ``timestamp`` becomes ``t=``.
+        ``message`` is the complete message (CRLF line ends; bare LFs are read as dkimpy reads
+        them). ``timestamp`` becomes ``t=``.
         """
         headers, body = _split(message)
+        return self._sign(headers, body, timestamp)
+
+    def sign_parts(self, header_block: bytes, body: bytes, *, timestamp: int | None = None) -> bytes:
+        """:meth:`sign` for a caller holding the header block (ending in CRLF) and a body that
+        uses only CRLF line ends, as build_mime does; skips re-splitting the message."""
+        headers, _ = dkim.rfc822_parse(header_block + b"\r\n")
+        return self._sign(headers, body, timestamp)
+
+    def _sign(self, headers: list[list[bytes]], body: bytes, timestamp: int | None) -> bytes:
         bodyhash = base64.b64encode(hashlib.sha256(relaxed_body(body)).digest())
         # The same tags in the same order as dkim.DKIM.sign (dkimpy 1.1), so the header text,
         # and therefore the signature, is identical for the same t=.

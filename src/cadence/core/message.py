@@ -388,19 +388,21 @@ def build_mime(msg: OutgoingMessage, *, date: datetime, signer: DkimSigner | Non
     encoded = [(sub, *_encode_body(body)) for sub, body in parts]
     if len(encoded) == 1:
         sub, payload, cte = encoded[0]
-        chunks = [_part_headers(sub, cte), b"\r\n", payload]
-        if not payload.endswith(b"\r\n"):
-            chunks.append(b"\r\n")
+        content_headers = _part_headers(sub, cte)
+        body = payload if payload.endswith(b"\r\n") else payload + b"\r\n"
     else:
         # "=_" can never occur in quoted-printable or base64 output ("=" is always followed by
         # two hex digits or a line end, and base64 has no "_"), so this boundary cannot collide
         # with the content (RFC 2046 §5.1.1). Derived from the Message-ID: output is reproducible.
         boundary = b"=_c" + hashlib.sha1(msg.message_id.encode()).hexdigest()[:24].encode()
-        chunks = [b'Content-Type: multipart/alternative; boundary="', boundary, b'"\r\n\r\n']
+        content_headers = b'Content-Type: multipart/alternative; boundary="' + boundary + b'"\r\n'
+        chunks = []
         for sub, payload, cte in encoded:
             chunks += [b"--", boundary, b"\r\n", _part_headers(sub, cte), b"\r\n", payload, b"\r\n"]
         chunks += [b"--", boundary, b"--\r\n"]
-    message = "".join(head).encode("ascii") + b"".join(chunks)
+        body = b"".join(chunks)
+    header_block = "".join(head).encode("ascii") + content_headers
+    message = header_block + b"\r\n" + body
     if signer is not None:
-        return signer.sign(message, timestamp=int(date.timestamp())) + message
+        return signer.sign_parts(header_block, body, timestamp=int(date.timestamp())) + message
     return message
