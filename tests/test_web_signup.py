@@ -149,6 +149,8 @@ def test_new_pending_active_and_unsubscribed_addresses_get_byte_identical_answer
     assert {r.status_code for r in answers} == {200}
     assert len({r.content for r in answers}) == 1
     assert all("set-cookie" not in r.headers for r in answers)
+    # Nor does the time taken: every answer waits for the same floor (WebLimits.signup_floor_seconds).
+    assert all(r.elapsed.total_seconds() >= 0.05 for r in answers)
     assert web.subscriber("active.one@example.com").status == "active"  # type: ignore[union-attr]
 
 

@@ -9,6 +9,7 @@ way whatever the address's state.
 
 from __future__ import annotations
 
+import time
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -117,6 +118,7 @@ def consent_wording() -> ConsentOut:
 def subscribe(body: SignupIn, request: Request, state: State, background: BackgroundTasks) -> StatusOut:
     """Sign up (double opt-in). The answer is the same for every address: new, already
     subscribed, unsubscribed or suppressed."""
+    started = time.monotonic()
     data = SignupData(body.email, body.first_name, Answers(**body.model_dump(include=set(Answers.model_fields))))
     where = SignupContext(
         ip=client_ip(request),
@@ -129,6 +131,7 @@ def subscribe(body: SignupIn, request: Request, state: State, background: Backgr
     )
     if confirmation is not None:
         background.add_task(state.send_confirmation, confirmation)
+    state.pad_signup(started)
     return StatusOut(status="pending_confirmation", detail="If this address can be subscribed, a link is on its way.")
 
 

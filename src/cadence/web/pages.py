@@ -4,6 +4,7 @@ per-IP limit (dependencies ``limit_posts`` and ``Csrf.verify``)."""
 
 from __future__ import annotations
 
+import time
 from typing import Annotated
 
 from fastapi import APIRouter, BackgroundTasks, Depends, Form, Request
@@ -64,9 +65,11 @@ def subscribe(
     race_month: FormText = "",
     website: FormText = "",  # the honeypot: hidden from people, filled in by naive bots
 ) -> Response:
+    started = time.monotonic()
     state.csrf.verify(request, csrf_token)
     if website:
         # Look exactly like success so the bot learns nothing; store and send nothing.
+        state.pad_signup(started)
         return state.render(request, "check_inbox.html")
     values = {
         "email": email,
@@ -89,7 +92,9 @@ def subscribe(
     )
     if confirmation is not None:
         background.add_task(state.send_confirmation, confirmation)
-    # The same page whatever happened (new, pending, active, unsubscribed, suppressed, limited).
+    # The same page whatever happened (new, pending, active, unsubscribed, suppressed, limited),
+    # after the same time.
+    state.pad_signup(started)
     return state.render(request, "check_inbox.html")
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -39,6 +40,9 @@ class WebLimits:
     """Per-IP POST limit (429 beyond it). The per-address confirmation limit is in subscription.py."""
 
     posts_per_ip: Limit = field(default_factory=lambda: Limit(20, 60))
+    # Every signup answer takes at least this long, so response times do not tell a new address
+    # (an INSERT) from a known one (an early return): ~5 ms against ~3 ms on SQLite, measured.
+    signup_floor_seconds: float = 0.05
 
 
 @dataclass
@@ -73,6 +77,12 @@ class WebState:
         if not sent:
             with self.session() as session:
                 release_confirmation_limit(session, confirmation.subscriber_id, confirmation.signup_id)
+
+    def pad_signup(self, started: float) -> None:
+        """Sleep until `signup_floor_seconds` have passed since `started` (time.monotonic())."""
+        remaining = self.limits.signup_floor_seconds - (time.monotonic() - started)
+        if remaining > 0:
+            time.sleep(remaining)
 
     def render(
         self,
