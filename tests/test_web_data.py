@@ -74,6 +74,9 @@ def test_the_preference_center_changes_answers_and_pauses(web: WebServer, sink: 
     subscriber = web.subscriber("pauser@example.com")
     assert subscriber is not None and subscriber.paused_until is None
     assert client.post(f"{preferences}/pause", data={"csrf_token": token, "weeks": "3"}).status_code == 400
+    wrong = client.post(preferences, data={"csrf_token": token, "terrain": "moon", "training_for_race": "yes"})
+    assert wrong.status_code == 400 and "Choose where you run most." in wrong.text
+    assert client.post(preferences, data={"terrain": "roads", "training_for_race": "no"}).status_code == 403
 
 
 def test_the_export_holds_profile_consent_deliveries_and_events(web: WebServer, sink: SmtpSink) -> None:

@@ -27,6 +27,14 @@ TERRAINS: dict[str, str] = {
     "mixed": "A mix",
 }
 PAUSE_WEEKS = (2, 4, 8)
+# What a person reads next to a field that needs another look.
+FIELD_MESSAGES = {
+    "email": "Enter an email address like name@example.com.",
+    "first_name": "Your first name can be at most 100 characters, on one line.",
+    "terrain": "Choose where you run most.",
+    "training_for_race": "Tell us whether you are training for a race.",
+    "race_month": "Choose a month from the list, or leave it empty.",
+}
 MONTH = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
 
 

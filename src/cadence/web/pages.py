@@ -14,7 +14,16 @@ from starlette.responses import Response
 from cadence.errors import InputError
 from cadence.tokens import make_token, read_token
 from cadence.web.account import unsubscribe_everything, unsubscribe_token
-from cadence.web.forms import MONTH, TERRAINS, SignupData, check_email, check_first_name, month_choices, parse_answers
+from cadence.web.forms import (
+    FIELD_MESSAGES,
+    MONTH,
+    TERRAINS,
+    SignupData,
+    check_email,
+    check_first_name,
+    month_choices,
+    parse_answers,
+)
 from cadence.web.security import client_ip
 from cadence.web.state import WebState, get_state, limit_posts
 from cadence.web.subscription import CONSENT, SignupContext, confirm, record_signup, signup_campaign
@@ -105,30 +114,23 @@ def _validate(values: dict[str, str]) -> SignupData | dict[str, str]:
     try:
         email = check_email(values["email"])
     except InputError:
-        errors["email"] = _MESSAGES["email"]
+        errors["email"] = FIELD_MESSAGES["email"]
     try:
         first_name = check_first_name(values["first_name"])
     except InputError:
-        errors["first_name"] = _MESSAGES["first_name"]
+        errors["first_name"] = FIELD_MESSAGES["first_name"]
     if values["terrain"] not in TERRAINS:
-        errors["terrain"] = _MESSAGES["terrain"]
+        errors["terrain"] = FIELD_MESSAGES["terrain"]
     if values["training_for_race"] not in ("yes", "no"):
-        errors["training_for_race"] = _MESSAGES["training_for_race"]
+        errors["training_for_race"] = FIELD_MESSAGES["training_for_race"]
     if values["race_month"].strip() and not MONTH.match(values["race_month"].strip()):
-        errors["race_month"] = _MESSAGES["race_month"]
+        errors["race_month"] = FIELD_MESSAGES["race_month"]
     if errors:
         return errors
     answers = parse_answers(values["terrain"], values["training_for_race"], values["race_month"])
     return SignupData(email, first_name, answers)
 
 
-_MESSAGES = {
-    "email": "Enter an email address like name@example.com.",
-    "first_name": "Your first name can be at most 100 characters, on one line.",
-    "terrain": "Choose where you run most.",
-    "training_for_race": "Tell us whether you are training for a race.",
-    "race_month": "Choose a month from the list, or leave it empty.",
-}
 
 
 # ---------------------------------------------------------------------------- confirm

@@ -23,7 +23,7 @@ from cadence.web.account import (
     unsubscribe_everything,
     update_answers,
 )
-from cadence.web.forms import PAUSE_WEEKS, TERRAINS, Answers, month_choices, parse_answers
+from cadence.web.forms import FIELD_MESSAGES, PAUSE_WEEKS, TERRAINS, Answers, month_choices, parse_answers
 from cadence.web.state import WebState, get_state, limit_posts
 
 router = APIRouter(include_in_schema=False)
@@ -95,7 +95,8 @@ def save_answers(
     try:
         answers = parse_answers(terrain, training_for_race, race_month)
     except InputError as exc:
-        return _page(state, request, token, errors={str(exc).partition(":")[0]: str(exc).partition(": ")[2]})
+        field = str(exc).partition(":")[0]
+        return _page(state, request, token, errors={field: FIELD_MESSAGES.get(field, str(exc))})
     with state.session() as session:
         subscriber = subscriber_for_preferences(session, state.settings.secret_key, token)
         update_answers(session, subscriber, answers, state.now())
