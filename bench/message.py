@@ -4,8 +4,8 @@ connection reuse.
     .venv/bin/python bench/message.py            # prints the numbers, writes docs/performance-message.md
     .venv/bin/python bench/message.py --no-write # prints only
 
-Builders are timed in-process (best of 5 rounds, each long enough to be stable; the best round is
-the least disturbed by other load on the machine). SMTP throughput goes to postfix's
+Builders are timed in-process: best of 7 interleaved rounds of at least 0.25 s each, so every
+variant sees the same background load and the best round is the least disturbed one. SMTP throughput goes to postfix's
 ``smtp-sink`` on loopback when it is installed (a C server that discards mail: the client is what
 is measured), else to the aiosmtpd sink from the test suite; the report says which.
 """
@@ -101,24 +101,31 @@ def stdlib_build(msg: OutgoingMessage) -> bytes:
     return out.as_bytes()
 
 
-def per_call_us(fn: Callable[[], object], *, min_round: float = 0.3, rounds: int = 5) -> float:
-    """Best of ``rounds`` rounds of at least ``min_round`` seconds each, in microseconds per call."""
-    fn()
-    calls = 1
-    while True:  # calibrate
-        start = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        if time.perf_counter() - start >= min_round:
-            break
-        calls *= 2
-    best = float("inf")
+def per_call_us(
+    named: list[tuple[str, Callable[[], object]]], *, min_round: float = 0.25, rounds: int = 7
+) -> list[tuple[str, float]]:
+    """Microseconds per call for each function: the best of ``rounds`` rounds of at least
+    ``min_round`` seconds. Rounds are interleaved (A B C, A B C, ...) so that every function sees the
+    same background load, and the best round is the least disturbed one."""
+    calls = []
+    for _, fn in named:  # calibrate: enough calls per round to last min_round
+        n = 1
+        while True:
+            start = time.perf_counter()
+            for _ in range(n):
+                fn()
+            if time.perf_counter() - start >= min_round:
+                break
+            n *= 2
+        calls.append(n)
+    best = [float("inf")] * len(named)
     for _ in range(rounds):
-        start = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        best = min(best, (time.perf_counter() - start) / calls)
-    return best * 1e6
+        for i, ((_, fn), n) in enumerate(zip(named, calls, strict=True)):
+            start = time.perf_counter()
+            for _ in range(n):
+                fn()
+            best[i] = min(best[i], (time.perf_counter() - start) / n)
+    return [(name, value * 1e6) for (name, _), value in zip(named, best, strict=True)]
 
 
 def free_port() -> int:
@@ -200,16 +207,15 @@ def main() -> None:
             )
         )
 
-    rows = [
-        ("cadence build_mime, no DKIM", per_call_us(lambda: build_mime(msg, date=DATE))),
-        ("cadence build_mime + DKIM (rsa-sha256 2048)", per_call_us(lambda: build_mime(msg, date=DATE, signer=signer))),
-        (
-            "DkimSigner.sign alone, on the built message",
-            per_call_us(lambda: signer.sign(unsigned, timestamp=1714548600)),
-        ),
-        ("stdlib EmailMessage + as_bytes, no DKIM", per_call_us(lambda: stdlib_build(msg))),
-        ("dkimpy dkim.sign alone (pure-Python RSA)", per_call_us(dkimpy_sign, min_round=0.5, rounds=3)),
-    ]
+    rows = per_call_us(
+        [
+            ("cadence build_mime, no DKIM", lambda: build_mime(msg, date=DATE)),
+            ("cadence build_mime + DKIM (rsa-sha256 2048)", lambda: build_mime(msg, date=DATE, signer=signer)),
+            ("DkimSigner.sign alone, on the built message", lambda: signer.sign(unsigned, timestamp=1714548600)),
+            ("stdlib EmailMessage + as_bytes, no DKIM", lambda: stdlib_build(msg)),
+            ("dkimpy dkim.sign alone (pure-Python RSA)", dkimpy_sign),
+        ]
+    )
     reuse, fresh, where = smtp_throughput(signed, msg, args.messages)
     small = replace(msg, html="<p>Your reset link: https://example.com/r/abc</p>", text="Your reset link.\n")
     small_signed = build_mime(small, date=DATE, signer=signer)
@@ -220,7 +226,7 @@ def main() -> None:
         "## Message building and SMTP sending (issue 4)",
         "",
         f"Measured by `bench/message.py` on {datetime.now(UTC):%Y-%m-%d}, Python {platform.python_version()},"
-        f" {platform.machine()}, {os.cpu_count()} CPUs (a shared machine: best of 5 rounds).",
+        f" {platform.machine()}, {os.cpu_count()} CPUs (a shared machine: best of 7 interleaved rounds).",
         f"Message: {html_kb:.0f} KB HTML + {len(msg.text) / 1000:.0f} KB text, multipart/alternative;"
         f" {len(unsigned) / 1000:.0f} KB on the wire, {len(signed) - len(unsigned)} bytes of DKIM-Signature.",
         "",

@@ -22,7 +22,9 @@ reconnect attempt); none is dropped. A connection lost after the message data wa
 the final reply is ambiguous (the server may have queued it): still ``transient``; the stable
 Message-ID makes a resulting duplicate detectable.
 
-Not thread-safe: one instance per process, as the Transport protocol says.
+The envelope sender is the From address and the one recipient the To address; ``metadata`` has
+no SMTP equivalent (it is for HTTP providers' webhooks, per the OutgoingMessage contract) and is
+not written anywhere. Not thread-safe: one instance per process, as the Transport protocol says.
 """
 
 from __future__ import annotations
