@@ -176,3 +176,36 @@ def test_a_paused_subscriber_is_postponed_not_dropped(tmp_path: Path, database_u
     for batch in engine.tick(runtime).batches:
         engine.deliver(runtime, batch)
     assert len(sink.messages) == 1
+
+
+def test_451s_are_retried_and_delivered_550s_fail_and_suppress_and_nobody_else_is_affected(
+    tmp_path: Path, database_url: str, sink: SmtpSink
+) -> None:
+    runtime = make_runtime(tmp_path, database_url, sink)
+    add_people(runtime, 6)
+    sink.reply("p1@example.com", "451 4.7.1 Try again later", times=2)
+    sink.reply("p2@example.com", "550 5.1.1 No such user")
+    clock = FileClock(Path(runtime.settings.clock_spec.removeprefix("file:")))
+    for _ in range(6 * 12):  # six hours in five-minute steps: long enough for two backoffs
+        for batch in engine.tick(runtime).batches:
+            engine.deliver(runtime, batch)
+        clock.advance(timedelta(minutes=5))
+    delivered = sorted(m.rcpt_tos[0] for m in sink.messages)
+    assert delivered == ["p0@example.com", "p1@example.com", "p3@example.com", "p4@example.com", "p5@example.com"]
+    with transaction(runtime.settings.database_url) as session:
+        rows = {
+            s.email: (d.state, d.attempts)
+            for d, s in session.execute(
+                select(Delivery, Subscriber).join(Subscriber, Subscriber.id == Delivery.subscriber_id)
+            )
+            if d.step_index == 0
+        }
+        p2 = engine.find_subscriber(session, "p2@example.com")
+        assert p2.status == "bounced"
+    assert rows["p1@example.com"] == ("sent", 3)
+    assert rows["p2@example.com"][0] == "failed"
+    assert all(rows[f"p{i}@example.com"] == ("sent", 1) for i in (0, 3, 4, 5))
+    from cadence.subscribers import is_suppressed
+
+    with transaction(runtime.settings.database_url) as session:
+        assert is_suppressed(session, "p2@example.com")
