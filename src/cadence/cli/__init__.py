@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy import func, select
 
+from cadence.cli.options import parse_attrs
 from cadence.config import get_settings
 from cadence.errors import CadenceError, InputError
 
@@ -46,16 +47,6 @@ def _safe_url(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
-def _parse_attrs(pairs: list[str]) -> dict[str, str]:
-    attributes: dict[str, str] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise InputError(f"--attr: {pair!r} is not key=value")
-        attributes[key.strip()] = value.strip()
-    return attributes
-
-
 @subscribers_app.command("add")
 def subscribers_add(
     email: str,
@@ -68,7 +59,7 @@ def subscribers_add(
     from cadence.subscribers import SubscriberInput, check_text, check_timezone, upsert_subscriber
 
     settings = get_settings()
-    data = SubscriberInput(email, check_text(name, "--name"), check_timezone(tz, "--tz"), _parse_attrs(attr or []))
+    data = SubscriberInput(email, check_text(name, "--name"), check_timezone(tz, "--tz"), parse_attrs(attr or []))
     with transaction(settings.database_url) as session:
         subscriber = upsert_subscriber(session, data, settings.clock().now())
     if subscriber is None:

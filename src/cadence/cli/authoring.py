@@ -20,6 +20,7 @@ from jinja2 import FileSystemLoader
 from rich.console import Console
 from rich.table import Table
 
+from cadence.cli.options import parse_attrs
 from cadence.core.campaign import Campaign
 from cadence.core.render import Renderer
 from cadence.errors import CadenceError, InputError
@@ -172,7 +173,7 @@ def simulate(
     if (email is None) == (not attr):
         raise InputError("give either --email E or one or more --attr key=value")
     campaign = find_campaign(name, _dirs(campaigns_dir, templates_dir)[0])
-    attributes: dict[str, Any] = _parse_attrs(attr or [])
+    attributes: dict[str, Any] = dict(parse_attrs(attr or []))
     subscriber_tz = None
     if email is not None:
         attributes, subscriber_tz = _subscriber(email)
@@ -190,16 +191,6 @@ def simulate(
             f"{entry.send_at_utc:%Y-%m-%d %H:%M}",
         )
     _console().print(table)
-
-
-def _parse_attrs(pairs: list[str]) -> dict[str, Any]:
-    attributes: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise InputError(f"--attr: {pair!r} is not key=value")
-        attributes[key.strip()] = value.strip()
-    return attributes
 
 
 def _subscriber(email: str) -> tuple[dict[str, Any], str | None]:
