@@ -16,14 +16,8 @@ from flufl.bounce import all_failures
 from sqlalchemy import delete, func, select
 
 from cadence import engine
-from cadence.bounces import (
-    BounceEvent,
-    apply_bounce_events,
-    claim_event_key,
-    fetch_imap_bounces,
-    parse_dsn,
-    process_bounce_dir,
-)
+from cadence.bounce_mail import fetch_imap_bounces, parse_dsn, process_bounce_dir
+from cadence.bounces import BounceEvent, apply_bounce_events, claim_event_key
 from cadence.core.campaign import Campaign
 from cadence.db.migrate import upgrade
 from cadence.db.models import Delivery, Enrollment, Event, Subscriber, Suppression

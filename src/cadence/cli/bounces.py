@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from cadence.bounces import IMAP_URL_VARIABLE, BounceRunResult, fetch_imap_bounces, process_bounce_dir
+from cadence.bounce_mail import IMAP_URL_VARIABLE, BounceRunResult, fetch_imap_bounces, process_bounce_dir
 from cadence.config import get_settings
 from cadence.errors import ConfigError, InputError
 
