@@ -209,3 +209,50 @@ def test_451s_are_retried_and_delivered_550s_fail_and_suppress_and_nobody_else_i
 
     with transaction(runtime.settings.database_url) as session:
         assert is_suppressed(session, "p2@example.com")
+
+
+def test_one_tick_claims_thousands_of_due_enrollments(tmp_path: Path, database_url: str, sink: SmtpSink) -> None:
+    # Regression: the ledger insert once sent 14 bind parameters per row and failed on
+    # PostgreSQL (65,535 at most) as soon as more than 4,681 rows were due in one round.
+    runtime = make_runtime(tmp_path, database_url, sink)
+    now = runtime.clock.now()
+    n = 6000
+    with transaction(runtime.settings.database_url) as session:
+        session.execute(
+            Subscriber.__table__.insert(),
+            [
+                {
+                    "email": f"bulk{i}@example.com",
+                    "email_key": f"bulk{i}@example.com",
+                    "first_name": "",
+                    "attributes": {},
+                    "status": "active",
+                    "source": "test",
+                    "created_at": now,
+                    "updated_at": now,
+                    "soft_bounces": 0,
+                    "consent": {},
+                }
+                for i in range(n)
+            ],
+        )
+        ids = list(session.scalars(select(Subscriber.id)))
+        session.execute(
+            Enrollment.__table__.insert(),
+            [
+                {
+                    "subscriber_id": i,
+                    "campaign_id": "lower-back-pain",
+                    "state": "active",
+                    "next_step": 0,
+                    "next_send_at": now,
+                    "enrolled_at": now,
+                    "end_reason": "",
+                }
+                for i in ids
+            ],
+        )
+    result = engine.tick(runtime, claim_limit=5000)
+    assert result.claimed == n and result.enqueued == n
+    assert states(runtime) == {"queued": n}
+    assert engine.tick(runtime).claimed == 0

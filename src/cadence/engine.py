@@ -22,14 +22,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from cadence.core.campaign import Campaign
 from cadence.core.schedule import step_due_at, subscriber_zone
 from cadence.db import queries
-from cadence.db.models import Delivery, Enrollment, Event, Subscriber
+from cadence.db.models import Enrollment, Event, Subscriber
 from cadence.db.session import transaction
 from cadence.errors import NotFound
 from cadence.runtime import Runtime, wall_now
@@ -114,8 +112,7 @@ def tick(runtime: Runtime, *, now: datetime | None = None, claim_limit: int = 50
                 result.locked_out = True
                 return result
             due = queries.claim_due_enrollments(session, now, claim_limit)
-            if due:
-                _create_deliveries(session, due, now)
+            queries.create_ledger_rows(session, due, now)
             result.claimed += len(due)
             ids = queries.deliveries_to_enqueue(session, now, wall_now(), requeue_after, claim_limit)
         size = settings.batch_size
@@ -123,40 +120,6 @@ def tick(runtime: Runtime, *, now: datetime | None = None, claim_limit: int = 50
         if len(due) < claim_limit and len(ids) < claim_limit:
             break
     return result
-
-
-def _create_deliveries(session: Session, due: Sequence[Enrollment], now: datetime) -> None:
-    rows = [
-        {
-            "enrollment_id": e.id,
-            "subscriber_id": e.subscriber_id,
-            "campaign_id": e.campaign_id,
-            "step_id": "",
-            "step_index": e.next_step,
-            "segment_id": "",
-            "state": "queued",
-            "attempts": 0,
-            "due_at": e.next_send_at,
-            "not_before": e.next_send_at,
-            "message_id": "",
-            "content_hash": "",
-            "last_error": "",
-            "created_at": now,
-        }
-        for e in due
-    ]
-    # ON CONFLICT DO NOTHING: if a ledger row for (enrollment, step) exists, a racing tick made
-    # it; the UNIQUE key turns the race into a no-op instead of a second email.
-    if session.get_bind().dialect.name == "postgresql":
-        pg = pg_insert(Delivery).values(rows).on_conflict_do_nothing(index_elements=["enrollment_id", "step_index"])
-        session.execute(pg)
-    else:
-        lite = (
-            sqlite_insert(Delivery).values(rows).on_conflict_do_nothing(index_elements=["enrollment_id", "step_index"])
-        )
-        session.execute(lite)
-    for enrollment in due:
-        enrollment.next_send_at = None  # in flight: no later tick claims it again
 
 
 # ---------------------------------------------------------------------------- deliver
