@@ -30,8 +30,9 @@ from cadence.db import queries
 from cadence.db.models import Enrollment, Event, Subscriber
 from cadence.db.session import transaction
 from cadence.errors import NotFound
+from cadence.ledger import SendOutcome
 from cadence.runtime import Runtime, wall_now
-from cadence.sending import SendOutcome, prepare_and_send
+from cadence.sending import prepare_and_send
 
 log = logging.getLogger(__name__)
 

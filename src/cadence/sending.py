@@ -11,53 +11,30 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from cadence.core.campaign import Campaign
 from cadence.core.message import Address, OutgoingMessage, build_mime, make_message_id
 from cadence.core.render import render_email
-from cadence.core.schedule import next_send_at, retry_backoff, step_due_at, subscriber_zone
+from cadence.core.schedule import next_send_at, step_due_at, subscriber_zone
 from cadence.core.segments import choose_segment
 from cadence.db import queries
 from cadence.db.models import Delivery, Enrollment, Link, Subscriber, Suppression
-from cadence.db.session import transaction
+from cadence.db.session import engine_for, transaction
 from cadence.errors import CadenceError, NotFound
+from cadence.ledger import PreparedSend, SendOutcome, begin_ledger_transaction, record_results
 from cadence.runtime import Runtime, wall_now
-from cadence.subscribers import email_hash, suppress
+from cadence.subscribers import email_hash
 from cadence.tokens import link_signature, make_token
-from cadence.transports.base import SendResult
 
 log = logging.getLogger(__name__)
 
 # A delivery claimed inside its window may still go out this long after the window closed
 # (a worker backlog); later than that it waits for the next window.
 WINDOW_GRACE = timedelta(hours=1)
-
-
-@dataclass
-class SendOutcome:
-    sent: int = 0
-    retrying: int = 0
-    failed: int = 0
-    skipped: int = 0
-    postponed: int = 0
-
-    def add(self, other: SendOutcome) -> None:
-        for name in ("sent", "retrying", "failed", "skipped", "postponed"):
-            setattr(self, name, getattr(self, name) + getattr(other, name))
-
-
-@dataclass
-class _Prepared:
-    delivery_id: int
-    message: OutgoingMessage
-    mime: bytes
-    segment_id: str
-    content_hash: str
 
 
 def prepare_and_send(runtime: Runtime, delivery_ids: Sequence[int]) -> SendOutcome:
@@ -74,7 +51,7 @@ def prepare_and_send(runtime: Runtime, delivery_ids: Sequence[int]) -> SendOutco
         ).all()
         hashes = {email_hash(s.email) for _, s, _ in rows}
         suppressed = set(session.scalars(select(Suppression.email_hash).where(Suppression.email_hash.in_(hashes))))
-        prepared: list[_Prepared] = []
+        prepared: list[PreparedSend] = []
         for delivery, subscriber, enrollment in rows:
             try:
                 campaign = runtime.catalog.get(delivery.campaign_id)
@@ -93,7 +70,7 @@ def prepare_and_send(runtime: Runtime, delivery_ids: Sequence[int]) -> SendOutco
                 outcome.postponed += 1
                 continue
             try:
-                prepared.append(_prepare(runtime, session, delivery, subscriber, campaign, now))
+                prepared.append(_prepare(runtime, session, delivery, subscriber, enrollment, campaign, now))
             except CadenceError as exc:  # a template broke after validation: fail loudly, per delivery
                 log.error("delivery %s cannot be rendered: %s", delivery.id, exc)
                 _finish(delivery, "failed", f"render: {exc}")
@@ -101,19 +78,22 @@ def prepare_and_send(runtime: Runtime, delivery_ids: Sequence[int]) -> SendOutco
     step = max(1, settings.commit_every)
     lease = timedelta(seconds=settings.lease_seconds)
     renew_at = wall_now() + lease / 2
-    for start in range(0, len(prepared), step):
-        group = prepared[start : start + step]
-        results = runtime.transport.send_many([(p.message, p.mime) for p in group])
-        with transaction(settings.database_url) as session:
-            outcome.add(_record(runtime, session, group, results, now))
-            if wall_now() >= renew_at:
-                # A slow server can make one batch outlast the lease; renew it for the rest of the
-                # batch at half-life so no other worker takes over rows we are still sending.
-                # Only a process that stalls for half a lease can lose its rows (and then it has
-                # most likely died).
-                rest = [p.delivery_id for p in prepared[start + step :]]
-                renew_at = wall_now() + lease / 2
-                queries.renew_lease(session, rest, wall_now() + lease)
+    # One connection for the whole batch: a pool checkout (and its pre-ping) per group cost as
+    # much as the UPDATEs themselves.
+    with engine_for(settings.database_url).connect() as conn:
+        for start in range(0, len(prepared), step):
+            group = prepared[start : start + step]
+            results = runtime.transport.send_many([(p.message, p.mime) for p in group])
+            with conn.begin():
+                begin_ledger_transaction(conn)
+                outcome.add(record_results(conn, group, results, now, max_attempts=settings.max_attempts))
+                if wall_now() >= renew_at:
+                    # A slow server can make one batch outlast the lease; renew it for the rest of
+                    # the batch at half-life so no other worker takes over rows we are still
+                    # sending. Only a process that stalls for half a lease can lose its rows.
+                    rest = [p.delivery_id for p in prepared[start + step :]]
+                    renew_at = wall_now() + lease / 2
+                    queries.renew_lease_on(conn, rest, wall_now() + lease)
     return outcome
 
 
@@ -143,8 +123,14 @@ def _postpone_until(subscriber: Subscriber, delivery: Delivery, campaign: Campai
 
 
 def _prepare(
-    runtime: Runtime, session: Session, delivery: Delivery, subscriber: Subscriber, campaign: Campaign, now: datetime
-) -> _Prepared:
+    runtime: Runtime,
+    session: Session,
+    delivery: Delivery,
+    subscriber: Subscriber,
+    enrollment: Enrollment,
+    campaign: Campaign,
+    now: datetime,
+) -> PreparedSend:
     settings = runtime.settings
     step = campaign.steps[delivery.step_index]
     segment = choose_segment(campaign.segments, subscriber.attributes)
@@ -186,8 +172,24 @@ def _prepare(
         metadata={"delivery_id": str(delivery.id), "campaign": campaign.id, "step": step.id},
     )
     mime = build_mime(message, date=now, signer=runtime.signer) if runtime.transport.needs_mime else b""
-    delivery.step_id = step.id
-    return _Prepared(delivery.id, message, mime, segment.id, variant.content_hash)
+    next_step = delivery.step_index + 1
+    next_at = None
+    if next_step < len(campaign.steps):  # if this one is sent now, the next is due then
+        tz = subscriber_zone(subscriber.timezone, campaign)
+        next_at = step_due_at(campaign, next_step, enrolled_at=enrollment.enrolled_at, previous_sent_at=now, tz=tz)
+    return PreparedSend(
+        delivery_id=delivery.id,
+        message=message,
+        mime=mime,
+        step_id=step.id,
+        segment_id=segment.id,
+        content_hash=variant.content_hash,
+        attempts=delivery.attempts,
+        enrollment_id=delivery.enrollment_id,
+        subscriber_email=subscriber.email,
+        next_step=next_step,
+        next_send_at=next_at,
+    )
 
 
 def _click_tracker(
@@ -242,71 +244,3 @@ def _requeue(delivery: Delivery, not_before: datetime, error: str, *, count_atte
     delivery.last_error = error[:2000]
     if not count_attempt:
         delivery.attempts = max(0, delivery.attempts - 1)
-
-
-def _record(
-    runtime: Runtime, session: Session, group: Sequence[_Prepared], results: Sequence[SendResult], now: datetime
-) -> SendOutcome:
-    settings = runtime.settings
-    outcome = SendOutcome()
-    for prepared, result in zip(group, results, strict=True):
-        delivery = session.get(Delivery, prepared.delivery_id)
-        if delivery is None or delivery.state != "sending":
-            continue
-        enrollment = session.get(Enrollment, delivery.enrollment_id) if delivery.enrollment_id else None
-        subscriber = session.get(Subscriber, delivery.subscriber_id)
-        if result.status == "sent":
-            delivery.state = "sent"
-            delivery.sent_at = now
-            delivery.segment_id = prepared.segment_id
-            delivery.content_hash = prepared.content_hash
-            delivery.message_id = prepared.message.message_id
-            delivery.provider_message_id = result.provider_message_id
-            delivery.lease_expires_at = None
-            delivery.last_error = ""
-            if enrollment is not None and subscriber is not None:
-                _advance(runtime, enrollment, subscriber, delivery.step_index, now)
-            outcome.sent += 1
-        elif result.status == "transient" and delivery.attempts < settings.max_attempts:
-            wait = retry_backoff(delivery.attempts)
-            if result.retry_after:
-                wait = max(wait, timedelta(seconds=result.retry_after))
-            _requeue(delivery, now + wait, f"attempt {delivery.attempts}: {result.detail}")
-            outcome.retrying += 1
-        else:
-            _finish(delivery, "failed", result.detail or "gave up after retries")
-            outcome.failed += 1
-            if result.status == "permanent" and subscriber is not None:
-                # A 5xx for this recipient: never try the address again (issue #4).
-                suppress(session, subscriber.email, "hard_bounce", now, result.detail)
-            elif enrollment is not None:
-                enrollment.state, enrollment.next_send_at = "cancelled", None
-                enrollment.ended_at, enrollment.end_reason = now, "delivery failed after retries"
-    return outcome
-
-
-def _advance(runtime: Runtime, enrollment: Enrollment, subscriber: Subscriber, step_index: int, now: datetime) -> None:
-    try:
-        campaign = runtime.catalog.get(enrollment.campaign_id)
-    except NotFound:
-        return
-    enrollment.last_sent_at = now
-    enrollment.next_step = step_index + 1
-    if enrollment.state != "active":
-        return
-    if enrollment.next_step >= len(campaign.steps):
-        enrollment.state, enrollment.next_send_at = "completed", None
-        enrollment.ended_at, enrollment.end_reason = now, "all steps sent"
-        return
-    tz = subscriber_zone(subscriber.timezone, campaign)
-    enrollment.next_send_at = step_due_at(
-        campaign, enrollment.next_step, enrolled_at=enrollment.enrolled_at, previous_sent_at=now, tz=tz
-    )
-
-
-def cancel_pending(session: Session, subscriber_id: int, reason: str) -> None:
-    session.execute(
-        update(Delivery)
-        .where(Delivery.subscriber_id == subscriber_id, Delivery.state == "queued")
-        .values(state="skipped", last_error=reason)
-    )

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, literal, or_, select, text, update
+from sqlalchemy import Connection, and_, literal, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -130,10 +130,10 @@ def claim_deliveries(
     return sorted(row[0] for row in result)
 
 
-def renew_lease(session: Session, ids: Sequence[int], until: datetime) -> None:
+def renew_lease_on(conn: Connection, ids: Sequence[int], until: datetime) -> None:
     """Extend the lease on deliveries this worker is still sending."""
     if ids:
-        session.execute(
+        conn.execute(
             update(Delivery)
             .where(Delivery.id.in_(list(ids)), Delivery.state == "sending")
             .values(lease_expires_at=until)
