@@ -256,3 +256,32 @@ def test_one_tick_claims_thousands_of_due_enrollments(tmp_path: Path, database_u
     assert result.claimed == n and result.enqueued == n
     assert states(runtime) == {"queued": n}
     assert engine.tick(runtime).claimed == 0
+
+
+def test_two_workers_storing_the_same_new_links_at_once_both_get_the_same_ids(
+    tmp_path: Path, database_url: str, sink: SmtpSink
+) -> None:
+    # Regression: SELECT-then-INSERT raced into a unique violation that left a batch leased.
+    from cadence.db import queries
+
+    runtime = make_runtime(tmp_path, database_url, sink)
+    urls = [f"https://precisionbodywork.example/page{i}" for i in range(20)]
+    results: list[dict[str, int]] = []
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(4)
+
+    def store() -> None:
+        try:
+            barrier.wait()
+            with transaction(runtime.settings.database_url) as session:
+                results.append(queries.store_links(session, urls))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=store) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert len(results) == 4 and all(r == results[0] for r in results) and len(results[0]) == 20

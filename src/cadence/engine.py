@@ -17,7 +17,7 @@ carries the same Message-ID as the first copy.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -97,11 +97,20 @@ class TickResult:
         return sum(len(batch) for batch in self.batches)
 
 
-def tick(runtime: Runtime, *, now: datetime | None = None, claim_limit: int = 5000, max_rounds: int = 20) -> TickResult:
+def tick(
+    runtime: Runtime,
+    *,
+    now: datetime | None = None,
+    claim_limit: int = 5000,
+    max_rounds: int = 20,
+    enqueue: Callable[[list[int]], None] | None = None,
+) -> TickResult:
     """Claim due enrollments into ledger rows and collect deliveries that need a send task.
 
-    Returns the delivery ids in batches of ``settings.batch_size``; the caller enqueues them
-    *after* this function's transactions committed (a task must never see an uncommitted row).
+    Works in rounds of `claim_limit` rows, each its own transaction. After each round commits,
+    its delivery ids are handed to `enqueue` in batches of ``settings.batch_size`` (a task must
+    never see an uncommitted row, and workers should start on the first round while the next is
+    claimed). All batches are also returned in the result.
     """
     settings = runtime.settings
     now = now or runtime.clock.now()
@@ -117,7 +126,10 @@ def tick(runtime: Runtime, *, now: datetime | None = None, claim_limit: int = 50
             result.claimed += len(due)
             ids = queries.deliveries_to_enqueue(session, now, wall_now(), requeue_after, claim_limit)
         size = settings.batch_size
-        result.batches.extend(ids[i : i + size] for i in range(0, len(ids), size))
+        for i in range(0, len(ids), size):
+            result.batches.append(ids[i : i + size])
+            if enqueue is not None:
+                enqueue(ids[i : i + size])
         if len(due) < claim_limit and len(ids) < claim_limit:
             break
     return result

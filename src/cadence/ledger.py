@@ -6,7 +6,7 @@ the SMTP conversation. Here every row the send path needs was already loaded whe
 prepared, the enrollment's next due time was computed then too (``now`` is fixed per batch),
 and recording a group is two executemany UPDATEs and a COMMIT on a connection held for the batch.
 
-On PostgreSQL the ledger transaction runs with ``synchronous_commit = off``: COMMIT returns
+On PostgreSQL the ledger connection runs with ``synchronous_commit = off``: COMMIT returns
 before the WAL reaches disk. A *worker* crash loses nothing (the commit is in the server); a
 *database* crash can lose the last ~0.6 s of ``sent`` marks (3 × wal_writer_delay), and those
 deliveries are then sent again after their lease expires, with the same Message-ID. That is the
@@ -15,11 +15,13 @@ same kind of duplicate as the documented worker-crash window, traded for a WAL f
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import Connection, Table, bindparam, update
+from sqlalchemy import Connection, Engine, Table, bindparam, update
 from sqlalchemy.orm import Session
 
 from cadence.core.message import OutgoingMessage
@@ -62,10 +64,79 @@ class SendOutcome:
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
 
-def begin_ledger_transaction(conn: Connection) -> None:
-    """Per-transaction settings for recording results (see the module docstring)."""
-    if conn.dialect.name == "postgresql":
-        conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
+@contextmanager
+def ledger_connection(engine: Engine) -> Iterator[Connection]:
+    """A connection held for one batch; on PostgreSQL its commits do not wait for the WAL flush
+    (see the module docstring). The setting is reset before the connection goes back to the pool,
+    so no other transaction of this process inherits it."""
+    with engine.connect() as conn:
+        postgres = conn.dialect.name == "postgresql"
+        if postgres:
+            conn.exec_driver_sql("SET synchronous_commit TO OFF")
+            conn.commit()
+        try:
+            yield conn
+        finally:
+            if postgres and not conn.invalidated:
+                conn.rollback()
+                conn.exec_driver_sql("RESET synchronous_commit")
+                conn.commit()
+
+
+# Built once: constructing and cache-keying these per call cost ~0.5 ms per group (bench).
+_MINE = (_DELIVERIES.c.id == bindparam("b_id")) & (_DELIVERIES.c.state == "sending")
+_ACTIVE = (_ENROLLMENTS.c.id == bindparam("b_id")) & (_ENROLLMENTS.c.state == "active")
+_MARK_SENT = (
+    update(_DELIVERIES)
+    .where(_MINE)
+    .values(
+        state="sent",
+        sent_at=bindparam("b_now"),
+        step_id=bindparam("b_step_id"),
+        segment_id=bindparam("b_segment_id"),
+        content_hash=bindparam("b_content_hash"),
+        message_id=bindparam("b_message_id"),
+        provider_message_id=bindparam("b_provider_id"),
+        lease_expires_at=None,
+        last_error="",
+    )
+)
+_ADVANCE = (
+    update(_ENROLLMENTS)
+    .where(_ACTIVE)
+    .values(last_sent_at=bindparam("b_now"), next_step=bindparam("b_next_step"), next_send_at=bindparam("b_next_at"))
+)
+_COMPLETE = (
+    update(_ENROLLMENTS)
+    .where(_ACTIVE)
+    .values(
+        last_sent_at=bindparam("b_now"),
+        next_step=bindparam("b_next_step"),
+        next_send_at=None,
+        state="completed",
+        ended_at=bindparam("b_now"),
+        end_reason="all steps sent",
+    )
+)
+_RETRY = (
+    update(_DELIVERIES)
+    .where(_MINE)
+    .values(
+        state="queued",
+        not_before=bindparam("b_not_before"),
+        enqueued_at=None,
+        lease_expires_at=None,
+        last_error=bindparam("b_error"),
+    )
+)
+_FAIL = update(_DELIVERIES).where(_MINE).values(state="failed", lease_expires_at=None, last_error=bindparam("b_error"))
+_CANCEL = (
+    update(_ENROLLMENTS)
+    .where(_ACTIVE)
+    .values(
+        state="cancelled", next_send_at=None, ended_at=bindparam("b_now"), end_reason="delivery failed after retries"
+    )
+)
 
 
 def record_results(
@@ -73,13 +144,19 @@ def record_results(
 ) -> SendOutcome:
     """Apply one group's results; call inside a transaction on `conn`."""
     outcome = SendOutcome()
-    sent, advanced, completed, retry, failed, cancelled = [], [], [], [], [], []
+    sent: list[dict[str, Any]] = []
+    advanced: list[dict[str, Any]] = []
+    completed: list[dict[str, Any]] = []
+    retry: list[dict[str, Any]] = []
+    failed: list[dict[str, Any]] = []
+    cancelled: list[dict[str, Any]] = []
     bounced: list[tuple[str, str]] = []
     for prepared, result in zip(group, results, strict=True):
         if result.status == "sent":
             sent.append(
                 {
                     "b_id": prepared.delivery_id,
+                    "b_now": now,
                     "b_step_id": prepared.step_id,
                     "b_segment_id": prepared.segment_id,
                     "b_content_hash": prepared.content_hash,
@@ -88,11 +165,11 @@ def record_results(
                 }
             )
             if prepared.enrollment_id is not None:
-                row = {"b_id": prepared.enrollment_id, "b_next_step": prepared.next_step}
+                row = {"b_id": prepared.enrollment_id, "b_now": now, "b_next_step": prepared.next_step}
                 if prepared.next_send_at is None:
                     completed.append(row)
                 else:
-                    advanced.append({**row, "b_next_send_at": prepared.next_send_at})
+                    advanced.append({**row, "b_next_at": prepared.next_send_at})
             outcome.sent += 1
         elif result.status == "transient" and prepared.attempts < max_attempts:
             wait = retry_backoff(prepared.attempts)
@@ -107,74 +184,17 @@ def record_results(
             if result.status == "permanent":
                 bounced.append((prepared.subscriber_email, result.detail))
             elif prepared.enrollment_id is not None:
-                cancelled.append({"b_id": prepared.enrollment_id})
-    mine = (_DELIVERIES.c.id == bindparam("b_id")) & (_DELIVERIES.c.state == "sending")
-    if sent:
-        conn.execute(
-            update(_DELIVERIES)
-            .where(mine)
-            .values(
-                state="sent",
-                sent_at=now,
-                step_id=bindparam("b_step_id"),
-                segment_id=bindparam("b_segment_id"),
-                content_hash=bindparam("b_content_hash"),
-                message_id=bindparam("b_message_id"),
-                provider_message_id=bindparam("b_provider_id"),
-                lease_expires_at=None,
-                last_error="",
-            ),
-            sent,
-        )
-    active = (_ENROLLMENTS.c.id == bindparam("b_id")) & (_ENROLLMENTS.c.state == "active")
-    if advanced:
-        conn.execute(
-            update(_ENROLLMENTS)
-            .where(active)
-            .values(last_sent_at=now, next_step=bindparam("b_next_step"), next_send_at=bindparam("b_next_send_at")),
-            advanced,
-        )
-    if completed:
-        conn.execute(
-            update(_ENROLLMENTS)
-            .where(active)
-            .values(
-                last_sent_at=now,
-                next_step=bindparam("b_next_step"),
-                next_send_at=None,
-                state="completed",
-                ended_at=now,
-                end_reason="all steps sent",
-            ),
-            completed,
-        )
-    if retry:
-        conn.execute(
-            update(_DELIVERIES)
-            .where(mine)
-            .values(
-                state="queued",
-                not_before=bindparam("b_not_before"),
-                enqueued_at=None,
-                lease_expires_at=None,
-                last_error=bindparam("b_error"),
-            ),
-            retry,
-        )
-    if failed:
-        conn.execute(
-            update(_DELIVERIES)
-            .where(mine)
-            .values(state="failed", lease_expires_at=None, last_error=bindparam("b_error")),
-            failed,
-        )
-    if cancelled:
-        conn.execute(
-            update(_ENROLLMENTS)
-            .where(active)
-            .values(state="cancelled", next_send_at=None, ended_at=now, end_reason="delivery failed after retries"),
-            cancelled,
-        )
+                cancelled.append({"b_id": prepared.enrollment_id, "b_now": now})
+    for statement, rows in (
+        (_MARK_SENT, sent),
+        (_ADVANCE, advanced),
+        (_COMPLETE, completed),
+        (_RETRY, retry),
+        (_FAIL, failed),
+        (_CANCEL, cancelled),
+    ):
+        if rows:
+            conn.execute(statement, rows)
     if bounced:
         # A 5xx for this recipient: never try the address again (issue #4). Rare: the ORM is fine.
         with Session(bind=conn) as session:

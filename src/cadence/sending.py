@@ -8,7 +8,6 @@ is treated as they are now, not as they were. Results are recorded every
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
@@ -22,10 +21,10 @@ from cadence.core.render import render_email
 from cadence.core.schedule import next_send_at, step_due_at, subscriber_zone
 from cadence.core.segments import choose_segment
 from cadence.db import queries
-from cadence.db.models import Delivery, Enrollment, Link, Subscriber, Suppression
+from cadence.db.models import Delivery, Enrollment, Subscriber, Suppression
 from cadence.db.session import engine_for, transaction
 from cadence.errors import CadenceError, NotFound
-from cadence.ledger import PreparedSend, SendOutcome, begin_ledger_transaction, record_results
+from cadence.ledger import PreparedSend, SendOutcome, ledger_connection, record_results
 from cadence.runtime import Runtime, wall_now
 from cadence.subscribers import email_hash
 from cadence.tokens import link_signature, make_token
@@ -80,12 +79,11 @@ def prepare_and_send(runtime: Runtime, delivery_ids: Sequence[int]) -> SendOutco
     renew_at = wall_now() + lease / 2
     # One connection for the whole batch: a pool checkout (and its pre-ping) per group cost as
     # much as the UPDATEs themselves.
-    with engine_for(settings.database_url).connect() as conn:
+    with ledger_connection(engine_for(settings.database_url)) as conn:
         for start in range(0, len(prepared), step):
             group = prepared[start : start + step]
             results = runtime.transport.send_many([(p.message, p.mime) for p in group])
             with conn.begin():
-                begin_ledger_transaction(conn)
                 outcome.add(record_results(conn, group, results, now, max_attempts=settings.max_attempts))
                 if wall_now() >= renew_at:
                     # A slow server can make one batch outlast the lease; renew it for the rest of
@@ -212,15 +210,7 @@ def ensure_links(session: Session, urls: Sequence[str]) -> dict[str, int]:
     """Ids of stored click-tracking destinations, creating rows for new URLs (cached per process)."""
     missing = [u for u in urls if u not in _LINK_CACHE]
     if missing:
-        hashes = {hashlib.sha256(u.encode()).hexdigest(): u for u in missing}
-        for link in session.scalars(select(Link).where(Link.url_hash.in_(list(hashes)))):
-            _LINK_CACHE[link.url] = link.id
-        for digest, url in hashes.items():
-            if url not in _LINK_CACHE:
-                link = Link(url=url, url_hash=digest)
-                session.add(link)
-                session.flush()
-                _LINK_CACHE[url] = link.id
+        _LINK_CACHE.update(queries.store_links(session, missing))
     return {u: _LINK_CACHE[u] for u in urls}
 
 

@@ -88,10 +88,7 @@ def _close_runtime(**_: Any) -> None:
 
 @app.task(name="cadence.tick")
 def tick_task() -> int:
-    result = engine.tick(runtime())
-    for batch in result.batches:
-        send_batch.delay(batch)
-    return result.enqueued
+    return engine.tick(runtime(), enqueue=send_batch.delay).enqueued
 
 
 @app.task(name="cadence.send_batch")

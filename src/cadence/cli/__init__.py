@@ -162,9 +162,7 @@ def tick() -> None:
     from cadence.runtime import Runtime
     from cadence.tasks import send_batch
 
-    result = engine.tick(Runtime.from_settings(get_settings()))
-    for batch in result.batches:
-        send_batch.delay(batch)
+    result = engine.tick(Runtime.from_settings(get_settings()), enqueue=send_batch.delay)
     console.print(f"claimed {result.claimed}, queued {result.enqueued} deliveries in {len(result.batches)} tasks")
 
 

@@ -15,6 +15,7 @@ Why they look like this:
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
@@ -23,7 +24,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from cadence.db.models import Delivery, Enrollment, UTCDateTime
+from cadence.db.models import Delivery, Enrollment, Link, UTCDateTime
 
 # pg_try_advisory_xact_lock key: "cadence tick". One scheduler at a time; released at commit.
 _TICK_LOCK_KEY = 0x63616465
@@ -138,3 +139,20 @@ def renew_lease_on(conn: Connection, ids: Sequence[int], until: datetime) -> Non
             .where(Delivery.id.in_(list(ids)), Delivery.state == "sending")
             .values(lease_expires_at=until)
         )
+
+
+def store_links(session: Session, urls: Sequence[str]) -> dict[str, int]:
+    """Ids of click-tracking destinations, inserting the new ones.
+
+    INSERT ... ON CONFLICT DO NOTHING, then SELECT: two workers storing the links of a new step
+    at the same moment both succeed (a SELECT-then-INSERT raced into a unique violation and
+    left the whole batch leased until its lease expired; found by bench/send_throughput.py)."""
+    by_hash = {hashlib.sha256(u.encode()).hexdigest(): u for u in urls}
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    session.execute(
+        insert(Link)
+        .values([{"url": u, "url_hash": h} for h, u in by_hash.items()])
+        .on_conflict_do_nothing(index_elements=["url_hash"])
+    )
+    rows = session.execute(select(Link.url_hash, Link.id).where(Link.url_hash.in_(list(by_hash))))
+    return {by_hash[digest]: link_id for digest, link_id in rows}
