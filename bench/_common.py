@@ -7,7 +7,7 @@ test suite claims one (``tests/support/services.py``), postfix's ``smtp-sink`` o
 Also here: bulk loading (COPY, ``INSERT ... SELECT generate_series``) so setting up 100,000 or
 1,000,000 rows takes seconds, a small exclusive-time profiler (:class:`Buckets`) that times the
 send path's functions and every SQL statement from the outside, and the Markdown writer that
-keeps each script's section of ``docs/performance-send.md``.
+keeps each script's section of ``docs/performance.md`` (bench/perfdoc.py).
 """
 
 from __future__ import annotations
@@ -30,8 +30,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import perfdoc
+
 ROOT = Path(__file__).resolve().parents[1]
-DOC = ROOT / "docs" / "performance-send.md"
 
 PG_ADMIN = os.environ.get("CADENCE_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_HOST = os.environ.get("CADENCE_BENCH_REDIS", "redis://127.0.0.1:6379")
@@ -540,29 +541,12 @@ def table(headers: list[str], rows: list[list[str]]) -> str:
     return "\n".join(out)
 
 
-_DOC_HEAD = """# Send-path performance (issue 2)
-
-Two benchmarks, each writing its own section below when run (the rest of the file is kept):
-
-- `bench/send_throughput.py`: end-to-end emails/s of Cadence (tick, Celery over Redis, claim,
-  render, MIME, SMTP to postfix's `smtp-sink`, ledger in PostgreSQL) against plain `smtplib`
-  sending the same messages over the same number of connections; plus a per-email breakdown.
-- `bench/tick_cost.py`: the tick's cost with 1,000,000 vs 100,000 enrollments, 10,000 due.
-"""
 
 
 def write_section(name: str, body: str) -> None:
-    """Replace (or append) the ``<!-- name:begin -->...<!-- name:end -->`` section of the doc."""
-    DOC.parent.mkdir(parents=True, exist_ok=True)
-    text = DOC.read_text() if DOC.exists() else _DOC_HEAD
-    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
-    block = f"{begin}\n{body.strip()}\n{end}"
-    if begin in text and end in text:
-        text = text[: text.index(begin)] + block + text[text.index(end) + len(end) :]
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    DOC.write_text(text)
-    log(f"wrote {DOC.relative_to(ROOT)} ({name})")
+    """Replace (or append) this benchmark's section of docs/performance.md."""
+    path = perfdoc.write_section(name, body)
+    log(f"wrote {path.relative_to(ROOT)} ({name})")
 
 
 # --- tick instrumentation (both scripts) ---------------------------------------------------------

@@ -1,7 +1,7 @@
 """Benchmark: building and signing one ~40 KB newsletter, and SMTP throughput with and without
 connection reuse.
 
-    .venv/bin/python bench/message.py            # prints the numbers, writes docs/performance-message.md
+    .venv/bin/python bench/message.py            # prints the numbers, writes its section of docs/performance.md
     .venv/bin/python bench/message.py --no-write # prints only
 
 Builders are timed in-process: best of 7 interleaved rounds of at least 0.25 s each, so every
@@ -186,7 +186,7 @@ def smtp_throughput(data: bytes, msg: OutgoingMessage, count: int) -> tuple[floa
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--no-write", action="store_true", help="do not write docs/performance-message.md")
+    parser.add_argument("--no-write", action="store_true", help="do not write docs/performance.md")
     parser.add_argument("--messages", type=int, default=1000, help="messages per SMTP run")
     args = parser.parse_args()
 
@@ -259,10 +259,11 @@ def main() -> None:
     report = "\n".join(lines)
     print(report)
     if not args.no_write:
-        target = ROOT / "docs" / "performance-message.md"
-        target.parent.mkdir(exist_ok=True)
-        target.write_text(report, encoding="utf-8")
-        print(f"written to {target.relative_to(ROOT)}")
+        sys.path.insert(0, str(ROOT / "bench"))
+        from perfdoc import write_section
+
+        target = write_section("message", report)
+        print(f"written to {target.relative_to(ROOT)} (message)")
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ rotation, for subscribers with different names, and produce subject + HTML + tex
   templates cached by Jinja) and ``mjml2html``, no text part, no subject: the least any design
   that runs MJML per subscriber must pay. Its ratio is the conservative one.
 
-Prints the numbers and writes them to ``docs/performance-render.md``.
+Prints the numbers and writes them to the ``render`` section of ``docs/performance.md``.
 """
 
 from __future__ import annotations
@@ -37,12 +37,13 @@ from mjml import mjml2html
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "bench"))
 
 from cadence.campaign_files import load_campaign  # noqa: E402
 from cadence.core.campaign import Campaign, Segment, Step  # noqa: E402
 from cadence.core.render import Renderer, compile_variant, render_email, resolve_template  # noqa: E402
+from perfdoc import write_section  # noqa: E402
 
-DOC = ROOT / "docs" / "performance-render.md"
 LINKS = {
     "unsubscribe": "https://cadence.example/u/token",
     "preferences": "https://cadence.example/p/token",
@@ -167,9 +168,9 @@ def write_report(results: dict[str, list[float]], compile_all: float, variants: 
     print(table)
     print()
     print(summary)
-    DOC.parent.mkdir(parents=True, exist_ok=True)
-    DOC.write_text(
-        "# Rendering cost per email (issue 3)\n\n"
+    doc = write_section(
+        "render",
+        "## Rendering cost per email (issue 3)\n\n"
         "Measured by `bench/render.py` on the 18 emails of the lower-back-pain campaign (6 steps x 3 "
         "segments) in rotation, subject + HTML + text per email, click tracking on. Each call is "
         "timed on its own after a warm-up; one process, one core.\n\n"
@@ -181,9 +182,9 @@ def write_report(results: dict[str, list[float]], compile_all: float, variants: 
         "costs. Per subscriber the compiled path only runs three compiled Jinja templates (subject, "
         "HTML, text), which mostly copy constant strings, and calls the click-tracking function "
         "once per link; `variant()` is a dict lookup and an interval check.\n\n"
-        f"Machine: {machine}\n"
+        f"Machine: {machine}\n",
     )
-    print(f"wrote {DOC.relative_to(ROOT)}")
+    print(f"wrote {doc.relative_to(ROOT)} (render)")
 
 
 if __name__ == "__main__":

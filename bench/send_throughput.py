@@ -23,7 +23,7 @@ What it does, in one run:
    processes, to the same sink: N messages in total.
 
 Prints both rates and their ratio (target: Cadence >= 80 % of raw) and writes the
-``send_throughput`` section of ``docs/performance-send.md`` (``--no-doc`` to skip).
+``send_throughput`` section of ``docs/performance.md`` (``--no-doc`` to skip).
 """
 
 from __future__ import annotations
@@ -402,7 +402,7 @@ def main() -> None:
     )
     parser.add_argument("--redis-db", type=int, default=14)
     parser.add_argument("--cprofile", action="store_true", help="also print a cProfile of engine.deliver (stderr)")
-    parser.add_argument("--no-doc", action="store_true", help="do not write docs/performance-send.md")
+    parser.add_argument("--no-doc", action="store_true", help="do not write docs/performance.md")
     args = parser.parse_args()
 
     processes = args.workers * args.concurrency

@@ -23,7 +23,7 @@ Then, after ``VACUUM ANALYZE``:
 3. ``engine.tick(runtime, now=...)`` for real (claims all due rows into ledger rows), median of
    `repeats`, the state reset and vacuumed between runs; with an exclusive-time breakdown.
 
-Prints a table and writes the ``tick_cost`` section of ``docs/performance-send.md``.
+Prints a table and writes the ``tick_cost`` section of ``docs/performance.md``.
 """
 
 from __future__ import annotations
@@ -332,7 +332,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="100000,1000000", help="enrollment counts (default 100000,1000000)")
     parser.add_argument("--due", type=int, default=10000, help="due enrollments in each (default 10000)")
     parser.add_argument("--repeats", type=int, default=5, help="ticks per size; the median counts (default 5)")
-    parser.add_argument("--no-doc", action="store_true", help="do not write docs/performance-send.md")
+    parser.add_argument("--no-doc", action="store_true", help="do not write docs/performance.md")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     started = time.perf_counter()
