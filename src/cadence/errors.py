@@ -9,7 +9,9 @@ Every error Cadence raises on purpose derives from :class:`CadenceError`, so a c
     ├── TemplateError            a template fails to load, compile or render (names the file and line)
     ├── ValidationFailed         `campaigns validate` found problems (carries the list)
     ├── InputError               staff or subscriber input is invalid (a CSV row, an email address,
-    │                            a header value with CR/LF); names the field or line
+    │   │                        a header value with CR/LF); names the field or line
+    │   ├── web.security.CsrfError       a form post without a valid CSRF token (403)
+    │   └── web.ratelimit.RateLimited    too many requests from one IP (429)
     ├── NotFound                 a named campaign, subscriber or delivery does not exist
     ├── TokenError               a signed token is tampered with, expired, or for another purpose
     └── TransportError           sending failed
