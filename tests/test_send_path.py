@@ -285,3 +285,22 @@ def test_two_workers_storing_the_same_new_links_at_once_both_get_the_same_ids(
         t.join()
     assert not errors
     assert len(results) == 4 and all(r == results[0] for r in results) and len(results[0]) == 20
+
+
+def test_an_unreachable_smtp_server_puts_the_batch_back_with_backoff(tmp_path: Path, database_url: str) -> None:
+    import socket
+
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with SmtpSink() as sink:
+        runtime = make_runtime(tmp_path, database_url, sink)
+    runtime.settings = replace(runtime.settings, email_url=f"smtp://127.0.0.1:{port}?tls=none&timeout=2")
+    add_people(runtime, 3)
+    outcome = engine.deliver(runtime, [i for b in engine.tick(runtime).batches for i in b])
+    assert outcome.retrying == 3 and outcome.sent == 0
+    now = runtime.clock.now()
+    with transaction(runtime.settings.database_url) as session:
+        rows = list(session.scalars(select(Delivery)))
+    assert {r.state for r in rows} == {"queued"}
+    assert all(r.not_before > now and r.attempts == 1 and "unavailable" in r.last_error for r in rows)

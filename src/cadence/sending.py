@@ -23,11 +23,12 @@ from cadence.core.segments import choose_segment
 from cadence.db import queries
 from cadence.db.models import Delivery, Enrollment, Subscriber, Suppression
 from cadence.db.session import engine_for, transaction
-from cadence.errors import CadenceError, NotFound
+from cadence.errors import CadenceError, NotFound, TransientSendError
 from cadence.ledger import PreparedSend, SendOutcome, ledger_connection, record_results
 from cadence.runtime import Runtime, wall_now
 from cadence.subscribers import email_hash
 from cadence.tokens import link_signature, make_token
+from cadence.transports.base import SendResult
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +83,18 @@ def prepare_and_send(runtime: Runtime, delivery_ids: Sequence[int]) -> SendOutco
     with ledger_connection(engine_for(settings.database_url)) as conn:
         for start in range(0, len(prepared), step):
             group = prepared[start : start + step]
-            results = runtime.transport.send_many([(p.message, p.mime) for p in group])
+            try:
+                results = runtime.transport.send_many([(p.message, p.mime) for p in group])
+            except TransientSendError as exc:
+                # The server is unreachable before anything was sent: nothing of this group or
+                # the rest of the batch went out. Back off all of it now instead of leaving the
+                # rows leased until the lease expires.
+                log.warning("transport unavailable, %d deliveries retry later: %s", len(prepared) - start, exc)
+                remaining = prepared[start:]
+                with conn.begin():
+                    unsent = [SendResult("transient", detail=str(exc)) for _ in remaining]
+                    outcome.add(record_results(conn, remaining, unsent, now, max_attempts=settings.max_attempts))
+                break
             with conn.begin():
                 outcome.add(record_results(conn, group, results, now, max_attempts=settings.max_attempts))
                 if wall_now() >= renew_at:
