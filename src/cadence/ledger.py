@@ -181,41 +181,34 @@ def record_results(
     combined: list[dict[str, Any]] = []
     postgres = conn.dialect.name == "postgresql"
     for prepared, result in zip(group, results, strict=True):
-        if result.status == "sent" and postgres and prepared.enrollment_id is not None:
-            combined.append(
-                {
-                    "b_id": prepared.delivery_id,
-                    "b_now": now,
-                    "b_step_id": prepared.step_id,
-                    "b_segment_id": prepared.segment_id,
-                    "b_content_hash": prepared.content_hash,
-                    "b_message_id": prepared.message.message_id,
-                    "b_provider_id": result.provider_message_id,
-                    "b_next_step": prepared.next_step,
-                    "b_next_at": prepared.next_send_at,
-                    "b_done": prepared.next_send_at is None,
-                }
-            )
+        if result.status == "sent":
             outcome.sent += 1
-        elif result.status == "sent":
-            sent.append(
-                {
-                    "b_id": prepared.delivery_id,
-                    "b_now": now,
-                    "b_step_id": prepared.step_id,
-                    "b_segment_id": prepared.segment_id,
-                    "b_content_hash": prepared.content_hash,
-                    "b_message_id": prepared.message.message_id,
-                    "b_provider_id": result.provider_message_id,
-                }
-            )
+            delivery_row = {
+                "b_id": prepared.delivery_id,
+                "b_now": now,
+                "b_step_id": prepared.step_id,
+                "b_segment_id": prepared.segment_id,
+                "b_content_hash": prepared.content_hash,
+                "b_message_id": prepared.message.message_id,
+                "b_provider_id": result.provider_message_id,
+            }
+            if postgres and prepared.enrollment_id is not None:
+                combined.append(
+                    {
+                        **delivery_row,
+                        "b_next_step": prepared.next_step,
+                        "b_next_at": prepared.next_send_at,
+                        "b_done": prepared.next_send_at is None,
+                    }
+                )
+                continue
+            sent.append(delivery_row)
             if prepared.enrollment_id is not None:
                 row = {"b_id": prepared.enrollment_id, "b_now": now, "b_next_step": prepared.next_step}
                 if prepared.next_send_at is None:
                     completed.append(row)
                 else:
                     advanced.append({**row, "b_next_at": prepared.next_send_at})
-            outcome.sent += 1
         elif result.status == "transient" and prepared.attempts < max_attempts:
             wait = retry_backoff(prepared.attempts)
             if result.retry_after:
