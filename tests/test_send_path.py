@@ -287,7 +287,9 @@ def test_two_workers_storing_the_same_new_links_at_once_both_get_the_same_ids(
     assert len(results) == 4 and all(r == results[0] for r in results) and len(results[0]) == 20
 
 
-def test_an_unreachable_smtp_server_puts_the_batch_back_with_backoff(tmp_path: Path, database_url: str) -> None:
+def test_an_unreachable_smtp_server_puts_the_batch_back_without_using_up_retries(
+    tmp_path: Path, database_url: str
+) -> None:
     import socket
 
     with socket.socket() as probe:  # a port nobody listens on
@@ -303,4 +305,72 @@ def test_an_unreachable_smtp_server_puts_the_batch_back_with_backoff(tmp_path: P
     with transaction(runtime.settings.database_url) as session:
         rows = list(session.scalars(select(Delivery)))
     assert {r.state for r in rows} == {"queued"}
-    assert all(r.not_before > now and r.attempts == 1 and "unavailable" in r.last_error for r in rows)
+    assert all(r.not_before > now and r.attempts == 0 and "unavailable" in r.last_error for r in rows)
+    # A long outage: many more rounds than CADENCE_MAX_ATTEMPTS, and still nothing has failed.
+    clock = FileClock(Path(runtime.settings.clock_spec.removeprefix("file:")))
+    for _ in range(runtime.settings.max_attempts + 3):
+        clock.advance(timedelta(minutes=10))
+        for batch in engine.tick(runtime).batches:
+            engine.deliver(runtime, batch)
+    assert states(runtime) == {"queued": 3}
+
+
+def test_a_refused_message_fails_the_step_without_suppressing_the_address(
+    tmp_path: Path, database_url: str, sink: SmtpSink
+) -> None:
+    runtime = make_runtime(tmp_path, database_url, sink)
+    add_people(runtime, 2)
+    sink.fail_data("554 5.7.1 Message content rejected")  # the first message's content is refused
+    for batch in engine.tick(runtime).batches:
+        engine.deliver(runtime, batch)
+    with transaction(runtime.settings.database_url) as session:
+        rows = dict(session.execute(select(Delivery.subscriber_id, Delivery.state)).all())  # type: ignore[arg-type]
+        enrollments = list(session.scalars(select(Enrollment)))
+        from cadence.subscribers import is_suppressed
+
+        assert not is_suppressed(session, "p0@example.com") and not is_suppressed(session, "p1@example.com")
+        assert {s.status for s in session.scalars(select(Subscriber))} == {"active"}
+    assert sorted(rows.values()) == ["failed", "sent"]
+    # Both series go on with step 2.
+    assert all(e.state == "active" and e.next_step == 1 and e.next_send_at is not None for e in enrollments)
+
+
+def test_a_message_that_cannot_be_built_moves_the_series_on_instead_of_stalling_it(
+    tmp_path: Path, database_url: str, sink: SmtpSink
+) -> None:
+    runtime = make_runtime(tmp_path, database_url, sink)
+    add_people(runtime, 1)
+    with transaction(runtime.settings.database_url) as session:
+        engine.find_subscriber(session, "p0@example.com").first_name = "Ann\u2028Smith"  # refused in a header
+    for batch in engine.tick(runtime).batches:
+        engine.deliver(runtime, batch)
+    assert states(runtime) == {"failed": 1}
+    with transaction(runtime.settings.database_url) as session:
+        enrollment = session.scalars(select(Enrollment)).one()
+    assert enrollment.state == "active" and enrollment.next_step == 1 and enrollment.next_send_at is not None
+
+
+def test_an_unsubscribe_during_a_long_batch_is_honoured(tmp_path: Path, database_url: str) -> None:
+    import time
+
+    def slow(rcpt: str) -> None:
+        time.sleep(0.3)
+
+    with SmtpSink(rcpt_reply=slow) as slow_sink:
+        runtime = make_runtime(tmp_path, database_url, slow_sink)
+        add_people(runtime, 8)
+        runtime.settings = replace(runtime.settings, batch_size=8)
+        [batch] = engine.tick(runtime).batches
+
+        def unsubscribe_the_last_one() -> None:
+            slow_sink.wait_for(1, timeout=10)
+            with transaction(runtime.settings.database_url) as session:
+                unsubscribe(session, engine.find_subscriber(session, "p7@example.com"), runtime.clock.now(), "test")
+
+        watcher = threading.Thread(target=unsubscribe_the_last_one)
+        watcher.start()
+        outcome = engine.deliver(runtime, batch)
+        watcher.join()
+        received = [m.rcpt_tos[0] for m in slow_sink.messages]
+    assert "p7@example.com" not in received
+    assert outcome.sent == 7 and outcome.skipped == 1

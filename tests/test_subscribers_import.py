@@ -82,3 +82,13 @@ def test_reimport_never_resubscribes_and_suppressed_addresses_stay_out(db: str) 
     with transaction(db) as session:
         statuses = dict(session.execute(select(Subscriber.email_key, Subscriber.status)).all())
     assert statuses == {"left@example.com": "unsubscribed"}
+
+
+def test_addresses_and_names_we_could_never_send_to_are_refused_at_import() -> None:
+    text = "email,first_name\njosé@example.com,José\nbob@example.com,Bob\x0bX\nok@example.com,Ann\u2028Smith\n"
+    with pytest.raises(InputError) as err:
+        parse_subscriber_csv(text, "f.csv")
+    message = str(err.value)
+    assert "line 2: email: non-ASCII local part" in message
+    assert "line 3: first_name: contains CR, LF, NUL or another control character" in message
+    assert "line 4: first_name:" in message

@@ -263,7 +263,8 @@ def test_postmark_refuses_an_injected_header_without_sending_it(postmark: tuple[
     api, transport = postmark
     bad = message(2, subject="Hi\r\nBcc: evil@evil.test")
     results = transport.send_many([(message(1), b""), (bad, b""), (message(3), b"")])
-    assert [r.status for r in results] == ["sent", "permanent", "sent"]
+    # The message is at fault, not the address: "failed" (no suppression).
+    assert [r.status for r in results] == ["sent", "failed", "sent"]
     assert results[1].detail.startswith("Subject")
     assert [item["Subject"] for item in json.loads(api.requests[0].body)] == [
         "Step 1: hips first",
@@ -361,7 +362,9 @@ def test_mailgun_replies_map_to_results(mailgun: tuple[FakeApi, MailgunTransport
     assert [(r.status, r.retry_after) for r in results] == [
         ("transient", 7.0),
         ("transient", None),
-        ("permanent", None),
+        # A 400 may be about our sender or content as well as the recipient: the delivery fails,
+        # but an ambiguous answer never suppresses the address (bounces do that).
+        ("failed", None),
         ("sent", None),
     ]
     assert results[2].detail == "Mailgun HTTP 400: to parameter is not a valid address. please check documentation"

@@ -75,7 +75,8 @@ def test_a_failed_data_reply_is_classified_by_its_code(sink: SmtpSink, transport
     sink.fail_data("452 4.3.1 Insufficient system storage")
     sink.fail_data("554 5.6.0 Message content rejected")
     results = transport.send_many(batch("a@example.org", "b@example.org", "c@example.org"))
-    assert [r.status for r in results] == ["transient", "permanent", "sent"]
+    # 554 to the content refuses the message, not the address: "failed", never a suppression.
+    assert [r.status for r in results] == ["transient", "failed", "sent"]
 
 
 def test_one_connection_is_reused_across_batches(sink: SmtpSink, transport: SmtpTransport) -> None:

@@ -130,15 +130,6 @@ _RETRY = (
     )
 )
 _FAIL = update(_DELIVERIES).where(_MINE).values(state="failed", lease_expires_at=None, last_error=bindparam("b_error"))
-_CANCEL = (
-    update(_ENROLLMENTS)
-    .where(_ACTIVE)
-    .values(
-        state="cancelled", next_send_at=None, ended_at=bindparam("b_now"), end_reason="delivery failed after retries"
-    )
-)
-
-
 # PostgreSQL: mark the delivery sent and move its enrollment on in ONE statement (a round trip
 # per email saved: ~250 µs of ~2.3 ms in bench/send_throughput.py). The enrollment moves only if
 # this worker still owned the delivery, which the two-statement form cannot express.
@@ -176,7 +167,6 @@ def record_results(
     completed: list[dict[str, Any]] = []
     retry: list[dict[str, Any]] = []
     failed: list[dict[str, Any]] = []
-    cancelled: list[dict[str, Any]] = []
     bounced: list[tuple[str, str]] = []
     combined: list[dict[str, Any]] = []
     postgres = conn.dialect.name == "postgresql"
@@ -203,12 +193,7 @@ def record_results(
                 )
                 continue
             sent.append(delivery_row)
-            if prepared.enrollment_id is not None:
-                row = {"b_id": prepared.enrollment_id, "b_now": now, "b_next_step": prepared.next_step}
-                if prepared.next_send_at is None:
-                    completed.append(row)
-                else:
-                    advanced.append({**row, "b_next_at": prepared.next_send_at})
+            _move_on(prepared, now, advanced, completed)
         elif result.status == "transient" and prepared.attempts < max_attempts:
             wait = retry_backoff(prepared.attempts)
             if result.retry_after:
@@ -220,9 +205,11 @@ def record_results(
             failed.append({"b_id": prepared.delivery_id, "b_error": (result.detail or "gave up after retries")[:2000]})
             outcome.failed += 1
             if result.status == "permanent":
-                bounced.append((prepared.subscriber_email, result.detail))
-            elif prepared.enrollment_id is not None:
-                cancelled.append({"b_id": prepared.enrollment_id, "b_now": now})
+                bounced.append((prepared.subscriber_email, result.detail))  # suppress() ends the drip
+            else:
+                # The message or our sender was refused, or retries ran out: this step is lost,
+                # but nothing says the address is bad, so the series goes on with the next step.
+                _move_on(prepared, now, advanced, completed)
     for statement, rows in (
         (_SENT_AND_ADVANCE_PG, combined),
         (_MARK_SENT, sent),
@@ -230,7 +217,6 @@ def record_results(
         (_COMPLETE, completed),
         (_RETRY, retry),
         (_FAIL, failed),
-        (_CANCEL, cancelled),
     ):
         if rows:
             conn.execute(statement, rows)
@@ -241,3 +227,16 @@ def record_results(
                 suppress(session, email, "hard_bounce", now, detail)
             session.flush()
     return outcome
+
+
+def _move_on(
+    prepared: PreparedSend, now: datetime, advanced: list[dict[str, Any]], completed: list[dict[str, Any]]
+) -> None:
+    """Schedule the enrollment's next step (computed when the batch was prepared), or complete it."""
+    if prepared.enrollment_id is None:
+        return
+    row = {"b_id": prepared.enrollment_id, "b_now": now, "b_next_step": prepared.next_step}
+    if prepared.next_send_at is None:
+        completed.append(row)
+    else:
+        advanced.append({**row, "b_next_at": prepared.next_send_at})

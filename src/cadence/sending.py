@@ -23,18 +23,21 @@ from cadence.core.segments import choose_segment
 from cadence.db import queries
 from cadence.db.models import Delivery, Enrollment, Subscriber, Suppression
 from cadence.db.session import engine_for, transaction
-from cadence.errors import CadenceError, NotFound, TransientSendError
+from cadence.errors import CadenceError, ConfigError, NotFound, TransientSendError, TransportError
 from cadence.ledger import PreparedSend, SendOutcome, ledger_connection, record_results
 from cadence.runtime import Runtime, wall_now
 from cadence.subscribers import email_hash
 from cadence.tokens import link_signature, make_token
-from cadence.transports.base import SendResult
 
 log = logging.getLogger(__name__)
 
 # A delivery claimed inside its window may still go out this long after the window closed
 # (a worker backlog); later than that it waits for the next window.
 WINDOW_GRACE = timedelta(hours=1)
+# During a batch, re-check the remaining recipients this often (unsubscribes honoured within it).
+RECHECK_EVERY = timedelta(seconds=1)
+# Retry a batch whose transport was unreachable after this long (an outage costs no attempts).
+OUTAGE_BACKOFF = timedelta(minutes=2)
 
 
 def prepare_and_send(runtime: Runtime, delivery_ids: Sequence[int]) -> SendOutcome:
@@ -57,11 +60,17 @@ def prepare_and_send(runtime: Runtime, delivery_ids: Sequence[int]) -> SendOutco
                 campaign = runtime.catalog.get(delivery.campaign_id)
             except NotFound:
                 _finish(delivery, "failed", "campaign file is gone")
+                _end(enrollment, "cancelled", "campaign file is gone", now)
                 outcome.failed += 1
                 continue
             reason = _skip_reason(subscriber, enrollment, delivery, campaign, suppressed)
             if reason:
                 _finish(delivery, "skipped", reason)
+                # Never leave an enrollment active with nothing scheduled: it would wait forever.
+                if delivery.step_index >= len(campaign.steps):
+                    _end(enrollment, "completed", "the campaign has fewer steps now", now)
+                else:
+                    _end(enrollment, "cancelled", reason, now)
                 outcome.skipped += 1
                 continue
             later = _postpone_until(subscriber, delivery, campaign, now)
@@ -71,30 +80,53 @@ def prepare_and_send(runtime: Runtime, delivery_ids: Sequence[int]) -> SendOutco
                 continue
             try:
                 prepared.append(_prepare(runtime, session, delivery, subscriber, enrollment, campaign, now))
-            except CadenceError as exc:  # a template broke after validation: fail loudly, per delivery
-                log.error("delivery %s cannot be rendered: %s", delivery.id, exc)
+            except CadenceError as exc:  # a template or an address broke after validation
+                log.error("delivery %s cannot be built: %s", delivery.id, exc)
                 _finish(delivery, "failed", f"render: {exc}")
+                _skip_step(enrollment, subscriber, campaign, delivery.step_index, now)
                 outcome.failed += 1
+    _send_prepared(runtime, prepared, now, outcome)
+    return outcome
+
+
+def _send_prepared(runtime: Runtime, prepared: list[PreparedSend], now: datetime, outcome: SendOutcome) -> None:
+    """Send in groups of ``commit_every``, recording each group's results as it goes."""
+    settings = runtime.settings
     step = max(1, settings.commit_every)
     lease = timedelta(seconds=settings.lease_seconds)
     renew_at = wall_now() + lease / 2
+    recheck_at = wall_now() + RECHECK_EVERY
     # One connection for the whole batch: a pool checkout (and its pre-ping) per group cost as
     # much as the UPDATEs themselves.
     with ledger_connection(engine_for(settings.database_url)) as conn:
-        for start in range(0, len(prepared), step):
+        start = 0
+        while start < len(prepared):
+            if wall_now() >= recheck_at:
+                # A long batch (a slow server, a rate limit): honour unsubscribes, complaints and
+                # exits that arrived since the batch was prepared, before sending on.
+                with conn.begin():
+                    gone = queries.no_longer_sendable(conn, prepared[start:])
+                    outcome.skipped += len(gone)
+                prepared = prepared[:start] + [p for p in prepared[start:] if p.delivery_id not in gone]
+                recheck_at = wall_now() + RECHECK_EVERY
             group = prepared[start : start + step]
+            if not group:
+                break
             try:
                 results = runtime.transport.send_many([(p.message, p.mime) for p in group])
-            except TransientSendError as exc:
-                # The server is unreachable before anything was sent: nothing of this group or
-                # the rest of the batch went out. Back off all of it now instead of leaving the
-                # rows leased until the lease expires.
-                log.warning("transport unavailable, %d deliveries retry later: %s", len(prepared) - start, exc)
-                remaining = prepared[start:]
+            except (TransportError, ConfigError, OSError) as exc:
+                # Nothing of this group went out (the server is unreachable, the transport is
+                # misconfigured): put the rest of the batch back without counting an attempt, so
+                # an outage never uses up retries; a config error is logged by the task.
                 with conn.begin():
-                    unsent = [SendResult("transient", detail=str(exc)) for _ in remaining]
-                    outcome.add(record_results(conn, remaining, unsent, now, max_attempts=settings.max_attempts))
-                break
+                    queries.requeue_unsent(
+                        conn, [p.delivery_id for p in prepared[start:]], now + OUTAGE_BACKOFF, str(exc)
+                    )
+                outcome.retrying += len(prepared) - start
+                if isinstance(exc, TransientSendError):
+                    log.warning("transport unavailable, %d deliveries retry later: %s", len(prepared) - start, exc)
+                    return
+                raise
             with conn.begin():
                 outcome.add(record_results(conn, group, results, now, max_attempts=settings.max_attempts))
                 if wall_now() >= renew_at:
@@ -104,7 +136,7 @@ def prepare_and_send(runtime: Runtime, delivery_ids: Sequence[int]) -> SendOutco
                     rest = [p.delivery_id for p in prepared[start + step :]]
                     renew_at = wall_now() + lease / 2
                     queries.renew_lease_on(conn, rest, wall_now() + lease)
-    return outcome
+            start += step
 
 
 def _skip_reason(
@@ -236,6 +268,28 @@ def _finish(delivery: Delivery, state: str, error: str) -> None:
     delivery.state = state
     delivery.last_error = error[:2000]
     delivery.lease_expires_at = None
+
+
+def _end(enrollment: Enrollment, state: str, reason: str, now: datetime) -> None:
+    if enrollment.state == "active":
+        enrollment.state, enrollment.next_send_at = state, None
+        enrollment.ended_at, enrollment.end_reason = now, reason[:100]
+
+
+def _skip_step(
+    enrollment: Enrollment, subscriber: Subscriber, campaign: Campaign, step_index: int, now: datetime
+) -> None:
+    """This step cannot be sent; go on with the next one (or complete the series)."""
+    if enrollment.state != "active":
+        return
+    enrollment.next_step = step_index + 1
+    if enrollment.next_step >= len(campaign.steps):
+        _end(enrollment, "completed", "all steps done (the last one failed)", now)
+        return
+    tz = subscriber_zone(subscriber.timezone, campaign)
+    enrollment.next_send_at = step_due_at(
+        campaign, enrollment.next_step, enrolled_at=enrollment.enrolled_at, previous_sent_at=now, tz=tz
+    )
 
 
 def _requeue(delivery: Delivery, not_before: datetime, error: str, *, count_attempt: bool = True) -> None:

@@ -19,6 +19,7 @@ from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from cadence.core.message import check_header_text, validate_addr_spec
 from cadence.db.models import Enrollment, Subscriber, Suppression
 from cadence.errors import InputError
 
@@ -36,14 +37,18 @@ def email_hash(email: str) -> str:
 
 
 def normalise_email(email: str, field_name: str = "email") -> str:
-    """A syntactically valid address (RFC 5321/5322 via email-validator), or InputError."""
+    """A syntactically valid address (RFC 5321/5322 via email-validator) that our message builder
+    can also send to (a plain ASCII local part: no SMTPUTF8), or InputError. Checking here, at
+    the door, means an address can never be stored and then fail at every send."""
     if any(ch in email for ch in _CONTROL):
         raise InputError(f"{field_name}: contains a line break or NUL")
     try:
         # No DNS here: imports of thousands of rows must not wait on the network.
-        return validate_email(email.strip(), check_deliverability=False).normalized
+        normalized = validate_email(email.strip(), check_deliverability=False).normalized
     except EmailNotValidError as exc:
         raise InputError(f"{field_name}: {email!r} is not a valid email address ({exc})") from None
+    validate_addr_spec(field_name, normalized)
+    return normalized
 
 
 def check_timezone(name: str | None, field_name: str = "timezone") -> str | None:
@@ -59,6 +64,7 @@ def check_timezone(name: str | None, field_name: str = "timezone") -> str | None
 def check_text(value: str, field_name: str, limit: int = 200) -> str:
     if any(ch in value for ch in _CONTROL):
         raise InputError(f"{field_name}: contains a line break or NUL")
+    check_header_text(field_name, value)  # names end up in To: headers
     if len(value) > limit:
         raise InputError(f"{field_name}: longer than {limit} characters")
     return value.strip()

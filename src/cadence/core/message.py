@@ -110,7 +110,8 @@ _FOLD_AT = 78  # RFC 5322 §2.1.1 "SHOULD"
 _EW_CHUNK = 42
 
 
-def _check_value(field_name: str, value: str) -> None:
+def check_header_text(field_name: str, value: str) -> None:
+    """Refuse text that must never reach a header (CR, LF, NUL, other controls); InputError."""
     if _FORBIDDEN.search(value):
         raise InputError(f"{field_name}: contains CR, LF, NUL or another control character; refused (header injection)")
 
@@ -123,7 +124,7 @@ def validate_addr_spec(field_name: str, email: str) -> str:
     brackets, no commas, no whitespace, so nothing smuggled in the address can become a second
     recipient. A non-ASCII local part would need SMTPUTF8 (RFC 6531), which we do not support.
     """
-    _check_value(field_name, email)
+    check_header_text(field_name, email)
     local, at, domain = email.rpartition("@")
     if not at or not local or not domain:
         raise InputError(f"{field_name}: {email!r} is not an email address (local@domain)")
@@ -162,7 +163,7 @@ def _encoded_words(text: str) -> list[str]:
 def _phrase(field_name: str, name: str) -> list[str]:
     """A display name as phrase tokens (RFC 5322 §3.2.5): atoms, one quoted-string, or
     encoded-words when non-ASCII (RFC 2047 §5 rule 3)."""
-    _check_value(field_name, name)
+    check_header_text(field_name, name)
     if not name.isascii() or "=?" in name:  # "=?" could be misread as an encoded-word
         return _encoded_words(name)
     if _PHRASE_ATOMS.fullmatch(name):
@@ -198,7 +199,7 @@ def _fold(name: str, tokens: list[str], separators: list[str] | None = None) -> 
 
 def _unstructured(name: str, value: str) -> str:
     """An unstructured header (Subject, extra headers): folded ASCII, else encoded-words."""
-    _check_value(name, value)
+    check_header_text(name, value)
     if not value:
         return f"{name}:\r\n"
     tokens = value.split(" ")
@@ -227,7 +228,7 @@ def _mailbox_header(name: str, address: Address) -> str:
 
 
 def _list_id(value: str) -> str:
-    _check_value("List-Id", value)
+    check_header_text("List-Id", value)
     phrase, lt, rest = value.rpartition("<")
     if lt:
         ident = rest.removesuffix(">").strip()
@@ -242,7 +243,7 @@ def _list_id(value: str) -> str:
 
 
 def _uri(field_name: str, uri: str, scheme: str) -> str:
-    _check_value(field_name, uri)
+    check_header_text(field_name, uri)
     # RFC 2369 §2: the URL sits in angle brackets; whitespace, '<' and '>' would break out.
     if not uri.lower().startswith(scheme) or any(c in uri for c in " \t<>") or not uri.isascii():
         raise InputError(f"{field_name}: {uri!r} is not a plain ASCII {scheme} URI without spaces")
@@ -266,13 +267,13 @@ def _list_unsubscribe(msg: OutgoingMessage) -> tuple[list[str], bool]:
 
 
 def _check_message_id(message_id: str) -> None:
-    _check_value("Message-ID", message_id)
+    check_header_text("Message-ID", message_id)
     if not _MESSAGE_ID.fullmatch(message_id):
         raise InputError(f"Message-ID: {message_id!r} is not <id-left@id-right>")
 
 
 def _check_extra_name(name: str) -> None:
-    _check_value("extra header name", name)
+    check_header_text("extra header name", name)
     if not _FIELD_NAME.fullmatch(name) or len(name) > 76:
         raise InputError(f"extra header name {name!r} is not a valid field name (RFC 5322 §2.2)")
     lowered = name.lower()
@@ -328,9 +329,9 @@ def provider_headers(msg: OutgoingMessage) -> list[tuple[str, str]]:
     """
     validate_addr_spec("From", msg.sender.email)
     validate_addr_spec("To", msg.to.email)
-    _check_value("From name", msg.sender.name)
-    _check_value("To name", msg.to.name)
-    _check_value("Subject", msg.subject)
+    check_header_text("From name", msg.sender.name)
+    check_header_text("To name", msg.to.name)
+    check_header_text("Subject", msg.subject)
     if msg.reply_to:
         validate_addr_spec("Reply-To", msg.reply_to)
     _check_message_id(msg.message_id)
@@ -345,7 +346,7 @@ def provider_headers(msg: OutgoingMessage) -> list[tuple[str, str]]:
         headers.append(("List-Unsubscribe-Post", ONE_CLICK))
     for name, value in msg.extra_headers:
         _check_extra_name(name)
-        _check_value(name, value)
+        check_header_text(name, value)
         headers.append((name, value))
     return headers
 

@@ -18,13 +18,17 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection, and_, literal, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from cadence.db.models import Delivery, Enrollment, Link, UTCDateTime
+if TYPE_CHECKING:
+    from cadence.ledger import PreparedSend
+
+from cadence.db.models import Delivery, Enrollment, Link, Subscriber, Suppression, UTCDateTime
 
 # pg_try_advisory_xact_lock key: "cadence tick". One scheduler at a time; released at commit.
 _TICK_LOCK_KEY = 0x63616465
@@ -156,3 +160,49 @@ def store_links(session: Session, urls: Sequence[str]) -> dict[str, int]:
     )
     rows = session.execute(select(Link.url_hash, Link.id).where(Link.url_hash.in_(list(by_hash))))
     return {by_hash[digest]: link_id for digest, link_id in rows}
+
+
+def requeue_unsent(conn: Connection, ids: Sequence[int], not_before: datetime, error: str) -> None:
+    """Put leased deliveries that were never attempted back in the queue, giving back the
+    attempt their claim counted (an outage of the server must not use up retries)."""
+    if ids:
+        conn.execute(
+            update(Delivery)
+            .where(Delivery.id.in_(list(ids)), Delivery.state == "sending")
+            .values(
+                state="queued",
+                not_before=not_before,
+                enqueued_at=None,
+                lease_expires_at=None,
+                attempts=Delivery.attempts - 1,
+                last_error=f"not attempted: {error}"[:2000],
+            )
+        )
+
+
+def no_longer_sendable(conn: Connection, prepared: Sequence[PreparedSend]) -> set[int]:
+    """Of the deliveries about to be sent, those whose subscriber is no longer active, whose
+    address is now suppressed or whose enrollment ended; marks them skipped."""
+    from cadence.subscribers import email_hash
+
+    if not prepared:
+        return set()
+    ids = [p.delivery_id for p in prepared]
+    gone = set(
+        conn.scalars(
+            select(Delivery.id)
+            .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
+            .outerjoin(Enrollment, Enrollment.id == Delivery.enrollment_id)
+            .where(Delivery.id.in_(ids), or_(Subscriber.status != "active", Enrollment.state != "active"))
+        )
+    )
+    hashes = {email_hash(p.subscriber_email): p.delivery_id for p in prepared}
+    for digest in conn.scalars(select(Suppression.email_hash).where(Suppression.email_hash.in_(list(hashes)))):
+        gone.add(hashes[digest])
+    if gone:
+        conn.execute(
+            update(Delivery)
+            .where(Delivery.id.in_(list(gone)), Delivery.state == "sending")
+            .values(state="skipped", lease_expires_at=None, last_error="unsubscribed or suppressed during the batch")
+        )
+    return gone

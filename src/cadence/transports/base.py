@@ -8,7 +8,7 @@ from typing import Literal, Protocol
 
 from cadence.core.message import OutgoingMessage
 
-SendStatus = Literal["sent", "transient", "permanent"]
+SendStatus = Literal["sent", "transient", "permanent", "failed"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -16,8 +16,10 @@ class SendResult:
     """What happened to one message.
 
     ``status`` is ``sent`` (the server or provider accepted it), ``transient`` (retry later,
-    e.g. SMTP 4xx, HTTP 429/5xx, timeout) or ``permanent`` (never retry; e.g. SMTP 5xx for
-    this recipient, the address is then suppressed). ``retry_after`` is seconds the provider
+    e.g. SMTP 4xx, HTTP 429/5xx, timeout), ``permanent`` (the *recipient* was refused, e.g. SMTP
+    5xx to RCPT: never retry, the address is suppressed) or ``failed`` (the *message or sender*
+    was refused, e.g. 5xx to MAIL FROM or to the content: this delivery failed, but the address
+    is not to blame and stays on the list). ``retry_after`` is seconds the provider
     asked us to wait (HTTP 429 Retry-After), if any.
     """
 

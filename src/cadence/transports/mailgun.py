@@ -116,7 +116,9 @@ class MailgunTransport:
         if status == 429 or status >= 500:
             after = retry_after(response.headers.get("Retry-After"))
             return SendResult("transient", detail=f"Mailgun HTTP {status}: {text}", retry_after=after)
-        return SendResult("permanent", detail=f"Mailgun HTTP {status}: {text}")
+        # 400 (a field refused: our sender, our content) and 413 (too large) are about the
+        # message, not the recipient: the delivery fails, the address stays on the list.
+        return SendResult("failed", detail=f"Mailgun HTTP {status}: {text}")
 
     def close(self) -> None:
         self._http.close()

@@ -108,8 +108,8 @@ class PostmarkTransport:
         for index, (msg, _) in enumerate(messages):
             try:
                 valid.append((index, build_payload(msg, self.message_stream)))
-            except InputError as exc:  # this message can never be sent as it is
-                results[index] = SendResult("permanent", detail=str(exc))
+            except InputError as exc:  # this message can never be sent as it is (not the address's fault)
+                results[index] = SendResult("failed", detail=str(exc))
         for start in range(0, len(valid), BATCH_LIMIT):
             chunk = valid[start : start + BATCH_LIMIT]
             try:

@@ -58,10 +58,18 @@ class _ConnectionLost(Exception):
         self.after_data = after_data
 
 
-def _status(code: int) -> SendStatus:
+DATA_TERMINATION_TIMEOUT = 600.0  # RFC 5321 §4.5.3.2.6
+
+
+def _status(code: int, *, recipient: bool) -> SendStatus:
+    """A reply code as a result. Only a 5xx to RCPT says the *address* is bad (RFC 5321
+    §4.2.1); a 5xx to MAIL FROM or to the content refuses our sender or our message, and must
+    not suppress the subscriber."""
     if 200 <= code < 300:
         return "sent"
-    return "transient" if 400 <= code < 500 else "permanent"
+    if 400 <= code < 500:
+        return "transient"
+    return "permanent" if recipient else "failed"
 
 
 def _reply(code: int, text: bytes | str) -> str:
@@ -211,19 +219,22 @@ class SmtpTransport:
         sender = validate_addr_spec("From", msg.sender.email)
         recipient = validate_addr_spec("To", msg.to.email)
         after_data = False
+        at_rcpt = False
         text: bytes | str
         try:
             code, text = smtp.mail(sender)
             if code == 250:
                 code, text = smtp.rcpt(recipient)
+                at_rcpt = True
                 if code in (250, 251):
+                    at_rcpt = False
                     after_data = True
                     try:
-                        code, text = smtp.data(data)
+                        code, text = self._data(smtp, data)
                     except smtplib.SMTPDataError as exc:  # DATA itself refused (no 354)
                         code, text = exc.smtp_code, exc.smtp_error
                         after_data = False
-            result = SendResult(_status(code), detail=_reply(code, text))
+            result = SendResult(_status(code, recipient=at_rcpt), detail=_reply(code, text))
             if code == 421:  # RFC 5321 §3.8: the server is closing the channel
                 self._drop()
             elif result.status != "sent":
@@ -233,6 +244,19 @@ class SmtpTransport:
             raise _ConnectionLost(f"connection lost: {exc}", after_data=after_data) from exc
         except (OSError, smtplib.SMTPResponseException) as exc:
             raise _ConnectionLost(f"connection error: {exc!r}", after_data=after_data) from exc
+
+    def _data(self, smtp: smtplib.SMTP, data: bytes) -> tuple[int, bytes]:
+        """DATA with the RFC 5321 §4.5.3.2.6 wait for the final reply (10 minutes): a server
+        that is slow to accept the content has most likely queued it, and giving up early makes
+        the retry a duplicate."""
+        sock = smtp.sock
+        if sock is not None:
+            sock.settimeout(max(self.timeout, DATA_TERMINATION_TIMEOUT))
+        try:
+            return smtp.data(data)
+        finally:
+            if smtp.sock is not None:
+                smtp.sock.settimeout(self.timeout)
 
     def send_many(self, messages: Sequence[tuple[OutgoingMessage, bytes]]) -> list[SendResult]:
         results: list[SendResult] = []
@@ -257,7 +281,7 @@ class SmtpTransport:
                     self._last_used = time.monotonic()
                     break
                 except InputError as exc:  # an address build_mime would have refused too
-                    results.append(SendResult("permanent", detail=str(exc)))
+                    results.append(SendResult("failed", detail=str(exc)))
                     break
                 except _ConnectionLost as lost:
                     self._drop()
