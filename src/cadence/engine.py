@@ -43,30 +43,40 @@ log = logging.getLogger(__name__)
 @dataclass
 class EnrollResult:
     enrolled: int = 0
+    resumed: int = 0
     already: int = 0
     not_active: int = 0
 
 
 def enroll(session: Session, campaign: Campaign, subscribers: Sequence[Subscriber], now: datetime) -> EnrollResult:
     """Put active subscribers into `campaign`; the first step is scheduled by the pure schedule
-    module in each subscriber's own time zone. Enrolling twice is a no-op."""
+    module in each subscriber's own time zone. Enrolling twice is a no-op; a subscriber whose
+    enrollment was cancelled (they unsubscribed) and who is active again (they confirmed a new
+    signup) resumes the series where it stopped."""
     result = EnrollResult()
     ids = [s.id for s in subscribers]
-    existing = set(
-        session.scalars(
-            select(Enrollment.subscriber_id).where(
-                Enrollment.campaign_id == campaign.id, Enrollment.subscriber_id.in_(ids)
-            )
+    existing = {
+        e.subscriber_id: e
+        for e in session.scalars(
+            select(Enrollment).where(Enrollment.campaign_id == campaign.id, Enrollment.subscriber_id.in_(ids))
         )
-    )
+    }
     for subscriber in subscribers:
         if subscriber.status != "active":
             result.not_active += 1
             continue
-        if subscriber.id in existing:
-            result.already += 1
-            continue
         tz = subscriber_zone(subscriber.timezone, campaign)
+        enrollment = existing.get(subscriber.id)
+        if enrollment is not None:
+            if enrollment.state == "cancelled" and enrollment.next_step < len(campaign.steps):
+                enrollment.state, enrollment.ended_at, enrollment.end_reason = "active", None, ""
+                enrollment.next_send_at = step_due_at(
+                    campaign, enrollment.next_step, enrolled_at=now, previous_sent_at=None, tz=tz
+                )
+                result.resumed += 1
+            else:
+                result.already += 1
+            continue
         session.add(
             Enrollment(
                 subscriber_id=subscriber.id,

@@ -96,8 +96,9 @@ def end_enrollments(session: Session, subscriber_id: int, now: datetime, reason:
 
 
 def unsubscribe(session: Session, subscriber: Subscriber, now: datetime, how: str) -> bool:
-    """Unsubscribe at once (RFC 8058 one-click). Returns False if already unsubscribed."""
-    if subscriber.status == "unsubscribed":
+    """Unsubscribe at once (RFC 8058 one-click). Returns False if there was nothing to do: already
+    unsubscribed, or bounced/complained (those statuses are kept: they say more)."""
+    if subscriber.status not in ("active", "pending"):
         return False
     subscriber.status = "unsubscribed"
     subscriber.unsubscribed_at = now

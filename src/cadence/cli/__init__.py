@@ -116,7 +116,8 @@ def campaigns_enroll(
                 people = [p for p in people if choose_segment(campaign.segments, p.attributes).id == segment]
         result = enroll(session, campaign, people, settings.clock().now())
     console.print(
-        f"[green]{result.enrolled} enrolled[/green], {result.already} already enrolled, {result.not_active} not active"
+        f"[green]{result.enrolled} enrolled[/green], {result.resumed} resumed, {result.already} already enrolled, "
+        f"{result.not_active} not active"
     )
 
 

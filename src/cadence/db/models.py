@@ -65,6 +65,9 @@ class Subscriber(Base):
     """
 
     __tablename__ = "subscribers"
+    # Signed links carry ids: SQLite must never hand a deleted (erased) subscriber's id to the
+    # next one, or the old links would open the new person's preferences (AUTOINCREMENT).
+    __table_args__ = ({"sqlite_autoincrement": True},)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     email: Mapped[str] = mapped_column(String(320))
@@ -102,6 +105,7 @@ class Enrollment(Base):
             postgresql_where=text("state = 'active' AND next_send_at IS NOT NULL"),
             sqlite_where=text("state = 'active' AND next_send_at IS NOT NULL"),
         ),
+        {"sqlite_autoincrement": True},
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -129,6 +133,7 @@ class Delivery(Base):
     __table_args__ = (
         UniqueConstraint("enrollment_id", "step_index"),
         Index("ix_deliveries_state_not_before", "state", "not_before"),
+        {"sqlite_autoincrement": True},  # web-view and unsubscribe links carry delivery ids
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)

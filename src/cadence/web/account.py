@@ -7,20 +7,25 @@ for another purpose and a token naming someone who no longer exists the same way
 
 from __future__ import annotations
 
+import logging
+import sqlite3
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from cadence.db.models import Delivery, Enrollment, Event, Subscriber
+from cadence.db.models import Delivery, Enrollment, Event, Subscriber, Suppression
+from cadence.db.session import engine_for
 from cadence.engine import record_event
 from cadence.errors import InputError, TokenError
-from cadence.subscribers import suppress, unsubscribe
+from cadence.subscribers import email_hash, suppress, unsubscribe
 from cadence.tokens import read_token
 from cadence.web.forms import PAUSE_WEEKS, Answers
 
 _INVALID = "this link is not valid"
+
+log = logging.getLogger(__name__)
 
 
 def subscriber_for_preferences(session: Session, secret_key: str, token: str) -> Subscriber:
@@ -88,9 +93,7 @@ def _iso(value: datetime | None) -> str | None:
 
 def export_data(session: Session, subscriber: Subscriber) -> dict[str, Any]:
     """Everything we hold about the subscriber, as JSON-ready data (GDPR Art. 15 and 20)."""
-    deliveries = session.scalars(
-        select(Delivery).where(Delivery.subscriber_id == subscriber.id).order_by(Delivery.id)
-    )
+    deliveries = session.scalars(select(Delivery).where(Delivery.subscriber_id == subscriber.id).order_by(Delivery.id))
     events = session.scalars(select(Event).where(Event.subscriber_id == subscriber.id).order_by(Event.id))
     enrollments = session.scalars(
         select(Enrollment).where(Enrollment.subscriber_id == subscriber.id).order_by(Enrollment.id)
@@ -137,8 +140,7 @@ def export_data(session: Session, subscriber: Subscriber) -> dict[str, Any]:
             for d in deliveries
         ],
         "events": [
-            {"kind": e.kind, "delivery_id": e.delivery_id, "at": _iso(e.created_at), "data": e.data}
-            for e in events
+            {"kind": e.kind, "delivery_id": e.delivery_id, "at": _iso(e.created_at), "data": e.data} for e in events
         ],
     }
 
@@ -149,7 +151,25 @@ def erase(session: Session, subscriber: Subscriber, now: datetime) -> None:
     it (ON DELETE CASCADE, db/models.py)."""
     subscriber_id = subscriber.id
     suppress(session, subscriber.email, "erased", now)
+    # An earlier bounce or complaint kept the provider's text, which often quotes the address:
+    # after erasure only the hash may remain.
+    session.execute(update(Suppression).where(Suppression.email_hash == email_hash(subscriber.email)).values(detail=""))
     session.flush()
     session.expunge(subscriber)
     # Events may point at the subscriber or only at one of their deliveries: both cascade.
     session.execute(delete(Subscriber).where(Subscriber.id == subscriber_id))
+
+
+def forget_old_pages(database_url: str) -> None:
+    """After an erase on SQLite, fold the write-ahead log back into the database and truncate
+    it: until then the deleted rows' old pages (with the address) still sit in ``-wal``.
+    Best effort: a reader holding an old snapshot keeps its frames until the next checkpoint."""
+    if not database_url.startswith("sqlite"):
+        return
+    raw = engine_for(database_url).raw_connection()  # outside any transaction, as the pragma needs
+    try:
+        raw.driver_connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # type: ignore[union-attr]
+    except sqlite3.OperationalError as exc:
+        log.warning("WAL checkpoint after an erase did not run: %s", exc)
+    finally:
+        raw.close()

@@ -21,6 +21,7 @@ from cadence.tokens import read_token
 from cadence.web.account import (
     erase,
     export_data,
+    forget_old_pages,
     pause,
     resume,
     subscriber_for_preferences,
@@ -135,9 +136,7 @@ def subscribe(body: SignupIn, request: Request, state: State, background: Backgr
     return StatusOut(status="pending_confirmation", detail="If this address can be subscribed, a link is on its way.")
 
 
-@router.post(
-    "/confirm/{token}", response_model=StatusOut, dependencies=Limited, responses={**_NOT_FOUND, **_LIMITED}
-)
+@router.post("/confirm/{token}", response_model=StatusOut, dependencies=Limited, responses={**_NOT_FOUND, **_LIMITED})
 def confirm_signup(token: str, request: Request, state: State) -> StatusOut:
     """Confirm a signup with the token from the confirmation email's link."""
     payload = read_token(state.settings.secret_key, "confirm", token)
@@ -231,4 +230,5 @@ def erase_me(token: str, state: State) -> StatusOut:
     with state.session() as session:
         subscriber = subscriber_for_preferences(session, state.settings.secret_key, token)
         erase(session, subscriber, state.now())
+    forget_old_pages(state.settings.database_url)
     return StatusOut(status="erased")

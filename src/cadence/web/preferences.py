@@ -17,6 +17,7 @@ from cadence.errors import InputError
 from cadence.web.account import (
     erase,
     export_data,
+    forget_old_pages,
     pause,
     resume,
     subscriber_for_preferences,
@@ -113,7 +114,7 @@ def pause_emails(
         if weeks == "resume":
             resume(session, subscriber, state.now())
             return _back(token, "resumed")
-        pause(session, subscriber, int(weeks) if weeks.isdigit() else 0, state.now())
+        pause(session, subscriber, int(weeks) if weeks in {str(w) for w in PAUSE_WEEKS} else 0, state.now())
     return _back(token, "paused")
 
 
@@ -147,4 +148,5 @@ def erase_me(token: str, request: Request, state: State, csrf_token: FormText = 
     with state.session() as session:
         subscriber = subscriber_for_preferences(session, state.settings.secret_key, token)
         erase(session, subscriber, state.now())
+    forget_old_pages(state.settings.database_url)
     return state.render(request, "erased.html")

@@ -132,10 +132,10 @@ def sign_up(
         )
         session.add(subscriber)
     else:
-        # Pending or unsubscribed: the new answers replace the old; the status does not change
-        # until the address owner confirms.
-        subscriber.first_name = data.first_name or subscriber.first_name
-        subscriber.attributes = {**subscriber.attributes, **data.answers.attributes()}
+        # Pending or unsubscribed: nothing about the person changes until the address owner
+        # confirms (a stranger must not rename someone or change their answers). The answers
+        # wait in the consent record of this signup and apply on confirmation.
+        record["pending_profile"] = {"first_name": data.first_name, "attributes": data.answers.attributes()}
         subscriber.updated_at = now
         previous = [r for r in subscriber.consent.get("previous", []) if isinstance(r, dict)]
         old = {k: v for k, v in subscriber.consent.items() if k != "previous"}
@@ -226,6 +226,12 @@ def confirm(
         raise invalid  # used, then unsubscribed: only a new signup can resubscribe
     if subscriber.status not in ("pending", "unsubscribed") or is_suppressed(session, subscriber.email):
         raise invalid
+    profile = subscriber.consent.get("pending_profile")
+    if isinstance(profile, dict):
+        subscriber.first_name = str(profile.get("first_name") or subscriber.first_name)
+        answers = profile.get("attributes")
+        if isinstance(answers, dict):
+            subscriber.attributes = {**subscriber.attributes, **answers}
     subscriber.status = "active"
     subscriber.confirmed_at = now
     subscriber.unsubscribed_at = None

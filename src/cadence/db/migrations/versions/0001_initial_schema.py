@@ -44,7 +44,8 @@ def upgrade() -> None:
     sa.Column('soft_bounces', sa.Integer(), nullable=False),
     sa.Column('consent', sa.JSON(), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_subscribers')),
-    sa.UniqueConstraint('email_key', name=op.f('uq_subscribers_email_key'))
+    sa.UniqueConstraint('email_key', name=op.f('uq_subscribers_email_key')),
+    sqlite_autoincrement=True
     )
     op.create_table('suppressions',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
@@ -68,7 +69,8 @@ def upgrade() -> None:
     sa.Column('end_reason', sa.String(length=100), nullable=False),
     sa.ForeignKeyConstraint(['subscriber_id'], ['subscribers.id'], name=op.f('fk_enrollments_subscriber_id_subscribers'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_enrollments')),
-    sa.UniqueConstraint('subscriber_id', 'campaign_id', name=op.f('uq_enrollments_subscriber_id_campaign_id'))
+    sa.UniqueConstraint('subscriber_id', 'campaign_id', name=op.f('uq_enrollments_subscriber_id_campaign_id')),
+    sqlite_autoincrement=True
     )
     with op.batch_alter_table('enrollments', schema=None) as batch_op:
         batch_op.create_index('ix_enrollments_due', ['next_send_at'], unique=False, postgresql_where=sa.text("state = 'active' AND next_send_at IS NOT NULL"), sqlite_where=sa.text("state = 'active' AND next_send_at IS NOT NULL"))
@@ -97,7 +99,8 @@ def upgrade() -> None:
     sa.ForeignKeyConstraint(['enrollment_id'], ['enrollments.id'], name=op.f('fk_deliveries_enrollment_id_enrollments'), ondelete='CASCADE'),
     sa.ForeignKeyConstraint(['subscriber_id'], ['subscribers.id'], name=op.f('fk_deliveries_subscriber_id_subscribers'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_deliveries')),
-    sa.UniqueConstraint('enrollment_id', 'step_index', name=op.f('uq_deliveries_enrollment_id_step_index'))
+    sa.UniqueConstraint('enrollment_id', 'step_index', name=op.f('uq_deliveries_enrollment_id_step_index')),
+    sqlite_autoincrement=True
     )
     with op.batch_alter_table('deliveries', schema=None) as batch_op:
         batch_op.create_index('ix_deliveries_state_not_before', ['state', 'not_before'], unique=False)
