@@ -41,9 +41,24 @@ OUTAGE_BACKOFF = timedelta(minutes=2)
 
 
 def prepare_and_send(runtime: Runtime, delivery_ids: Sequence[int]) -> SendOutcome:
-    settings = runtime.settings
+    """Check, render and send leased deliveries; record every result. See the module docstring."""
     now = runtime.clock.now()
     outcome = SendOutcome()
+    try:
+        prepared = _load_and_prepare(runtime, delivery_ids, now, outcome)
+    except BaseException:
+        # Link ids cached during a transaction that rolled back may not exist: forget them.
+        _LINK_CACHE.clear()
+        raise
+    _send_prepared(runtime, prepared, now, outcome)
+    return outcome
+
+
+def _load_and_prepare(
+    runtime: Runtime, delivery_ids: Sequence[int], now: datetime, outcome: SendOutcome
+) -> list[PreparedSend]:
+    """Lease-holding rows in, messages out: everything checked and rendered in one transaction."""
+    settings = runtime.settings
     with transaction(settings.database_url) as session:
         rows = session.execute(
             select(Delivery, Subscriber, Enrollment)
@@ -85,8 +100,7 @@ def prepare_and_send(runtime: Runtime, delivery_ids: Sequence[int]) -> SendOutco
                 _finish(delivery, "failed", f"render: {exc}")
                 _skip_step(enrollment, subscriber, campaign, delivery.step_index, now)
                 outcome.failed += 1
-    _send_prepared(runtime, prepared, now, outcome)
-    return outcome
+    return prepared
 
 
 def _send_prepared(runtime: Runtime, prepared: list[PreparedSend], now: datetime, outcome: SendOutcome) -> None:

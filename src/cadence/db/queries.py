@@ -105,7 +105,12 @@ def deliveries_to_enqueue(
             Delivery.not_before <= now,
             or_(Delivery.enqueued_at.is_(None), Delivery.enqueued_at < stale),
         ),
-        and_(Delivery.state == "sending", Delivery.lease_expires_at < wall_now),
+        # A dead worker's rows: once, not on every tick while they wait in a backlog.
+        and_(
+            Delivery.state == "sending",
+            Delivery.lease_expires_at < wall_now,
+            or_(Delivery.enqueued_at.is_(None), Delivery.enqueued_at < stale),
+        ),
     )
     query = select(Delivery.id).where(condition).order_by(Delivery.not_before).limit(limit)
     if session.get_bind().dialect.name == "postgresql":
