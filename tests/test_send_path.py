@@ -374,3 +374,34 @@ def test_an_unsubscribe_during_a_long_batch_is_honoured(tmp_path: Path, database
         received = [m.rcpt_tos[0] for m in slow_sink.messages]
     assert "p7@example.com" not in received
     assert outcome.sent == 7 and outcome.skipped == 1
+
+
+def test_a_worker_that_lost_its_lease_cannot_mark_rows_another_worker_now_owns(
+    tmp_path: Path, database_url: str, sink: SmtpSink
+) -> None:
+    from cadence.core.message import Address, OutgoingMessage
+    from cadence.db import queries
+    from cadence.db.session import engine_for
+    from cadence.ledger import PreparedSend, record_results
+    from cadence.transports.base import SendResult
+
+    runtime = make_runtime(tmp_path, database_url, sink)
+    add_people(runtime, 1)
+    [[delivery_id]] = engine.tick(runtime).batches
+    now = runtime.clock.now()
+    wall = datetime.now(UTC)
+    with transaction(runtime.settings.database_url) as session:  # worker A leases it...
+        assert queries.claim_deliveries(session, [delivery_id], now, wall, timedelta(seconds=1), "token-a")
+    later = wall + timedelta(seconds=5)  # ...stalls past its lease; worker B takes over
+    with transaction(runtime.settings.database_url) as session:
+        assert queries.claim_deliveries(session, [delivery_id], now, later, timedelta(seconds=600), "token-b")
+    message = OutgoingMessage(Address("s@example.com"), Address("p0@example.com"), "s", "<p>h</p>", "t", "<m@x>")
+    stale = PreparedSend(
+        delivery_id, "token-a", message, b"", "why-it-hurts", "trail", "h", 1, None, "p0@example.com", 1, None
+    )
+    with engine_for(runtime.settings.database_url).begin() as conn:
+        outcome = record_results(conn, [stale], [SendResult("sent")], now, max_attempts=8)
+    assert outcome.sent == 1  # A believes it sent, but the ledger row is B's:
+    with transaction(runtime.settings.database_url) as session:
+        row = session.get(Delivery, delivery_id)
+        assert row is not None and row.state == "sending" and row.lease_token == "token-b"

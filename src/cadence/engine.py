@@ -17,6 +17,7 @@ carries the same Message-ID as the first copy.
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -153,9 +154,10 @@ def deliver(runtime: Runtime, delivery_ids: Sequence[int]) -> SendOutcome:
     ids: only rows this call leases are sent."""
     settings = runtime.settings
     now = runtime.clock.now()
+    token = secrets.token_hex(8)  # this claim's identity: every later ledger update checks it
     with transaction(settings.database_url) as session:
         claimed = queries.claim_deliveries(
-            session, delivery_ids, now, wall_now(), timedelta(seconds=settings.lease_seconds)
+            session, delivery_ids, now, wall_now(), timedelta(seconds=settings.lease_seconds), token
         )
     if not claimed:
         return SendOutcome()

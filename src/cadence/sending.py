@@ -106,6 +106,9 @@ def _load_and_prepare(
 def _send_prepared(runtime: Runtime, prepared: list[PreparedSend], now: datetime, outcome: SendOutcome) -> None:
     """Send in groups of ``commit_every``, recording each group's results as it goes."""
     settings = runtime.settings
+    if not prepared:
+        return
+    token = prepared[0].lease_token  # one claim leased the whole batch
     step = max(1, settings.commit_every)
     lease = timedelta(seconds=settings.lease_seconds)
     renew_at = wall_now() + lease / 2
@@ -119,7 +122,7 @@ def _send_prepared(runtime: Runtime, prepared: list[PreparedSend], now: datetime
                 # A long batch (a slow server, a rate limit): honour unsubscribes, complaints and
                 # exits that arrived since the batch was prepared, before sending on.
                 with conn.begin():
-                    gone = queries.no_longer_sendable(conn, prepared[start:])
+                    gone = queries.no_longer_sendable(conn, prepared[start:], token)
                     outcome.skipped += len(gone)
                 prepared = prepared[:start] + [p for p in prepared[start:] if p.delivery_id not in gone]
                 recheck_at = wall_now() + RECHECK_EVERY
@@ -134,7 +137,7 @@ def _send_prepared(runtime: Runtime, prepared: list[PreparedSend], now: datetime
                 # an outage never uses up retries; a config error is logged by the task.
                 with conn.begin():
                     queries.requeue_unsent(
-                        conn, [p.delivery_id for p in prepared[start:]], now + OUTAGE_BACKOFF, str(exc)
+                        conn, [p.delivery_id for p in prepared[start:]], now + OUTAGE_BACKOFF, str(exc), token
                     )
                 outcome.retrying += len(prepared) - start
                 if isinstance(exc, TransientSendError):
@@ -149,7 +152,7 @@ def _send_prepared(runtime: Runtime, prepared: list[PreparedSend], now: datetime
                     # sending. Only a process that stalls for half a lease can lose its rows.
                     rest = [p.delivery_id for p in prepared[start + step :]]
                     renew_at = wall_now() + lease / 2
-                    queries.renew_lease_on(conn, rest, wall_now() + lease)
+                    queries.renew_lease_on(conn, rest, wall_now() + lease, token)
             start += step
 
 
@@ -235,6 +238,7 @@ def _prepare(
         next_at = step_due_at(campaign, next_step, enrolled_at=enrollment.enrolled_at, previous_sent_at=now, tz=tz)
     return PreparedSend(
         delivery_id=delivery.id,
+        lease_token=delivery.lease_token or "",
         message=message,
         mime=mime,
         step_id=step.id,

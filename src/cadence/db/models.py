@@ -149,6 +149,9 @@ class Delivery(Base):
     not_before: Mapped[datetime] = mapped_column(UTCDateTime)
     enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Which claim holds the lease: every ledger update checks it, so a worker that stalled past
+    # its lease (and was replaced) can no longer mark rows another worker now owns.
+    lease_token: Mapped[str | None] = mapped_column(String(32))
     message_id: Mapped[str] = mapped_column(String(255), default="")
     provider_message_id: Mapped[str | None] = mapped_column(String(255))
     content_hash: Mapped[str] = mapped_column(String(64), default="")

@@ -122,7 +122,7 @@ def deliveries_to_enqueue(
 
 
 def claim_deliveries(
-    session: Session, ids: Sequence[int], now: datetime, wall_now: datetime, lease: timedelta
+    session: Session, ids: Sequence[int], now: datetime, wall_now: datetime, lease: timedelta, token: str
 ) -> list[int]:
     """Atomically lease the claimable deliveries among `ids`; returns the ids this caller got."""
     if not ids:
@@ -134,18 +134,18 @@ def claim_deliveries(
     result = session.execute(
         update(Delivery)
         .where(Delivery.id.in_(list(ids)), claimable)
-        .values(state="sending", lease_expires_at=wall_now + lease, attempts=Delivery.attempts + 1)
+        .values(state="sending", lease_expires_at=wall_now + lease, lease_token=token, attempts=Delivery.attempts + 1)
         .returning(Delivery.id)
     )
     return sorted(row[0] for row in result)
 
 
-def renew_lease_on(conn: Connection, ids: Sequence[int], until: datetime) -> None:
-    """Extend the lease on deliveries this worker is still sending."""
+def renew_lease_on(conn: Connection, ids: Sequence[int], until: datetime, token: str) -> None:
+    """Extend the lease on deliveries this worker (this claim's `token`) is still sending."""
     if ids:
         conn.execute(
             update(Delivery)
-            .where(Delivery.id.in_(list(ids)), Delivery.state == "sending")
+            .where(Delivery.id.in_(list(ids)), Delivery.state == "sending", Delivery.lease_token == token)
             .values(lease_expires_at=until)
         )
 
@@ -167,13 +167,13 @@ def store_links(session: Session, urls: Sequence[str]) -> dict[str, int]:
     return {by_hash[digest]: link_id for digest, link_id in rows}
 
 
-def requeue_unsent(conn: Connection, ids: Sequence[int], not_before: datetime, error: str) -> None:
+def requeue_unsent(conn: Connection, ids: Sequence[int], not_before: datetime, error: str, token: str) -> None:
     """Put leased deliveries that were never attempted back in the queue, giving back the
     attempt their claim counted (an outage of the server must not use up retries)."""
     if ids:
         conn.execute(
             update(Delivery)
-            .where(Delivery.id.in_(list(ids)), Delivery.state == "sending")
+            .where(Delivery.id.in_(list(ids)), Delivery.state == "sending", Delivery.lease_token == token)
             .values(
                 state="queued",
                 not_before=not_before,
@@ -185,29 +185,36 @@ def requeue_unsent(conn: Connection, ids: Sequence[int], not_before: datetime, e
         )
 
 
-def no_longer_sendable(conn: Connection, prepared: Sequence[PreparedSend]) -> set[int]:
-    """Of the deliveries about to be sent, those whose subscriber is no longer active, whose
-    address is now suppressed or whose enrollment ended; marks them skipped."""
+def no_longer_sendable(conn: Connection, prepared: Sequence[PreparedSend], token: str) -> set[int]:
+    """Of the deliveries about to be sent, those this worker must not send any more: whose
+    subscriber is no longer active, whose address is now suppressed or whose enrollment ended
+    (marked skipped), and those whose lease another worker took over (left alone)."""
     from cadence.subscribers import email_hash
 
     if not prepared:
         return set()
     ids = [p.delivery_id for p in prepared]
+    still_mine = set(
+        conn.scalars(
+            select(Delivery.id).where(Delivery.id.in_(ids), Delivery.state == "sending", Delivery.lease_token == token)
+        )
+    )
+    lost = set(ids) - still_mine
     gone = set(
         conn.scalars(
             select(Delivery.id)
             .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
             .outerjoin(Enrollment, Enrollment.id == Delivery.enrollment_id)
-            .where(Delivery.id.in_(ids), or_(Subscriber.status != "active", Enrollment.state != "active"))
+            .where(Delivery.id.in_(list(still_mine)), or_(Subscriber.status != "active", Enrollment.state != "active"))
         )
     )
-    hashes = {email_hash(p.subscriber_email): p.delivery_id for p in prepared}
+    hashes = {email_hash(p.subscriber_email): p.delivery_id for p in prepared if p.delivery_id in still_mine}
     for digest in conn.scalars(select(Suppression.email_hash).where(Suppression.email_hash.in_(list(hashes)))):
         gone.add(hashes[digest])
     if gone:
         conn.execute(
             update(Delivery)
-            .where(Delivery.id.in_(list(gone)), Delivery.state == "sending")
+            .where(Delivery.id.in_(list(gone)), Delivery.state == "sending", Delivery.lease_token == token)
             .values(state="skipped", lease_expires_at=None, last_error="unsubscribed or suppressed during the batch")
         )
-    return gone
+    return gone | lost

@@ -90,6 +90,7 @@ def upgrade() -> None:
     sa.Column('not_before', cadence.db.models.UTCDateTime(), nullable=False),
     sa.Column('enqueued_at', cadence.db.models.UTCDateTime(), nullable=True),
     sa.Column('lease_expires_at', cadence.db.models.UTCDateTime(), nullable=True),
+    sa.Column('lease_token', sa.String(length=32), nullable=True),
     sa.Column('message_id', sa.String(length=255), nullable=False),
     sa.Column('provider_message_id', sa.String(length=255), nullable=True),
     sa.Column('content_hash', sa.String(length=64), nullable=False),
