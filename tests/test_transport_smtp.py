@@ -33,9 +33,11 @@ def batch(*recipients: str, start: int = 0) -> list[tuple[OutgoingMessage, bytes
     return pairs
 
 
-@pytest.fixture
-def sink() -> Iterator[SmtpSink]:
-    with SmtpSink() as running:
+@pytest.fixture(params=[True, False], ids=["pipelining", "one-command-per-round-trip"])
+def sink(request: pytest.FixtureRequest) -> Iterator[SmtpSink]:
+    """Every test below runs against a server that offers PIPELINING (RFC 2920), as Postfix does,
+    and against one that does not."""
+    with SmtpSink(pipelining=request.param) as running:
         yield running
 
 
@@ -77,6 +79,70 @@ def test_a_failed_data_reply_is_classified_by_its_code(sink: SmtpSink, transport
     results = transport.send_many(batch("a@example.org", "b@example.org", "c@example.org"))
     # 554 to the content refuses the message, not the address: "failed", never a suppression.
     assert [r.status for r in results] == ["transient", "failed", "sent"]
+
+
+def test_a_refused_sender_fails_the_message_without_blaming_the_recipient(
+    sink: SmtpSink, transport: SmtpTransport
+) -> None:
+    sink.fail_mail("550 5.7.1 Sender address rejected")
+    sink.fail_mail("451 4.3.0 Sender verification deferred")
+    results = transport.send_many(batch("a@example.org", "b@example.org", "c@example.org"))
+    assert [r.status for r in results] == ["failed", "transient", "sent"]
+    assert results[0].detail == "550 5.7.1 Sender address rejected"
+    assert [m.rcpt_tos for m in sink.wait_for(1)] == [("c@example.org",)]
+    assert sink.connections == 1
+
+
+def test_421_to_the_content_is_transient_and_the_rest_go_out_on_a_new_connection(
+    sink: SmtpSink, transport: SmtpTransport
+) -> None:
+    sink.fail_data("421 4.3.2 Service shutting down")
+    results = transport.send_many(batch("a@example.org", "b@example.org", "c@example.org"))
+    assert [r.status for r in results] == ["transient", "sent", "sent"]
+    assert [m.rcpt_tos[0] for m in sink.wait_for(2)] == ["b@example.org", "c@example.org"]
+    assert sink.connections == 2
+
+
+def test_pipelining_sends_each_message_in_one_round_trip() -> None:
+    """RFC 2920: MAIL, RCPT and DATA travel together, and behind the previous message's content."""
+    with SmtpSink(record_reads=True) as sink:
+        transport = SmtpTransport(sink.host, sink.port, tls="none", timeout=5)
+        try:
+            assert [r.status for r in transport.send_many(batch("a@example.org", "b@example.org"))] == ["sent"] * 2
+        finally:
+            transport.close()
+        reads = sink.reads
+    first = b"MAIL FROM:<news@example.com>\r\nRCPT TO:<a@example.org>\r\nDATA\r\n"
+    second = b"\r\n.\r\nMAIL FROM:<news@example.com>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n"
+    assert first in reads, "the first message's commands did not arrive in one write"
+    assert any(r.endswith(second) for r in reads), "the second message's commands did not follow the first's data"
+
+
+def test_without_pipelining_on_offer_each_command_waits_for_its_reply() -> None:
+    with SmtpSink(record_reads=True, pipelining=False) as sink:
+        transport = SmtpTransport(sink.host, sink.port, tls="none", timeout=5)
+        try:
+            assert [r.status for r in transport.send_many(batch("a@example.org", "b@example.org"))] == ["sent"] * 2
+        finally:
+            transport.close()
+        reads = sink.reads
+    assert not any(b"MAIL FROM" in r and b"RCPT TO" in r for r in reads)
+    assert not any(b"\r\n.\r\n" in r and b"MAIL FROM" in r for r in reads)
+
+
+def test_a_server_that_answers_354_with_no_valid_recipient_gets_a_lone_dot() -> None:
+    """RFC 2920 §3.1: check every reply; DATA may be accepted even though RCPT failed."""
+    with SmtpSink(data_without_recipients=True) as sink:
+        sink.reply("gone@example.org", "550 5.1.1 No such user")
+        transport = SmtpTransport(sink.host, sink.port, tls="none", timeout=5)
+        try:
+            results = transport.send_many(batch("a@example.org", "gone@example.org", "c@example.org"))
+        finally:
+            transport.close()
+        assert [r.status for r in results] == ["sent", "permanent", "sent"]
+        assert results[1].detail == "550 5.1.1 No such user"
+        assert [m.rcpt_tos for m in sink.wait_for(2)] == [("a@example.org",), ("c@example.org",)]
+        assert sink.connections == 1
 
 
 def test_one_connection_is_reused_across_batches(sink: SmtpSink, transport: SmtpTransport) -> None:

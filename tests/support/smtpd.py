@@ -12,6 +12,11 @@ Usage::
     sink.reply("gone@example.com", "550 5.1.1 No such user")
     # or one callable for everything: SmtpSink(rcpt_reply=lambda rcpt: None or "550 ...")
 
+    sink.fail_mail("550 5.7.1 Sender refused", times=1)   # refuse MAIL FROM
+    SmtpSink(data_without_recipients=True)  # 354 to DATA even after every RCPT was refused
+    SmtpSink(pipelining=False)  # do not offer PIPELINING (RFC 2920); offered by default, like Postfix
+    SmtpSink(record_reads=True).reads   # the bytes of every socket read, to see what was pipelined
+
     sink.connections          # SMTP connections opened by clients so far (not counting the probe)
     sink.drop_connections()   # the server hangs up on every open connection (client sees EOF)
     sink.hang_up_after(2, refuse_new=True)  # after the 2nd accepted message: hang up, stop listening
@@ -133,8 +138,18 @@ class SmtpSink:
         tls: TlsPair | None = None,
         implicit_tls: bool = False,
         auth: tuple[str, str] | None = None,
+        pipelining: bool = True,
+        record_reads: bool = False,
+        data_without_recipients: bool = False,
     ) -> None:
         self._lock = threading.Condition()
+        self.pipelining = pipelining
+        self._mail_replies: list[_Reply] = []
+        self._record_reads = record_reads
+        # Answer DATA with 354 even when every RCPT was refused (RFC 2920 §3.1 says clients
+        # must cope), then refuse the empty transaction at its end.
+        self.data_without_recipients = data_without_recipients
+        self._reads: list[bytes] = []
         self._messages: list[ReceivedMessage] = []
         self._rcpt_attempts: list[tuple[str, str]] = []
         self._replies: dict[str, _Reply] = {}
@@ -236,6 +251,18 @@ class SmtpSink:
         with self._lock:
             self._replies[rcpt.lower()] = _Reply(response, times)
 
+    def fail_mail(self, response: str, *, times: int = 1) -> None:
+        """Answer the next ``times`` MAIL FROM commands with ``response``."""
+        with self._lock:
+            self._mail_replies.append(_Reply(response, times))
+
+    @property
+    def reads(self) -> list[bytes]:
+        """With ``record_reads=True``: what each socket read returned, in order (a pipelined
+        group written at once arrives in one read on loopback)."""
+        with self._lock:
+            return list(self._reads)
+
     def fail_data(self, response: str, *, times: int = 1) -> None:
         """Answer the end of DATA with ``response`` (e.g. ``"452 4.3.1 Out of memory"``)."""
         with self._lock:
@@ -296,6 +323,19 @@ class SmtpSink:
                 self._live.remove(protocol)
             self._lock.notify_all()
 
+    def _mail(self) -> str | None:
+        with self._lock:
+            for programmed in self._mail_replies:
+                if programmed.remaining:
+                    programmed.remaining -= 1
+                    return programmed.response
+        return None
+
+    def _read(self, data: bytes) -> None:
+        if self._record_reads:
+            with self._lock:
+                self._reads.append(bytes(data))
+
     def _rcpt(self, address: str) -> str:
         with self._lock:
             programmed = self._replies.get(address.lower())
@@ -311,6 +351,8 @@ class SmtpSink:
             return response
 
     def _data(self, protocol: SMTP, session: Session, envelope: Envelope) -> str:
+        if not any(envelope.rcpt_tos):
+            return "554 5.5.1 Error: no valid recipients"
         with self._lock:
             for programmed in self._data_replies:
                 if programmed.remaining:
@@ -321,7 +363,7 @@ class SmtpSink:
             self._messages.append(
                 ReceivedMessage(
                     mail_from=envelope.mail_from or "",
-                    rcpt_tos=tuple(envelope.rcpt_tos),
+                    rcpt_tos=tuple(r for r in envelope.rcpt_tos if r),
                     data=bytes(content),
                     received_at=time.monotonic(),
                     started_at=getattr(envelope, "cadence_mail_at", 0.0),
@@ -336,13 +378,11 @@ class SmtpSink:
             if hang_up:
                 self._hang_up_after = None
         if hang_up:
-            loop = self._controller.loop
-            # After "250" is written: close this connection and, if asked, the listener.
-            transport = protocol.transport
-            if transport is not None:
-                loop.call_soon(transport.close)
+            # After "250" is written, close this connection (see _RecordingSMTP.push) and, if
+            # asked, the listener.
+            protocol.cadence_hang_up = True  # type: ignore[attr-defined]
             if refuse and self._controller.server is not None:
-                loop.call_soon(self._controller.server.close)
+                self._controller.loop.call_soon(self._controller.server.close)
         return "250 2.0.0 OK queued"
 
 
@@ -359,6 +399,9 @@ class _Handler:
         self, server: SMTP, session: Session, envelope: Envelope, address: str, mail_options: list[str]
     ) -> str:
         envelope.cadence_mail_at = time.monotonic()  # type: ignore[attr-defined]
+        refused = self._sink._mail()
+        if refused is not None:
+            return refused
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
         return "250 OK"
@@ -369,10 +412,20 @@ class _Handler:
         response = self._sink._rcpt(address)
         if response.startswith("2"):
             envelope.rcpt_tos.append(address)
+        elif self._sink.data_without_recipients:
+            envelope.rcpt_tos.append("")  # makes aiosmtpd accept DATA; _data refuses it
         return response
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         return self._sink._data(server, session, envelope)
+
+    async def handle_EHLO(
+        self, server: SMTP, session: Session, envelope: Envelope, hostname: str, responses: list[str]
+    ) -> list[str]:
+        session.host_name = hostname
+        if self._sink.pipelining:
+            responses.insert(1, "250-PIPELINING")
+        return responses
 
 
 class _RecordingSMTP(SMTP):
@@ -386,6 +439,19 @@ class _RecordingSMTP(SMTP):
         super().connection_made(transport)
         if not starttls:
             self.cadence_connection = self._sink._connection_made(self)
+
+    async def push(self, status: str) -> None:
+        await super().push(status)
+        if getattr(self, "cadence_hang_up", False) and self.transport is not None:
+            # Hang up right after this reply, discarding any commands the client pipelined
+            # behind the message (as a server that closes the socket does): close, then yield
+            # so connection_lost cancels the handler before it reads another buffered line.
+            self.transport.close()
+            await asyncio.sleep(0)
+
+    def data_received(self, data: bytes) -> None:
+        self._sink._read(data)
+        super().data_received(data)
 
     def connection_lost(self, error: Exception | None) -> None:
         self._sink._connection_lost(self)

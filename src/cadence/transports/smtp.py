@@ -5,7 +5,7 @@ URLs (``CADENCE_EMAIL_URL``)::
     smtp://user:pass@host:587?tls=starttls     STARTTLS required (the default; RFC 3207)
     smtp://host:25?tls=none                    plain, for local catchers and loopback relays
     smtps://user:pass@host:465                 implicit TLS (RFC 8314 §3.3)
-    ...&timeout=30&helo=mailer.example.com
+    ...&timeout=30&helo=mailer.example.com&pipelining=no
 
 One connection is opened lazily and reused for every message and batch the process sends:
 connection setup (TCP, EHLO, STARTTLS, AUTH) costs several round trips, a message one
@@ -13,6 +13,13 @@ MAIL/RCPT/DATA exchange (``bench/message.py`` measures the difference). Before a
 connection idle for a while we send NOOP (RFC 5321 §4.1.1.9) and reconnect if the server has
 hung up, as servers may after their idle timeout (§4.5.3.2.7); a connection found dead on MAIL is
 reopened and the message retried once, since nothing of it was accepted yet.
+
+When the server offers PIPELINING (RFC 2920; Postfix, Exim and the big providers do), a message
+costs one round trip instead of four: its MAIL, RCPT and DATA go out in one write together with
+the previous message's content, and the replies are read back in order. Against a relay 20 ms
+away that is the difference between ~12 and ~50 messages per second per connection; on loopback
+it also saves most of smtplib's per-command work (``bench/send_throughput.py``). ``pipelining=no``
+falls back to one command per round trip.
 
 Each message is its own transaction with exactly one recipient, so the RCPT and DATA replies are
 that recipient's: 2xx sent, 4xx transient, 5xx permanent (RFC 5321 §4.2.1). 421 means the server
@@ -30,6 +37,7 @@ not written anywhere. Not thread-safe: one instance per process, as the Transpor
 from __future__ import annotations
 
 import contextlib
+import re
 import smtplib
 import socket
 import ssl
@@ -94,6 +102,7 @@ class SmtpTransport:
         helo: str | None = None,
         ssl_context: ssl.SSLContext | None = None,
         idle_check: float = _IDLE_CHECK_AFTER,
+        pipelining: bool = True,
     ) -> None:
         if tls not in ("starttls", "implicit", "none"):
             raise ValueError(f"tls={tls!r}: expected starttls, none (or smtps:// for implicit TLS)")
@@ -109,6 +118,8 @@ class SmtpTransport:
         self.helo = helo or socket.gethostname() or "localhost"
         self._ssl_context = ssl_context
         self.idle_check = idle_check
+        # RFC 2920 pipelining, used only when the server's EHLO offers it (see _send_pipelined).
+        self.pipelining = pipelining
         self._smtp: smtplib.SMTP | None = None
         self._last_used = 0.0
         self.connections_opened = 0
@@ -135,6 +146,9 @@ class SmtpTransport:
         password = unquote(url.password) if url.password is not None else None
         if username is not None and password is None:
             raise ValueError("SMTP credentials need user:password")
+        pipelining = params.pop("pipelining", "yes")
+        if pipelining not in ("yes", "no"):
+            raise ValueError(f"pipelining={pipelining!r}: expected yes or no")
         return cls(
             url.hostname,
             port,
@@ -143,6 +157,7 @@ class SmtpTransport:
             password=password,
             timeout=timeout,
             helo=params.pop("helo", None),
+            pipelining=pipelining == "yes",
         )
 
     # --- connection ------------------------------------------------------------------------
@@ -259,47 +274,157 @@ class SmtpTransport:
                 smtp.sock.settimeout(self.timeout)
 
     def send_many(self, messages: Sequence[tuple[OutgoingMessage, bytes]]) -> list[SendResult]:
-        results: list[SendResult] = []
-        reconnects = 0
-        for index, (msg, data) in enumerate(messages):
+        for _, data in messages:
             if not data:
                 raise ValueError("SmtpTransport needs the MIME bytes (needs_mime is True)")
-            retried = False
-            while True:
-                try:
-                    smtp = self._ensure_connection()
-                except (OSError, smtplib.SMTPException) as exc:
-                    self._drop()
-                    if index == 0 and not results:
-                        raise TransientSendError(f"SMTP {self.host}:{self.port} unavailable: {exc!r}") from exc
-                    detail = f"not attempted: reconnect to {self.host}:{self.port} failed ({exc!r})"
-                    results += [SendResult("transient", detail=detail) for _ in messages[index:]]
-                    return results
-                reused = self._last_used > 0.0
-                try:
-                    results.append(self._transaction(smtp, msg, data))
-                    self._last_used = time.monotonic()
-                    break
-                except InputError as exc:  # an address build_mime would have refused too
-                    results.append(SendResult("failed", detail=str(exc)))
-                    break
-                except _ConnectionLost as lost:
-                    self._drop()
-                    self._last_used = 0.0
-                    reconnects += 1
-                    # Dead before the content went out: nothing was accepted, retry once on a
-                    # fresh connection (the usual case: the server timed out an idle connection).
-                    if reused and not lost.after_data and not retried and reconnects <= _MAX_RECONNECTS_PER_BATCH:
-                        retried = True
-                        continue
-                    detail = str(lost) + (" after DATA; the server may have queued it" if lost.after_data else "")
-                    results.append(SendResult("transient", detail=detail))
-                    if reconnects > _MAX_RECONNECTS_PER_BATCH:
-                        rest = messages[index + 1 :]
-                        results += [SendResult("transient", detail="not attempted: connection unstable") for _ in rest]
-                        return results
-                    break
+        results: list[SendResult] = []
+        reconnects = 0
+        retried = -1  # the index of the message last retried on a fresh connection
+        while len(results) < len(messages):
+            index = len(results)
+            try:
+                smtp = self._ensure_connection()
+            except (OSError, smtplib.SMTPException) as exc:
+                self._drop()
+                if not results:
+                    raise TransientSendError(f"SMTP {self.host}:{self.port} unavailable: {exc!r}") from exc
+                detail = f"not attempted: reconnect to {self.host}:{self.port} failed ({exc!r})"
+                results += [SendResult("transient", detail=detail) for _ in messages[index:]]
+                return results
+            reused = self._last_used > 0.0
+            try:
+                if self.pipelining and smtp.has_extn("pipelining"):
+                    self._send_pipelined(smtp, messages, results)
+                else:
+                    self._send_one_by_one(smtp, messages, results)
+            except _ConnectionLost as lost:
+                self._drop()
+                reused = reused or len(results) > index
+                self._last_used = 0.0
+                reconnects += 1
+                index = len(results)
+                # Dead before the content went out: nothing was accepted, retry once on a
+                # fresh connection (the usual case: the server timed out an idle connection).
+                if reused and not lost.after_data and retried != index and reconnects <= _MAX_RECONNECTS_PER_BATCH:
+                    retried = index
+                    continue
+                detail = str(lost) + (" after DATA; the server may have queued it" if lost.after_data else "")
+                results.append(SendResult("transient", detail=detail))
+                if reconnects > _MAX_RECONNECTS_PER_BATCH:
+                    rest = messages[len(results) :]
+                    results += [SendResult("transient", detail="not attempted: connection unstable") for _ in rest]
         return results
+
+    def _send_one_by_one(
+        self, smtp: smtplib.SMTP, messages: Sequence[tuple[OutgoingMessage, bytes]], results: list[SendResult]
+    ) -> None:
+        """MAIL, RCPT, DATA, content: four round trips per message, for servers without PIPELINING.
+        Returns early when the server closed the channel (421); the caller reconnects."""
+        for msg, data in messages[len(results) :]:
+            try:
+                results.append(self._transaction(smtp, msg, data))
+            except InputError as exc:  # an address build_mime would have refused too
+                results.append(SendResult("failed", detail=str(exc)))
+                continue
+            self._last_used = time.monotonic()
+            if self._smtp is None:  # 421
+                return
+
+    def _send_pipelined(
+        self, smtp: smtplib.SMTP, messages: Sequence[tuple[OutgoingMessage, bytes]], results: list[SendResult]
+    ) -> None:
+        """RFC 2920 command pipelining: one round trip per message instead of four.
+
+        Each write carries the previous message's content and end-of-data line followed by this
+        message's MAIL, RCPT and DATA (content may start a group, DATA must end one: §3.1), then
+        the replies are read in order: the previous message's final reply, then this one's
+        three. Every reply is checked (§3.1): a RCPT refused yet DATA answered 354 still gets
+        its lone "." so the server leaves the data phase. Results are appended as final replies
+        arrive; on a lost connection ``_ConnectionLost.after_data`` tells whether the message
+        at ``len(results)`` had its content sent. Returns early after a 421 (the caller
+        reconnects)."""
+        pending = b""  # the payload of message len(results): its DATA was answered 354
+        for msg, data in messages[len(results) :]:
+            try:
+                commands = _envelope(msg)
+            except InputError as exc:  # an address build_mime would have refused too
+                if pending:
+                    self._pipeline_write(smtp, pending, after_data=True)
+                    pending = b""
+                    if not self._final_reply(smtp, results):
+                        return
+                results.append(SendResult("failed", detail=str(exc)))
+                continue
+            self._pipeline_write(smtp, pending + commands, after_data=bool(pending))
+            if pending:
+                pending = b""
+                if not self._final_reply(smtp, results):
+                    # 421 to the content: the commands just sent were never run; reconnect.
+                    raise _ConnectionLost("the server closed the channel (421)", after_data=False)
+            replies: list[tuple[int, bytes]] = []
+            for _ in range(3):  # MAIL, RCPT, DATA
+                replies.append(self._read_reply(smtp, after_data=False))
+                if replies[-1][0] == 421:  # RFC 5321 §3.8: no more replies will come
+                    break
+            (mail, mail_text), *rest = replies
+            rcpt = rest[0][0] if rest else 0
+            data_code = rest[1][0] if len(rest) > 1 else 0
+            if mail == 250 and rcpt in (250, 251) and data_code == 354:
+                pending = _payload(data)
+                continue
+            if mail != 250:
+                code, text, recipient = mail, mail_text, False
+            elif rcpt not in (250, 251):
+                code, text, recipient = rest[0][0], rest[0][1], True
+            else:
+                code, text, recipient = rest[1][0], rest[1][1], False
+            if code == 421 or any(c == 421 for c, _ in replies):
+                results.append(SendResult("transient", detail=_reply(code, text)))
+                self._drop()
+                return
+            if data_code == 354:  # DATA accepted with no valid recipient: end it with a lone "."
+                self._pipeline_write(smtp, b".\r\n", after_data=False)
+                self._read_reply(smtp, after_data=False)
+            elif mail == 250:
+                self._pipeline_write(smtp, b"RSET\r\n", after_data=False)
+                self._read_reply(smtp, after_data=False)
+            results.append(SendResult(_status(code, recipient=recipient), detail=_reply(code, text)))
+            self._last_used = time.monotonic()
+        if pending:
+            self._pipeline_write(smtp, pending, after_data=True)
+            self._final_reply(smtp, results)
+
+    def _final_reply(self, smtp: smtplib.SMTP, results: list[SendResult]) -> bool:
+        """Read the reply to a message's end of data and append its result; False after a 421.
+        Waits up to 10 minutes, as ``_data`` does (RFC 5321 §4.5.3.2.6)."""
+        sock = smtp.sock
+        if sock is not None:
+            sock.settimeout(max(self.timeout, DATA_TERMINATION_TIMEOUT))
+        try:
+            code, text = self._read_reply(smtp, after_data=True)
+        finally:
+            if smtp.sock is not None:
+                smtp.sock.settimeout(self.timeout)
+        results.append(SendResult(_status(code, recipient=False), detail=_reply(code, text)))
+        self._last_used = time.monotonic()
+        if code == 421:
+            self._drop()
+            return False
+        return True
+
+    @staticmethod
+    def _pipeline_write(smtp: smtplib.SMTP, payload: bytes, *, after_data: bool) -> None:
+        try:
+            smtp.send(payload)
+        except (OSError, smtplib.SMTPException) as exc:
+            raise _ConnectionLost(f"connection lost: {exc!r}", after_data=after_data) from exc
+
+    @staticmethod
+    def _read_reply(smtp: smtplib.SMTP, *, after_data: bool) -> tuple[int, bytes]:
+        try:
+            return smtp.getreply()
+        except (OSError, smtplib.SMTPException) as exc:
+            raise _ConnectionLost(f"connection lost: {exc!r}", after_data=after_data) from exc
 
     def close(self) -> None:
         """QUIT and close the connection, if any. Safe to call twice."""
@@ -307,6 +432,25 @@ class SmtpTransport:
             with contextlib.suppress(smtplib.SMTPException, OSError):
                 self._smtp.quit()
             self._drop()
+
+
+_DOT_STUFF = re.compile(rb"(?m)^\.")
+
+
+def _envelope(msg: OutgoingMessage) -> bytes:
+    """MAIL, RCPT and DATA for one message with one recipient, as one pipelined group."""
+    sender = validate_addr_spec("From", msg.sender.email)
+    recipient = validate_addr_spec("To", msg.to.email)
+    return f"MAIL FROM:<{sender}>\r\nRCPT TO:<{recipient}>\r\nDATA\r\n".encode("ascii")
+
+
+def _payload(data: bytes) -> bytes:
+    """The content as it goes after a 354: dot-stuffed (RFC 5321 §4.5.2), ending in CRLF, then
+    the end-of-data line. The same bytes smtplib's ``data()`` writes."""
+    stuffed = _DOT_STUFF.sub(b"..", data)
+    if not stuffed.endswith(b"\r\n"):
+        stuffed += b"\r\n"
+    return stuffed + b".\r\n"
 
 
 def _close_quietly(smtp: smtplib.SMTP) -> None:
