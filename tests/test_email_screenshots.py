@@ -58,3 +58,35 @@ def test_no_email_scrolls_sideways_on_a_phone(screenshots: list[Screenshot]) -> 
 
 def test_emails_fill_but_do_not_exceed_the_desktop_width(screenshots: list[Screenshot]) -> None:
     assert all(s.scroll_width <= 600 for s in screenshots if s.width == 600)
+
+
+def test_wrapping_the_html_for_7bit_changes_no_pixel(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The line breaks wrap_long_lines adds (so the HTML part can go 7bit) render identically."""
+    if not CHROMIUM.exists():
+        unavailable("Chromium", "apt-get install chromium (the tests use /usr/bin/chromium)")
+    from cadence.core import render_html
+
+    campaign = load_campaign(REPO / "campaigns" / "lower-back-pain.yaml")
+    subscriber = {"first_name": "José", "email": "jose@example.com", "attributes": {}}
+
+    def emails() -> dict[str, str]:
+        renderer = Renderer(jinja2.FileSystemLoader(str(REPO / "templates")))
+        segment = campaign.segments[0]
+        return {
+            f"{n}-{step.id}": render_email(
+                renderer.variant(campaign, step, segment), subscriber=subscriber, links=SAMPLE_LINKS
+            ).html
+            for n, step in enumerate(campaign.steps, 1)
+        }
+
+    wrapped = emails()
+    monkeypatch.setattr(render_html, "WRAP_WIDTH", 10**9)
+    unwrapped = emails()
+    assert all(max(map(len, html.split("\n"))) < 990 for html in wrapped.values())
+    assert all(max(map(len, html.split("\n"))) > 10_000 for html in unwrapped.values())
+    shots_wrapped = screenshot_emails(wrapped, tmp_path / "wrapped", executable_path=str(CHROMIUM))
+    shots_unwrapped = screenshot_emails(unwrapped, tmp_path / "unwrapped", executable_path=str(CHROMIUM))
+    assert len(shots_wrapped) == len(shots_unwrapped) == 12
+    for a, b in zip(shots_wrapped, shots_unwrapped, strict=True):
+        assert (a.name, a.width) == (b.name, b.width)
+        assert a.path.read_bytes() == b.path.read_bytes(), f"{a.name} at {a.width}px renders differently"

@@ -128,6 +128,27 @@ def test_long_lines_are_encoded_and_folded_within_998_octets() -> None:
     assert all(len(line) <= 78 for line in head.split(b"\r\n") if b"unsubscribe/aaa" not in line)
 
 
+def test_ascii_parts_with_short_lines_go_7bit_and_anything_else_is_encoded() -> None:
+    """7bit needs ASCII, no NUL and lines within 998 octets (RFC 2045 §2.7, RFC 5322 §2.1.1);
+    it saves the quoted-printable pass over the 17 KB HTML part of every email."""
+    html = '<p style="margin:0">Hello Jos&#233;</p>\n.leading dot\n' + "<i>x</i>" * 100 + "\n"
+    cases = {
+        "7bit": (html, "ascii text\n"),
+        "quoted-printable": ("<p>" + "x" * 991 + "</p>", "Hello José\n"),  # too long / not ASCII
+    }
+    for cte, (html_part, text_part) in cases.items():
+        raw = build_mime(make(html=html_part, text=text_part), date=DATE)
+        assert max(map(len, lines(raw))) <= 998
+        parsed = parse(raw)
+        assert_no_defects(parsed)
+        plain, rich = parsed.iter_parts()
+        assert rich["Content-Transfer-Encoding"] == cte
+        assert content(rich) == html_part and content(plain) == text_part
+    raw = build_mime(make(html=html, text="ascii text\n"), date=DATE)
+    assert b"\r\n.leading dot\r\n" in raw  # as is: dot-stuffing is SMTP's job (RFC 5321 §4.5.2)
+    assert parse(raw).get_body(("plain",))["Content-Transfer-Encoding"] == "7bit"  # type: ignore[index]
+
+
 def test_non_ascii_names_and_subjects_are_rfc2047_encoded_and_round_trip() -> None:
     msg = make(
         sender=Address("news@example.com", "Zoë Müller, Ph.D."),

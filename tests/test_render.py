@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import re
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,9 @@ import pytest
 
 from cadence.campaign_files import load_campaign
 from cadence.core.campaign import Campaign, Segment, Step, Tracking
+from cadence.core.message import Address, OutgoingMessage, build_mime
 from cadence.core.render import CompiledVariant, Renderer, compile_variant, render_email
+from cadence.core.render_html import ascii_html, wrap_long_lines
 from cadence.errors import TemplateError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -327,3 +330,52 @@ def test_quotes_in_the_subject_survive_mjml_copying_it_into_an_attribute() -> No
     assert email.subject == 'The "hips first" rule, Jo "JJ"'
     label = re.search(r'<div aria-label="([^"]*)"', email.html)
     assert label is not None and label.group(1) == "The &quot;hips first&quot; rule, Jo &#34;JJ&#34;"
+
+
+def test_wrapping_breaks_only_between_attributes_and_after_blocks() -> None:
+    line = (
+        '<table border="0" cellpadding="0" role="presentation"><tbody><tr><td style="a:b">'
+        + "<p>Hi Jordan, a sentence that must stay whole on its line.</p>" * 6
+        + '<a href="https://example.com/x" style="color:red" target="_blank">Book</a></td></tr></tbody></table>'
+    )
+    wrapped = wrap_long_lines(line, 80)
+    parts = wrapped.split("\n")
+    assert len(parts) > 5 and max(map(len, parts)) <= 80
+    assert wrapped.count("Hi Jordan, a sentence that must stay whole on its line.") == 6
+    # every break either replaced the space before an attribute or follows a block's end
+    for before, after in itertools.pairwise(parts):
+        assert (re.search(r'"$', before) and re.match(r"[a-z-]+=", after)) or re.search(r"</?\w+>$", before)
+    rejoined = "".join(p if re.search(r"</?\w+>$", p) else p + " " for p in parts).rstrip()
+    assert rejoined == line
+    assert wrap_long_lines("<p>" + "word " * 300 + "</p>", 80).count("\n") == 0  # no safe place
+
+
+def test_non_ascii_html_becomes_character_references_except_where_they_would_not_be_read() -> None:
+    source = '<style>p::before{content:"→"}</style><p title="Zoë’s">It’s [[ name or "Zoë" ]]</p>'
+    assert ascii_html(source) == (
+        '<style>p::before{content:"→"}</style><p title="Zo&#235;&#8217;s">It&#8217;s [[ name or "Zoë" ]]</p>'
+    )
+    assert ascii_html("<p>plain</p>") == "<p>plain</p>"
+
+
+def test_every_email_of_the_campaign_has_a_7bit_html_part(campaign: Campaign, renderer: Renderer) -> None:
+    for step in campaign.steps:
+        for segment in campaign.segments:
+            email = render_email(
+                renderer.variant(campaign, step, segment),
+                subscriber={"first_name": "Zoë", "email": "zoe@example.com", "attributes": {}},
+                links=LINKS,
+                link_url=lambda i, u: f"https://cadence.example/c/123456/{i}/abcdefghijklmnop",
+            )
+            assert email.html.isascii() and "Zo&#235;" in email.html
+            message = OutgoingMessage(
+                sender=Address("care@example.com"),
+                to=Address("zoe@example.com"),
+                subject=email.subject,
+                html=email.html,
+                text=email.text,
+                message_id="<d1.x@example.com>",
+            )
+            raw = build_mime(message, date=datetime(2026, 1, 5, tzinfo=UTC))
+            html_headers = raw.split(b"Content-Type: text/html", 1)[1][:80]
+            assert b"Content-Transfer-Encoding: 7bit" in html_headers, (step.id, segment.id)

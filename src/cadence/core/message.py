@@ -283,12 +283,20 @@ def _check_extra_name(name: str) -> None:
 
 # --- body encoding ----------------------------------------------------------------------------
 
+# RFC 5322 §2.1.1: 998 characters per line at most, excluding CRLF. A little margin for a relay
+# that adds a character (e.g. a dot for transparency is removed again; nothing else should).
+MAX_7BIT_LINE = 990
+
 
 def _encode_body(text: str) -> tuple[bytes, str]:
-    """UTF-8 with CRLF line ends, as quoted-printable (RFC 2045 §6.7: lines <= 76) or, when
-    that would be larger (mostly non-Latin text), base64 (§6.8)."""
+    """CRLF line ends, and as little transfer encoding as the content allows: ASCII text whose
+    lines fit in 998 octets goes as it is, "7bit" (RFC 2045 §2.7, RFC 5322 §2.1.1; our HTML is
+    made so, see ``render_html.wrap_long_lines``); anything else is UTF-8 as quoted-printable
+    (§6.7: lines <= 76) or, when that would be larger (mostly non-Latin text), base64 (§6.8)."""
     if "\r" in text:
         text = text.replace("\r\n", "\n").replace("\r", "\n")
+    if text.isascii() and "\0" not in text and max(map(len, text.split("\n"))) <= MAX_7BIT_LINE:
+        return text.replace("\n", "\r\n").encode("ascii"), "7bit"
     raw = text.replace("\n", "\r\n").encode("utf-8")
     qp = binascii.b2a_qp(raw, quotetabs=False, istext=True, header=False)
     if b"\n" not in raw:

@@ -72,6 +72,7 @@ class CompiledVariant:
     text_source: str
     links: tuple[str, ...]
     subject_template: jinja2.Template
+    html_ascii: bool  # html_source is ASCII: anything non-ASCII in the output came from phase 2
     html_template: jinja2.Template
     text_template: jinja2.Template
     phase2_tags: tuple[Phase2Tag, ...]
@@ -112,6 +113,10 @@ def render_email(
         text = variant.text_template.render(context)
     except jinja2.TemplateError as exc:
         raise _phase2_error(variant, exc, part) from exc
+    if variant.html_ascii and not body.isascii():
+        # A name like "José" from phase 2, in text or an attribute value: as a character
+        # reference it reads the same and keeps the part 7bit-clean (build_mime).
+        body = body.encode("ascii", "xmlcharrefreplace").decode("ascii")
     # A header is one line (RFC 5322 §2.2): collapse CR/LF a subscriber value may carry.
     return RenderedEmail(subject=" ".join(subject.split()), html=body, text=text)
 
@@ -391,6 +396,7 @@ def _phase2(p1: _Phase1, campaign: Campaign, step: Step, segment: Segment) -> Co
         text_source=parts.text,
         links=parts.links,
         subject_template=built["subject"],
+        html_ascii=parts.html.isascii(),
         html_template=built["html"],
         text_template=built["text"],
         phase2_tags=tags,

@@ -59,9 +59,70 @@ def phase2_sources(compiled_html: str, mjml: str, *, utm: dict[str, str], websit
     preheader = " ".join(html.unescape(_TAGS.sub("", preview.group(1))).split()) if preview else ""
     own_host = urlsplit(website).hostname if isinstance(website, str) else None
     html_source, text_html, links = _rewrite_links(compiled_html, utm, own_host)
+    html_source = wrap_long_lines(ascii_html(html_source))
     # Centred footers read badly as plain text once padded with spaces: align everything left.
     text_html = _CENTRED.sub(lambda m: m.group(1) + "left", text_html)
     return Phase2Sources(subject, preheader, html_source, _tidy_text(get_text(text_html, _TEXT_CONFIG)), links)
+
+
+# Where a line may break without changing what the HTML means or shows: a space between a
+# closing quote and the next attribute of a tag (replaced by the line break), and right after
+# the end of a block of text or a table row or cell, where whitespace is never rendered. Never
+# inside text, so a phrase searched for in the HTML is found as written, and never next to the
+# inline-block <div>s of MJML columns, where whitespace would show as a gap.
+_ATTRIBUTE_GAP = re.compile(r'(?<=") (?=[A-Za-z_:][-\w:.]*=")')
+_AFTER_BLOCK = re.compile(r"</(?:p|li|h[1-6]|ul|ol|tr|td|th|tbody|table)>|<(?:ul|ol|tbody|tr)>", re.IGNORECASE)
+WRAP_WIDTH = 200
+
+
+_KEEP_AS_WRITTEN = re.compile(r"<(style|script)\b.*?</\1\s*>|" + PHASE2_TAG.pattern, re.IGNORECASE | re.DOTALL)
+
+
+def ascii_html(source: str) -> str:
+    """Non-ASCII characters as numeric character references (``’`` → ``&#8217;``): the same
+    text to every HTML parser, and a part that needs no transfer encoding. Not inside
+    <style>/<script> (raw text, where references are not decoded) nor inside phase-2 tags (a
+    string literal there is autoescaped later)."""
+    if source.isascii():
+        return source
+    out, start = [], 0
+    for match in _KEEP_AS_WRITTEN.finditer(source):
+        out += [source[start : match.start()].encode("ascii", "xmlcharrefreplace").decode("ascii"), match.group(0)]
+        start = match.end()
+    out.append(source[start:].encode("ascii", "xmlcharrefreplace").decode("ascii"))
+    return "".join(out)
+
+
+def wrap_long_lines(source: str, width: int | None = None) -> str:
+    """Break lines longer than `width` where a line break changes nothing (see above).
+
+    MJML writes the whole body as one ~15 KB line. SMTP allows 998 octets per line (RFC 5321
+    §4.5.3.1.6), so as it stands the HTML part must be quoted-printable, and encoding 17 KB
+    of it costs ~100 µs per email. Wrapped (with room left for the URLs phase 2 inserts), the
+    part can go as plain 7bit (see :func:`cadence.core.message.build_mime`). A line with no
+    such place stays long, and that email's HTML is then quoted-printable as before.
+    """
+    width = width or WRAP_WIDTH
+    out: list[str] = []
+    for line in source.split("\n"):
+        if len(line) <= width:
+            out.append(line)
+            continue
+        # (where the next line starts, where this one ends): a replaced space, or an insertion
+        breaks = [(m.start() + 1, m.start()) for m in _ATTRIBUTE_GAP.finditer(line)]
+        breaks += [(m.end(), m.end()) for m in _AFTER_BLOCK.finditer(line) if m.end() < len(line)]
+        breaks.sort()
+        start, previous = 0, (0, 0)
+        for cut in breaks:
+            if cut[1] - start > width and previous[0] > start:
+                out.append(line[start : previous[1]])
+                start = previous[0]
+            previous = cut
+        if len(line) - start > width and previous[0] > start:
+            out.append(line[start : previous[1]])
+            start = previous[0]
+        out.append(line[start:])
+    return "\n".join(out)
 
 
 def with_utm(url: str, utm: dict[str, str], own_host: str | None) -> str:
