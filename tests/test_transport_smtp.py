@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import smtplib
 import socket
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -12,7 +13,7 @@ import pytest
 from cadence.core.message import Address, OutgoingMessage, build_mime, make_message_id
 from cadence.errors import ConfigError, TransientSendError
 from cadence.transports.registry import open_transport
-from cadence.transports.smtp import SmtpTransport
+from cadence.transports.smtp import SmtpTransport, _payload
 from tests.support.smtpd import SmtpSink, make_tls
 
 DATE = datetime(2024, 5, 1, 7, 30, tzinfo=UTC)
@@ -268,3 +269,10 @@ def test_the_url_carries_credentials_and_options(tmp_path: Path) -> None:
         finally:
             transport.close()
         assert sink.wait_for(1)[0].login == "mail er"
+
+
+@pytest.mark.parametrize("data", [b".a\r\n.b\r\nc.\r\n..d", b"x\r\n.\r\n", b"abc", b"\r\n.\r\n.", b"\n.x"])
+def test_the_pipelined_payload_is_dot_stuffed_exactly_as_smtplib_does(data: bytes) -> None:
+    expected = smtplib._quote_periods(data)  # type: ignore[attr-defined]
+    expected += b"" if expected.endswith(b"\r\n") else b"\r\n"
+    assert _payload(data) == expected + b".\r\n"

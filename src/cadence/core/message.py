@@ -179,6 +179,9 @@ def _fold(name: str, tokens: list[str], separators: list[str] | None = None) -> 
     ``separators[i]`` is what goes before ``tokens[i]`` (default a space); folding turns
     ``" "`` into ``"\\r\\n "``, which unfolds back to the same space (RFC 5322 §2.2.3).
     """
+    unfolded = " " + " ".join(tokens) if separators is None else "".join(map(str.__add__, separators, tokens))
+    if len(name) + 1 + len(unfolded) <= _FOLD_AT:  # the usual case: it fits on one line
+        return f"{name}:{unfolded}\r\n"
     out = [name, ":"]
     line = len(name) + 1
     for i, token in enumerate(tokens):
