@@ -554,6 +554,11 @@ def write_section(name: str, body: str) -> None:
 TICK_LABELS = [
     ("try_tick_lock", "advisory lock (Python)"),
     ("SQL in try_tick_lock", "advisory lock: SELECT pg_try_advisory_xact_lock"),
+    ("claim_and_create_ledger_rows", "claim + ledger rows + enqueue stamp, one statement (Python)"),
+    (
+        "SQL in claim_and_create_ledger_rows",
+        "claim + ledger rows + enqueue stamp: WITH ... FOR UPDATE SKIP LOCKED, INSERT, UPDATE (PostgreSQL)",
+    ),
     ("claim_due_enrollments", "claim: build query, load rows (Python)"),
     ("SQL in claim_due_enrollments", "claim: SELECT ... FOR UPDATE SKIP LOCKED (partial index)"),
     ("_create_deliveries", "ledger: build rows, set next_send_at=NULL (Python)"),
@@ -561,7 +566,10 @@ TICK_LABELS = [
     ("create_ledger_rows", "ledger: build statements (Python)"),
     ("SQL in create_ledger_rows", "ledger: INSERT ... SELECT ON CONFLICT DO NOTHING + UPDATE enrollments"),
     ("deliveries_to_enqueue", "to-enqueue: Python (and the autoflush of ORM-claimed enrollments, if any)"),
-    ("SQL in deliveries_to_enqueue", "to-enqueue: SELECT ids FOR UPDATE + UPDATE enqueued_at (+ any autoflush)"),
+    (
+        "SQL in deliveries_to_enqueue",
+        "to-enqueue (retries, lost tasks; on SQLite the new rows): SELECT ids FOR UPDATE + UPDATE enqueued_at",
+    ),
     ("commit", "commit: flush (Python)"),
     ("SQL in commit", "commit: statements flushed at commit"),
     ("COMMIT (round trip + WAL fsync)", "commit: COMMIT round trip (+ WAL fsync if synchronous_commit=on)"),
@@ -575,7 +583,13 @@ def instrument_tick(buckets: Buckets, database_url: str) -> None:
     from cadence.db import queries
     from cadence.db.session import engine_for
 
-    for name in ("try_tick_lock", "claim_due_enrollments", "create_ledger_rows", "deliveries_to_enqueue"):
+    for name in (
+        "try_tick_lock",
+        "claim_and_create_ledger_rows",
+        "claim_due_enrollments",
+        "create_ledger_rows",
+        "deliveries_to_enqueue",
+    ):
         buckets.patch(queries, name, optional=True)
     buckets.patch(engine, "_create_deliveries", optional=True)
     buckets.patch_transaction(engine)

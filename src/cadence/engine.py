@@ -132,16 +132,25 @@ def tick(
             if not queries.try_tick_lock(session):
                 result.locked_out = True
                 return result
-            due = queries.claim_due_enrollments(session, now, claim_limit)
-            queries.create_ledger_rows(session, due, now)
-            result.claimed += len(due)
-            ids = queries.deliveries_to_enqueue(session, now, wall_now(), requeue_after, claim_limit)
+            stamp = wall_now()
+            one_statement = queries.claim_and_create_ledger_rows(session, now, stamp, claim_limit)
+            if one_statement is not None:
+                claimed, ids = one_statement
+            else:
+                due = queries.claim_due_enrollments(session, now, claim_limit)
+                queries.create_ledger_rows(session, due, now)
+                claimed, ids = len(due), []
+            result.claimed += claimed
+            # Retries that came due, rows of lost tasks or dead workers (and, on SQLite, the
+            # rows just created).
+            more = queries.deliveries_to_enqueue(session, now, stamp, requeue_after, claim_limit)
+            ids += more
         size = settings.batch_size
         for i in range(0, len(ids), size):
             result.batches.append(ids[i : i + size])
             if enqueue is not None:
                 enqueue(ids[i : i + size])
-        if len(due) < claim_limit and len(ids) < claim_limit:
+        if claimed < claim_limit and len(more) < claim_limit:
             break
     return result
 
