@@ -266,7 +266,7 @@ MAX_ROUNDS = 20
 LABELS = [
     ("claim_deliveries", "claim: lease the batch (Python)"),
     ("SQL in claim_deliveries", "claim: UPDATE ... RETURNING"),
-    ("prepare_and_send", "load: ORM rows, loop, ledger connection (Python)"),
+    ("prepare_and_send", "load: rows (plain columns), loop, ledger connection (Python)"),
     ("SQL in prepare_and_send", "load: SELECT deliveries+subscribers+enrollments, suppressions"),
     ("email_hash", "re-check: email_hash"),
     ("_skip_reason", "re-check: status/suppression/step"),
