@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Boolean, Connection, Engine, Table, bindparam, text, update
@@ -162,6 +162,59 @@ _SENT_AND_ADVANCE_PG = text(
 )
 
 
+# The same for a whole group in ONE statement: the rows travel as arrays (unnest), so PostgreSQL
+# plans and starts one UPDATE pair per group instead of one per email.
+_SENT_AND_ADVANCE_GROUP_PG = text(
+    """
+    WITH v AS (
+        SELECT * FROM unnest(
+            CAST(:ids AS bigint[]), CAST(:tokens AS text[]), CAST(:step_ids AS text[]),
+            CAST(:segment_ids AS text[]), CAST(:content_hashes AS text[]), CAST(:message_ids AS text[]),
+            CAST(:provider_ids AS text[]), CAST(:next_steps AS integer[]), CAST(:next_ats AS timestamp[]),
+            CAST(:dones AS boolean[])
+        ) AS v(id, token, step_id, segment_id, content_hash, message_id, provider_id, next_step, next_at, done)
+    ), done AS (
+        UPDATE deliveries d
+        SET state = 'sent', sent_at = :now, step_id = v.step_id, segment_id = v.segment_id,
+            content_hash = v.content_hash, message_id = v.message_id,
+            provider_message_id = v.provider_id, lease_expires_at = NULL, last_error = ''
+        FROM v
+        WHERE d.id = v.id AND d.state = 'sending' AND d.lease_token = v.token
+        RETURNING d.enrollment_id, v.next_step, v.next_at, v.done
+    )
+    UPDATE enrollments e
+    SET last_sent_at = :now, next_step = done.next_step, next_send_at = done.next_at,
+        state = CASE WHEN done.done THEN 'completed' ELSE e.state END,
+        ended_at = CASE WHEN done.done THEN :now ELSE e.ended_at END,
+        end_reason = CASE WHEN done.done THEN 'all steps sent' ELSE e.end_reason END
+    FROM done
+    WHERE e.id = done.enrollment_id AND e.state = 'active'
+    """
+).bindparams(bindparam("now", type_=UTCDateTime()))
+
+
+def _as_arrays(rows: list[dict[str, Any]], now: datetime) -> dict[str, Any]:
+    """_SENT_AND_ADVANCE_PG's parameter rows as _SENT_AND_ADVANCE_GROUP_PG's arrays (timestamps
+    as naive UTC, as UTCDateTime stores them)."""
+    return {
+        "now": now,
+        "ids": [r["b_id"] for r in rows],
+        "tokens": [r["b_token"] for r in rows],
+        "step_ids": [r["b_step_id"] for r in rows],
+        "segment_ids": [r["b_segment_id"] for r in rows],
+        "content_hashes": [r["b_content_hash"] for r in rows],
+        "message_ids": [r["b_message_id"] for r in rows],
+        "provider_ids": [r["b_provider_id"] for r in rows],
+        "next_steps": [r["b_next_step"] for r in rows],
+        "next_ats": [_naive_utc(r["b_next_at"]) for r in rows],
+        "dones": [r["b_done"] for r in rows],
+    }
+
+
+def _naive_utc(value: datetime | None) -> datetime | None:
+    return None if value is None else value.astimezone(UTC).replace(tzinfo=None)
+
+
 def record_results(
     conn: Connection, group: Sequence[PreparedSend], results: Sequence[SendResult], now: datetime, *, max_attempts: int
 ) -> SendOutcome:
@@ -224,6 +277,9 @@ def record_results(
                 # The message or our sender was refused, or retries ran out: this step is lost,
                 # but nothing says the address is bad, so the series goes on with the next step.
                 _move_on(prepared, now, advanced, completed)
+    if len(combined) > 1:
+        conn.execute(_SENT_AND_ADVANCE_GROUP_PG, _as_arrays(combined, now))
+        combined = []
     for statement, rows in (
         (_SENT_AND_ADVANCE_PG, combined),
         (_MARK_SENT, sent),
