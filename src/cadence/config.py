@@ -46,7 +46,7 @@ class Settings:
     lease_seconds: float = 600.0
     max_attempts: int = 8
     soft_bounce_limit: int = 3
-    commit_every: int = 1
+    commit_every: int = 20
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -157,7 +157,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         lease_seconds=_float(env, "CADENCE_LEASE_SECONDS", 600.0),
         max_attempts=_int(env, "CADENCE_MAX_ATTEMPTS", 8),
         soft_bounce_limit=_int(env, "CADENCE_SOFT_BOUNCE_LIMIT", 3),
-        commit_every=_int(env, "CADENCE_COMMIT_EVERY", 1),
+        commit_every=_int(env, "CADENCE_COMMIT_EVERY", 20),
     )
 
 

@@ -9,9 +9,10 @@ The flow (see docs and ../shared/ARCHITECTURE.md):
               record each result, advance the enrollment
 
 Guarantee: a (subscriber, step) is sent at most once, except when a worker dies after the
-server accepted a message and before the ``sent`` row committed; that window is one
-``CADENCE_COMMIT_EVERY`` group of messages per worker process (default 1), and the duplicate
-carries the same Message-ID as the first copy.
+server accepted a message and before the ``sent`` row committed; that window is one group of
+messages per worker process (at most ``CADENCE_COMMIT_EVERY``, default 20, and about 0.1 s of
+sending: see ``sending.GROUP_SECONDS``), and the duplicate carries the same Message-ID as the
+first copy.
 """
 
 from __future__ import annotations

@@ -2,13 +2,15 @@
 
 Everything is checked *at send time* (ARCHITECTURE.md): a subscriber who unsubscribed, was
 suppressed, paused, reached an exit goal or changed segment after the tick queued the delivery
-is treated as they are now, not as they were. Results are recorded every
-``settings.commit_every`` messages, which bounds the duplicate window after a crash.
+is treated as they are now, not as they were. Results are recorded (committed) after every
+group of messages: at most ``settings.commit_every`` messages and about ``GROUP_SECONDS`` of
+sending, which bounds the duplicate window after a crash in both count and time.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -40,6 +42,12 @@ WINDOW_GRACE = timedelta(hours=1)
 RECHECK_EVERY = timedelta(seconds=1)
 # Retry a batch whose transport was unreachable after this long (an outage costs no attempts).
 OUTAGE_BACKOFF = timedelta(minutes=2)
+# A group (one transport call, one ledger commit) aims at this much sending time: at full speed
+# up to commit_every messages share a commit (a commit per email cost ~30 % of the throughput,
+# bench/send_throughput.py); against a slow server or a rate limit a group shrinks to one
+# message, so results are recorded and unsubscribes re-checked as they would be one by one.
+GROUP_SECONDS = 0.1
+_pace: list[float] = []  # this process's recent seconds per message (one transport per process)
 
 
 def prepare_and_send(runtime: Runtime, delivery_ids: Sequence[int]) -> SendOutcome:
@@ -172,7 +180,7 @@ def _rows_of(session: Session, due: _Due) -> tuple[Delivery, Enrollment, Subscri
 
 
 def _send_prepared(runtime: Runtime, prepared: list[PreparedSend], now: datetime, outcome: SendOutcome) -> None:
-    """Send in groups of ``commit_every``, recording each group's results as it goes."""
+    """Send in groups (see ``GROUP_SECONDS``), recording each group's results as it goes."""
     settings = runtime.settings
     if not prepared:
         return
@@ -194,9 +202,11 @@ def _send_prepared(runtime: Runtime, prepared: list[PreparedSend], now: datetime
                     outcome.skipped += len(gone)
                 prepared = prepared[:start] + [p for p in prepared[start:] if p.delivery_id not in gone]
                 recheck_at = wall_now() + RECHECK_EVERY
-            group = prepared[start : start + step]
+            size = max(1, min(step, int(GROUP_SECONDS / _pace[0]))) if _pace and _pace[0] > 0 else 1
+            group = prepared[start : start + size]
             if not group:
                 break
+            started = time.monotonic()
             try:
                 results = runtime.transport.send_many([(p.message, p.mime) for p in group])
             except (TransportError, ConfigError, OSError) as exc:
@@ -212,16 +222,18 @@ def _send_prepared(runtime: Runtime, prepared: list[PreparedSend], now: datetime
                     log.warning("transport unavailable, %d deliveries retry later: %s", len(prepared) - start, exc)
                     return
                 raise
+            per_message = (time.monotonic() - started) / len(group)
+            _pace[:] = [per_message if not _pace else (_pace[0] + per_message) / 2]
             with conn.begin():
                 outcome.add(record_results(conn, group, results, now, max_attempts=settings.max_attempts))
                 if wall_now() >= renew_at:
                     # A slow server can make one batch outlast the lease; renew it for the rest of
                     # the batch at half-life so no other worker takes over rows we are still
                     # sending. Only a process that stalls for half a lease can lose its rows.
-                    rest = [p.delivery_id for p in prepared[start + step :]]
+                    rest = [p.delivery_id for p in prepared[start + size :]]
                     renew_at = wall_now() + lease / 2
                     queries.renew_lease_on(conn, rest, wall_now() + lease, token)
-            start += step
+            start += size
 
 
 def _skip_reason(due: _Due, campaign: Campaign, suppressed: set[str]) -> str:
