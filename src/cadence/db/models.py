@@ -132,7 +132,22 @@ class Delivery(Base):
     __tablename__ = "deliveries"
     __table_args__ = (
         UniqueConstraint("enrollment_id", "step_index"),
-        Index("ix_deliveries_state_not_before", "state", "not_before"),
+        # Where the tick looks for work (queries.deliveries_to_enqueue): rows waiting for a send
+        # task, and rows whose task or worker may be lost. Partial on enqueued_at so that the
+        # claim and the ledger updates, which never constrain it, cannot use them (migration
+        # 0002 says why that matters).
+        Index(
+            "ix_deliveries_unqueued",
+            "not_before",
+            postgresql_where=text("state IN ('queued', 'sending') AND enqueued_at IS NULL"),
+            sqlite_where=text("state IN ('queued', 'sending') AND enqueued_at IS NULL"),
+        ),
+        Index(
+            "ix_deliveries_enqueued",
+            "enqueued_at",
+            postgresql_where=text("state IN ('queued', 'sending') AND enqueued_at IS NOT NULL"),
+            sqlite_where=text("state IN ('queued', 'sending') AND enqueued_at IS NOT NULL"),
+        ),
         {"sqlite_autoincrement": True},  # web-view and unsubscribe links carry delivery ids
     )
 

@@ -143,18 +143,19 @@ def deliveries_to_enqueue(
     long ago that the task must have been lost; or ``sending`` with an expired lease (the
     worker died mid-batch). Marks them enqueued now."""
     stale = wall_now - requeue_after
+    # Queued and due, or sending with an expired lease (its worker died) ...
+    needs_work = or_(
+        and_(Delivery.state == "queued", Delivery.not_before <= now),
+        and_(Delivery.state == "sending", Delivery.lease_expires_at < wall_now),
+    )
+    pending = Delivery.state.in_(("queued", "sending"))
+    # ... and never enqueued, or enqueued so long ago that the task must be lost (a dead worker's
+    # rows: once per lease period, not on every tick while they wait in a backlog). Written as
+    # the predicates of ix_deliveries_unqueued and ix_deliveries_enqueued, so each arm is an
+    # index scan of the few rows that match.
     condition = or_(
-        and_(
-            Delivery.state == "queued",
-            Delivery.not_before <= now,
-            or_(Delivery.enqueued_at.is_(None), Delivery.enqueued_at < stale),
-        ),
-        # A dead worker's rows: once, not on every tick while they wait in a backlog.
-        and_(
-            Delivery.state == "sending",
-            Delivery.lease_expires_at < wall_now,
-            or_(Delivery.enqueued_at.is_(None), Delivery.enqueued_at < stale),
-        ),
+        and_(pending, Delivery.enqueued_at.is_(None), needs_work),
+        and_(pending, Delivery.enqueued_at.is_not(None), Delivery.enqueued_at < stale, needs_work),
     )
     query = select(Delivery.id).where(condition).order_by(Delivery.not_before).limit(limit)
     if session.get_bind().dialect.name == "postgresql":
