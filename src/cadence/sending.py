@@ -115,19 +115,22 @@ def _load_and_prepare(
 ) -> list[PreparedSend]:
     """Lease-holding rows in, messages out: everything checked and rendered in one transaction."""
     with transaction(runtime.settings.database_url) as session:
+        dialect = session.get_bind().dialect.name
         rows = [
             _Due(*row)
             for row in session.execute(
                 select(*_DUE_COLUMNS)
                 .join(Subscriber, Delivery.subscriber_id == Subscriber.id)
                 .join(Enrollment, Delivery.enrollment_id == Enrollment.id)
-                .where(Delivery.id.in_(list(delivery_ids)))
+                .where(queries.one_of(Delivery.id, delivery_ids, dialect))
                 .order_by(Delivery.id)
             )
         ]
         hashes = {email_hash(due.email) for due in rows}
-        suppressed = set(session.scalars(select(Suppression.email_hash).where(Suppression.email_hash.in_(hashes))))
+        is_suppressed = queries.one_of(Suppression.email_hash, sorted(hashes), dialect)
+        suppressed = set(session.scalars(select(Suppression.email_hash).where(is_suppressed)))
         campaigns: dict[str, Campaign | None] = {}  # one catalog look-up (two stats) per batch
+        next_due: dict[tuple[str, int, str | None, datetime], datetime] = {}
         prepared: list[PreparedSend] = []
         for due in rows:
             if due.campaign_id not in campaigns:
@@ -160,7 +163,7 @@ def _load_and_prepare(
                 outcome.postponed += 1
                 continue
             try:
-                prepared.append(_prepare(runtime, session, due, campaign, now))
+                prepared.append(_prepare(runtime, session, due, campaign, now, next_due))
             except CadenceError as exc:  # a template or an address broke after validation
                 log.error("delivery %s cannot be built: %s", due.id, exc)
                 delivery, enrollment, subscriber = _rows_of(session, due)
@@ -259,7 +262,14 @@ def _postpone_until(due: _Due, campaign: Campaign, now: datetime) -> datetime | 
     return None
 
 
-def _prepare(runtime: Runtime, session: Session, due: _Due, campaign: Campaign, now: datetime) -> PreparedSend:
+def _prepare(
+    runtime: Runtime,
+    session: Session,
+    due: _Due,
+    campaign: Campaign,
+    now: datetime,
+    next_due: dict[tuple[str, int, str | None, datetime], datetime],
+) -> PreparedSend:
     settings = runtime.settings
     step = campaign.steps[due.step_index]
     segment = choose_segment(campaign.segments, due.attributes)
@@ -304,8 +314,14 @@ def _prepare(runtime: Runtime, session: Session, due: _Due, campaign: Campaign, 
     next_step = due.step_index + 1
     next_at = None
     if next_step < len(campaign.steps):  # if this one is sent now, the next is due then
-        tz = subscriber_zone(due.timezone, campaign)
-        next_at = step_due_at(campaign, next_step, enrolled_at=due.enrolled_at, previous_sent_at=now, tz=tz)
+        # The same for everyone of the batch in one zone who enrolled at the same moment (the
+        # usual bulk enrollment): the schedule math runs once per such group, not per email.
+        key = (campaign.id, next_step, due.timezone, due.enrolled_at)
+        next_at = next_due.get(key)
+        if next_at is None:
+            tz = subscriber_zone(due.timezone, campaign)
+            next_at = step_due_at(campaign, next_step, enrolled_at=due.enrolled_at, previous_sent_at=now, tz=tz)
+            next_due[key] = next_at
     return PreparedSend(
         delivery_id=due.id,
         lease_token=due.lease_token or "",

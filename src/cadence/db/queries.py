@@ -18,12 +18,12 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, and_, bindparam, literal, or_, select, text, update
+from sqlalchemy import ARRAY, ColumnElement, Connection, and_, any_, bindparam, literal, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import QueryableAttribute, Session
 
 if TYPE_CHECKING:
     from cadence.ledger import PreparedSend
@@ -32,6 +32,15 @@ from cadence.db.models import Delivery, Enrollment, Link, Subscriber, Suppressio
 
 # pg_try_advisory_xact_lock key: "cadence tick". One scheduler at a time; released at commit.
 _TICK_LOCK_KEY = 0x63616465
+
+
+def one_of(column: QueryableAttribute[Any], values: Sequence[Any], dialect: str) -> ColumnElement[bool]:
+    """``column IN (values)``; on PostgreSQL ``column = ANY(:array)``: one parameter whatever the
+    batch size, so SQLAlchemy need not expand (and re-render) a hundred parameters per batch,
+    and the statement text is the same every time."""
+    if dialect == "postgresql":
+        return column == any_(bindparam(None, list(values), type_=ARRAY(column.type)))
+    return column.in_(list(values))
 
 
 def try_tick_lock(session: Session) -> bool:
@@ -178,7 +187,7 @@ def claim_deliveries(
     )
     result = session.execute(
         update(Delivery)
-        .where(Delivery.id.in_(list(ids)), claimable)
+        .where(one_of(Delivery.id, ids, session.get_bind().dialect.name), claimable)
         .values(state="sending", lease_expires_at=wall_now + lease, lease_token=token, attempts=Delivery.attempts + 1)
         .returning(Delivery.id)
     )
