@@ -1,6 +1,6 @@
 """End-to-end send throughput of Cadence vs plain smtplib, on real services (issue 2).
 
-    python bench/send_throughput.py [--n 20000] [--workers 2] [--concurrency 1] [--batch 100]
+    python bench/send_throughput.py [--n 20000] [--workers 2] [--concurrency 1] [--batch 250]
 
 What it does, in one run:
 
@@ -395,7 +395,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=20000, help="subscribers whose step 0 is due (default 20000)")
     parser.add_argument("--workers", type=int, default=2, help="`cadence worker` processes (default 2)")
     parser.add_argument("--concurrency", type=int, default=1, help="Celery pool size per worker (default 1)")
-    parser.add_argument("--batch", type=int, default=100, help="CADENCE_BATCH_SIZE (default 100)")
+    parser.add_argument("--batch", type=int, default=250, help="CADENCE_BATCH_SIZE (default 250, as in Cadence)")
     parser.add_argument(
         "--commit-every", type=int, default=None, help="CADENCE_COMMIT_EVERY for the workers (default: Cadence's)"
     )
@@ -768,7 +768,7 @@ send-path function and every SQL statement timed from outside with `time.perf_co
 
 ```
 apt-get install postfix   # for /usr/sbin/smtp-sink; PostgreSQL on 127.0.0.1:5432 (user postgres), Redis on :6379
-.venv/bin/python bench/send_throughput.py --n 20000 --workers 2 --concurrency 1 --batch 100
+.venv/bin/python bench/send_throughput.py --n 20000 --workers 2 --concurrency 1 --batch 250
 .venv/bin/python bench/send_throughput.py --n 100000          # bigger run
 .venv/bin/python bench/send_throughput.py --n 2000 --cprofile  # + cProfile of engine.deliver on stderr
 ```

@@ -41,7 +41,7 @@ class Settings:
     redis_url: str | None
     clock_spec: str = "system"
     dkim: DkimSettings | None = None
-    batch_size: int = 100
+    batch_size: int = 250
     tick_seconds: float = 30.0
     lease_seconds: float = 600.0
     max_attempts: int = 8
@@ -152,7 +152,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         redis_url=redis_url,
         clock_spec=env.get("CADENCE_CLOCK", "system"),
         dkim=dkim,
-        batch_size=_int(env, "CADENCE_BATCH_SIZE", 100),
+        batch_size=_int(env, "CADENCE_BATCH_SIZE", 250),
         tick_seconds=_float(env, "CADENCE_TICK_SECONDS", 30.0),
         lease_seconds=_float(env, "CADENCE_LEASE_SECONDS", 600.0),
         max_attempts=_int(env, "CADENCE_MAX_ATTEMPTS", 8),
