@@ -230,6 +230,13 @@ def _mailbox_header(name: str, address: Address) -> str:
     return _fold(name, list(_mailbox_tokens(name, address.email, address.name)))
 
 
+@lru_cache(maxsize=64)
+def _date(date: datetime) -> str:
+    """RFC 5322 §3.3 date-time; cached because a batch stamps every message with the same one."""
+    return format_datetime(date)
+
+
+@lru_cache(maxsize=256)  # one per campaign: the same for every message
 def _list_id(value: str) -> str:
     check_header_text("List-Id", value)
     phrase, lt, rest = value.rpartition("<")
@@ -298,8 +305,10 @@ def _encode_body(text: str) -> tuple[bytes, str]:
     (§6.7: lines <= 76) or, when that would be larger (mostly non-Latin text), base64 (§6.8)."""
     if "\r" in text:
         text = text.replace("\r\n", "\n").replace("\r", "\n")
-    if text.isascii() and "\0" not in text and max(map(len, text.split("\n"))) <= MAX_7BIT_LINE:
-        return text.replace("\n", "\r\n").encode("ascii"), "7bit"
+    if text.isascii() and "\0" not in text:
+        text_lines = text.split("\n")
+        if max(map(len, text_lines)) <= MAX_7BIT_LINE:
+            return "\r\n".join(text_lines).encode("ascii"), "7bit"
     raw = text.replace("\n", "\r\n").encode("utf-8")
     qp = binascii.b2a_qp(raw, quotetabs=False, istext=True, header=False)
     if b"\n" not in raw:
@@ -373,7 +382,7 @@ def build_mime(msg: OutgoingMessage, *, date: datetime, signer: DkimSigner | Non
     _check_message_id(msg.message_id)
 
     head = [
-        f"Date: {format_datetime(date)}\r\n",
+        f"Date: {_date(date)}\r\n",
         _mailbox_header("From", msg.sender),
         _mailbox_header("To", msg.to),
     ]

@@ -72,6 +72,7 @@ class CompiledVariant:
     text_source: str
     links: tuple[str, ...]
     subject_template: jinja2.Template
+    static_subject: bool  # subject_source has no phase-2 tag: it is the subject as it is
     html_ascii: bool  # html_source is ASCII: anything non-ASCII in the output came from phase 2
     html_template: jinja2.Template
     text_template: jinja2.Template
@@ -106,7 +107,8 @@ def render_email(
     context = {"subscriber": subscriber, "links": links, LINKS_VARIABLE: urls}
     part = "subject"
     try:
-        subject = variant.subject_template.render(context)
+        # Most subjects name nobody: no template to run (PHASE2_TAG found no tag in them).
+        subject = variant.subject_source if variant.static_subject else variant.subject_template.render(context)
         part = "html"
         body = variant.html_template.render(context)
         part = "text"
@@ -396,6 +398,7 @@ def _phase2(p1: _Phase1, campaign: Campaign, step: Step, segment: Segment) -> Co
         text_source=parts.text,
         links=parts.links,
         subject_template=built["subject"],
+        static_subject=PHASE2_TAG.search(parts.subject) is None and "{" not in parts.subject,
         html_ascii=parts.html.isascii(),
         html_template=built["html"],
         text_template=built["text"],

@@ -59,7 +59,7 @@ def phase2_sources(compiled_html: str, mjml: str, *, utm: dict[str, str], websit
     preheader = " ".join(html.unescape(_TAGS.sub("", preview.group(1))).split()) if preview else ""
     own_host = urlsplit(website).hostname if isinstance(website, str) else None
     html_source, text_html, links = _rewrite_links(compiled_html, utm, own_host)
-    html_source = wrap_long_lines(ascii_html(html_source))
+    html_source = _LINE_STARTING_WITH_DOT.sub(" .", wrap_long_lines(ascii_html(html_source)))
     # Centred footers read badly as plain text once padded with spaces: align everything left.
     text_html = _CENTRED.sub(lambda m: m.group(1) + "left", text_html)
     return Phase2Sources(subject, preheader, html_source, _tidy_text(get_text(text_html, _TEXT_CONFIG)), links)
@@ -73,6 +73,10 @@ def phase2_sources(compiled_html: str, mjml: str, *, utm: dict[str, str], websit
 _ATTRIBUTE_GAP = re.compile(r'(?<=") (?=[A-Za-z_:][-\w:.]*=")')
 _AFTER_BLOCK = re.compile(r"</(?:p|li|h[1-6]|ul|ol|tr|td|th|tbody|table)>|<(?:ul|ol|tbody|tr)>", re.IGNORECASE)
 WRAP_WIDTH = 200
+# A line that starts with "." (a CSS selector in MJML's <style>) must be dot-stuffed by every
+# SMTP client (RFC 5321 §4.5.2), a copy of the whole 23 KB message each time; a leading space
+# means the same in CSS and in HTML text, and the message goes out as it is.
+_LINE_STARTING_WITH_DOT = re.compile(r"^\.", re.MULTILINE)
 
 
 _KEEP_AS_WRITTEN = re.compile(r"<(style|script)\b.*?</\1\s*>|" + PHASE2_TAG.pattern, re.IGNORECASE | re.DOTALL)
