@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -19,3 +20,13 @@ def postgres_url() -> Iterator[str]:
     """A postgresql+psycopg:// URL to a database created for this run (dropped afterwards)."""
     with postgres_database() as url:
         yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The test runs twice: on a SQLite file of its own and on a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'cadence.db'}"
+    else:
+        with postgres_database() as url:
+            yield url

@@ -3,11 +3,8 @@ models' indexes, and 0002 goes down and up again on a database that holds rows."
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 
-import pytest
 import sqlalchemy as sa
 from alembic import command
 
@@ -15,16 +12,6 @@ from cadence.db.migrate import alembic_config, upgrade
 from cadence.db.models import Base
 from cadence.db.session import engine_for, transaction
 from cadence.subscribers import SubscriberInput, import_subscribers
-from tests.support.services import postgres_database
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'm.db'}"
-    else:
-        with postgres_database() as url:
-            yield url
 
 
 def indexes(url: str, table: str) -> set[str]:

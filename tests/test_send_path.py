@@ -21,7 +21,6 @@ from cadence.db.session import transaction
 from cadence.runtime import Runtime
 from cadence.subscribers import SubscriberInput, import_subscribers, suppress, unsubscribe
 from tests.support.cluster import cadence_env
-from tests.support.services import postgres_database
 from tests.support.smtpd import SmtpSink
 
 START = datetime(2026, 12, 7, 12, 30, tzinfo=UTC)  # Monday 07:30 in New York: inside the window
@@ -31,15 +30,6 @@ START = datetime(2026, 12, 7, 12, 30, tzinfo=UTC)  # Monday 07:30 in New York: i
 def sink() -> Iterator[SmtpSink]:
     with SmtpSink() as server:
         yield server
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'c.db'}"
-    else:
-        with postgres_database() as url:
-            yield url
 
 
 def make_runtime(tmp_path: Path, database_url: str, sink: SmtpSink) -> Runtime:

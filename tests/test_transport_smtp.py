@@ -104,15 +104,20 @@ def test_421_to_the_content_is_transient_and_the_rest_go_out_on_a_new_connection
     assert sink.connections == 2
 
 
-def test_pipelining_sends_each_message_in_one_round_trip() -> None:
-    """RFC 2920: MAIL, RCPT and DATA travel together, and behind the previous message's content."""
-    with SmtpSink(record_reads=True) as sink:
+def reads_for_two_messages(*, pipelining: bool) -> list[bytes]:
+    """What the server's socket reads returned while two messages were sent to it."""
+    with SmtpSink(record_reads=True, pipelining=pipelining) as sink:
         transport = SmtpTransport(sink.host, sink.port, tls="none", timeout=5)
         try:
             assert [r.status for r in transport.send_many(batch("a@example.org", "b@example.org"))] == ["sent"] * 2
         finally:
             transport.close()
-        reads = sink.reads
+        return sink.reads
+
+
+def test_pipelining_sends_each_message_in_one_round_trip() -> None:
+    """RFC 2920: MAIL, RCPT and DATA travel together, and behind the previous message's content."""
+    reads = reads_for_two_messages(pipelining=True)
     first = b"MAIL FROM:<news@example.com>\r\nRCPT TO:<a@example.org>\r\nDATA\r\n"
     second = b"\r\n.\r\nMAIL FROM:<news@example.com>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n"
     assert first in reads, "the first message's commands did not arrive in one write"
@@ -120,13 +125,7 @@ def test_pipelining_sends_each_message_in_one_round_trip() -> None:
 
 
 def test_without_pipelining_on_offer_each_command_waits_for_its_reply() -> None:
-    with SmtpSink(record_reads=True, pipelining=False) as sink:
-        transport = SmtpTransport(sink.host, sink.port, tls="none", timeout=5)
-        try:
-            assert [r.status for r in transport.send_many(batch("a@example.org", "b@example.org"))] == ["sent"] * 2
-        finally:
-            transport.close()
-        reads = sink.reads
+    reads = reads_for_two_messages(pipelining=False)
     assert not any(b"MAIL FROM" in r and b"RCPT TO" in r for r in reads)
     assert not any(b"\r\n.\r\n" in r and b"MAIL FROM" in r for r in reads)
 
