@@ -358,6 +358,15 @@ def test_non_ascii_html_becomes_character_references_except_where_they_would_not
     assert ascii_html("<p>plain</p>") == "<p>plain</p>"
 
 
+def test_the_preheader_is_hidden_without_white_text(campaign: Campaign, renderer: Renderer) -> None:
+    """White-on-cream text is what SpamAssassin's HTML_FONT_LOW_CONTRAST scores (0.7)."""
+    variant = renderer.variant(campaign, campaign.steps[0], campaign.segments[0])
+    preheader = re.escape(variant.preheader_source[:20])
+    style = re.search(r'<div style="(display:none;[^"]*)">' + preheader, variant.html_source)
+    assert style is not None
+    assert "color:#ffffff" not in style.group(1) and "mso-hide:all" in style.group(1)
+
+
 def test_every_email_of_the_campaign_has_a_7bit_html_part(campaign: Campaign, renderer: Renderer) -> None:
     for step in campaign.steps:
         for segment in campaign.segments:

@@ -1,7 +1,7 @@
 """Every email of the series × every segment, sent through the real send path with DKIM to a
 real SMTP server, then checked as a receiving server would: no parser defects, every header
 Gmail's bulk-sender rules ask for, the same links in text and HTML, a DKIM signature that
-verifies (and breaks when List-Unsubscribe is altered), and a SpamAssassin score below 1.0."""
+verifies (and breaks when List-Unsubscribe is altered), and a SpamAssassin score below 0.5."""
 
 from __future__ import annotations
 
@@ -134,7 +134,7 @@ def test_dkim_verifies_and_breaks_when_list_unsubscribe_is_altered(
         assert not dkim.verify(tampered, dnsfunc=dns)
 
 
-def test_spamassassin_scores_every_email_below_one(received: tuple[list[ReceivedMessage], bytes]) -> None:
+def test_spamassassin_scores_every_email_below_half_a_point(received: tuple[list[ReceivedMessage], bytes]) -> None:
     if shutil.which("spamassassin") is None:
         unavailable("spamassassin", "apt-get install spamassassin (make test does this as root)")
     worst = 0.0
@@ -148,5 +148,5 @@ def test_spamassassin_scores_every_email_below_one(received: tuple[list[Received
         subject = email.message_from_bytes(message.data, policy=email.policy.default)["Subject"]
         print(f"SpamAssassin {score:4.1f}  {subject}  [{rules}]")
         worst = max(worst, score)
-        assert score < 1.0, (subject, rules)
+        assert score < 0.5, (subject, rules)
     print(f"worst score: {worst}")
