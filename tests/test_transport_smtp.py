@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import smtplib
 import socket
+import subprocess
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,6 +17,7 @@ from cadence.core.message import Address, OutgoingMessage, build_mime, make_mess
 from cadence.errors import ConfigError, TransientSendError
 from cadence.transports.registry import open_transport
 from cadence.transports.smtp import SmtpTransport, _payload
+from tests.support.services import unavailable
 from tests.support.smtpd import SmtpSink, make_tls
 
 DATE = datetime(2024, 5, 1, 7, 30, tzinfo=UTC)
@@ -115,13 +119,14 @@ def reads_for_two_messages(*, pipelining: bool) -> list[bytes]:
         return sink.reads
 
 
-def test_pipelining_sends_each_message_in_one_round_trip() -> None:
-    """RFC 2920: MAIL, RCPT and DATA travel together, and behind the previous message's content."""
+def test_pipelining_sends_each_message_in_two_round_trips() -> None:
+    """RFC 2920: MAIL, RCPT and DATA travel together; the content follows their replies, and the
+    next message's commands wait for the content's final reply."""
     reads = reads_for_two_messages(pipelining=True)
-    first = b"MAIL FROM:<news@example.com>\r\nRCPT TO:<a@example.org>\r\nDATA\r\n"
-    second = b"\r\n.\r\nMAIL FROM:<news@example.com>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n"
-    assert first in reads, "the first message's commands did not arrive in one write"
-    assert any(r.endswith(second) for r in reads), "the second message's commands did not follow the first's data"
+    for rcpt in (b"a@example.org", b"b@example.org"):
+        group = b"MAIL FROM:<news@example.com>\r\nRCPT TO:<" + rcpt + b">\r\nDATA\r\n"
+        assert group in reads, f"the commands for {rcpt!r} did not arrive in one write"
+    assert not any(b"\r\n.\r\n" in r and b"MAIL FROM" in r for r in reads)
 
 
 def test_without_pipelining_on_offer_each_command_waits_for_its_reply() -> None:
@@ -275,3 +280,41 @@ def test_the_pipelined_payload_is_dot_stuffed_exactly_as_smtplib_does(data: byte
     expected = smtplib._quote_periods(data)  # type: ignore[attr-defined]
     expected += b"" if expected.endswith(b"\r\n") else b"\r\n"
     assert _payload(data) == expected + b".\r\n"
+
+
+SMTP_SINK = Path("/usr/sbin/smtp-sink")
+
+
+@pytest.mark.parametrize(("delay", "connections"), [(".:1", 1), ("rcpt:1", 2)])
+def test_a_server_that_answers_pipelined_commands_out_of_order_is_not_misread(delay: str, connections: int) -> None:
+    """postfix's smtp-sink -W delays one reply but answers what was pipelined behind it at once.
+    Delaying the end of data: waiting for its reply before the next MAIL keeps every reply with
+    its message (one round trip per message counted unsent messages as sent). Delaying RCPT:
+    the server runs DATA first ("503 need RCPT"), so the transport notices the impossible
+    replies, stops pipelining with this server and sends the message again on a new connection."""
+    if not SMTP_SINK.exists():
+        unavailable("smtp-sink", "apt-get install postfix (make test does this as root)")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [str(SMTP_SINK), "-W", delay, f"127.0.0.1:{port}", "10"]
+    if os.geteuid() == 0:
+        command[1:1] = ["-u", "nobody"]
+    sink = subprocess.Popen(command, stderr=subprocess.DEVNULL)
+    try:
+        transport = SmtpTransport("127.0.0.1", port, tls="none", timeout=5)
+        for _ in range(50):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        results = transport.send_many(batch("a@example.org", "b@example.org", "c@example.org"))
+        transport.close()
+    finally:
+        sink.terminate()
+        sink.wait(timeout=5)
+    assert [r.status for r in results] == ["sent"] * 3
+    assert all(r.detail.startswith("250 2.0.0") for r in results), results  # end-of-data replies
+    assert transport.connections_opened == connections
+    assert transport.pipelining is (connections == 1)
