@@ -250,12 +250,12 @@ def main() -> None:
         "",
         f"On loopback reuse is {reuse / fresh:.1f}x ({small_reuse / small_fresh:.1f}x for the small message)"
         " faster: round trips cost microseconds there, so the client's per-message work dominates. Over a"
-        " real network a message on a reused connection is one round trip when the server offers"
-        " PIPELINING (RFC 2920; smtp-sink and Postfix do: MAIL, RCPT and DATA travel behind the previous"
-        " message's content) and four without it, while a new connection adds about four more (TCP"
-        " handshake, banner, EHLO, QUIT), plus three or four for STARTTLS, the second EHLO and AUTH: at"
-        " 20 ms RTT reuse with pipelining sends about five times the messages of a connection per"
-        " message, and eight times with TLS and AUTH.",
+        " real network a message on a reused connection is two round trips when the server offers"
+        " PIPELINING (RFC 2920; smtp-sink and Postfix do: MAIL, RCPT and DATA in one write, then the"
+        " content) and four without it, while a new connection adds about four more (TCP handshake,"
+        " banner, EHLO, QUIT), plus three or four for STARTTLS, the second EHLO and AUTH: at 20 ms RTT"
+        " reuse with pipelining sends about three times the messages of a connection per message, and"
+        " five times with TLS and AUTH.",
         "",
     ]
     report = "\n".join(lines)

@@ -358,6 +358,14 @@ def test_non_ascii_html_becomes_character_references_except_where_they_would_not
     assert ascii_html("<p>plain</p>") == "<p>plain</p>"
 
 
+def test_a_subject_with_only_a_phase2_comment_is_still_rendered() -> None:
+    step = '{% extends "layout.mjml" %}{% block subject %}Week 2 [# A/B test: variant B #]{% endblock %}'
+    variant, email = render_demo(step + "{% block body %}<p>Hi</p>{% endblock %}")
+    assert not variant.static_subject and email.subject == "Week 2"
+    _, plain = render_demo('{% extends "layout.mjml" %}{% block subject %}Hips & backs{% endblock %}')
+    assert plain.subject == "Hips & backs"
+
+
 def test_the_preheader_is_hidden_without_white_text(campaign: Campaign, renderer: Renderer) -> None:
     """White-on-cream text is what SpamAssassin's HTML_FONT_LOW_CONTRAST scores (0.7)."""
     variant = renderer.variant(campaign, campaign.steps[0], campaign.segments[0])

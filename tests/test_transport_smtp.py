@@ -232,6 +232,25 @@ def test_starttls_with_a_self_signed_certificate_and_auth() -> None:
         assert received.tls and received.login == "mailer"
 
 
+def test_accepted_messages_keep_their_results_when_the_reconnect_is_refused() -> None:
+    """After the server hangs up mid-call, a reconnect that fails on configuration (AUTH refused)
+    must not raise away the results of messages already accepted: they would be sent again."""
+    with SmtpSink(auth=("mailer", "s3cret")) as sink:
+        transport = SmtpTransport(sink.host, sink.port, tls="none", username="mailer", password="s3cret", timeout=5)
+        try:
+            assert [r.status for r in transport.send_many(batch("a@example.org"))] == ["sent"]
+            sink.refuse_logins()
+            sink.hang_up_after(1)
+            results = transport.send_many(batch("b@example.org", "c@example.org", "d@example.org", start=1))
+            assert [r.status for r in results] == ["sent", "transient", "transient"]
+            assert "refused the credentials" in results[1].detail
+            with pytest.raises(ConfigError, match="CADENCE_EMAIL_URL"):  # nothing sent yet: raise
+                transport.send_many(batch("e@example.org", start=4))
+        finally:
+            transport.close()
+        assert [m.rcpt_tos[0] for m in sink.wait_for(2)] == ["a@example.org", "b@example.org"]
+
+
 def test_implicit_tls_smtps() -> None:
     tls = make_tls()
     with SmtpSink(tls=tls, implicit_tls=True) as sink:

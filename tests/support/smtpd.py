@@ -13,6 +13,7 @@ Usage::
     # or one callable for everything: SmtpSink(rcpt_reply=lambda rcpt: None or "550 ...")
 
     sink.fail_mail("550 5.7.1 Sender refused", times=1)   # refuse MAIL FROM
+    sink.refuse_logins()      # AUTH fails from now on (with SmtpSink(auth=...))
     SmtpSink(data_without_recipients=True)  # 354 to DATA even after every RCPT was refused
     SmtpSink(pipelining=False)  # do not offer PIPELINING (RFC 2920); offered by default, like Postfix
     SmtpSink(record_reads=True).reads   # the bytes of every socket read, to see what was pipelined
@@ -251,6 +252,12 @@ class SmtpSink:
         with self._lock:
             self._replies[rcpt.lower()] = _Reply(response, times)
 
+    def refuse_logins(self) -> None:
+        """From now on AUTH fails (535), as when credentials were revoked or the server's
+        authentication backend is down."""
+        with self._lock:
+            self._auth = ("", "\0refused")
+
     def fail_mail(self, response: str, *, times: int = 1) -> None:
         """Answer the next ``times`` MAIL FROM commands with ``response``."""
         with self._lock:
@@ -299,14 +306,16 @@ class SmtpSink:
     def _authenticate(
         self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, auth_data: Any
     ) -> AuthResult:
-        assert self._auth is not None
+        with self._lock:
+            expected = self._auth
+        assert expected is not None
         ok = (
             isinstance(auth_data, LoginPassword)
             and (
                 auth_data.login.decode(),
                 auth_data.password.decode(),
             )
-            == self._auth
+            == expected
         )
         # handled=False: aiosmtpd itself answers 235 or "535 5.7.8 Authentication credentials invalid"
         return AuthResult(success=ok, handled=False, auth_data=auth_data)

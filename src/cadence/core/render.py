@@ -107,7 +107,7 @@ def render_email(
     context = {"subscriber": subscriber, "links": links, LINKS_VARIABLE: urls}
     part = "subject"
     try:
-        # Most subjects name nobody: no template to run (PHASE2_TAG found no tag in them).
+        # Most subjects name nobody: no template to run (no phase-2 tag or comment opens in them).
         subject = variant.subject_source if variant.static_subject else variant.subject_template.render(context)
         part = "html"
         body = variant.html_template.render(context)
@@ -398,7 +398,7 @@ def _phase2(p1: _Phase1, campaign: Campaign, step: Step, segment: Segment) -> Co
         text_source=parts.text,
         links=parts.links,
         subject_template=built["subject"],
-        static_subject=PHASE2_TAG.search(parts.subject) is None and "{" not in parts.subject,
+        static_subject=not any(opener in parts.subject for opener in ("[[", "[%", "[#")),
         html_ascii=parts.html.isascii(),
         html_template=built["html"],
         text_template=built["text"],

@@ -287,10 +287,15 @@ class SmtpTransport:
             index = len(results)
             try:
                 smtp = self._ensure_connection()
-            except (OSError, smtplib.SMTPException) as exc:
+            except (OSError, smtplib.SMTPException, ConfigError) as exc:
                 self._drop()
                 if not results:
+                    if isinstance(exc, ConfigError):
+                        raise
                     raise TransientSendError(f"SMTP {self.host}:{self.port} unavailable: {exc!r}") from exc
+                # Some messages of this call were accepted: their results must reach the ledger,
+                # so a reconnect that fails (even on a configuration error, such as AUTH refused
+                # with a 454) ends the call with the rest as not attempted, never with a raise.
                 detail = f"not attempted: reconnect to {self.host}:{self.port} failed ({exc!r})"
                 results += [SendResult("transient", detail=detail) for _ in messages[index:]]
                 return results
@@ -386,8 +391,10 @@ class SmtpTransport:
                 code, text, recipient = rest[0][0], rest[0][1], True
             else:
                 code, text, recipient = rest[1][0], rest[1][1], False
-            if code == 421 or any(c == 421 for c, _ in replies):
-                results.append(SendResult("transient", detail=_reply(code, text)))
+            if any(c == 421 for c, _ in replies):
+                # The server is closing the channel (RFC 5321 §3.8). The first refusal is still
+                # this message's verdict (a 550 to RCPT before the 421 stays permanent).
+                results.append(SendResult(_status(code, recipient=recipient), detail=_reply(code, text)))
                 self._drop()
                 return
             if data_code == 354:  # DATA accepted with no valid recipient: end it with a lone "."
@@ -429,9 +436,12 @@ class SmtpTransport:
     @staticmethod
     def _read_reply(smtp: smtplib.SMTP, *, after_data: bool) -> tuple[int, bytes]:
         try:
-            return smtp.getreply()
+            code, text = smtp.getreply()
         except (OSError, smtplib.SMTPException) as exc:
             raise _ConnectionLost(f"connection lost: {exc!r}", after_data=after_data) from exc
+        if code == -1:  # smtplib's mark for a line that is not an SMTP reply: the stream is lost
+            raise _ConnectionLost(f"unintelligible reply {text[:80]!r}", after_data=after_data, out_of_order=True)
+        return code, text
 
     def close(self) -> None:
         """QUIT and close the connection, if any. Safe to call twice."""
