@@ -16,9 +16,6 @@ import argparse
 import email.policy
 import os
 import platform
-import shutil
-import socket
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -33,7 +30,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # for tests.support.smtpd (the fallback sink)
+sys.path.insert(0, str(ROOT))  # for tests.support.smtpd (smtp-sink and the aiosmtpd fallback)
 
 from cadence.core.dkim import DEFAULT_SIGNED_HEADERS, DkimSigner  # noqa: E402
 from cadence.core.message import Address, OutgoingMessage, build_mime, make_message_id  # noqa: E402
@@ -128,37 +125,15 @@ def per_call_us(
     return [(name, value * 1e6) for (name, _), value in zip(named, best, strict=True)]
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @contextmanager
 def smtp_server() -> Iterator[tuple[str, int, str]]:
     """(host, port, description): postfix smtp-sink if installed, else aiosmtpd."""
-    sink_binary = shutil.which("smtp-sink") or (
-        "/usr/sbin/smtp-sink" if os.path.exists("/usr/sbin/smtp-sink") else None
-    )
-    if sink_binary:
-        port = free_port()
-        command = [sink_binary, "-4", "-a"]  # IPv4, no AUTH announced
-        if os.geteuid() == 0:
-            command += ["-u", "nobody"]  # smtp-sink refuses to keep root privileges
-        process = subprocess.Popen([*command, f"127.0.0.1:{port}", "256"], stderr=subprocess.PIPE)
-        try:
-            for _ in range(100):
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                    break
-                except OSError:
-                    time.sleep(0.05)
-            yield "127.0.0.1", port, f"postfix smtp-sink ({sink_binary}) on loopback"
-        finally:
-            process.terminate()
-            process.wait(timeout=5)
+    from tests.support.smtpd import POSTFIX_SINK, SmtpSink, postfix_sink
+
+    if os.path.exists(POSTFIX_SINK):
+        with postfix_sink("-a") as port:  # -a: no AUTH announced
+            yield "127.0.0.1", port, f"postfix smtp-sink ({POSTFIX_SINK}) on loopback"
         return
-    from tests.support.smtpd import SmtpSink
 
     with SmtpSink() as sink:
         yield sink.host, sink.port, "aiosmtpd sink (tests/support/smtpd.py) on loopback; smtp-sink not installed"

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import smtplib
 import socket
-import subprocess
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,7 +15,7 @@ from cadence.errors import ConfigError, TransientSendError
 from cadence.transports.registry import open_transport
 from cadence.transports.smtp import SmtpTransport, _payload
 from tests.support.services import unavailable
-from tests.support.smtpd import SmtpSink, make_tls
+from tests.support.smtpd import POSTFIX_SINK, SmtpSink, make_tls, postfix_sink
 
 DATE = datetime(2024, 5, 1, 7, 30, tzinfo=UTC)
 
@@ -301,7 +298,7 @@ def test_the_pipelined_payload_is_dot_stuffed_exactly_as_smtplib_does(data: byte
     assert _payload(data) == expected + b".\r\n"
 
 
-SMTP_SINK = Path("/usr/sbin/smtp-sink")
+SMTP_SINK = Path(POSTFIX_SINK)
 
 
 @pytest.mark.parametrize(("delay", "connections"), [(".:1", 1), ("rcpt:1", 2)])
@@ -313,26 +310,10 @@ def test_a_server_that_answers_pipelined_commands_out_of_order_is_not_misread(de
     replies, stops pipelining with this server and sends the message again on a new connection."""
     if not SMTP_SINK.exists():
         unavailable("smtp-sink", "apt-get install postfix (make test does this as root)")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    command = [str(SMTP_SINK), "-W", delay, f"127.0.0.1:{port}", "10"]
-    if os.geteuid() == 0:
-        command[1:1] = ["-u", "nobody"]
-    sink = subprocess.Popen(command, stderr=subprocess.DEVNULL)
-    try:
+    with postfix_sink("-W", delay) as port:
         transport = SmtpTransport("127.0.0.1", port, tls="none", timeout=5)
-        for _ in range(50):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                time.sleep(0.05)
         results = transport.send_many(batch("a@example.org", "b@example.org", "c@example.org"))
         transport.close()
-    finally:
-        sink.terminate()
-        sink.wait(timeout=5)
     assert [r.status for r in results] == ["sent"] * 3
     assert all(r.detail.startswith("250 2.0.0") for r in results), results  # end-of-data replies
     assert transport.connections_opened == connections

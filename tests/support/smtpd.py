@@ -39,8 +39,10 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import ipaddress
+import os
 import socket
 import ssl
+import subprocess
 import threading
 import time
 import warnings
@@ -489,3 +491,31 @@ def smtp_sink(**kwargs: Any) -> Iterator[SmtpSink]:
     """``with smtp_sink() as sink:`` — the same as ``with SmtpSink(**kwargs) as sink:``."""
     with SmtpSink(**kwargs) as sink:
         yield sink
+
+
+POSTFIX_SINK = "/usr/sbin/smtp-sink"
+
+
+@contextmanager
+def postfix_sink(*options: str, backlog: int = 256) -> Iterator[int]:
+    """postfix's ``smtp-sink`` on a free loopback port with `options` (e.g. ``"-W", ".:1"`` to
+    delay a reply); yields the port once it accepts connections. The caller checks that
+    POSTFIX_SINK exists."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    command = [POSTFIX_SINK, "-4", *options]
+    if os.geteuid() == 0:
+        command += ["-u", "nobody"]  # smtp-sink refuses to keep root privileges
+    process = subprocess.Popen([*command, f"127.0.0.1:{port}", str(backlog)], stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        yield port
+    finally:
+        process.terminate()
+        process.wait(timeout=5)
