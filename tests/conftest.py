@@ -6,6 +6,8 @@ from pathlib import Path
 import pytest
 
 from tests.support.services import postgres_database, redis_database
+from tests.support.smtpd import SmtpSink
+from tests.support.web import WebServer
 
 
 @pytest.fixture(scope="session")
@@ -30,3 +32,17 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     else:
         with postgres_database() as url:
             yield url
+
+
+@pytest.fixture(scope="module")
+def web_sink() -> Iterator[SmtpSink]:
+    """The SMTP server behind ``web``: one per test module, shared by its tests."""
+    with SmtpSink() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def web(tmp_path_factory: pytest.TempPathFactory, web_sink: SmtpSink) -> Iterator[WebServer]:
+    """``cadence web`` in a subprocess (tests/support/web.py), one per test module."""
+    with WebServer(tmp_path_factory.mktemp("web"), web_sink) as server:
+        yield server

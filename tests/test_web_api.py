@@ -4,11 +4,9 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
-import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
@@ -22,18 +20,6 @@ from tests.support.web import SECRET, WebServer, find_url, fresh_ip, parse
 EXAMPLES_PER_OPERATION = 15
 
 
-@pytest.fixture(scope="module")
-def sink() -> Iterator[SmtpSink]:
-    with SmtpSink() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def web(tmp_path_factory: pytest.TempPathFactory, sink: SmtpSink) -> Iterator[WebServer]:
-    with WebServer(tmp_path_factory.mktemp("web"), sink) as server:
-        yield server
-
-
 def signup(**fields: Any) -> dict[str, Any]:
     return {
         "email": "api.runner@example.com",
@@ -45,13 +31,13 @@ def signup(**fields: Any) -> dict[str, Any]:
     }
 
 
-def test_the_api_signs_up_confirms_and_manages_preferences(web: WebServer, sink: SmtpSink) -> None:
+def test_the_api_signs_up_confirms_and_manages_preferences(web: WebServer, web_sink: SmtpSink) -> None:
     api = httpx.Client(base_url=web.url("/api"), headers=web.from_ip(), timeout=10)
     consent = api.get("/consent").json()
     assert consent == {"version": CONSENT.version, "text": CONSENT.text}
     response = api.post("/subscribe", json=signup(page_url="https://clinic.example/course"))
     assert response.status_code == 202 and response.json()["status"] == "pending_confirmation"
-    token = find_url(parse(sink.wait_for(1)[-1]), "/confirm/").rsplit("/", 1)[1]
+    token = find_url(parse(web_sink.wait_for(1)[-1]), "/confirm/").rsplit("/", 1)[1]
     assert api.post(f"/confirm/{token}").json() == {"status": "confirmed", "detail": ""}
     assert api.post(f"/confirm/{token}").json()["status"] == "already"
     subscriber = web.subscriber("api.runner@example.com")
@@ -59,7 +45,7 @@ def test_the_api_signs_up_confirms_and_manages_preferences(web: WebServer, sink:
     assert subscriber.consent["page_url"] == "https://clinic.example/course"
 
     assert web.drive() == 1
-    email = parse(sink.wait_for(2)[-1])
+    email = parse(web_sink.wait_for(2)[-1])
     preferences = find_url(email, "/p/").rsplit("/", 1)[1]
     got = api.get(f"/preferences/{preferences}").json()
     assert got["status"] == "active" and got["answers"]["terrain"] == "treadmill"

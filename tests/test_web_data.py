@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
 import httpx
-import pytest
 from sqlalchemy import select
 
 from cadence.db.models import Delivery, Event, Subscriber
@@ -25,34 +24,22 @@ T = TypeVar("T")
 ADDRESS = "Erase.Me@Example.COM"  # mixed case: the lowercase form must vanish too
 
 
-@pytest.fixture(scope="module")
-def sink() -> Iterator[SmtpSink]:
-    with SmtpSink() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def web(tmp_path_factory: pytest.TempPathFactory, sink: SmtpSink) -> Iterator[WebServer]:
-    with WebServer(tmp_path_factory.mktemp("web"), sink) as server:
-        yield server
-
-
-def subscribe_and_confirm(web: WebServer, sink: SmtpSink, address: str, first_name: str = "Robin") -> str:
+def subscribe_and_confirm(web: WebServer, web_sink: SmtpSink, address: str, first_name: str = "Robin") -> str:
     """Sign up through the form, confirm, receive step 1; returns the preferences URL path."""
     client = web.client()
     token = csrf_token(client.get("/subscribe").text)
-    before = len(sink.messages)
+    before = len(web_sink.messages)
     client.post("/subscribe", data={"csrf_token": token, **signup_form(email=address, first_name=first_name)})
-    confirm_url = find_url(parse(sink.wait_for(before + 1)[-1]), "/confirm/").removeprefix(web.base_url)
+    confirm_url = find_url(parse(web_sink.wait_for(before + 1)[-1]), "/confirm/").removeprefix(web.base_url)
     page = client.get(confirm_url)
     client.post(confirm_url, data={"csrf_token": csrf_token(page.text)}).raise_for_status()
     assert web.drive() == 1
-    email = parse(sink.wait_for(before + 2)[-1])
+    email = parse(web_sink.wait_for(before + 2)[-1])
     return find_url(email, "/p/").removeprefix(web.base_url)
 
 
-def test_the_preference_center_changes_answers_and_pauses(web: WebServer, sink: SmtpSink) -> None:
-    preferences = subscribe_and_confirm(web, sink, "pauser@example.com")
+def test_the_preference_center_changes_answers_and_pauses(web: WebServer, web_sink: SmtpSink) -> None:
+    preferences = subscribe_and_confirm(web, web_sink, "pauser@example.com")
     client = web.client()
     page = client.get(preferences)
     assert page.status_code == 200 and 'value="trails" required checked' in page.text
@@ -79,8 +66,8 @@ def test_the_preference_center_changes_answers_and_pauses(web: WebServer, sink: 
     assert client.post(preferences, data={"terrain": "roads", "training_for_race": "no"}).status_code == 403
 
 
-def test_the_export_holds_profile_consent_deliveries_and_events(web: WebServer, sink: SmtpSink) -> None:
-    preferences = subscribe_and_confirm(web, sink, "exporter@example.com")
+def test_the_export_holds_profile_consent_deliveries_and_events(web: WebServer, web_sink: SmtpSink) -> None:
+    preferences = subscribe_and_confirm(web, web_sink, "exporter@example.com")
     subscriber = web.subscriber("exporter@example.com")
     assert subscriber is not None
     with transaction(web.settings.database_url) as session:
@@ -104,8 +91,8 @@ def test_the_export_holds_profile_consent_deliveries_and_events(web: WebServer, 
     assert httpx.get(web.url(f"/api{preferences.replace('/p/', '/preferences/')}/export")).json() == data
 
 
-def test_erasing_leaves_no_trace_of_the_address_and_blocks_reimport(web: WebServer, sink: SmtpSink) -> None:
-    preferences = subscribe_and_confirm(web, sink, ADDRESS, first_name="Quillon")
+def test_erasing_leaves_no_trace_of_the_address_and_blocks_reimport(web: WebServer, web_sink: SmtpSink) -> None:
+    preferences = subscribe_and_confirm(web, web_sink, ADDRESS, first_name="Quillon")
     subscriber = web.subscriber(ADDRESS)
     assert subscriber is not None
     with transaction(web.settings.database_url) as session:
@@ -132,10 +119,10 @@ def test_erasing_leaves_no_trace_of_the_address_and_blocks_reimport(web: WebServ
     assert (result.created, result.updated, result.suppressed) == (0, 0, 1)
     # The old links are dead, and signing up again sends nothing.
     assert httpx.get(web.url(preferences)).status_code == 404
-    before = len(sink.messages)
+    before = len(web_sink.messages)
     client.post("/subscribe", data={"csrf_token": token, **signup_form(email=ADDRESS)}).raise_for_status()
     web.drive()
-    assert len(sink.messages) == before and web.subscriber(ADDRESS) is None
+    assert len(web_sink.messages) == before and web.subscriber(ADDRESS) is None
 
 
 def test_signup_confirm_and_erase_work_on_postgresql(postgres_url: str) -> None:

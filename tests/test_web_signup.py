@@ -4,32 +4,18 @@ say nothing about whether an address is already known."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import httpx
-import pytest
 
 from cadence.tokens import make_token
 from tests.support.smtpd import ReceivedMessage, SmtpSink
 from tests.support.web import SECRET, WebServer, csrf_token, find_url, fresh_ip, parse, signup_form
 
 
-@pytest.fixture(scope="module")
-def sink() -> Iterator[SmtpSink]:
-    with SmtpSink() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def web(tmp_path_factory: pytest.TempPathFactory, sink: SmtpSink) -> Iterator[WebServer]:
-    with WebServer(tmp_path_factory.mktemp("web"), sink) as server:
-        yield server
-
-
-def to(sink: SmtpSink, address: str, settle: float = 0.5) -> list[ReceivedMessage]:
-    """Messages the sink received for `address`, after giving background sends time to land."""
+def to(web_sink: SmtpSink, address: str, settle: float = 0.5) -> list[ReceivedMessage]:
+    """Messages the web_sink received for `address`, after giving background sends time to land."""
     time.sleep(settle)
-    return [m for m in sink.messages if address.lower() in (r.lower() for r in m.rcpt_tos)]
+    return [m for m in web_sink.messages if address.lower() in (r.lower() for r in m.rcpt_tos)]
 
 
 def form_client(web: WebServer) -> tuple[httpx.Client, str]:
@@ -53,12 +39,14 @@ def confirm(web: WebServer, url: str) -> httpx.Response:
     return client.post(url.removeprefix(web.base_url), data={"csrf_token": csrf_token(page.text)})
 
 
-def test_a_signup_stays_pending_and_gets_exactly_one_email_with_only_our_text(web: WebServer, sink: SmtpSink) -> None:
+def test_a_signup_stays_pending_and_gets_exactly_one_email_with_only_our_text(
+    web: WebServer, web_sink: SmtpSink
+) -> None:
     client, token = form_client(web)
     typed = "Buy cheap watches at spam.example"
     response = sign_up(client, token, email="new.runner@example.com", first_name=typed)
     assert response.status_code == 200 and "Check your inbox" in response.text
-    [message] = to(sink, "new.runner@example.com")
+    [message] = to(web_sink, "new.runner@example.com")
     assert typed.encode() not in message.data and b"spam.example" not in message.data
     parsed = parse(message)
     assert parsed["To"] == "new.runner@example.com"  # no display name: that would be typed text
@@ -67,11 +55,18 @@ def test_a_signup_stays_pending_and_gets_exactly_one_email_with_only_our_text(we
     assert subscriber.attributes == {"terrain": "trails", "training_for_race": "no"}
 
 
-def test_confirming_activates_records_consent_and_enrolls(web: WebServer, sink: SmtpSink) -> None:
+def test_confirming_activates_records_consent_and_enrolls(web: WebServer, web_sink: SmtpSink) -> None:
     client, token = form_client(web)
-    sign_up(client, token, "203.0.113.9", email="confirm.me@example.com", terrain="roads", training_for_race="yes",
-            race_month="2027-04")
-    [message] = to(sink, "confirm.me@example.com")
+    sign_up(
+        client,
+        token,
+        "203.0.113.9",
+        email="confirm.me@example.com",
+        terrain="roads",
+        training_for_race="yes",
+        race_month="2027-04",
+    )
+    [message] = to(web_sink, "confirm.me@example.com")
     url = find_url(parse(message), "/confirm/")
     assert web.subscriber("confirm.me@example.com").status == "pending"  # type: ignore[union-attr]
     response = confirm(web, url)
@@ -90,10 +85,10 @@ def test_confirming_activates_records_consent_and_enrolls(web: WebServer, sink: 
     assert web.drive() == 0
 
 
-def test_a_used_confirmation_link_cannot_resubscribe_after_an_unsubscribe(web: WebServer, sink: SmtpSink) -> None:
+def test_a_used_confirmation_link_cannot_resubscribe_after_an_unsubscribe(web: WebServer, web_sink: SmtpSink) -> None:
     client, token = form_client(web)
     sign_up(client, token, email="changes.mind@example.com")
-    [first] = to(sink, "changes.mind@example.com")
+    [first] = to(web_sink, "changes.mind@example.com")
     url = find_url(parse(first), "/confirm/")
     confirm(web, url)
     subscriber = web.subscriber("changes.mind@example.com")
@@ -105,15 +100,17 @@ def test_a_used_confirmation_link_cannot_resubscribe_after_an_unsubscribe(web: W
     assert web.subscriber("changes.mind@example.com").status == "unsubscribed"  # type: ignore[union-attr]
 
 
-def test_fifty_signups_of_one_address_in_a_minute_send_at_most_one_confirmation(web: WebServer, sink: SmtpSink) -> None:
+def test_fifty_signups_of_one_address_in_a_minute_send_at_most_one_confirmation(
+    web: WebServer, web_sink: SmtpSink
+) -> None:
     client, token = form_client(web)
     for i in range(50):  # from fifty IPs, so the per-IP limit is not what stops them
         address = "Victim@Example.com" if i % 2 else "victim@example.com"
         assert sign_up(client, token, email=address).status_code == 200
-    assert len(to(sink, "victim@example.com", settle=1.0)) == 1
+    assert len(to(web_sink, "victim@example.com", settle=1.0)) == 1
 
 
-def test_a_hundred_posts_from_one_ip_get_429_beyond_twenty_a_minute(web: WebServer, sink: SmtpSink) -> None:
+def test_a_hundred_posts_from_one_ip_get_429_beyond_twenty_a_minute(web: WebServer, web_sink: SmtpSink) -> None:
     client, token = form_client(web)
     ip = fresh_ip()
     codes = [sign_up(client, token, ip, email=f"flood{i}@example.com").status_code for i in range(100)]
@@ -121,18 +118,18 @@ def test_a_hundred_posts_from_one_ip_get_429_beyond_twenty_a_minute(web: WebServ
     assert codes[20:] == [429] * 80
     limited = sign_up(client, token, ip, email="one.more@example.com")
     assert limited.status_code == 429 and 1 <= int(limited.headers["retry-after"]) <= 60
-    assert len(to(sink, "flood99@example.com")) == 0
+    assert len(to(web_sink, "flood99@example.com")) == 0
     # Another IP is not affected.
     assert sign_up(client, token, email="someone.else@example.com").status_code == 200
 
 
-def test_a_filled_honeypot_gets_the_same_page_and_no_email(web: WebServer, sink: SmtpSink) -> None:
+def test_a_filled_honeypot_gets_the_same_page_and_no_email(web: WebServer, web_sink: SmtpSink) -> None:
     client, token = form_client(web)
     normal = sign_up(client, token, email="human@example.com")
     bot = sign_up(client, token, email="bot@example.com", website="http://spam.example")
     assert bot.status_code == normal.status_code == 200
     assert bot.content == normal.content
-    assert to(sink, "bot@example.com") == [] and web.subscriber("bot@example.com") is None
+    assert to(web_sink, "bot@example.com") == [] and web.subscriber("bot@example.com") is None
 
 
 def test_new_pending_active_and_unsubscribed_addresses_get_byte_identical_answers(web: WebServer) -> None:
@@ -143,8 +140,12 @@ def test_new_pending_active_and_unsubscribed_addresses_get_byte_identical_answer
     unsubscribe(web, gone_id)
     answers = [
         sign_up(client, token, email=address)
-        for address in ("brand.new@example.com", "pending.one@example.com", "active.one@example.com",
-                        "gone.one@example.com")
+        for address in (
+            "brand.new@example.com",
+            "pending.one@example.com",
+            "active.one@example.com",
+            "gone.one@example.com",
+        )
     ]
     assert {r.status_code for r in answers} == {200}
     assert len({r.content for r in answers}) == 1
@@ -172,8 +173,9 @@ def test_form_posts_without_a_valid_csrf_token_are_refused(web: WebServer) -> No
 
 def test_invalid_answers_redisplay_the_form_with_every_problem(web: WebServer) -> None:
     client, token = form_client(web)
-    response = sign_up(client, token, email="not-an-address", terrain="moon", training_for_race="maybe",
-                       race_month="soon")
+    response = sign_up(
+        client, token, email="not-an-address", terrain="moon", training_for_race="maybe", race_month="soon"
+    )
     assert response.status_code == 400
     for field in ("email", "terrain", "training_for_race", "race_month"):
         assert f'href="#{field}"' in response.text

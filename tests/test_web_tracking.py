@@ -2,26 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import httpx
-import pytest
 from sqlalchemy import select
 
 from cadence.db.models import Event
 from cadence.db.session import transaction
 from cadence.tokens import link_signature, make_token
 from cadence.web.tracking import PIXEL_GIF
-from tests.support.smtpd import SmtpSink
 from tests.support.web import SECRET, WebServer
 
 STORED = "https://precisionbodywork.example/book?utm_source=cadence"
-
-
-@pytest.fixture(scope="module")
-def web(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebServer]:
-    with SmtpSink() as sink, WebServer(tmp_path_factory.mktemp("web"), sink) as server:
-        yield server
 
 
 def events(web: WebServer, delivery_id: int) -> list[tuple[str, dict[str, object]]]:

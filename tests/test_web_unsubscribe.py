@@ -3,23 +3,15 @@ and the security headers every response carries."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from html.parser import HTMLParser
 
 import httpx
 import pytest
 
 from cadence.tokens import make_token
-from tests.support.smtpd import SmtpSink
 from tests.support.web import SECRET, WebServer, fresh_ip
 
 ONE_CLICK = {"List-Unsubscribe": "One-Click"}
-
-
-@pytest.fixture(scope="module")
-def web(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebServer]:
-    with SmtpSink() as sink, WebServer(tmp_path_factory.mktemp("web"), sink) as server:
-        yield server
 
 
 def unsubscribe_url(web: WebServer, address: str) -> tuple[str, int]:
