@@ -33,6 +33,7 @@ from typing import Any
 import perfdoc
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # tests.support: the Redis claim, the Cadence environment, smtp-sink
 
 PG_ADMIN = os.environ.get("CADENCE_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_HOST = os.environ.get("CADENCE_BENCH_REDIS", "redis://127.0.0.1:6379")
@@ -79,31 +80,17 @@ def sqlalchemy_url(url: str) -> str:
 
 @contextmanager
 def redis_database(preferred: int = 14) -> Iterator[str]:
-    """A Redis db number no test run is using (same SETNX claim on db 0 as the test suite),
-    flushed before and after."""
-    import redis
+    """A Redis db number no test run is using (the test suite's SETNX claim on db 0), flushed
+    before and after."""
+    from tests.support.services import AllClaimed, claimed_redis_db
 
-    admin = redis.Redis.from_url(REDIS_HOST + "/0", socket_connect_timeout=2)
-    admin.ping()
-    token = "bench-" + uuid.uuid4().hex
     order = [preferred] + [n for n in range(15, 0, -1) if n != preferred]
-    for number in order:
-        if admin.set(f"cadence-test-db:{number}", token, nx=True, ex=3600):
-            break
-    else:
-        raise SystemExit("all Redis db numbers 1..15 are claimed by test runs; try again later")
-    url = f"{REDIS_HOST}/{number}"
-    client = redis.Redis.from_url(url)
-    client.flushdb()
-    log(f"using Redis db {number} (flushed)")
     try:
-        yield url
-    finally:
-        client.flushdb()
-        client.close()
-        if admin.get(f"cadence-test-db:{number}") == token.encode():
-            admin.delete(f"cadence-test-db:{number}")
-        admin.close()
+        with claimed_redis_db(order, owner="bench", host=REDIS_HOST) as url:
+            log(f"using Redis db {url.rsplit('/', 1)[1]} (flushed)")
+            yield url
+    except AllClaimed as exc:
+        raise SystemExit(str(exc)) from exc
 
 
 def free_port() -> int:
@@ -161,20 +148,11 @@ def smtp_sink(workdir: Path, backlog: int = 1000) -> Iterator[Sink]:
 
 
 def cadence_env(data_dir: Path, **overrides: str) -> dict[str, str]:
-    """Environment for a Cadence process (and for this process's own settings)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CADENCE_")}
-    env.update(
-        {
-            "CADENCE_DATA_DIR": str(data_dir),
-            "CADENCE_CAMPAIGNS_DIR": str(ROOT / "campaigns"),
-            "CADENCE_TEMPLATES_DIR": str(ROOT / "templates"),
-            "CADENCE_SECRET_KEY": SECRET_KEY,
-            "CADENCE_TICK_SECONDS": "3600",  # the bench ticks itself
-            "PYTHONUNBUFFERED": "1",
-        }
-    )
-    env.update(overrides)
-    return env
+    """Environment for a Cadence process (and for this process's own settings): the tests' one,
+    with the bench's secret and no beat ticks (the bench ticks itself)."""
+    from tests.support.cluster import cadence_env as test_env
+
+    return test_env(data_dir, **{"CADENCE_SECRET_KEY": SECRET_KEY, "CADENCE_TICK_SECONDS": "3600", **overrides})
 
 
 def use_env(env: dict[str, str]) -> None:

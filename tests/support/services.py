@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
 import pytest
@@ -29,19 +29,37 @@ def redis_database() -> Iterator[str]:
     import redis
 
     try:
-        admin = redis.Redis.from_url(REDIS_HOST + "/0", socket_connect_timeout=2)
-        admin.ping()
+        with redis.Redis.from_url(REDIS_HOST + "/0", socket_connect_timeout=2) as probe:
+            probe.ping()
     except Exception:
         unavailable("Redis at " + REDIS_HOST, "start redis-server on 127.0.0.1:6379 (apt-get install redis-server)")
         raise
-    # Claim a db number 1..15 with SETNX on db 0 so parallel runs never share one.
-    token = uuid.uuid4().hex
-    for number in range(1, 16):
+    try:
+        with claimed_redis_db(range(1, 16)) as url:
+            yield url
+    except AllClaimed as exc:
+        pytest.fail(str(exc))
+
+
+class AllClaimed(Exception):
+    pass
+
+
+@contextmanager
+def claimed_redis_db(numbers: Iterable[int], owner: str = "test", host: str = REDIS_HOST) -> Iterator[str]:
+    """The first of `numbers` (Redis db numbers on `host`) no other test run or benchmark holds,
+    claimed with SETNX on db 0 (an hour at most), flushed before and after, released at the end."""
+    import redis
+
+    admin = redis.Redis.from_url(host + "/0", socket_connect_timeout=2)
+    token = f"{owner}-{uuid.uuid4().hex}"
+    for number in numbers:
         if admin.set(f"cadence-test-db:{number}", token, nx=True, ex=3600):
             break
     else:
-        pytest.fail("all Redis db numbers 1..15 are claimed by other test runs")
-    url = f"{REDIS_HOST}/{number}"
+        admin.close()
+        raise AllClaimed("all Redis db numbers 1..15 are claimed by other test runs; try again later")
+    url = f"{host}/{number}"
     client = redis.Redis.from_url(url)
     client.flushdb()
     try:
