@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import time
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from fastapi import APIRouter, BackgroundTasks, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from cadence.errors import InputError
-from cadence.tokens import read_token
 from cadence.web.account import (
     erase,
     export_data,
@@ -31,8 +30,8 @@ from cadence.web.account import (
 )
 from cadence.web.forms import Answers, SignupData, check_email, check_first_name
 from cadence.web.security import client_ip
-from cadence.web.state import WebState, get_state, limit_posts
-from cadence.web.subscription import CONSENT, SignupContext, confirm, record_signup, signup_campaign
+from cadence.web.state import State, WebState, limit_posts
+from cadence.web.subscription import CONSENT, SignupContext, record_signup
 
 
 class ErrorOut(BaseModel):
@@ -103,7 +102,6 @@ _LIMITED: dict[int | str, dict[str, Any]] = {429: {"model": ErrorOut, "descripti
 _UNREADABLE: dict[int | str, dict[str, Any]] = {400: {"model": ErrorOut, "description": "The body is not JSON."}}
 
 router = APIRouter(prefix="/api", tags=["subscribers"])
-State = Annotated[WebState, Depends(get_state)]
 Limited = [Depends(limit_posts)]
 
 
@@ -139,16 +137,7 @@ def subscribe(body: SignupIn, request: Request, state: State, background: Backgr
 @router.post("/confirm/{token}", response_model=StatusOut, dependencies=Limited, responses={**_NOT_FOUND, **_LIMITED})
 def confirm_signup(token: str, request: Request, state: State) -> StatusOut:
     """Confirm a signup with the token from the confirmation email's link."""
-    payload = read_token(state.settings.secret_key, "confirm", token)
-    with state.session() as session:
-        result = confirm(
-            session,
-            payload,
-            state.now(),
-            ip=client_ip(request),
-            user_agent=request.headers.get("user-agent", ""),
-            campaign=signup_campaign(state.runtime),
-        )
+    result, _ = state.confirm(request, token)
     return StatusOut(status=result.value)
 
 

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from cadence.web.security import CSP
-from cadence.web.state import WebState, get_state
+from cadence.web.state import State, WebState
 from cadence.web.tracking import PIXEL_GIF, CampaignGone, record_open, resolve_click, web_view
 
 router = APIRouter(include_in_schema=False)
-State = Annotated[WebState, Depends(get_state)]
 
 
 def _not_found(state: WebState, request: Request) -> Response:

@@ -25,11 +25,10 @@ from cadence.web.forms import (
     parse_answers,
 )
 from cadence.web.security import client_ip
-from cadence.web.state import WebState, get_state, limit_posts
-from cadence.web.subscription import CONSENT, SignupContext, confirm, record_signup, signup_campaign
+from cadence.web.state import State, WebState, limit_posts
+from cadence.web.subscription import CONSENT, SignupContext, record_signup
 
 router = APIRouter(include_in_schema=False)
-State = Annotated[WebState, Depends(get_state)]
 FormText = Annotated[str, Form()]
 
 FORM_ID = "web:subscribe"
@@ -146,19 +145,8 @@ def confirm_page(token: str, request: Request, state: State) -> Response:
 @router.post("/confirm/{token}", dependencies=[Depends(limit_posts)])
 def confirm_submit(token: str, request: Request, state: State, csrf_token: FormText = "") -> Response:
     state.csrf.verify(request, csrf_token)
-    payload = read_token(state.settings.secret_key, "confirm", token)
-    runtime = state.runtime
-    with state.session() as session:
-        result = confirm(
-            session,
-            payload,
-            state.now(),
-            ip=client_ip(request),
-            user_agent=request.headers.get("user-agent", ""),
-            campaign=signup_campaign(runtime),
-        )
-        subscriber_id = payload[0]
-    preferences = make_token(state.settings.secret_key, "preferences", subscriber_id)
+    result, payload = state.confirm(request, token)
+    preferences = make_token(state.settings.secret_key, "preferences", payload[0])
     return state.render(request, "confirmed.html", {"result": result.value, "preferences_token": preferences})
 
 

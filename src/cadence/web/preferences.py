@@ -25,10 +25,9 @@ from cadence.web.account import (
     update_answers,
 )
 from cadence.web.forms import FIELD_MESSAGES, PAUSE_WEEKS, TERRAINS, Answers, month_choices, parse_answers
-from cadence.web.state import WebState, get_state, limit_posts
+from cadence.web.state import State, WebState, limit_posts
 
 router = APIRouter(include_in_schema=False)
-State = Annotated[WebState, Depends(get_state)]
 FormText = Annotated[str, Form()]
 
 _DONE = {

@@ -14,9 +14,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import Request
+from fastapi import Depends, Request
 from fastapi.templating import Jinja2Templates
 from sqlalchemy.orm import Session
 from starlette.background import BackgroundTask
@@ -25,9 +25,17 @@ from starlette.responses import Response
 from cadence.config import Settings
 from cadence.db.session import transaction
 from cadence.runtime import Runtime
+from cadence.tokens import read_token
 from cadence.web.ratelimit import Limit, Limiter, RateLimited
 from cadence.web.security import Csrf, client_ip
-from cadence.web.subscription import Confirmation, release_confirmation_limit, send_confirmation
+from cadence.web.subscription import (
+    Confirmation,
+    ConfirmResult,
+    confirm,
+    release_confirmation_limit,
+    send_confirmation,
+    signup_campaign,
+)
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +85,21 @@ class WebState:
         if not sent:
             with self.session() as session:
                 release_confirmation_limit(session, confirmation.subscriber_id, confirmation.signup_id)
+
+    def confirm(self, request: Request, token: str) -> tuple[ConfirmResult, Any]:
+        """Confirm the signup a ``confirm`` link names, recording the request's IP and user agent
+        as the consent evidence; (the result, the token's payload). TokenError if invalid."""
+        payload = read_token(self.settings.secret_key, "confirm", token)
+        with self.session() as session:
+            result = confirm(
+                session,
+                payload,
+                self.now(),
+                ip=client_ip(request),
+                user_agent=request.headers.get("user-agent", ""),
+                campaign=signup_campaign(self.runtime),
+            )
+        return result, payload
 
     def pad_signup(self, started: float) -> None:
         """Sleep until `signup_floor_seconds` have passed since `started` (time.monotonic())."""
@@ -129,6 +152,10 @@ def clinic_details(runtime: Runtime, campaign_id: str) -> dict[str, str]:
 def get_state(request: Request) -> WebState:
     state: WebState = request.app.state.cadence
     return state
+
+
+# The route parameter every web module takes: ``state: State``.
+State = Annotated[WebState, Depends(get_state)]
 
 
 def limit_posts(request: Request) -> None:
