@@ -4,7 +4,8 @@ Why this shape (bench/send_throughput.py, docs/performance.md): recording throug
 (three ``session.get`` per email, attribute sets, autoflush) cost ~1.5 ms per email, more than
 the SMTP conversation. Here every row the send path needs was already loaded when the batch was
 prepared, the enrollment's next due time was computed then too (``now`` is fixed per batch),
-and recording a group is two executemany UPDATEs and a COMMIT on a connection held for the batch.
+and recording a group is a few set-based UPDATEs (on PostgreSQL the sent ones are a single
+statement) and a COMMIT on a connection held for the batch.
 
 On PostgreSQL the ledger connection runs with ``synchronous_commit = off``: COMMIT returns
 before the WAL reaches disk. A *worker* crash loses nothing (the commit is in the server); a
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Boolean, Connection, Engine, Table, bindparam, text, update
+from sqlalchemy import Connection, Engine, Table, bindparam, text, update
 from sqlalchemy.orm import Session
 
 from cadence.core.message import OutgoingMessage
@@ -135,36 +136,12 @@ _RETRY = (
     )
 )
 _FAIL = update(_DELIVERIES).where(_MINE).values(state="failed", lease_expires_at=None, last_error=bindparam("b_error"))
-# PostgreSQL: mark the delivery sent and move its enrollment on in ONE statement (a round trip
-# per email saved: ~250 µs of ~2.3 ms in bench/send_throughput.py). The enrollment moves only if
-# this worker still owned the delivery, which the two-statement form cannot express.
+# PostgreSQL: mark a group's deliveries sent and move their enrollments on in ONE statement;
+# the rows travel as arrays (unnest), so the server plans and starts one UPDATE pair per group
+# instead of one per email (and, against the two-statement form, saves a round trip). An
+# enrollment moves only if this worker still owned its delivery, which two statements cannot
+# express.
 _SENT_AND_ADVANCE_PG = text(
-    """
-    WITH done AS (
-        UPDATE deliveries
-        SET state = 'sent', sent_at = :b_now, step_id = :b_step_id, segment_id = :b_segment_id,
-            content_hash = :b_content_hash, message_id = :b_message_id,
-            provider_message_id = :b_provider_id, lease_expires_at = NULL, last_error = ''
-        WHERE id = :b_id AND state = 'sending' AND lease_token = :b_token
-        RETURNING enrollment_id
-    )
-    UPDATE enrollments
-    SET last_sent_at = :b_now, next_step = :b_next_step, next_send_at = :b_next_at,
-        state = CASE WHEN :b_done THEN 'completed' ELSE state END,
-        ended_at = CASE WHEN :b_done THEN :b_now ELSE ended_at END,
-        end_reason = CASE WHEN :b_done THEN 'all steps sent' ELSE end_reason END
-    WHERE id IN (SELECT enrollment_id FROM done) AND state = 'active'
-    """
-).bindparams(
-    bindparam("b_now", type_=UTCDateTime()),
-    bindparam("b_next_at", type_=UTCDateTime()),
-    bindparam("b_done", type_=Boolean()),
-)
-
-
-# The same for a whole group in ONE statement: the rows travel as arrays (unnest), so PostgreSQL
-# plans and starts one UPDATE pair per group instead of one per email.
-_SENT_AND_ADVANCE_GROUP_PG = text(
     """
     WITH v AS (
         SELECT * FROM unnest(
@@ -193,21 +170,21 @@ _SENT_AND_ADVANCE_GROUP_PG = text(
 ).bindparams(bindparam("now", type_=UTCDateTime()))
 
 
-def _as_arrays(rows: list[dict[str, Any]], now: datetime) -> dict[str, Any]:
-    """_SENT_AND_ADVANCE_PG's parameter rows as _SENT_AND_ADVANCE_GROUP_PG's arrays (timestamps
-    as naive UTC, as UTCDateTime stores them)."""
+def _as_arrays(sent: list[tuple[PreparedSend, SendResult]], now: datetime) -> dict[str, Any]:
+    """_SENT_AND_ADVANCE_PG's parameters: one array per column (timestamps as naive UTC,
+    as UTCDateTime stores them)."""
     return {
         "now": now,
-        "ids": [r["b_id"] for r in rows],
-        "tokens": [r["b_token"] for r in rows],
-        "step_ids": [r["b_step_id"] for r in rows],
-        "segment_ids": [r["b_segment_id"] for r in rows],
-        "content_hashes": [r["b_content_hash"] for r in rows],
-        "message_ids": [r["b_message_id"] for r in rows],
-        "provider_ids": [r["b_provider_id"] for r in rows],
-        "next_steps": [r["b_next_step"] for r in rows],
-        "next_ats": [_naive_utc(r["b_next_at"]) for r in rows],
-        "dones": [r["b_done"] for r in rows],
+        "ids": [p.delivery_id for p, _ in sent],
+        "tokens": [p.lease_token for p, _ in sent],
+        "step_ids": [p.step_id for p, _ in sent],
+        "segment_ids": [p.segment_id for p, _ in sent],
+        "content_hashes": [p.content_hash for p, _ in sent],
+        "message_ids": [p.message.message_id for p, _ in sent],
+        "provider_ids": [r.provider_message_id for _, r in sent],
+        "next_steps": [p.next_step for p, _ in sent],
+        "next_ats": [_naive_utc(p.next_send_at) for p, _ in sent],
+        "dones": [p.next_send_at is None for p, _ in sent],
     }
 
 
@@ -226,11 +203,14 @@ def record_results(
     retry: list[dict[str, Any]] = []
     failed: list[dict[str, Any]] = []
     bounced: list[tuple[str, str]] = []
-    combined: list[dict[str, Any]] = []
+    combined: list[tuple[PreparedSend, SendResult]] = []
     postgres = conn.dialect.name == "postgresql"
     for prepared, result in zip(group, results, strict=True):
         if result.status == "sent":
             outcome.sent += 1
+            if postgres and prepared.enrollment_id is not None:
+                combined.append((prepared, result))
+                continue
             delivery_row = {
                 "b_id": prepared.delivery_id,
                 "b_token": prepared.lease_token,
@@ -241,16 +221,6 @@ def record_results(
                 "b_message_id": prepared.message.message_id,
                 "b_provider_id": result.provider_message_id,
             }
-            if postgres and prepared.enrollment_id is not None:
-                combined.append(
-                    {
-                        **delivery_row,
-                        "b_next_step": prepared.next_step,
-                        "b_next_at": prepared.next_send_at,
-                        "b_done": prepared.next_send_at is None,
-                    }
-                )
-                continue
             sent.append(delivery_row)
             _move_on(prepared, now, advanced, completed)
         elif result.status == "transient" and prepared.attempts < max_attempts:
@@ -277,11 +247,9 @@ def record_results(
                 # The message or our sender was refused, or retries ran out: this step is lost,
                 # but nothing says the address is bad, so the series goes on with the next step.
                 _move_on(prepared, now, advanced, completed)
-    if len(combined) > 1:
-        conn.execute(_SENT_AND_ADVANCE_GROUP_PG, _as_arrays(combined, now))
-        combined = []
+    if combined:
+        conn.execute(_SENT_AND_ADVANCE_PG, _as_arrays(combined, now))
     for statement, rows in (
-        (_SENT_AND_ADVANCE_PG, combined),
         (_MARK_SENT, sent),
         (_ADVANCE, advanced),
         (_COMPLETE, completed),
