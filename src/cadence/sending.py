@@ -47,7 +47,25 @@ OUTAGE_BACKOFF = timedelta(minutes=2)
 # bench/send_throughput.py); against a slow server or a rate limit a group shrinks to one
 # message, so results are recorded and unsubscribes re-checked as they would be one by one.
 GROUP_SECONDS = 0.1
-_pace: list[float] = []  # this process's recent seconds per message (one transport per process)
+
+
+class _Pace:
+    """This process's recent seconds per message (one transport per process), which sizes the
+    next group."""
+
+    seconds_per_message = 0.0
+
+    @classmethod
+    def group_size(cls, limit: int) -> int:
+        if cls.seconds_per_message <= 0:
+            return 1  # nothing measured yet: one message tells
+        return max(1, min(limit, int(GROUP_SECONDS / cls.seconds_per_message)))
+
+    @classmethod
+    def observe(cls, seconds: float, messages: int) -> None:
+        latest = seconds / messages
+        previous = cls.seconds_per_message
+        cls.seconds_per_message = latest if previous <= 0 else (previous + latest) / 2
 
 
 def prepare_and_send(runtime: Runtime, delivery_ids: Sequence[int]) -> SendOutcome:
@@ -126,9 +144,10 @@ def _load_and_prepare(
                 .order_by(Delivery.id)
             )
         ]
-        hashes = {email_hash(due.email) for due in rows}
-        is_suppressed = queries.one_of(Suppression.email_hash, sorted(hashes), dialect)
-        suppressed = set(session.scalars(select(Suppression.email_hash).where(is_suppressed)))
+        hash_of = {due.email: email_hash(due.email) for due in rows}
+        is_suppressed = queries.one_of(Suppression.email_hash, sorted(set(hash_of.values())), dialect)
+        suppressed_hashes = set(session.scalars(select(Suppression.email_hash).where(is_suppressed)))
+        suppressed = {email for email, digest in hash_of.items() if digest in suppressed_hashes}
         campaigns: dict[str, Campaign | None] = {}  # one catalog look-up (two stats) per batch
         next_due: dict[tuple[str, int, str | None, datetime], datetime] = {}
         prepared: list[PreparedSend] = []
@@ -205,7 +224,7 @@ def _send_prepared(runtime: Runtime, prepared: list[PreparedSend], now: datetime
                     outcome.skipped += len(gone)
                 prepared = prepared[:start] + [p for p in prepared[start:] if p.delivery_id not in gone]
                 recheck_at = wall_now() + RECHECK_EVERY
-            size = max(1, min(step, int(GROUP_SECONDS / _pace[0]))) if _pace and _pace[0] > 0 else 1
+            size = _Pace.group_size(step)
             group = prepared[start : start + size]
             if not group:
                 break
@@ -225,8 +244,7 @@ def _send_prepared(runtime: Runtime, prepared: list[PreparedSend], now: datetime
                     log.warning("transport unavailable, %d deliveries retry later: %s", len(prepared) - start, exc)
                     return
                 raise
-            per_message = (time.monotonic() - started) / len(group)
-            _pace[:] = [per_message if not _pace else (_pace[0] + per_message) / 2]
+            _Pace.observe(time.monotonic() - started, len(group))
             with conn.begin():
                 outcome.add(record_results(conn, group, results, now, max_attempts=settings.max_attempts))
                 if wall_now() >= renew_at:
@@ -240,9 +258,10 @@ def _send_prepared(runtime: Runtime, prepared: list[PreparedSend], now: datetime
 
 
 def _skip_reason(due: _Due, campaign: Campaign, suppressed: set[str]) -> str:
+    """Why `due` must not be sent at all (`suppressed`: the batch's suppressed addresses)."""
     if due.status != "active":
         return f"subscriber is {due.status}"
-    if email_hash(due.email) in suppressed:
+    if due.email in suppressed:
         return "address is suppressed"
     if due.enrollment_state != "active":
         return f"enrollment is {due.enrollment_state}"
