@@ -42,7 +42,7 @@ import smtplib
 import socket
 import ssl
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Literal
 from urllib.parse import SplitResult, unquote
 
@@ -263,18 +263,23 @@ class SmtpTransport:
         except (OSError, smtplib.SMTPResponseException) as exc:
             raise _ConnectionLost(f"connection error: {exc!r}", after_data=after_data) from exc
 
-    def _data(self, smtp: smtplib.SMTP, data: bytes) -> tuple[int, bytes]:
-        """DATA with the RFC 5321 §4.5.3.2.6 wait for the final reply (10 minutes): a server
+    @contextlib.contextmanager
+    def _final_reply_timeout(self, smtp: smtplib.SMTP) -> Iterator[None]:
+        """The RFC 5321 §4.5.3.2.6 wait for the reply to the end of data (10 minutes): a server
         that is slow to accept the content has most likely queued it, and giving up early makes
         the retry a duplicate."""
-        sock = smtp.sock
-        if sock is not None:
-            sock.settimeout(max(self.timeout, DATA_TERMINATION_TIMEOUT))
+        if smtp.sock is not None:
+            smtp.sock.settimeout(max(self.timeout, DATA_TERMINATION_TIMEOUT))
         try:
-            return smtp.data(data)
+            yield
         finally:
             if smtp.sock is not None:
                 smtp.sock.settimeout(self.timeout)
+
+    def _data(self, smtp: smtplib.SMTP, data: bytes) -> tuple[int, bytes]:
+        """DATA, content and final reply, one command per round trip."""
+        with self._final_reply_timeout(smtp):
+            return smtp.data(data)
 
     def send_many(self, messages: Sequence[tuple[OutgoingMessage, bytes]]) -> list[SendResult]:
         for _, data in messages:
@@ -407,16 +412,9 @@ class SmtpTransport:
             self._last_used = time.monotonic()
 
     def _final_reply(self, smtp: smtplib.SMTP, results: list[SendResult]) -> bool:
-        """Read the reply to a message's end of data and append its result; False after a 421.
-        Waits up to 10 minutes, as ``_data`` does (RFC 5321 §4.5.3.2.6)."""
-        sock = smtp.sock
-        if sock is not None:
-            sock.settimeout(max(self.timeout, DATA_TERMINATION_TIMEOUT))
-        try:
+        """Read the reply to a message's end of data and append its result; False after a 421."""
+        with self._final_reply_timeout(smtp):
             code, text = self._read_reply(smtp, after_data=True)
-        finally:
-            if smtp.sock is not None:
-                smtp.sock.settimeout(self.timeout)
         if code // 100 not in (2, 4, 5):  # not an answer to end of data: we cannot tell
             raise _ConnectionLost(f"unexpected reply to the end of data: {_reply(code, text)}", after_data=True)
         results.append(SendResult(_status(code, recipient=False), detail=_reply(code, text)))
