@@ -35,11 +35,21 @@ class Processes:
         self.log_dir = log_dir
         self.running: list[subprocess.Popen[bytes]] = []
 
-    def start(self, name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    def start(
+        self,
+        name: str,
+        args: list[str],
+        env: dict[str, str],
+        *,
+        program: list[str] | None = None,
+        cwd: Path | None = None,
+    ) -> subprocess.Popen[bytes]:
+        """Start ``cadence ARGS`` (``program``: another way to run it, e.g. a clean venv's script)."""
         log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 (closed with the process)
         proc = subprocess.Popen(
-            [sys.executable, "-m", "cadence", *args],
+            [*(program or [sys.executable, "-m", "cadence"]), *args],
             env=env,
+            cwd=cwd,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: kill -9 reaches the pool children too
