@@ -150,10 +150,12 @@ def scheduler(loglevel: Annotated[str, typer.Option(help="Celery log level")] = 
     from cadence.tasks import app as celery_app
 
     settings = get_settings()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    celery_app.Beat(
-        loglevel=loglevel, schedule=str(settings.data_dir / "celerybeat-schedule"), max_interval=settings.tick_seconds
-    ).run()
+    # The schedule lives in memory, not in beat's default shelve file: what is due is in the
+    # database (next_send_at), so the file only remembered when the last tick was queued, and two
+    # schedulers sharing a data directory crashed racing on it (FileNotFoundError on
+    # celerybeat-schedule.dir, issue #9). A restarted scheduler queues its first tick one
+    # interval after it starts, which is all a tick needs.
+    celery_app.Beat(loglevel=loglevel, scheduler="celery.beat:Scheduler", max_interval=settings.tick_seconds).run()
 
 
 @app.command()
