@@ -14,11 +14,13 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from cadence.batch_ledger import BatchLedger
 from cadence.core.campaign import Campaign
 from cadence.core.message import Address, OutgoingMessage, build_mime, make_message_id
 from cadence.core.render import render_email
@@ -28,7 +30,7 @@ from cadence.db import queries
 from cadence.db.models import Delivery, Enrollment, Subscriber, Suppression
 from cadence.db.session import engine_for, transaction
 from cadence.errors import CadenceError, ConfigError, NotFound, TransientSendError, TransportError
-from cadence.ledger import PreparedSend, SendOutcome, ledger_connection, record_results
+from cadence.ledger import PreparedSend, SendOutcome
 from cadence.runtime import Runtime, wall_now
 from cadence.subscribers import email_hash
 from cadence.tokens import link_signature, make_token
@@ -202,26 +204,32 @@ def _rows_of(session: Session, due: _Due) -> tuple[Delivery, Enrollment, Subscri
 
 
 def _send_prepared(runtime: Runtime, prepared: list[PreparedSend], now: datetime, outcome: SendOutcome) -> None:
-    """Send in groups (see ``GROUP_SECONDS``), recording each group's results as it goes."""
+    """Send in groups (see ``GROUP_SECONDS``), recording each group's results as it goes. The
+    ledger writes survive a lost database connection while the lease holds (batch_ledger.py)."""
     settings = runtime.settings
     if not prepared:
         return
     token = prepared[0].lease_token  # one claim leased the whole batch
     step = max(1, settings.commit_every)
-    lease = timedelta(seconds=settings.lease_seconds)
-    renew_at = wall_now() + lease / 2
     recheck_at = wall_now() + RECHECK_EVERY
+    ledger = BatchLedger(
+        engine_for(settings.database_url),
+        [p.delivery_id for p in prepared],
+        token,
+        lease=timedelta(seconds=settings.lease_seconds),
+        now=now,
+        max_attempts=settings.max_attempts,
+    )
     # One connection for the whole batch: a pool checkout (and its pre-ping) per group cost as
     # much as the UPDATEs themselves.
-    with ledger_connection(engine_for(settings.database_url)) as conn:
+    with ledger:
         start = 0
         while start < len(prepared):
             if wall_now() >= recheck_at:
                 # A long batch (a slow server, a rate limit): honour unsubscribes, complaints and
                 # exits that arrived since the batch was prepared, before sending on.
-                with conn.begin():
-                    gone = queries.no_longer_sendable(conn, prepared[start:], token)
-                    outcome.skipped += len(gone)
+                gone = ledger.write(partial(queries.no_longer_sendable, prepared=prepared[start:], token=token))
+                outcome.skipped += len(gone)
                 prepared = prepared[:start] + [p for p in prepared[start:] if p.delivery_id not in gone]
                 recheck_at = wall_now() + RECHECK_EVERY
             size = _Pace.group_size(step)
@@ -235,25 +243,19 @@ def _send_prepared(runtime: Runtime, prepared: list[PreparedSend], now: datetime
                 # Nothing of this group went out (the server is unreachable, the transport is
                 # misconfigured): put the rest of the batch back without counting an attempt, so
                 # an outage never uses up retries; a config error is logged by the task.
-                with conn.begin():
-                    queries.requeue_unsent(
-                        conn, [p.delivery_id for p in prepared[start:]], now + OUTAGE_BACKOFF, str(exc), token
+                unsent = [p.delivery_id for p in prepared[start:]]
+                ledger.write(
+                    partial(
+                        queries.requeue_unsent, ids=unsent, not_before=now + OUTAGE_BACKOFF, error=str(exc), token=token
                     )
+                )
                 outcome.retrying += len(prepared) - start
                 if isinstance(exc, TransientSendError):
                     log.warning("transport unavailable, %d deliveries retry later: %s", len(prepared) - start, exc)
                     return
                 raise
             _Pace.observe(time.monotonic() - started, len(group))
-            with conn.begin():
-                outcome.add(record_results(conn, group, results, now, max_attempts=settings.max_attempts))
-                if wall_now() >= renew_at:
-                    # A slow server can make one batch outlast the lease; renew it for the rest of
-                    # the batch at half-life so no other worker takes over rows we are still
-                    # sending. Only a process that stalls for half a lease can lose its rows.
-                    rest = [p.delivery_id for p in prepared[start + size :]]
-                    renew_at = wall_now() + lease / 2
-                    queries.renew_lease_on(conn, rest, wall_now() + lease, token)
+            outcome.add(ledger.record(group, results, last=start + size >= len(prepared)))
             start += size
 
 

@@ -272,3 +272,17 @@ def no_longer_sendable(conn: Connection, prepared: Sequence[PreparedSend], token
             .values(state="skipped", lease_expires_at=None, last_error="unsubscribed or suppressed during the batch")
         )
     return gone | lost
+
+
+def still_leased(conn: Connection, ids: Sequence[int], token: str) -> set[int]:
+    """Of `ids`, the deliveries still ``sending`` under this claim's `token`: after a lost
+    connection, the ones whose recorded results the database does not have (issue #9)."""
+    if not ids:
+        return set()
+    return set(
+        conn.scalars(
+            select(Delivery.id).where(
+                Delivery.id.in_(list(ids)), Delivery.state == "sending", Delivery.lease_token == token
+            )
+        )
+    )

@@ -1,0 +1,205 @@
+"""One batch's ledger writes, kept across a lost database connection (issue #9).
+
+A worker that sent messages knows what happened to them; a database restart must not make it
+forget. Every write of a batch goes through :class:`BatchLedger`: one transaction on a
+connection held for the batch (:func:`cadence.ledger.ledger_connection`). When that connection
+is lost (the server restarted or failed over, the network dropped), the worker:
+
+1. keeps every result of the batch in memory (it has them all: the batch is a few hundred rows);
+2. reconnects with exponential backoff, but only while it surely still holds the lease (see
+   ``_lease_safe_until``): after that another worker could take the rows over, so it gives up
+   (the error propagates and the rows return after their lease: the documented duplicate
+   window);
+3. once the database answers, rewrites the results the database does not have. On PostgreSQL
+   the ledger commits asynchronously (ledger.py), so a server crash can forget the last commits
+   before it: every delivery of the batch still ``sending`` under this claim's token whose
+   result the worker holds is recorded again, and the lease on the rest is renewed;
+4. runs the interrupted write again, and the batch goes on.
+
+The last write of a batch and every permanent refusal are committed synchronously (``durable``):
+after the batch ends nobody holds its results any more, and a bounced address must never be
+tried again because a database crash forgot its suppression.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
+from datetime import datetime, timedelta
+from types import TracebackType
+from typing import TypeVar
+
+from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import InterfaceError, OperationalError
+
+from cadence.db import queries
+from cadence.ledger import PreparedSend, SendOutcome, ledger_connection, record_results
+from cadence.runtime import wall_now
+from cadence.transports.base import SendResult
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Pair = tuple[PreparedSend, SendResult]
+
+# Reconnect after 0.25 s, then twice as long each time, at most 5 s apart: a PostgreSQL restart
+# takes one to a few seconds, and a worker retrying every few seconds costs the server nothing.
+FIRST_BACKOFF = 0.25
+MAX_BACKOFF = 5.0
+# The database went away (connection refused or reset, server shutting down or starting up):
+# SQLAlchemy wraps psycopg's and sqlite3's OperationalError and InterfaceError in these.
+DATABASE_GONE = (OperationalError, InterfaceError)
+
+
+class BatchLedger:
+    """The ledger of one leased batch; see the module docstring. Use as a context manager."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        delivery_ids: Sequence[int],
+        token: str,
+        *,
+        lease: timedelta,
+        now: datetime,
+        max_attempts: int,
+    ) -> None:
+        self._engine = engine
+        self._ids = list(delivery_ids)
+        self._token = token
+        self._lease = lease
+        self._now = now  # the business clock, fixed per batch (ledger.py)
+        self._max_attempts = max_attempts
+        self._recorded: list[Pair] = []  # every result written so far (perhaps lost by a crash)
+        self._grants = [wall_now()]  # when the lease was granted: the claim just now, then renewals
+        self._retrying = False
+        self._stack: ExitStack | None = None
+        self._conn: Connection | None = None
+
+    def __enter__(self) -> BatchLedger:
+        return self
+
+    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+        self._close(discard=False)
+
+    # ------------------------------------------------------------------ writes
+
+    def record(self, group: Sequence[PreparedSend], results: Sequence[SendResult], *, last: bool) -> SendOutcome:
+        """Record one group's results (``last``: the batch's final group, committed durably),
+        renewing the lease on the rest of the batch at its half-life."""
+        pairs = list(zip(group, results, strict=True))
+        refused = [pair for pair in pairs if pair[1].status == "permanent"]
+        outcome = SendOutcome()
+        if refused:
+            # A 5xx for the address: its own small synchronous commit before the group's, so a
+            # crash can only repeat successful sends, never a bounced one (issue #9).
+            outcome.add(self.write(lambda conn: self._record(conn, refused), durable=True))
+            self._recorded += refused
+        others = [pair for pair in pairs if pair[1].status != "permanent"]
+        if others:
+            outcome.add(self.write(lambda conn: self._record(conn, others), durable=last))
+            self._recorded += others
+        return outcome
+
+    def write(self, work: Callable[[Connection], T], *, durable: bool = False) -> T:
+        """Run `work` in one transaction and return its result. On a lost connection: reconnect
+        with backoff while the lease holds, rewrite lost results, run `work` again (so `work`
+        must only write through `conn` and be safe to run twice: every ledger UPDATE checks this
+        claim's lease token). Raises the database error once the lease would run out."""
+        delay = FIRST_BACKOFF
+        while True:
+            try:
+                conn = self._connection()
+                with conn.begin():
+                    if durable and conn.dialect.name == "postgresql":
+                        conn.exec_driver_sql("SET LOCAL synchronous_commit TO ON")
+                    if self._retrying:
+                        self._rewrite_lost(conn)
+                    result = work(conn)
+                    self._renew_if_due(conn)
+                self._retrying = False
+                return result
+            except DATABASE_GONE as exc:
+                self._close(discard=True)
+                if wall_now() + timedelta(seconds=delay) >= self._lease_safe_until():
+                    log.error(
+                        "database unavailable until the lease runs out; %d results of this batch may be lost: %s",
+                        len(self._recorded),
+                        exc,
+                    )
+                    raise
+                log.warning(
+                    "database unavailable; %d results of this batch kept, retrying in %.2f s: %s",
+                    len(self._recorded),
+                    delay,
+                    str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__,
+                )
+                time.sleep(delay)
+                delay = min(delay * 2, MAX_BACKOFF)
+                self._retrying = True
+
+    def _record(self, conn: Connection, pairs: list[Pair]) -> SendOutcome:
+        if self._retrying:  # an interrupted COMMIT may have gone through: write only what is missing
+            mine = queries.still_leased(conn, [p.delivery_id for p, _ in pairs], self._token)
+            pairs = [pair for pair in pairs if pair[0].delivery_id in mine]
+        if not pairs:
+            return SendOutcome()
+        return record_results(
+            conn, [p for p, _ in pairs], [r for _, r in pairs], self._now, max_attempts=self._max_attempts
+        )
+
+    def _rewrite_lost(self, conn: Connection) -> None:
+        """After a reconnect: write again the results the database lost, renew the lease on
+        the rest of the batch (a renewal may have been lost too)."""
+        mine = queries.still_leased(conn, self._ids, self._token)
+        lost = [pair for pair in self._recorded if pair[0].delivery_id in mine]
+        if lost:
+            log.warning("rewriting %d results the database lost in its restart", len(lost))
+            record_results(conn, [p for p, _ in lost], [r for _, r in lost], self._now, max_attempts=self._max_attempts)
+        recorded = {p.delivery_id for p, _ in self._recorded}
+        self._renew(conn, [i for i in self._ids if i in mine and i not in recorded])
+
+    def _renew_if_due(self, conn: Connection) -> None:
+        # A slow server can make one batch outlast the lease; renew it for the rest of the batch
+        # at half-life so no other worker takes over rows we are still sending. Only a process
+        # that stalls for half a lease can lose its rows.
+        if wall_now() >= self._grants[-1] + self._lease / 2:
+            recorded = {p.delivery_id for p, _ in self._recorded}
+            self._renew(conn, [i for i in self._ids if i not in recorded])
+
+    def _renew(self, conn: Connection, ids: list[int]) -> None:
+        now = wall_now()
+        queries.renew_lease_on(conn, ids, now + self._lease, self._token)
+        self._grants.append(now)
+
+    def _lease_safe_until(self) -> datetime:
+        """Until when no other worker can take the batch over. The latest renewal may have been
+        lost with the server (an asynchronous commit), the one before it not: renewals are half a
+        lease apart, far more than the ~0.6 s a crash can forget. A tenth of the lease is kept
+        in hand for the time between the claim and this object, and for clock skew."""
+        granted = self._grants[-2] if len(self._grants) > 1 else self._grants[0]
+        return granted + self._lease * 0.9
+
+    # ------------------------------------------------------------------ the connection
+
+    def _connection(self) -> Connection:
+        if self._conn is None:
+            stack = ExitStack()
+            self._conn = stack.enter_context(ledger_connection(self._engine))
+            self._stack = stack
+        return self._conn
+
+    def _close(self, *, discard: bool) -> None:
+        conn, stack = self._conn, self._stack
+        self._conn = self._stack = None
+        if conn is None or stack is None:
+            return
+        if discard:
+            conn.invalidate()  # never give a dead connection back to the pool
+        try:
+            stack.close()
+        except DATABASE_GONE:
+            if not discard:
+                raise
