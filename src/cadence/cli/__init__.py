@@ -122,12 +122,24 @@ def campaigns_enroll(
 
 
 @campaigns_app.command("status")
-def campaigns_status(name: str) -> None:
-    """A table of steps × segments: due, queued, sent, failed."""
-    from cadence.reports import campaign_status_table
+def campaigns_status(
+    name: str,
+    reasons: Annotated[bool, typer.Option("--reasons", help="Also why deliveries failed or were skipped")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON")] = False,
+) -> None:
+    """Steps × segments (due, queued, sent, failed) and each step's sent, failed and skipped
+    totals over every delivery, segment or not."""
+    import json
 
-    settings = get_settings()
-    console.print(campaign_status_table(settings, name))
+    from cadence.reports import campaign_status
+
+    report = campaign_status(get_settings(), name, reasons=reasons)
+    if as_json:
+        typer.echo(json.dumps(report.document(), indent=2))
+        return
+    console.print(report.table())
+    if reasons:
+        console.print(report.reasons_table())
 
 
 @app.command()
