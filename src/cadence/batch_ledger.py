@@ -18,7 +18,8 @@ is lost (the server restarted or failed over, the network dropped), the worker:
 
 The last write of a batch and every permanent refusal are committed synchronously (``durable``):
 after the batch ends nobody holds its results any more, and a bounced address must never be
-tried again because a database crash forgot its suppression.
+tried again because a database crash forgot its suppression. A refusal is recorded the moment
+the transport reports it (:meth:`BatchLedger.refusal_hook`), not with its group.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from cadence.db import queries
 from cadence.ledger import PreparedSend, SendOutcome, ledger_connection, record_results
 from cadence.runtime import wall_now
-from cadence.transports.base import SendResult
+from cadence.transports.base import RefusalHook, SendResult
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,7 @@ class BatchLedger:
         self._now = now  # the business clock, fixed per batch (ledger.py)
         self._max_attempts = max_attempts
         self._recorded: list[Pair] = []  # every result written so far (perhaps lost by a crash)
+        self._refusals_recorded: set[int] = set()  # delivery ids recorded through `refusal_hook`
         self._grants = [wall_now()]  # when the lease was granted: the claim just now, then renewals
         self._retrying = False
         self._stack: ExitStack | None = None
@@ -86,15 +88,31 @@ class BatchLedger:
 
     # ------------------------------------------------------------------ writes
 
+    def refusal_hook(self, group: Sequence[PreparedSend]) -> RefusalHook:
+        """For ``transport.send_many(group, on_refused=...)``: record a permanent refusal the
+        moment the transport reports it, in its own small synchronous commit, before the next
+        message goes out. A crash can then repeat only successful sends, never a bounced one
+        (issue #9); :meth:`record` leaves out the refusals recorded here."""
+
+        def record_refusal(index: int, result: SendResult) -> None:
+            pair = (group[index], result)
+            if pair[0].delivery_id not in self._refusals_recorded:
+                self.write(lambda conn: self._record(conn, [pair]), durable=True)
+                self._recorded.append(pair)
+                self._refusals_recorded.add(pair[0].delivery_id)
+
+        return record_refusal
+
     def record(self, group: Sequence[PreparedSend], results: Sequence[SendResult], *, last: bool) -> SendOutcome:
         """Record one group's results (``last``: the batch's final group, committed durably),
         renewing the lease on the rest of the batch at its half-life."""
         pairs = list(zip(group, results, strict=True))
+        outcome = SendOutcome(failed=sum(p.delivery_id in self._refusals_recorded for p in group))
+        pairs = [pair for pair in pairs if pair[0].delivery_id not in self._refusals_recorded]
         refused = [pair for pair in pairs if pair[1].status == "permanent"]
-        outcome = SendOutcome()
         if refused:
-            # A 5xx for the address: its own small synchronous commit before the group's, so a
-            # crash can only repeat successful sends, never a bounced one (issue #9).
+            # A 5xx for the address the transport did not report at once: still its own small
+            # synchronous commit before the group's, like `refusal_hook`.
             outcome.add(self.write(lambda conn: self._record(conn, refused), durable=True))
             self._recorded += refused
         others = [pair for pair in pairs if pair[1].status != "permanent"]

@@ -238,7 +238,9 @@ def _send_prepared(runtime: Runtime, prepared: list[PreparedSend], now: datetime
                 break
             started = time.monotonic()
             try:
-                results = runtime.transport.send_many([(p.message, p.mime) for p in group])
+                results = runtime.transport.send_many(
+                    [(p.message, p.mime) for p in group], on_refused=ledger.refusal_hook(group)
+                )
             except (TransportError, ConfigError, OSError) as exc:
                 # Nothing of this group went out (the server is unreachable, the transport is
                 # misconfigured): put the rest of the batch back without counting an attempt, so

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -29,6 +29,15 @@ class SendResult:
     retry_after: float | None = None
 
 
+#: ``on_refused(index, result)``: a transport that learns results one message at a time (SMTP)
+#: calls it as soon as recipient ``messages[index]`` is refused for good (``permanent``), before it
+#: sends the next message, so the refusal is recorded at once rather than with the group: a crash
+#: can then repeat only successful sends, never a bounced one (issue #9). Transports that learn
+#: results all together (HTTP batch APIs, the outbox) need not call it; the returned list carries
+#: every result either way. An exception from it propagates out of ``send_many``.
+RefusalHook = Callable[[int, "SendResult"], None]
+
+
 class Transport(Protocol):
     """Sends messages; one instance lives for a worker process and is reused across batches.
 
@@ -42,8 +51,11 @@ class Transport(Protocol):
 
     needs_mime: bool
 
-    def send_many(self, messages: Sequence[tuple[OutgoingMessage, bytes]]) -> list[SendResult]:
-        """Send each (message, mime bytes) pair. Transports that speak MIME use the bytes."""
+    def send_many(
+        self, messages: Sequence[tuple[OutgoingMessage, bytes]], on_refused: RefusalHook | None = None
+    ) -> list[SendResult]:
+        """Send each (message, mime bytes) pair. Transports that speak MIME use the bytes;
+        ``on_refused``: see :data:`RefusalHook`."""
         ...
 
     def close(self) -> None:

@@ -29,7 +29,7 @@ import requests
 
 from cadence.core.message import OutgoingMessage, validate_addr_spec
 from cadence.errors import ConfigError, InputError
-from cadence.transports.base import SendResult
+from cadence.transports.base import RefusalHook, SendResult
 from cadence.transports.http import HttpClient, base_url_param, retry_after
 
 __all__ = ["MailgunTransport", "build_request"]
@@ -78,7 +78,10 @@ class MailgunTransport:
             timeout=float(params.pop("timeout", "30")),
         )
 
-    def send_many(self, messages: Sequence[tuple[OutgoingMessage, bytes]]) -> list[SendResult]:
+    def send_many(
+        self, messages: Sequence[tuple[OutgoingMessage, bytes]], on_refused: RefusalHook | None = None
+    ) -> list[SendResult]:
+        # Results come back all together: ``on_refused`` is not called (base.RefusalHook).
         results: list[SendResult] = []
         for index, (msg, mime) in enumerate(messages):
             try:

@@ -22,7 +22,7 @@ from urllib.parse import SplitResult, unquote
 
 from cadence.core.message import OutgoingMessage
 from cadence.errors import TransientSendError
-from cadence.transports.base import SendResult
+from cadence.transports.base import RefusalHook, SendResult
 
 __all__ = ["OutboxTransport", "outbox_filename"]
 
@@ -76,7 +76,10 @@ class OutboxTransport:
             raise
         return final
 
-    def send_many(self, messages: Sequence[tuple[OutgoingMessage, bytes]]) -> list[SendResult]:
+    def send_many(
+        self, messages: Sequence[tuple[OutgoingMessage, bytes]], on_refused: RefusalHook | None = None
+    ) -> list[SendResult]:
+        # Results come back all together: ``on_refused`` is not called (base.RefusalHook).
         if not self._ready:
             self.directory.mkdir(parents=True, exist_ok=True)
             self._ready = True

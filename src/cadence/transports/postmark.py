@@ -37,7 +37,7 @@ import requests
 
 from cadence.core.message import OutgoingMessage, format_address, provider_headers
 from cadence.errors import ConfigError, InputError, PermanentSendError
-from cadence.transports.base import SendResult
+from cadence.transports.base import RefusalHook, SendResult
 from cadence.transports.http import HttpClient, base_url_param, retry_after, transient_all
 
 __all__ = ["PostmarkTransport", "build_payload"]
@@ -102,7 +102,10 @@ class PostmarkTransport:
             timeout=float(params.pop("timeout", "30")),
         )
 
-    def send_many(self, messages: Sequence[tuple[OutgoingMessage, bytes]]) -> list[SendResult]:
+    def send_many(
+        self, messages: Sequence[tuple[OutgoingMessage, bytes]], on_refused: RefusalHook | None = None
+    ) -> list[SendResult]:
+        # Results come back all together: ``on_refused`` is not called (base.RefusalHook).
         results: list[SendResult | None] = [None] * len(messages)
         valid: list[tuple[int, dict[str, Any]]] = []
         for index, (msg, _) in enumerate(messages):

@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from cadence.core.message import OutgoingMessage
 from cadence.errors import TransientSendError
-from cadence.transports.base import SendResult, Transport
+from cadence.transports.base import RefusalHook, SendResult, Transport
 
 if TYPE_CHECKING:
     import redis
@@ -207,7 +207,9 @@ class RateLimitedTransport:
         #: limiter's clock (Redis TIME, or this process's monotonic clock): logs and tests.
         self.last_grants: list[float] = []
 
-    def send_many(self, messages: Sequence[tuple[OutgoingMessage, bytes]]) -> list[SendResult]:
+    def send_many(
+        self, messages: Sequence[tuple[OutgoingMessage, bytes]], on_refused: RefusalHook | None = None
+    ) -> list[SendResult]:
         results: list[SendResult] = []
         self.last_grants = []
         size = self.limiter.rate.burst
@@ -216,7 +218,7 @@ class RateLimitedTransport:
             try:
                 granted = self.limiter.acquire(len(chunk))
                 self.last_grants += [granted] * len(chunk)
-                results += self.inner.send_many(chunk)
+                results += self.inner.send_many(chunk, _shifted(on_refused, start))
             except TransientSendError as exc:
                 if not results:
                     raise
@@ -227,3 +229,11 @@ class RateLimitedTransport:
 
     def close(self) -> None:
         self.inner.close()
+
+
+def _shifted(on_refused: RefusalHook | None, offset: int) -> RefusalHook | None:
+    """``on_refused`` for a chunk that starts at ``offset`` of the caller's messages."""
+    if on_refused is None:
+        return None
+    hook = on_refused
+    return lambda index, result: hook(offset + index, result)

@@ -48,7 +48,7 @@ from urllib.parse import SplitResult, unquote
 
 from cadence.core.message import OutgoingMessage, validate_addr_spec
 from cadence.errors import ConfigError, InputError, TransientSendError
-from cadence.transports.base import SendResult, SendStatus
+from cadence.transports.base import RefusalHook, SendResult, SendStatus
 
 __all__ = ["SmtpTransport"]
 
@@ -281,7 +281,9 @@ class SmtpTransport:
         with self._final_reply_timeout(smtp):
             return smtp.data(data)
 
-    def send_many(self, messages: Sequence[tuple[OutgoingMessage, bytes]]) -> list[SendResult]:
+    def send_many(
+        self, messages: Sequence[tuple[OutgoingMessage, bytes]], on_refused: RefusalHook | None = None
+    ) -> list[SendResult]:
         for _, data in messages:
             if not data:
                 raise ValueError("SmtpTransport needs the MIME bytes (needs_mime is True)")
@@ -307,9 +309,9 @@ class SmtpTransport:
             reused = self._last_used > 0.0
             try:
                 if self.pipelining and smtp.has_extn("pipelining"):
-                    self._send_pipelined(smtp, messages, results)
+                    self._send_pipelined(smtp, messages, results, on_refused)
                 else:
-                    self._send_one_by_one(smtp, messages, results)
+                    self._send_one_by_one(smtp, messages, results, on_refused)
             except _ConnectionLost as lost:
                 if lost.out_of_order and self.pipelining:
                     # Some servers offer PIPELINING and then answer out of order (smtp-sink -W
@@ -337,7 +339,11 @@ class SmtpTransport:
         return results
 
     def _send_one_by_one(
-        self, smtp: smtplib.SMTP, messages: Sequence[tuple[OutgoingMessage, bytes]], results: list[SendResult]
+        self,
+        smtp: smtplib.SMTP,
+        messages: Sequence[tuple[OutgoingMessage, bytes]],
+        results: list[SendResult],
+        on_refused: RefusalHook | None,
     ) -> None:
         """MAIL, RCPT, DATA, content: four round trips per message, for servers without PIPELINING.
         Returns early when the server closed the channel (421); the caller reconnects."""
@@ -348,11 +354,16 @@ class SmtpTransport:
                 results.append(SendResult("failed", detail=str(exc)))
                 continue
             self._last_used = time.monotonic()
+            _report_refusal(results, on_refused)
             if self._smtp is None:  # 421
                 return
 
     def _send_pipelined(
-        self, smtp: smtplib.SMTP, messages: Sequence[tuple[OutgoingMessage, bytes]], results: list[SendResult]
+        self,
+        smtp: smtplib.SMTP,
+        messages: Sequence[tuple[OutgoingMessage, bytes]],
+        results: list[SendResult],
+        on_refused: RefusalHook | None,
     ) -> None:
         """RFC 2920 command pipelining: two round trips per message instead of four.
 
@@ -401,6 +412,7 @@ class SmtpTransport:
                 # this message's verdict (a 550 to RCPT before the 421 stays permanent).
                 results.append(SendResult(_status(code, recipient=recipient), detail=_reply(code, text)))
                 self._drop()
+                _report_refusal(results, on_refused)
                 return
             if data_code == 354:  # DATA accepted with no valid recipient: end it with a lone "."
                 self._pipeline_write(smtp, b".\r\n", after_data=False)
@@ -410,6 +422,7 @@ class SmtpTransport:
                 self._read_reply(smtp, after_data=False)
             results.append(SendResult(_status(code, recipient=recipient), detail=_reply(code, text)))
             self._last_used = time.monotonic()
+            _report_refusal(results, on_refused)  # the server is between transactions (after RSET)
 
     def _final_reply(self, smtp: smtplib.SMTP, results: list[SendResult]) -> bool:
         """Read the reply to a message's end of data and append its result; False after a 421."""
@@ -466,6 +479,12 @@ def _payload(data: bytes) -> bytes:
     if not stuffed.endswith(b"\r\n"):
         stuffed += b"\r\n"
     return stuffed + b".\r\n"
+
+
+def _report_refusal(results: list[SendResult], on_refused: RefusalHook | None) -> None:
+    """Hand the latest result to ``on_refused`` if its recipient was refused for good."""
+    if on_refused is not None and results and results[-1].status == "permanent":
+        on_refused(len(results) - 1, results[-1])
 
 
 def _close_quietly(smtp: smtplib.SMTP) -> None:
