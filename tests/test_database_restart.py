@@ -17,7 +17,9 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
+from sqlalchemy.exc import OperationalError
 
+from cadence import engine
 from cadence.catalog import CampaignCatalog
 from cadence.clock import FileClock
 from cadence.config import load_settings
@@ -25,6 +27,7 @@ from cadence.db.migrate import upgrade
 from cadence.db.models import Delivery, Subscriber, Suppression
 from cadence.db.session import transaction
 from cadence.engine import enroll
+from cadence.runtime import Runtime
 from cadence.subscribers import SubscriberInput, import_subscribers
 from tests.support.cluster import cadence_env, processes
 from tests.support.pgserver import PrivateServer
@@ -100,3 +103,48 @@ def test_a_database_restart_mid_send_sends_each_message_exactly_once(tmp_path: P
     duplicates = {rcpt: ids for rcpt, ids in per_recipient.items() if len(ids) > 1}
     assert duplicates == {}, f"sent more than once after a database restart: {sorted(duplicates)}"
     assert "results of this batch kept" in worker_log, "the restart never reached a worker's ledger write"
+
+
+def test_a_worker_gives_up_once_its_lease_could_run_out_and_nothing_is_lost(tmp_path: Path) -> None:
+    """The retries are bounded by the lease: with the server down for longer, the send task
+    raises the database error instead of hanging, and the rows come back to be sent later."""
+    stopped = False
+    with PrivateServer() as pg:
+
+        def stop_the_database(rcpt: str) -> None:
+            nonlocal stopped
+            if rcpt == "r3@example.com" and not stopped:
+                stopped = True
+                pg.stop("immediate")
+
+        with SmtpSink(rcpt_reply=stop_the_database) as sink:
+            clock = FileClock(tmp_path / "clock")
+            clock.set(START)
+            env = cadence_env(
+                tmp_path / "data",
+                CADENCE_DATABASE_URL=pg.url,
+                CADENCE_EMAIL_URL=f"smtp://{sink.host}:{sink.port}?tls=none",
+                CADENCE_CLOCK=str(clock),
+                CADENCE_LEASE_SECONDS="2",
+                CADENCE_COMMIT_EVERY="1",
+            )
+            settings = load_settings(env)
+            upgrade(settings.database_url)
+            runtime = Runtime.from_settings(settings)
+            with transaction(settings.database_url) as session:
+                rows = [SubscriberInput(f"r{i}@example.com", "", "America/New_York", {}) for i in range(8)]
+                import_subscribers(session, rows, START)
+                people = list(session.scalars(select(Subscriber)))
+                enroll(session, runtime.catalog.get("lower-back-pain"), people, START)
+            [ids] = engine.tick(runtime).batches
+            with pytest.raises(OperationalError):
+                engine.deliver(runtime, ids)
+            assert stopped
+            pg.start()
+            time.sleep(2.5)  # the lease runs out: another worker may take the rows over now
+            for batch in engine.tick(runtime).batches:
+                engine.deliver(runtime, batch)
+            runtime.close()
+            with transaction(settings.database_url) as session:
+                assert session.scalar(select(func.count()).where(Delivery.state == "sent")) == 8
+            assert {m.rcpt_tos[0] for m in sink.messages} == {f"r{i}@example.com" for i in range(8)}
