@@ -9,9 +9,11 @@ statement) and a COMMIT on a connection held for the batch.
 
 On PostgreSQL the ledger connection runs with ``synchronous_commit = off``: COMMIT returns
 before the WAL reaches disk. A *worker* crash loses nothing (the commit is in the server); a
-*database* crash can lose the last ~0.6 s of ``sent`` marks (3 × wal_writer_delay), and those
-deliveries are then sent again after their lease expires, with the same Message-ID. That is the
-same kind of duplicate as the documented worker-crash window, traded for a WAL flush per email.
+*database* crash can lose the last ~0.6 s of ``sent`` marks (3 × wal_writer_delay). The worker
+still holds those results and writes them again when the server is back (batch_ledger.py, issue
+#9); the last group of a batch and permanent refusals commit synchronously, since nobody holds
+them afterwards. So a database restart re-sends nothing; only a database crash together with the
+death of the worker (or an outage longer than the lease) can, with the same Message-ID.
 """
 
 from __future__ import annotations
