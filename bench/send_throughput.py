@@ -345,7 +345,7 @@ class Profile:
 
 def profile_deliver(runtime: Any, batches: list[list[int]], capture: list[Message] | None = None) -> Profile:
     """engine.deliver over `batches` in this process with every send-path function timed."""
-    from cadence import engine, sending
+    from cadence import batch_ledger, engine, sending
     from cadence.db import queries
     from cadence.db.session import engine_for
 
@@ -353,9 +353,9 @@ def profile_deliver(runtime: Any, batches: list[list[int]], capture: list[Messag
     if capture is not None:
         original_send = transport.send_many
 
-        def capturing(messages: Any) -> Any:
+        def capturing(messages: Any, on_refused: Any = None) -> Any:
             capture.extend((m.sender.email, m.to.email, data) for m, data in messages)
-            return original_send(messages)
+            return original_send(messages, on_refused)
 
         transport.send_many = capturing
     buckets = Buckets()
@@ -365,6 +365,7 @@ def profile_deliver(runtime: Any, batches: list[list[int]], capture: list[Messag
     buckets.patch_transaction(sending)
     for name in ("record_results", "begin_ledger_transaction", "renew_lease_on", "_record", "_advance"):
         buckets.patch(sending, name, optional=True)
+        buckets.patch(batch_ledger, name, optional=True)  # the group writes moved there (issue #9)
     for name in (
         "email_hash", "_skip_reason", "_postpone_until", "choose_segment", "make_token", "_click_tracker",
         "link_signature", "render_email", "_add_open_pixel", "make_message_id", "_prepare", "build_mime",
