@@ -12,6 +12,7 @@ from cadence.db.migrate import alembic_config, upgrade
 from cadence.db.models import Base
 from cadence.db.session import engine_for, transaction
 from cadence.subscribers import SubscriberInput, import_subscribers
+from tests.support.keys import TEST_KEYS
 
 
 def indexes(url: str, table: str) -> set[str]:
@@ -25,7 +26,8 @@ def test_head_has_the_models_indexes_and_0002_goes_down_and_up(database_url: str
     assert indexes(database_url, "deliveries") == model_indexes
     assert {"ix_deliveries_unqueued", "ix_deliveries_enqueued"} <= model_indexes
     with transaction(database_url) as session:
-        import_subscribers(session, [SubscriberInput("a@example.com", "A", "UTC", {})], datetime.now(UTC))
+        rows = [SubscriberInput("a@example.com", "A", "UTC", {})]
+        import_subscribers(session, rows, datetime.now(UTC), keys=TEST_KEYS)
 
     config = alembic_config()
     with engine_for(database_url).begin() as connection:

@@ -19,6 +19,7 @@ from cadence.tokens import make_token, read_token
 from cadence.web.forms import Answers, SignupData
 from cadence.web.subscription import SignupContext, confirm, sign_up
 from tests.support.cluster import ROOT
+from tests.support.keys import TEST_KEYS
 
 NOW = datetime(2026, 12, 7, 12, 30, tzinfo=UTC)
 SECRET = "test-secret-key-0123456789abcdef"
@@ -34,19 +35,19 @@ def db(tmp_path: Path) -> str:
 
 def test_an_erased_subscribers_id_is_never_given_to_the_next_one(db: str) -> None:
     with transaction(db) as session:
-        first = upsert_subscriber(session, SubscriberInput("bob@example.com"), NOW)
+        first = upsert_subscriber(session, SubscriberInput("bob@example.com"), NOW, keys=TEST_KEYS)
         assert first is not None
         old_id = first.id
         session.delete(first)
     with transaction(db) as session:
-        second = upsert_subscriber(session, SubscriberInput("carol@example.com"), NOW)
+        second = upsert_subscriber(session, SubscriberInput("carol@example.com"), NOW, keys=TEST_KEYS)
         assert second is not None and second.id != old_id
 
 
 def test_someone_who_unsubscribed_and_confirms_again_resumes_the_series(db: str) -> None:
     campaign = find_campaign("lower-back-pain", ROOT / "campaigns")
     with transaction(db) as session:
-        alice = upsert_subscriber(session, SubscriberInput("alice@example.com", "Alice"), NOW)
+        alice = upsert_subscriber(session, SubscriberInput("alice@example.com", "Alice"), NOW, keys=TEST_KEYS)
         assert alice is not None
         enroll(session, campaign, [alice], NOW)
         session.scalars(select(Enrollment)).one().next_step = 2  # two emails went out
@@ -72,7 +73,7 @@ def test_someone_who_unsubscribed_and_confirms_again_resumes_the_series(db: str)
 def test_a_strangers_signup_changes_nothing_until_the_owner_confirms(db: str) -> None:
     with transaction(db) as session:
         alice = upsert_subscriber(
-            session, SubscriberInput("alice@example.com", "Alice", None, {"terrain": "roads"}), NOW
+            session, SubscriberInput("alice@example.com", "Alice", None, {"terrain": "roads"}), NOW, keys=TEST_KEYS
         )
         assert alice is not None
         unsubscribe(session, alice, NOW, "one-click")

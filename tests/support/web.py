@@ -8,8 +8,8 @@ Usage::
         web.clock.advance(timedelta(days=2))
         web.drive()                      # engine.tick + engine.deliver in this process
 
-The server trusts ``X-Forwarded-For`` from 127.0.0.1 (uvicorn's default, which ``cadence web``
-keeps), so a test can speak "from" any IP it likes: ``headers=web.from_ip("203.0.113.7")``.
+The server trusts ``X-Forwarded-For`` from 127.0.0.1 (``CADENCE_TRUSTED_PROXIES``, set here), so
+a test can speak "from" any IP it likes: ``headers=web.from_ip("203.0.113.7")``.
 """
 
 from __future__ import annotations
@@ -79,6 +79,7 @@ class WebServer:
             "CADENCE_CAMPAIGNS_DIR": str(REPO / "campaigns"),
             "CADENCE_TEMPLATES_DIR": str(REPO / "templates"),
             "CADENCE_BROKER_URL": "memory://",
+            "CADENCE_TRUSTED_PROXIES": "127.0.0.1",
             **(extra_env or {}),
         }
         self.settings: Settings = load_settings(self.env)
