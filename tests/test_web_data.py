@@ -20,33 +20,10 @@ from cadence.tokens import link_signature
 from cadence.web.ratelimit import Limit, RedisLimiter
 from tests.support.keys import TEST_KEYS
 from tests.support.smtpd import SmtpSink
-from tests.support.web import SECRET, WebServer, csrf_token, find_url, parse, signup_form
+from tests.support.web import SECRET, WebServer, csrf_token, data_link, subscribe_and_confirm
 
 T = TypeVar("T")
 ADDRESS = "Erase.Me@Example.COM"  # mixed case: the lowercase form must vanish too
-
-
-def subscribe_and_confirm(web: WebServer, web_sink: SmtpSink, address: str, first_name: str = "Robin") -> str:
-    """Sign up through the form, confirm, receive step 1; returns the preferences URL path."""
-    client = web.client()
-    token = csrf_token(client.get("/subscribe").text)
-    before = len(web_sink.messages)
-    client.post("/subscribe", data={"csrf_token": token, **signup_form(email=address, first_name=first_name)})
-    confirm_url = find_url(parse(web_sink.wait_for(before + 1)[-1]), "/confirm/").removeprefix(web.base_url)
-    page = client.get(confirm_url)
-    client.post(confirm_url, data={"csrf_token": csrf_token(page.text)}).raise_for_status()
-    assert web.drive() == 1
-    email = parse(web_sink.wait_for(before + 2)[-1])
-    return find_url(email, "/p/").removeprefix(web.base_url)
-
-
-def data_link(web: WebServer, web_sink: SmtpSink, client: httpx.Client, preferences: str) -> str:
-    """Ask the preference page for a data link; returns its path (``/d/<token>``) from the email."""
-    before = len(web_sink.messages)
-    token = csrf_token(client.get(preferences).text)
-    asked = client.post(f"{preferences}/data-link", data={"csrf_token": token})
-    assert asked.status_code == 303 and asked.headers["location"].endswith("?done=data-link")
-    return find_url(parse(web_sink.wait_for(before + 1)[-1]), "/d/").removeprefix(web.base_url)
 
 
 def test_the_preference_center_changes_answers_and_pauses(web: WebServer, web_sink: SmtpSink) -> None:

@@ -82,6 +82,7 @@ def check_text(value: str, field_name: str, limit: int = 200) -> str:
     between letters, where scripts such as Persian need them."""
     if any(ch in value for ch in _CONTROL):
         raise InputError(f"{field_name}: contains a line break or NUL")
+    check_header_text(field_name, value)  # names end up in To: headers (its message for CR, LF...)
     value = unicodedata.normalize("NFC", value)
     for index, ch in enumerate(value):
         if unicodedata.category(ch) not in _REFUSED_CATEGORIES:
@@ -95,9 +96,8 @@ def check_text(value: str, field_name: str, limit: int = 200) -> str:
             continue
         kind = "a control" if unicodedata.category(ch) == "Cc" else "an invisible formatting"
         raise InputError(f"{field_name}: contains {kind} character (U+{ord(ch):04X}); type plain text")
-    check_header_text(field_name, value)  # names end up in To: headers
     if len(value) > limit:
-        raise InputError(f"{field_name}: longer than {limit} characters")
+        raise InputError(f"{field_name}: is longer than {limit} characters")
     return value.strip()
 
 

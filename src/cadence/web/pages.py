@@ -121,8 +121,9 @@ def _validate(values: dict[str, str]) -> SignupData | dict[str, str]:
         errors["email"] = FIELD_MESSAGES["email"]
     try:
         first_name = check_first_name(values["first_name"])
-    except InputError:
-        errors["first_name"] = FIELD_MESSAGES["first_name"]
+    except InputError as exc:
+        # Say what is wrong (an invisible character, its code point; never the text itself).
+        errors["first_name"] = f"Your first name {str(exc).partition(': ')[2]}."
     if values["terrain"] not in TERRAINS:
         errors["terrain"] = FIELD_MESSAGES["terrain"]
     if values["training_for_race"] not in ("yes", "no"):
