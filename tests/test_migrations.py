@@ -38,3 +38,29 @@ def test_head_has_the_models_indexes_and_0002_goes_down_and_up(database_url: str
     assert indexes(database_url, "deliveries") == model_indexes
     with engine_for(database_url).connect() as connection:
         assert connection.execute(sa.text("SELECT count(*) FROM subscribers")).scalar() == 1
+
+
+def test_0003_marks_existing_suppressions_as_plain_sha256_and_goes_down_and_up(database_url: str) -> None:
+    config = alembic_config()
+    with engine_for(database_url).begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0002")
+    with engine_for(database_url).begin() as connection:
+        connection.execute(
+            sa.text(
+                "INSERT INTO suppressions (email_hash, reason, detail, created_at) "
+                "VALUES ('ab12', 'erased', '', '2026-12-01 12:00:00')"
+            )
+        )
+    upgrade(database_url)
+    with engine_for(database_url).connect() as connection:
+        row = connection.execute(sa.text("SELECT email_hash, hash_version, reason FROM suppressions")).one()
+    assert tuple(row) == ("ab12", "sha256", "erased")
+    with engine_for(database_url).begin() as connection:
+        config.attributes["connection"] = connection
+        command.downgrade(config, "0002")
+    columns = {c["name"] for c in sa.inspect(engine_for(database_url)).get_columns("suppressions")}
+    assert "hash_version" not in columns
+    upgrade(database_url)
+    columns = {c["name"] for c in sa.inspect(engine_for(database_url)).get_columns("suppressions")}
+    assert "hash_version" in columns
