@@ -10,6 +10,8 @@ import base64
 import time
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -18,6 +20,7 @@ from sqlalchemy import select
 from cadence.db.models import Event
 from cadence.db.session import transaction
 from cadence.tokens import link_signature, make_token
+from tests.support.services import unavailable
 from tests.support.smtpd import ReceivedMessage, SmtpSink
 from tests.support.web import (
     SECRET,
@@ -358,3 +361,43 @@ def test_the_access_log_filter_is_installed_once() -> None:
     redact_access_logs()
     redact_access_logs()
     assert sum(isinstance(f, RedactTokens) for f in logging.getLogger("uvicorn.access").filters) == 1
+
+
+# ---------------------------------------------------------------------------- in a real browser
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+@pytest.fixture
+def browser_page() -> Iterator[Any]:
+    if not CHROMIUM.exists():
+        unavailable("Chromium at /usr/bin/chromium", "apt-get install chromium")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox", "--disable-gpu"])
+        try:
+            yield browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
+        finally:
+            browser.close()
+
+
+def test_a_stranger_with_a_shared_web_view_sees_no_one_and_can_only_ask_by_address(
+    web: WebServer, web_sink: SmtpSink, browser_page: Any
+) -> None:
+    address = "ottoline.browser@example.com"
+    subscribe_and_confirm(web, web_sink, address, first_name="Ottoline")
+    email = parse(web_sink.messages[-1])
+    page = browser_page
+    page.goto(find_url(email, "/v/"))
+    shown = page.inner_text("body")
+    assert "Ottoline" not in shown and address not in shown and "Hi there" in shown
+    hrefs = page.eval_on_selector_all("a[href]", "links => links.map(a => a.href)")
+    assert hrefs and not [h for h in hrefs if h.startswith(web.base_url) and "/manage" not in h and "/v/" not in h]
+    assert page.eval_on_selector('meta[name="robots"]', "m => m.content") == ROBOTS
+    page.get_by_role("link", name="Manage preferences").click()
+    page.wait_for_url(f"{web.base_url}/manage")
+    page.get_by_label("Email address").fill("someone.else@example.com")
+    page.get_by_role("button", name="Email me the link").click()
+    page.get_by_text("If this address is on our list").wait_for()
+    assert messages_to(web_sink, "someone.else@example.com") == []
