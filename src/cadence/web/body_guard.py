@@ -10,7 +10,8 @@ them first, as one-line 4xx replies:
 - **413** when ``Content-Length`` or the bytes actually received pass the limit for the path:
   :data:`FORM_LIMIT` for pages and the API (the largest honest signup is under 1 KB),
   :data:`WEBHOOK_LIMIT` for ``/webhooks/*`` (a provider's bounce can quote the message);
-- **400** for a JSON body (``/api/*`` and ``/webhooks/*``) that is not UTF-8, nests deeper
+- **400** for a JSON body (``/api/*`` with a JSON content type, every ``/webhooks/*`` body: the
+  webhook handlers parse whatever they get) that is not UTF-8, nests deeper
   than :data:`MAX_DEPTH`, holds ``NaN``/``Infinity`` or a lone surrogate, or is not JSON.
 
 The nesting is measured by a scan of the bytes before ``json.loads`` runs, so no recursion
@@ -114,7 +115,10 @@ class BodyGuard:
             await _reply(send, 413, f"request body too large: at most {limit} bytes here", path)
             return
         content_type = headers.get(b"content-type", b"").decode("latin-1").lower()
-        if body and path.startswith(_JSON_PATHS) and "json" in content_type:
+        # The webhooks parse their body as JSON whatever its declared type; the API only when
+        # it says JSON (FastAPI's strict content type refuses the rest itself).
+        is_json = path.startswith("/webhooks/") or (path.startswith("/api/") and "json" in content_type)
+        if body and is_json:
             problem = json_problem(body)
             if problem is not None:
                 await _reply(send, 400, problem, path)
