@@ -15,9 +15,9 @@ from cadence.db.models import Enrollment, Subscriber
 from cadence.db.session import transaction
 from cadence.engine import enroll
 from cadence.subscribers import SubscriberInput, unsubscribe, upsert_subscriber
-from cadence.tokens import make_token, read_token
+from cadence.tokens import make_token
 from cadence.web.forms import Answers, SignupData
-from cadence.web.subscription import SignupContext, confirm, sign_up
+from cadence.web.subscription import SignupContext, confirm, read_confirmation_token, sign_up
 from tests.support.cluster import ROOT
 from tests.support.keys import TEST_KEYS
 
@@ -60,10 +60,11 @@ def test_someone_who_unsubscribed_and_confirms_again_resumes_the_series(db: str)
             WHERE,
             later,
             secret_key=SECRET,
+            keys=TEST_KEYS,
         )
         assert confirmation is not None
-        payload = read_token(SECRET, "confirm", confirmation.token)
-        confirm(session, payload, later, ip="192.0.2.7", user_agent="test", campaign=campaign)
+        payload = read_confirmation_token(SECRET, confirmation.token, later)
+        confirm(session, payload, later, ip="192.0.2.7", user_agent="test", campaign=campaign, keys=TEST_KEYS)
     with transaction(db) as session:
         enrollment = session.scalars(select(Enrollment)).one()
         assert enrollment.state == "active" and enrollment.next_step == 2 and enrollment.next_send_at is not None
@@ -80,14 +81,20 @@ def test_a_strangers_signup_changes_nothing_until_the_owner_confirms(db: str) ->
     later = NOW + timedelta(hours=2)
     mallory = SignupData("alice@example.com", "Mallory", Answers(terrain="treadmill", training_for_race=True))
     with transaction(db) as session:
-        confirmation = sign_up(session, mallory, WHERE, later, secret_key=SECRET)
+        confirmation = sign_up(session, mallory, WHERE, later, secret_key=SECRET, keys=TEST_KEYS)
         assert confirmation is not None
     with transaction(db) as session:
         row = session.scalars(select(Subscriber)).one()
         assert row.first_name == "Alice" and row.attributes["terrain"] == "roads"
         # Only the address owner, by confirming, applies the answers of that signup.
         confirm(
-            session, read_token(SECRET, "confirm", confirmation.token), later, ip="x", user_agent="x", campaign=None
+            session,
+            read_confirmation_token(SECRET, confirmation.token, later),
+            later,
+            ip="x",
+            user_agent="x",
+            campaign=None,
+            keys=TEST_KEYS,
         )
     with transaction(db) as session:
         row = session.scalars(select(Subscriber)).one()
