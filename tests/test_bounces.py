@@ -23,6 +23,7 @@ from cadence.db.migrate import upgrade
 from cadence.db.models import Delivery, Enrollment, Event, Subscriber, Suppression
 from cadence.db.session import transaction
 from cadence.subscribers import SubscriberInput, email_hash, import_subscribers, is_suppressed
+from tests.support.keys import TEST_KEYS
 
 NOW = datetime(2026, 3, 10, 9, tzinfo=UTC)
 FIXTURES = Path(__file__).parent / "fixtures" / "dsn"
@@ -275,7 +276,7 @@ def test_a_suppressed_address_comes_back_through_neither_enroll_nor_import(sqlit
         apply_bounce_events(session, [event], NOW, soft_limit=3)
     with transaction(sqlite_db) as session:
         enrolled = engine.enroll(session, campaign, [session.get_one(Subscriber, person)], NOW)
-        imported = import_subscribers(session, [SubscriberInput("GONE@example.org", "Back again")], NOW)
+        imported = import_subscribers(session, [SubscriberInput("GONE@example.org", "Back again")], NOW, keys=TEST_KEYS)
         assert is_suppressed(session, "gone@example.org")
     assert (enrolled.enrolled, enrolled.not_active) == (0, 1)
     assert (imported.suppressed, imported.created, imported.updated) == (1, 0, 0)

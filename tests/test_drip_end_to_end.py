@@ -33,6 +33,7 @@ from cadence.engine import enroll
 from cadence.simulation import ClockDriver
 from cadence.subscribers import SubscriberInput, import_subscribers
 from tests.support.cluster import ROOT, cadence_env, processes
+from tests.support.keys import TEST_KEYS
 from tests.support.services import postgres_database
 from tests.support.smtpd import SmtpSink
 
@@ -108,7 +109,7 @@ def run_drip(tmp_path: Path, database_url: str, broker_url: str, *, schedulers: 
         settings = load_settings(env)
         upgrade(settings.database_url)
         with transaction(settings.database_url) as session:
-            import_subscribers(session, people(n), START)
+            import_subscribers(session, people(n), START, keys=TEST_KEYS)
             subscribers = list(session.scalars(select(Subscriber)))
             assert enroll(session, campaign, subscribers, START).enrolled == n
             ids = [s.id for s in subscribers]

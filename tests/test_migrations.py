@@ -12,6 +12,7 @@ from cadence.db.migrate import alembic_config, upgrade
 from cadence.db.models import Base
 from cadence.db.session import engine_for, transaction
 from cadence.subscribers import SubscriberInput, import_subscribers
+from tests.support.keys import TEST_KEYS
 
 
 def indexes(url: str, table: str) -> set[str]:
@@ -25,7 +26,8 @@ def test_head_has_the_models_indexes_and_0002_goes_down_and_up(database_url: str
     assert indexes(database_url, "deliveries") == model_indexes
     assert {"ix_deliveries_unqueued", "ix_deliveries_enqueued"} <= model_indexes
     with transaction(database_url) as session:
-        import_subscribers(session, [SubscriberInput("a@example.com", "A", "UTC", {})], datetime.now(UTC))
+        rows = [SubscriberInput("a@example.com", "A", "UTC", {})]
+        import_subscribers(session, rows, datetime.now(UTC), keys=TEST_KEYS)
 
     config = alembic_config()
     with engine_for(database_url).begin() as connection:
@@ -36,3 +38,29 @@ def test_head_has_the_models_indexes_and_0002_goes_down_and_up(database_url: str
     assert indexes(database_url, "deliveries") == model_indexes
     with engine_for(database_url).connect() as connection:
         assert connection.execute(sa.text("SELECT count(*) FROM subscribers")).scalar() == 1
+
+
+def test_0003_marks_existing_suppressions_as_plain_sha256_and_goes_down_and_up(database_url: str) -> None:
+    config = alembic_config()
+    with engine_for(database_url).begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0002")
+    with engine_for(database_url).begin() as connection:
+        connection.execute(
+            sa.text(
+                "INSERT INTO suppressions (email_hash, reason, detail, created_at) "
+                "VALUES ('ab12', 'erased', '', '2026-12-01 12:00:00')"
+            )
+        )
+    upgrade(database_url)
+    with engine_for(database_url).connect() as connection:
+        row = connection.execute(sa.text("SELECT email_hash, hash_version, reason FROM suppressions")).one()
+    assert tuple(row) == ("ab12", "sha256", "erased")
+    with engine_for(database_url).begin() as connection:
+        config.attributes["connection"] = connection
+        command.downgrade(config, "0002")
+    columns = {c["name"] for c in sa.inspect(engine_for(database_url)).get_columns("suppressions")}
+    assert "hash_version" not in columns
+    upgrade(database_url)
+    columns = {c["name"] for c in sa.inspect(engine_for(database_url)).get_columns("suppressions")}
+    assert "hash_version" in columns

@@ -15,10 +15,11 @@ from cadence.db.models import Enrollment, Subscriber
 from cadence.db.session import transaction
 from cadence.engine import enroll
 from cadence.subscribers import SubscriberInput, unsubscribe, upsert_subscriber
-from cadence.tokens import make_token, read_token
+from cadence.tokens import make_token
 from cadence.web.forms import Answers, SignupData
-from cadence.web.subscription import SignupContext, confirm, sign_up
+from cadence.web.subscription import SignupContext, confirm, read_confirmation_token, sign_up
 from tests.support.cluster import ROOT
+from tests.support.keys import TEST_KEYS
 
 NOW = datetime(2026, 12, 7, 12, 30, tzinfo=UTC)
 SECRET = "test-secret-key-0123456789abcdef"
@@ -34,19 +35,19 @@ def db(tmp_path: Path) -> str:
 
 def test_an_erased_subscribers_id_is_never_given_to_the_next_one(db: str) -> None:
     with transaction(db) as session:
-        first = upsert_subscriber(session, SubscriberInput("bob@example.com"), NOW)
+        first = upsert_subscriber(session, SubscriberInput("bob@example.com"), NOW, keys=TEST_KEYS)
         assert first is not None
         old_id = first.id
         session.delete(first)
     with transaction(db) as session:
-        second = upsert_subscriber(session, SubscriberInput("carol@example.com"), NOW)
+        second = upsert_subscriber(session, SubscriberInput("carol@example.com"), NOW, keys=TEST_KEYS)
         assert second is not None and second.id != old_id
 
 
 def test_someone_who_unsubscribed_and_confirms_again_resumes_the_series(db: str) -> None:
     campaign = find_campaign("lower-back-pain", ROOT / "campaigns")
     with transaction(db) as session:
-        alice = upsert_subscriber(session, SubscriberInput("alice@example.com", "Alice"), NOW)
+        alice = upsert_subscriber(session, SubscriberInput("alice@example.com", "Alice"), NOW, keys=TEST_KEYS)
         assert alice is not None
         enroll(session, campaign, [alice], NOW)
         session.scalars(select(Enrollment)).one().next_step = 2  # two emails went out
@@ -59,10 +60,11 @@ def test_someone_who_unsubscribed_and_confirms_again_resumes_the_series(db: str)
             WHERE,
             later,
             secret_key=SECRET,
+            keys=TEST_KEYS,
         )
         assert confirmation is not None
-        payload = read_token(SECRET, "confirm", confirmation.token)
-        confirm(session, payload, later, ip="192.0.2.7", user_agent="test", campaign=campaign)
+        payload = read_confirmation_token(SECRET, confirmation.token, later)
+        confirm(session, payload, later, ip="192.0.2.7", user_agent="test", campaign=campaign, keys=TEST_KEYS)
     with transaction(db) as session:
         enrollment = session.scalars(select(Enrollment)).one()
         assert enrollment.state == "active" and enrollment.next_step == 2 and enrollment.next_send_at is not None
@@ -72,21 +74,27 @@ def test_someone_who_unsubscribed_and_confirms_again_resumes_the_series(db: str)
 def test_a_strangers_signup_changes_nothing_until_the_owner_confirms(db: str) -> None:
     with transaction(db) as session:
         alice = upsert_subscriber(
-            session, SubscriberInput("alice@example.com", "Alice", None, {"terrain": "roads"}), NOW
+            session, SubscriberInput("alice@example.com", "Alice", None, {"terrain": "roads"}), NOW, keys=TEST_KEYS
         )
         assert alice is not None
         unsubscribe(session, alice, NOW, "one-click")
     later = NOW + timedelta(hours=2)
     mallory = SignupData("alice@example.com", "Mallory", Answers(terrain="treadmill", training_for_race=True))
     with transaction(db) as session:
-        confirmation = sign_up(session, mallory, WHERE, later, secret_key=SECRET)
+        confirmation = sign_up(session, mallory, WHERE, later, secret_key=SECRET, keys=TEST_KEYS)
         assert confirmation is not None
     with transaction(db) as session:
         row = session.scalars(select(Subscriber)).one()
         assert row.first_name == "Alice" and row.attributes["terrain"] == "roads"
         # Only the address owner, by confirming, applies the answers of that signup.
         confirm(
-            session, read_token(SECRET, "confirm", confirmation.token), later, ip="x", user_agent="x", campaign=None
+            session,
+            read_confirmation_token(SECRET, confirmation.token, later),
+            later,
+            ip="x",
+            user_agent="x",
+            campaign=None,
+            keys=TEST_KEYS,
         )
     with transaction(db) as session:
         row = session.scalars(select(Subscriber)).one()

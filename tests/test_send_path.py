@@ -21,6 +21,7 @@ from cadence.db.session import transaction
 from cadence.runtime import Runtime
 from cadence.subscribers import SubscriberInput, import_subscribers, suppress, unsubscribe
 from tests.support.cluster import cadence_env
+from tests.support.keys import TEST_KEYS
 from tests.support.smtpd import SmtpSink
 
 START = datetime(2026, 12, 7, 12, 30, tzinfo=UTC)  # Monday 07:30 in New York: inside the window
@@ -54,7 +55,7 @@ def add_people(runtime: Runtime, n: int, campaign: str = "lower-back-pain") -> l
     ]
     now = runtime.clock.now()
     with transaction(runtime.settings.database_url) as session:
-        import_subscribers(session, rows, now)
+        import_subscribers(session, rows, now, keys=TEST_KEYS)
         people = list(session.scalars(select(Subscriber)))
         engine.enroll(session, runtime.catalog.get(campaign), people, now)
         return [p.id for p in people]

@@ -27,6 +27,7 @@ from cadence.db.session import transaction
 from cadence.runtime import Runtime
 from cadence.subscribers import SubscriberInput, import_subscribers
 from tests.support.cluster import cadence_env
+from tests.support.keys import TEST_KEYS
 from tests.support.services import unavailable
 from tests.support.smtpd import ReceivedMessage, SmtpSink
 
@@ -64,7 +65,7 @@ def received(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[ReceivedMes
         upgrade(settings.database_url)
         runtime = Runtime.from_settings(settings)
         with transaction(settings.database_url) as session:
-            import_subscribers(session, PEOPLE, clock.now())
+            import_subscribers(session, PEOPLE, clock.now(), keys=TEST_KEYS)
             people = list(session.scalars(select(Subscriber)))
             engine.enroll(session, runtime.catalog.get("lower-back-pain"), people, clock.now())
         for _ in range(24 * 20):  # twenty days in hours

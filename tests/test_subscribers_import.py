@@ -13,6 +13,7 @@ from cadence.db.models import Subscriber
 from cadence.db.session import transaction
 from cadence.errors import InputError
 from cadence.subscribers import import_subscribers, parse_subscriber_csv, suppress, unsubscribe
+from tests.support.keys import TEST_KEYS
 
 NOW = datetime(2026, 12, 1, 12, tzinfo=UTC)
 
@@ -29,7 +30,7 @@ def test_a_good_csv_imports_with_attributes_and_zones(db: str) -> None:
         "email,first_name,timezone,terrain\nA@Example.com,Ann,Europe/London,trails\nb@example.com,,,roads\n"
     )
     with transaction(db) as session:
-        result = import_subscribers(session, rows, NOW)
+        result = import_subscribers(session, rows, NOW, keys=TEST_KEYS)
     assert (result.created, result.updated) == (2, 0)
     with transaction(db) as session:
         ann = session.scalar(select(Subscriber).where(Subscriber.email_key == "a@example.com"))
@@ -69,7 +70,7 @@ def test_line_breaks_in_names_are_refused() -> None:
 def test_reimport_never_resubscribes_and_suppressed_addresses_stay_out(db: str) -> None:
     rows = parse_subscriber_csv("email\nleft@example.com\nbounced@example.com\n")
     with transaction(db) as session:
-        import_subscribers(session, rows, NOW)
+        import_subscribers(session, rows, NOW, keys=TEST_KEYS)
     with transaction(db) as session:
         left = session.scalar(select(Subscriber).where(Subscriber.email_key == "left@example.com"))
         assert left is not None
@@ -77,7 +78,7 @@ def test_reimport_never_resubscribes_and_suppressed_addresses_stay_out(db: str) 
         suppress(session, "Bounced@Example.com", "hard_bounce", NOW)
         session.execute(Subscriber.__table__.delete().where(Subscriber.email_key == "bounced@example.com"))
     with transaction(db) as session:
-        result = import_subscribers(session, rows, NOW)
+        result = import_subscribers(session, rows, NOW, keys=TEST_KEYS)
     assert result.suppressed == 1 and result.updated == 1
     with transaction(db) as session:
         statuses = dict(session.execute(select(Subscriber.email_key, Subscriber.status)).all())

@@ -56,8 +56,17 @@ def test_the_api_signs_up_confirms_and_manages_preferences(web: WebServer, web_s
     assert api.delete(f"/preferences/{preferences}/pause").json()["paused_until"] is None
     unsubscribe = find_url(email, "/u/").rsplit("/", 1)[1]
     assert api.post(f"/unsubscribe/{unsubscribe}").json()["status"] == "unsubscribed"
-    assert api.get(f"/preferences/{preferences}/export").json()["profile"]["status"] == "unsubscribed"
-    assert api.delete(f"/preferences/{preferences}").json()["status"] == "erased"
+    # Export and erase take a data link emailed to the address on file, each link once.
+    assert api.get(f"/preferences/{preferences}/export").status_code in (404, 405)
+    assert api.delete(f"/preferences/{preferences}").status_code in (404, 405)
+    assert api.post(f"/preferences/{preferences}/data-link").status_code == 202
+    data = find_url(parse(web_sink.wait_for(3)[-1]), "/d/").rsplit("/", 1)[1]
+    assert api.post(f"/data/{data}/export").json()["profile"]["status"] == "unsubscribed"
+    assert api.post(f"/data/{data}/export").status_code == 404  # spent
+    assert api.delete(f"/data/{data}").status_code == 404
+    assert api.post(f"/preferences/{preferences}/data-link").status_code == 202
+    data = find_url(parse(web_sink.wait_for(4)[-1]), "/d/").rsplit("/", 1)[1]
+    assert api.delete(f"/data/{data}").json()["status"] == "erased"
     assert api.get(f"/preferences/{preferences}").status_code == 404
     assert web.subscriber("api.runner@example.com") is None
 

@@ -15,27 +15,15 @@ from sqlalchemy import select
 from cadence.db.models import Delivery, Event, Subscriber
 from cadence.db.session import transaction
 from cadence.subscribers import SubscriberInput, import_subscribers
-from cadence.tokens import link_signature, make_token
+from cadence.suppression_keys import SuppressionKeys
+from cadence.tokens import link_signature
 from cadence.web.ratelimit import Limit, RedisLimiter
+from tests.support.keys import TEST_KEYS
 from tests.support.smtpd import SmtpSink
-from tests.support.web import SECRET, WebServer, csrf_token, find_url, parse, signup_form
+from tests.support.web import SECRET, WebServer, csrf_token, data_link, subscribe_and_confirm
 
 T = TypeVar("T")
 ADDRESS = "Erase.Me@Example.COM"  # mixed case: the lowercase form must vanish too
-
-
-def subscribe_and_confirm(web: WebServer, web_sink: SmtpSink, address: str, first_name: str = "Robin") -> str:
-    """Sign up through the form, confirm, receive step 1; returns the preferences URL path."""
-    client = web.client()
-    token = csrf_token(client.get("/subscribe").text)
-    before = len(web_sink.messages)
-    client.post("/subscribe", data={"csrf_token": token, **signup_form(email=address, first_name=first_name)})
-    confirm_url = find_url(parse(web_sink.wait_for(before + 1)[-1]), "/confirm/").removeprefix(web.base_url)
-    page = client.get(confirm_url)
-    client.post(confirm_url, data={"csrf_token": csrf_token(page.text)}).raise_for_status()
-    assert web.drive() == 1
-    email = parse(web_sink.wait_for(before + 2)[-1])
-    return find_url(email, "/p/").removeprefix(web.base_url)
 
 
 def test_the_preference_center_changes_answers_and_pauses(web: WebServer, web_sink: SmtpSink) -> None:
@@ -75,7 +63,9 @@ def test_the_export_holds_profile_consent_deliveries_and_events(web: WebServer, 
     assert delivery_id is not None
     httpx.get(web.url(f"/o/{delivery_id}/{link_signature(SECRET, 'open', delivery_id)}.gif")).raise_for_status()
 
-    response = httpx.get(web.url(f"{preferences}/export"))
+    client = web.client()
+    link = data_link(web, web_sink, client, preferences)
+    response = client.post(f"{link}/export", data={"csrf_token": csrf_token(client.get(link).text)})
     assert response.status_code == 200 and response.headers["content-type"] == "application/json"
     assert "attachment" in response.headers["content-disposition"]
     data = json.loads(response.content)
@@ -86,9 +76,8 @@ def test_the_export_holds_profile_consent_deliveries_and_events(web: WebServer, 
     assert data["consent"]["wording_version"].startswith("signup-")
     [delivery] = data["deliveries"]
     assert delivery["id"] == delivery_id and delivery["state"] == "sent" and delivery["segment"] == "trail"
-    assert [e["kind"] for e in data["events"]] == ["open"]
+    assert [e["kind"] for e in data["events"]] == ["open", "data_link_used"]
     assert data["enrollments"][0]["campaign"] == "lower-back-pain"
-    assert httpx.get(web.url(f"/api{preferences.replace('/p/', '/preferences/')}/export")).json() == data
 
 
 def test_erasing_leaves_no_trace_of_the_address_and_blocks_reimport(web: WebServer, web_sink: SmtpSink) -> None:
@@ -103,9 +92,10 @@ def test_erasing_leaves_no_trace_of_the_address_and_blocks_reimport(web: WebServ
     assert ADDRESS.lower() in dump.lower()  # the check below can see it when it is there
 
     client = web.client()
-    token = csrf_token(client.get(preferences).text)
-    assert client.post(f"{preferences}/erase", data={"csrf_token": token}).status_code == 400  # box not ticked
-    erased = client.post(f"{preferences}/erase", data={"csrf_token": token, "confirm": "yes"})
+    link = data_link(web, web_sink, client, preferences)
+    token = csrf_token(client.get(link).text)
+    assert client.post(f"{link}/erase", data={"csrf_token": token}).status_code == 400  # box not ticked
+    erased = client.post(f"{link}/erase", data={"csrf_token": token, "confirm": "yes"})
     assert erased.status_code == 200 and "Your data is erased" in erased.text
 
     dump = web.dump()
@@ -115,24 +105,22 @@ def test_erasing_leaves_no_trace_of_the_address_and_blocks_reimport(web: WebServ
         assert session.scalar(select(Subscriber).where(Subscriber.id == subscriber.id)) is None
         assert session.scalars(select(Delivery).where(Delivery.subscriber_id == subscriber.id)).all() == []
         assert session.scalars(select(Event).where(Event.delivery_id == delivery_id)).all() == []
-        result = import_subscribers(session, [SubscriberInput(ADDRESS.upper())], datetime.now(UTC))
+        keys = SuppressionKeys.from_settings(web.settings)
+        result = import_subscribers(session, [SubscriberInput(ADDRESS.upper())], datetime.now(UTC), keys=keys)
     assert (result.created, result.updated, result.suppressed) == (0, 0, 1)
-    # The old links are dead, and signing up again sends nothing.
+    # The old links are dead.
     assert httpx.get(web.url(preferences)).status_code == 404
-    before = len(web_sink.messages)
-    client.post("/subscribe", data={"csrf_token": token, **signup_form(email=ADDRESS)}).raise_for_status()
-    web.drive()
-    assert len(web_sink.messages) == before and web.subscriber(ADDRESS) is None
+    assert httpx.get(web.url(link)).status_code == 404
 
 
 def test_signup_confirm_and_erase_work_on_postgresql(postgres_url: str) -> None:
     from cadence.catalog import CampaignCatalog
     from cadence.db.migrate import upgrade
     from cadence.subscribers import is_suppressed
-    from cadence.tokens import read_token
     from cadence.web.account import erase
     from cadence.web.forms import Answers, SignupData
-    from cadence.web.subscription import SignupContext, confirm, sign_up
+    from cadence.web.subscription import SignupContext, confirm, read_confirmation_token, sign_up
+    keys = TEST_KEYS
     from tests.support.web import REPO
 
     upgrade(postgres_url)
@@ -140,22 +128,35 @@ def test_signup_confirm_and_erase_work_on_postgresql(postgres_url: str) -> None:
     data = SignupData("pg.runner@example.com", "", Answers(terrain="mixed", training_for_race=False))
     where = SignupContext("192.0.2.1", "test", "api:subscribe", "")
     with transaction(postgres_url) as session:
-        first = sign_up(session, data, where, now, secret_key=SECRET)
+        first = sign_up(session, data, where, now, secret_key=SECRET, keys=keys)
     with transaction(postgres_url) as session:
-        assert sign_up(session, data, where, now + timedelta(minutes=59), secret_key=SECRET) is None
+        assert sign_up(session, data, where, now + timedelta(minutes=59), secret_key=SECRET, keys=keys) is None
     assert first is not None
     campaign = CampaignCatalog(REPO / "campaigns").get("lower-back-pain")
     with transaction(postgres_url) as session:
-        payload = read_token(SECRET, "confirm", first.token)
-        confirm(session, payload, now, ip="192.0.2.1", user_agent="test", campaign=campaign)
+        payload = read_confirmation_token(SECRET, first.token, now)
+        confirm(session, payload, now, ip="192.0.2.1", user_agent="test", campaign=campaign, keys=keys)
     with transaction(postgres_url) as session:
         subscriber = session.get(Subscriber, first.subscriber_id)
         assert subscriber is not None and subscriber.status == "active"
-        erase(session, subscriber, now)
+        erase(session, subscriber, now, keys)
     with transaction(postgres_url) as session:
         assert session.get(Subscriber, first.subscriber_id) is None
-        assert is_suppressed(session, "PG.Runner@example.com")
-        assert make_token(SECRET, "preferences", first.subscriber_id)  # (the token itself is now useless)
+        assert is_suppressed(session, "PG.Runner@example.com", keys)
+        assert not is_suppressed(session, "PG.Runner@example.com")  # no plain SHA-256 left
+    # Back by their own confirmed signup only: a new consent record, the suppression lifted.
+    later = now + timedelta(days=3)
+    with transaction(postgres_url) as session:
+        again = sign_up(session, data, where, later, secret_key=SECRET, keys=keys)
+    assert again is not None and again.subscriber_id != first.subscriber_id
+    with transaction(postgres_url) as session:
+        assert is_suppressed(session, "pg.runner@example.com", keys)  # not lifted by signing up
+        payload = read_confirmation_token(SECRET, again.token, later)
+        confirm(session, payload, later, ip="192.0.2.9", user_agent="test", campaign=campaign, keys=keys)
+    with transaction(postgres_url) as session:
+        back = session.get(Subscriber, again.subscriber_id)
+        assert back is not None and back.status == "active" and back.consent["confirmed_ip"] == "192.0.2.9"
+        assert not is_suppressed(session, "pg.runner@example.com", keys)
 
 
 def race(count: int, call: Callable[[], T]) -> list[T]:
@@ -185,7 +186,9 @@ def test_simultaneous_first_signups_of_one_address_on_postgresql_make_one_confir
     where = SignupContext("192.0.2.2", "test", "api:subscribe", "")
     for round_ in range(4):  # the race is not hit every time; four rounds of six hit it reliably
         data = SignupData(f"race{round_}@example.com", "", Answers(terrain="roads", training_for_race=True))
-        results = race(6, lambda data=data: record_signup(postgres_url, data, where, now, secret_key=SECRET))
+        results = race(
+            6, lambda data=data: record_signup(postgres_url, data, where, now, secret_key=SECRET, keys=TEST_KEYS)
+        )
         assert len(results) == 6
         [confirmation] = [r for r in results if r is not None]
         with transaction(postgres_url) as session:

@@ -23,6 +23,7 @@ from cadence.db.session import transaction
 from cadence.engine import enroll
 from cadence.subscribers import SubscriberInput, import_subscribers
 from tests.support.cluster import cadence_env, processes
+from tests.support.keys import TEST_KEYS
 from tests.support.services import postgres_database
 from tests.support.smtpd import SmtpSink
 
@@ -59,7 +60,7 @@ def test_a_worker_killed_mid_batch_loses_nothing(tmp_path: Path, redis_url: str,
         campaign = CampaignCatalog(settings.campaigns_dir).get("lower-back-pain")
         with transaction(settings.database_url) as session:
             rows = [SubscriberInput(f"r{i}@example.com", "", "America/New_York", {}) for i in range(N)]
-            import_subscribers(session, rows, clock.now())
+            import_subscribers(session, rows, clock.now(), keys=TEST_KEYS)
             enroll(session, campaign, list(session.scalars(select(Subscriber))), clock.now())
 
         first = procs.worker(env, name="worker-a", concurrency=CONCURRENCY)

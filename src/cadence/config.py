@@ -47,6 +47,11 @@ class Settings:
     max_attempts: int = 8
     soft_bounce_limit: int = 3
     commit_every: int = 20
+    # Reverse proxies whose X-Forwarded-For is believed (addresses or networks); none by default.
+    trusted_proxies: tuple[str, ...] = ()
+    rate_limit_ipv6_prefix: int = 64
+    # Older CADENCE_SECRET_KEY values: erase suppressions hashed under them are still honoured.
+    previous_secret_keys: tuple[str, ...] = ()
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -85,6 +90,20 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
     if value <= 0:
         raise ConfigError(f"{name}: must be positive, got {value}")
     return value
+
+
+def _networks(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    import ipaddress
+
+    found = []
+    for item in (part.strip() for part in env.get(name, "").split(",")):
+        if not item:
+            continue
+        try:
+            found.append(str(ipaddress.ip_network(item, strict=False)))
+        except ValueError:
+            raise ConfigError(f"{name}: {item!r} is not an IP address or network (10.0.0.1, 10.0.0.0/8, ::1)") from None
+    return tuple(found)
 
 
 def _secret_key(env: Mapping[str, str], data_dir: Path, base_url: str) -> str:
@@ -158,7 +177,22 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         max_attempts=_int(env, "CADENCE_MAX_ATTEMPTS", 8),
         soft_bounce_limit=_int(env, "CADENCE_SOFT_BOUNCE_LIMIT", 3),
         commit_every=_int(env, "CADENCE_COMMIT_EVERY", 20),
+        trusted_proxies=_networks(env, "CADENCE_TRUSTED_PROXIES"),
+        rate_limit_ipv6_prefix=_ipv6_prefix(env),
+        previous_secret_keys=_list(env, "CADENCE_PREVIOUS_SECRET_KEYS"),
     )
+
+
+def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in env.get(name, "").split(",") if item.strip())
+
+
+def _ipv6_prefix(env: Mapping[str, str]) -> int:
+    name = "CADENCE_RATE_LIMIT_IPV6_PREFIX"
+    value = _int(env, name, 64, minimum=16)
+    if value > 128:
+        raise ConfigError(f"{name}: must be at most 128, got {value}")
+    return value
 
 
 @lru_cache(maxsize=1)

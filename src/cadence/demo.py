@@ -33,6 +33,7 @@ from cadence.reports import campaign_counts, status_table
 from cadence.simulation import ClockDriver
 from cadence.simulation import Progress as SimProgress
 from cadence.subscribers import email_key, import_subscribers, parse_subscriber_csv
+from cadence.suppression_keys import SuppressionKeys
 
 CAMPAIGN = "lower-back-pain"
 STEP = timedelta(minutes=30)
@@ -98,6 +99,7 @@ def run_demo(console: Console, *, speed: float = 86400.0, fresh: bool = True, en
                 resources.files("cadence.demo_data").joinpath("runners.csv").read_text(encoding="utf-8"), "runners.csv"
             ),
             start,
+            keys=SuppressionKeys.from_settings(settings),
         )
         people = list(
             session.scalars(select(Subscriber).where(Subscriber.email_key.in_([email_key(e) for e in emails])))

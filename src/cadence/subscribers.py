@@ -2,13 +2,18 @@
 
 A suppressed address (bounced, complained, erased) receives nothing from any path, and a
 re-import never brings back someone who unsubscribed: imports only add or update attributes.
+
+Erased addresses are suppressed by a keyed hash (cadence.suppression_keys), so every door that
+must refuse them (imports, staff adds, signups) passes the :class:`SuppressionKeys`. Only a
+confirmed double opt-in lifts an erase suppression (web/subscription.py); a bounce or complaint
+suppression is never lifted.
 """
 
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
+import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -16,12 +21,13 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from cadence.core.message import check_header_text, validate_addr_spec
 from cadence.db.models import Enrollment, Subscriber, Suppression
 from cadence.errors import InputError
+from cadence.suppression_keys import PLAIN, SuppressionKeys, plain_hash
 
 _RESERVED_COLUMNS = {"email", "first_name", "name", "timezone", "tz"}
 _CONTROL = {"\r", "\n", "\x00"}
@@ -32,8 +38,8 @@ def email_key(email: str) -> str:
 
 
 def email_hash(email: str) -> str:
-    """What a suppression stores: SHA-256 of the lowercased address (no readable trace)."""
-    return hashlib.sha256(email_key(email).encode()).hexdigest()
+    """The plain suppression hash: SHA-256 of the lowercased address (``hash_version`` sha256)."""
+    return plain_hash(email_key(email))
 
 
 def normalise_email(email: str, field_name: str = "email") -> str:
@@ -61,24 +67,119 @@ def check_timezone(name: str | None, field_name: str = "timezone") -> str | None
     return name
 
 
+# Joiners some scripts need inside words (Persian, Hindi, Sinhala...): allowed between two
+# letters or marks, nowhere else (a loose form of RFC 5892's CONTEXTJ rule).
+_JOINERS = {"\u200c", "\u200d"}
+_REFUSED_CATEGORIES = {"Cc", "Cf", "Cs", "Zl", "Zp"}
+
+
 def check_text(value: str, field_name: str, limit: int = 200) -> str:
+    """`value` normalised to NFC and stripped, or InputError naming the field (and the code
+    point, never the value): no controls (Cc), no invisible format characters (Cf: bidi
+    overrides such as U+202E, zero-width spaces, U+FEFF), no lone surrogates (Cs), no line or
+    paragraph separators. Such characters reach ``To:`` display names and greetings, where they
+    reverse or hide text (issue 10; Unicode TR 36 §2.1). Zero-width (non-)joiners are kept
+    between letters, where scripts such as Persian need them."""
     if any(ch in value for ch in _CONTROL):
         raise InputError(f"{field_name}: contains a line break or NUL")
-    check_header_text(field_name, value)  # names end up in To: headers
+    check_header_text(field_name, value)  # names end up in To: headers (its message for CR, LF...)
+    value = unicodedata.normalize("NFC", value)
+    for index, ch in enumerate(value):
+        if unicodedata.category(ch) not in _REFUSED_CATEGORIES:
+            continue
+        if (
+            ch in _JOINERS
+            and 0 < index < len(value) - 1
+            and _is_letter(value[index - 1])
+            and _is_letter(value[index + 1])
+        ):
+            continue
+        kind = "a control" if unicodedata.category(ch) == "Cc" else "an invisible formatting"
+        raise InputError(f"{field_name}: contains {kind} character (U+{ord(ch):04X}); type plain text")
     if len(value) > limit:
-        raise InputError(f"{field_name}: longer than {limit} characters")
+        raise InputError(f"{field_name}: is longer than {limit} characters")
     return value.strip()
 
 
-def is_suppressed(session: Session, email: str) -> bool:
-    return session.scalar(select(Suppression.id).where(Suppression.email_hash == email_hash(email))) is not None
+def _is_letter(ch: str) -> bool:
+    return unicodedata.category(ch)[0] in ("L", "M")
+
+
+def is_suppressed(session: Session, email: str, keys: SuppressionKeys | None = None) -> bool:
+    """Whether `email` is suppressed. Without `keys`, only plain rows count (enough for people
+    on the list: an erased person has no row to send to); every door that adds people passes
+    `keys` so erased addresses are refused too."""
+    if keys is None:
+        return session.scalar(select(Suppression.id).where(Suppression.email_hash == email_hash(email))) is not None
+    return find_suppression(session, email, keys) is not None
+
+
+def find_suppression(session: Session, email: str, keys: SuppressionKeys) -> str | None:
+    """The reason `email` is suppressed (a bounce or complaint wins over ``erased``), or None.
+    Erase rows found under an older key, or from before keyed hashes (plain ``erased`` rows),
+    are re-hashed under the current key on the way: that is how keys rotate."""
+    candidates = keys.candidates(email)
+    rows = list(session.scalars(select(Suppression).where(Suppression.email_hash.in_(list(candidates)))))
+    if not rows:
+        return None
+    reasons = {row.reason for row in rows}
+    stale = [
+        r
+        for r in rows
+        if r.hash_version not in (PLAIN, keys.current.version) or (r.hash_version == PLAIN and r.reason == "erased")
+    ]
+    if stale and not any(r.hash_version == keys.current.version for r in rows):
+        _rekey(session, stale[0], email, keys)
+        for extra in stale[1:]:
+            session.delete(extra)
+        session.flush()
+    non_erased = sorted(reasons - {"erased"})
+    return non_erased[0] if non_erased else "erased"
+
+
+def _rekey(session: Session, row: Suppression, email: str, keys: SuppressionKeys) -> None:
+    row.email_hash, row.hash_version = keys.keyed(email)
+    row.detail = ""
+
+
+def suppress_erased(session: Session, email: str, now: datetime, keys: SuppressionKeys) -> None:
+    """What an erase leaves: one keyed row for the address. A bounce or complaint row already
+    there keeps its reason (it must go on blocking) but is re-hashed under the key and loses its
+    provider text (which often quotes the address); otherwise the row says ``erased``."""
+    rows = list(session.scalars(select(Suppression).where(Suppression.email_hash.in_(list(keys.candidates(email))))))
+    non_erased = sorted({r.reason for r in rows} - {"erased"})
+    for row in rows:
+        session.delete(row)
+    session.flush()
+    digest, version = keys.keyed(email)
+    reason = non_erased[0] if non_erased else "erased"
+    session.add(Suppression(email_hash=digest, hash_version=version, reason=reason, detail="", created_at=now))
+    session.flush()
+
+
+def lift_erase_suppression(session: Session, email: str, keys: SuppressionKeys) -> bool:
+    """Remove the ``erased`` suppression of `email` (only a confirmed double opt-in may call
+    this). False, and nothing removed, if a bounce or complaint suppresses it as well."""
+    reason = find_suppression(session, email, keys)
+    if reason is None:
+        return True
+    if reason != "erased":
+        return False
+    session.execute(
+        delete(Suppression).where(
+            Suppression.email_hash.in_(list(keys.candidates(email))), Suppression.reason == "erased"
+        )
+    )
+    return True
 
 
 def suppress(session: Session, email: str, reason: str, now: datetime, detail: str = "") -> None:
     """Add `email` to the suppression list (idempotent) and stop everything it was enrolled in."""
     key = email_hash(email)
     if session.scalar(select(Suppression.id).where(Suppression.email_hash == key)) is None:
-        session.add(Suppression(email_hash=key, reason=reason, detail=detail[:2000], created_at=now))
+        session.add(
+            Suppression(email_hash=key, hash_version=PLAIN, reason=reason, detail=detail[:2000], created_at=now)
+        )
     subscriber = session.scalar(select(Subscriber).where(Subscriber.email_key == email_key(email)))
     if subscriber is not None:
         if subscriber.status in ("active", "pending"):
@@ -116,13 +217,20 @@ class SubscriberInput:
 
 
 def upsert_subscriber(
-    session: Session, data: SubscriberInput, now: datetime, *, status: str = "active", source: str = "cli"
+    session: Session,
+    data: SubscriberInput,
+    now: datetime,
+    *,
+    keys: SuppressionKeys,
+    status: str = "active",
+    source: str = "cli",
 ) -> Subscriber | None:
     """Create the subscriber, or update name, zone and attributes of an existing one. Never
     changes the status of someone existing (no resubscribing by import). Returns None for a
-    suppressed address."""
+    suppressed address, erased ones included (`keys`: a staff import never brings back someone
+    who asked to be erased; only their own confirmed signup does)."""
     email = normalise_email(data.email)
-    if is_suppressed(session, email):
+    if is_suppressed(session, email, keys):
         return None
     subscriber = session.scalar(select(Subscriber).where(Subscriber.email_key == email_key(email)))
     if subscriber is None:
@@ -197,7 +305,9 @@ class ImportResult:
     suppressed: int = 0
 
 
-def import_subscribers(session: Session, rows: Iterable[SubscriberInput], now: datetime) -> ImportResult:
+def import_subscribers(
+    session: Session, rows: Iterable[SubscriberInput], now: datetime, *, keys: SuppressionKeys
+) -> ImportResult:
     rows = list(rows)
     result = ImportResult()
     existing = {
@@ -208,7 +318,7 @@ def import_subscribers(session: Session, rows: Iterable[SubscriberInput], now: d
     }
     for row in rows:
         was_there = email_key(row.email) in existing
-        if upsert_subscriber(session, row, now, source="import") is None:
+        if upsert_subscriber(session, row, now, keys=keys, source="import") is None:
             result.suppressed += 1
         elif was_there:
             result.updated += 1

@@ -8,8 +8,8 @@ Usage::
         web.clock.advance(timedelta(days=2))
         web.drive()                      # engine.tick + engine.deliver in this process
 
-The server trusts ``X-Forwarded-For`` from 127.0.0.1 (uvicorn's default, which ``cadence web``
-keeps), so a test can speak "from" any IP it likes: ``headers=web.from_ip("203.0.113.7")``.
+The server trusts ``X-Forwarded-For`` from 127.0.0.1 (``CADENCE_TRUSTED_PROXIES``, set here), so
+a test can speak "from" any IP it likes: ``headers=web.from_ip("203.0.113.7")``.
 """
 
 from __future__ import annotations
@@ -62,8 +62,11 @@ def fresh_ip() -> str:
 class WebServer:
     """``cadence web`` in a subprocess; see the module docstring."""
 
-    def __init__(self, tmp: Path, sink: SmtpSink, *, extra_env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, tmp: Path, sink: SmtpSink, *, extra_env: dict[str, str] | None = None, log_level: str = "warning"
+    ) -> None:
         self.tmp = tmp
+        self.log_level = log_level
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         clock_file = tmp / "clock"
@@ -79,6 +82,7 @@ class WebServer:
             "CADENCE_CAMPAIGNS_DIR": str(REPO / "campaigns"),
             "CADENCE_TEMPLATES_DIR": str(REPO / "templates"),
             "CADENCE_BROKER_URL": "memory://",
+            "CADENCE_TRUSTED_PROXIES": "127.0.0.1",
             **(extra_env or {}),
         }
         self.settings: Settings = load_settings(self.env)
@@ -100,7 +104,7 @@ class WebServer:
         log = open(self.tmp / "web.log", "wb")  # noqa: SIM115 - closed with the process in stop()
         self._log = log
         self._process = subprocess.Popen(
-            [*self.command(), "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning"],
+            [*self.command(), "--host", "127.0.0.1", "--port", str(self.port), "--log-level", self.log_level],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -273,3 +277,26 @@ def signup_form(**fields: str) -> dict[str, str]:
         "race_month": "",
         **fields,
     }
+
+
+def subscribe_and_confirm(web: WebServer, web_sink: SmtpSink, address: str, first_name: str = "Robin") -> str:
+    """Sign up through the form, confirm, receive step 1; returns the preferences URL path."""
+    client = web.client()
+    token = csrf_token(client.get("/subscribe").text)
+    before = len(web_sink.messages)
+    client.post("/subscribe", data={"csrf_token": token, **signup_form(email=address, first_name=first_name)})
+    confirm_url = find_url(parse(web_sink.wait_for(before + 1)[-1]), "/confirm/").removeprefix(web.base_url)
+    page = client.get(confirm_url)
+    client.post(confirm_url, data={"csrf_token": csrf_token(page.text)}).raise_for_status()
+    assert web.drive() == 1
+    email = parse(web_sink.wait_for(before + 2)[-1])
+    return find_url(email, "/p/").removeprefix(web.base_url)
+
+
+def data_link(web: WebServer, web_sink: SmtpSink, client: httpx.Client, preferences: str) -> str:
+    """Ask the preference page for a data link; returns its path (``/d/<token>``) from the email."""
+    before = len(web_sink.messages)
+    token = csrf_token(client.get(preferences).text)
+    asked = client.post(f"{preferences}/data-link", data={"csrf_token": token})
+    assert asked.status_code == 303 and asked.headers["location"].endswith("?done=data-link")
+    return find_url(parse(web_sink.wait_for(before + 1)[-1]), "/d/").removeprefix(web.base_url)

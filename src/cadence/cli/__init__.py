@@ -57,11 +57,13 @@ def subscribers_add(
     """Add (or update) one subscriber; staff-added subscribers are active at once."""
     from cadence.db.session import transaction
     from cadence.subscribers import SubscriberInput, check_text, check_timezone, upsert_subscriber
+    from cadence.suppression_keys import SuppressionKeys
 
     settings = get_settings()
     data = SubscriberInput(email, check_text(name, "--name"), check_timezone(tz, "--tz"), parse_attrs(attr or []))
+    keys = SuppressionKeys.from_settings(settings)  # erased addresses are refused too
     with transaction(settings.database_url) as session:
-        subscriber = upsert_subscriber(session, data, settings.clock().now())
+        subscriber = upsert_subscriber(session, data, settings.clock().now(), keys=keys)
     if subscriber is None:
         console.print(f"[yellow]{email} is suppressed; not added[/yellow]")
         raise typer.Exit(1)
@@ -73,6 +75,7 @@ def subscribers_import(file: Path) -> None:
     """Import a CSV (email, first_name, timezone, any other column = attribute). All or nothing."""
     from cadence.db.session import transaction
     from cadence.subscribers import import_subscribers, parse_subscriber_csv
+    from cadence.suppression_keys import SuppressionKeys
 
     settings = get_settings()
     try:
@@ -81,7 +84,7 @@ def subscribers_import(file: Path) -> None:
         raise InputError(f"{file}: cannot read as UTF-8 text ({exc})") from None
     rows = parse_subscriber_csv(text, str(file))
     with transaction(settings.database_url) as session:
-        result = import_subscribers(session, rows, settings.clock().now())
+        result = import_subscribers(session, rows, settings.clock().now(), keys=SuppressionKeys.from_settings(settings))
     console.print(
         f"[green]{result.created} created, {result.updated} updated[/green], {result.suppressed} skipped (suppressed)"
     )

@@ -19,10 +19,6 @@ def web(
     host: Annotated[str, typer.Option(help="Interface to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port")] = 8000,
     workers: Annotated[int, typer.Option(help="Processes (more than 1: use Redis for the per-IP limits)")] = 1,
-    forwarded_allow_ips: Annotated[
-        str,
-        typer.Option(help="Proxies whose X-Forwarded-For/-Proto are believed (comma-separated, or '*')"),
-    ] = "127.0.0.1",
     log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "info",
 ) -> None:
     """Serve sign-up, confirmation, unsubscribe, preferences, web view and tracking pages, and the
@@ -38,10 +34,9 @@ def web(
         host=host,
         port=port,
         workers=workers,
-        # The client IP for rate limits and the consent record comes from X-Forwarded-For only
-        # when the connection is from one of these proxies (uvicorn ProxyHeadersMiddleware).
-        proxy_headers=True,
-        forwarded_allow_ips=forwarded_allow_ips,
+        # Off: the app reads X-Forwarded-For itself, believing only CADENCE_TRUSTED_PROXIES
+        # (web/security.py client_ip), so rate limits and consent records cannot be fooled.
+        proxy_headers=False,
         server_header=False,
         log_level=log_level,
     )

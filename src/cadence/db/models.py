@@ -192,13 +192,19 @@ class Event(Base):
 
 
 class Suppression(Base):
-    """Addresses that must receive nothing, stored as a SHA-256 of the lowercased address so an
-    erased subscriber (GDPR Art. 17) leaves no readable trace yet cannot be re-imported."""
+    """Addresses that must receive nothing, stored as a hash of the lowercased address so an
+    erased subscriber (GDPR Art. 17) leaves no readable trace yet cannot be re-imported.
+
+    ``hash_version`` says which: ``sha256`` (plain; bounces and complaints of people on the
+    list) or ``hmac-sha256:<key fingerprint>`` (keyed; what an erase leaves, issue 10). See
+    cadence.suppression_keys. One row per address and key: its reason is the strongest known.
+    """
 
     __tablename__ = "suppressions"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     email_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    hash_version: Mapped[str] = mapped_column(String(40), default="sha256", server_default="sha256")
     reason: Mapped[str] = mapped_column(String(40))
     detail: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)

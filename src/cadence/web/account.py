@@ -3,27 +3,37 @@ answers, pause, see and download their data (GDPR Art. 15 and 20), erase it (Art
 
 Plain functions over a Session. Tokens are read here so every route treats a bad token, a token
 for another purpose and a token naming someone who no longer exists the same way: TokenError.
+
+Export and erase need more than the preference link (issue 10): emails get forwarded, and the
+link in a forwarded email must not hand over someone's data or let a stranger erase them. The
+preference page offers to email a **data link** to the address on file: sealed (opaque, dated
+on the business clock), valid for :data:`DATA_LINK_AGE`, and single-use (its nonce is claimed
+as an Event ``dedupe_key`` by the first export or erase, so a second use finds it taken).
 """
 
 from __future__ import annotations
 
 import logging
+import secrets
 import sqlite3
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from cadence.db.models import Delivery, Enrollment, Event, Subscriber, Suppression
+from cadence.bounces import claim_event_key
+from cadence.db.models import Delivery, Enrollment, Event, Subscriber
 from cadence.db.session import engine_for
 from cadence.engine import record_event
 from cadence.errors import InputError, TokenError
-from cadence.subscribers import email_hash, suppress, unsubscribe
-from cadence.tokens import read_token
+from cadence.subscribers import suppress_erased, unsubscribe
+from cadence.suppression_keys import SuppressionKeys
+from cadence.tokens import make_sealed_token, read_sealed_token, read_token
 from cadence.web.forms import PAUSE_WEEKS, Answers
 
 _INVALID = "this link is not valid"
+DATA_LINK_AGE = timedelta(minutes=30)
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +45,36 @@ def subscriber_for_preferences(session: Session, secret_key: str, token: str) ->
         raise TokenError(_INVALID)
     subscriber = session.get(Subscriber, subscriber_id)
     if subscriber is None:
+        raise TokenError(_INVALID)
+    return subscriber
+
+
+def data_link_token(secret_key: str, subscriber: Subscriber, now: datetime) -> str:
+    """A fresh data link token for `subscriber`: ``[subscriber_id, nonce]``, sealed at `now`."""
+    return make_sealed_token(secret_key, "data", [subscriber.id, secrets.token_urlsafe(16)], now)
+
+
+def subscriber_for_data_link(session: Session, secret_key: str, token: str, now: datetime, *, use: bool) -> Subscriber:
+    """The subscriber a data link names, if it is younger than :data:`DATA_LINK_AGE` at `now`
+    and unused. With `use`, the link is spent (in this transaction: if it rolls back, the link
+    still works). TokenError otherwise ("expired" when it is only too old)."""
+    payload = read_sealed_token(secret_key, "data", token, now, DATA_LINK_AGE)
+    if not (
+        isinstance(payload, list)
+        and len(payload) == 2
+        and isinstance(payload[0], int)
+        and isinstance(payload[1], str)
+        and payload[1]
+    ):
+        raise TokenError(_INVALID)
+    subscriber = session.get(Subscriber, payload[0])
+    if subscriber is None:
+        raise TokenError(_INVALID)
+    key = f"data-link:{payload[1]}"
+    if use:
+        if not claim_event_key(session, key, kind="data_link_used", now=now, subscriber_id=subscriber.id):
+            raise TokenError(_INVALID)
+    elif session.scalar(select(Event.id).where(Event.dedupe_key == key)) is not None:
         raise TokenError(_INVALID)
     return subscriber
 
@@ -145,16 +185,15 @@ def export_data(session: Session, subscriber: Subscriber) -> dict[str, Any]:
     }
 
 
-def erase(session: Session, subscriber: Subscriber, now: datetime) -> None:
-    """Erase the subscriber (GDPR Art. 17): first a hashed suppression, so no import or signup
-    can bring the address back, then the row; enrollments, deliveries and their events go with
-    it (ON DELETE CASCADE, db/models.py)."""
+def erase(session: Session, subscriber: Subscriber, now: datetime, keys: SuppressionKeys) -> None:
+    """Erase the subscriber (GDPR Art. 17): first a suppression under a keyed hash, so no import
+    can bring the address back and nobody without the secret can test an address against it
+    (cadence.suppression_keys), then the row; enrollments, deliveries and their events go with
+    it (ON DELETE CASCADE, db/models.py). Only the person's own confirmed signup lifts it."""
     subscriber_id = subscriber.id
-    suppress(session, subscriber.email, "erased", now)
-    # An earlier bounce or complaint kept the provider's text, which often quotes the address:
-    # after erasure only the hash may remain.
-    session.execute(update(Suppression).where(Suppression.email_hash == email_hash(subscriber.email)).values(detail=""))
-    session.flush()
+    # An earlier bounce or complaint row is re-keyed and loses the provider's text (which
+    # often quotes the address): after erasure only the keyed hash remains.
+    suppress_erased(session, subscriber.email, now, keys)
     session.expunge(subscriber)
     # Events may point at the subscriber or only at one of their deliveries: both cascade.
     session.execute(delete(Subscriber).where(Subscriber.id == subscriber_id))

@@ -18,17 +18,21 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from cadence.errors import InputError
 from cadence.web.account import (
+    data_link_token,
     erase,
     export_data,
     forget_old_pages,
     pause,
     resume,
+    subscriber_for_data_link,
     subscriber_for_preferences,
     unsubscribe_everything,
     unsubscribe_token,
     update_answers,
 )
 from cadence.web.forms import Answers, SignupData, check_email, check_first_name
+from cadence.web.manage import address_limited
+from cadence.web.ratelimit import RateLimited
 from cadence.web.security import client_ip
 from cadence.web.state import State, WebState, limit_posts
 from cadence.web.subscription import CONSENT, SignupContext, record_signup
@@ -126,7 +130,12 @@ def subscribe(body: SignupIn, request: Request, state: State, background: Backgr
         page_url=body.page_url or "",
     )
     confirmation = record_signup(
-        state.settings.database_url, data, where, state.now(), secret_key=state.settings.secret_key
+        state.settings.database_url,
+        data,
+        where,
+        state.now(),
+        secret_key=state.settings.secret_key,
+        keys=state.suppression_keys,
     )
     if confirmation is not None:
         background.add_task(state.send_confirmation, confirmation)
@@ -205,19 +214,42 @@ def resume_emails(token: str, state: State) -> PreferencesOut:
     return _preferences(state, token)
 
 
-@router.get("/preferences/{token}/export", response_model=dict[str, Any], responses=_NOT_FOUND)
-def export(token: str, state: State) -> dict[str, Any]:
-    """Everything we hold about the subscriber: profile, consent, enrollments, deliveries, events."""
+@router.post(
+    "/preferences/{token}/data-link",
+    status_code=202,
+    response_model=StatusOut,
+    dependencies=Limited,
+    responses={**_NOT_FOUND, **_LIMITED},
+)
+def request_data_link(token: str, state: State, background: BackgroundTasks) -> StatusOut:
+    """Email the subscriber a link to export or erase their data: it works once, for 30 minutes.
+    Its token is what ``/data/{token}/export`` and ``DELETE /data/{token}`` take."""
     with state.session() as session:
         subscriber = subscriber_for_preferences(session, state.settings.secret_key, token)
+        wait = address_limited(state, "data-link", subscriber.email)
+        if wait:
+            raise RateLimited(wait)
+        link = data_link_token(state.settings.secret_key, subscriber, state.now())
+        address = subscriber.email
+    background.add_task(state.send_link, "data", address, f"{state.settings.base_url}/d/{link}")
+    return StatusOut(status="sent", detail="A link is on its way to the address on file.")
+
+
+@router.post("/data/{token}/export", response_model=dict[str, Any], dependencies=Limited, responses=_NOT_FOUND)
+def export(token: str, state: State) -> dict[str, Any]:
+    """Everything we hold about the subscriber: profile, consent, enrollments, deliveries, events.
+    Spends the data link."""
+    with state.session() as session:
+        subscriber = subscriber_for_data_link(session, state.settings.secret_key, token, state.now(), use=True)
         return export_data(session, subscriber)
 
 
-@router.delete("/preferences/{token}", response_model=StatusOut, responses=_NOT_FOUND)
+@router.delete("/data/{token}", response_model=StatusOut, dependencies=Limited, responses=_NOT_FOUND)
 def erase_me(token: str, state: State) -> StatusOut:
-    """Erase the subscriber and everything about them; the address stays suppressed (hashed)."""
+    """Erase the subscriber and everything about them; the address stays suppressed under a keyed
+    hash until they sign up and confirm again. Spends the data link."""
     with state.session() as session:
-        subscriber = subscriber_for_preferences(session, state.settings.secret_key, token)
-        erase(session, subscriber, state.now())
+        subscriber = subscriber_for_data_link(session, state.settings.secret_key, token, state.now(), use=True)
+        erase(session, subscriber, state.now(), state.suppression_keys)
     forget_old_pages(state.settings.database_url)
     return StatusOut(status="erased")

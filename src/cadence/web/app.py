@@ -14,7 +14,9 @@ Map of the modules::
     links.py         /c/..., /o/....gif, /v/<t>
     api.py           /api/...
     state.py         WebState shared by the routes, the per-IP limit dependency
-    security.py      headers, CSRF          ratelimit.py   per-IP counters
+    security.py      headers, CSRF, client IP, log redaction    ratelimit.py   per-IP counters
+    body_guard.py    body size caps, JSON checks, validation replies that echo nothing
+    manage.py        /manage, /p/<t>/data-link, /d/<t> (export and erase by emailed link)
     forms.py         the answers            subscription.py, account.py, tracking.py: use cases
 """
 
@@ -27,7 +29,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.exception_handlers import http_exception_handler, request_validation_exception_handler
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
@@ -40,9 +42,10 @@ from cadence import __version__
 from cadence.config import Settings, get_settings
 from cadence.errors import InputError, TokenError
 from cadence.runtime import Runtime
-from cadence.web import api, links, pages, preferences
+from cadence.web import api, links, manage, pages, preferences
+from cadence.web.body_guard import BodyGuard, safe_validation_errors
 from cadence.web.ratelimit import RateLimited, make_limiter
-from cadence.web.security import Csrf, CsrfError, SecurityHeaders
+from cadence.web.security import Csrf, CsrfError, SecurityHeaders, parse_networks, redact_access_logs, redact_path
 from cadence.web.state import STATIC_DIR, TEMPLATES_DIR, WebLimits, WebState, clinic_details, get_state
 from cadence.web.subscription import SIGNUP_CAMPAIGN
 
@@ -51,12 +54,13 @@ log = logging.getLogger(__name__)
 
 class CadenceWeb(FastAPI):
     """FastAPI with the security headers as the outermost layer, so they are on every response,
-    including the 500 page Starlette's ServerErrorMiddleware writes."""
+    including the 500 page Starlette's ServerErrorMiddleware writes; inside them the body guard
+    (caps and JSON checks, before anything parses a body)."""
 
     https = False
 
     def build_middleware_stack(self) -> ASGIApp:
-        return SecurityHeaders(super().build_middleware_stack(), https=self.https)
+        return SecurityHeaders(BodyGuard(super().build_middleware_stack()), https=self.https)
 
 
 def create_app(
@@ -82,6 +86,8 @@ def create_app(
         lifespan=lifespan,
     )
     app.https = settings.base_url.startswith("https://")
+    app.state.trusted_proxies = parse_networks(",".join(settings.trusted_proxies))
+    redact_access_logs()
     app.state.cadence = WebState(
         settings=settings,
         runtime=runtime,
@@ -91,7 +97,7 @@ def create_app(
         templates=Jinja2Templates(directory=str(TEMPLATES_DIR)),
         clinic=clinic_details(runtime, SIGNUP_CAMPAIGN),
     )
-    for router in (pages.router, preferences.router, links.router, api.router):
+    for router in (pages.router, preferences.router, manage.router, links.router, api.router):
         app.include_router(router)
     webhooks = _optional_module("cadence.web.webhooks")
     if webhooks is not None:
@@ -134,7 +140,7 @@ def _error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(CsrfError)
     async def csrf_error(request: Request, exc: CsrfError) -> Response:
-        log.info("CSRF check failed for %s: %s", request.url.path, exc)
+        log.info("CSRF check failed for %s: %s", redact_path(request.url.path), exc)
         return get_state(request).render(request, "form_expired.html", status=403)
 
     @app.exception_handler(InputError)
@@ -153,6 +159,8 @@ def _error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> Response:
         if _is_api(request):
-            return await request_validation_exception_handler(request, exc)
+            # Never FastAPI's default reply: it repeats the input (a 10 MB body came back as a
+            # 40 MB 422, issue 10). Field and problem only.
+            return JSONResponse({"detail": safe_validation_errors(exc.errors())}, status_code=422)
         # Only path parameters can fail validation on the pages (/c/abc/...): a broken link.
         return get_state(request).render(request, "not_found.html", status=404)

@@ -95,8 +95,13 @@ def check_email(raw: str) -> str:
     """
     if len(raw) > 320:
         raise InputError("email: longer than 320 characters")
-    email = normalise_email(raw)
-    validate_addr_spec("email", email)
+    try:
+        email = normalise_email(raw)
+        validate_addr_spec("email", email)
+    except InputError:
+        # normalise_email quotes the address for staff (CSV lines); a reply to the public never
+        # repeats what was sent (issue 10).
+        raise InputError("email: not a valid email address like name@example.com") from None
     return email
 
 

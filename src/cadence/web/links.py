@@ -26,6 +26,17 @@ def click(delivery_id: int, link_id: int, signature: str, request: Request, stat
     return RedirectResponse(url, status_code=302)
 
 
+@router.head("/c/{delivery_id}/{link_id}/{signature}")
+def click_head(delivery_id: int, link_id: int, signature: str, request: Request, state: State) -> Response:
+    """Link checkers and mail scanners ask with HEAD (issue 10: it answered 405): the same
+    answer as GET, but nobody clicked, so nothing is recorded."""
+    with state.session() as session:
+        url = resolve_click(state.runtime, session, delivery_id, link_id, signature, state.now(), record=False)
+    if url is None:
+        return _not_found(state, request)
+    return RedirectResponse(url, status_code=302)
+
+
 @router.get("/o/{delivery_id}/{signature}.gif")
 def open_pixel(delivery_id: int, signature: str, request: Request, state: State) -> Response:
     with state.session() as session:

@@ -12,7 +12,7 @@ from fastapi.responses import RedirectResponse
 from starlette.responses import Response
 
 from cadence.errors import InputError
-from cadence.tokens import make_token, read_token
+from cadence.tokens import make_token
 from cadence.web.account import unsubscribe_everything, unsubscribe_token
 from cadence.web.forms import (
     FIELD_MESSAGES,
@@ -26,7 +26,7 @@ from cadence.web.forms import (
 )
 from cadence.web.security import client_ip
 from cadence.web.state import State, WebState, limit_posts
-from cadence.web.subscription import CONSENT, SignupContext, record_signup
+from cadence.web.subscription import CONSENT, SignupContext, read_confirmation_token, record_signup
 
 router = APIRouter(include_in_schema=False)
 FormText = Annotated[str, Form()]
@@ -96,7 +96,12 @@ def subscribe(
         page_url=f"{state.settings.base_url}/subscribe",
     )
     confirmation = record_signup(
-        state.settings.database_url, data, where, state.now(), secret_key=state.settings.secret_key
+        state.settings.database_url,
+        data,
+        where,
+        state.now(),
+        secret_key=state.settings.secret_key,
+        keys=state.suppression_keys,
     )
     if confirmation is not None:
         background.add_task(state.send_confirmation, confirmation)
@@ -116,8 +121,9 @@ def _validate(values: dict[str, str]) -> SignupData | dict[str, str]:
         errors["email"] = FIELD_MESSAGES["email"]
     try:
         first_name = check_first_name(values["first_name"])
-    except InputError:
-        errors["first_name"] = FIELD_MESSAGES["first_name"]
+    except InputError as exc:
+        # Say what is wrong (an invisible character, its code point; never the text itself).
+        errors["first_name"] = f"Your first name {str(exc).partition(': ')[2]}."
     if values["terrain"] not in TERRAINS:
         errors["terrain"] = FIELD_MESSAGES["terrain"]
     if values["training_for_race"] not in ("yes", "no"):
@@ -138,7 +144,7 @@ def _validate(values: dict[str, str]) -> SignupData | dict[str, str]:
 def confirm_page(token: str, request: Request, state: State) -> Response:
     # Opening the link only shows a button: link scanners and prefetchers (Outlook Safe Links,
     # corporate gateways) GET every URL in an email, and must not confirm on the owner's behalf.
-    read_token(state.settings.secret_key, "confirm", token)
+    read_confirmation_token(state.settings.secret_key, token, state.now())
     return state.render(request, "confirm.html", {"token": token}, forms=True)
 
 

@@ -1,12 +1,13 @@
-"""The preference center at ``/p/<token>``: answers, pause, unsubscribe, export, erase.
+"""The preference center at ``/p/<token>``: answers, pause, unsubscribe, and a button that
+emails a data link for export and erase (web/manage.py; the preference link itself may have been
+forwarded, so it opens nothing more sensitive than what an email's footer already allows).
 
 Each POST redirects back to the page (303, POST/Redirect/GET) with ``?done=...`` so a reload
-never repeats an action; erasing answers with a page of its own (there is nothing to go back to).
+never repeats an action.
 """
 
 from __future__ import annotations
 
-import json
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Form, Request
@@ -15,9 +16,6 @@ from starlette.responses import Response
 
 from cadence.errors import InputError
 from cadence.web.account import (
-    erase,
-    export_data,
-    forget_old_pages,
     pause,
     resume,
     subscriber_for_preferences,
@@ -35,6 +33,7 @@ _DONE = {
     "paused": "Emails are paused.",
     "resumed": "Emails are back on.",
     "unsubscribed": "You are unsubscribed. We won't email you again.",
+    "data-link": "We emailed you a link to download or erase your data. It works once, for 30 minutes.",
 }
 
 
@@ -124,28 +123,3 @@ def unsubscribe_all(token: str, request: Request, state: State, csrf_token: Form
         subscriber = subscriber_for_preferences(session, state.settings.secret_key, token)
         unsubscribe_everything(session, subscriber, state.now(), how="preference center")
     return _back(token, "unsubscribed")
-
-
-@router.get("/p/{token}/export")
-def export(token: str, state: State) -> Response:
-    """All we hold about the subscriber as a JSON download (GDPR Art. 15 and 20)."""
-    with state.session() as session:
-        subscriber = subscriber_for_preferences(session, state.settings.secret_key, token)
-        data = export_data(session, subscriber)
-    return Response(
-        json.dumps(data, indent=2, ensure_ascii=False),
-        media_type="application/json",
-        headers={"Content-Disposition": 'attachment; filename="my-data.json"'},
-    )
-
-
-@router.post("/p/{token}/erase", dependencies=[Depends(limit_posts)])
-def erase_me(token: str, request: Request, state: State, csrf_token: FormText = "", confirm: FormText = "") -> Response:
-    state.csrf.verify(request, csrf_token)
-    if confirm != "yes":
-        return _page(state, request, token, errors={"erase": "Tick the box to confirm you want everything erased."})
-    with state.session() as session:
-        subscriber = subscriber_for_preferences(session, state.settings.secret_key, token)
-        erase(session, subscriber, state.now())
-    forget_old_pages(state.settings.database_url)
-    return state.render(request, "erased.html")

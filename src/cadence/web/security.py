@@ -7,7 +7,19 @@ no ``'unsafe-inline'`` (our pages have no inline script or style, and no JavaScr
 the path; not ``no-referrer``, under which browsers send ``Origin: null`` with our own form posts,
 Fetch standard §3.2.5 "serializing a request origin", and the Origin check below loses its value)
 and ``Cache-Control: no-store`` on everything but static files (the pages show personal data).
-The middleware wraps the whole application, the error handlers included.
+The middleware wraps the whole application, the error handlers included. Every page but the
+signup form and static files also gets ``X-Robots-Tag: noindex, nofollow`` (with the same meta
+tag in the HTML): token pages must never reach a search index, even when someone posts a link.
+
+Client address (:func:`client_ip`): the TCP peer, unless the peer is one of the proxies named in
+``CADENCE_TRUSTED_PROXIES``; then ``X-Forwarded-For`` is read from the right, skipping trusted
+proxies, and the first untrusted hop is the client (a client can prepend anything it likes to
+the header; only what our own proxies appended is believed). Rate limits key that address with
+:func:`rate_limit_key`: IPv4 by address, IPv6 by its /64 (``CADENCE_RATE_LIMIT_IPV6_PREFIX``),
+because one subscriber line gets a whole /64 (RFC 6177) and can change addresses at will.
+
+Access logs: :class:`RedactTokens` rewrites the paths uvicorn logs, so ``/p/<token>/...`` (which
+works as a password) never reaches a log file.
 
 CSRF: the signed double-submit cookie pattern (OWASP CSRF Prevention Cheat Sheet). The browser
 gets a random value in an HttpOnly, SameSite=Lax cookie (``__Host-`` prefixed on HTTPS); each
@@ -20,7 +32,11 @@ providers send it without cookies, and the unguessable token in the URL is the a
 from __future__ import annotations
 
 import hmac
+import ipaddress
+import logging
+import re
 import secrets
+from collections.abc import Sequence
 from urllib.parse import urlsplit
 
 from itsdangerous import BadData, URLSafeTimedSerializer
@@ -35,6 +51,8 @@ CSP = (
     "default-src 'self'; base-uri 'none'; object-src 'none'; form-action 'self'; frame-ancestors 'none'"
 )
 _CSRF_MAX_AGE = 12 * 3600  # a form left open over lunch still works; a day-old one does not
+ROBOTS = "noindex, nofollow"
+_INDEXABLE = ("/subscribe", "/")  # the public signup form; everything else is personal or useless
 
 
 class CsrfError(InputError):
@@ -67,7 +85,9 @@ class SecurityHeaders:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        static = str(scope.get("path", "")).startswith("/static/")
+        path = str(scope.get("path", ""))
+        static = path.startswith("/static/")
+        robots = not static and path not in _INDEXABLE
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -77,6 +97,8 @@ class SecurityHeaders:
                         headers[name] = value
                 if "cache-control" not in headers:
                     headers["Cache-Control"] = "public, max-age=3600" if static else "no-store"
+                if robots:
+                    headers["X-Robots-Tag"] = ROBOTS
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
@@ -120,7 +142,99 @@ class Csrf:
             raise CsrfError("csrf: the form does not belong to this browser")
 
 
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_networks(spec: str, name: str = "CADENCE_TRUSTED_PROXIES") -> tuple[IpNetwork, ...]:
+    """``"10.0.0.1, 192.168.0.0/16, ::1"`` → networks; ValueError naming `name` otherwise."""
+    networks = []
+    for item in (part.strip() for part in spec.split(",")):
+        if not item:
+            continue
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ValueError(f"{name}: {item!r} is not an IP address or network (10.0.0.1, 10.0.0.0/8, ::1)") from None
+    return tuple(networks)
+
+
+def _address(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    value = value.strip()
+    if value.startswith("[") and "]" in value:  # "[2001:db8::1]:443" (RFC 7239 style)
+        value = value[1 : value.index("]")]
+    elif value.count(":") == 1:  # "203.0.113.7:5555"
+        value = value.split(":", 1)[0]
+    try:
+        address = ipaddress.ip_address(value)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def _trusted(address: ipaddress.IPv4Address | ipaddress.IPv6Address, proxies: Sequence[IpNetwork]) -> bool:
+    return any(address.version == net.version and address in net for net in proxies)
+
+
+def resolve_client_ip(peer: str, forwarded_for: Sequence[str], proxies: Sequence[IpNetwork]) -> str:
+    """The client address for a connection from `peer` carrying these ``X-Forwarded-For``
+    headers, believing only `proxies` (see the module docstring)."""
+    current = _address(peer)
+    if current is None:
+        return peer or "unknown"
+    hops = [hop for header in forwarded_for for hop in header.split(",") if hop.strip()]
+    while _trusted(current, proxies) and hops:
+        previous = _address(hops.pop())
+        if previous is None:
+            break  # garbage from a client behind our proxy: stop at the last address we trust
+        current = previous
+    return str(current)
+
+
 def client_ip(request: Request) -> str:
-    """The client address as the server sees it. Behind a reverse proxy, uvicorn's
-    ``--forwarded-allow-ips`` decides whose X-Forwarded-For is believed (cadence web option)."""
-    return request.client.host if request.client else "unknown"
+    """The client address of `request` (see :func:`resolve_client_ip`), with the trusted
+    proxies the app was created with (``app.state.trusted_proxies``)."""
+    peer = request.client.host if request.client else ""
+    proxies: Sequence[IpNetwork] = getattr(request.app.state, "trusted_proxies", ())
+    return resolve_client_ip(peer, request.headers.getlist("x-forwarded-for"), proxies)
+
+
+def rate_limit_key(ip: str, ipv6_prefix: int = 64) -> str:
+    """IPv4 by address, IPv6 by its network of `ipv6_prefix` bits: the unit one client controls."""
+    address = _address(ip)
+    if isinstance(address, ipaddress.IPv6Address):
+        return str(ipaddress.ip_network(f"{address}/{ipv6_prefix}", strict=False))
+    return str(address) if address is not None else ip
+
+
+# ---------------------------------------------------------------------------- access logs
+
+# A path segment after one of these prefixes is a token (or a link signature): a password.
+_TOKEN_PATH = re.compile(
+    r"^(/(?:api/)?(?:p|u|v|d|confirm|preferences|unsubscribe|data)/)[^/?#\s]+"
+    r"|^(/c/\d+/\d+/)[^/?#\s]+"
+    r"|^(/o/\d+/)[^/?#\s]+"
+)
+
+
+def redact_path(path: str) -> str:
+    """`path` with its token replaced by ``[token]``: ``/p/abc.def/export`` → ``/p/[token]/export``."""
+    return _TOKEN_PATH.sub(lambda m: (m.group(1) or m.group(2) or m.group(3)) + "[token]", path)
+
+
+class RedactTokens(logging.Filter):
+    """On uvicorn's access logger: its records are ``(client, method, path, version, status)``."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str):
+            record.args = (*args[:2], redact_path(args[2]), *args[3:])
+        return True
+
+
+def redact_access_logs() -> None:
+    """Install :class:`RedactTokens` on ``uvicorn.access`` once per process."""
+    logger = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, RedactTokens) for f in logger.filters):
+        logger.addFilter(RedactTokens())

@@ -25,13 +25,15 @@ from starlette.responses import Response
 from cadence.config import Settings
 from cadence.db.session import transaction
 from cadence.runtime import Runtime
-from cadence.tokens import read_token
+from cadence.suppression_keys import SuppressionKeys
+from cadence.web.emails import LinkKind, link_message, send_transactional
 from cadence.web.ratelimit import Limit, Limiter, RateLimited
-from cadence.web.security import Csrf, client_ip
+from cadence.web.security import Csrf, client_ip, rate_limit_key
 from cadence.web.subscription import (
     Confirmation,
     ConfirmResult,
     confirm,
+    read_confirmation_token,
     release_confirmation_limit,
     send_confirmation,
     signup_campaign,
@@ -48,6 +50,8 @@ class WebLimits:
     """Per-IP POST limit (429 beyond it). The per-address confirmation limit is in subscription.py."""
 
     posts_per_ip: Limit = field(default_factory=lambda: Limit(20, 60))
+    # Emailed links (manage, data) per address: enough for a lost email, too few to flood anyone.
+    links_per_address: Limit = field(default_factory=lambda: Limit(3, 3600))
     # Every signup answer takes at least this long, so response times do not tell a new address
     # (an INSERT) from a known one (an early return): ~5 ms against ~3 ms on SQLite, measured.
     signup_floor_seconds: float = 0.05
@@ -64,6 +68,10 @@ class WebState:
     clinic: dict[str, str] = field(default_factory=dict)  # name, city, address for the page frame
     # One SMTP connection is shared by the request threads that send confirmation emails.
     send_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def suppression_keys(self) -> SuppressionKeys:
+        return SuppressionKeys.from_settings(self.settings)
 
     def now(self) -> datetime:
         return self.runtime.clock.now()
@@ -86,10 +94,22 @@ class WebState:
             with self.session() as session:
                 release_confirmation_limit(session, confirmation.subscriber_id, confirmation.signup_id)
 
+    def send_link(self, kind: LinkKind, email: str, url: str) -> None:
+        """Email a ``manage`` or ``data`` link to `email` (a background task, like the
+        confirmation: the response time must not tell whether the address is ours)."""
+        campaign = signup_campaign(self.runtime)
+        if campaign is None:
+            return
+        try:
+            with self.send_lock:
+                send_transactional(self.runtime, link_message(campaign, kind, email, url), self.now())
+        except Exception:  # the web process must survive a broken transport; say what broke
+            log.exception("%s link email failed", kind)
+
     def confirm(self, request: Request, token: str) -> tuple[ConfirmResult, Any]:
         """Confirm the signup a ``confirm`` link names, recording the request's IP and user agent
         as the consent evidence; (the result, the token's payload). TokenError if invalid."""
-        payload = read_token(self.settings.secret_key, "confirm", token)
+        payload = read_confirmation_token(self.settings.secret_key, token, self.now())
         with self.session() as session:
             result = confirm(
                 session,
@@ -98,6 +118,7 @@ class WebState:
                 ip=client_ip(request),
                 user_agent=request.headers.get("user-agent", ""),
                 campaign=signup_campaign(self.runtime),
+                keys=self.suppression_keys,
             )
         return result, payload
 
@@ -159,8 +180,9 @@ State = Annotated[WebState, Depends(get_state)]
 
 
 def limit_posts(request: Request) -> None:
-    """Dependency: count this POST against the client's per-IP limit."""
+    """Dependency: count this POST against the client's per-IP limit (IPv6: per /64)."""
     state = get_state(request)
-    wait = state.limiter.hit(f"post:{client_ip(request)}", state.limits.posts_per_ip)
+    key = rate_limit_key(client_ip(request), state.settings.rate_limit_ipv6_prefix)
+    wait = state.limiter.hit(f"post:{key}", state.limits.posts_per_ip)
     if wait:
         raise RateLimited(wait)

@@ -16,8 +16,9 @@ Rules (and why):
 - **Consent record** (GDPR Art. 7(1): be able to demonstrate consent): when, from which IP and
   user agent, on which form and page, which exact wording (version + SHA-256), and when and
   from where it was confirmed.
-- A confirm token carries ``[subscriber_id, signup_id]``: a link from an older signup, or one
-  already used, cannot (re)subscribe anyone.
+- A confirm token carries ``[subscriber_id, signup_id]``, sealed (encrypted, cadence.tokens) so
+  the link shows no internal id, and dated on the business clock: a link from an older signup,
+  one already used, or one older than 7 days cannot (re)subscribe anyone.
 """
 
 from __future__ import annotations
@@ -35,20 +36,23 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from cadence.core.campaign import Campaign
-from cadence.core.message import Address, OutgoingMessage, build_mime
+from cadence.core.message import OutgoingMessage
 from cadence.db.models import Subscriber
 from cadence.db.session import transaction
 from cadence.engine import enroll
 from cadence.errors import NotFound, TokenError
 from cadence.runtime import Runtime
-from cadence.subscribers import email_key, is_suppressed
-from cadence.tokens import make_token
+from cadence.subscribers import email_key, find_suppression, lift_erase_suppression
+from cadence.suppression_keys import SuppressionKeys
+from cadence.tokens import make_sealed_token, read_sealed_token
+from cadence.web.emails import send_transactional, transactional_message
 from cadence.web.forms import SignupData
 
 log = logging.getLogger(__name__)
 
 SIGNUP_CAMPAIGN = "lower-back-pain"
 CONFIRMATION_INTERVAL = timedelta(hours=1)
+CONFIRMATION_LINK_AGE = timedelta(days=7)  # measured on the business clock (CADENCE_CLOCK)
 _MAX_PREVIOUS = 5  # older consent records kept on a re-signup
 
 # The exact wording shown next to the submit button. Changing it changes the version stored
@@ -96,11 +100,18 @@ class Confirmation:
 
 
 def sign_up(
-    session: Session, data: SignupData, where: SignupContext, now: datetime, *, secret_key: str
+    session: Session,
+    data: SignupData,
+    where: SignupContext,
+    now: datetime,
+    *,
+    secret_key: str,
+    keys: SuppressionKeys,
 ) -> Confirmation | None:
     """Record a signup. Returns the confirmation email to send, or None when nothing may be sent
-    (suppressed or active address, or one sent to this address within the hour)."""
-    if is_suppressed(session, data.email):
+    (bounced, complained or active address, or one sent to this address within the hour). An
+    erased address may sign up again: its suppression is lifted only when the owner confirms."""
+    if find_suppression(session, data.email, keys) not in (None, "erased"):
         return None
     # Lock the row (PostgreSQL) so two simultaneous signups cannot both pass the hourly limit;
     # SQLite's BEGIN IMMEDIATE (cadence.db.session) already serialises writers.
@@ -142,12 +153,18 @@ def sign_up(
         history = ([old] if old else []) + previous
         subscriber.consent = {**record, "previous": history[:_MAX_PREVIOUS]}
     session.flush()
-    token = make_token(secret_key, "confirm", [subscriber.id, record["signup_id"]])
+    token = make_sealed_token(secret_key, "confirm", [subscriber.id, record["signup_id"]], now)
     return Confirmation(subscriber.id, record["signup_id"], subscriber.email, token)
 
 
 def record_signup(
-    database_url: str, data: SignupData, where: SignupContext, now: datetime, *, secret_key: str
+    database_url: str,
+    data: SignupData,
+    where: SignupContext,
+    now: datetime,
+    *,
+    secret_key: str,
+    keys: SuppressionKeys,
 ) -> Confirmation | None:
     """:func:`sign_up` in its own transaction. Two first signups of one new address at the same
     moment both find no row (there is nothing to lock yet) and both insert; the UNIQUE email_key
@@ -156,7 +173,7 @@ def record_signup(
     for attempt in (1, 2):
         try:
             with transaction(database_url) as session:
-                return sign_up(session, data, where, now, secret_key=secret_key)
+                return sign_up(session, data, where, now, secret_key=secret_key, keys=keys)
         except IntegrityError:
             if attempt == 2:
                 raise
@@ -196,6 +213,12 @@ def _parse_time(value: Any) -> datetime | None:
         return None
 
 
+def read_confirmation_token(secret_key: str, token: str, now: datetime) -> Any:
+    """The payload of a confirmation link opened at business time `now`; TokenError if it is
+    not ours, or older than :data:`CONFIRMATION_LINK_AGE`."""
+    return read_sealed_token(secret_key, "confirm", token, now, CONFIRMATION_LINK_AGE)
+
+
 class ConfirmResult(Enum):
     CONFIRMED = "confirmed"
     ALREADY = "already"  # the same link opened again while subscribed: nothing to do
@@ -209,10 +232,15 @@ def confirm(
     ip: str,
     user_agent: str,
     campaign: Campaign | None,
+    keys: SuppressionKeys,
 ) -> ConfirmResult:
     """Confirm the signup a ``confirm`` token names: status active, consent completed, enrolled
     in `campaign` (starting now). TokenError for anything else, with one message for every
-    reason (unknown subscriber, older signup, link already used, address suppressed)."""
+    reason (unknown subscriber, older signup, link already used, address suppressed).
+
+    This is the one place an erase suppression is lifted: the owner of the address has just
+    proved it and agreed again (a new consent record, GDPR Art. 7(1)). A bounce or complaint
+    suppression still refuses the link."""
     invalid = TokenError("this link is not valid")
     if not (isinstance(payload, list) and len(payload) == 2 and isinstance(payload[0], int)):
         raise invalid
@@ -224,7 +252,9 @@ def confirm(
         if subscriber.status == "active":
             return ConfirmResult.ALREADY
         raise invalid  # used, then unsubscribed: only a new signup can resubscribe
-    if subscriber.status not in ("pending", "unsubscribed") or is_suppressed(session, subscriber.email):
+    if subscriber.status not in ("pending", "unsubscribed") or not lift_erase_suppression(
+        session, subscriber.email, keys
+    ):
         raise invalid
     profile = subscriber.consent.get("pending_profile")
     if isinstance(profile, dict):
@@ -284,18 +314,7 @@ def confirmation_message(campaign: Campaign, to_email: str, confirm_url: str) ->
     address = str(clinic.get("postal_address") or "")
     text = _TEXT.format(course=campaign.name, clinic=name, url=confirm_url, address=address)
     html = _html(campaign.name, name, address, confirm_url)
-    domain = campaign.sender_email.rsplit("@", 1)[1]
-    return OutgoingMessage(
-        sender=Address(campaign.sender_email, campaign.sender_name),
-        to=Address(to_email),
-        subject=_SUBJECT,
-        html=html,
-        text=text,
-        # Not a delivery, so not make_message_id: a random id is unique and reveals nothing.
-        message_id=f"<confirm.{secrets.token_hex(12)}@{domain}>",
-        reply_to=campaign.reply_to,
-        metadata={"kind": "confirmation"},
-    )
+    return transactional_message(campaign, "confirmation", to_email, _SUBJECT, html=html, text=text)
 
 
 def _html(course: str, clinic: str, address: str, url: str) -> str:
@@ -325,11 +344,4 @@ def send_confirmation(runtime: Runtime, confirmation: Confirmation, now: datetim
     if campaign is None:
         return False
     url = f"{runtime.settings.base_url}/confirm/{confirmation.token}"
-    message = confirmation_message(campaign, confirmation.email, url)
-    transport = runtime.transport
-    mime = build_mime(message, date=now, signer=runtime.signer) if transport.needs_mime else b""
-    [result] = transport.send_many([(message, mime)])
-    if result.status != "sent":
-        log.warning("confirmation email for subscriber %s not sent: %s", confirmation.subscriber_id, result.detail)
-        return False
-    return True
+    return send_transactional(runtime, confirmation_message(campaign, confirmation.email, url), now)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from html.parser import HTMLParser
@@ -26,26 +27,32 @@ from cadence.db.models import Delivery, Link, Subscriber
 from cadence.engine import record_event
 from cadence.errors import NotFound, TokenError
 from cadence.runtime import Runtime
-from cadence.sending import ensure_links
-from cadence.tokens import check_link_signature, link_signature, make_token, read_token
+from cadence.tokens import check_link_signature, read_token
 
 # The smallest transparent GIF (GIF89a, 1x1, one transparent colour): 43 bytes.
 PIXEL_GIF = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
 
 
 def resolve_click(
-    runtime: Runtime, session: Session, delivery_id: int, link_id: int, signature: str, now: datetime
+    runtime: Runtime,
+    session: Session,
+    delivery_id: int,
+    link_id: int,
+    signature: str,
+    now: datetime,
+    *,
+    record: bool = True,
 ) -> str | None:
     """The stored URL to redirect to, or None (→ 404) if the signature does not match, the link
-    does not exist or is not http(s). Records a ``click`` when the delivery still exists and
-    its campaign tracks clicks."""
+    does not exist or is not http(s). Records a ``click`` when `record`, the delivery still
+    exists and its campaign tracks clicks (a HEAD from a link checker records nothing)."""
     key = runtime.settings.secret_key
     if not check_link_signature(key, "click", signature, delivery_id, link_id):
         return None
     link = session.get(Link, link_id)
     if link is None or urlsplit(link.url).scheme not in ("http", "https"):
         return None
-    delivery = session.get(Delivery, delivery_id)
+    delivery = session.get(Delivery, delivery_id) if record else None
     if delivery is not None and _tracks(runtime, delivery.campaign_id, "clicks"):
         subscriber = session.get(Subscriber, delivery.subscriber_id)
         if subscriber is not None:
@@ -107,9 +114,15 @@ class WebView:
 
 
 def web_view(runtime: Runtime, session: Session, token: str) -> WebView:
-    """The email a ``webview`` token names (payload: delivery id), rendered again as it was sent:
-    the delivery's step and recorded segment, the subscriber's current name, the same links
-    (click tracking included when the campaign tracks clicks), but no open pixel."""
+    """The email a ``webview`` token names (payload: delivery id), rendered again from the
+    delivery's step and recorded segment, safe to share (issue 10).
+
+    The web view is the link people forward and paste into chats, so nothing in it may change
+    or reveal anything about the subscriber: no personal unsubscribe or preference link (both
+    become the neutral ``/manage``, which asks for an address and emails its owner a link), no
+    name or address (rendered as for an anonymous reader: "Hi there"), no click tracking (a
+    stranger's click must not land in the subscriber's history) and no open pixel. The page
+    carries ``noindex, nofollow`` in a meta tag and in ``X-Robots-Tag`` (web/security.py)."""
     delivery_id = read_token(runtime.settings.secret_key, "webview", token)
     delivery = session.get(Delivery, delivery_id) if isinstance(delivery_id, int) else None
     subscriber = session.get(Subscriber, delivery.subscriber_id) if delivery is not None else None
@@ -125,28 +138,26 @@ def web_view(runtime: Runtime, session: Session, token: str) -> WebView:
     except NotFound:
         segment = choose_segment(campaign.segments, subscriber.attributes)
     variant = runtime.renderer.variant(campaign, step, segment)
-    settings = runtime.settings
-    base, key = settings.base_url, settings.secret_key
-    links = {
-        "unsubscribe": f"{base}/u/{make_token(key, 'unsubscribe', [subscriber.id, delivery.id])}",
-        "preferences": f"{base}/p/{make_token(key, 'preferences', subscriber.id)}",
-        "web_view": f"{base}/v/{token}",
-    }
-    link_url = None
-    if campaign.tracking.clicks:
-        ids = ensure_links(session, variant.links)
+    base = runtime.settings.base_url
+    manage = f"{base}/manage"
+    links = {"unsubscribe": manage, "preferences": manage, "web_view": f"{base}/v/{token}"}
+    # Attribute names stay (a template may test them), their values do not: the segment
+    # already chose the variant, and a race month or a terrain is the subscriber's own.
+    anonymous = {"first_name": "", "email": "", "attributes": dict.fromkeys(subscriber.attributes, "")}
+    rendered = render_email(variant, subscriber=anonymous, links=links, link_url=None)
+    html = _with_robots_meta(rendered.html)
+    return WebView(rendered.subject, html, style_hashes(html))
 
-        def link_url(index: int, url: str) -> str:
-            return f"{base}/c/{delivery.id}/{ids[url]}/{link_signature(key, 'click', delivery.id, ids[url])}"
 
-    person = {"first_name": subscriber.first_name, "email": subscriber.email, "attributes": subscriber.attributes}
-    rendered = render_email(
-        variant,
-        subscriber=person,
-        links=links,
-        link_url=link_url,
-    )
-    return WebView(rendered.subject, rendered.html, style_hashes(rendered.html))
+_ROBOTS_META = '<meta name="robots" content="noindex, nofollow">'
+
+
+def _with_robots_meta(html: str) -> str:
+    """`html` with a robots meta tag right after ``<head>`` (or first, if it has none)."""
+    match = re.search(r"<head(\s[^>]*)?>", html, flags=re.IGNORECASE)
+    if match is None:
+        return _ROBOTS_META + html
+    return html[: match.end()] + _ROBOTS_META + html[match.end() :]
 
 
 class _StyleCollector(HTMLParser):

@@ -1,0 +1,195 @@
+"""Request bodies: capped before anything parses them, and JSON checked before FastAPI sees it.
+
+A hostile review (issue 10) sent a 10 MB body to ``/api/subscribe`` (it came back as a 40 MB
+422) and JSON that Python's parser accepts but nothing after it can handle: ``NaN`` and
+``Infinity`` (not JSON at all, RFC 8259 §6, and our JSON replies refuse to write them back),
+a lone surrogate ``"\\ud800"`` (not Unicode: encoding it for the reply or the database fails)
+and 100,000 nested arrays (``RecursionError``). Each was a 500. :class:`BodyGuard` answers
+them first, as one-line 4xx replies:
+
+- **413** when ``Content-Length`` or the bytes actually received pass the limit for the path:
+  :data:`FORM_LIMIT` for pages and the API (the largest honest signup is under 1 KB),
+  :data:`WEBHOOK_LIMIT` for ``/webhooks/*`` (a provider's bounce can quote the message);
+- **400** for a JSON body (``/api/*`` with a JSON content type, every ``/webhooks/*`` body: the
+  webhook handlers parse whatever they get) that is not UTF-8, nests deeper
+  than :data:`MAX_DEPTH`, holds ``NaN``/``Infinity`` or a lone surrogate, or is not JSON.
+
+The nesting is measured by a scan of the bytes before ``json.loads`` runs, so no recursion
+happens on hostile input; the checked body is then replayed to the app unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+FORM_LIMIT = 8 * 1024
+WEBHOOK_LIMIT = 1024 * 1024
+MAX_DEPTH = 32
+_JSON_PATHS = ("/api/", "/webhooks/")
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+def body_limit(path: str) -> int:
+    return WEBHOOK_LIMIT if path.startswith("/webhooks/") else FORM_LIMIT
+
+
+def json_problem(body: bytes) -> str | None:
+    """Why `body` is not acceptable JSON (a one-line reason naming no input), or None."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        return "body: not UTF-8"
+    depth = _max_depth(text)
+    if depth > MAX_DEPTH:
+        return f"body: JSON nested deeper than {MAX_DEPTH} levels"
+
+    def no_constants(name: str) -> Any:
+        raise ValueError(f"body: {name} is not a JSON number (RFC 8259 section 6)")
+
+    try:
+        value = json.loads(text, parse_constant=no_constants)
+    except ValueError as exc:
+        message = str(exc)
+        return message if message.startswith("body: ") else "body: not valid JSON"
+    try:
+        # Lone surrogates survive json.loads as str; encoding is where they fail.
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return "body: a string holds a lone UTF-16 surrogate, which is not Unicode text"
+    return None
+
+
+def _max_depth(text: str) -> int:
+    """The deepest nesting of ``[``/``{`` outside strings: a linear scan, no recursion."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+                if deepest > MAX_DEPTH:
+                    return deepest  # enough to refuse; no need to read 100,000 more
+        elif ch in "]}":
+            depth -= 1
+    return deepest
+
+
+class BodyGuard:
+    """Pure ASGI middleware; see the module docstring."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            await self.app(scope, receive, send)
+            return
+        path = str(scope.get("path", ""))
+        limit = body_limit(path)
+        headers = dict(scope.get("headers") or [])
+        declared = headers.get(b"content-length", b"").decode("latin-1").strip()
+        if declared.isdigit() and int(declared) > limit:
+            await _reply(send, 413, f"request body too large: at most {limit} bytes here", path)
+            return
+        try:
+            body = await _read_body(receive, limit)
+        except BodyTooLarge:
+            await _reply(send, 413, f"request body too large: at most {limit} bytes here", path)
+            return
+        content_type = headers.get(b"content-type", b"").decode("latin-1").lower()
+        # The webhooks parse their body as JSON whatever its declared type; the API only when
+        # it says JSON (FastAPI's strict content type refuses the rest itself).
+        is_json = path.startswith("/webhooks/") or (path.startswith("/api/") and "json" in content_type)
+        if body and is_json:
+            problem = json_problem(body)
+            if problem is not None:
+                await _reply(send, 400, problem, path)
+                return
+        await self.app(scope, _replay(body, receive), send)
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()  # after the body: wait for the disconnect, as Starlette expects
+
+    return replay
+
+
+async def _reply(send: Send, status: int, detail: str, path: str) -> None:
+    """JSON ``{"detail": ...}`` for the API and webhooks, one line of text for the pages."""
+    if path.startswith(_JSON_PATHS):
+        payload, media = json.dumps({"detail": detail}).encode(), b"application/json"
+    else:
+        payload, media = f"{detail}\n".encode(), b"text/plain; charset=utf-8"
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", media),
+                (b"content-length", str(len(payload)).encode()),
+                (b"connection", b"close"),  # the rest of an oversized body is not read
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": payload})
+
+
+# ---------------------------------------------------------------------------- validation replies
+
+_FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,39}")
+
+
+def safe_validation_errors(errors: Sequence[Any]) -> list[dict[str, Any]]:
+    """Pydantic's errors as ``{"loc", "msg", "type"}`` without ``input`` or ``ctx`` (which
+    repeat what was sent). A location part that is not a plausible field name (an unknown key
+    someone sent) becomes ``"(unknown field)"``; messages are cut to 200 characters."""
+    safe = []
+    for error in errors:
+        loc = [
+            part if isinstance(part, int) or _FIELD_NAME.fullmatch(str(part)) else "(unknown field)"
+            for part in error.get("loc", ())
+        ]
+        safe.append({"loc": loc, "msg": str(error.get("msg", ""))[:200], "type": str(error.get("type", ""))})
+    return safe

@@ -1,0 +1,143 @@
+"""The links that replace one-click access to sensitive things (issue 10).
+
+``/manage``
+    The neutral "manage your subscription" page the shareable web view links to: it asks for an
+    address and, if that address is on the list, emails it its preference link. The answer and
+    its timing are the same whatever the address (no enumeration), and each address gets at
+    most ``links_per_address`` such emails an hour.
+``POST /p/<token>/data-link``
+    From the preference page: email the address on file a data link (web/account.py).
+``/d/<token>``
+    The data link's page: download everything (GDPR Art. 15/20) or erase it (Art. 17), once.
+    Opening it changes nothing (link scanners GET every URL in an email); the buttons POST.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, BackgroundTasks, Depends, Form, Request
+from fastapi.responses import RedirectResponse
+from sqlalchemy import select
+from starlette.responses import Response
+
+from cadence.db.models import Subscriber
+from cadence.errors import InputError
+from cadence.subscribers import email_key
+from cadence.tokens import make_token
+from cadence.web.account import (
+    data_link_token,
+    erase,
+    export_data,
+    forget_old_pages,
+    subscriber_for_data_link,
+    subscriber_for_preferences,
+)
+from cadence.web.forms import check_email
+from cadence.web.ratelimit import RateLimited
+from cadence.web.state import State, WebState, limit_posts
+
+router = APIRouter(include_in_schema=False)
+FormText = Annotated[str, Form()]
+
+
+def address_limited(state: WebState, kind: str, address: str) -> int:
+    """Count one emailed link for `address`; seconds to wait if over the limit. The limiter
+    key is an HMAC of the address, so Redis never holds it."""
+    digest = hmac.new(state.settings.secret_key.encode(), email_key(address).encode(), hashlib.sha256).hexdigest()
+    return state.limiter.hit(f"{kind}:{digest[:32]}", state.limits.links_per_address)
+
+
+# ---------------------------------------------------------------------------- /manage
+
+
+@router.get("/manage")
+def manage_form(request: Request, state: State) -> Response:
+    return state.render(request, "manage.html", {"sent": False, "errors": {}, "email": ""}, forms=True)
+
+
+@router.post("/manage", dependencies=[Depends(limit_posts)])
+def manage_request(
+    request: Request, state: State, background: BackgroundTasks, csrf_token: FormText = "", email: FormText = ""
+) -> Response:
+    started = time.monotonic()
+    state.csrf.verify(request, csrf_token)
+    try:
+        address = check_email(email)
+    except InputError as exc:
+        context = {"sent": False, "errors": {"email": str(exc).partition(": ")[2]}, "email": ""}
+        return state.render(request, "manage.html", context, status=400, forms=True)
+    with state.session() as session:
+        subscriber = session.scalar(select(Subscriber).where(Subscriber.email_key == email_key(address)))
+        # Only people who confirmed once: a pending address never agreed to hear from us.
+        target = subscriber if subscriber is not None and subscriber.status in ("active", "unsubscribed") else None
+        if target is not None and not address_limited(state, "manage", target.email):
+            url = f"{state.settings.base_url}/p/{make_token(state.settings.secret_key, 'preferences', target.id)}"
+            background.add_task(state.send_link, "manage", target.email, url)
+    state.pad_signup(started)
+    return state.render(request, "manage.html", {"sent": True, "errors": {}, "email": ""})
+
+
+# ---------------------------------------------------------------------------- data link
+
+
+@router.post("/p/{token}/data-link", dependencies=[Depends(limit_posts)])
+def request_data_link(
+    token: str, request: Request, state: State, background: BackgroundTasks, csrf_token: FormText = ""
+) -> Response:
+    state.csrf.verify(request, csrf_token)
+    with state.session() as session:
+        subscriber = subscriber_for_preferences(session, state.settings.secret_key, token)
+        wait = address_limited(state, "data-link", subscriber.email)
+        if wait:
+            raise RateLimited(wait)
+        link = data_link_token(state.settings.secret_key, subscriber, state.now())
+        address = subscriber.email
+    background.add_task(state.send_link, "data", address, f"{state.settings.base_url}/d/{link}")
+    return RedirectResponse(f"/p/{token}?done=data-link", status_code=303)
+
+
+@router.get("/d/{token}")
+def data_page(token: str, request: Request, state: State) -> Response:
+    with state.session() as session:
+        subscriber = subscriber_for_data_link(session, state.settings.secret_key, token, state.now(), use=False)
+        email = subscriber.email
+    return state.render(request, "data.html", {"token": token, "email": email, "errors": {}}, forms=True)
+
+
+@router.post("/d/{token}/export", dependencies=[Depends(limit_posts)])
+def data_export(token: str, request: Request, state: State, csrf_token: FormText = "") -> Response:
+    """All we hold about the subscriber as a JSON download (GDPR Art. 15 and 20); spends the link."""
+    state.csrf.verify(request, csrf_token)
+    with state.session() as session:
+        subscriber = subscriber_for_data_link(session, state.settings.secret_key, token, state.now(), use=True)
+        data = export_data(session, subscriber)
+    return Response(
+        json.dumps(data, indent=2, ensure_ascii=False),
+        media_type="application/json",
+        headers={"Content-Disposition": 'attachment; filename="my-data.json"'},
+    )
+
+
+@router.post("/d/{token}/erase", dependencies=[Depends(limit_posts)])
+def data_erase(
+    token: str, request: Request, state: State, csrf_token: FormText = "", confirm: FormText = ""
+) -> Response:
+    state.csrf.verify(request, csrf_token)
+    if confirm != "yes":
+        with state.session() as session:
+            subscriber = subscriber_for_data_link(session, state.settings.secret_key, token, state.now(), use=False)
+            email = subscriber.email
+        errors = {"erase": "Tick the box to confirm you want everything erased."}
+        return state.render(
+            request, "data.html", {"token": token, "email": email, "errors": errors}, status=400, forms=True
+        )
+    with state.session() as session:
+        subscriber = subscriber_for_data_link(session, state.settings.secret_key, token, state.now(), use=True)
+        erase(session, subscriber, state.now(), state.suppression_keys)
+    forget_old_pages(state.settings.database_url)
+    return state.render(request, "erased.html")
