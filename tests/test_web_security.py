@@ -213,7 +213,7 @@ def test_twenty_five_addresses_of_one_ipv6_64_share_one_limit(web: WebServer) ->
 # ---------------------------------------------------------------------------- 4. invisible characters
 
 
-@pytest.mark.parametrize("character", ["\u202e", "\u200b", "\ufeff", "\u2066", "\t", "\x85"])
+@pytest.mark.parametrize("character", ["\u202e", "\u200b", "\ufeff", "\u2066", "\t", "\x85", "\ufffd"])
 def test_names_with_invisible_or_control_characters_are_refused_naming_the_field(
     web: WebServer, web_sink: SmtpSink, character: str
 ) -> None:
