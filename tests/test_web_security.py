@@ -213,7 +213,7 @@ def test_twenty_five_addresses_of_one_ipv6_64_share_one_limit(web: WebServer) ->
 # ---------------------------------------------------------------------------- 4. invisible characters
 
 
-@pytest.mark.parametrize("character", ["\u202e", "\u200b", "\ufeff", "\u2066", "\t", "\x85"])
+@pytest.mark.parametrize("character", ["\u202e", "\u200b", "\ufeff", "\u2066", "\t", "\x85", "\ufffd"])
 def test_names_with_invisible_or_control_characters_are_refused_naming_the_field(
     web: WebServer, web_sink: SmtpSink, character: str
 ) -> None:
@@ -413,3 +413,16 @@ def test_a_stranger_with_a_shared_web_view_sees_no_one_and_can_only_ask_by_addre
     page.get_by_role("button", name="Email me the link").click()
     page.get_by_text("If this address is on our list").wait_for()
     assert messages_to(web_sink, "someone.else@example.com") == []
+
+
+def test_an_api_signup_page_url_with_a_bidi_override_is_refused(web: WebServer) -> None:
+    body = {
+        "email": "page.url@example.com",
+        "terrain": "roads",
+        "training_for_race": False,
+        "consent_version": "x",
+        "page_url": "https://clinic.example/\u202egnp.exe",
+    }
+    response = httpx.post(web.url("/api/subscribe"), json=body, headers=web.from_ip())
+    errors = {tuple(e["loc"]): e["msg"] for e in response.json()["detail"]}
+    assert response.status_code == 422 and "U+202E" in errors[("body", "page_url")]

@@ -85,6 +85,8 @@ def check_text(value: str, field_name: str, limit: int = 200) -> str:
     check_header_text(field_name, value)  # names end up in To: headers (its message for CR, LF...)
     value = unicodedata.normalize("NFC", value)
     for index, ch in enumerate(value):
+        if ch == "\ufffd":  # what invalid UTF-8 in a form decodes to: the text was lost on the way
+            raise InputError(f"{field_name}: contains a character that is not valid text (U+FFFD); type plain text")
         if unicodedata.category(ch) not in _REFUSED_CATEGORIES:
             continue
         if (

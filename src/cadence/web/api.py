@@ -17,6 +17,7 @@ from fastapi import APIRouter, BackgroundTasks, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from cadence.errors import InputError
+from cadence.subscribers import check_text
 from cadence.web.account import (
     data_link_token,
     erase,
@@ -83,6 +84,15 @@ class SignupIn(Answers):
     def _first_name(cls, value: str) -> str:
         try:
             return check_first_name(value)
+        except InputError as exc:
+            raise ValueError(str(exc)) from None
+
+    @field_validator("page_url")
+    @classmethod
+    def _page_url(cls, value: str | None) -> str | None:
+        # Stored in the consent record: no invisible or control characters there either.
+        try:
+            return None if value is None else check_text(value, "page_url", 500)
         except InputError as exc:
             raise ValueError(str(exc)) from None
 
