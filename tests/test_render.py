@@ -27,6 +27,7 @@ LINKS = {
 JORDAN: dict[str, Any] = {"first_name": "Jordan", "email": "jordan@example.com", "attributes": {}}
 XSS = "<img src=x onerror=alert(1)>"
 
+
 @pytest.fixture(scope="module")
 def campaign() -> Campaign:
     return load_campaign(REPO / "campaigns" / "lower-back-pain.yaml")
