@@ -270,3 +270,27 @@ def test_the_variants_compiled_stay_few_and_each_is_compiled_once(campaign: Camp
     assert len(variants) == 6 * len(campaign.steps)  # every combination, each compiled once
     entry_loads = [t for t in loads if t.startswith("lower-back-pain/0")]
     assert len(entry_loads) == len(variants)
+
+
+def _syllables(word: str) -> int:
+    """Vowel groups, less a silent final e: the usual estimate for Flesch-Kincaid."""
+    word = word.lower()
+    count = len(re.findall(r"[aeiouy]+", word))
+    if word.endswith("e") and not word.endswith(("le", "ee")) and count > 1:
+        count -= 1
+    return max(1, count)
+
+
+def flesch_kincaid_grade(text: str) -> float:
+    """US school grade; sentences end at . ! ? : ; and every list item or paragraph is one."""
+    sentences = [s for s in re.split(r"[.!?:;]+\s|\n\s*\n|\n\s+[*\d]", text) if re.search(r"[A-Za-z]", s)]
+    words = re.findall(r"[A-Za-z][A-Za-z']*", text)
+    syllables = sum(_syllables(w) for w in words)
+    return 0.39 * len(words) / len(sentences) + 11.8 * syllables / len(words) - 15.59
+
+
+def test_every_email_reads_at_grade_eight_or_below(emails: dict[tuple[int, str], RenderedEmail]) -> None:
+    assert flesch_kincaid_grade("The cat sat on the mat. It was happy.") < 2
+    for (number, segment), email in emails.items():
+        body = re.sub(r"\(https?://[^)]+\)", "", email.text.split("Hi Jordan,")[1].split("Please note:")[0])
+        assert flesch_kincaid_grade(body) <= 8, (number, segment, round(flesch_kincaid_grade(body), 1))
