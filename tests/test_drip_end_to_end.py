@@ -63,8 +63,9 @@ def people(n: int) -> list[SubscriberInput]:
 USED = ("trail+no-race", "everyday+race", "everyday+no-race")  # the segments people() fills
 
 
-def segment_markers(campaign: Campaign) -> dict[tuple[str, str], set[str]]:
-    """Lines of text that only one used segment's version of a step contains."""
+def segment_markers(campaign: Campaign) -> dict[tuple[str, str], tuple[set[str], set[str]]]:
+    """For each step and used segment: the lines only its version has (must be in the email) and
+    the lines only the other used segments' versions have (must not be)."""
     renderer = Renderer(FileSystemLoader(str(ROOT / "templates")))
     links = {"unsubscribe": "https://x/u", "preferences": "https://x/p", "web_view": "https://x/v"}
     texts: dict[tuple[str, str], set[str]] = {}
@@ -82,8 +83,8 @@ def segment_markers(campaign: Campaign) -> dict[tuple[str, str], set[str]]:
     markers = {}
     for (step_id, segment_id), lines in texts.items():
         others = set().union(*(v for (s, g), v in texts.items() if s == step_id and g != segment_id))
-        markers[(step_id, segment_id)] = lines - others
-        assert markers[(step_id, segment_id)], f"{step_id}/{segment_id} has no segment-specific text"
+        markers[(step_id, segment_id)] = (lines - others, others - lines)
+        assert any(markers[(step_id, segment_id)]), f"{step_id}/{segment_id} has no segment-specific text"
     return markers
 
 
@@ -167,7 +168,8 @@ def run_drip(tmp_path: Path, database_url: str, broker_url: str, *, schedulers: 
         # The variant that matched when it was sent, in substance, not just a label.
         text = body_text(message.data)
         step = campaign.steps[delivery.step_index]
-        assert any(marker in text for marker in markers[(step.id, delivery.segment_id)]), (step.id, delivery.segment_id)
+        own, foreign = markers[(step.id, delivery.segment_id)]
+        assert all(m in text for m in own) and not any(m in text for m in foreign), (step.id, delivery.segment_id)
         if subscriber.email == SWITCHER:
             assert delivery.segment_id == ("trail+no-race" if delivery.step_index < 2 else "everyday+race")
         assert re.fullmatch(r"<[^<>@\s]+@[^<>@\s]+>", parsed["Message-ID"])
