@@ -18,7 +18,8 @@ import pytest
 from cadence.campaign_files import load_campaign
 from cadence.core.campaign import Campaign
 from cadence.core.render import RenderedEmail, Renderer, render_email
-from cadence.core.segments import choose_segment
+from cadence.core.segments import choose_segment, date_span
+from cadence.errors import CampaignError
 
 REPO = Path(__file__).resolve().parents[1]
 LINKS = {
@@ -80,6 +81,14 @@ def test_terrain_and_race_both_count_and_the_race_month_is_read_on_the_send_date
     assert segment_for(campaign, {}, date(2027, 3, 6)) == "everyday+no-race"
     junk = {"terrain": "trails", "training_for_race": "yes", "race_month": "may"}
     assert segment_for(campaign, junk, date(2027, 3, 6)) == "trail+race"
+
+
+def test_a_date_rule_without_the_send_date_is_an_error_not_a_guess(campaign: Campaign) -> None:
+    with pytest.raises(CampaignError, match="race_month within_weeks needs today's date"):
+        choose_segment(campaign.segments, {"training_for_race": "yes", "race_month": "2027-05"})
+    assert date_span("2027-02") == (date(2027, 2, 1), date(2027, 2, 28))
+    assert date_span("2027-12-31") == (date(2027, 12, 31), date(2027, 12, 31))
+    assert date_span("2027-13") is None and date_span("soon") is None and date_span(None) is None
 
 
 def test_a_trail_runner_training_for_a_race_gets_both_the_trail_and_the_race_passages(
