@@ -2,8 +2,9 @@
 
 The answers become subscriber attributes that the campaign's facets read at send time
 (``campaigns/lower-back-pain.yaml``: ``terrain eq trails`` → trail, else everyday; and
-``training_for_race`` with ``race_month`` → race-soon, race or no-race). Values are stored as the strings a CSV import would carry
-(``"yes"``/``"no"``), so imported and self-registered subscribers look alike.
+``training_for_race`` with ``race_month`` → race-soon, race or no-race). Values are stored as
+the strings a CSV import would carry (``"yes"``/``"no"``), so imported and self-registered
+subscribers look alike.
 """
 
 from __future__ import annotations
