@@ -124,7 +124,7 @@ def test_the_preview_is_a_grid_of_every_step_and_segment_at_two_widths(campaign:
     assert index == tmp_path / "index.html"
     pages = sorted(p.name for p in tmp_path.glob("*.html") if p.name != "index.html")
     assert len(pages) == len(campaign.steps) * len(campaign.segments)
-    assert "01-why-it-hurts--trail.html" in pages
+    assert "01-why-it-hurts--trail+race-soon.html" in pages
     grid = index.read_text()
     rows = re.findall(r"<tr>.*?</tr>", grid, re.DOTALL)
     assert len(rows) == 1 + len(campaign.steps)
@@ -132,7 +132,8 @@ def test_the_preview_is_a_grid_of_every_step_and_segment_at_two_widths(campaign:
     for page in pages:
         assert f'<iframe src="{page}" width="375"' in grid and f'<iframe src="{page}" width="600"' in grid
     assert "Why trail miles can leave your low back sore" in grid
-    assert "On Buttermilk and North Bank" in grid  # the preheader
+    assert "Back course 1/7: It is rarely the spine itself." in grid  # the preheader
+    assert "Trail runners · race within 8 weeks" in grid  # a column: one combination of facets
 
 
 def test_the_preview_shows_a_broken_email_as_its_error(tmp_path: Path) -> None:
@@ -145,7 +146,7 @@ def test_the_timeline_follows_delays_the_send_window_and_the_time_zone(campaign:
     enrolled = datetime(2025, 3, 6, 15, 0, tzinfo=UTC)  # Thursday 10:00 in New York, after the window
     timeline = simulate_timeline(campaign, {"terrain": "trails"}, tz, enrolled)
     assert [e.step_id for e in timeline] == [s.id for s in campaign.steps]
-    assert {e.segment_id for e in timeline} == {"trail"}
+    assert {e.segment_id for e in timeline} == {"trail+no-race"}
     local = [e.send_at_local for e in timeline]
     assert local[0] == datetime(2025, 3, 7, 7, 0, tzinfo=tz)  # next morning's window
     assert local[1] == datetime(2025, 3, 10, 7, 0, tzinfo=tz)  # +2 days is Sunday: no sends, so Monday
@@ -155,7 +156,11 @@ def test_the_timeline_follows_delays_the_send_window_and_the_time_zone(campaign:
     assert timeline[2].send_at_utc.utcoffset() == timedelta(0)
     assert local[2].utcoffset() == timedelta(hours=-4), "daylight saving time began on 9 March"
     race = simulate_timeline(campaign, {"training_for_race": "yes"}, tz, enrolled)
-    assert {e.segment_id for e in race} == {"race"}
+    assert {e.segment_id for e in race} == {"everyday+race"}
+    # The race month is read on each send date: the runner moves to "race soon" as it nears.
+    may = simulate_timeline(campaign, {"training_for_race": "yes", "race_month": "2025-05-10"}, tz, enrolled)
+    assert [e.segment_id for e in may][:2] == ["everyday+race", "everyday+race"]
+    assert [e.segment_id for e in may][-2:] == ["everyday+race-soon", "everyday+race-soon"]
 
 
 # --- CLI -----------------------------------------------------------------------------------
@@ -174,16 +179,17 @@ def test_cli_validate_lists_subjects_when_the_campaign_is_clean() -> None:
     result = CliRunner().invoke(cli(), ["campaigns", "validate", "lower-back-pain", *dirs], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     assert "Why trail miles can leave your low back sore" in result.output
-    assert "Everyday runners" in result.output
+    assert "Road, path and treadmill runners · no race planned" in result.output
 
 
 def test_cli_validate_exits_1_listing_file_line_and_message(tmp_path: Path) -> None:
     templates = tmp_path / "templates"
     shutil.copytree(REPO / "templates", templates)
-    (templates / "lower-back-pain" / "segments" / "race" / "01-why-it-hurts.mjml").write_text(
-        '{% extends "lower-back-pain/01-why-it-hurts.mjml" %}\n{% block intro %}\n<p>{{ clinic.fax }}</p>\n'
-        "{% endblock %}\n"
-    )
+    step = templates / "lower-back-pain" / "03-adjust-the-load.mjml"
+    source = step.read_text()
+    # Only runners training for a race far off see the broken line.
+    step.write_text(source.replace("<p>You have room", "<p>{{ clinic.fax }} You have room", 1))
+    line = source[: source.index("<p>You have room")].count("\n") + 1
     args = [
         "campaigns",
         "validate",
@@ -193,9 +199,9 @@ def test_cli_validate_exits_1_listing_file_line_and_message(tmp_path: Path) -> N
     ]
     result = CliRunner().invoke(cli(), args, env={"COLUMNS": "300"})
     assert result.exit_code == 1
-    shown = str(templates / "lower-back-pain/segments/race/01-why-it-hurts.mjml")
-    assert f"{shown}:3: undefined variable: 'dict object' has no attribute 'fax'" in result.output
-    assert "[why-it-hurts/race]" in result.output
+    shown = str(templates / "lower-back-pain/03-adjust-the-load.mjml")
+    assert f"{shown}:{line}: undefined variable: 'dict object' has no attribute 'fax'" in result.output
+    assert "[adjust-the-load/trail+race]" in result.output
     assert "1 problem(s)" in result.output
 
 
@@ -236,7 +242,7 @@ def test_cli_preview_writes_the_grid(tmp_path: Path) -> None:
     ]
     result = CliRunner().invoke(cli(), args, env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
-    assert (tmp_path / "index.html").is_file() and (tmp_path / "06-when-to-get-help--everyday.html").is_file()
+    assert (tmp_path / "index.html").is_file() and (tmp_path / "07-when-to-get-help--everyday+no-race.html").is_file()
 
 
 def test_problem_prints_as_file_line_message() -> None:

@@ -12,6 +12,13 @@ from cadence.errors import CampaignError, NotFound
 
 ROOT = Path(__file__).resolve().parents[1]
 GOOD = yaml.safe_load((ROOT / "campaigns" / "lower-back-pain.yaml").read_text())
+# The same campaign written with a plain first-match segment list instead of facets.
+SEGMENTED = {k: v for k, v in GOOD.items() if k != "facets"} | {
+    "segments": [
+        {"id": "trail", "name": "Trail runners", "rules": [{"attribute": "terrain", "op": "eq", "value": "trails"}]},
+        {"id": "everyday", "name": "Everyone else", "fallback": True},
+    ]
+}
 
 
 def write(tmp_path: Path, data: object, name: str = "c.yaml") -> Path:
@@ -22,10 +29,25 @@ def write(tmp_path: Path, data: object, name: str = "c.yaml") -> Path:
 
 def test_the_lower_back_pain_campaign_loads_with_its_templates() -> None:
     campaign = find_campaign("lower-back-pain", ROOT / "campaigns", ROOT / "templates")
-    assert [s.id for s in campaign.segments] == ["trail", "race", "everyday"]
-    assert len(campaign.steps) == 6
+    assert [f.id for f in campaign.facets] == ["terrain", "race"]
+    assert [s.id for s in campaign.segments] == [
+        "trail+race-soon", "trail+race", "trail+no-race", "everyday+race-soon", "everyday+race", "everyday+no-race",
+    ]  # fmt: skip
+    assert campaign.segment("trail+race-soon").name == "Trail runners · race within 8 weeks"
+    assert campaign.segment("trail+race").context == {"terrain": "trail", "race": "race"}
+    assert len(campaign.steps) == 8
     assert campaign.segments[-1].fallback
     assert "booked" in campaign.exit_goals
+
+
+def test_a_campaign_may_still_list_plain_segments(tmp_path: Path) -> None:
+    campaign = load_campaign(write(tmp_path, SEGMENTED))
+    assert [s.id for s in campaign.segments] == ["trail", "everyday"]
+    assert campaign.facets == ()
+
+
+def _options(d: dict, facet: int) -> list:  # type: ignore[type-arg]
+    return d["facets"][facet]["options"]  # type: ignore[no-any-return]
 
 
 @pytest.mark.parametrize(
@@ -36,8 +58,36 @@ def test_the_lower_back_pain_campaign_loads_with_its_templates() -> None:
         (lambda d: d["sender"].update(email="not-an-address"), "sender.email"),
         (lambda d: d["send_window"].update(start="7am"), "send_window.start"),
         (lambda d: d["send_window"].update(weekdays=["funday"]), "send_window.weekdays"),
-        (lambda d: d["segments"][0]["rules"][0].update(op="like"), "segments.0.rules.0.op"),
-        (lambda d: d["segments"].pop(), "the last segment must be a fallback"),
+        (lambda d: _options(d, 0)[0]["rules"][0].update(op="like"), "facets.0.options.0.rules.0.op"),
+        (
+            lambda d: _options(d, 0)[1].update(fallback=False, rules=[{"attribute": "x", "op": "truthy"}]),
+            "facets.0: Value error, facet 'terrain': the last option must be the fallback",
+        ),
+        (
+            lambda d: _options(d, 1)[1].update(rules=[]),
+            "facet 'race': option 'race' has no rules; only the last may be the fallback",
+        ),
+        (
+            lambda d: _options(d, 1)[0]["rules"][1].update(value="soon"),
+            "facets.1.options.0.rules.1: Value error, op 'within_weeks' needs a number of weeks above 0, got 'soon'",
+        ),
+        (lambda d: d["facets"][0].update(id="name"), "facets.0.id: Value error, facet id 'name' is reserved"),
+        (lambda d: _options(d, 1).insert(0, dict(_options(d, 0)[0])), "duplicate facet option id(s): trail"),
+        (lambda d: d.update(segments=SEGMENTED["segments"]), "segments and facets: give one or the other"),
+        (lambda d: d.pop("facets"), "segments or facets: a campaign needs one of them"),
+        (
+            lambda d: d["facets"].append(
+                {
+                    "id": "pace",
+                    "options": [
+                        {"id": f"p{i}", "name": "P", "rules": [{"attribute": "p", "op": "eq", "value": i}]}
+                        for i in range(2)
+                    ]
+                    + [{"id": "any", "name": "Any", "fallback": True}],
+                }
+            ),
+            "facets: 18 combinations of options, over 12",
+        ),
         (lambda d: d["steps"].append(dict(d["steps"][0])), "duplicate step id(s): why-it-hurts"),
         (lambda d: d.pop("sender"), "sender: Field required"),
         (lambda d: d.update(colour="blue"), "colour: Extra inputs are not permitted"),
@@ -51,6 +101,20 @@ def test_a_bad_campaign_file_names_the_file_and_the_field(tmp_path: Path, change
         load_campaign(path)
     assert str(path) in str(err.value)
     assert expected in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (lambda d: d["segments"][0]["rules"][0].update(op="like"), "segments.0.rules.0.op"),
+        (lambda d: d["segments"].pop(), "the last segment must be a fallback"),
+    ],
+)
+def test_a_bad_segment_list_names_the_field(tmp_path: Path, change: object, expected: str) -> None:
+    data = yaml.safe_load(yaml.safe_dump(SEGMENTED))
+    change(data)  # type: ignore[operator]
+    with pytest.raises(CampaignError, match=expected):
+        load_campaign(write(tmp_path, data))
 
 
 def test_broken_yaml_names_the_line(tmp_path: Path) -> None:

@@ -1,7 +1,7 @@
 """The drip end to end: real Celery workers and schedulers, a real SMTP server, real databases.
 
-50 subscribers across every segment and many time zones go through all six steps while a
-``file:`` clock moves through two weeks. At the SMTP server we check: exactly one message per
+50 subscribers across three segments and many time zones go through all eight steps while a
+``file:`` clock moves through three weeks. At the SMTP server we check: exactly one message per
 (subscriber, step), each inside the send window in the subscriber's own zone, each the segment
 variant that matched at send time (one subscriber changes from trail to race mid-drip).
 """
@@ -61,13 +61,17 @@ def people(n: int) -> list[SubscriberInput]:
     return rows
 
 
-def segment_markers(campaign: Campaign) -> dict[tuple[str, str], set[str]]:
-    """Lines of text that only one segment's version of a step contains."""
+USED = ("trail+no-race", "everyday+race", "everyday+no-race")  # the segments people() fills
+
+
+def segment_markers(campaign: Campaign) -> dict[tuple[str, str], tuple[set[str], set[str]]]:
+    """For each step and used segment: the lines only its version has (must be in the email) and
+    the lines only the other used segments' versions have (must not be)."""
     renderer = Renderer(FileSystemLoader(str(ROOT / "templates")))
     links = {"unsubscribe": "https://x/u", "preferences": "https://x/p", "web_view": "https://x/v"}
     texts: dict[tuple[str, str], set[str]] = {}
     for step in campaign.steps:
-        for segment in campaign.segments:
+        for segment in (campaign.segment(s) for s in USED):
             variant = renderer.variant(campaign, step, segment)
             rendered = render_email(
                 variant, subscriber={"first_name": "", "email": "a@b.c", "attributes": {}}, links=links
@@ -80,8 +84,8 @@ def segment_markers(campaign: Campaign) -> dict[tuple[str, str], set[str]]:
     markers = {}
     for (step_id, segment_id), lines in texts.items():
         others = set().union(*(v for (s, g), v in texts.items() if s == step_id and g != segment_id))
-        markers[(step_id, segment_id)] = lines - others
-        assert markers[(step_id, segment_id)], f"{step_id}/{segment_id} has no segment-specific text"
+        markers[(step_id, segment_id)] = (lines - others, others - lines)
+        assert any(markers[(step_id, segment_id)]), f"{step_id}/{segment_id} has no segment-specific text"
     return markers
 
 
@@ -138,8 +142,9 @@ def run_drip(tmp_path: Path, database_url: str, broker_url: str, *, schedulers: 
         except Exception:
             print(procs.logs())
             raise
-        assert final.sent == n * 6
-        received = sink.wait_for(n * 6, timeout=30)
+        total = n * len(campaign.steps)
+        assert final.sent == total
+        received = sink.wait_for(total, timeout=30)
         assert switched, "the switcher never reached step 2"
 
     with transaction(settings.database_url) as session:
@@ -149,7 +154,7 @@ def run_drip(tmp_path: Path, database_url: str, broker_url: str, *, schedulers: 
                 select(Delivery, Subscriber).join(Subscriber, Subscriber.id == Delivery.subscriber_id)
             )
         }
-    assert len(received) == n * 6
+    assert len(received) == total
     seen: Counter[tuple[int, int]] = Counter()
     for message in received:
         parsed = email.message_from_bytes(message.data, policy=email.policy.default)
@@ -164,11 +169,12 @@ def run_drip(tmp_path: Path, database_url: str, broker_url: str, *, schedulers: 
         # The variant that matched when it was sent, in substance, not just a label.
         text = body_text(message.data)
         step = campaign.steps[delivery.step_index]
-        assert any(marker in text for marker in markers[(step.id, delivery.segment_id)]), (step.id, delivery.segment_id)
+        own, foreign = markers[(step.id, delivery.segment_id)]
+        assert all(m in text for m in own) and not any(m in text for m in foreign), (step.id, delivery.segment_id)
         if subscriber.email == SWITCHER:
-            assert delivery.segment_id == ("trail" if delivery.step_index < 2 else "race")
+            assert delivery.segment_id == ("trail+no-race" if delivery.step_index < 2 else "everyday+race")
         assert re.fullmatch(r"<[^<>@\s]+@[^<>@\s]+>", parsed["Message-ID"])
-    assert set(seen.values()) == {1} and len(seen) == n * 6
+    assert set(seen.values()) == {1} and len(seen) == total
 
 
 def test_fifty_subscribers_get_every_step_once_on_sqlite_with_the_filesystem_broker(tmp_path: Path) -> None:

@@ -44,7 +44,7 @@ def screenshots(tmp_path_factory: pytest.TempPathFactory) -> list[Screenshot]:
 
 
 def test_every_email_is_photographed_at_375_and_600_pixels(screenshots: list[Screenshot]) -> None:
-    assert len(screenshots) == 6 * 3 * 2
+    assert len(screenshots) == 8 * 6 * 2  # steps x facet combinations x widths
     for shot in screenshots:
         data = shot.path.read_bytes()
         assert data.startswith(b"\x89PNG"), shot.path
@@ -86,7 +86,7 @@ def test_wrapping_the_html_for_7bit_changes_no_pixel(tmp_path: Path, monkeypatch
     assert all(max(map(len, html.split("\n"))) > 10_000 for html in unwrapped.values())
     shots_wrapped = screenshot_emails(wrapped, tmp_path / "wrapped", executable_path=str(CHROMIUM))
     shots_unwrapped = screenshot_emails(unwrapped, tmp_path / "unwrapped", executable_path=str(CHROMIUM))
-    assert len(shots_wrapped) == len(shots_unwrapped) == 12
+    assert len(shots_wrapped) == len(shots_unwrapped) == 16
     for a, b in zip(shots_wrapped, shots_unwrapped, strict=True):
         assert (a.name, a.width) == (b.name, b.width)
         assert a.path.read_bytes() == b.path.read_bytes(), f"{a.name} at {a.width}px renders differently"

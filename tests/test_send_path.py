@@ -3,6 +3,8 @@ races, and everything that must be re-checked at send time."""
 
 from __future__ import annotations
 
+import email
+import email.policy
 import threading
 from collections.abc import Iterator
 from dataclasses import replace
@@ -22,7 +24,7 @@ from cadence.runtime import Runtime
 from cadence.subscribers import SubscriberInput, import_subscribers, suppress, unsubscribe
 from tests.support.cluster import cadence_env
 from tests.support.keys import TEST_KEYS
-from tests.support.smtpd import SmtpSink
+from tests.support.smtpd import ReceivedMessage, SmtpSink
 
 START = datetime(2026, 12, 7, 12, 30, tzinfo=UTC)  # Monday 07:30 in New York: inside the window
 
@@ -140,16 +142,49 @@ def test_an_exit_goal_ends_the_series(tmp_path: Path, database_url: str, sink: S
         p0 = engine.find_subscriber(session, "p0@example.com")
         engine.record_event(session, p0, "booked", runtime.clock.now(), catalog_campaigns=campaigns)
     clock = FileClock(Path(runtime.settings.clock_spec.removeprefix("file:")))
-    for _ in range(20):  # three weeks in one-day steps
+    for _ in range(26):  # the course and its day-21 check-in, in one-day steps
         clock.advance(timedelta(days=1))
         for batch in engine.tick(runtime).batches:
             engine.deliver(runtime, batch)
     to_p0 = [m for m in sink.messages if m.rcpt_tos == ("p0@example.com",)]
     to_p1 = [m for m in sink.messages if m.rcpt_tos == ("p1@example.com",)]
-    assert len(to_p0) == 1 and len(to_p1) == 6
+    assert len(to_p0) == 1 and len(to_p1) == 8
     with transaction(runtime.settings.database_url) as session:
         ends = dict(session.execute(select(Enrollment.subscriber_id, Enrollment.end_reason)).all())  # type: ignore[arg-type]
     assert "goal: booked" in ends.values() and "all steps sent" in ends.values()
+
+
+def _subject(message: ReceivedMessage) -> str:
+    return str(email.message_from_bytes(message.data, policy=email.policy.default)["Subject"])
+
+
+def test_the_day_21_check_in_reaches_only_those_who_have_not_booked(
+    tmp_path: Path, database_url: str, sink: SmtpSink
+) -> None:
+    runtime = make_runtime(tmp_path, database_url, sink)
+    add_people(runtime, 2)
+    clock = FileClock(Path(runtime.settings.clock_spec.removeprefix("file:")))
+    enrolled = runtime.clock.now()
+    booked = False
+    for _ in range(30):  # days
+        for batch in engine.tick(runtime).batches:
+            engine.deliver(runtime, batch)
+        if not booked and len([m for m in sink.messages if m.rcpt_tos == ("p0@example.com",)]) == 7:
+            # After the last lesson, p0 books a visit (the booking page records the event).
+            with transaction(runtime.settings.database_url) as session:
+                p0 = engine.find_subscriber(session, "p0@example.com")
+                engine.record_event(session, p0, "booked", clock.now(), catalog_campaigns=runtime.catalog.all())
+            booked = True
+        clock.advance(timedelta(days=1))
+    assert booked
+    to_p0 = [_subject(m) for m in sink.messages if m.rcpt_tos == ("p0@example.com",)]
+    to_p1 = [_subject(m) for m in sink.messages if m.rcpt_tos == ("p1@example.com",)]
+    assert len(to_p0) == 7 and "Three weeks on: how is your back?" not in to_p0
+    assert len(to_p1) == 8 and to_p1[-1] == "Three weeks on: how is your back?"
+    with transaction(runtime.settings.database_url) as session:
+        check_in = session.scalar(select(Delivery).where(Delivery.step_index == 7))
+        assert check_in is not None and check_in.state == "sent"
+        assert 21 <= (check_in.sent_at - enrolled).days <= 23  # type: ignore[operator]
 
 
 def test_a_paused_subscriber_is_postponed_not_dropped(tmp_path: Path, database_url: str, sink: SmtpSink) -> None:

@@ -1,4 +1,5 @@
-"""Every email of the series × every segment, sent through the real send path with DKIM to a
+"""Every email of the series for three runners (trail, a trail runner whose race is weeks away,
+a treadmill runner), sent through the real send path with DKIM to a
 real SMTP server, then checked as a receiving server would: no parser defects, every header
 Gmail's bulk-sender rules ask for, the same links in text and HTML, a DKIM signature that
 verifies (and breaks when List-Unsubscribe is altered), and a SpamAssassin score below 0.5."""
@@ -31,11 +32,16 @@ from tests.support.keys import TEST_KEYS
 from tests.support.services import unavailable
 from tests.support.smtpd import ReceivedMessage, SmtpSink
 
+SOON = (datetime.now(UTC) + timedelta(days=20)).strftime("%Y-%m")  # the race month: weeks away all along
 PEOPLE = [
     SubscriberInput("trail@example.com", "Tess", "America/New_York", {"terrain": "trails"}),
-    SubscriberInput("race@example.com", "Rafael", "America/Chicago", {"terrain": "roads", "training_for_race": "yes"}),
+    SubscriberInput(
+        "race@example.com", "Rafael", "America/Chicago",
+        {"terrain": "trails", "training_for_race": "yes", "race_month": SOON},
+    ),
     SubscriberInput("everyday@example.com", "", "Europe/London", {"terrain": "treadmill"}),
-]
+]  # fmt: skip
+STEPS = 8
 REQUIRED = ["From", "To", "Subject", "Date", "Message-ID", "MIME-Version", "List-Id", "List-Unsubscribe",
             "List-Unsubscribe-Post", "DKIM-Signature"]  # fmt: skip
 
@@ -49,7 +55,7 @@ def received(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[ReceivedMes
     public = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     clock = FileClock(tmp / "clock")
     # Start at the real time: dkimpy refuses a signature whose t= lies in the future.
-    clock.set(datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(days=21))
+    clock.set(datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(days=26))
     with SmtpSink() as sink:
         env = cadence_env(
             tmp,
@@ -68,21 +74,27 @@ def received(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[ReceivedMes
             import_subscribers(session, PEOPLE, clock.now(), keys=TEST_KEYS)
             people = list(session.scalars(select(Subscriber)))
             engine.enroll(session, runtime.catalog.get("lower-back-pain"), people, clock.now())
-        for _ in range(24 * 20):  # twenty days in hours
+        for _ in range(24 * 25):  # 25 days in hours: the course and its day-21 check-in
             for batch in engine.tick(runtime).batches:
                 engine.deliver(runtime, batch)
             clock.advance(timedelta(hours=1))
         runtime.close()
-        messages = sink.wait_for(18)
+        messages = sink.wait_for(3 * STEPS)
     txt = b"v=DKIM1; k=rsa; p=" + __import__("base64").b64encode(public)
     return messages, txt
 
 
-def test_all_eighteen_emails_arrive(received: tuple[list[ReceivedMessage], bytes]) -> None:
+def test_all_twenty_four_emails_arrive(received: tuple[list[ReceivedMessage], bytes]) -> None:
     messages, _ = received
-    assert len(messages) == 18
-    subjects = {email.message_from_bytes(m.data, policy=email.policy.default)["Subject"] for m in messages}
-    assert len(subjects) == 18  # every step × segment has its own subject
+    assert len(messages) == 3 * STEPS
+    by_person: dict[str, list[str]] = {}
+    for m in messages:
+        parsed = email.message_from_bytes(m.data, policy=email.policy.default)
+        by_person.setdefault(parsed["To"].addresses[0].addr_spec, []).append(parsed["Subject"])
+    assert all(len(set(subjects)) == STEPS for subjects in by_person.values())  # a new subject each time
+    # The trail runner with a race weeks away gets the race-day load advice; the others do not.
+    assert "Race day is close: easing your back without losing it" in by_person["race@example.com"]
+    assert "Time on feet, not miles: easing off on the trails" in by_person["trail@example.com"]
 
 
 def test_every_email_parses_without_defects_and_has_the_bulk_sender_headers(

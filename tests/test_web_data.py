@@ -75,7 +75,7 @@ def test_the_export_holds_profile_consent_deliveries_and_events(web: WebServer, 
     assert data["consent"]["form_id"] == "web:subscribe" and data["consent"]["confirmed_at"]
     assert data["consent"]["wording_version"].startswith("signup-")
     [delivery] = data["deliveries"]
-    assert delivery["id"] == delivery_id and delivery["state"] == "sent" and delivery["segment"] == "trail"
+    assert delivery["id"] == delivery_id and delivery["state"] == "sent" and delivery["segment"] == "trail+no-race"
     assert [e["kind"] for e in data["events"]] == ["open", "data_link_used"]
     assert data["enrollments"][0]["campaign"] == "lower-back-pain"
 

@@ -108,7 +108,7 @@ def test_a_trail_runner_signs_up_switches_to_race_training_and_unsubscribes_in_o
         # 4. The drip's first step arrives, trail variant.
         assert web.drive() == 1
         first = parse(sink.wait_for(2)[1])
-        assert first["Subject"] == expected_subject(web, 0, "trail")
+        assert first["Subject"] == expected_subject(web, 0, "trail+no-race")
         assert f"Hi {NAME}," in body(first, "plain")  # their own name, in their own drip email
 
         # 5. Preference center from that email: now training for a race, on roads.
@@ -124,8 +124,8 @@ def test_a_trail_runner_signs_up_switches_to_race_training_and_unsubscribes_in_o
         web.clock.advance(timedelta(days=2))
         assert web.drive() == 1
         second = parse(sink.wait_for(3)[2])
-        assert second["Subject"] == expected_subject(web, 1, "race")
-        assert expected_subject(web, 1, "race") != expected_subject(web, 1, "trail")
+        assert second["Subject"] == expected_subject(web, 1, "everyday+race")
+        assert expected_subject(web, 1, "everyday+race") != expected_subject(web, 1, "trail+no-race")
 
         # 7. The web view shows that email, styled (no CSP violation), as sent.
         page.goto(find_url(second, "/v/"))

@@ -78,7 +78,7 @@ def test_the_open_pixel_is_a_gif_and_records_one_open(web: WebServer) -> None:
 
 
 def test_the_web_view_shows_the_email_allowing_only_its_own_inline_styles(web: WebServer) -> None:
-    _, delivery_id, _ = web.add_delivery("viewer@example.com", segment="trail")
+    _, delivery_id, _ = web.add_delivery("viewer@example.com", segment="trail+no-race")
     response = httpx.get(web.url(f"/v/{make_token(SECRET, 'webview', delivery_id)}"))
     assert response.status_code == 200
     assert "<title>Why trail miles can leave your low back sore</title>" in response.text

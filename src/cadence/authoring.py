@@ -391,12 +391,13 @@ def simulate_timeline(
     campaign: Campaign, attributes: Mapping[str, Any], tz: ZoneInfo, enrolled_at: datetime
 ) -> list[TimelineEntry]:
     """When each step would reach a subscriber with `attributes` in `tz`, enrolled at `enrolled_at`,
-    assuming every step is sent at its due time. The segment is chosen once, from `attributes`."""
-    segment = choose_segment(campaign.segments, attributes)
+    assuming every step is sent at its due time. The segment is chosen for each step on its send
+    date, as the send path does (weeks to a race change as the course goes on)."""
     entries: list[TimelineEntry] = []
     previous: datetime | None = None
     for index, step in enumerate(campaign.steps):
         due = step_due_at(campaign, index, enrolled_at=enrolled_at, previous_sent_at=previous, tz=tz)
+        segment = choose_segment(campaign.segments, attributes, due.astimezone(tz).date())
         entries.append(TimelineEntry(step.id, segment.id, due, due.astimezone(tz)))
         previous = due
     return entries

@@ -15,12 +15,15 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, ValidationError, field_validator, model_validator
 
-from cadence.core.campaign import Campaign, Rule, Segment, SendWindow, Step, Tracking
+from cadence.core.campaign import Campaign, Facet, FacetOption, Rule, Segment, SendWindow, Step, Tracking
+from cadence.core.segments import compose_segments
 from cadence.errors import CampaignError, NotFound
 
 _DURATION = re.compile(r"^\s*(?:(\d+)\s*w)?\s*(?:(\d+)\s*d)?\s*(?:(\d+)\s*h)?\s*(?:(\d+)\s*m)?\s*$")
 _WEEKDAYS = {"mon": 0, "tue": 1, "wed": 2, "thu": 3, "fri": 4, "sat": 5, "sun": 6}
 _ID = r"^[a-z0-9][a-z0-9_-]*$"
+# Every combination of facet options is one compiled variant per step: keep the product small.
+MAX_COMBINATIONS = 12
 
 
 def parse_duration(text: str) -> timedelta:
@@ -66,7 +69,20 @@ class WindowModel(_Model):
 class RuleModel(_Model):
     attribute: str = Field(min_length=1)
     op: Literal[
-        "eq", "ne", "in", "not_in", "exists", "missing", "truthy", "falsy", "contains", "gt", "gte", "lt", "lte"
+        "eq",
+        "ne",
+        "in",
+        "not_in",
+        "exists",
+        "missing",
+        "truthy",
+        "falsy",
+        "contains",
+        "gt",
+        "gte",
+        "lt",
+        "lte",
+        "within_weeks",
     ]
     value: Any = None
 
@@ -74,6 +90,10 @@ class RuleModel(_Model):
     def _value_fits_op(self) -> RuleModel:
         if self.op in ("in", "not_in") and not isinstance(self.value, list):
             raise ValueError(f"op {self.op!r} needs a list value")
+        if self.op == "within_weeks" and (
+            isinstance(self.value, bool) or not isinstance(self.value, int | float) or self.value <= 0
+        ):
+            raise ValueError(f"op 'within_weeks' needs a number of weeks above 0, got {self.value!r}")
         if self.op not in ("exists", "missing", "truthy", "falsy", "in", "not_in") and self.value is None:
             raise ValueError(f"op {self.op!r} needs a value")
         return self
@@ -86,6 +106,43 @@ class SegmentModel(_Model):
     rules: list[RuleModel] = Field(default_factory=list)
     fallback: bool = False
     context: dict[str, Any] = Field(default_factory=dict)
+
+
+class FacetOptionModel(_Model):
+    id: str = Field(pattern=_ID)
+    name: str = Field(min_length=1)
+    match: Literal["all", "any"] = "all"
+    rules: list[RuleModel] = Field(default_factory=list)
+    fallback: bool = False
+    context: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _fallback_has_no_rules(self) -> FacetOptionModel:
+        if self.fallback and self.rules:
+            raise ValueError(f"option {self.id!r}: a fallback option has no rules")
+        return self
+
+
+class FacetModel(_Model):
+    id: str = Field(pattern=_ID)
+    options: list[FacetOptionModel] = Field(min_length=2)
+
+    @field_validator("id")
+    @classmethod
+    def _not_reserved(cls, value: str) -> str:
+        if value in ("id", "name"):
+            raise ValueError(f"facet id {value!r} is reserved (templates read segment.id and segment.name)")
+        return value
+
+    @model_validator(mode="after")
+    def _last_is_fallback(self) -> FacetModel:
+        if self.options[-1].rules:
+            raise ValueError(f"facet {self.id!r}: the last option must be the fallback (fallback: true, no rules)")
+        for option in self.options[:-1]:
+            if not option.rules:
+                message = f"facet {self.id!r}: option {option.id!r} has no rules; only the last may be the fallback"
+                raise ValueError(message)
+        return self
 
 
 class StepModel(_Model):
@@ -117,7 +174,8 @@ class CampaignModel(_Model):
     send_window: WindowModel = WindowModel()
     context: dict[str, Any] = Field(default_factory=dict)
     tracking: TrackingModel = TrackingModel()
-    segments: list[SegmentModel] = Field(min_length=1)
+    segments: list[SegmentModel] = Field(default_factory=list)
+    facets: list[FacetModel] = Field(default_factory=list)
     steps: list[StepModel] = Field(min_length=1)
     exit_goals: list[str] = Field(default_factory=list)
 
@@ -132,10 +190,30 @@ class CampaignModel(_Model):
 
     @model_validator(mode="after")
     def _structure(self) -> CampaignModel:
-        for kind, ids in (("segment", [s.id for s in self.segments]), ("step", [s.id for s in self.steps])):
+        options = [o.id for f in self.facets for o in f.options]
+        for kind, ids in (
+            ("segment", [s.id for s in self.segments]),
+            ("step", [s.id for s in self.steps]),
+            ("facet", [f.id for f in self.facets]),
+            ("facet option", options),
+        ):
             dupes = sorted({i for i in ids if ids.count(i) > 1})
             if dupes:
                 raise ValueError(f"duplicate {kind} id(s): {', '.join(dupes)}")
+        if self.segments and self.facets:
+            raise ValueError("segments and facets: give one or the other (facets compose the segments)")
+        if not self.segments and not self.facets:
+            raise ValueError("segments or facets: a campaign needs one of them")
+        if self.facets:
+            combinations = 1
+            for facet in self.facets:
+                combinations *= len(facet.options)
+            if combinations > MAX_COMBINATIONS:
+                raise ValueError(
+                    f"facets: {combinations} combinations of options, over {MAX_COMBINATIONS}: every combination "
+                    "is compiled for every step, so keep the options few"
+                )
+            return self
         last = self.segments[-1]
         if not (last.fallback or not last.rules):
             raise ValueError("the last segment must be a fallback (fallback: true, no rules)")
@@ -161,6 +239,16 @@ def campaign_from_data(data: Any, source: str) -> Campaign:
     except ValidationError as exc:
         raise CampaignError(_format_error(source, exc)) from None
     window = model.send_window
+    facets = tuple(
+        Facet(
+            id=f.id,
+            options=tuple(
+                FacetOption(o.id, o.name, tuple(Rule(r.attribute, r.op, r.value) for r in o.rules), o.match, o.context)
+                for o in f.options
+            ),
+        )
+        for f in model.facets
+    )
     return Campaign(
         id=model.id,
         name=model.name,
@@ -174,7 +262,9 @@ def campaign_from_data(data: Any, source: str) -> Campaign:
             end=time.fromisoformat(window.end),
             weekdays=frozenset(_WEEKDAYS[d.lower()[:3]] for d in window.weekdays),
         ),
-        segments=tuple(
+        segments=compose_segments(facets)
+        if facets
+        else tuple(
             Segment(
                 id=s.id,
                 name=s.name,
@@ -185,6 +275,7 @@ def campaign_from_data(data: Any, source: str) -> Campaign:
             )
             for s in model.segments
         ),
+        facets=facets,
         steps=tuple(Step(s.id, s.template, parse_duration(s.delay), s.after) for s in model.steps),
         exit_goals=frozenset(model.exit_goals),
         context=dict(model.context),

@@ -51,7 +51,7 @@ def campaign_counts(session: Session, campaign: Campaign, now: datetime) -> Coun
         .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
         .where(Delivery.campaign_id == campaign.id, Delivery.state.in_(("queued", "sending")))
     ):
-        counts[(step_index, choose_segment(campaign.segments, attributes).id, "queued")] += 1
+        counts[(step_index, choose_segment(campaign.segments, attributes, now.date()).id, "queued")] += 1
     for step_index, attributes in session.execute(
         select(Enrollment.next_step, Subscriber.attributes)
         .join(Subscriber, Subscriber.id == Enrollment.subscriber_id)
@@ -62,7 +62,7 @@ def campaign_counts(session: Session, campaign: Campaign, now: datetime) -> Coun
             Enrollment.next_send_at <= now,
         )
     ):
-        counts[(step_index, choose_segment(campaign.segments, attributes).id, "due")] += 1
+        counts[(step_index, choose_segment(campaign.segments, attributes, now.date()).id, "due")] += 1
     return counts
 
 

@@ -295,7 +295,7 @@ def _prepare(
 ) -> PreparedSend:
     settings = runtime.settings
     step = campaign.steps[due.step_index]
-    segment = choose_segment(campaign.segments, due.attributes)
+    segment = choose_segment(campaign.segments, due.attributes, now.date())
     variant = runtime.renderer.variant(campaign, step, segment)
     base = settings.base_url
     unsubscribe_url = f"{base}/u/{make_token(settings.secret_key, 'unsubscribe', [due.subscriber_id, due.id])}"

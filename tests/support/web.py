@@ -195,7 +195,7 @@ class WebServer:
         return "\n".join(lines)
 
     def add_delivery(
-        self, address: str, *, campaign: str = "lower-back-pain", segment: str = "trail", url: str | None = None
+        self, address: str, *, campaign: str = "lower-back-pain", segment: str = "trail+no-race", url: str | None = None
     ) -> tuple[int, int, int | None]:
         """An active subscriber with one sent delivery (and a stored Link for `url`):
         ``(subscriber_id, delivery_id, link_id)``."""

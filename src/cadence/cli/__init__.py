@@ -116,7 +116,8 @@ def campaigns_enroll(
         else:
             people = list(session.scalars(select(Subscriber).where(Subscriber.status == "active")))
             if segment is not None:
-                people = [p for p in people if choose_segment(campaign.segments, p.attributes).id == segment]
+                today = settings.clock().now().date()
+                people = [p for p in people if choose_segment(campaign.segments, p.attributes, today).id == segment]
         result = enroll(session, campaign, people, settings.clock().now())
     console.print(
         f"[green]{result.enrolled} enrolled[/green], {result.resumed} resumed, {result.already} already enrolled, "

@@ -103,17 +103,15 @@ def validate(
             _console().print(f"{where}: {problem.message}{which}", highlight=False, markup=False, soft_wrap=True)
         _console().print(f"[red]{len(problems)} problem(s)[/red] in {campaign.id}")
         raise typer.Exit(1)
+    # One row per email: a campaign composed from facets has more segments than fit across.
     table = Table(title=f"{campaign.name}: subjects (all emails valid)")
-    table.add_column("Step")
-    for segment in campaign.segments:
-        table.add_column(segment.name)
+    for column in ("Step", "Segment", "Subject"):
+        table.add_column(column)
     for number, step in enumerate(campaign.steps, 1):
-        subjects = []
         for segment in campaign.segments:
             variant = renderer.variant(campaign, step, segment)
             email = render_email(variant, subscriber=DEFAULT_SAMPLE_SUBSCRIBERS[0], links=SAMPLE_LINKS)
-            subjects.append(email.subject)
-        table.add_row(f"{number}. {step.id}", *subjects)
+            table.add_row(f"{number}. {step.id}", segment.name, email.subject)
     _console().print(table)
 
 

@@ -14,7 +14,20 @@ from cadence.errors import NotFound
 
 Weekday = Literal[0, 1, 2, 3, 4, 5, 6]  # Monday = 0, as datetime.weekday()
 RuleOp = Literal[
-    "eq", "ne", "in", "not_in", "exists", "missing", "truthy", "falsy", "contains", "gt", "gte", "lt", "lte"
+    "eq",
+    "ne",
+    "in",
+    "not_in",
+    "exists",
+    "missing",
+    "truthy",
+    "falsy",
+    "contains",
+    "gt",
+    "gte",
+    "lt",
+    "lte",
+    "within_weeks",
 ]
 
 
@@ -45,8 +58,33 @@ class Rule:
 
 
 @dataclass(frozen=True, slots=True)
+class FacetOption:
+    """One value of a facet, e.g. ``trail`` of ``terrain``. An option without rules is the fallback."""
+
+    id: str
+    name: str
+    rules: tuple[Rule, ...] = ()
+    match: Literal["all", "any"] = "all"
+    context: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Facet:
+    """One question about a subscriber (terrain, race...): the first option whose rules match wins;
+    the last option has no rules, so every subscriber gets exactly one option of every facet."""
+
+    id: str
+    options: tuple[FacetOption, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Segment:
-    """A named group of subscribers. ``fallback`` segments match everyone (they come last)."""
+    """A named group of subscribers. ``fallback`` segments match everyone (they come last).
+
+    A campaign written with ``facets`` gets one segment per combination of options (its id joins
+    the option ids with ``+``, e.g. ``trail+race-soon``); `composition` then names the option of
+    each facet, and the segment matches a subscriber when every facet picks that option for them.
+    """
 
     id: str
     name: str
@@ -54,6 +92,7 @@ class Segment:
     match: Literal["all", "any"] = "all"
     fallback: bool = False
     context: dict[str, Any] = field(default_factory=dict)
+    composition: tuple[tuple[Facet, FacetOption], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +129,7 @@ class Campaign:
     exit_goals: frozenset[str] = frozenset()
     context: dict[str, Any] = field(default_factory=dict)
     tracking: Tracking = Tracking()
+    facets: tuple[Facet, ...] = ()
     source: str = ""  # the file it came from, for error messages
 
     def step(self, step_id: str) -> Step:

@@ -199,8 +199,18 @@ _ASCII_TYPOGRAPHY = str.maketrans(
 )  # fmt: skip
 
 
+_LIST_ITEM = re.compile(r"^\s+(?:\*|\d+\.)\s")
+
+
 def _tidy_text(text: str) -> str:
-    lines = [line.rstrip() for line in text.translate(_ASCII_TYPOGRAPHY).splitlines()]
+    lines: list[str] = []
+    for line in text.translate(_ASCII_TYPOGRAPHY).splitlines():
+        line = line.rstrip()
+        # A list that ends where the next section's heading begins (a new mj-text) gets no
+        # margin from inscriptis: the heading would read as one more item (issue 11).
+        if line and lines and _LIST_ITEM.match(lines[-1]) and not line[0].isspace():
+            lines.append("")
+        lines.append(line)
     tidy = re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip("\n")
     return tidy + "\n"
 

@@ -2,16 +2,27 @@
 
 Attributes come from forms and CSV files, so values are often strings: ``truthy`` accepts
 ``true/yes/y/1/on`` and comparisons (``gt``, ``gte``...) compare numbers as numbers and
-everything else (ISO dates included) as strings.
+everything else (ISO dates included) as strings. ``within_weeks N`` is the one rule that depends
+on the date: it holds when the attribute (``YYYY-MM-DD``, or ``YYYY-MM`` for "some day that
+month", as the signup form asks for the race) falls between `today` and N weeks from it.
+
+A campaign written with facets (issue 11) has one composed segment per combination of facet
+options; :func:`compose_segments` builds them and :func:`choose_segment` picks the one whose
+options every facet chooses for the subscriber.
 """
 
 from __future__ import annotations
 
+import itertools
+import re
 from collections.abc import Mapping, Sequence
+from datetime import date, timedelta
 from typing import Any
 
-from cadence.core.campaign import Rule, Segment
+from cadence.core.campaign import Facet, FacetOption, Rule, Segment
 from cadence.errors import CampaignError
+
+_DAY = re.compile(r"^(\d{4})-(\d{2})(?:-(\d{2}))?$")
 
 _TRUE = frozenset({"true", "yes", "y", "1", "on"})
 
@@ -41,7 +52,37 @@ def _normalise(value: Any) -> Any:
     return value
 
 
-def rule_matches(rule: Rule, attributes: Mapping[str, Any]) -> bool:
+def date_span(value: Any) -> tuple[date, date] | None:
+    """The first and last day a ``YYYY-MM-DD`` or ``YYYY-MM`` value can mean; None if it is neither."""
+    match = _DAY.match(str(value).strip()) if value is not None else None
+    if match is None:
+        return None
+    year, month, day = int(match.group(1)), int(match.group(2)), match.group(3)
+    try:
+        if day is not None:
+            one = date(year, month, int(day))
+            return one, one
+        first = date(year, month, 1)
+    except ValueError:
+        return None
+    following = date(year + month // 12, month % 12 + 1, 1)
+    return first, following - timedelta(days=1)
+
+
+def _within_weeks(value: Any, weeks: Any, today: date) -> bool:
+    span = date_span(value)
+    if span is None:
+        return False
+    first, last = span
+    return last >= today and first <= today + timedelta(weeks=float(weeks))
+
+
+def rule_matches(rule: Rule, attributes: Mapping[str, Any], today: date | None = None) -> bool:
+    """Whether `rule` holds for `attributes`. `today` is needed by ``within_weeks`` only."""
+    if rule.op == "within_weeks":
+        if today is None:
+            raise CampaignError(f"rule {rule.attribute} within_weeks needs today's date (pass today=)")
+        return _within_weeks(attributes.get(rule.attribute), rule.value, today)
     present = attributes.get(rule.attribute) not in (None, "")
     if rule.op == "exists":
         return present
@@ -79,16 +120,57 @@ def rule_matches(rule: Rule, attributes: Mapping[str, Any]) -> bool:
     raise CampaignError(f"unknown rule operator {rule.op!r}")
 
 
-def segment_matches(segment: Segment, attributes: Mapping[str, Any]) -> bool:
+def _rules_match(rules: Sequence[Rule], match: str, attributes: Mapping[str, Any], today: date | None) -> bool:
+    results = (rule_matches(rule, attributes, today) for rule in rules)
+    return all(results) if match == "all" else any(results)
+
+
+def choose_option(facet: Facet, attributes: Mapping[str, Any], today: date | None = None) -> FacetOption:
+    """The first option of `facet` whose rules match; the last option (no rules) catches the rest."""
+    for option in facet.options:
+        if not option.rules or _rules_match(option.rules, option.match, attributes, today):
+            return option
+    raise CampaignError(f"facet {facet.id!r}: no option matched and the last one is not a fallback")
+
+
+def segment_matches(segment: Segment, attributes: Mapping[str, Any], today: date | None = None) -> bool:
+    if segment.composition:
+        return all(choose_option(facet, attributes, today) is option for facet, option in segment.composition)
     if segment.fallback or not segment.rules:
         return True
-    results = (rule_matches(rule, attributes) for rule in segment.rules)
-    return all(results) if segment.match == "all" else any(results)
+    return _rules_match(segment.rules, segment.match, attributes, today)
 
 
-def choose_segment(segments: Sequence[Segment], attributes: Mapping[str, Any]) -> Segment:
-    """The first segment whose rules match; campaigns end with a fallback, so one always does."""
+def choose_segment(segments: Sequence[Segment], attributes: Mapping[str, Any], today: date | None = None) -> Segment:
+    """The first segment whose rules match; campaigns end with a fallback, so one always does.
+
+    `today` (the send date) matters only to date rules (``within_weeks``).
+    """
     for segment in segments:
-        if segment_matches(segment, attributes):
+        if segment_matches(segment, attributes, today):
             return segment
     raise CampaignError("no segment matched and the campaign has no fallback segment")
+
+
+def compose_segments(facets: Sequence[Facet]) -> tuple[Segment, ...]:
+    """One segment per combination of options, in option order (the last is all fallbacks).
+
+    The segment's phase-1 context carries each option's ``context`` plus ``<facet id>: <option
+    id>``, so a template asks ``{% if segment.terrain == "trail" %}``.
+    """
+    combined = []
+    for options in itertools.product(*(facet.options for facet in facets)):
+        context: dict[str, Any] = {}
+        for facet, option in zip(facets, options, strict=True):
+            context.update(option.context)
+            context[facet.id] = option.id
+        combined.append(
+            Segment(
+                id="+".join(option.id for option in options),
+                name=" · ".join(option.name for option in options),
+                fallback=all(not option.rules for option in options),
+                context=context,
+                composition=tuple(zip(facets, options, strict=True)),
+            )
+        )
+    return tuple(combined)

@@ -1,9 +1,10 @@
 """What subscribers send us: the signup answers and their validation, shared by pages and API.
 
-The answers become subscriber attributes that the campaign's segment rules read at send time
-(``campaigns/lower-back-pain.yaml``: ``terrain eq trails`` → trail, ``training_for_race truthy``
-→ race, else everyday). Values are stored as the strings a CSV import would carry
-(``"yes"``/``"no"``), so imported and self-registered subscribers look alike.
+The answers become subscriber attributes that the campaign's facets read at send time
+(``campaigns/lower-back-pain.yaml``: ``terrain eq trails`` → trail, else everyday; and
+``training_for_race`` with ``race_month`` → race-soon, race or no-race). Values are stored as
+the strings a CSV import would carry (``"yes"``/``"no"``), so imported and self-registered
+subscribers look alike.
 """
 
 from __future__ import annotations

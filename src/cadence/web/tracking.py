@@ -136,7 +136,8 @@ def web_view(runtime: Runtime, session: Session, token: str) -> WebView:
     try:
         segment = campaign.segment(delivery.segment_id)
     except NotFound:
-        segment = choose_segment(campaign.segments, subscriber.attributes)
+        sent_on = delivery.sent_at.date() if delivery.sent_at is not None else None
+        segment = choose_segment(campaign.segments, subscriber.attributes, sent_on)
     variant = runtime.renderer.variant(campaign, step, segment)
     base = runtime.settings.base_url
     manage = f"{base}/manage"
