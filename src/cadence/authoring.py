@@ -269,6 +269,12 @@ def _bare(exc: TemplateError) -> str:
 # --- preview ---------------------------------------------------------------------------------
 
 
+def email_grid(campaign: Campaign) -> list[tuple[Step, list[Segment]]]:
+    """Every email a campaign can send, as the preview grid shows them: one row per step, one
+    column per segment. ``campaigns diff`` compares exactly these emails."""
+    return [(step, list(campaign.segments)) for step in campaign.steps]
+
+
 def preview_file_name(campaign: Campaign, step: Step, segment: Segment) -> str:
     number = campaign.steps.index(step) + 1
     return f"{number:02d}-{step.id}--{segment.id}.html"
@@ -290,9 +296,9 @@ def write_preview(
     out_dir.mkdir(parents=True, exist_ok=True)
     head = "".join(f"<th>{html.escape(s.name)}<br><small>{html.escape(s.id)}</small></th>" for s in campaign.segments)
     rows = []
-    for number, step in enumerate(campaign.steps, 1):
+    for number, (step, segments) in enumerate(email_grid(campaign), 1):
         cells = []
-        for segment in campaign.segments:
+        for segment in segments:
             try:
                 variant = renderer.variant(campaign, step, segment)
                 email = render_email(variant, subscriber=subscriber, links=SAMPLE_LINKS)

@@ -210,7 +210,8 @@ for _module in ("cadence.cli.authoring", "cadence.cli.bounces", "cadence.cli.web
 def main() -> None:
     """Entry point: run the app, turning our errors into one line on stderr and exit code 1."""
     try:
-        app(standalone_mode=False)
+        # Without standalone mode click returns a command's typer.Exit(code) instead of exiting.
+        code = app(standalone_mode=False)
     except CadenceError as exc:
         Console(stderr=True).print(f"[red]error:[/red] {exc}", highlight=False)
         sys.exit(1)
@@ -219,12 +220,14 @@ def main() -> None:
     except SystemExit:
         raise
     except Exception as exc:  # click usage errors arrive here with standalone_mode=False
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
+        # Typer >= 0.22 raises the errors of its own copy of click, not click.ClickException.
+        show, exit_code = getattr(exc, "show", None), getattr(exc, "exit_code", None)
+        if callable(show) and isinstance(exit_code, int):
+            show()
+            sys.exit(exit_code)
         raise
+    if isinstance(code, int) and code:
+        sys.exit(code)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,4 +1,4 @@
-"""``cadence campaigns validate | preview | simulate``: the staff tools of :mod:`cadence.authoring`.
+"""``cadence campaigns validate | preview | simulate | diff``: the staff tools of :mod:`cadence.authoring`.
 
 Directories default to the settings (``CADENCE_CAMPAIGNS_DIR``, ``CADENCE_TEMPLATES_DIR``) and
 can be overridden per command. Errors of ours print one line and exit with status 1.
@@ -32,10 +32,13 @@ TemplatesDir = Annotated[Path | None, typer.Option("--templates-dir", help="Defa
 
 
 def register(campaigns_app: typer.Typer) -> None:
-    """Add ``validate``, ``preview`` and ``simulate`` to the ``campaigns`` command group."""
+    """Add ``validate``, ``preview``, ``simulate`` and ``diff`` to the ``campaigns`` command group."""
     campaigns_app.command("validate")(validate)
     campaigns_app.command("preview")(preview)
     campaigns_app.command("simulate")(simulate)
+    from cadence.cli.campaign_diff import diff
+
+    campaigns_app.command("diff")(diff)
 
 
 def _friendly(command: F) -> F:

@@ -25,18 +25,25 @@ _ARIA_LABEL = re.compile(r'aria-label="(?:[^"\\]|\\.)*"')
 _TITLE = re.compile(r"<title>(.*?)</title>", re.IGNORECASE | re.DOTALL)
 _PREVIEW = re.compile(r"<mj-preview\b[^>]*>(.*?)</mj-preview>", re.IGNORECASE | re.DOTALL)
 _TAGS = re.compile(r"<[^>]+>")
-# MJML hides the preheader (<mj-preview>) with display:none, 1 px type, zero height, opacity 0
-# and, for clients that ignore all of that, white text. SpamAssassin scores white text on our
-# cream page as HTML_FONT_LOW_CONTRAST (0.7 of its 5.0 with its local rules): the text keeps
-# the page's colour instead, and Outlook's Word engine, which ignores display:none, gets its own
-# mso-hide:all.
-_PREHEADER_STYLE = re.compile(r'(<div style="display:none;font-size:1px;)color:#ffffff;')
-_PREHEADER_HIDDEN = r"\1color:inherit;mso-hide:all;"
+# MJML hides the preheader (<mj-preview>) in a display:none div. Hidden text is what spam filters
+# look for: rspamd scores it MANY_INVISIBLE_PARTS (rules/html.lua), and SpamAssassin scored the
+# white text MJML gives it as HTML_FONT_LOW_CONTRAST (0.7). So nothing is hidden: the preheader
+# is the first line of the email, in the footer's muted type, as the first child of the body
+# wrapper (so dark mode's page colour is behind it). Inboxes still show it as the preview, because
+# it is the first text; the text part opens with it too.
+_PREHEADER_HIDDEN = re.compile(
+    r'<div style="display:none;font-size:1px;color:#ffffff;[^"]*">(.*?)</div>(\s*<div\b[^>]*>)', re.DOTALL
+)
+_FONT_FAMILY = re.compile(r"font-family:([^;\"]+)")
+_PREHEADER_STYLE = "max-width:544px;margin:0 auto;padding:16px 28px 0;font-size:16px;line-height:1.5;color:#3f4b55;"
+_PREHEADER_DARK = (
+    "<style>@media (prefers-color-scheme: dark) { .cd-preheader { color: #b9c2c8 !important; } }</style></head>"
+)
 _CENTRED = re.compile(r"(\balign\s*=\s*[\"']?|text-align\s*:\s*)(?:center|right)", re.IGNORECASE)
 # Links staff never want decorated with UTM parameters, even on the clinic's own host.
 _NO_UTM_PATH = re.compile(r"/(unsubscribe|preferences|view|web-view|webview)\b", re.IGNORECASE)
-# The 'strict' profile keeps display:none hidden (MJML's preheader div) and adds no spacing the
-# HTML doesn't ask for. Links are written by _rewrite_links, not by inscriptis' [text](url).
+# The 'strict' profile keeps display:none hidden and adds no spacing the HTML doesn't ask for.
+# Links are written by _rewrite_links, not by inscriptis' [text](url).
 _TEXT_CONFIG = ParserConfig(css=CSS_PROFILES["strict"], display_links=False)
 
 
@@ -60,7 +67,7 @@ def phase2_sources(compiled_html: str, mjml: str, *, utm: dict[str, str], websit
     # expression as it was written, so entities there are decoded again.
     compiled_html = _ARIA_LABEL.sub(lambda m: m.group(0).replace('\\"', "&quot;"), compiled_html)
     compiled_html = PHASE2_TAG.sub(lambda m: html.unescape(m.group(0)), compiled_html)
-    compiled_html = _PREHEADER_STYLE.sub(_PREHEADER_HIDDEN, compiled_html, count=1)
+    compiled_html = _visible_preheader(compiled_html)
     title = _TITLE.search(compiled_html)
     subject = " ".join(html.unescape(title.group(1)).split()) if title else ""
     preview = _PREVIEW.search(mjml)
@@ -71,6 +78,18 @@ def phase2_sources(compiled_html: str, mjml: str, *, utm: dict[str, str], websit
     # Centred footers read badly as plain text once padded with spaces: align everything left.
     text_html = _CENTRED.sub(lambda m: m.group(1) + "left", text_html)
     return Phase2Sources(subject, preheader, html_source, _tidy_text(get_text(text_html, _TEXT_CONFIG)), links)
+
+
+def _visible_preheader(compiled_html: str) -> str:
+    """MJML's hidden preheader div as the visible first line of the body wrapper (see above)."""
+    hidden = _PREHEADER_HIDDEN.search(compiled_html)
+    if hidden is None:
+        return compiled_html
+    font = _FONT_FAMILY.search(compiled_html, hidden.end())
+    family = f"font-family:{font.group(1)};" if font else ""
+    line = f'<p class="cd-preheader" style="{_PREHEADER_STYLE}{family}">{hidden.group(1)}</p>'
+    compiled_html = compiled_html[: hidden.start()] + hidden.group(2) + line + compiled_html[hidden.end() :]
+    return compiled_html.replace("</head>", _PREHEADER_DARK, 1)
 
 
 # Where a line may break without changing what the HTML means or shows: a space between a
