@@ -26,6 +26,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from cadence import metrics
 from cadence.core.campaign import Campaign
 from cadence.core.schedule import step_due_at, subscriber_zone
 from cadence.db import queries
@@ -153,6 +154,7 @@ def tick(
                 enqueue(ids[i : i + size])
         if claimed < claim_limit and len(more) < claim_limit:
             break
+    metrics.count_tick(result.claimed, result.enqueued)
     return result
 
 
@@ -171,7 +173,9 @@ def deliver(runtime: Runtime, delivery_ids: Sequence[int]) -> SendOutcome:
         )
     if not claimed:
         return SendOutcome()
-    return prepare_and_send(runtime, claimed)
+    outcome = prepare_and_send(runtime, claimed)
+    metrics.count_sends(outcome, settings.email_url)
+    return outcome
 
 
 # ---------------------------------------------------------------------------- events

@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from cadence import metrics
 from cadence.core.campaign import Campaign
 from cadence.core.message import Address, OutgoingMessage, build_mime, make_message_id
 from cadence.core.render import render_email
@@ -245,6 +246,7 @@ def _send_prepared(runtime: Runtime, prepared: list[PreparedSend], now: datetime
                     return
                 raise
             _Pace.observe(time.monotonic() - started, len(group))
+            metrics.observe_send(time.monotonic() - started, len(group), settings.email_url)
             with conn.begin():
                 outcome.add(record_results(conn, group, results, now, max_attempts=settings.max_attempts))
                 if wall_now() >= renew_at:

@@ -20,7 +20,7 @@ from typing import Any
 from celery import Celery
 from celery.signals import worker_process_shutdown
 
-from cadence import engine
+from cadence import engine, metrics
 from cadence.config import Settings, get_settings
 from cadence.runtime import Runtime
 
@@ -88,7 +88,8 @@ def _close_runtime(**_: Any) -> None:
 
 @app.task(name="cadence.tick")
 def tick_task() -> int:
-    return engine.tick(runtime(), enqueue=send_batch.delay).enqueued
+    with metrics.timed_tick():
+        return engine.tick(runtime(), enqueue=send_batch.delay).enqueued
 
 
 @app.task(name="cadence.send_batch")

@@ -136,6 +136,9 @@ def worker(
     loglevel: Annotated[str, typer.Option(help="Celery log level")] = "INFO",
 ) -> None:
     """Start a Celery worker that sends batches (acks late, prefetch 1; see cadence.tasks)."""
+    from cadence.metrics import start_process_metrics
+
+    start_process_metrics("worker", get_settings())  # before the pool forks; docs/operations.md
     from cadence.tasks import app as celery_app
 
     celery_app.worker_main(

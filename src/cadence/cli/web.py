@@ -30,8 +30,9 @@ def web(
     import uvicorn
 
     from cadence.config import get_settings
+    from cadence.metrics import start_process_metrics
 
-    get_settings()  # fail now, with the variable's name, rather than in a worker process
+    start_process_metrics("web", get_settings())  # also: fail now, naming the variable, not in a worker
     uvicorn.run(
         "cadence.web.app:create_app",
         factory=True,

@@ -25,3 +25,15 @@ def upgrade(url: str, revision: str = "head") -> None:
     with engine_for(url).begin() as connection:
         config.attributes["connection"] = connection
         command.upgrade(config, revision)
+
+
+def schema_revisions(url: str) -> tuple[set[str], set[str]]:
+    """(the revisions the database at `url` is at, the head revisions of our migrations); the
+    first is empty for a database never migrated. Raises SQLAlchemy's errors if unreachable."""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    heads = set(ScriptDirectory.from_config(alembic_config()).get_heads())
+    with engine_for(url).connect() as connection:
+        current = set(MigrationContext.configure(connection).get_current_heads())
+    return current, heads

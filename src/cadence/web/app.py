@@ -40,7 +40,7 @@ from cadence import __version__
 from cadence.config import Settings, get_settings
 from cadence.errors import InputError, TokenError
 from cadence.runtime import Runtime
-from cadence.web import api, links, pages, preferences
+from cadence.web import api, links, ops, pages, preferences
 from cadence.web.ratelimit import RateLimited, make_limiter
 from cadence.web.security import Csrf, CsrfError, SecurityHeaders
 from cadence.web.state import STATIC_DIR, TEMPLATES_DIR, WebLimits, WebState, clinic_details, get_state
@@ -91,7 +91,7 @@ def create_app(
         templates=Jinja2Templates(directory=str(TEMPLATES_DIR)),
         clinic=clinic_details(runtime, SIGNUP_CAMPAIGN),
     )
-    for router in (pages.router, preferences.router, links.router, api.router):
+    for router in (pages.router, preferences.router, links.router, api.router, ops.router):
         app.include_router(router)
     webhooks = _optional_module("cadence.web.webhooks")
     if webhooks is not None:
