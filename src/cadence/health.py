@@ -106,3 +106,28 @@ def tcp_reachable(host: str, port: int, timeout: float = PROBE_TIMEOUT) -> str:
             return ""
     except OSError as exc:
         return str(exc) or type(exc).__name__
+
+
+def check_workers(settings: Settings, *, timeout: float, hostname: str | None = None) -> Check:
+    """Ping the Celery workers through the broker (remote control): pass if `hostname` (or, without
+    it, at least one worker) answers within `timeout` seconds."""
+    name = "workers"
+    broker = check_broker(settings)
+    if broker.status == "fail":
+        return Check(name, "fail", broker.detail, broker.fix)
+    from cadence.tasks import make_celery
+
+    app = make_celery(settings)
+    try:
+        replies = app.control.ping(destination=[hostname] if hostname else None, timeout=timeout)
+    except Exception as exc:  # kombu's connection errors have no common base
+        return Check(name, "fail", f"cannot ping workers: {exc}", "check CADENCE_BROKER_URL")
+    finally:
+        app.close()
+    answered = sorted(host for reply in replies for host in reply)
+    if not answered:
+        who = hostname or "no worker"
+        return Check(
+            name, "fail", f"{who} answered a ping within {timeout:g} s", "start `cadence worker`, or check its log"
+        )
+    return passed(name, f"{len(answered)} answered: {', '.join(answered)}")

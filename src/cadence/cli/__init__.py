@@ -182,7 +182,7 @@ def demo(
 
 
 # Command groups written in their own modules register themselves here.
-for _module in ("cadence.cli.authoring", "cadence.cli.bounces", "cadence.cli.web"):
+for _module in ("cadence.cli.authoring", "cadence.cli.bounces", "cadence.cli.web", "cadence.cli.health"):
     try:
         _registrar = importlib.import_module(_module)
     except ModuleNotFoundError as exc:
