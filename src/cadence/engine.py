@@ -175,6 +175,11 @@ def deliver(runtime: Runtime, delivery_ids: Sequence[int]) -> SendOutcome:
         return SendOutcome()
     outcome = prepare_and_send(runtime, claimed)
     metrics.count_sends(outcome, settings.email_url)
+    log.info(
+        "batch of %d: %d sent, %d retrying, %d failed, %d skipped, %d postponed",
+        *(len(claimed), outcome.sent, outcome.retrying, outcome.failed, outcome.skipped, outcome.postponed),
+        extra={"delivery_ids": list(claimed)},
+    )
     return outcome
 
 

@@ -185,12 +185,17 @@ def _load_and_prepare(
             try:
                 prepared.append(_prepare(runtime, session, due, campaign, now, next_due))
             except CadenceError as exc:  # a template or an address broke after validation
-                log.error("delivery %s cannot be built: %s", due.id, exc)
+                log.error("delivery %s cannot be built: %s", due.id, exc, extra=_ids_of(due))
                 delivery, enrollment, subscriber = _rows_of(session, due)
                 _finish(delivery, "failed", f"render: {exc}")
                 _skip_step(enrollment, subscriber, campaign, due.step_index, now)
                 outcome.failed += 1
     return prepared
+
+
+def _ids_of(due: _Due) -> dict[str, Any]:
+    """The ids a structured log line carries (cadence.logs); never the address."""
+    return {"delivery_id": due.id, "campaign_id": due.campaign_id, "subscriber_id": due.subscriber_id}
 
 
 def _rows_of(session: Session, due: _Due) -> tuple[Delivery, Enrollment, Subscriber]:

@@ -141,9 +141,9 @@ def worker(
     start_process_metrics("worker", get_settings())  # before the pool forks; docs/operations.md
     from cadence.tasks import app as celery_app
 
-    celery_app.worker_main(
-        ["worker", f"--concurrency={concurrency}", f"--loglevel={loglevel}", "--without-gossip", "--without-mingle"]
-    )
+    quiet = ["--quiet"] if get_settings().log_format == "json" else []  # no banner among JSON lines
+    options = [f"--concurrency={concurrency}", f"--loglevel={loglevel}", "--without-gossip", "--without-mingle"]
+    celery_app.worker_main([*quiet, "worker", *options])
 
 
 @app.command()
