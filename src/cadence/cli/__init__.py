@@ -182,7 +182,8 @@ def demo(
 
 
 # Command groups written in their own modules register themselves here.
-for _module in ("cadence.cli.authoring", "cadence.cli.bounces", "cadence.cli.web", "cadence.cli.health"):
+_COMMAND_MODULES = ("authoring", "bounces", "web", "health", "doctor")
+for _module in (f"cadence.cli.{name}" for name in _COMMAND_MODULES):
     try:
         _registrar = importlib.import_module(_module)
     except ModuleNotFoundError as exc:
