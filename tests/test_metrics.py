@@ -6,24 +6,26 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from cadence.catalog import CampaignCatalog
 from cadence.clock import FileClock
 from cadence.config import load_settings
 from cadence.db.migrate import upgrade
 from cadence.db.models import Subscriber
-from cadence.db.session import transaction
+from cadence.db.session import engine_for, transaction
+from cadence.db.stats import pending_work
 from cadence.engine import enroll
 from cadence.subscribers import SubscriberInput, import_subscribers
 from tests.support.cluster import cadence_env, processes
 from tests.support.services import postgres_database
 from tests.support.smtpd import SmtpSink
-from tests.support.web import free_port
+from tests.support.web import WebServer, free_port
 
 pytestmark = pytest.mark.slow
 N = 6  # recipients; one of them gets a 451 (retrying)
@@ -67,7 +69,7 @@ def test_a_worker_and_the_web_app_expose_what_happened_over_http(tmp_path: Path,
             tmp_path / "data",
             CADENCE_DATABASE_URL=database_url,
             CADENCE_BROKER_URL=redis_url,
-            CADENCE_EMAIL_URL=f"smtp://{sink.host}:{sink.port}?tls=none",
+            CADENCE_EMAIL_URL=f"smtp://{sink.host}:{sink.port}?tls=none&rate=1000/s",
             CADENCE_CLOCK=str(clock),
             CADENCE_BASE_URL=f"http://127.0.0.1:{web_port}",
             CADENCE_METRICS_PORT=str(worker_port),
@@ -103,6 +105,7 @@ def test_a_worker_and_the_web_app_expose_what_happened_over_http(tmp_path: Path,
         assert after[("cadence_tick_seconds_count", ())] >= 1
         assert after[("cadence_tick_claimed_total", ())] == N
         assert after[("cadence_tick_enqueued_total", ())] >= N
+        assert after[("cadence_rate_limit_wait_seconds_count", ())] >= 1  # every group asks the shared limit
 
         gauges = wait_for(web_metrics, "the retry waiting", lambda s: s[("cadence_deliveries_retrying", ())] == 1)
         assert gauges[("cadence_enrollments_due", ())] == 0
@@ -116,3 +119,53 @@ def test_a_worker_and_the_web_app_expose_what_happened_over_http(tmp_path: Path,
         assert web.returncode is not None
         # A stopped run leaves no metrics folder behind (the next run starts from zero).
         assert not list((tmp_path / "data" / "metrics").glob("worker-*")), procs.logs()
+
+
+def test_webhook_bounces_and_complaints_are_counted_once_at_the_web_apps_metrics(tmp_path: Path) -> None:
+    auth = ("postmark", "hook-password")
+    hooks = {"CADENCE_POSTMARK_WEBHOOK_USER": auth[0], "CADENCE_POSTMARK_WEBHOOK_PASSWORD": auth[1]}
+    with SmtpSink() as sink, WebServer(tmp_path, sink, extra_env=hooks) as web:
+        _, bounced, _ = web.add_delivery("gone@example.org")
+        _, complained, _ = web.add_delivery("fan@example.com")
+        bounce = {
+            "RecordType": "Bounce",
+            "ID": 7001,
+            "Type": "HardBounce",
+            "MessageID": "pm-1",
+            "Metadata": {"delivery_id": str(bounced)},
+            "Details": "smtp;550 5.1.1 The email account that you tried to reach does not exist.",
+            "Email": "gone@example.org",
+            "BouncedAt": "2026-12-01T12:00:00Z",
+        }
+        complaint = {**bounce, "RecordType": "SpamComplaint", "ID": 7002, "Type": "SpamComplaint"}
+        complaint.update(Email="fan@example.com", Metadata={"delivery_id": str(complained)})
+        for body in (bounce, bounce, complaint):  # the same event twice is applied once
+            assert httpx.post(web.url("/webhooks/postmark"), json=body, auth=auth).status_code == 200
+        samples = scrape(web.url("/metrics"))
+    assert samples[("cadence_bounces_total", (("type", "hard"),))] == 1
+    assert samples[("cadence_complaints_total", ())] == 1
+
+
+def test_the_pending_work_gauges_are_index_scans_on_postgresql(postgres_url: str) -> None:
+    """Each query of db/stats.py is answered from a partial index, whatever the table holds: with
+    sequential scans priced out, a query no index can serve would still show a Seq Scan."""
+    upgrade(postgres_url)
+    engine = engine_for(postgres_url)
+    statements: list[tuple[str, Any]] = []
+
+    def capture(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool) -> None:
+        statements.append((statement, parameters))
+
+    event.listen(engine, "before_cursor_execute", capture)
+    try:
+        with engine.connect() as conn:
+            pending_work(conn, datetime(2026, 12, 7, tzinfo=UTC))
+    finally:
+        event.remove(engine, "before_cursor_execute", capture)
+    assert len(statements) == 3
+    with engine.connect() as conn:
+        conn.exec_driver_sql("SET enable_seqscan = off")
+        for statement, parameters in statements:
+            plan = "\n".join(row[0] for row in conn.exec_driver_sql("EXPLAIN " + statement, parameters))
+            assert "Seq Scan" not in plan, plan
+            assert "ix_enrollments_due" in plan or "ix_deliveries_" in plan, plan
