@@ -1,5 +1,5 @@
 """``cadence doctor``: the configuration and the world around it, each check pass / warn / fail
-with the fix (docs/operations.md). Nothing is sent and nothing is written.
+with the fix (docs/operations.md). No email is sent and no data changed.
 
 Order: what Cadence itself needs (secret key, base URL, database schema, broker), then the way
 out (the SMTP relay: reachable, STARTTLS, AUTH), then what receivers check (DKIM, SPF and DMARC
