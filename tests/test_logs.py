@@ -84,7 +84,9 @@ def test_a_worker_logs_json_lines_with_ids_and_no_addresses_or_tokens(tmp_path: 
         time.sleep(0.5)  # the batch's log line follows its last commit
         procs.stop_all()
         worker_log = (tmp_path / "logs" / "worker.log").read_text()
+        scheduler_log = (tmp_path / "logs" / "scheduler.log").read_text()
 
+    assert any("beat: Starting" in str(line["message"]) for line in json_lines(scheduler_log))
     lines = json_lines(worker_log)
     assert {"ts", "level", "logger", "message"} <= set(lines[0])
     batches = [line for line in lines if line["logger"] == "cadence.engine"]

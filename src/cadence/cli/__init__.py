@@ -155,7 +155,10 @@ def scheduler(loglevel: Annotated[str, typer.Option(help="Celery log level")] = 
     settings = get_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     celery_app.Beat(
-        loglevel=loglevel, schedule=str(settings.data_dir / "celerybeat-schedule"), max_interval=settings.tick_seconds
+        loglevel=loglevel,
+        schedule=str(settings.data_dir / "celerybeat-schedule"),
+        max_interval=settings.tick_seconds,
+        quiet=settings.log_format == "json",  # no banner among JSON lines
     ).run()
 
 
