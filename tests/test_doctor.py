@@ -184,3 +184,22 @@ def test_refused_credentials_and_a_monitoring_only_dmarc_policy(tmp_path: Path, 
     assert checks[f"SPF {DOMAIN}"].startswith("PASS"), output  # a:relay.example/24 covers 127.0.0.1
     assert checks[f"DMARC {DOMAIN}"] == f"WARN DMARC {DOMAIN}: p=none: monitoring only"
     assert checks["DKIM key"].startswith("WARN")  # not signing
+
+
+def test_a_dkim_domain_that_does_not_align_with_the_from_domain_is_warned_about(tmp_path: Path) -> None:
+    p = rsa_key(tmp_path / "dkim.pem")
+    zone = {"s1._domainkey.esp.example": {"TXT": [f"v=DKIM1; k=rsa; p={p}"]}}
+    with DnsServer(zone) as dns:
+        env = cadence_env(
+            tmp_path / "data",
+            CADENCE_DKIM_KEY_FILE=str(tmp_path / "dkim.pem"),
+            CADENCE_DKIM_SELECTOR="s1",
+            CADENCE_DKIM_DOMAIN="esp.example",
+            CADENCE_DNS_RESOLVER=dns.address,
+        )
+        env["CADENCE_EMAIL_URL"] = "smtp://127.0.0.1:1?tls=none"  # the DNS checks run for SMTP senders
+        _, checks, output = doctor(env)
+    assert checks["DKIM key"].startswith("PASS"), output
+    alignment = checks[f"DKIM alignment {DOMAIN}"]
+    assert alignment.startswith("WARN") and "d=esp.example does not align" in alignment
+    assert f"fix: sign with CADENCE_DKIM_DOMAIN={DOMAIN}" in output

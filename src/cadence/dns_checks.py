@@ -253,6 +253,20 @@ def check_dmarc(lookup: DnsLookup, domain: str) -> Check:
     return Check(name, "fail", f"{records[0]!r} has no valid p= tag", publish)
 
 
+def check_alignment(dkim_domain: str, from_domain: str) -> Check | None:
+    """A warning if the DKIM d= domain is not aligned with the From domain (RFC 7489 §3.1.1,
+    relaxed: one is the other or a subdomain of it), so the signature cannot pass DMARC."""
+    d, f = dkim_domain.lower().rstrip("."), from_domain.lower()
+    if d == f or f.endswith("." + d) or d.endswith("." + f):
+        return None
+    return Check(
+        f"DKIM alignment {from_domain}",
+        "warn",
+        f"signing as d={d} does not align with From: {from_domain}, so DMARC relies on SPF alone",
+        f"sign with CADENCE_DKIM_DOMAIN={from_domain} (or a parent of it)",
+    )
+
+
 def check_domains(
     lookup: DnsLookup, domains: Sequence[str], relay: str | None, dkim: tuple[Path, str, str] | None
 ) -> list[Check]:
@@ -269,6 +283,7 @@ def check_domains(
         )
     else:
         checks.append(check_dkim(lookup, *dkim))
+        checks += [c for c in (check_alignment(dkim[2], d) for d in domains) if c is not None]
     for domain in domains:
         checks.append(check_spf(lookup, domain, relay))
         checks.append(check_dmarc(lookup, domain))
