@@ -27,13 +27,23 @@ def upgrade(url: str, revision: str = "head") -> None:
         command.upgrade(config, revision)
 
 
-def schema_revisions(url: str) -> tuple[set[str], set[str]]:
-    """(the revisions the database at `url` is at, the head revisions of our migrations); the
-    first is empty for a database never migrated. Raises SQLAlchemy's errors if unreachable."""
+def schema_revisions(url: str) -> tuple[set[str], set[str], bool]:
+    """(the revisions the database at `url` is at, the head revisions of our migrations, whether
+    the database is at a revision these migrations do not know: a newer release migrated it, as
+    in a rolling upgrade). The first is empty for a database never migrated. Raises SQLAlchemy's
+    errors if the database is unreachable."""
     from alembic.runtime.migration import MigrationContext
     from alembic.script import ScriptDirectory
+    from alembic.util import CommandError
 
-    heads = set(ScriptDirectory.from_config(alembic_config()).get_heads())
+    script = ScriptDirectory.from_config(alembic_config())
+    heads = set(script.get_heads())
     with engine_for(url).connect() as connection:
         current = set(MigrationContext.configure(connection).get_current_heads())
-    return current, heads
+    ahead = False
+    for revision in current:
+        try:
+            script.get_revision(revision)
+        except CommandError:
+            ahead = True
+    return current, heads, ahead
