@@ -38,6 +38,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from cadence import metrics
 from cadence.db.models import Delivery, Event, Subscriber
 from cadence.subscribers import email_hash, email_key, is_suppressed, suppress, unsubscribe
 
@@ -119,6 +120,7 @@ def apply_bounce_events(
             result.duplicates += 1
             continue
         result.applied += 1
+        metrics.count_feedback(event.kind)
         if subscriber is None:
             result.unknown += 1
         elif event.kind in ("hard_bounce", "complaint"):

@@ -52,6 +52,11 @@ class Settings:
     rate_limit_ipv6_prefix: int = 64
     # Older CADENCE_SECRET_KEY values: erase suppressions hashed under them are still honoured.
     previous_secret_keys: tuple[str, ...] = ()
+    metrics_dir: Path | None = None  # None: <data_dir>/metrics
+    metrics_port: int | None = None
+    metrics_host: str = "0.0.0.0"
+    log_format: str = "text"
+    dns_resolver: tuple[str, int] | None = None
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -60,6 +65,11 @@ class Settings:
 
     def clock(self) -> Clock:
         return clock_from_string(self.clock_spec)
+
+    @property
+    def metrics_root(self) -> Path:
+        """Where worker, scheduler and web processes keep their per-run metrics folders."""
+        return self.metrics_dir or self.data_dir / "metrics"
 
     @property
     def uses_redis_broker(self) -> bool:
@@ -129,6 +139,54 @@ def _secret_key(env: Mapping[str, str], data_dir: Path, base_url: str) -> str:
     return path.read_text().strip()
 
 
+def _port(env: Mapping[str, str], name: str) -> int | None:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return None
+    port = _int(env, name, 0, minimum=1)
+    if port > 65535:
+        raise ConfigError(f"{name}: {port} is not a TCP port (1-65535)")
+    return port
+
+
+def _dns_resolver(env: Mapping[str, str]) -> tuple[str, int] | None:
+    """CADENCE_DNS_RESOLVER=HOST[:PORT] (IPv6: [::1]:53): ask this server instead of the system's."""
+    raw = env.get("CADENCE_DNS_RESOLVER", "").strip()
+    if not raw:
+        return None
+    parts = urlsplit("//" + raw)
+    try:
+        port = parts.port or 53
+    except ValueError:
+        port = 0
+    if not parts.hostname or not port:
+        raise ConfigError(f"CADENCE_DNS_RESOLVER: {raw!r} is not HOST or HOST:PORT (e.g. 127.0.0.1:5353)")
+    return parts.hostname, port
+
+
+def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = (env.get(name) or default).strip().lower()
+    if value not in choices:
+        raise ConfigError(f"{name}: {value!r} is not one of {', '.join(choices)}")
+    return value
+
+
+# prometheus-client's multiprocess mode reads this variable in every process that records
+# metrics; a worker's prefork children and uvicorn's worker processes inherit it.
+PROMETHEUS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def process_metrics_dir() -> Path | None:
+    """The multiprocess metrics folder this process writes to, if its parent set one up."""
+    raw = os.environ.get(PROMETHEUS_DIR_VARIABLE)
+    return Path(raw) if raw else None
+
+
+def export_process_metrics_dir(path: Path) -> None:
+    """Make `path` the multiprocess metrics folder of this process and of its children."""
+    os.environ[PROMETHEUS_DIR_VARIABLE] = str(path)
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Read settings from `env` (default: os.environ). Raises ConfigError naming the variable."""
     env = os.environ if env is None else env
@@ -180,6 +238,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         trusted_proxies=_networks(env, "CADENCE_TRUSTED_PROXIES"),
         rate_limit_ipv6_prefix=_ipv6_prefix(env),
         previous_secret_keys=_list(env, "CADENCE_PREVIOUS_SECRET_KEYS"),
+        metrics_dir=Path(env["CADENCE_METRICS_DIR"]).absolute() if env.get("CADENCE_METRICS_DIR") else None,
+        metrics_port=_port(env, "CADENCE_METRICS_PORT"),
+        metrics_host=env.get("CADENCE_METRICS_HOST") or "0.0.0.0",
+        log_format=_choice(env, "CADENCE_LOG_FORMAT", "text", ("text", "json")),
+        dns_resolver=_dns_resolver(env),
     )
 
 

@@ -27,6 +27,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from cadence import metrics
 from cadence.core.campaign import Campaign
 from cadence.core.schedule import step_due_at, subscriber_zone
 from cadence.db import queries
@@ -154,6 +155,7 @@ def tick(
                 enqueue(ids[i : i + size])
         if claimed < claim_limit and len(more) < claim_limit:
             break
+    metrics.count_tick(result.claimed, result.enqueued)
     return result
 
 
@@ -172,7 +174,14 @@ def deliver(runtime: Runtime, delivery_ids: Sequence[int]) -> SendOutcome:
         )
     if not claimed:
         return SendOutcome()
-    return prepare_and_send(runtime, claimed)
+    outcome = prepare_and_send(runtime, claimed)
+    metrics.count_sends(outcome, settings.email_url)
+    log.info(
+        "batch of %d: %d sent, %d retrying, %d failed, %d skipped, %d postponed",
+        *(len(claimed), outcome.sent, outcome.retrying, outcome.failed, outcome.skipped, outcome.postponed),
+        extra={"delivery_ids": list(claimed)},
+    )
+    return outcome
 
 
 # ---------------------------------------------------------------------------- events

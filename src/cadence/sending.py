@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from cadence import metrics
 from cadence.batch_ledger import BatchLedger
 from cadence.core.campaign import Campaign
 from cadence.core.message import Address, OutgoingMessage, build_mime, make_message_id
@@ -187,12 +188,17 @@ def _load_and_prepare(
             try:
                 prepared.append(_prepare(runtime, session, due, campaign, now, next_due))
             except CadenceError as exc:  # a template or an address broke after validation
-                log.error("delivery %s cannot be built: %s", due.id, exc)
+                log.error("delivery %s cannot be built: %s", due.id, exc, extra=_ids_of(due))
                 delivery, enrollment, subscriber = _rows_of(session, due)
                 _finish(delivery, "failed", f"render: {exc}")
                 _skip_step(enrollment, subscriber, campaign, due.step_index, now)
                 outcome.failed += 1
     return prepared
+
+
+def _ids_of(due: _Due) -> dict[str, Any]:
+    """The ids a structured log line carries (cadence.logs); never the address."""
+    return {"delivery_id": due.id, "campaign_id": due.campaign_id, "subscriber_id": due.subscriber_id}
 
 
 def _rows_of(session: Session, due: _Due) -> tuple[Delivery, Enrollment, Subscriber]:
@@ -258,6 +264,7 @@ def _send_prepared(runtime: Runtime, prepared: list[PreparedSend], now: datetime
                     return
                 raise
             _Pace.observe(time.monotonic() - started, len(group))
+            metrics.observe_send(time.monotonic() - started, len(group), settings.email_url)
             outcome.add(ledger.record(group, results, last=start + size >= len(prepared)))
             start += size
 

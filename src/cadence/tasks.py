@@ -18,9 +18,9 @@ from functools import lru_cache
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_process_shutdown
+from celery.signals import after_setup_logger, after_setup_task_logger, worker_process_shutdown
 
-from cadence import engine
+from cadence import engine, logs, metrics
 from cadence.config import Settings, get_settings
 from cadence.runtime import Runtime
 
@@ -71,6 +71,7 @@ def make_celery(settings: Settings) -> Celery:
     return app
 
 
+logs.configure(get_settings().log_format)
 app = make_celery(get_settings())
 
 
@@ -78,6 +79,13 @@ app = make_celery(get_settings())
 def runtime() -> Runtime:
     """One runtime per worker process (its SMTP connection and compiled templates live here)."""
     return Runtime.from_settings(get_settings())
+
+
+@after_setup_logger.connect
+@after_setup_task_logger.connect
+def _log_format(logger: logging.Logger, **_: Any) -> None:
+    if get_settings().log_format == "json":  # CADENCE_LOG_FORMAT; see cadence.logs
+        logs.use_json(logger)
 
 
 @worker_process_shutdown.connect
@@ -88,7 +96,8 @@ def _close_runtime(**_: Any) -> None:
 
 @app.task(name="cadence.tick")
 def tick_task() -> int:
-    return engine.tick(runtime(), enqueue=send_batch.delay).enqueued
+    with metrics.timed_tick():
+        return engine.tick(runtime(), enqueue=send_batch.delay).enqueued
 
 
 @app.task(name="cadence.send_batch")

@@ -152,11 +152,14 @@ def worker(
     loglevel: Annotated[str, typer.Option(help="Celery log level")] = "INFO",
 ) -> None:
     """Start a Celery worker that sends batches (acks late, prefetch 1; see cadence.tasks)."""
+    from cadence.metrics import start_process_metrics
+
+    start_process_metrics("worker", get_settings())  # before the pool forks; docs/operations.md
     from cadence.tasks import app as celery_app
 
-    celery_app.worker_main(
-        ["worker", f"--concurrency={concurrency}", f"--loglevel={loglevel}", "--without-gossip", "--without-mingle"]
-    )
+    quiet = ["--quiet"] if get_settings().log_format == "json" else []  # no banner among JSON lines
+    options = [f"--concurrency={concurrency}", f"--loglevel={loglevel}", "--without-gossip", "--without-mingle"]
+    celery_app.worker_main([*quiet, "worker", *options])
 
 
 @app.command()
@@ -171,7 +174,12 @@ def scheduler(loglevel: Annotated[str, typer.Option(help="Celery log level")] = 
     # schedulers sharing a data directory crashed racing on it (FileNotFoundError on
     # celerybeat-schedule.dir, issue #9). A restarted scheduler queues its first tick one
     # interval after it starts, which is all a tick needs.
-    celery_app.Beat(loglevel=loglevel, scheduler="celery.beat:Scheduler", max_interval=settings.tick_seconds).run()
+    celery_app.Beat(
+        loglevel=loglevel,
+        scheduler="celery.beat:Scheduler",
+        max_interval=settings.tick_seconds,
+        quiet=settings.log_format == "json",  # no banner among JSON lines
+    ).run()
 
 
 @app.command()
@@ -197,7 +205,8 @@ def demo(
 
 
 # Command groups written in their own modules register themselves here.
-for _module in ("cadence.cli.authoring", "cadence.cli.bounces", "cadence.cli.web"):
+_COMMAND_MODULES = ("authoring", "bounces", "web", "health", "doctor")
+for _module in (f"cadence.cli.{name}" for name in _COMMAND_MODULES):
     try:
         _registrar = importlib.import_module(_module)
     except ModuleNotFoundError as exc:

@@ -26,8 +26,12 @@ def web(
     import uvicorn
 
     from cadence.config import get_settings
+    from cadence.logs import uvicorn_log_config
+    from cadence.metrics import start_process_metrics
 
-    get_settings()  # fail now, with the variable's name, rather than in a worker process
+    settings = get_settings()  # fail now, with the variable's name, rather than in a worker process
+    start_process_metrics("web", settings)
+    json_logs = {"log_config": uvicorn_log_config(log_level)} if settings.log_format == "json" else {}
     uvicorn.run(
         "cadence.web.app:create_app",
         factory=True,
@@ -39,6 +43,7 @@ def web(
         proxy_headers=False,
         server_header=False,
         log_level=log_level,
+        **json_logs,  # type: ignore[arg-type]
     )
 
 

@@ -42,6 +42,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from cadence import metrics
 from cadence.core.message import OutgoingMessage
 from cadence.errors import TransientSendError
 from cadence.transports.base import RefusalHook, SendResult, Transport
@@ -216,7 +217,9 @@ class RateLimitedTransport:
         for start in range(0, len(messages), size):
             chunk = messages[start : start + size]
             try:
+                asked = time.monotonic()
                 granted = self.limiter.acquire(len(chunk))
+                metrics.observe_rate_limit_wait(time.monotonic() - asked)
                 self.last_grants += [granted] * len(chunk)
                 results += self.inner.send_many(chunk, _shifted(on_refused, start))
             except TransientSendError as exc:
