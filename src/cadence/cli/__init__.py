@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib
 import os
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -17,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy import func, select
 
+from cadence.cli.importing import subscribers_import
 from cadence.cli.options import parse_attrs
 from cadence.config import get_settings
 from cadence.errors import InputError, UsageError
@@ -87,27 +87,7 @@ def subscribers_add(
     console.print(f"[green]Subscriber {subscriber.email} (id {subscriber.id}) saved[/green]")
 
 
-@subscribers_app.command("import")
-def subscribers_import(file: Path) -> None:
-    """Import a CSV (email, first_name, timezone, any other column = attribute). All or nothing."""
-    from cadence.db.session import transaction
-    from cadence.subscribers import import_subscribers, parse_subscriber_csv
-
-    settings = get_settings()
-    if not file.exists():
-        raise InputError(f"{file}: no such file")
-    try:
-        text = file.read_text(encoding="utf-8-sig")
-    except OSError as exc:
-        raise InputError(f"{file}: cannot read it ({exc.strerror or exc})") from None
-    except UnicodeDecodeError as exc:
-        raise InputError(f"{file}: not UTF-8 text (byte {exc.start + 1}: {exc.reason})") from None
-    rows = parse_subscriber_csv(text, str(file))
-    with transaction(settings.database_url) as session:
-        result = import_subscribers(session, rows, settings.clock().now())
-    console.print(
-        f"[green]{result.created} created, {result.updated} updated[/green], {result.suppressed} skipped (suppressed)"
-    )
+subscribers_app.command("import")(subscribers_import)
 
 
 @campaigns_app.command("enroll")
