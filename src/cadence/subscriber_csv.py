@@ -88,7 +88,7 @@ class SeenAddresses:
 
     def __init__(self, capacity: int = 1 << 16) -> None:
         self._digests = array("Q", bytes(8 * capacity))
-        self._lines = array("L", bytes(array("L").itemsize * capacity))
+        self._lines = array("I", bytes(4 * capacity))
         self._used = 0
 
     def first_line(self, key: str, line: int) -> int | None:
@@ -113,7 +113,7 @@ class SeenAddresses:
         digests, lines = self._digests, self._lines
         capacity = len(digests) * 2
         self._digests = array("Q", bytes(8 * capacity))
-        self._lines = array("L", bytes(lines.itemsize * capacity))
+        self._lines = array("I", bytes(4 * capacity))
         mask = capacity - 1
         for digest, line in zip(digests, lines, strict=True):
             if digest:

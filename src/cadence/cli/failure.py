@@ -17,6 +17,7 @@ rely on them:
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from typing import Any, NoReturn
 
@@ -60,6 +61,9 @@ def run(app: Any, args: list[str] | None = None) -> NoReturn:
         sys.exit(EXIT_INTERRUPTED)
     except click_errors as exc:
         sys.exit(_click_error(exc))
+    except BrokenPipeError:  # `cadence ... | head`: the reader left; nothing to say to anyone
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(EXIT_ERROR)
     except Exception as exc:
         if isinstance(exc, RuntimeError) and type(exc).__name__ == "Abort":  # typer.Abort (Ctrl-C at a prompt)
             _say("aborted")
