@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import random
 import string
 import subprocess
@@ -256,3 +257,28 @@ def test_memory_stays_bounded_per_chunk_not_per_file(db: str, tmp_path: Path) ->
     assert report.created == 3000 and seen[:3] == [500, 1000, 1500] and seen[-1] == 3000
     with transaction(db) as session:
         assert session.scalar(select(func.count()).select_from(Subscriber)) == 3000
+
+
+def test_on_a_terminal_the_cli_shows_a_progress_bar_with_rows_per_second(tmp_path: Path) -> None:
+    env = cadence_env(tmp_path / "data", COLUMNS="120", TERM="xterm")
+    assert subprocess.run([CADENCE, "db", "upgrade"], env=env, capture_output=True).returncode == 0
+    path = write(tmp_path, "email\n" + "".join(f"t{i}@example.com\n" for i in range(2500)))
+    leader, follower = os.openpty()
+    with os.fdopen(leader, "rb", buffering=0) as terminal:
+        proc = subprocess.Popen(
+            [CADENCE, "subscribers", "import", str(path)], env=env, stdout=follower, stderr=follower
+        )
+        os.close(follower)
+        chunks = []
+        while True:
+            try:
+                chunk = terminal.read(65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        assert proc.wait(timeout=120) == 0
+    shown = b"".join(chunks).decode("utf-8", "replace")
+    assert "importing" in shown and "rows/s" in shown
+    assert "2,500" in shown and "created" in shown
