@@ -282,3 +282,10 @@ def test_on_a_terminal_the_cli_shows_a_progress_bar_with_rows_per_second(tmp_pat
     shown = b"".join(chunks).decode("utf-8", "replace")
     assert "importing" in shown and "rows/s" in shown
     assert "2,500" in shown and "created" in shown
+
+
+def test_the_error_report_never_overwrites_the_file_being_imported(db: str, tmp_path: Path) -> None:
+    path = write(tmp_path, BAD_FILE)
+    with pytest.raises(InputError, match="would overwrite the file being imported"):
+        import_csv(db, path, NOW, skip_invalid=True, error_report=tmp_path / "." / "people.csv")
+    assert path.read_text() == BAD_FILE

@@ -94,6 +94,8 @@ def import_csv(
         raise InputError(f"{path}: no such file")
     if path.is_dir():
         raise InputError(f"{path}: is a directory, not a CSV file")
+    if error_report is not None and error_report.resolve() == path.resolve():
+        raise InputError(f"{error_report}: the error report would overwrite the file being imported")
     report = ImportReport(source=str(path), error_report=error_report)
     bytes_read = 0
 

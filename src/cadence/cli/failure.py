@@ -21,6 +21,7 @@ import os
 import sys
 from typing import Any, NoReturn
 
+import typer
 from rich.console import Console
 from rich.text import Text
 
@@ -65,7 +66,7 @@ def run(app: Any, args: list[str] | None = None) -> NoReturn:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(EXIT_ERROR)
     except Exception as exc:
-        if isinstance(exc, RuntimeError) and type(exc).__name__ == "Abort":  # typer.Abort (Ctrl-C at a prompt)
+        if isinstance(exc, typer.Abort):  # Ctrl-C or end of input at a prompt
             _say("aborted")
             sys.exit(EXIT_INTERRUPTED)
         if _debug and not isinstance(exc, CadenceError):
