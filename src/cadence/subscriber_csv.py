@@ -242,19 +242,17 @@ def _check(
     def problem(field: str, reason: str, at: int = line) -> None:
         problems.append(Problem(at, field, reason, _as_csv(record, delimiter)))
 
-    # The k-th bad byte of the record became the k-th U+FFFD: name the column that holds it.
-    holders = [
-        (header.fields[i] or f"column {i + 1}") if i < len(header.fields) else f"column {i + 1}"
-        for i, value in enumerate(record)
-        for _ in range(value.count("\ufffd"))
-    ]
-    for k, byte in enumerate(bad):
-        where = holders[k] if k < len(holders) else ""
-        problem(
-            where,
-            f"byte 0x{byte.byte:02X} at column {byte.column} is not UTF-8 (save the file as CSV UTF-8)",
-            byte.line,
-        )
+    if bad:
+        # The k-th bad byte of the record became the k-th U+FFFD: name the column that holds it.
+        holders = [
+            (header.fields[i] or f"column {i + 1}") if i < len(header.fields) else f"column {i + 1}"
+            for i, value in enumerate(record)
+            for _ in range(value.count("\ufffd"))
+        ]
+        for k, byte in enumerate(bad):
+            where = holders[k] if k < len(holders) else ""
+            reason = f"byte 0x{byte.byte:02X} at column {byte.column} is not UTF-8 (save the file as CSV UTF-8)"
+            problem(where, reason, byte.line)
     if len(record) > len(header.fields):
         problem("", f"more fields than the header has ({len(record)} for {len(header.fields)})")
     values: dict[str, str] = {}
