@@ -225,7 +225,7 @@ def test_cli_simulate_prints_the_timeline_for_given_attributes() -> None:
     bad = CliRunner().invoke(cli(), [*args[:6], "Mars/Olympus", *args[7:]])
     assert bad.exit_code == 1 and "'Mars/Olympus' is not an IANA time zone" in bad.output
     neither = CliRunner().invoke(cli(), ["campaigns", "simulate", "lower-back-pain"])
-    assert neither.exit_code == 1 and "give either --email E or one or more --attr" in neither.output
+    assert neither.exit_code == 2 and "give either --email E or one or more --attr" in neither.output
 
 
 def test_cli_preview_writes_the_grid(tmp_path: Path) -> None:

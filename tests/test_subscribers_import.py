@@ -79,7 +79,7 @@ def test_reimport_never_resubscribes_and_suppressed_addresses_stay_out(db: str) 
         session.execute(Subscriber.__table__.delete().where(Subscriber.email_key == "bounced@example.com"))
     with transaction(db) as session:
         result = import_subscribers(session, rows, NOW, keys=TEST_KEYS)
-    assert result.suppressed == 1 and result.updated == 1
+    assert (result.suppressed, result.updated, result.unchanged) == (1, 0, 1)  # nothing new: unchanged
     with transaction(db) as session:
         statuses = dict(session.execute(select(Subscriber.email_key, Subscriber.status)).all())
     assert statuses == {"left@example.com": "unsubscribed"}

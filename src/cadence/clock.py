@@ -53,7 +53,17 @@ class FileClock:
         self.path = path
 
     def now(self) -> datetime:
-        return parse_instant(self.path.read_text().strip(), "CADENCE_CLOCK file")
+        """The instant in the file; ConfigError naming CADENCE_CLOCK and the path if the file is
+        missing, unreadable or holds anything but an ISO 8601 date-time."""
+        try:
+            text = self.path.read_text().strip()
+        except FileNotFoundError:
+            raise ConfigError(
+                f"CADENCE_CLOCK: clock file {self.path} does not exist (write an ISO 8601 time into it)"
+            ) from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"CADENCE_CLOCK: cannot read clock file {self.path} ({exc})") from None
+        return parse_instant(text, f"CADENCE_CLOCK: clock file {self.path}")
 
     def set(self, instant: datetime) -> None:
         tmp = self.path.with_suffix(".tmp")
@@ -72,8 +82,8 @@ class FileClock:
 def parse_instant(text: str, what: str) -> datetime:
     try:
         value = datetime.fromisoformat(text)
-    except ValueError as exc:
-        raise ConfigError(f"{what}: {text!r} is not an ISO 8601 date-time") from exc
+    except ValueError:
+        raise ConfigError(f"{what}: {text[:60]!r} is not an ISO 8601 date-time") from None
     return (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(UTC)
 
 
@@ -83,7 +93,9 @@ def clock_from_string(spec: str) -> Clock:
     if spec in ("", "system"):
         return SystemClock()
     if spec.startswith("file:"):
-        return FileClock(Path(spec[5:]))
+        if not spec[5:].strip():
+            raise ConfigError("CADENCE_CLOCK: 'file:' needs the path of a file holding the time (file:/tmp/clock)")
+        return FileClock(Path(spec[5:].strip()))
     if spec.startswith("sim:"):
         try:
             start_text, rest = spec[4:].rsplit("@", 1)
@@ -91,6 +103,6 @@ def clock_from_string(spec: str) -> Clock:
             return SimulatedClock(
                 parse_instant(start_text, "CADENCE_CLOCK"), real_start=float(real_text), speed=float(speed_text)
             )
-        except ValueError as exc:
-            raise ConfigError(f"CADENCE_CLOCK: {spec!r} is not sim:<ISO start>@<epoch>x<speed>") from exc
+        except ValueError:
+            raise ConfigError(f"CADENCE_CLOCK: {spec!r} is not sim:<ISO start>@<epoch>x<speed>") from None
     raise ConfigError(f"CADENCE_CLOCK: unknown clock {spec!r} (use system, sim:... or file:...)")

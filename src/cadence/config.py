@@ -207,6 +207,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     parts = urlsplit(base_url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(f"CADENCE_BASE_URL: {base_url!r} must be an http(s) URL")
+    clock_spec = env.get("CADENCE_CLOCK", "system")
+    clock_from_string(clock_spec)  # a malformed CADENCE_CLOCK fails here, naming the variable
     redis_url = env.get("CADENCE_REDIS_URL") or (broker_url if broker_url.startswith("redis") else None)
     dkim = None
     if env.get("CADENCE_DKIM_KEY_FILE"):
@@ -227,7 +229,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         campaigns_dir=Path(env.get("CADENCE_CAMPAIGNS_DIR") or "campaigns").absolute(),
         templates_dir=Path(env.get("CADENCE_TEMPLATES_DIR") or "templates").absolute(),
         redis_url=redis_url,
-        clock_spec=env.get("CADENCE_CLOCK", "system"),
+        clock_spec=clock_spec,
         dkim=dkim,
         batch_size=_int(env, "CADENCE_BATCH_SIZE", 250),
         tick_seconds=_float(env, "CADENCE_TICK_SECONDS", 30.0),

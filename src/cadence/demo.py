@@ -17,22 +17,24 @@ import sys
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from importlib import resources
+from pathlib import Path
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from sqlalchemy import delete, select
+from sqlalchemy.engine import make_url
 
 from cadence.catalog import CampaignCatalog
 from cadence.clock import FileClock
 from cadence.config import Settings, load_settings
 from cadence.db.migrate import upgrade
-from cadence.db.models import Subscriber
-from cadence.db.session import transaction
+from cadence.db.models import Subscriber, Suppression
+from cadence.db.session import engine_for, transaction
 from cadence.engine import enroll
 from cadence.reports import campaign_counts, status_table
 from cadence.simulation import ClockDriver
 from cadence.simulation import Progress as SimProgress
-from cadence.subscribers import email_key, import_subscribers, parse_subscriber_csv
+from cadence.subscribers import email_hash, email_key, import_subscribers, parse_subscriber_csv
 from cadence.suppression_keys import SuppressionKeys
 
 CAMPAIGN = "lower-back-pain"
@@ -45,19 +47,38 @@ def _start_of_next_monday(now: datetime) -> datetime:
     return (now + timedelta(days=days)).replace(hour=0, minute=0, second=0, microsecond=0)
 
 
+def sqlite_file_in_data_dir(settings: Settings) -> Path | None:
+    """The SQLite database file, if the database is one and lives inside the data directory
+    (the default): the only database ``--fresh`` may delete."""
+    url = make_url(settings.database_url)
+    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+        return None
+    path = Path(url.database).resolve()
+    return path if path.is_relative_to(settings.data_dir.resolve()) else None
+
+
 def _prepare(settings: Settings, fresh: bool) -> list[str]:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    database_file = sqlite_file_in_data_dir(settings)
     if fresh:
         for sub in ("outbox", "broker"):
             shutil.rmtree(settings.data_dir / sub, ignore_errors=True)
         (settings.data_dir / "celerybeat-schedule").unlink(missing_ok=True)
+        if database_file is not None:  # a clean database too, as the outbox is (issue 13)
+            engine_for(settings.database_url).dispose()
+            for suffix in ("", "-wal", "-shm", "-journal"):
+                database_file.with_name(database_file.name + suffix).unlink(missing_ok=True)
     upgrade(settings.database_url)
     text = resources.files("cadence.demo_data").joinpath("runners.csv").read_text(encoding="utf-8")
     rows = parse_subscriber_csv(text, "demo runners.csv")
     keys = [email_key(r.email) for r in rows]
-    with transaction(settings.database_url) as session:
-        if fresh:  # remove only the demo's own fictional runners, whatever database this is
+    if fresh and database_file is None:
+        # A database outside the data dir (PostgreSQL, or a SQLite file elsewhere) may hold real
+        # data: remove only the demo's own fictional runners (their enrollments and deliveries
+        # go with them, ON DELETE CASCADE) and their suppressions.
+        with transaction(settings.database_url) as session:
             session.execute(delete(Subscriber).where(Subscriber.email_key.in_(keys)))
+            session.execute(delete(Suppression).where(Suppression.email_hash.in_([email_hash(k) for k in keys])))
     return [r.email for r in rows]
 
 

@@ -31,7 +31,7 @@ from cadence import metrics
 from cadence.core.campaign import Campaign
 from cadence.core.schedule import step_due_at, subscriber_zone
 from cadence.db import queries
-from cadence.db.models import Enrollment, Event, Subscriber
+from cadence.db.models import Delivery, Enrollment, Event, Subscriber
 from cadence.db.session import transaction
 from cadence.errors import NotFound
 from cadence.ledger import SendOutcome
@@ -73,9 +73,11 @@ def enroll(session: Session, campaign: Campaign, subscribers: Sequence[Subscribe
         enrollment = existing.get(subscriber.id)
         if enrollment is not None:
             if enrollment.state == "cancelled" and enrollment.next_step < len(campaign.steps):
-                enrollment.state, enrollment.ended_at, enrollment.end_reason = "active", None, ""
-                enrollment.next_send_at = step_due_at(
-                    campaign, enrollment.next_step, enrolled_at=now, previous_sent_at=None, tz=tz
+                _resume(
+                    session,
+                    campaign,
+                    enrollment,
+                    step_due_at(campaign, enrollment.next_step, enrolled_at=now, previous_sent_at=None, tz=tz),
                 )
                 result.resumed += 1
             else:
@@ -95,6 +97,37 @@ def enroll(session: Session, campaign: Campaign, subscribers: Sequence[Subscribe
         result.enrolled += 1
     session.flush()
     return result
+
+
+def _resume(session: Session, campaign: Campaign, enrollment: Enrollment, due: datetime) -> None:
+    """Make a cancelled enrollment active again at its next step, due at `due`.
+
+    The ledger may already hold a row for that step (UNIQUE enrollment+step): the delivery that
+    was failed or skipped when the enrollment ended (its campaign file was gone, the subscriber
+    had unsubscribed), or one still in flight. A tick would never make a second row for the
+    step, so scheduling the enrollment alone would leave it active with nothing to send, for
+    ever (issue 13). Such a row is queued again instead: the step was never sent, so sending it
+    now is still at most once."""
+    enrollment.state, enrollment.ended_at, enrollment.end_reason = "active", None, ""
+    delivery = session.scalar(
+        select(Delivery).where(Delivery.enrollment_id == enrollment.id, Delivery.step_index == enrollment.next_step)
+    )
+    if delivery is None:
+        enrollment.next_send_at = due
+        return
+    enrollment.next_send_at = None  # in flight: the row below is the step's one delivery
+    if delivery.state in ("failed", "skipped"):
+        delivery.last_error = f"queued again when the enrollment resumed (was {delivery.state}: {delivery.last_error})"
+        delivery.state, delivery.attempts = "queued", 0
+        delivery.due_at = delivery.not_before = due
+        delivery.enqueued_at = delivery.lease_expires_at = delivery.lease_token = None
+    elif delivery.state == "sent":  # the step went out after all: go on with the one after it
+        enrollment.next_step += 1
+        if enrollment.next_step >= len(campaign.steps):
+            enrollment.state, enrollment.ended_at, enrollment.end_reason = "completed", delivery.sent_at, ""
+        else:
+            enrollment.next_send_at = due
+    # queued or sending: that delivery sends the step (re-checked at send time)
 
 
 # ---------------------------------------------------------------------------- tick

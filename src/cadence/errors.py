@@ -10,6 +10,7 @@ Every error Cadence raises on purpose derives from :class:`CadenceError`, so a c
     ├── ValidationFailed         `campaigns validate` found problems (carries the list)
     ├── InputError               staff or subscriber input is invalid (a CSV row, an email address,
     │   │                        a header value with CR/LF); names the field or line
+    │   ├── UsageError                   a command line that cannot work (CLI exit status 2)
     │   ├── web.security.CsrfError       a form post without a valid CSRF token (403)
     │   └── web.ratelimit.RateLimited    too many requests from one IP (429)
     ├── NotFound                 a named campaign, subscriber or delivery does not exist
@@ -56,6 +57,11 @@ class ValidationFailed(CadenceError):
 
 class InputError(CadenceError):
     """Invalid input from staff or subscribers. The message names the field or the line."""
+
+
+class UsageError(InputError):
+    """The command line itself is wrong (options that exclude each other, one missing); the
+    ``cadence`` command exits with status 2 for it, like a usage error found by the parser."""
 
 
 class NotFound(CadenceError):

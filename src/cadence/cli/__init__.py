@@ -1,15 +1,14 @@
 """The ``cadence`` command for staff: database, subscribers, campaigns, worker, scheduler, demo.
 
-Every command is a thin shell over the plain functions in engine/subscribers; errors of ours
-(CadenceError) are printed as one clear message and exit with status 1, never a traceback.
+Every command is a thin shell over the plain functions in engine/subscribers. How the command
+ends (exit status 0, 1 for an error, 2 for a usage error; one line on stderr, never a traceback
+unless ``--debug``) is decided in one place for every command: :mod:`cadence.cli.failure`.
 """
 
 from __future__ import annotations
 
 import importlib
 import os
-import sys
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -17,9 +16,10 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy import func, select
 
+from cadence.cli.importing import subscribers_import
 from cadence.cli.options import parse_attrs
 from cadence.config import get_settings
-from cadence.errors import CadenceError, InputError
+from cadence.errors import InputError, UsageError
 
 app = typer.Typer(help="Cadence: email newsletters and drip campaigns.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
@@ -29,6 +29,26 @@ app.add_typer(db_app, name="db")
 app.add_typer(subscribers_app, name="subscribers")
 app.add_typer(campaigns_app, name="campaigns")
 console = Console()
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"cadence {version('cadence')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_show_version, is_eager=True, help="Print the version and exit")
+    ] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show the traceback of an unexpected error")] = False,
+) -> None:
+    from cadence.cli.failure import set_debug
+
+    set_debug(debug)
 
 
 @db_app.command("upgrade")
@@ -65,29 +85,11 @@ def subscribers_add(
     with transaction(settings.database_url) as session:
         subscriber = upsert_subscriber(session, data, settings.clock().now(), keys=keys)
     if subscriber is None:
-        console.print(f"[yellow]{email} is suppressed; not added[/yellow]")
-        raise typer.Exit(1)
+        raise InputError(f"{email} is suppressed (it bounced, complained or was erased): not added")
     console.print(f"[green]Subscriber {subscriber.email} (id {subscriber.id}) saved[/green]")
 
 
-@subscribers_app.command("import")
-def subscribers_import(file: Path) -> None:
-    """Import a CSV (email, first_name, timezone, any other column = attribute). All or nothing."""
-    from cadence.db.session import transaction
-    from cadence.subscribers import import_subscribers, parse_subscriber_csv
-    from cadence.suppression_keys import SuppressionKeys
-
-    settings = get_settings()
-    try:
-        text = file.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"{file}: cannot read as UTF-8 text ({exc})") from None
-    rows = parse_subscriber_csv(text, str(file))
-    with transaction(settings.database_url) as session:
-        result = import_subscribers(session, rows, settings.clock().now(), keys=SuppressionKeys.from_settings(settings))
-    console.print(
-        f"[green]{result.created} created, {result.updated} updated[/green], {result.suppressed} skipped (suppressed)"
-    )
+subscribers_app.command("import")(subscribers_import)
 
 
 @campaigns_app.command("enroll")
@@ -105,7 +107,7 @@ def campaigns_enroll(
     from cadence.engine import enroll, find_subscriber
 
     if sum([all_, segment is not None, bool(email)]) != 1:
-        raise InputError("give exactly one of --all, --segment S or --email E")
+        raise UsageError("give exactly one of --all, --segment S or --email E")
     settings = get_settings()
     campaign = CampaignCatalog(settings.campaigns_dir, settings.templates_dir).get(name)
     if segment is not None:
@@ -217,26 +219,11 @@ for _module in (f"cadence.cli.{name}" for name in _COMMAND_MODULES):
 
 
 def main() -> None:
-    """Entry point: run the app, turning our errors into one line on stderr and exit code 1."""
-    try:
-        # Without standalone mode click returns a command's typer.Exit(code) instead of exiting.
-        code = app(standalone_mode=False)
-    except CadenceError as exc:
-        Console(stderr=True).print(f"[red]error:[/red] {exc}", highlight=False)
-        sys.exit(1)
-    except typer.Abort:
-        sys.exit(130)
-    except SystemExit:
-        raise
-    except Exception as exc:  # click usage errors arrive here with standalone_mode=False
-        # Typer >= 0.22 raises the errors of its own copy of click, not click.ClickException.
-        show, exit_code = getattr(exc, "show", None), getattr(exc, "exit_code", None)
-        if callable(show) and isinstance(exit_code, int):
-            show()
-            sys.exit(exit_code)
-        raise
-    if isinstance(code, int) and code:
-        sys.exit(code)
+    """Entry point: run the app; exit 0, 1 (an error) or 2 (a usage error) with one line on
+    stderr, never a traceback unless --debug (see cadence.cli.failure)."""
+    from cadence.cli.failure import run
+
+    run(app)
 
 
 if __name__ == "__main__":  # pragma: no cover

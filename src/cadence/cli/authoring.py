@@ -18,12 +18,13 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import typer
 from jinja2 import FileSystemLoader
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from cadence.cli.options import parse_attrs
 from cadence.core.campaign import Campaign
 from cadence.core.render import Renderer
-from cadence.errors import CadenceError, InputError
+from cadence.errors import CadenceError, InputError, UsageError
 
 F = TypeVar("F", bound=Callable[..., None])
 
@@ -49,8 +50,8 @@ def _friendly(command: F) -> F:
         try:
             command(*args, **kwargs)
         except CadenceError as exc:
-            Console(stderr=True).print(f"[red]error:[/red] {exc}", highlight=False)
-            raise typer.Exit(1) from None
+            Console(stderr=True).print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2 if isinstance(exc, UsageError) else 1) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -172,7 +173,7 @@ def simulate(
     from cadence.core.schedule import subscriber_zone
 
     if (email is None) == (not attr):
-        raise InputError("give either --email E or one or more --attr key=value")
+        raise UsageError("give either --email E or one or more --attr key=value")
     campaign = find_campaign(name, _dirs(campaigns_dir, templates_dir)[0])
     attributes: dict[str, Any] = dict(parse_attrs(attr or []))
     subscriber_tz = None

@@ -19,7 +19,7 @@ from rich.table import Table
 
 from cadence.bounce_mail import IMAP_URL_VARIABLE, BounceRunResult, fetch_imap_bounces, process_bounce_dir
 from cadence.config import get_settings
-from cadence.errors import ConfigError, InputError
+from cadence.errors import ConfigError, UsageError
 
 console = Console()
 
@@ -39,7 +39,7 @@ def process(
 ) -> None:
     """Apply every bounce in DIR (and the IMAP mailbox with --imap) once; print what happened."""
     if directory is None and not imap:
-        raise InputError("give a DIR to read, --imap, or both")
+        raise UsageError("give a DIR to read, --imap, or both")
     settings = get_settings()
     now = settings.clock().now()
     url, limit = settings.database_url, settings.soft_bounce_limit

@@ -1,0 +1,103 @@
+"""``cadence subscribers import FILE``: the door to cadence.subscriber_import, with a progress
+bar on a terminal (rows/s, time left; nothing when the output is a file or a pipe) and a summary.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
+
+if TYPE_CHECKING:
+    from cadence.subscriber_import import ImportReport
+
+
+def subscribers_import(
+    file: Annotated[Path, typer.Argument(help="CSV: an email column, optional first name and time zone, attributes")],
+    skip_invalid: Annotated[
+        bool,
+        typer.Option("--skip-invalid", help="Load the valid rows and write the bad ones to the error report"),
+    ] = False,
+    errors: Annotated[
+        Path | None,
+        typer.Option(
+            "--errors", help="Write every bad row here (line, field, reason, row). With --skip-invalid: FILE.errors.csv"
+        ),
+    ] = None,
+) -> None:
+    """Import or update subscribers from a CSV file. All or nothing unless --skip-invalid.
+
+    Headers are matched loosely (Email Address, E-mail, First Name, Time zone...); every other
+    column becomes an attribute. The delimiter (, ; or tab) is detected, a BOM is fine. Existing
+    subscribers are updated, never resubscribed; suppressed addresses are skipped and named.
+    """
+    from cadence.config import get_settings
+    from cadence.subscriber_import import ImportRejected, import_csv
+    from cadence.suppression_keys import SuppressionKeys
+
+    settings = get_settings()
+    if errors is None and skip_invalid:
+        errors = file.with_name(file.name.removesuffix(".csv") + ".errors.csv")
+    console = Console()
+    started = time.monotonic()
+    total = file.stat().st_size if file.is_file() else None
+    with Progress(
+        TextColumn("importing"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TextColumn("{task.fields[rows]:,} rows, {task.fields[rate]:,.0f} rows/s"),
+        TimeRemainingColumn(),
+        console=console,
+        disable=not console.is_terminal,
+        transient=True,
+    ) as progress:
+        bar = progress.add_task("import", total=total, rows=0, rate=0.0)
+
+        def show(rows: int, bytes_read: int) -> None:
+            rate = rows / max(time.monotonic() - started, 1e-6)
+            progress.update(bar, completed=bytes_read, rows=rows, rate=rate)
+
+        try:
+            report = import_csv(
+                settings.database_url,
+                file,
+                settings.clock().now(),
+                keys=SuppressionKeys.from_settings(settings),  # erased addresses are refused too
+                skip_invalid=skip_invalid,
+                error_report=errors,
+                on_progress=show,
+            )
+        except ImportRejected as rejected:
+            _summary(console, rejected.report, time.monotonic() - started)
+            raise
+    _summary(console, report, time.monotonic() - started)
+
+
+def _summary(console: Console, report: ImportReport, seconds: float) -> None:
+    rate = report.rows / seconds if seconds > 0 else 0.0
+    console.print(f"{escape(report.source)}: {report.rows:,} rows read in {seconds:.1f} s ({rate:,.0f} rows/s)")
+    if not report.committed:
+        console.print("[red]nothing was imported[/red]" + _report_note(report))
+        return
+    suppressed = ""
+    if report.suppressed_addresses:
+        names = ", ".join(report.suppressed_addresses)
+        more = report.suppressed - len(report.suppressed_addresses)
+        suppressed = f" ({names}{f' and {more:,} more' if more > 0 else ''})"
+    console.print(
+        f"[green]{report.created:,} created[/green], {report.updated:,} updated, {report.unchanged:,} unchanged, "
+        f"{report.suppressed:,} skipped as suppressed{escape(suppressed)}, {report.rejected:,} rejected"
+        + _report_note(report),
+        soft_wrap=True,
+    )
+
+
+def _report_note(report: ImportReport) -> str:
+    if report.error_report is None:
+        return ""
+    return f"; error report: {escape(str(report.error_report))}"

@@ -1,0 +1,260 @@
+"""Import subscribers from a CSV file of any size: ``cadence subscribers import``.
+
+The file streams through :mod:`cadence.subscriber_csv` (one record at a time, every field
+checked) into chunks of ``chunk_size`` rows, each stored in a few statements
+(:mod:`cadence.db.imports`). Memory stays bounded whatever the file's size.
+
+Two ways to treat bad rows, chosen per run:
+
+- **all or nothing** (the default): one transaction; the file is read to the end so that every
+  problem is reported at once, then, if there was any, rolled back and
+  :class:`ImportRejected` raised: nothing is written.
+- **skip invalid**: each chunk commits on its own; the valid rows are stored and every bad row
+  goes to the error report (line, field, reason, the row as read).
+
+An upsert never changes a subscriber's status (an import never resubscribes anyone) and skips
+suppressed addresses (bounced, complained, erased), naming them. Rows whose name, time zone and
+attributes are already as stored count as unchanged and are not written.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import IO, Any
+
+from sqlalchemy.orm import Session
+
+from cadence.db import imports
+from cadence.db.session import session_factory
+from cadence.errors import InputError
+from cadence.subscriber_csv import CheckedRow, Problem, read_rows
+from cadence.subscribers import ImportResult, SubscriberInput, email_key
+from cadence.suppression_keys import SuppressionKeys
+
+CHUNK_SIZE = 1000
+SHOWN_PROBLEMS = 100  # kept in memory for the message; the error report has every one
+SHOWN_SUPPRESSED = 20
+SUPPRESSED_REASON = "suppressed (it bounced, complained or was erased): not imported"
+REPORT_COLUMNS = ("line", "field", "reason", "row")
+
+
+@dataclass
+class ImportReport:
+    """What an import did. Counts are of rows; ``rejected`` rows had at least one problem."""
+
+    source: str
+    rows: int = 0
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    suppressed: int = 0
+    suppressed_addresses: list[str] = field(default_factory=list)  # the first SHOWN_SUPPRESSED
+    rejected: int = 0
+    problem_count: int = 0
+    problems: list[Problem] = field(default_factory=list)  # the first SHOWN_PROBLEMS
+    error_report: Path | None = None
+    committed: bool = False
+
+
+class ImportRejected(InputError):
+    """An all-or-nothing import found bad rows: nothing was written. Carries the report."""
+
+    def __init__(self, report: ImportReport) -> None:
+        self.report = report
+        shown = [f"{report.source}: {p}" for p in report.problems]
+        more = report.problem_count - len(shown)
+        if more > 0:
+            where = f"all of them are in {report.error_report}" if report.error_report else "--errors FILE lists all"
+            shown.append(f"... and {more} more ({where})")
+        shown.append(
+            f"{report.rejected} of {report.rows} rows have problems: nothing was imported "
+            "(fix them, or --skip-invalid to load the valid rows)"
+        )
+        super().__init__("\n".join(shown))
+
+
+def import_csv(
+    database_url: str,
+    path: Path,
+    now: datetime,
+    *,
+    keys: SuppressionKeys,
+    skip_invalid: bool = False,
+    error_report: Path | None = None,
+    chunk_size: int = CHUNK_SIZE,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> ImportReport:
+    """Import the CSV at `path` (see the module docstring). `error_report` is written when
+    given (every bad row and every suppressed address). `on_progress(rows, bytes)` is called
+    after each chunk. Raises InputError for a file that cannot be read as a subscriber CSV and
+    ImportRejected when an all-or-nothing import found bad rows."""
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory, not a CSV file")
+    if error_report is not None and error_report.resolve() == path.resolve():
+        raise InputError(f"{error_report}: the error report would overwrite the file being imported")
+    report = ImportReport(source=str(path), error_report=error_report)
+    bytes_read = 0
+
+    def count_bytes(n: int) -> None:
+        nonlocal bytes_read
+        bytes_read += n
+
+    try:
+        source = path.open("rb")
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    with source, _ReportWriter(error_report) as writer, session_factory(database_url)() as session:
+        chunk: list[CheckedRow] = []
+
+        def flush() -> None:
+            if chunk and (skip_invalid or not report.problem_count):
+                _store(session, chunk, now, report, writer, keys)
+                if skip_invalid:
+                    session.commit()
+            chunk.clear()
+            if on_progress is not None:
+                on_progress(report.rows, bytes_read)
+
+        try:
+            for item in read_rows(source, on_bytes=count_bytes):
+                report.rows += 1
+                if isinstance(item, CheckedRow):
+                    chunk.append(item)
+                    if len(chunk) >= chunk_size:
+                        flush()
+                    continue
+                report.rejected += 1
+                for problem in item:
+                    report.problem_count += 1
+                    if len(report.problems) < SHOWN_PROBLEMS:
+                        report.problems.append(problem)
+                    writer.write(problem)
+            flush()
+        except InputError as exc:  # the file as a whole: its header, an open quote, UTF-16
+            session.rollback()
+            raise InputError(f"{path}: {exc}") from None
+        if report.problem_count and not skip_invalid:
+            session.rollback()
+            raise ImportRejected(report)
+        session.commit()
+    report.committed = True
+    return report
+
+
+def store_rows(
+    session: Session, rows: Iterable[SubscriberInput], now: datetime, *, keys: SuppressionKeys
+) -> ImportResult:
+    """Upsert rows already in memory (checked by the caller) in `session`, by chunks."""
+    report = ImportReport(source="")
+    chunk: list[CheckedRow] = []
+    for line, row in enumerate(rows, 2):
+        chunk.append(CheckedRow(line, row))
+        if len(chunk) >= CHUNK_SIZE:
+            _store(session, chunk, now, report, None, keys)
+            chunk.clear()
+    _store(session, chunk, now, report, None, keys)
+    return ImportResult(report.created, report.updated, report.suppressed, report.unchanged)
+
+
+def _store(
+    session: Session,
+    chunk: Sequence[CheckedRow],
+    now: datetime,
+    report: ImportReport,
+    writer: _ReportWriter | None,
+    suppression_keys: SuppressionKeys,
+) -> None:
+    """Upsert one chunk: suppressed addresses skipped, new rows inserted, changed rows updated,
+    the rest counted unchanged. Never touches a status (no resubscribing by import)."""
+    if not chunk:
+        return
+    keys = [email_key(row.subscriber.email) for row in chunk]
+    # Every digest a suppression of each address may be stored under: plain SHA-256 (bounces,
+    # complaints) and the keyed hashes an erase leaves, under the current and older secrets
+    # (cadence.suppression_keys). Stale erase rows are re-keyed by the one-address path
+    # (subscribers.find_suppression), not here.
+    candidates = [suppression_keys.candidates(key) for key in keys]
+    suppressed_digests = imports.suppressed_hashes(session, [d for c in candidates for d in c])
+    blocked = [not suppressed_digests.isdisjoint(c) for c in candidates]
+    wanted = [key for key, is_blocked in zip(keys, blocked, strict=True) if not is_blocked]
+    stored = imports.existing_subscribers(session, wanted)
+    inserts: list[dict[str, Any]] = []
+    updates: list[dict[str, Any]] = []
+    for row, key, is_blocked in zip(chunk, keys, blocked, strict=True):
+        data = row.subscriber
+        if is_blocked:
+            report.suppressed += 1
+            if len(report.suppressed_addresses) < SHOWN_SUPPRESSED:
+                report.suppressed_addresses.append(data.email)
+            if writer is not None:
+                writer.write(Problem(row.line, "email", SUPPRESSED_REASON, data.email))
+            continue
+        old = stored.get(key)
+        if old is None:
+            inserts.append(_new_subscriber(data, key, now))
+            report.created += 1
+            continue
+        first_name = data.first_name or old.first_name
+        timezone = data.timezone or old.timezone
+        attributes = {**old.attributes, **data.attributes}
+        if (first_name, timezone, attributes) == (old.first_name, old.timezone, old.attributes):
+            report.unchanged += 1
+            continue
+        updates.append(
+            {"id": old.id, "first_name": first_name, "timezone": timezone, "attributes": attributes, "updated_at": now}
+        )
+        report.updated += 1
+    imports.insert_subscribers(session, inserts)
+    imports.update_subscribers(session, updates)
+
+
+def _new_subscriber(data: SubscriberInput, key: str, now: datetime) -> dict[str, Any]:
+    # Staff imports are active at once, as `subscribers add` (the staff vouch for consent).
+    return {
+        "email": data.email,
+        "email_key": key,
+        "first_name": data.first_name,
+        "timezone": data.timezone,
+        "attributes": dict(data.attributes),
+        "status": "active",
+        "source": "import",
+        "created_at": now,
+        "updated_at": now,
+        "confirmed_at": now,
+        "soft_bounces": 0,
+        "consent": {},
+    }
+
+
+class _ReportWriter:
+    """The error report: a CSV of line, field, reason and the row as read (UTF-8 with a BOM, so
+    Excel opens it right). Does nothing without a path."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self._file: IO[str] | None = None
+        self._writer: Any = None
+
+    def __enter__(self) -> _ReportWriter:
+        if self.path is not None:
+            try:
+                self._file = self.path.open("w", encoding="utf-8-sig", newline="")
+            except OSError as exc:
+                raise InputError(f"{self.path}: cannot write the error report ({exc.strerror or exc})") from None
+            self._writer = csv.writer(self._file)
+            self._writer.writerow(REPORT_COLUMNS)
+        return self
+
+    def write(self, problem: Problem) -> None:
+        if self._writer is not None:
+            self._writer.writerow((problem.line, problem.field, problem.reason, problem.row))
+
+    def __exit__(self, *_: object) -> None:
+        if self._file is not None:
+            self._file.close()
