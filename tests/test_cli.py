@@ -21,6 +21,7 @@ from cadence.db.session import transaction
 from cadence.runtime import Runtime
 from cadence.subscribers import SubscriberInput, import_subscribers, suppress
 from tests.support.cluster import ROOT, cadence_env
+from tests.support.keys import TEST_KEYS
 
 CADENCE = str(Path(sys.executable).with_name("cadence"))  # the installed entry point
 START = "2026-12-07T12:30:00+00:00"  # a Monday, inside the send window in New York
@@ -59,7 +60,8 @@ def ready(env: dict[str, str]) -> dict[str, str]:
     upgrade(load_settings(env).database_url)
     now = datetime.fromisoformat(START)
     with transaction(load_settings(env).database_url) as session:
-        import_subscribers(session, [SubscriberInput("ann@example.com", "Ann", "America/New_York")], now)
+        ann = SubscriberInput("ann@example.com", "Ann", "America/New_York")
+        import_subscribers(session, [ann], now, keys=TEST_KEYS)
         suppress(session, "gone@example.com", "hard_bounce", now)
     return env
 
@@ -232,8 +234,8 @@ def test_demo_on_an_existing_data_dir_starts_from_a_clean_database_and_outbox(tm
     with transaction(load_settings(env).database_url) as session:
         emails = list(session.scalars(select(Subscriber.email)))
         assert len(emails) == 30 and "left-over@example.com" not in emails
-        assert len(list(session.scalars(select(Delivery.id)))) == 180
-    assert not stale.exists() and len(list(stale.parent.rglob("*.eml"))) == 180
+        assert len(list(session.scalars(select(Delivery.id)))) == 240  # 30 runners x 8 emails
+    assert not stale.exists() and len(list(stale.parent.rglob("*.eml"))) == 240
 
 
 def test_demo_fresh_deletes_only_a_sqlite_file_inside_the_data_dir(tmp_path: Path) -> None:

@@ -32,8 +32,8 @@ from cadence.db import imports
 from cadence.db.session import session_factory
 from cadence.errors import InputError
 from cadence.subscriber_csv import CheckedRow, Problem, read_rows
-from cadence.subscribers import ImportResult, SubscriberInput, email_key
-from cadence.suppression_keys import SuppressionKeys
+from cadence.subscribers import ImportResult, SubscriberInput, email_key, find_suppression
+from cadence.suppression_keys import PLAIN, SuppressionKeys
 
 CHUNK_SIZE = 1000
 SHOWN_PROBLEMS = 100  # kept in memory for the message; the error report has every one
@@ -177,11 +177,14 @@ def _store(
     keys = [email_key(row.subscriber.email) for row in chunk]
     # Every digest a suppression of each address may be stored under: plain SHA-256 (bounces,
     # complaints) and the keyed hashes an erase leaves, under the current and older secrets
-    # (cadence.suppression_keys). Stale erase rows are re-keyed by the one-address path
-    # (subscribers.find_suppression), not here.
+    # (cadence.suppression_keys).
     candidates = [suppression_keys.candidates(key) for key in keys]
-    suppressed_digests = imports.suppressed_hashes(session, [d for c in candidates for d in c])
-    blocked = [not suppressed_digests.isdisjoint(c) for c in candidates]
+    found = imports.suppressed_hashes(session, [d for c in candidates for d in c])
+    blocked = [not found.keys().isdisjoint(c) for c in candidates]
+    for key, digests in zip(keys, candidates, strict=True):
+        matched = [found[d] for d in digests if d in found]
+        if any(_stale(version, reason, suppression_keys) for version, reason in matched):
+            find_suppression(session, key, suppression_keys)  # re-keys it: how the key rotates
     wanted = [key for key, is_blocked in zip(keys, blocked, strict=True) if not is_blocked]
     stored = imports.existing_subscribers(session, wanted)
     inserts: list[dict[str, Any]] = []
@@ -212,6 +215,12 @@ def _store(
         report.updated += 1
     imports.insert_subscribers(session, inserts)
     imports.update_subscribers(session, updates)
+
+
+def _stale(version: str, reason: str, keys: SuppressionKeys) -> bool:
+    """An erase row under an older key, or a plain one from before keyed hashes (rare: the
+    address is then looked up alone, which re-keys the row)."""
+    return version not in (PLAIN, keys.current.version) or (version == PLAIN and reason == "erased")
 
 
 def _new_subscriber(data: SubscriberInput, key: str, now: datetime) -> dict[str, Any]:

@@ -34,12 +34,16 @@ class StoredSubscriber:
     attributes: dict[str, Any]
 
 
-def suppressed_hashes(session: Session, hashes: Sequence[str]) -> set[str]:
-    """Which of `hashes` (SHA-256 of lowercased addresses) are on the suppression list."""
+def suppressed_hashes(session: Session, hashes: Sequence[str]) -> dict[str, tuple[str, str]]:
+    """Which of `hashes` (plain or keyed digests of lowercased addresses) are on the suppression
+    list, each with its row's (hash_version, reason)."""
     if not hashes:
-        return set()
+        return {}
     dialect = session.get_bind().dialect.name
-    return set(session.scalars(select(Suppression.email_hash).where(one_of(Suppression.email_hash, hashes, dialect))))
+    query = select(Suppression.email_hash, Suppression.hash_version, Suppression.reason).where(
+        one_of(Suppression.email_hash, hashes, dialect)
+    )
+    return {digest: (version, reason) for digest, version, reason in session.execute(query)}
 
 
 def existing_subscribers(session: Session, keys: Sequence[str]) -> dict[str, StoredSubscriber]:
