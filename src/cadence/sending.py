@@ -257,7 +257,7 @@ def _send_prepared(runtime: Runtime, prepared: list[PreparedSend], now: datetime
                     return
                 raise
             _Pace.observe(time.monotonic() - started, len(group))
-            outcome.add(ledger.record(group, results, last=start + size >= len(prepared)))
+            outcome.add(ledger.record(group, results))
             start += size
 
 
