@@ -22,6 +22,7 @@ from cadence.db.session import transaction
 from cadence.runtime import Runtime
 from cadence.subscribers import SubscriberInput, import_subscribers, unsubscribe
 from tests.support.cluster import cadence_env
+from tests.support.keys import TEST_KEYS
 from tests.support.smtpd import SmtpSink
 
 START = datetime(2026, 12, 7, 12, 30, tzinfo=UTC)  # Monday 07:30 in New York: inside the window
@@ -54,7 +55,7 @@ def env(tmp_path: Path, database_url: str) -> dict[str, str]:
         people = ["a", "b", "c", "gone", "left1", "left2"]
         with transaction(settings.database_url) as session:
             rows = [SubscriberInput(f"{p}@example.com", p, "America/New_York", {"terrain": "trails"}) for p in people]
-            import_subscribers(session, rows, START)
+            import_subscribers(session, rows, START, keys=TEST_KEYS)
             engine.enroll(
                 session, runtime.catalog.get("lower-back-pain"), list(session.scalars(select(Subscriber))), START
             )

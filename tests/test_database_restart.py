@@ -30,6 +30,7 @@ from cadence.engine import enroll
 from cadence.runtime import Runtime
 from cadence.subscribers import SubscriberInput, import_subscribers
 from tests.support.cluster import cadence_env, processes
+from tests.support.keys import TEST_KEYS
 from tests.support.pgserver import PrivateServer
 from tests.support.smtpd import SmtpSink
 
@@ -66,7 +67,7 @@ def test_a_database_restart_mid_send_sends_each_message_exactly_once(tmp_path: P
         campaign = CampaignCatalog(settings.campaigns_dir).get("lower-back-pain")
         with transaction(settings.database_url) as session:
             rows = [SubscriberInput(f"r{i}@example.com", "", "America/New_York", {}) for i in range(N)]
-            import_subscribers(session, rows, START)
+            import_subscribers(session, rows, START, keys=TEST_KEYS)
             enroll(session, campaign, list(session.scalars(select(Subscriber))), START)
 
         procs.worker(env, concurrency=2)
@@ -133,7 +134,7 @@ def test_a_worker_gives_up_once_its_lease_could_run_out_and_nothing_is_lost(tmp_
             runtime = Runtime.from_settings(settings)
             with transaction(settings.database_url) as session:
                 rows = [SubscriberInput(f"r{i}@example.com", "", "America/New_York", {}) for i in range(8)]
-                import_subscribers(session, rows, START)
+                import_subscribers(session, rows, START, keys=TEST_KEYS)
                 people = list(session.scalars(select(Subscriber)))
                 enroll(session, runtime.catalog.get("lower-back-pain"), people, START)
             [ids] = engine.tick(runtime).batches

@@ -25,6 +25,7 @@ from cadence.subscribers import SubscriberInput, import_subscribers
 from cadence.tokens import make_token
 from cadence.web.subscription import CONSENT
 from tests.support.cluster import cadence_env, processes
+from tests.support.keys import TEST_KEYS
 from tests.support.smtpd import SmtpSink
 from tests.support.web import WebServer
 
@@ -67,7 +68,7 @@ def test_a_worker_logs_json_lines_with_ids_and_no_addresses_or_tokens(tmp_path: 
         campaign = CampaignCatalog(settings.campaigns_dir).get("lower-back-pain")
         with transaction(settings.database_url) as session:
             rows = [SubscriberInput(f"r{i}@example.com", "", "America/New_York", {}) for i in range(N)]
-            import_subscribers(session, rows, clock.now())
+            import_subscribers(session, rows, clock.now(), keys=TEST_KEYS)
             enroll(session, campaign, list(session.scalars(select(Subscriber))), clock.now())
         procs.worker(env, concurrency=1)
         procs.scheduler(env)

@@ -23,6 +23,7 @@ from cadence.db.stats import pending_work
 from cadence.engine import enroll
 from cadence.subscribers import SubscriberInput, import_subscribers
 from tests.support.cluster import cadence_env, processes
+from tests.support.keys import TEST_KEYS
 from tests.support.services import postgres_database
 from tests.support.smtpd import SmtpSink
 from tests.support.web import WebServer, free_port
@@ -80,7 +81,7 @@ def test_a_worker_and_the_web_app_expose_what_happened_over_http(tmp_path: Path,
         campaign = CampaignCatalog(settings.campaigns_dir).get("lower-back-pain")
         with transaction(settings.database_url) as session:
             rows = [SubscriberInput(f"r{i}@example.com", "", "America/New_York", {}) for i in range(N)]
-            import_subscribers(session, rows, clock.now())
+            import_subscribers(session, rows, clock.now(), keys=TEST_KEYS)
             enroll(session, campaign, list(session.scalars(select(Subscriber))), clock.now())
 
         web = procs.start("web", ["web", "--port", str(web_port), "--log-level", "warning"], env)

@@ -26,6 +26,7 @@ from cadence.subscribers import SubscriberInput, email_hash, import_subscribers
 from cadence.transports.base import SendResult
 from cadence.transports.smtp import SmtpTransport
 from tests.support.cluster import cadence_env, processes
+from tests.support.keys import TEST_KEYS
 from tests.support.services import postgres_database
 from tests.support.smtpd import SmtpSink
 from tests.test_transport_smtp import batch
@@ -100,7 +101,7 @@ def test_a_worker_killed_right_after_a_refusal_never_tries_that_address_again(tm
             # Mid-batch, where the groups (sending.GROUP_SECONDS) have grown past one message, so
             # the stalled recipient after it is normally in the same, not yet recorded, group.
             rows.insert(15, SubscriberInput(GONE, "", "America/New_York", {}))
-            import_subscribers(session, rows, START)
+            import_subscribers(session, rows, START, keys=TEST_KEYS)
             enroll(session, campaign, list(session.scalars(select(Subscriber))), START)
 
         first = procs.worker(env, name="worker-a", concurrency=1)

@@ -23,6 +23,7 @@ from cadence.db.session import transaction
 from cadence.engine import enroll
 from cadence.subscribers import SubscriberInput, import_subscribers
 from tests.support.cluster import cadence_env, processes
+from tests.support.keys import TEST_KEYS
 from tests.support.services import postgres_database
 from tests.support.smtpd import SmtpSink
 
@@ -57,7 +58,7 @@ def test_two_schedulers_on_one_data_dir_both_live_and_send_once(tmp_path: Path, 
         campaign = CampaignCatalog(settings.campaigns_dir).get("lower-back-pain")
         with transaction(settings.database_url) as session:
             rows = [SubscriberInput(f"s{i}@example.com", "", "America/New_York", {}) for i in range(N)]
-            import_subscribers(session, rows, START)
+            import_subscribers(session, rows, START, keys=TEST_KEYS)
             enroll(session, campaign, list(session.scalars(select(Subscriber))), START)
 
         first = procs.scheduler(env, name="scheduler-a")

@@ -16,9 +16,10 @@ is lost (the server restarted or failed over, the network dropped), the worker:
    result the worker holds is recorded again, and the lease on the rest is renewed;
 4. runs the interrupted write again, and the batch goes on.
 
-The last write of a batch and every permanent refusal are committed synchronously (``durable``):
-after the batch ends nobody holds its results any more, and a bounced address must never be
-tried again because a database crash forgot its suppression. A refusal is recorded the moment
+Every permanent refusal is committed synchronously (``durable``): a bounced address must never
+be tried again because a database crash forgot its suppression. When the batch ends, whatever it
+committed asynchronously is flushed to disk before the worker lets go of its results (one tiny
+synchronous commit per batch: :meth:`BatchLedger.__exit__`). A refusal is recorded the moment
 the transport reports it (:meth:`BatchLedger.refusal_hook`), not with its group.
 """
 
@@ -77,14 +78,25 @@ class BatchLedger:
         self._refusals_recorded: set[int] = set()  # delivery ids recorded through `refusal_hook`
         self._grants = [wall_now()]  # when the lease was granted: the claim just now, then renewals
         self._retrying = False
+        self._unflushed = False  # an asynchronous commit since the last synchronous one
         self._stack: ExitStack | None = None
         self._conn: Connection | None = None
 
     def __enter__(self) -> BatchLedger:
         return self
 
-    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
-        self._close(discard=False)
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        try:
+            if self._unflushed and not isinstance(exc, DATABASE_GONE):
+                # Nobody holds this batch's results after this: make the asynchronous commits
+                # durable. A synchronous commit flushes the WAL up to its own commit record, so all
+                # earlier ones with it; txid_current() gives the transaction an id, hence a commit
+                # record (an empty transaction writes none).
+                self.write(lambda conn: conn.exec_driver_sql("SELECT txid_current()"), durable=True)
+        finally:
+            self._close(discard=False)
 
     # ------------------------------------------------------------------ writes
 
@@ -103,9 +115,9 @@ class BatchLedger:
 
         return record_refusal
 
-    def record(self, group: Sequence[PreparedSend], results: Sequence[SendResult], *, last: bool) -> SendOutcome:
-        """Record one group's results (``last``: the batch's final group, committed durably),
-        renewing the lease on the rest of the batch at its half-life."""
+    def record(self, group: Sequence[PreparedSend], results: Sequence[SendResult]) -> SendOutcome:
+        """Record one group's results, renewing the lease on the rest of the batch at its
+        half-life."""
         pairs = list(zip(group, results, strict=True))
         outcome = SendOutcome(failed=sum(p.delivery_id in self._refusals_recorded for p in group))
         pairs = [pair for pair in pairs if pair[0].delivery_id not in self._refusals_recorded]
@@ -117,7 +129,7 @@ class BatchLedger:
             self._recorded += refused
         others = [pair for pair in pairs if pair[1].status != "permanent"]
         if others:
-            outcome.add(self.write(lambda conn: self._record(conn, others), durable=last))
+            outcome.add(self.write(lambda conn: self._record(conn, others)))
             self._recorded += others
         return outcome
 
@@ -138,6 +150,8 @@ class BatchLedger:
                     result = work(conn)
                     self._renew_if_due(conn)
                 self._retrying = False
+                # A synchronous commit flushes everything before it; an asynchronous one does not.
+                self._unflushed = conn.dialect.name == "postgresql" and not durable
                 return result
             except DATABASE_GONE as exc:
                 self._close(discard=True)

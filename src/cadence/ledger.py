@@ -11,8 +11,8 @@ On PostgreSQL the ledger connection runs with ``synchronous_commit = off``: COMM
 before the WAL reaches disk. A *worker* crash loses nothing (the commit is in the server); a
 *database* crash can lose the last ~0.6 s of ``sent`` marks (3 × wal_writer_delay). The worker
 still holds those results and writes them again when the server is back (batch_ledger.py, issue
-#9); the last group of a batch and permanent refusals commit synchronously, since nobody holds
-them afterwards. So a database restart re-sends nothing; only a database crash together with the
+#9); permanent refusals commit synchronously, and a batch's commits are flushed before the
+worker lets go of its results. So a database restart re-sends nothing; only a database crash with the
 death of the worker (or an outage longer than the lease) can, with the same Message-ID.
 """
 

@@ -265,7 +265,7 @@ def _send_prepared(runtime: Runtime, prepared: list[PreparedSend], now: datetime
                 raise
             _Pace.observe(time.monotonic() - started, len(group))
             metrics.observe_send(time.monotonic() - started, len(group), settings.email_url)
-            outcome.add(ledger.record(group, results, last=start + size >= len(prepared)))
+            outcome.add(ledger.record(group, results))
             start += size
 
 

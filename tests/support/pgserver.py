@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import glob
 import os
+import pwd
 import shutil
 import subprocess
 import tempfile
@@ -30,6 +31,14 @@ from tests.support.web import free_port
 def _bin_dir() -> Path | None:
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(Path(p).parent.name))
     return Path(found[-1]) if found and Path(found[-1], "initdb").exists() else None
+
+
+def _can_run_as_postgres() -> bool:
+    try:
+        pwd.getpwnam("postgres")
+    except KeyError:
+        return False
+    return shutil.which("runuser") is not None
 
 
 class PrivateServer:
@@ -69,9 +78,9 @@ class PrivateServer:
         self.start()
 
     def __enter__(self) -> PrivateServer:
-        if self._bin is None or (os.geteuid() == 0 and shutil.which("runuser") is None):
+        if self._bin is None or (os.geteuid() == 0 and not _can_run_as_postgres()):
             shutil.rmtree(self._root, ignore_errors=True)
-            unavailable("PostgreSQL's server binaries", "apt-get install postgresql (initdb, pg_ctl)")
+            unavailable("PostgreSQL's server binaries", "apt-get install postgresql (initdb, pg_ctl, user postgres)")
         if os.geteuid() == 0:
             shutil.chown(self._root, "postgres")
         self._run("initdb", "-D", str(self._data), "-U", "postgres", "-A", "trust", "--no-sync", "-E", "UTF8")
