@@ -60,3 +60,20 @@ def test_no_email_shares_eight_consecutive_words_with_the_source_article() -> No
             for run in sorted(runs(text) & article):
                 copied.append(f"{step.id}/{segment.id}: {' '.join(run)}")
     assert not copied, "copied from the article:\n" + "\n".join(copied)
+
+
+def test_no_guide_page_shares_eight_consecutive_words_with_the_source_article() -> None:
+    """The guide pages the emails link to (campaigns/<id>/guide/*.md, issue 11), title and
+    description included, are held to the same rule as the emails."""
+    if not ARTICLE.is_file():
+        unavailable(f"the source article {ARTICLE}", "it lives in ../shared/ next to the repository")
+    article = runs(ARTICLE.read_text(encoding="utf-8"))
+    pages = sorted((REPO / "campaigns").glob("*/guide/*.md"))
+    assert len(pages) >= 4, "the lower-back-pain guide has four pages"
+    copied = [
+        f"{page.relative_to(REPO)}: {' '.join(run)}"
+        for page in pages
+        # The Markdown source: markup characters are dropped by words() like punctuation.
+        for run in sorted(runs(page.read_text(encoding="utf-8")) & article)
+    ]
+    assert not copied, "copied from the article:\n" + "\n".join(copied)

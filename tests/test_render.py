@@ -88,6 +88,11 @@ def test_clinic_links_get_utm_parameters_and_tracked_urls_replace_them_in_html_a
     variant = renderer.variant(campaign, campaign.steps[1], campaign.segments[0])
     assert variant.links, "the email has links to track"
     for url in variant.links:
+        if url.startswith("https://example.invalid/guide/"):
+            # The guide pages Cadence serves itself (issue 11): tracked by the click tracker
+            # below, not tagged for the clinic site's analytics.
+            assert "utm_" not in url
+            continue
         assert url.startswith("https://precisionbodywork.example/")
         assert "utm_source=cadence&utm_medium=email&utm_campaign=lower-back-pain" in url
     seen: list[tuple[int, str]] = []
@@ -116,7 +121,7 @@ def test_the_text_part_is_readable_and_keeps_every_link(campaign: Campaign, rend
     html_links = set(re.findall(r'href="(https://[^"]+)"', email.html))
     for url in html_links:
         assert url.replace("&amp;", "&") in email.text
-    assert re.search(r"\S \(https://precisionbodywork\.example/", email.text), "links read as 'label (url)'"
+    assert re.search(r"\S \(https://example\.invalid/guide/", email.text), "links read as 'label (url)'"
 
 
 # --- the compile cache -----------------------------------------------------------------------

@@ -23,6 +23,7 @@ from cadence.core.render import CompiledVariant, RenderedEmail, Renderer, render
 from cadence.core.schedule import step_due_at
 from cadence.core.segments import choose_segment
 from cadence.errors import TemplateError
+from cadence.guide_pages import guide_link_problems
 
 SUBJECT_MAX = 70  # longer subjects are cut off in most inbox list views
 GMAIL_CLIP_BYTES = 102 * 1024  # Gmail clips HTML bodies over 102 KB, hiding the footer and unsubscribe
@@ -87,6 +88,13 @@ def validate_campaign(
         problem = Problem(campaign.source or campaign.id, None, message)
         found[(problem.file, None, problem.message)] = problem
         address = None
+    if campaign.guide_links and campaign.source:
+        # Guide pages live beside the campaign file (campaigns/<id>/guide/<page>.md, issue 11).
+        pages_at = Path(campaign.source).parent
+        missing = guide_link_problems(campaign.guide_links, campaign_id=campaign.id, campaigns_dir=pages_at)
+        for where, message in missing:
+            problem = Problem(campaign.source, None, f"{where}: {message}")
+            found[(problem.file, None, problem.message)] = problem
     for step in campaign.steps:
         for segment in campaign.segments:
             for problem in _check_variant(campaign, renderer, step, segment, samples, address):

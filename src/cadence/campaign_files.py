@@ -7,6 +7,7 @@ A bad file fails with the file, the field and the reason, e.g.
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from datetime import time, timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -18,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, EmailStr, Field, ValidationError, fi
 from cadence.core.campaign import Campaign, Facet, FacetOption, Rule, Segment, SendWindow, Step, Tracking
 from cadence.core.segments import compose_segments
 from cadence.errors import CampaignError, NotFound
+from cadence.guide_pages import SAMPLE_BASE_URL, resolve_links
 
 _DURATION = re.compile(r"^\s*(?:(\d+)\s*w)?\s*(?:(\d+)\s*d)?\s*(?:(\d+)\s*h)?\s*(?:(\d+)\s*m)?\s*$")
 _WEEKDAYS = {"mon": 0, "tue": 1, "wed": 2, "thu": 3, "fri": 4, "sat": 5, "sun": 6}
@@ -284,8 +286,11 @@ def campaign_from_data(data: Any, source: str) -> Campaign:
     )
 
 
-def load_campaign(path: Path, templates_dir: Path | None = None) -> Campaign:
-    """Read and validate one campaign file. With `templates_dir`, step templates must exist."""
+def load_campaign(path: Path, templates_dir: Path | None = None, *, base_url: str | None = None) -> Campaign:
+    """Read and validate one campaign file. With `templates_dir`, step templates must exist.
+    ``guide:<page>`` and ``site:/<path>`` links in its context become URLs under `base_url`
+    (``CADENCE_BASE_URL`` when sending; by default the sample host the review tools use); see
+    :mod:`cadence.guide_pages`."""
     source = str(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -298,6 +303,10 @@ def load_campaign(path: Path, templates_dir: Path | None = None) -> Campaign:
         line = f":{mark.line + 1}" if mark is not None else ""
         raise CampaignError(f"{source}{line}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
     campaign = campaign_from_data(data, source)
+    context, guide_links = resolve_links(
+        campaign.context, campaign_id=campaign.id, base_url=base_url or SAMPLE_BASE_URL, source=source
+    )
+    campaign = replace(campaign, context=context, guide_links=guide_links)
     if templates_dir is not None:
         for index, step in enumerate(campaign.steps):
             if not (templates_dir / step.template).is_file():
@@ -307,17 +316,19 @@ def load_campaign(path: Path, templates_dir: Path | None = None) -> Campaign:
     return campaign
 
 
-def find_campaign(name: str, campaigns_dir: Path, templates_dir: Path | None = None) -> Campaign:
+def find_campaign(
+    name: str, campaigns_dir: Path, templates_dir: Path | None = None, *, base_url: str | None = None
+) -> Campaign:
     """Load ``<campaigns_dir>/<name>.yaml`` (or .yml); `name` may also be a path to a file."""
     candidate = Path(name)
     if candidate.suffix in (".yaml", ".yml") and candidate.is_file():
-        return load_campaign(candidate, templates_dir)
+        return load_campaign(candidate, templates_dir, base_url=base_url)
     if not re.match(_ID, name):
         raise NotFound(f"no campaign {name!r}: names are lowercase letters, digits, - and _")
     for suffix in (".yaml", ".yml"):
         path = campaigns_dir / f"{name}{suffix}"
         if path.is_file():
-            return load_campaign(path, templates_dir)
+            return load_campaign(path, templates_dir, base_url=base_url)
     raise NotFound(f"no campaign {name!r} in {campaigns_dir}")
 
 

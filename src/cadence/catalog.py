@@ -11,9 +11,10 @@ from cadence.errors import NotFound
 
 
 class CampaignCatalog:
-    def __init__(self, campaigns_dir: Path, templates_dir: Path | None = None) -> None:
+    def __init__(self, campaigns_dir: Path, templates_dir: Path | None = None, *, base_url: str | None = None) -> None:
         self.campaigns_dir = campaigns_dir
         self.templates_dir = templates_dir
+        self.base_url = base_url  # where guide: and site: links point (CADENCE_BASE_URL when sending)
         self._cache: dict[str, tuple[float, Campaign]] = {}
 
     def get(self, campaign_id: str) -> Campaign:
@@ -23,7 +24,7 @@ class CampaignCatalog:
         cached = self._cache.get(campaign_id)
         if cached and cached[0] == mtime:
             return cached[1]
-        campaign = find_campaign(campaign_id, self.campaigns_dir, self.templates_dir)
+        campaign = find_campaign(campaign_id, self.campaigns_dir, self.templates_dir, base_url=self.base_url)
         self._cache[campaign_id] = (mtime, campaign)
         return campaign
 

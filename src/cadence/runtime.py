@@ -39,7 +39,7 @@ class Runtime:
         return cls(
             settings=settings,
             clock=settings.clock(),
-            catalog=CampaignCatalog(settings.campaigns_dir),
+            catalog=CampaignCatalog(settings.campaigns_dir, base_url=settings.base_url),
             renderer=Renderer(FileSystemLoader(str(settings.templates_dir))),
         )
 

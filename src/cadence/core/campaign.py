@@ -131,6 +131,9 @@ class Campaign:
     tracking: Tracking = Tracking()
     facets: tuple[Facet, ...] = ()
     source: str = ""  # the file it came from, for error messages
+    # (field, page) of each ``guide:<page>`` link in `context`, already resolved to a URL there;
+    # validation checks the page files exist (cadence.guide_pages, issue 11).
+    guide_links: tuple[tuple[str, str], ...] = ()
 
     def step(self, step_id: str) -> Step:
         for step in self.steps:

@@ -53,6 +53,7 @@ CSP = (
 _CSRF_MAX_AGE = 12 * 3600  # a form left open over lunch still works; a day-old one does not
 ROBOTS = "noindex, nofollow"
 _INDEXABLE = ("/subscribe", "/")  # the public signup form; everything else is personal or useless
+_INDEXABLE_PREFIXES = ("/guide/",)  # the campaigns' public guide pages (issue 11)
 
 
 class CsrfError(InputError):
@@ -87,7 +88,7 @@ class SecurityHeaders:
             return
         path = str(scope.get("path", ""))
         static = path.startswith("/static/")
-        robots = not static and path not in _INDEXABLE
+        robots = not static and path not in _INDEXABLE and not path.startswith(_INDEXABLE_PREFIXES)
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
