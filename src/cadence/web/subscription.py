@@ -59,7 +59,8 @@ _MAX_PREVIOUS = 5  # older consent records kept on a re-signup
 # with every new signup, so each consent can be traced to the text the person saw.
 CONSENT_TEXT = (
     "Yes, email me the free course on lower back pain for runners from Precision Clinical "
-    "Bodywork: six emails over about two weeks, then occasional clinic news, about once a month. "
+    "Bodywork: seven short lessons over about two and a half weeks and a check-in, then occasional "
+    "clinic news, about once a month. "
     "Every email has a one-click unsubscribe link."
 )
 
@@ -293,7 +294,8 @@ _TEXT = """\
 Hello,
 
 Someone, hopefully you, asked us to send the free course "{course}" from {clinic} to this
-address: six emails over about two weeks, then occasional clinic news.
+address: seven short lessons over about two and a half weeks and a check-in, then occasional
+clinic news.
 
 To confirm, open this link (it works for 7 days):
 
@@ -329,8 +331,8 @@ def _html(course: str, clinic: str, address: str, url: str) -> str:
         '</head><body style="margin:0;background:#f3efe8;font-family:-apple-system,Segoe UI,Roboto,Arial,'
         'sans-serif;color:#22303a"><div style="max-width:560px;margin:0 auto;padding:28px;background:#ffffff">'
         f"<p>Hello,</p><p>Someone, hopefully you, asked us to send the free course "
-        f"&ldquo;{escape(course)}&rdquo; from {escape(clinic)} to this address: six emails over about two "
-        "weeks, then occasional clinic news.</p>"
+        f"&ldquo;{escape(course)}&rdquo; from {escape(clinic)} to this address: seven short lessons "
+        "over about two and a half weeks and a check-in, then occasional clinic news.</p>"
         f"<p>{button}</p><p>The link works for 7 days. If this wasn't you, ignore this email; "
         "we won't write to you again.</p>"
         f'<p style="color:#5b6770;font-size:14px">{escape(clinic)}<br>{escape(address)}</p>'
