@@ -38,6 +38,7 @@ def test_a_body_cut_short_by_a_disconnect_signs_up_no_one(web: WebServer, web_si
     # The same request sent whole still works.
     whole = client.post("/subscribe", data={**fields, "email": "cut.short@example.com"})
     assert whole.status_code == 200 and web.subscriber("cut.short@example.com") is not None
+    assert web_sink.wait_for(before + 1)[-1].rcpt_tos == ("cut.short@example.com",)
 
 
 def test_head_answers_like_get_on_every_page_and_changes_nothing(web: WebServer, web_sink: SmtpSink) -> None:
