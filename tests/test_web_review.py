@@ -1,14 +1,21 @@
 """A second hostile review of the subscriber pages after issue 10, against the real ``cadence
 web``: what the first fixes left open (a body cut short by a disconnect was processed as if it
-were whole; HEAD answered 405 on every page)."""
+were whole; HEAD answered 405 on every page; a signed Mailgun event with an impossible time or
+delivery id was a 500)."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import secrets
 import socket
 import time
 import urllib.parse
+from collections.abc import Iterator
+from typing import Any
 
 import httpx
+import pytest
 
 from tests.support.smtpd import SmtpSink
 from tests.support.web import WebServer, csrf_token, data_link, signup_form, subscribe_and_confirm
@@ -61,3 +68,44 @@ def test_head_answers_like_get_on_every_page_and_changes_nothing(web: WebServer,
     export = client.post(f"{data}/export", data={"csrf_token": csrf_token(page.text)})
     assert export.status_code == 200 and export.json()["profile"]["email"] == "head.check@example.com"
     assert httpx.head(web.url(data)).status_code == 404  # spent: HEAD says so like GET
+
+
+MAILGUN_KEY = "mailgun-key-for-the-review"
+
+
+@pytest.fixture(scope="module")
+def mailgun_web(tmp_path_factory: pytest.TempPathFactory, web_sink: SmtpSink) -> Iterator[WebServer]:
+    env = {"CADENCE_MAILGUN_WEBHOOK_SIGNING_KEY": MAILGUN_KEY}
+    with WebServer(tmp_path_factory.mktemp("mailgun"), web_sink, extra_env=env) as server:
+        yield server
+
+
+def signed(event_data: dict[str, Any]) -> dict[str, Any]:
+    timestamp, token = str(int(time.time())), secrets.token_hex(16)  # Mailgun signs wall-clock time
+    digest = hmac.new(MAILGUN_KEY.encode(), (timestamp + token).encode(), hashlib.sha256).hexdigest()
+    return {"signature": {"timestamp": timestamp, "token": token, "signature": digest}, "event-data": event_data}
+
+
+@pytest.mark.parametrize("timestamp", [1e300, -1e15, 10**40])
+def test_a_signed_mailgun_event_from_no_possible_time_is_a_400_naming_the_field(
+    mailgun_web: WebServer, timestamp: float
+) -> None:
+    event = {"event": "complained", "id": "t", "recipient": "someone@example.com", "timestamp": timestamp}
+    response = httpx.post(mailgun_web.url("/webhooks/mailgun"), json=signed(event))
+    assert response.status_code == 400 and response.json()["detail"].startswith("timestamp: ")
+
+
+@pytest.mark.parametrize("delivery_id", [10**30, "9" * 40, -5, 1e300, True])
+def test_a_signed_bounce_naming_no_possible_delivery_is_matched_by_recipient(
+    mailgun_web: WebServer, delivery_id: Any
+) -> None:
+    address = f"bounce.{secrets.token_hex(4)}@example.com"
+    mailgun_web.add_delivery(address)
+    event = {
+        "event": "failed", "severity": "permanent", "id": secrets.token_hex(4), "recipient": address,
+        "timestamp": 1.8e9, "user-variables": {"delivery_id": delivery_id},
+    }
+    response = httpx.post(mailgun_web.url("/webhooks/mailgun"), json=signed(event))
+    assert response.status_code == 200 and response.json()["kind"] == "hard_bounce"
+    subscriber = mailgun_web.subscriber(address)
+    assert subscriber is not None and subscriber.status == "bounced"
