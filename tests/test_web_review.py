@@ -1,7 +1,7 @@
 """A second hostile review of the subscriber pages after issue 10, against the real ``cadence
 web``: what the first fixes left open (a body cut short by a disconnect was processed as if it
 were whole; HEAD answered 405 on every page; a signed Mailgun event with an impossible time or
-delivery id was a 500)."""
+delivery id was a 500; sub-addressing sent one inbox 20 confirmation emails a minute)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from tests.support.smtpd import SmtpSink
-from tests.support.web import WebServer, csrf_token, data_link, signup_form, subscribe_and_confirm
+from tests.support.web import WebServer, csrf_token, data_link, fresh_ip, signup_form, subscribe_and_confirm
 
 
 def test_a_body_cut_short_by_a_disconnect_signs_up_no_one(web: WebServer, web_sink: SmtpSink) -> None:
@@ -109,3 +109,22 @@ def test_a_signed_bounce_naming_no_possible_delivery_is_matched_by_recipient(
     assert response.status_code == 200 and response.json()["kind"] == "hard_bounce"
     subscriber = mailgun_web.subscriber(address)
     assert subscriber is not None and subscriber.status == "bounced"
+
+
+def test_sub_addresses_of_one_inbox_share_the_confirmation_limit(web: WebServer, web_sink: SmtpSink) -> None:
+    consent = httpx.get(web.url("/api/consent")).json()["version"]
+    variants = [f"bombed+{n}@example.com" for n in range(6)] + ["b.o.m.b.e.d@gmail.com", "Bom.bed@googlemail.com",
+                                                                  "bombed@gmail.com", "bo.mbed+x@gmail.com"]
+    before = len(web_sink.messages)
+    for address in variants:  # each from its own IP: the per-IP limit is not what protects the inbox
+        body = {"email": address, "consent_version": consent, "terrain": "trails", "training_for_race": False}
+        response = httpx.post(web.url("/api/subscribe"), json=body, headers=web.from_ip(fresh_ip()))
+        assert response.status_code == 202  # the same answer, limited or not
+    time.sleep(1.5)  # the background sends
+    sent = [m.rcpt_tos[0].lower() for m in web_sink.messages[before:]]
+    assert len([a for a in sent if a.startswith("bombed+")]) == 3
+    assert len([a for a in sent if a.endswith(("@gmail.com", "@googlemail.com"))]) == 3
+    # Skipped ones stay pending and free to ask again later (their hourly limit was released).
+    skipped = web.subscriber("bombed+5@example.com")
+    assert skipped is not None and skipped.status == "pending"
+    assert skipped.consent["confirmation_sent_at"] is None
