@@ -131,3 +131,18 @@ def test_sub_addresses_of_one_inbox_share_the_confirmation_limit(web: WebServer,
     skipped = web.subscriber("bombed+5@example.com")
     assert skipped is not None and skipped.status == "pending"
     assert skipped.consent["confirmation_sent_at"] is None
+
+
+def test_a_refused_confirmation_is_logged_without_the_address(tmp_path: Any) -> None:
+    refuse = "550 5.1.1 <{}>: Recipient address rejected"
+    sink = SmtpSink(rcpt_reply=lambda rcpt: refuse.format(rcpt) if "refused" in rcpt.lower() else None)
+    with sink, WebServer(tmp_path, sink) as web:
+        client = web.client()
+        token = csrf_token(client.get("/subscribe").text)
+        client.post("/subscribe", data={"csrf_token": token, **signup_form(email="Is.Refused@example.com")})
+        deadline = time.monotonic() + 5
+        while "email not sent" not in web.log() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        log = web.log()
+    assert "confirmation email not sent: 550 5.1.1 <[address]>" in log
+    assert "refused@example.com" not in log.lower()
