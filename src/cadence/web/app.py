@@ -45,7 +45,15 @@ from cadence.runtime import Runtime
 from cadence.web import api, guide, links, manage, ops, pages, preferences
 from cadence.web.body_guard import BodyGuard, safe_validation_errors
 from cadence.web.ratelimit import RateLimited, make_limiter
-from cadence.web.security import Csrf, CsrfError, SecurityHeaders, parse_networks, redact_access_logs, redact_path
+from cadence.web.security import (
+    Csrf,
+    CsrfError,
+    HeadAsGet,
+    SecurityHeaders,
+    parse_networks,
+    redact_access_logs,
+    redact_path,
+)
 from cadence.web.state import STATIC_DIR, TEMPLATES_DIR, WebLimits, WebState, clinic_details, get_state
 from cadence.web.subscription import SIGNUP_CAMPAIGN
 
@@ -55,12 +63,12 @@ log = logging.getLogger(__name__)
 class CadenceWeb(FastAPI):
     """FastAPI with the security headers as the outermost layer, so they are on every response,
     including the 500 page Starlette's ServerErrorMiddleware writes; inside them the body guard
-    (caps and JSON checks, before anything parses a body)."""
+    (caps and JSON checks, before anything parses a body), then HEAD answered as GET."""
 
     https = False
 
     def build_middleware_stack(self) -> ASGIApp:
-        return SecurityHeaders(BodyGuard(super().build_middleware_stack()), https=self.https)
+        return SecurityHeaders(BodyGuard(HeadAsGet(super().build_middleware_stack())), https=self.https)
 
 
 def create_app(

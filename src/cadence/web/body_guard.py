@@ -10,6 +10,9 @@ them first, as one-line 4xx replies:
 - **413** when ``Content-Length`` or the bytes actually received pass the limit for the path:
   :data:`FORM_LIMIT` for pages and the API (the largest honest signup is under 1 KB),
   :data:`WEBHOOK_LIMIT` for ``/webhooks/*`` (a provider's bounce can quote the message);
+- nothing at all when the client disconnects before its body is complete: the part that
+  arrived is never handed to the app as if it were the whole request (what Starlette's own
+  ``ClientDisconnect`` guarantees, and this replay must keep);
 - **400** for a JSON body (``/api/*`` with a JSON content type, every ``/webhooks/*`` body: the
   webhook handlers parse whatever they get) that is not UTF-8, nests deeper
   than :data:`MAX_DEPTH`, holds ``NaN``/``Infinity`` or a lone surrogate, or is not JSON.
@@ -35,6 +38,10 @@ _JSON_PATHS = ("/api/", "/webhooks/")
 
 class BodyTooLarge(Exception):
     pass
+
+
+class ClientGone(Exception):
+    """The client hung up before sending the body its headers announced."""
 
 
 def body_limit(path: str) -> int:
@@ -114,6 +121,10 @@ class BodyGuard:
         except BodyTooLarge:
             await _reply(send, 413, f"request body too large: at most {limit} bytes here", path)
             return
+        except ClientGone:
+            # A body cut short is not a shorter request: "email=a@example.co" from a dropped
+            # "...com" would sign up (and email) the wrong address. Nobody is left to answer.
+            return
         content_type = headers.get(b"content-type", b"").decode("latin-1").lower()
         # The webhooks parse their body as JSON whatever its declared type; the API only when
         # it says JSON (FastAPI's strict content type refuses the rest itself).
@@ -132,7 +143,7 @@ async def _read_body(receive: Receive, limit: int) -> bytes:
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            break
+            raise ClientGone
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:

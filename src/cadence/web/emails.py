@@ -17,6 +17,7 @@ onto the ledger's send path, and this function is the seam to move.
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 from datetime import datetime
 from typing import Any, Literal
@@ -104,6 +105,9 @@ def send_transactional(runtime: Runtime, message: OutgoingMessage, now: datetime
     mime = build_mime(message, date=now, signer=runtime.signer) if transport.needs_mime else b""
     [result] = transport.send_many([(message, mime)])
     if result.status != "sent":
-        log.warning("%s email not sent: %s", message.metadata.get("kind", "transactional"), result.detail)
+        # Servers quote the recipient in their refusal ("550 5.1.1 <a@b>: ..."): logs must not
+        # keep an address that an erase is meant to remove (second review, issue 10).
+        detail = re.sub(re.escape(message.to.email), "[address]", result.detail, flags=re.IGNORECASE)
+        log.warning("%s email not sent: %s", message.metadata.get("kind", "transactional"), detail)
         return False
     return True

@@ -14,8 +14,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import time
 from typing import Annotated
@@ -46,10 +44,9 @@ FormText = Annotated[str, Form()]
 
 
 def address_limited(state: WebState, kind: str, address: str) -> int:
-    """Count one emailed link for `address`; seconds to wait if over the limit. The limiter
-    key is an HMAC of the address, so Redis never holds it."""
-    digest = hmac.new(state.settings.secret_key.encode(), email_key(address).encode(), hashlib.sha256).hexdigest()
-    return state.limiter.hit(f"{kind}:{digest[:32]}", state.limits.links_per_address)
+    """Count one emailed link for `address` (per mailbox: ``a+x@`` counts as ``a@``); seconds
+    to wait if over the limit."""
+    return state.mailbox_limited(kind, address, state.limits.links_per_address)
 
 
 # ---------------------------------------------------------------------------- /manage

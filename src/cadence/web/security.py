@@ -105,6 +105,34 @@ class SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
+class HeadAsGet:
+    """Pure ASGI middleware: ``HEAD`` answered as ``GET`` without the body (RFC 9110 §9.3.2;
+    §9.1: every general-purpose server supports GET and HEAD). FastAPI routes answer only the
+    methods they name, so every page said 405 to the link checkers and mail scanners that ask
+    with HEAD. Our GETs change nothing (scanners GET every link too), except the open pixel
+    (``/o/``), which records an open and so keeps its 405, and the click link (``/c/``), which
+    has its own HEAD route that records no click."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD" or str(scope.get("path", "")).startswith(_OWN_HEAD):
+            await self.app(scope, receive, send)
+            return
+
+        async def without_body(message: Message) -> None:
+            if message["type"] == "http.response.body":
+                message = {**message, "body": b""}  # Content-Length stays: the GET's (§9.3.2)
+            await send(message)
+
+        # A copy: the server keeps its own scope saying HEAD, so it sends no body either.
+        await self.app({**scope, "method": "GET"}, receive, without_body)
+
+
+_OWN_HEAD = ("/c/", "/o/")
+
+
 class Csrf:
     """Issue and check CSRF tokens bound to a per-browser cookie (see the module docstring)."""
 

@@ -6,6 +6,8 @@ One :class:`WebState` per app, stored on ``app.state.cadence``; handlers get it 
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 import threading
 import time
@@ -25,6 +27,7 @@ from starlette.responses import Response
 from cadence.config import Settings
 from cadence.db.session import transaction
 from cadence.runtime import Runtime
+from cadence.subscribers import email_key
 from cadence.suppression_keys import SuppressionKeys
 from cadence.web.emails import LinkKind, link_message, send_transactional
 from cadence.web.ratelimit import Limit, Limiter, RateLimited
@@ -52,6 +55,9 @@ class WebLimits:
     posts_per_ip: Limit = field(default_factory=lambda: Limit(20, 60))
     # Emailed links (manage, data) per address: enough for a lost email, too few to flood anyone.
     links_per_address: Limit = field(default_factory=lambda: Limit(3, 3600))
+    # Confirmation emails to other spellings of one mailbox (victim+1@, v.ictim@gmail.com; see
+    # mailbox_key): the per-address limit alone let one client send 20 a minute into one inbox.
+    confirmations_per_mailbox: Limit = field(default_factory=lambda: Limit(3, 3600))
     # Every signup answer takes at least this long, so response times do not tell a new address
     # (an INSERT) from a known one (an early return): ~5 ms against ~3 ms on SQLite, measured.
     signup_floor_seconds: float = 0.05
@@ -81,9 +87,25 @@ class WebState:
         with transaction(self.settings.database_url) as session:
             yield session
 
+    def mailbox_limited(self, kind: str, address: str, limit: Limit) -> int:
+        """Count one `kind` email to the mailbox of `address` (:func:`mailbox_key`); seconds to
+        wait if over `limit`. The key is an HMAC, so Redis never holds the address."""
+        digest = hmac.new(self.settings.secret_key.encode(), mailbox_key(address).encode(), hashlib.sha256)
+        return self.limiter.hit(f"{kind}:{digest.hexdigest()[:32]}", limit)
+
     def send_confirmation(self, confirmation: Confirmation) -> None:
         """Send after the response went out (a Starlette background task), so the response time
-        does not tell a new address from a known one. A failure frees the hourly limit."""
+        does not tell a new address from a known one; not at all for a sub-address or other
+        spelling of a mailbox past its limit (the reply was the same). A failure or a skip frees
+        the address's hourly limit."""
+        # Only other spellings of a mailbox share its limit: the plain address keeps its own
+        # one-an-hour, so nobody can stop a person signing up by spending it on victim+1@...
+        variant = mailbox_key(confirmation.email) != email_key(confirmation.email)
+        if variant and self.mailbox_limited("confirm", confirmation.email, self.limits.confirmations_per_mailbox):
+            log.info("confirmation email skipped: too many to one mailbox this hour")
+            with self.session() as session:
+                release_confirmation_limit(session, confirmation.subscriber_id, confirmation.signup_id)
+            return
         try:
             with self.send_lock:
                 sent = send_confirmation(self.runtime, confirmation, self.now())
@@ -168,6 +190,20 @@ def clinic_details(runtime: Runtime, campaign_id: str) -> dict[str, str]:
     except CadenceError:
         found = {}
     return {key: str(found.get(key) or default) for key, default in DEFAULT_CLINIC.items()}
+
+
+_DOTLESS_DOMAINS = {"gmail.com": "gmail.com", "googlemail.com": "gmail.com"}
+
+
+def mailbox_key(address: str) -> str:
+    """The inbox `address` lands in, as far as we can tell: lowercased, without a ``+tag``
+    (sub-addressing, RFC 5233; every large provider delivers ``a+x@`` to ``a@``), and for Gmail
+    without dots. For rate limits only: two people who share a key share a limit, nothing more."""
+    local, _, domain = email_key(address).rpartition("@")
+    local = local.split("+", 1)[0] or local
+    if domain in _DOTLESS_DOMAINS:
+        local, domain = local.replace(".", ""), _DOTLESS_DOMAINS[domain]
+    return f"{local}@{domain}"
 
 
 def get_state(request: Request) -> WebState:

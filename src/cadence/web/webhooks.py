@@ -222,7 +222,7 @@ def mailgun_event(data: Mapping[str, Any]) -> BounceEvent:
         event_id,
         _int_or_none(_mapping(data.get("user-variables")).get("delivery_id")),
         detail,
-        datetime.fromtimestamp(float(timestamp), UTC) if isinstance(timestamp, int | float) else None,
+        _unix_time(timestamp),
         (message_id if message_id.startswith("<") else f"<{message_id}>") if message_id else None,
     )
 
@@ -276,11 +276,32 @@ def _text(payload: Mapping[str, Any], name: str) -> str:
     return value.strip()
 
 
+# Ids are BIGINT (63 bits): anything larger cannot be one of ours, and would not even bind as a
+# query parameter (OverflowError, a 500 on a signed but malformed event; second review, issue 10).
+_MAX_ID = 2**63 - 1
+
+
 def _int_or_none(value: Any) -> int | None:
-    try:
-        return int(value) if value is not None and str(value).strip() else None
-    except (TypeError, ValueError):
+    """A plausible row id from a string or integer; None for anything else (the event is then
+    matched by Message-ID or recipient)."""
+    if isinstance(value, bool) or not isinstance(value, int | str):
         return None
+    try:
+        number = int(value) if str(value).strip() else None
+    except ValueError:
+        return None
+    return number if number is not None and 0 < number <= _MAX_ID else None
+
+
+def _unix_time(value: Any) -> datetime | None:
+    """The event's Unix time; None when absent, InputError when it is no date at all
+    (1e300 or -1e15 overflow datetime: a clear 400, not a 500 that Mailgun retries for hours)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        return datetime.fromtimestamp(float(value), UTC)
+    except (OverflowError, OSError, ValueError):
+        raise InputError("timestamp: not a Unix time within the years 1-9999") from None
 
 
 def _iso(value: Any) -> datetime | None:
