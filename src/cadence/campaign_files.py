@@ -16,7 +16,17 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, ValidationError, field_validator, model_validator
 
-from cadence.core.campaign import Campaign, Facet, FacetOption, Rule, Segment, SendWindow, Step, Tracking
+from cadence.core.campaign import (
+    Campaign,
+    Facet,
+    FacetOption,
+    Rule,
+    RuleOp,
+    Segment,
+    SendWindow,
+    Step,
+    Tracking,
+)
 from cadence.core.segments import compose_segments
 from cadence.errors import CampaignError, NotFound
 from cadence.guide_pages import SAMPLE_BASE_URL, resolve_links
@@ -70,22 +80,7 @@ class WindowModel(_Model):
 
 class RuleModel(_Model):
     attribute: str = Field(min_length=1)
-    op: Literal[
-        "eq",
-        "ne",
-        "in",
-        "not_in",
-        "exists",
-        "missing",
-        "truthy",
-        "falsy",
-        "contains",
-        "gt",
-        "gte",
-        "lt",
-        "lte",
-        "within_weeks",
-    ]
+    op: RuleOp  # one list of operators, in the core (core/campaign.py)
     value: Any = None
 
     @model_validator(mode="after")
