@@ -20,7 +20,6 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
 from cadence import engine
-from cadence.catalog import CampaignCatalog
 from cadence.clock import FileClock
 from cadence.config import load_settings
 from cadence.db.migrate import upgrade
@@ -29,7 +28,7 @@ from cadence.db.session import transaction
 from cadence.engine import enroll
 from cadence.runtime import Runtime
 from cadence.subscribers import SubscriberInput, import_subscribers
-from tests.support.cluster import cadence_env, processes
+from tests.support.cluster import cadence_env, enrolled_runners, processes
 from tests.support.keys import TEST_KEYS
 from tests.support.pgserver import PrivateServer
 from tests.support.smtpd import SmtpSink
@@ -62,13 +61,7 @@ def test_a_database_restart_mid_send_sends_each_message_exactly_once(tmp_path: P
             CADENCE_LEASE_SECONDS="40",
             CADENCE_TICK_SECONDS="0.5",
         )
-        settings = load_settings(env)
-        upgrade(settings.database_url)
-        campaign = CampaignCatalog(settings.campaigns_dir).get("lower-back-pain")
-        with transaction(settings.database_url) as session:
-            rows = [SubscriberInput(f"r{i}@example.com", "", "America/New_York", {}) for i in range(N)]
-            import_subscribers(session, rows, START, keys=TEST_KEYS)
-            enroll(session, campaign, list(session.scalars(select(Subscriber))), START)
+        settings = enrolled_runners(env, N, START, prefix="r")
 
         procs.worker(env, concurrency=2)
         procs.scheduler(env)

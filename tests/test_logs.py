@@ -13,19 +13,14 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from cadence.catalog import CampaignCatalog
 from cadence.clock import FileClock
-from cadence.config import load_settings
 from cadence.db.migrate import upgrade
-from cadence.db.models import Delivery, Subscriber
+from cadence.db.models import Delivery
 from cadence.db.session import transaction
-from cadence.engine import enroll
 from cadence.logs import redact
-from cadence.subscribers import SubscriberInput, import_subscribers
 from cadence.tokens import make_token
 from cadence.web.subscription import CONSENT
-from tests.support.cluster import cadence_env, processes
-from tests.support.keys import TEST_KEYS
+from tests.support.cluster import cadence_env, enrolled_runners, processes
 from tests.support.smtpd import SmtpSink
 from tests.support.web import WebServer
 
@@ -63,13 +58,7 @@ def test_a_worker_logs_json_lines_with_ids_and_no_addresses_or_tokens(tmp_path: 
             CADENCE_CLOCK=str(clock),
             CADENCE_LOG_FORMAT="json",
         )
-        settings = load_settings(env)
-        upgrade(settings.database_url)
-        campaign = CampaignCatalog(settings.campaigns_dir).get("lower-back-pain")
-        with transaction(settings.database_url) as session:
-            rows = [SubscriberInput(f"r{i}@example.com", "", "America/New_York", {}) for i in range(N)]
-            import_subscribers(session, rows, clock.now(), keys=TEST_KEYS)
-            enroll(session, campaign, list(session.scalars(select(Subscriber))), clock.now())
+        settings = enrolled_runners(env, N, clock.now(), prefix="r")
         procs.worker(env, concurrency=1)
         procs.scheduler(env)
         sink.wait_for(N - 1, timeout=60)

@@ -11,19 +11,13 @@ from typing import Any
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import event, select
+from sqlalchemy import event
 
-from cadence.catalog import CampaignCatalog
 from cadence.clock import FileClock
-from cadence.config import load_settings
 from cadence.db.migrate import upgrade
-from cadence.db.models import Subscriber
-from cadence.db.session import engine_for, transaction
+from cadence.db.session import engine_for
 from cadence.db.stats import pending_work
-from cadence.engine import enroll
-from cadence.subscribers import SubscriberInput, import_subscribers
-from tests.support.cluster import cadence_env, processes
-from tests.support.keys import TEST_KEYS
+from tests.support.cluster import cadence_env, enrolled_runners, processes
 from tests.support.services import postgres_database
 from tests.support.smtpd import SmtpSink
 from tests.support.web import WebServer, free_port
@@ -76,13 +70,7 @@ def test_a_worker_and_the_web_app_expose_what_happened_over_http(tmp_path: Path,
             CADENCE_METRICS_PORT=str(worker_port),
             CADENCE_METRICS_HOST="127.0.0.1",
         )
-        settings = load_settings(env)
-        upgrade(settings.database_url)
-        campaign = CampaignCatalog(settings.campaigns_dir).get("lower-back-pain")
-        with transaction(settings.database_url) as session:
-            rows = [SubscriberInput(f"r{i}@example.com", "", "America/New_York", {}) for i in range(N)]
-            import_subscribers(session, rows, clock.now(), keys=TEST_KEYS)
-            enroll(session, campaign, list(session.scalars(select(Subscriber))), clock.now())
+        enrolled_runners(env, N, clock.now(), prefix="r")
 
         web = procs.start("web", ["web", "--port", str(web_port), "--log-level", "warning"], env)
         web_metrics = f"http://127.0.0.1:{web_port}/metrics"

@@ -14,16 +14,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from cadence.catalog import CampaignCatalog
 from cadence.clock import FileClock
-from cadence.config import load_settings
-from cadence.db.migrate import upgrade
-from cadence.db.models import Delivery, Subscriber
+from cadence.db.models import Delivery
 from cadence.db.session import transaction
-from cadence.engine import enroll
-from cadence.subscribers import SubscriberInput, import_subscribers
-from tests.support.cluster import cadence_env, processes
-from tests.support.keys import TEST_KEYS
+from tests.support.cluster import cadence_env, enrolled_runners, processes
 from tests.support.services import postgres_database
 from tests.support.smtpd import SmtpSink
 
@@ -53,13 +47,7 @@ def test_two_schedulers_on_one_data_dir_both_live_and_send_once(tmp_path: Path, 
             CADENCE_TICK_SECONDS="0.1",
             CADENCE_BATCH_SIZE="5",
         )
-        settings = load_settings(env)
-        upgrade(settings.database_url)
-        campaign = CampaignCatalog(settings.campaigns_dir).get("lower-back-pain")
-        with transaction(settings.database_url) as session:
-            rows = [SubscriberInput(f"s{i}@example.com", "", "America/New_York", {}) for i in range(N)]
-            import_subscribers(session, rows, START, keys=TEST_KEYS)
-            enroll(session, campaign, list(session.scalars(select(Subscriber))), START)
+        settings = enrolled_runners(env, N, START, prefix="s")
 
         first = procs.scheduler(env, name="scheduler-a")
         second = procs.scheduler(env, name="scheduler-b")

@@ -14,16 +14,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from cadence.catalog import CampaignCatalog
 from cadence.clock import FileClock
-from cadence.config import load_settings
-from cadence.db.migrate import upgrade
-from cadence.db.models import Delivery, Subscriber
+from cadence.db.models import Delivery
 from cadence.db.session import transaction
-from cadence.engine import enroll
-from cadence.subscribers import SubscriberInput, import_subscribers
-from tests.support.cluster import cadence_env, processes
-from tests.support.keys import TEST_KEYS
+from tests.support.cluster import cadence_env, enrolled_runners, processes
 from tests.support.services import postgres_database
 from tests.support.smtpd import SmtpSink
 
@@ -55,13 +49,7 @@ def test_a_worker_killed_mid_batch_loses_nothing(tmp_path: Path, redis_url: str,
             CADENCE_TICK_SECONDS="0.5",
             **({"CADENCE_COMMIT_EVERY": commit_every} if commit_every else {}),
         )
-        settings = load_settings(env)
-        upgrade(settings.database_url)
-        campaign = CampaignCatalog(settings.campaigns_dir).get("lower-back-pain")
-        with transaction(settings.database_url) as session:
-            rows = [SubscriberInput(f"r{i}@example.com", "", "America/New_York", {}) for i in range(N)]
-            import_subscribers(session, rows, clock.now(), keys=TEST_KEYS)
-            enroll(session, campaign, list(session.scalars(select(Subscriber))), clock.now())
+        settings = enrolled_runners(env, N, clock.now(), prefix="r")
 
         first = procs.worker(env, name="worker-a", concurrency=CONCURRENCY)
         procs.scheduler(env)

@@ -8,7 +8,12 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from cadence.config import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -28,6 +33,30 @@ def cadence_env(data_dir: Path, **overrides: str) -> dict[str, str]:
     )
     env.update(overrides)
     return env
+
+
+def enrolled_runners(env: dict[str, str], n: int, now: datetime, prefix: str = "r") -> Settings:
+    """Migrate the database of `env`, import `n` subscribers ``{prefix}{i}@example.com`` in New
+    York and enroll them all in the lower-back-pain course at `now`; returns the settings."""
+    from sqlalchemy import select
+
+    from cadence.catalog import CampaignCatalog
+    from cadence.config import load_settings
+    from cadence.db.migrate import upgrade
+    from cadence.db.models import Subscriber
+    from cadence.db.session import transaction
+    from cadence.engine import enroll
+    from cadence.subscribers import SubscriberInput, import_subscribers
+    from tests.support.keys import TEST_KEYS
+
+    settings = load_settings(env)
+    upgrade(settings.database_url)
+    campaign = CampaignCatalog(settings.campaigns_dir).get("lower-back-pain")
+    with transaction(settings.database_url) as session:
+        rows = [SubscriberInput(f"{prefix}{i}@example.com", "", "America/New_York", {}) for i in range(n)]
+        import_subscribers(session, rows, now, keys=TEST_KEYS)
+        enroll(session, campaign, list(session.scalars(select(Subscriber))), now)
+    return settings
 
 
 class Processes:
