@@ -36,10 +36,10 @@ from typing import TypeVar
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import InterfaceError, OperationalError
 
+from cadence.clock import wall_now
 from cadence.core import drip_policy
 from cadence.db import queries
 from cadence.ledger import PreparedSend, SendOutcome, ledger_connection, record_results
-from cadence.runtime import wall_now
 from cadence.transports.base import RefusalHook, SendResult
 
 log = logging.getLogger(__name__)

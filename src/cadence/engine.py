@@ -28,6 +28,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from cadence import metrics
+from cadence.clock import wall_now
 from cadence.core import drip_policy
 from cadence.core.campaign import Campaign
 from cadence.core.schedule import subscriber_zone
@@ -36,7 +37,7 @@ from cadence.db.models import Delivery, Enrollment, Event, Subscriber
 from cadence.db.session import transaction
 from cadence.errors import NotFound
 from cadence.ledger import SendOutcome
-from cadence.runtime import Runtime, wall_now
+from cadence.runtime import Runtime
 from cadence.sending import prepare_and_send
 
 log = logging.getLogger(__name__)
@@ -206,7 +207,7 @@ def deliver(runtime: Runtime, delivery_ids: Sequence[int]) -> SendOutcome:
         )
     if not claimed:
         return SendOutcome()
-    outcome = prepare_and_send(runtime, claimed)
+    outcome = prepare_and_send(runtime, claimed, now)
     metrics.count_sends(outcome, settings.email_url)
     log.info(
         "batch of %d: %d sent, %d retrying, %d failed, %d skipped, %d postponed",

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 
 from cadence import metrics
 from cadence.batch_ledger import BatchLedger
+from cadence.clock import wall_now
 from cadence.core import drip_policy
 from cadence.core.campaign import Campaign
 from cadence.core.message import Address, OutgoingMessage, build_mime, make_message_id
@@ -34,7 +35,7 @@ from cadence.db.models import Delivery, Enrollment, Subscriber, Suppression
 from cadence.db.session import engine_for, transaction
 from cadence.errors import CadenceError, ConfigError, NotFound, TransientSendError, TransportError
 from cadence.ledger import PreparedSend, SendOutcome
-from cadence.runtime import Runtime, wall_now
+from cadence.runtime import Runtime
 from cadence.subscribers import email_hash
 from cadence.tokens import link_signature, make_token
 
@@ -68,9 +69,9 @@ class _Pace:
         cls.seconds_per_message = latest if previous <= 0 else (previous + latest) / 2
 
 
-def prepare_and_send(runtime: Runtime, delivery_ids: Sequence[int]) -> SendOutcome:
-    """Check, render and send leased deliveries; record every result. See the module docstring."""
-    now = runtime.clock.now()
+def prepare_and_send(runtime: Runtime, delivery_ids: Sequence[int], now: datetime) -> SendOutcome:
+    """Check, render and send leased deliveries; record every result. See the module docstring.
+    `now` is the business clock, read once for the batch by the caller (the claim used it too)."""
     outcome = SendOutcome()
     try:
         prepared = _load_and_prepare(runtime, delivery_ids, now, outcome)
