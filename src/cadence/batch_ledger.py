@@ -42,6 +42,11 @@ from cadence.db import queries
 from cadence.ledger import PreparedSend, SendOutcome, ledger_connection, record_results
 from cadence.transports.base import RefusalHook, SendResult
 
+__all__ = [
+    "DATABASE_GONE",
+    "BatchLedger",
+]
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")

@@ -25,6 +25,16 @@ from typing import Protocol
 
 from cadence.errors import ConfigError
 
+__all__ = [
+    "Clock",
+    "FileClock",
+    "SimulatedClock",
+    "SystemClock",
+    "clock_from_string",
+    "parse_instant",
+    "wall_now",
+]
+
 
 def wall_now() -> datetime:
     """Real time, whatever ``CADENCE_CLOCK`` says: for leases, enqueue stamps and lease renewals.

@@ -23,6 +23,18 @@ from urllib.parse import urlsplit
 from cadence.clock import Clock, clock_from_string
 from cadence.errors import ConfigError
 
+__all__ = [
+    "PROMETHEUS_DIR_VARIABLE",
+    "DkimSettings",
+    "Settings",
+    "export_process_metrics_dir",
+    "export_unbuffered_output",
+    "get_settings",
+    "load_settings",
+    "process_environment",
+    "process_metrics_dir",
+]
+
 _LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1", "[::1]"}
 
 

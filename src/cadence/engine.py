@@ -40,6 +40,16 @@ from cadence.ledger import SendOutcome
 from cadence.runtime import Runtime
 from cadence.sending import prepare_and_send
 
+__all__ = [
+    "EnrollResult",
+    "TickResult",
+    "deliver",
+    "enroll",
+    "find_subscriber",
+    "record_event",
+    "tick",
+]
+
 log = logging.getLogger(__name__)
 
 

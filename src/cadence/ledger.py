@@ -33,6 +33,13 @@ from cadence.db.models import Delivery, Enrollment, UTCDateTime
 from cadence.subscribers import suppress
 from cadence.transports.base import SendResult
 
+__all__ = [
+    "PreparedSend",
+    "SendOutcome",
+    "ledger_connection",
+    "record_results",
+]
+
 _DELIVERIES: Table = Delivery.__table__  # type: ignore[assignment]
 _ENROLLMENTS: Table = Enrollment.__table__  # type: ignore[assignment]
 

@@ -19,6 +19,10 @@ from cadence.core.render import Renderer
 from cadence.transports.base import Transport
 from cadence.transports.registry import open_transport
 
+__all__ = [
+    "Runtime",
+]
+
 
 @dataclass
 class Runtime:

@@ -39,6 +39,13 @@ from cadence.runtime import Runtime
 from cadence.subscribers import email_hash
 from cadence.tokens import link_signature, make_token
 
+__all__ = [
+    "GROUP_SECONDS",
+    "RECHECK_EVERY",
+    "ensure_links",
+    "prepare_and_send",
+]
+
 log = logging.getLogger(__name__)
 
 # During a batch, re-check the remaining recipients this often (unsubscribes honoured within it).

@@ -14,6 +14,12 @@ from zoneinfo import ZoneInfo
 
 from cadence.core.campaign import Campaign, SendWindow
 
+__all__ = [
+    "next_send_at",
+    "step_due_at",
+    "subscriber_zone",
+]
+
 _MAX_DAYS_AHEAD = 14  # a window with at least one weekday opens within a week; two for safety
 
 
@@ -88,4 +94,3 @@ def subscriber_zone(subscriber_tz: str | None, campaign: Campaign) -> ZoneInfo:
             except (ZoneInfoNotFoundError, ValueError):
                 continue
     return ZoneInfo("UTC")
-
