@@ -156,8 +156,8 @@ def cadence_env(data_dir: Path, **overrides: str) -> dict[str, str]:
 
 
 def use_env(env: dict[str, str]) -> None:
-    """Make this process see the same CADENCE_* settings as the workers (``cadence.tasks`` reads
-    them at import), so nothing is created under the repository's ``.cadence``."""
+    """Make this process see the same CADENCE_* settings as the workers (``config.get_settings``
+    reads them once per process), so nothing is created under the repository's ``.cadence``."""
     for key in [k for k in os.environ if k.startswith("CADENCE_")]:
         del os.environ[key]
     os.environ.update({k: v for k, v in env.items() if k.startswith("CADENCE_")})

@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from cadence.core.campaign import Campaign, Segment, SendWindow, Step
-from cadence.core.schedule import next_send_at, retry_backoff, step_due_at, subscriber_zone
+from cadence.core.schedule import next_send_at, step_due_at, subscriber_zone
 
 NY = ZoneInfo("America/New_York")
 WEEKDAYS = frozenset(range(5))
@@ -143,11 +143,3 @@ def test_subscriber_zone_falls_back_to_the_campaign_zone() -> None:
     assert subscriber_zone(None, campaign) == NY
     assert subscriber_zone("Not/AZone", campaign) == NY
 
-
-def test_retry_backoff_grows_and_is_capped() -> None:
-    rng = random.Random(1)
-    delays = [retry_backoff(n, rng=rng).total_seconds() for n in range(1, 12)]
-    assert 30 <= delays[0] <= 60
-    assert 60 <= delays[1] <= 120
-    assert all(d <= 6 * 3600 for d in delays)
-    assert delays[-1] >= 3 * 3600

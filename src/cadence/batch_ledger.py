@@ -36,20 +36,22 @@ from typing import TypeVar
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import InterfaceError, OperationalError
 
+from cadence.clock import wall_now
+from cadence.core import drip_policy
 from cadence.db import queries
 from cadence.ledger import PreparedSend, SendOutcome, ledger_connection, record_results
-from cadence.runtime import wall_now
 from cadence.transports.base import RefusalHook, SendResult
+
+__all__ = [
+    "DATABASE_GONE",
+    "BatchLedger",
+]
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 Pair = tuple[PreparedSend, SendResult]
 
-# Reconnect after 0.25 s, then twice as long each time, at most 5 s apart: a PostgreSQL restart
-# takes one to a few seconds, and a worker retrying every few seconds costs the server nothing.
-FIRST_BACKOFF = 0.25
-MAX_BACKOFF = 5.0
 # The database went away (connection refused or reset, server shutting down or starting up):
 # SQLAlchemy wraps psycopg's and sqlite3's OperationalError and InterfaceError in these.
 DATABASE_GONE = (OperationalError, InterfaceError)
@@ -138,7 +140,7 @@ class BatchLedger:
         with backoff while the lease holds, rewrite lost results, run `work` again (so `work`
         must only write through `conn` and be safe to run twice: every ledger UPDATE checks this
         claim's lease token). Raises the database error once the lease would run out."""
-        delay = FIRST_BACKOFF
+        delay = drip_policy.FIRST_RECONNECT_DELAY
         while True:
             try:
                 conn = self._connection()
@@ -169,7 +171,7 @@ class BatchLedger:
                     str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__,
                 )
                 time.sleep(delay)
-                delay = min(delay * 2, MAX_BACKOFF)
+                delay = drip_policy.next_reconnect_delay(delay)
                 self._retrying = True
 
     def _record(self, conn: Connection, pairs: list[Pair]) -> SendOutcome:
@@ -195,9 +197,9 @@ class BatchLedger:
 
     def _renew_if_due(self, conn: Connection) -> None:
         # A slow server can make one batch outlast the lease; renew it for the rest of the batch
-        # at half-life so no other worker takes over rows we are still sending. Only a process
-        # that stalls for half a lease can lose its rows.
-        if wall_now() >= self._grants[-1] + self._lease / 2:
+        # (drip_policy.lease_renewal_due). Only a process that stalls for half a lease can lose
+        # its rows.
+        if drip_policy.lease_renewal_due(self._grants[-1], self._lease, wall_now()):
             recorded = {p.delivery_id for p, _ in self._recorded}
             self._renew(conn, [i for i in self._ids if i not in recorded])
 
@@ -207,12 +209,8 @@ class BatchLedger:
         self._grants.append(now)
 
     def _lease_safe_until(self) -> datetime:
-        """Until when no other worker can take the batch over. The latest renewal may have been
-        lost with the server (an asynchronous commit), the one before it not: renewals are half a
-        lease apart, far more than the ~0.6 s a crash can forget. A tenth of the lease is kept
-        in hand for the time between the claim and this object, and for clock skew."""
-        granted = self._grants[-2] if len(self._grants) > 1 else self._grants[0]
-        return granted + self._lease * 0.9
+        """Until when no other worker can take the batch over (drip_policy.lease_safe_until)."""
+        return drip_policy.lease_safe_until(self._grants, self._lease)
 
     # ------------------------------------------------------------------ the connection
 

@@ -9,6 +9,11 @@ Kinds, chosen by ``CADENCE_CLOCK``:
   worker and a scheduler process.
 - ``file:<path>``: the time written (ISO 8601) in a file; tests move it forward by rewriting
   the file, and every worker process sees the change at once.
+
+This is the only module that reads the time (issue 12). An operation reads its clock once and
+passes that `now` down (a batch: ``engine.deliver``; a tick: ``engine.tick``), so every
+decision of one operation is made at the same instant. :func:`wall_now` is the other kind of
+time: real time, for leases.
 """
 
 from __future__ import annotations
@@ -20,6 +25,23 @@ from typing import Protocol
 
 from cadence.errors import ConfigError
 
+__all__ = [
+    "Clock",
+    "FileClock",
+    "SimulatedClock",
+    "SystemClock",
+    "clock_from_string",
+    "parse_instant",
+    "wall_now",
+]
+
+
+def wall_now() -> datetime:
+    """Real time, whatever ``CADENCE_CLOCK`` says: for leases, enqueue stamps and lease renewals.
+    They are about processes (a worker that died, a task the broker lost), which live in real
+    time, not about the drip schedule, which follows the business clock. Read nowhere else."""
+    return datetime.now(UTC)
+
 
 class Clock(Protocol):
     def now(self) -> datetime:
@@ -29,7 +51,7 @@ class Clock(Protocol):
 
 class SystemClock:
     def now(self) -> datetime:
-        return datetime.now(UTC)
+        return wall_now()
 
     def __str__(self) -> str:
         return "system"

@@ -1,5 +1,10 @@
 """Settings from ``CADENCE_*`` environment variables, resolved once.
 
+The only module that reads (or writes) the process environment (issue 12): everything else is
+given a :class:`Settings`. The exceptions it owns are documented where they are:
+``PROMETHEUS_MULTIPROC_DIR`` (:func:`export_process_metrics_dir`), the environment handed to
+child processes (:func:`process_environment`) and ``PYTHONUNBUFFERED``.
+
 Defaults make a fresh checkout work with nothing but Python: SQLite and Celery's filesystem
 broker in ``.cadence/``, emails written as ``.eml`` files to ``.cadence/outbox``. Production
 sets URLs for PostgreSQL, Redis and SMTP or an HTTP provider. Every error names the variable.
@@ -17,6 +22,18 @@ from urllib.parse import urlsplit
 
 from cadence.clock import Clock, clock_from_string
 from cadence.errors import ConfigError
+
+__all__ = [
+    "PROMETHEUS_DIR_VARIABLE",
+    "DkimSettings",
+    "Settings",
+    "export_process_metrics_dir",
+    "export_unbuffered_output",
+    "get_settings",
+    "load_settings",
+    "process_environment",
+    "process_metrics_dir",
+]
 
 _LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1", "[::1]"}
 
@@ -57,6 +74,7 @@ class Settings:
     metrics_host: str = "0.0.0.0"
     log_format: str = "text"
     dns_resolver: tuple[str, int] | None = None
+    bounce_imap_url: str = ""  # CADENCE_BOUNCE_IMAP_URL: the mailbox `cadence bounces process --imap` reads
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -187,6 +205,19 @@ def export_process_metrics_dir(path: Path) -> None:
     os.environ[PROMETHEUS_DIR_VARIABLE] = str(path)
 
 
+def process_environment() -> dict[str, str]:
+    """A copy of this process's environment, for the child processes it starts (``cadence
+    demo`` passes it to its worker and scheduler with its own ``CADENCE_*`` values on top)."""
+    return dict(os.environ)
+
+
+def export_unbuffered_output() -> None:
+    """Make the output of this process's Python children unbuffered (``PYTHONUNBUFFERED``) unless
+    the caller chose otherwise: their log lines then reach a pipe or a journal as they are
+    written."""
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Read settings from `env` (default: os.environ). Raises ConfigError naming the variable."""
     env = os.environ if env is None else env
@@ -245,6 +276,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         metrics_host=env.get("CADENCE_METRICS_HOST") or "0.0.0.0",
         log_format=_choice(env, "CADENCE_LOG_FORMAT", "text", ("text", "json")),
         dns_resolver=_dns_resolver(env),
+        bounce_imap_url=env.get("CADENCE_BOUNCE_IMAP_URL", ""),
     )
 
 

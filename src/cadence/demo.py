@@ -9,13 +9,12 @@ goes out inside its send window, in the subscriber's time zone, exactly as in pr
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import subprocess
 import sys
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from importlib import resources
 from pathlib import Path
 
@@ -25,8 +24,8 @@ from sqlalchemy import delete, select
 from sqlalchemy.engine import make_url
 
 from cadence.catalog import CampaignCatalog
-from cadence.clock import FileClock
-from cadence.config import Settings, load_settings
+from cadence.clock import FileClock, wall_now
+from cadence.config import Settings, load_settings, process_environment
 from cadence.db.migrate import upgrade
 from cadence.db.models import Subscriber, Suppression
 from cadence.db.session import engine_for, transaction
@@ -95,10 +94,10 @@ def _children(settings: Settings, env: dict[str, str]) -> list[subprocess.Popen[
 
 def run_demo(console: Console, *, speed: float = 86400.0, fresh: bool = True, env: dict[str, str] | None = None) -> int:
     """Run the demo; returns the number of emails sent."""
-    base_env = dict(os.environ if env is None else env)
+    base_env = process_environment() if env is None else dict(env)
     settings = load_settings(base_env)
     clock = FileClock(settings.data_dir / "demo-clock")
-    start = _start_of_next_monday(datetime.now(UTC))
+    start = _start_of_next_monday(wall_now())  # the demo's two weeks start from today
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     clock.set(start)
     child_env = {

@@ -28,15 +28,27 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from cadence import metrics
+from cadence.clock import wall_now
+from cadence.core import drip_policy
 from cadence.core.campaign import Campaign
-from cadence.core.schedule import step_due_at, subscriber_zone
+from cadence.core.schedule import subscriber_zone
 from cadence.db import queries
 from cadence.db.models import Delivery, Enrollment, Event, Subscriber
 from cadence.db.session import transaction
 from cadence.errors import NotFound
 from cadence.ledger import SendOutcome
-from cadence.runtime import Runtime, wall_now
+from cadence.runtime import Runtime
 from cadence.sending import prepare_and_send
+
+__all__ = [
+    "EnrollResult",
+    "TickResult",
+    "deliver",
+    "enroll",
+    "find_subscriber",
+    "record_event",
+    "tick",
+]
 
 log = logging.getLogger(__name__)
 
@@ -72,12 +84,12 @@ def enroll(session: Session, campaign: Campaign, subscribers: Sequence[Subscribe
         tz = subscriber_zone(subscriber.timezone, campaign)
         enrollment = existing.get(subscriber.id)
         if enrollment is not None:
-            if enrollment.state == "cancelled" and enrollment.next_step < len(campaign.steps):
+            if drip_policy.may_resume(enrollment.state, enrollment.next_step, len(campaign.steps)):
                 _resume(
                     session,
-                    campaign,
                     enrollment,
-                    step_due_at(campaign, enrollment.next_step, enrolled_at=now, previous_sent_at=None, tz=tz),
+                    len(campaign.steps),
+                    drip_policy.resume_due(campaign, enrollment.next_step, now=now, tz=tz),
                 )
                 result.resumed += 1
             else:
@@ -90,7 +102,7 @@ def enroll(session: Session, campaign: Campaign, subscribers: Sequence[Subscribe
                 state="active",
                 next_step=0,
                 enrolled_at=now,
-                next_send_at=step_due_at(campaign, 0, enrolled_at=now, previous_sent_at=None, tz=tz),
+                next_send_at=drip_policy.first_step_due(campaign, enrolled_at=now, tz=tz),
                 end_reason="",
             )
         )
@@ -99,35 +111,33 @@ def enroll(session: Session, campaign: Campaign, subscribers: Sequence[Subscribe
     return result
 
 
-def _resume(session: Session, campaign: Campaign, enrollment: Enrollment, due: datetime) -> None:
-    """Make a cancelled enrollment active again at its next step, due at `due`.
-
-    The ledger may already hold a row for that step (UNIQUE enrollment+step): the delivery that
-    was failed or skipped when the enrollment ended (its campaign file was gone, the subscriber
-    had unsubscribed), or one still in flight. A tick would never make a second row for the
-    step, so scheduling the enrollment alone would leave it active with nothing to send, for
-    ever (issue 13). Such a row is queued again instead: the step was never sent, so sending it
-    now is still at most once."""
+def _resume(session: Session, enrollment: Enrollment, step_count: int, due: datetime) -> None:
+    """Make a cancelled enrollment active again at its next step, due at `due`, doing what
+    ``drip_policy.resume_action`` says for the ledger row that step may already have (the
+    delivery failed or skipped when the enrollment ended, or one still in flight; issue 13)."""
     enrollment.state, enrollment.ended_at, enrollment.end_reason = "active", None, ""
     delivery = session.scalar(
         select(Delivery).where(Delivery.enrollment_id == enrollment.id, Delivery.step_index == enrollment.next_step)
     )
-    if delivery is None:
+    action = drip_policy.resume_action(
+        delivery.state if delivery is not None else None, enrollment.next_step, step_count
+    )
+    if action == "schedule" or delivery is None:
         enrollment.next_send_at = due
         return
     enrollment.next_send_at = None  # in flight: the row below is the step's one delivery
-    if delivery.state in ("failed", "skipped"):
+    if action == "requeue":
         delivery.last_error = f"queued again when the enrollment resumed (was {delivery.state}: {delivery.last_error})"
         delivery.state, delivery.attempts = "queued", 0
         delivery.due_at = delivery.not_before = due
         delivery.enqueued_at = delivery.lease_expires_at = delivery.lease_token = None
-    elif delivery.state == "sent":  # the step went out after all: go on with the one after it
+    elif action == "advance":  # the step went out after all: go on with the one after it
         enrollment.next_step += 1
-        if enrollment.next_step >= len(campaign.steps):
-            enrollment.state, enrollment.ended_at, enrollment.end_reason = "completed", delivery.sent_at, ""
-        else:
-            enrollment.next_send_at = due
-    # queued or sending: that delivery sends the step (re-checked at send time)
+        enrollment.next_send_at = due
+    elif action == "complete":
+        enrollment.next_step += 1
+        enrollment.state, enrollment.ended_at, enrollment.end_reason = "completed", delivery.sent_at, ""
+    # "wait": that delivery sends the step (re-checked at send time)
 
 
 # ---------------------------------------------------------------------------- tick
@@ -162,7 +172,7 @@ def tick(
     settings = runtime.settings
     now = now or runtime.clock.now()
     result = TickResult()
-    requeue_after = timedelta(seconds=settings.lease_seconds)
+    requeue_after = drip_policy.requeue_lost_tasks_after(timedelta(seconds=settings.lease_seconds))
     for _ in range(max_rounds):
         with transaction(settings.database_url) as session:
             if not queries.try_tick_lock(session):
@@ -207,7 +217,7 @@ def deliver(runtime: Runtime, delivery_ids: Sequence[int]) -> SendOutcome:
         )
     if not claimed:
         return SendOutcome()
-    outcome = prepare_and_send(runtime, claimed)
+    outcome = prepare_and_send(runtime, claimed, now)
     metrics.count_sends(outcome, settings.email_url)
     log.info(
         "batch of %d: %d sent, %d retrying, %d failed, %d skipped, %d postponed",

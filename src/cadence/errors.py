@@ -7,7 +7,6 @@ Every error Cadence raises on purpose derives from :class:`CadenceError`, so a c
     ├── ConfigError              a CADENCE_* variable is missing or malformed (names the variable)
     ├── CampaignError            a campaign file is invalid (names the file and the field)
     ├── TemplateError            a template fails to load, compile or render (names the file and line)
-    ├── ValidationFailed         `campaigns validate` found problems (carries the list)
     ├── InputError               staff or subscriber input is invalid (a CSV row, an email address,
     │   │                        a header value with CR/LF); names the field or line
     │   ├── UsageError                   a command line that cannot work (CLI exit status 2)
@@ -21,6 +20,20 @@ Every error Cadence raises on purpose derives from :class:`CadenceError`, so a c
 """
 
 from __future__ import annotations
+
+__all__ = [
+    "CadenceError",
+    "CampaignError",
+    "ConfigError",
+    "InputError",
+    "NotFound",
+    "PermanentSendError",
+    "TemplateError",
+    "TokenError",
+    "TransientSendError",
+    "TransportError",
+    "UsageError",
+]
 
 
 class CadenceError(Exception):
@@ -45,14 +58,6 @@ class TemplateError(CadenceError):
         if template and line:
             where = f"{template}:{line}"
         super().__init__(f"{where}: {message}" if where else message)
-
-
-class ValidationFailed(CadenceError):
-    """A campaign failed validation; ``problems`` lists every finding."""
-
-    def __init__(self, problems: list[str]) -> None:
-        self.problems = problems
-        super().__init__(f"{len(problems)} problem(s):\n" + "\n".join(problems))
 
 
 class InputError(CadenceError):

@@ -7,7 +7,6 @@ failed check, not an exception) and never print secrets: URLs are shown without 
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -102,15 +101,6 @@ def check_broker(settings: Settings) -> Check:
     except Exception as exc:  # redis, kombu and socket errors have no common base
         return Check(name, "fail", f"broker unreachable at {where}: {exc}", fix)
     return passed(name, f"reachable at {where}")
-
-
-def tcp_reachable(host: str, port: int, timeout: float = PROBE_TIMEOUT) -> str:
-    """'' if a TCP connection to host:port opens, else why not."""
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return ""
-    except OSError as exc:
-        return str(exc) or type(exc).__name__
 
 
 def check_workers(settings: Settings, *, timeout: float, hostname: str | None = None) -> Check:

@@ -21,17 +21,24 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Table, bindparam, text, update
 from sqlalchemy.orm import Session
 
+from cadence.core import drip_policy
 from cadence.core.message import OutgoingMessage
-from cadence.core.schedule import retry_backoff
 from cadence.db.models import Delivery, Enrollment, UTCDateTime
 from cadence.subscribers import suppress
 from cadence.transports.base import SendResult
+
+__all__ = [
+    "PreparedSend",
+    "SendOutcome",
+    "ledger_connection",
+    "record_results",
+]
 
 _DELIVERIES: Table = Delivery.__table__  # type: ignore[assignment]
 _ENROLLMENTS: Table = Enrollment.__table__  # type: ignore[assignment]
@@ -225,16 +232,17 @@ def record_results(
             }
             sent.append(delivery_row)
             _move_on(prepared, now, advanced, completed)
-        elif result.status == "transient" and prepared.attempts < max_attempts:
-            wait = retry_backoff(prepared.attempts)
-            if result.retry_after:
-                wait = max(wait, timedelta(seconds=result.retry_after))
+        elif result.status == "transient" and (
+            not_before := drip_policy.retry_at(
+                now, prepared.attempts, max_attempts=max_attempts, retry_after=result.retry_after
+            )
+        ):
             detail = f"attempt {prepared.attempts}: {result.detail}"[:2000]
             retry.append(
                 {
                     "b_id": prepared.delivery_id,
                     "b_token": prepared.lease_token,
-                    "b_not_before": now + wait,
+                    "b_not_before": not_before,
                     "b_error": detail,
                 }
             )
@@ -243,12 +251,11 @@ def record_results(
             error = (result.detail or "gave up after retries")[:2000]
             failed.append({"b_id": prepared.delivery_id, "b_token": prepared.lease_token, "b_error": error})
             outcome.failed += 1
-            if result.status == "permanent":
-                bounced.append((prepared.subscriber_email, result.detail))  # suppress() ends the drip
-            else:
-                # The message or our sender was refused, or retries ran out: this step is lost,
-                # but nothing says the address is bad, so the series goes on with the next step.
+            if drip_policy.series_goes_on_after_failure(result.status):
+                # This step is lost, the series goes on with the next one.
                 _move_on(prepared, now, advanced, completed)
+            else:
+                bounced.append((prepared.subscriber_email, result.detail))  # suppress() ends the drip
     if combined:
         conn.execute(_SENT_AND_ADVANCE_PG, _as_arrays(combined, now))
     for statement, rows in (

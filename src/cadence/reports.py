@@ -209,7 +209,3 @@ def campaign_status(settings: Settings, name: str, *, reasons: bool = False) -> 
         totals = step_totals(session, campaign, now)
         why = step_reasons(session, campaign) if reasons else None
     return CampaignStatus(campaign, counts, totals, why)
-
-
-def campaign_status_table(settings: Settings, name: str) -> Table:
-    return campaign_status(settings, name).table()

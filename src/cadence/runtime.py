@@ -7,7 +7,6 @@ SMTP connection open across batches, the renderer keeps compiled variants.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from functools import cached_property
 
 from jinja2 import FileSystemLoader
@@ -20,10 +19,9 @@ from cadence.core.render import Renderer
 from cadence.transports.base import Transport
 from cadence.transports.registry import open_transport
 
-
-def wall_now() -> datetime:
-    """Real time, for leases and enqueue stamps: they are about processes, not the schedule."""
-    return datetime.now(UTC)
+__all__ = [
+    "Runtime",
+]
 
 
 @dataclass

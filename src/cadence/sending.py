@@ -22,10 +22,12 @@ from sqlalchemy.orm import Session
 
 from cadence import metrics
 from cadence.batch_ledger import BatchLedger
+from cadence.clock import wall_now
+from cadence.core import drip_policy
 from cadence.core.campaign import Campaign
 from cadence.core.message import Address, OutgoingMessage, build_mime, make_message_id
 from cadence.core.render import render_email
-from cadence.core.schedule import next_send_at, step_due_at, subscriber_zone
+from cadence.core.schedule import subscriber_zone
 from cadence.core.segments import choose_segment
 from cadence.core.uri_parity import balance_uri_count, uri_count
 from cadence.db import queries
@@ -33,19 +35,21 @@ from cadence.db.models import Delivery, Enrollment, Subscriber, Suppression
 from cadence.db.session import engine_for, transaction
 from cadence.errors import CadenceError, ConfigError, NotFound, TransientSendError, TransportError
 from cadence.ledger import PreparedSend, SendOutcome
-from cadence.runtime import Runtime, wall_now
+from cadence.runtime import Runtime
 from cadence.subscribers import email_hash
 from cadence.tokens import link_signature, make_token
 
+__all__ = [
+    "GROUP_SECONDS",
+    "RECHECK_EVERY",
+    "ensure_links",
+    "prepare_and_send",
+]
+
 log = logging.getLogger(__name__)
 
-# A delivery claimed inside its window may still go out this long after the window closed
-# (a worker backlog); later than that it waits for the next window.
-WINDOW_GRACE = timedelta(hours=1)
 # During a batch, re-check the remaining recipients this often (unsubscribes honoured within it).
 RECHECK_EVERY = timedelta(seconds=1)
-# Retry a batch whose transport was unreachable after this long (an outage costs no attempts).
-OUTAGE_BACKOFF = timedelta(minutes=2)
 # A group (one transport call, one ledger commit) aims at this much sending time: at full speed
 # up to commit_every messages share a commit (a commit per email cost ~30 % of the throughput,
 # bench/send_throughput.py); against a slow server or a rate limit a group shrinks to one
@@ -72,9 +76,9 @@ class _Pace:
         cls.seconds_per_message = latest if previous <= 0 else (previous + latest) / 2
 
 
-def prepare_and_send(runtime: Runtime, delivery_ids: Sequence[int]) -> SendOutcome:
-    """Check, render and send leased deliveries; record every result. See the module docstring."""
-    now = runtime.clock.now()
+def prepare_and_send(runtime: Runtime, delivery_ids: Sequence[int], now: datetime) -> SendOutcome:
+    """Check, render and send leased deliveries; record every result. See the module docstring.
+    `now` is the business clock, read once for the batch by the caller (the claim used it too)."""
     outcome = SendOutcome()
     try:
         prepared = _load_and_prepare(runtime, delivery_ids, now, outcome)
@@ -153,7 +157,7 @@ def _load_and_prepare(
         suppressed_hashes = set(session.scalars(select(Suppression.email_hash).where(is_suppressed)))
         suppressed = {email for email, digest in hash_of.items() if digest in suppressed_hashes}
         campaigns: dict[str, Campaign | None] = {}  # one catalog look-up (two stats) per batch
-        next_due: dict[tuple[str, int, str | None, datetime], datetime] = {}
+        next_due: dict[tuple[str, int, str | None, datetime], drip_policy.NextStep] = {}
         prepared: list[PreparedSend] = []
         for due in rows:
             if due.campaign_id not in campaigns:
@@ -172,11 +176,8 @@ def _load_and_prepare(
             if reason:
                 delivery, enrollment, _ = _rows_of(session, due)
                 _finish(delivery, "skipped", reason)
-                # Never leave an enrollment active with nothing scheduled: it would wait forever.
-                if due.step_index >= len(campaign.steps):
-                    _end(enrollment, "completed", "the campaign has fewer steps now", now)
-                else:
-                    _end(enrollment, "cancelled", reason, now)
+                state, end_reason = drip_policy.enrollment_end_after_skip(due.step_index, len(campaign.steps), reason)
+                _end(enrollment, state, end_reason, now)
                 outcome.skipped += 1
                 continue
             later = _postpone_until(due, campaign, now)
@@ -255,7 +256,11 @@ def _send_prepared(runtime: Runtime, prepared: list[PreparedSend], now: datetime
                 unsent = [p.delivery_id for p in prepared[start:]]
                 ledger.write(
                     partial(
-                        queries.requeue_unsent, ids=unsent, not_before=now + OUTAGE_BACKOFF, error=str(exc), token=token
+                        queries.requeue_unsent,
+                        ids=unsent,
+                        not_before=drip_policy.outage_retry_at(now),
+                        error=str(exc),
+                        token=token,
                     )
                 )
                 outcome.retrying += len(prepared) - start
@@ -271,26 +276,24 @@ def _send_prepared(runtime: Runtime, prepared: list[PreparedSend], now: datetime
 
 def _skip_reason(due: _Due, campaign: Campaign, suppressed: set[str]) -> str:
     """Why `due` must not be sent at all (`suppressed`: the batch's suppressed addresses)."""
-    if due.status != "active":
-        return f"subscriber is {due.status}"
-    if due.email in suppressed:
-        return "address is suppressed"
-    if due.enrollment_state != "active":
-        return f"enrollment is {due.enrollment_state}"
-    if due.step_index >= len(campaign.steps):
-        return "step no longer exists in the campaign"
-    return ""
+    return drip_policy.skip_reason(
+        subscriber_status=due.status,
+        suppressed=due.email in suppressed,
+        enrollment_state=due.enrollment_state,
+        step_index=due.step_index,
+        step_count=len(campaign.steps),
+    )
 
 
 def _postpone_until(due: _Due, campaign: Campaign, now: datetime) -> datetime | None:
-    tz = subscriber_zone(due.timezone, campaign)
-    if due.paused_until and due.paused_until > now:
-        return next_send_at(due.paused_until, campaign.send_window, tz)
-    if now > due.due_at + WINDOW_GRACE:
-        in_window = next_send_at(now, campaign.send_window, tz)
-        if in_window > now:
-            return in_window
-    return None
+    """When `due` must wait instead of going out now (drip_policy.postpone_until), or None."""
+    return drip_policy.postpone_until(
+        now=now,
+        due_at=due.due_at,
+        paused_until=due.paused_until,
+        window=campaign.send_window,
+        tz=subscriber_zone(due.timezone, campaign),
+    )
 
 
 def _prepare(
@@ -299,7 +302,7 @@ def _prepare(
     due: _Due,
     campaign: Campaign,
     now: datetime,
-    next_due: dict[tuple[str, int, str | None, datetime], datetime],
+    next_due: dict[tuple[str, int, str | None, datetime], drip_policy.NextStep],
 ) -> PreparedSend:
     settings = runtime.settings
     step = campaign.steps[due.step_index]
@@ -351,17 +354,17 @@ def _prepare(
         metadata={"delivery_id": str(due.id), "campaign": campaign.id, "step": step.id},
     )
     mime = build_mime(message, date=now, signer=runtime.signer) if runtime.transport.needs_mime else b""
-    next_step = due.step_index + 1
-    next_at = None
-    if next_step < len(campaign.steps):  # if this one is sent now, the next is due then
-        # The same for everyone of the batch in one zone who enrolled at the same moment (the
-        # usual bulk enrollment): the schedule math runs once per such group, not per email.
-        key = (campaign.id, next_step, due.timezone, due.enrolled_at)
-        next_at = next_due.get(key)
-        if next_at is None:
-            tz = subscriber_zone(due.timezone, campaign)
-            next_at = step_due_at(campaign, next_step, enrolled_at=due.enrolled_at, previous_sent_at=now, tz=tz)
-            next_due[key] = next_at
+    # If this one is sent now, the next is due then. The same for everyone of the batch in one
+    # zone who enrolled at the same moment (the usual bulk enrollment): the policy runs once per
+    # such group, not per email.
+    key = (campaign.id, due.step_index, due.timezone, due.enrolled_at)
+    following = next_due.get(key)
+    if following is None:
+        tz = subscriber_zone(due.timezone, campaign)
+        following = drip_policy.next_step_after(
+            campaign, due.step_index, enrolled_at=due.enrolled_at, sent_at=now, tz=tz
+        )
+        next_due[key] = following
     return PreparedSend(
         delivery_id=due.id,
         lease_token=due.lease_token or "",
@@ -373,8 +376,8 @@ def _prepare(
         attempts=due.attempts,
         enrollment_id=due.enrollment_id,
         subscriber_email=due.email,
-        next_step=next_step,
-        next_send_at=next_at,
+        next_step=following.index,
+        next_send_at=following.due_at,
     )
 
 
@@ -429,14 +432,15 @@ def _skip_step(
     """This step cannot be sent; go on with the next one (or complete the series)."""
     if enrollment.state != "active":
         return
-    enrollment.next_step = step_index + 1
-    if enrollment.next_step >= len(campaign.steps):
+    tz = subscriber_zone(subscriber.timezone, campaign)
+    following = drip_policy.next_step_after(
+        campaign, step_index, enrolled_at=enrollment.enrolled_at, sent_at=now, tz=tz
+    )
+    enrollment.next_step = following.index
+    if following.due_at is None:
         _end(enrollment, "completed", "all steps done (the last one failed)", now)
         return
-    tz = subscriber_zone(subscriber.timezone, campaign)
-    enrollment.next_send_at = step_due_at(
-        campaign, enrollment.next_step, enrolled_at=enrollment.enrolled_at, previous_sent_at=now, tz=tz
-    )
+    enrollment.next_send_at = following.due_at
 
 
 def _requeue(delivery: Delivery, not_before: datetime, error: str, *, count_attempt: bool = True) -> None:

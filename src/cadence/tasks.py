@@ -1,5 +1,8 @@
 """Celery app and tasks: a few lines each; ids in, plain engine functions do the work.
 
+The app is built by :func:`make_celery` from a settings object, never at import;
+:func:`process_app` is the one of this process (``cadence worker``, ``celery -A cadence.tasks``).
+
 Worker settings and why (Celery docs, "Optimizing" and "Redis caveats"):
 - ``task_acks_late``: a task is acknowledged after it ran, so a worker killed mid-batch leaves
   it in the broker for another worker; the ledger makes the second run harmless.
@@ -14,7 +17,7 @@ Worker settings and why (Celery docs, "Optimizing" and "Redis caveats"):
 from __future__ import annotations
 
 import logging
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Any
 
 from celery import Celery
@@ -25,6 +28,11 @@ from cadence.config import Settings, get_settings
 from cadence.runtime import Runtime
 
 log = logging.getLogger(__name__)
+
+__all__ = ["SEND_BATCH", "TICK", "enqueue_send", "make_celery", "process_app", "runtime"]
+
+TICK = "cadence.tick"
+SEND_BATCH = "cadence.send_batch"
 
 
 def broker_options(settings: Settings) -> dict[str, Any]:
@@ -46,7 +54,10 @@ def broker_options(settings: Settings) -> dict[str, Any]:
 
 
 def make_celery(settings: Settings) -> Celery:
-    app = Celery("cadence", broker=settings.broker_url, include=["cadence.tasks"])
+    """The Celery app for `settings`, with Cadence's tasks registered on it. Built by a function,
+    not at import (issue 12): the doctor pings workers with an app of its own, the bench and the
+    tests build one for the settings they chose, and importing this module reads nothing."""
+    app = Celery("cadence", broker=settings.broker_url)
     if settings.broker_url.startswith("filesystem://"):
         app.conf.broker_transport = "cadence.broker_fs:Transport"
     app.conf.update(
@@ -61,18 +72,50 @@ def make_celery(settings: Settings) -> Celery:
         worker_hijack_root_logger=False,
         beat_schedule={
             "cadence-tick": {
-                "task": "cadence.tick",
+                "task": TICK,
                 "schedule": settings.tick_seconds,
                 # A tick that waited longer than one interval is stale; the next one does its work.
                 "options": {"expires": settings.tick_seconds},
             }
         },
     )
+    _register_tasks(app)
     return app
 
 
-logs.configure(get_settings().log_format)
-app = make_celery(get_settings())
+def _register_tasks(app: Celery) -> None:
+    @app.task(name=TICK, shared=False)  # this app only: its tick enqueues through it
+    def tick() -> int:
+        with metrics.timed_tick():
+            return engine.tick(runtime(), enqueue=partial(enqueue_send, app)).enqueued
+
+    @app.task(name=SEND_BATCH, shared=False)
+    def send_batch(delivery_ids: list[int]) -> int:
+        return engine.deliver(runtime(), delivery_ids).sent
+
+
+def enqueue_send(app: Celery, delivery_ids: list[int]) -> None:
+    """Queue one send task for `delivery_ids` (committed ledger rows: the tick calls this after
+    its transaction)."""
+    app.send_task(SEND_BATCH, args=[delivery_ids])
+
+
+@lru_cache(maxsize=1)
+def process_app() -> Celery:
+    """This process's app, from the process settings (``config.get_settings``): the one
+    ``cadence worker``, ``cadence scheduler`` and ``cadence tick`` run, and ``celery -A
+    cadence.tasks`` finds as ``app``. Built on first use, with the log format applied first."""
+    settings = get_settings()
+    logs.configure(settings.log_format)
+    return make_celery(settings)
+
+
+def __getattr__(name: str) -> Any:
+    # ``celery -A cadence.tasks`` looks for a module attribute ``app`` (celery.app.utils.find_app):
+    # built on that first access (PEP 562) rather than when the module is imported.
+    if name == "app":
+        return process_app()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @lru_cache(maxsize=1)
@@ -92,14 +135,3 @@ def _log_format(logger: logging.Logger, **_: Any) -> None:
 def _close_runtime(**_: Any) -> None:
     if runtime.cache_info().currsize:
         runtime().close()
-
-
-@app.task(name="cadence.tick")
-def tick_task() -> int:
-    with metrics.timed_tick():
-        return engine.tick(runtime(), enqueue=send_batch.delay).enqueued
-
-
-@app.task(name="cadence.send_batch")
-def send_batch(delivery_ids: list[int]) -> int:
-    return engine.deliver(runtime(), delivery_ids).sent

@@ -8,7 +8,6 @@ unless ``--debug``) is decided in one place for every command: :mod:`cadence.cli
 from __future__ import annotations
 
 import importlib
-import os
 from typing import Annotated
 
 import typer
@@ -112,15 +111,16 @@ def campaigns_enroll(
     campaign = CampaignCatalog(settings.campaigns_dir, settings.templates_dir).get(name)
     if segment is not None:
         campaign.segment(segment)  # NotFound names the segment
+    now = settings.clock().now()  # one instant for the segment test and the enrollment
     with transaction(settings.database_url) as session:
         if email:
             people = [find_subscriber(session, e) for e in email]
         else:
             people = list(session.scalars(select(Subscriber).where(Subscriber.status == "active")))
             if segment is not None:
-                today = settings.clock().now().date()
+                today = now.date()
                 people = [p for p in people if choose_segment(campaign.segments, p.attributes, today).id == segment]
-        result = enroll(session, campaign, people, settings.clock().now())
+        result = enroll(session, campaign, people, now)
     console.print(
         f"[green]{result.enrolled} enrolled[/green], {result.resumed} resumed, {result.already} already enrolled, "
         f"{result.not_active} not active"
@@ -157,7 +157,9 @@ def worker(
     from cadence.metrics import start_process_metrics
 
     start_process_metrics("worker", get_settings())  # before the pool forks; docs/operations.md
-    from cadence.tasks import app as celery_app
+    from cadence.tasks import process_app
+
+    celery_app = process_app()
 
     quiet = ["--quiet"] if get_settings().log_format == "json" else []  # no banner among JSON lines
     options = [f"--concurrency={concurrency}", f"--loglevel={loglevel}", "--without-gossip", "--without-mingle"]
@@ -168,9 +170,10 @@ def worker(
 def scheduler(loglevel: Annotated[str, typer.Option(help="Celery log level")] = "INFO") -> None:
     """Start Celery beat, which queues a tick every CADENCE_TICK_SECONDS. Run exactly one; a
     second one by mistake cannot double-send (the tick takes a lock and the ledger is unique)."""
-    from cadence.tasks import app as celery_app
+    from cadence.tasks import process_app
 
     settings = get_settings()
+    celery_app = process_app()
     # The schedule lives in memory, not in beat's default shelve file: what is due is in the
     # database (next_send_at), so the file only remembered when the last tick was queued, and two
     # schedulers sharing a data directory crashed racing on it (FileNotFoundError on
@@ -187,11 +190,13 @@ def scheduler(loglevel: Annotated[str, typer.Option(help="Celery log level")] = 
 @app.command()
 def tick() -> None:
     """Run one tick now in this process and queue the send tasks (for cron or debugging)."""
+    from functools import partial
+
     from cadence import engine
     from cadence.runtime import Runtime
-    from cadence.tasks import send_batch
+    from cadence.tasks import enqueue_send, process_app
 
-    result = engine.tick(Runtime.from_settings(get_settings()), enqueue=send_batch.delay)
+    result = engine.tick(Runtime.from_settings(get_settings()), enqueue=partial(enqueue_send, process_app()))
     console.print(f"claimed {result.claimed}, queued {result.enqueued} deliveries in {len(result.batches)} tasks")
 
 
@@ -227,7 +232,9 @@ def main() -> None:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    from cadence.config import export_unbuffered_output
+
+    export_unbuffered_output()
     main()
 
 __all__ = ["Table", "app", "func", "main"]

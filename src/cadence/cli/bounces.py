@@ -8,7 +8,6 @@ every bounce is applied once (cadence.bounces).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
@@ -47,7 +46,7 @@ def process(
     if directory is not None:
         runs.append((str(directory), process_bounce_dir(directory, database_url=url, now=now, soft_limit=limit)))
     if imap:
-        imap_url = os.environ.get(IMAP_URL_VARIABLE, "")
+        imap_url = settings.bounce_imap_url
         if not imap_url:
             raise ConfigError(f"{IMAP_URL_VARIABLE}: not set (imaps://user:password@host/INBOX)")
         runs.append(("IMAP", fetch_imap_bounces(imap_url, database_url=url, now=now, soft_limit=limit)))

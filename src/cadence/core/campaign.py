@@ -12,7 +12,6 @@ from typing import Any, Literal
 
 from cadence.errors import NotFound
 
-Weekday = Literal[0, 1, 2, 3, 4, 5, 6]  # Monday = 0, as datetime.weekday()
 RuleOp = Literal[
     "eq",
     "ne",

@@ -9,11 +9,16 @@ occurrence (``fold=0``), so a window never opens twice in one night (PEP 495).
 
 from __future__ import annotations
 
-import random
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from cadence.core.campaign import Campaign, SendWindow
+
+__all__ = [
+    "next_send_at",
+    "step_due_at",
+    "subscriber_zone",
+]
 
 _MAX_DAYS_AHEAD = 14  # a window with at least one weekday opens within a week; two for safety
 
@@ -89,17 +94,3 @@ def subscriber_zone(subscriber_tz: str | None, campaign: Campaign) -> ZoneInfo:
             except (ZoneInfoNotFoundError, ValueError):
                 continue
     return ZoneInfo("UTC")
-
-
-def retry_backoff(
-    attempt: int, *, base: float = 60.0, cap: float = 6 * 3600.0, rng: random.Random | None = None
-) -> timedelta:
-    """Delay before retry number `attempt` (1-based): exponential with full jitter.
-
-    "Full jitter" (AWS Architecture Blog, "Exponential Backoff And Jitter") spreads retries of
-    many deliveries that failed together, so a recovering server is not hit by a thundering herd.
-    Never less than half the exponential step, so a retry is not immediate.
-    """
-    ceiling = min(cap, base * (2 ** max(0, attempt - 1)))
-    r = (rng or random).random()
-    return timedelta(seconds=ceiling / 2 + r * ceiling / 2)

@@ -11,6 +11,11 @@ Why they look like this:
 - ``claim_deliveries`` is one conditional UPDATE ... RETURNING: a delivery moves from
   ``queued`` (or from ``sending`` with an expired lease, i.e. its worker died) to ``sending``
   atomically, so the same send task delivered twice by the broker finds nothing to claim.
+
+The predicates "due" (``not_before <= now``, the business clock) and "lease expired"
+(``lease_expires_at < wall_now``, real time) are the SQL side of the drip policy
+(core/drip_policy.py), which decides every other timing rule; they stay here because the
+database must apply them in the same statement that claims the rows.
 """
 
 from __future__ import annotations
