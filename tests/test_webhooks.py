@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
@@ -31,11 +32,15 @@ AUTH = ("postmark", "hook-password")
 
 
 @pytest.fixture
-def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
-    monkeypatch.setenv("CADENCE_POSTMARK_WEBHOOK_USER", AUTH[0])
-    monkeypatch.setenv("CADENCE_POSTMARK_WEBHOOK_PASSWORD", AUTH[1])
-    monkeypatch.setenv("CADENCE_MAILGUN_WEBHOOK_SIGNING_KEY", KEY)
-    settings = load_settings(cadence_env(tmp_path, CADENCE_DATABASE_URL=f"sqlite:///{tmp_path / 'c.db'}"))
+def settings(tmp_path: Path) -> Settings:
+    env = cadence_env(
+        tmp_path,
+        CADENCE_DATABASE_URL=f"sqlite:///{tmp_path / 'c.db'}",
+        CADENCE_POSTMARK_WEBHOOK_USER=AUTH[0],
+        CADENCE_POSTMARK_WEBHOOK_PASSWORD=AUTH[1],
+        CADENCE_MAILGUN_WEBHOOK_SIGNING_KEY=KEY,
+    )
+    settings = load_settings(env)
     upgrade(settings.database_url)
     with transaction(settings.database_url) as session:
         for n, address in enumerate(("gone@example.org", "full@example.net", "fan@example.com"), start=1):
@@ -159,10 +164,8 @@ def test_wrong_or_missing_basic_auth_is_401_and_changes_nothing(client: TestClie
     assert rows(settings, Event) == 0 and not suppressed(settings)
 
 
-def test_an_unconfigured_postmark_webhook_refuses_everything(
-    client: TestClient, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.delenv("CADENCE_POSTMARK_WEBHOOK_PASSWORD")
+def test_an_unconfigured_postmark_webhook_refuses_everything(client: TestClient, settings: Settings) -> None:
+    client.app.state.cadence.settings = replace(settings, postmark_webhook_password="")  # type: ignore[attr-defined]
     assert client.post("/webhooks/postmark", json=postmark_bounce(), auth=("postmark", "")).status_code == 503
 
 

@@ -75,6 +75,10 @@ class Settings:
     log_format: str = "text"
     dns_resolver: tuple[str, int] | None = None
     bounce_imap_url: str = ""  # CADENCE_BOUNCE_IMAP_URL: the mailbox `cadence bounces process --imap` reads
+    # Provider webhooks (web/webhooks.py): empty means that webhook answers 503 "not configured".
+    postmark_webhook_user: str = ""
+    postmark_webhook_password: str = field(default="", repr=False)
+    mailgun_webhook_signing_key: str = field(default="", repr=False)
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -277,6 +281,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         log_format=_choice(env, "CADENCE_LOG_FORMAT", "text", ("text", "json")),
         dns_resolver=_dns_resolver(env),
         bounce_imap_url=env.get("CADENCE_BOUNCE_IMAP_URL", ""),
+        postmark_webhook_user=env.get("CADENCE_POSTMARK_WEBHOOK_USER", ""),
+        postmark_webhook_password=env.get("CADENCE_POSTMARK_WEBHOOK_PASSWORD", ""),
+        mailgun_webhook_signing_key=env.get("CADENCE_MAILGUN_WEBHOOK_SIGNING_KEY", ""),
     )
 
 

@@ -29,7 +29,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import os
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
@@ -39,6 +38,7 @@ from fastapi.security import HTTPBasic, HTTPBasicCredentials
 from starlette.concurrency import run_in_threadpool
 
 from cadence.bounces import BounceEvent, BounceKind, apply_bounce_events, claim_event_key
+from cadence.clock import wall_now
 from cadence.config import Settings, get_settings
 from cadence.db.session import transaction
 from cadence.errors import InputError, TokenError
@@ -89,7 +89,8 @@ _basic = HTTPBasic(auto_error=False, realm="cadence webhooks")
 async def postmark_webhook(
     request: Request, credentials: Annotated[HTTPBasicCredentials | None, Depends(_basic)]
 ) -> dict[str, str]:
-    user, password = os.environ.get(POSTMARK_USER, ""), os.environ.get(POSTMARK_PASSWORD, "")
+    settings, _ = _context(request)
+    user, password = settings.postmark_webhook_user, settings.postmark_webhook_password
     if not user or not password:
         raise HTTPException(503, f"webhook not configured: set {POSTMARK_USER} and {POSTMARK_PASSWORD}")
     given = credentials or HTTPBasicCredentials(username="", password="")
@@ -145,7 +146,7 @@ def postmark_event(payload: Mapping[str, Any]) -> BounceEvent:
 
 @router.post("/mailgun")
 async def mailgun_webhook(request: Request) -> dict[str, str]:
-    key = os.environ.get(MAILGUN_SIGNING_KEY, "")
+    key = _context(request)[0].mailgun_webhook_signing_key
     if not key:
         raise HTTPException(503, f"webhook not configured: set {MAILGUN_SIGNING_KEY}")
     try:
@@ -153,7 +154,8 @@ async def mailgun_webhook(request: Request) -> dict[str, str]:
         signature, event_data = payload.get("signature"), payload.get("event-data")
         if not isinstance(signature, Mapping) or not isinstance(event_data, Mapping):
             raise InputError("expected a JSON object with 'signature' and 'event-data' objects")
-        token = verify_mailgun_signature(key, signature, datetime.now(UTC))
+        # Wall time, not the business clock: the signature's freshness is about real replays.
+        token = verify_mailgun_signature(key, signature, wall_now())
         event = mailgun_event(event_data)
     except InputError as exc:
         raise HTTPException(400, str(exc)) from None
