@@ -19,7 +19,6 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from cadence.errors import InputError
 from cadence.subscribers import check_text
 from cadence.web.account import (
-    data_link_token,
     erase,
     export_data,
     forget_old_pages,
@@ -32,8 +31,7 @@ from cadence.web.account import (
     update_answers,
 )
 from cadence.web.forms import Answers, SignupData, check_email, check_first_name
-from cadence.web.manage import address_limited
-from cadence.web.ratelimit import RateLimited
+from cadence.web.manage import send_data_link
 from cadence.web.security import client_ip
 from cadence.web.state import State, WebState, limit_posts
 from cadence.web.subscription import CONSENT, SignupContext, record_signup
@@ -234,14 +232,7 @@ def resume_emails(token: str, state: State) -> PreferencesOut:
 def request_data_link(token: str, state: State, background: BackgroundTasks) -> StatusOut:
     """Email the subscriber a link to export or erase their data: it works once, for 30 minutes.
     Its token is what ``/data/{token}/export`` and ``DELETE /data/{token}`` take."""
-    with state.session() as session:
-        subscriber = subscriber_for_preferences(session, state.settings.secret_key, token)
-        wait = address_limited(state, "data-link", subscriber.email)
-        if wait:
-            raise RateLimited(wait)
-        link = data_link_token(state.settings.secret_key, subscriber, state.now())
-        address = subscriber.email
-    background.add_task(state.send_link, "data", address, f"{state.settings.base_url}/d/{link}")
+    send_data_link(state, token, background)
     return StatusOut(status="sent", detail="A link is on its way to the address on file.")
 
 

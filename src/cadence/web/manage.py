@@ -87,15 +87,21 @@ def request_data_link(
     token: str, request: Request, state: State, background: BackgroundTasks, csrf_token: FormText = ""
 ) -> Response:
     state.csrf.verify(request, csrf_token)
+    send_data_link(state, token, background)
+    return RedirectResponse(f"/p/{token}?done=data-link", status_code=303)
+
+
+def send_data_link(state: WebState, preferences_token: str, background: BackgroundTasks) -> None:
+    """Email the owner of `preferences_token` a fresh data link (export or erase, single use,
+    30 minutes), at most a few an hour per mailbox: the page's and the API's one way to do it."""
     with state.session() as session:
-        subscriber = subscriber_for_preferences(session, state.settings.secret_key, token)
+        subscriber = subscriber_for_preferences(session, state.settings.secret_key, preferences_token)
         wait = address_limited(state, "data-link", subscriber.email)
         if wait:
             raise RateLimited(wait)
         link = data_link_token(state.settings.secret_key, subscriber, state.now())
         address = subscriber.email
     background.add_task(state.send_link, "data", address, f"{state.settings.base_url}/d/{link}")
-    return RedirectResponse(f"/p/{token}?done=data-link", status_code=303)
 
 
 @router.get("/d/{token}")
