@@ -37,7 +37,7 @@ from dkim.canonicalization import Relaxed, correct_empty_body, strip_trailing_li
 
 from cadence.errors import ConfigError
 
-__all__ = ["DEFAULT_SIGNED_HEADERS", "DkimSigner", "DkimSigners", "key_algorithm", "relaxed_body"]
+__all__ = ["DEFAULT_SIGNED_HEADERS", "DkimSigner", "DkimSigners", "body_hash", "key_algorithm", "relaxed_body"]
 
 #: Header fields covered by ``h=``. RFC 8058 §4 requires List-Unsubscribe and
 #: List-Unsubscribe-Post to be signed for one-click to be honoured; dkimpy's default list omits
