@@ -31,6 +31,7 @@ from cadence.errors import ConfigError
 from cadence.runtime import Runtime
 from cadence.subscribers import SubscriberInput, import_subscribers
 from tests.support.cluster import cadence_env
+from tests.support.dns_server import DnsServer
 from tests.support.keys import TEST_KEYS
 from tests.support.smtpd import SmtpSink
 
@@ -231,3 +232,30 @@ def test_bad_dkim_settings_stop_the_installed_command_with_that_one_line(tmp_pat
         [CADENCE, "doctor"], env=cadence_env(tmp_path, **cases[0][0]), capture_output=True, text=True, timeout=120
     )
     assert "holds an Ed25519 key; put it in CADENCE_DKIM_ED25519_KEY_FILE" in wrong_type.stderr
+
+
+def test_doctor_checks_the_dns_record_of_each_key(tmp_path: Path) -> None:
+    """Both keys configured, only the RSA one published: one pass, one fail telling what to publish."""
+    (tmp_path / "rsa.pem").write_bytes(RSA_PEM)
+    (tmp_path / "ed.pem").write_bytes(ED_PEM)
+    rsa_name = f"{RSA_SELECTOR}._domainkey.{DOMAIN}"
+    zone = {rsa_name: {"TXT": [records()[f"{rsa_name}.".encode()].decode()]}}
+    with DnsServer(zone) as dns_server:
+        env = cadence_env(
+            tmp_path / "data",
+            CADENCE_DKIM_KEY_FILE=str(tmp_path / "rsa.pem"),
+            CADENCE_DKIM_SELECTOR=RSA_SELECTOR,
+            CADENCE_DKIM_ED25519_KEY_FILE=str(tmp_path / "ed.pem"),
+            CADENCE_DKIM_ED25519_SELECTOR=ED_SELECTOR,
+            CADENCE_DKIM_DOMAIN=DOMAIN,
+            CADENCE_DNS_RESOLVER=dns_server.address,
+            CADENCE_EMAIL_URL="smtp://127.0.0.1:1?tls=none",  # the DNS checks run for SMTP senders
+        )
+        run = subprocess.run([CADENCE, "doctor"], env=env, capture_output=True, text=True, timeout=120)
+    assert "Traceback" not in run.stdout + run.stderr
+    lines = [line.strip() for line in run.stdout.splitlines() if "DKIM key" in line]
+    assert any(line.startswith("PASS") and rsa_name in line for line in lines), run.stdout
+    assert any(line.startswith("FAIL") and f"no DKIM record at {ED_SELECTOR}._domainkey" in line for line in lines)
+    raw = ED_KEY.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    assert f"k=ed25519; p={base64.b64encode(raw).decode()}" in run.stdout  # the fix: what to publish
+    assert run.returncode != 0
