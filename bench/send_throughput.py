@@ -773,7 +773,7 @@ def report(
             " private key parsed once per process); the raw baseline sends the same signed bytes and"
             " signs nothing, so the ratio is the full price of signing in Cadence's send path."
             " What one signature costs (body canonicalization and hash, the RSA-2048 and Ed25519"
-            " key operations) is measured on its own by `bench/message.py` (section below); the"
+            " key operations) is measured on its own by `bench/message.py` (its section of this document); the"
             " `build_mime` column of the per-email breakdown includes it.\n"
         )
     body = f"""## Send throughput: Cadence vs raw smtplib{heading}
