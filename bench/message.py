@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import email.policy
+import hashlib
 import os
 import platform
 import sys
@@ -26,13 +27,13 @@ from email.message import EmailMessage
 from pathlib import Path
 
 import dkim
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa, utils
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # for tests.support.smtpd (smtp-sink and the aiosmtpd fallback)
 
-from cadence.core.dkim import DEFAULT_SIGNED_HEADERS, DkimSigner  # noqa: E402
+from cadence.core.dkim import DEFAULT_SIGNED_HEADERS, DkimSigner, DkimSigners, body_hash  # noqa: E402
 from cadence.core.message import Address, OutgoingMessage, build_mime, make_message_id  # noqa: E402
 from cadence.transports.smtp import SmtpTransport  # noqa: E402
 
@@ -170,10 +171,19 @@ def main() -> None:
         serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
     )
     signer = DkimSigner(pem, "bench", "example.com")
+    ed_key = ed25519.Ed25519PrivateKey.generate()
+    ed_pem = ed_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    ed_signer = DkimSigner(ed_pem, "bench-ed", "example.com")
+    both = DkimSigners([signer, ed_signer])
     msg = sample_message()
     unsigned = build_mime(msg, date=DATE)
     signed = build_mime(msg, date=DATE, signer=signer)
     include = [h.encode() for h in DEFAULT_SIGNED_HEADERS]
+    body = unsigned.split(b"\r\n\r\n", 1)[1]
+    digest = hashlib.sha256(b"headers").digest()
+    rsa_args = (padding.PKCS1v15(), utils.Prehashed(hashes.SHA256()))
 
     def dkimpy_sign() -> bytes:
         return bytes(
@@ -187,6 +197,14 @@ def main() -> None:
             ("cadence build_mime, no DKIM", lambda: build_mime(msg, date=DATE)),
             ("cadence build_mime + DKIM (rsa-sha256 2048)", lambda: build_mime(msg, date=DATE, signer=signer)),
             ("DkimSigner.sign alone, on the built message", lambda: signer.sign(unsigned, timestamp=1714548600)),
+            (
+                "cadence build_mime + DKIM (ed25519-sha256)",
+                lambda: build_mime(msg, date=DATE, signer=ed_signer),
+            ),
+            ("cadence build_mime + both signatures (RSA + Ed25519)", lambda: build_mime(msg, date=DATE, signer=both)),
+            ("  of which: relaxed body + SHA-256 (bh=), once per message", lambda: body_hash(body)),
+            ("  of which: RSA-2048 private-key operation (OpenSSL)", lambda: key.sign(digest, *rsa_args)),
+            ("  of which: Ed25519 signature (OpenSSL)", lambda: ed_key.sign(digest)),
             ("stdlib EmailMessage + as_bytes, no DKIM", lambda: stdlib_build(msg)),
             ("dkimpy dkim.sign alone (pure-Python RSA)", dkimpy_sign),
         ]

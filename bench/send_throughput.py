@@ -24,6 +24,10 @@ What it does, in one run:
 
 Prints both rates and their ratio (target: Cadence >= 80 % of raw) and writes the
 ``send_throughput`` section of ``docs/performance.md`` (``--no-doc`` to skip).
+
+``--dkim rsa`` (or ``ed25519``, ``both``): the workers sign every email with a new RSA-2048
+(and/or Ed25519) key, and the raw baseline sends the same signed bytes without signing anything
+(issue 15; target: Cadence >= 65 % of raw with signing on). Its own section of the document.
 """
 
 from __future__ import annotations
@@ -262,6 +266,7 @@ DEFAULT_N = 20_000  # the issue's size; --n 100000 for the bigger run
 DEFAULT_CLAIM_LIMIT = 5000
 MAX_ROUNDS = 20
 
+
 def _default_commit_every() -> int:
     from dataclasses import fields
 
@@ -393,6 +398,28 @@ def profile_deliver(runtime: Any, batches: list[list[int]], capture: list[Messag
 # --- main ----------------------------------------------------------------------------------------
 
 
+def dkim_settings(mode: str, tmp: Path) -> dict[str, str]:
+    """CADENCE_DKIM_* for `mode` (none, rsa, ed25519, both), with new keys written under `tmp`."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+
+    pkcs8 = (serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    env: dict[str, str] = {}
+    if mode in ("rsa", "both"):
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        (tmp / "rsa.pem").write_bytes(key.private_bytes(*pkcs8))
+        env |= {"CADENCE_DKIM_KEY_FILE": str(tmp / "rsa.pem"), "CADENCE_DKIM_SELECTOR": "bench-rsa"}
+    if mode in ("ed25519", "both"):
+        (tmp / "ed.pem").write_bytes(ed25519.Ed25519PrivateKey.generate().private_bytes(*pkcs8))
+        env |= {"CADENCE_DKIM_ED25519_KEY_FILE": str(tmp / "ed.pem"), "CADENCE_DKIM_ED25519_SELECTOR": "bench-ed"}
+    if env:
+        env["CADENCE_DKIM_DOMAIN"] = "precisionbodywork.example"
+    return env
+
+
+DKIM_LABEL = {"none": "", "rsa": "RSA-2048", "ed25519": "Ed25519", "both": "RSA-2048 + Ed25519"}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=DEFAULT_N, help="subscribers whose step 0 is due (default 20000)")
@@ -412,6 +439,12 @@ def main() -> None:
         help=f"engine.tick claim_limit (default: engine.tick's, {DEFAULT_CLAIM_LIMIT})",
     )
     parser.add_argument("--redis-db", type=int, default=14)
+    parser.add_argument(
+        "--dkim",
+        choices=("none", "rsa", "ed25519", "both"),
+        default="none",
+        help="workers DKIM-sign with RSA-2048, Ed25519 or both; raw sends the pre-signed bytes (default none)",
+    )
     parser.add_argument("--cprofile", action="store_true", help="also print a cProfile of engine.deliver (stderr)")
     parser.add_argument("--no-doc", action="store_true", help="do not write docs/performance.md")
     args = parser.parse_args()
@@ -438,6 +471,7 @@ def main() -> None:
             }
             if args.commit_every:
                 overrides["CADENCE_COMMIT_EVERY"] = str(args.commit_every)
+            overrides.update(dkim_settings(args.dkim, tmp))
             env = cadence_env(tmp / "data", **overrides)
             use_env(env)
 
@@ -640,7 +674,8 @@ def report(
     info: dict[str, str],
     wall: float,
 ) -> None:
-    verdict = "meets" if ratio >= 0.8 else "MISSES"
+    target = 0.65 if args.dkim != "none" else 0.8  # issue 15: 65 % of raw with signing on
+    verdict = "meets" if ratio >= target else "MISSES"
     summary = table(
         ["", "emails", "seconds", "emails/s"],
         [
@@ -660,7 +695,7 @@ def report(
                 ]
                 for k, r in enumerate(raw_runs)
             ],
-            ["**ratio Cadence / raw (fastest raw)**", "", "", f"**{ratio:.1%}** ({verdict} the 80 % target)"],
+            ["**ratio Cadence / raw (fastest raw)**", "", "", f"**{ratio:.1%}** ({verdict} the {target:.0%} target)"],
         ],
     )
     phases = table(
@@ -727,9 +762,22 @@ def report(
         cmd += f" --commit-every {args.commit_every}"
     if args.claim_limit:
         cmd += f" --claim-limit {args.claim_limit}"
+    if args.dkim != "none":
+        cmd += f" --dkim {args.dkim}"
     heading = "" if args.n == DEFAULT_N else f" ({args.n:,} due)"
+    signed = ""
+    if args.dkim != "none":
+        heading = f", DKIM {DKIM_LABEL[args.dkim]} on" + heading
+        signed = (
+            f"\nEvery email DKIM-signed by the workers ({DKIM_LABEL[args.dkim]}, relaxed/relaxed, from a"
+            " private key parsed once per process); the raw baseline sends the same signed bytes and"
+            " signs nothing, so the ratio is the full price of signing in Cadence's send path."
+            " What one signature costs (body canonicalization and hash, the RSA-2048 and Ed25519"
+            " key operations) is measured on its own by `bench/message.py` (its section of this document); the"
+            " `build_mime` column of the per-email breakdown includes it.\n"
+        )
     body = f"""## Send throughput: Cadence vs raw smtplib{heading}
-
+{signed}
 `{cmd}` ({wall:.0f} s wall including setup).
 
 N = {run.n} subscribers in lower-back-pain, all due at once (FileClock Monday 2026-12-07 12:30 UTC
@@ -780,7 +828,8 @@ apt-get install postfix   # for /usr/sbin/smtp-sink; PostgreSQL on 127.0.0.1:543
     print(body)
     if not args.no_doc:
         # The default run and each other size keep their own section (--n 100000 is the big one).
-        write_section("send_throughput" if args.n == DEFAULT_N else f"send_throughput_{args.n}", body)
+        name = "send_throughput" if args.n == DEFAULT_N else f"send_throughput_{args.n}"
+        write_section(name if args.dkim == "none" else f"send_throughput_dkim_{args.dkim}", body)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from dkim.canonicalization import Relaxed
 from dkim.util import parse_tag_value
 
-from cadence.core.dkim import DEFAULT_SIGNED_HEADERS, DkimSigner, relaxed_body
+from cadence.core.dkim import DEFAULT_SIGNED_HEADERS, DkimSigner, relaxed_body, relaxed_header
 from cadence.core.message import Address, OutgoingMessage, build_mime, make_message_id
 from cadence.errors import ConfigError
 from cadence.transports.smtp import SmtpTransport
@@ -173,6 +173,17 @@ def test_relaxed_body_canonicalization_matches_dkimpy_on_adversarial_whitespace(
     samples += [b"".join(rng.choice(alphabet) for _ in range(rng.randint(0, 60))) for _ in range(3000)]
     for body in samples:
         assert relaxed_body(body) == Relaxed.canonicalize_body(body), body
+
+
+def test_relaxed_header_canonicalization_matches_dkimpy_on_adversarial_whitespace() -> None:
+    rng = random.Random(8463)
+    alphabet = [b" ", b"\t", b"\r\n", b"\n", b"\r", b"a", b":", b"  ", b"\r\n\t", b"\r\r\n\n", b"\x0b"]
+    names = [b"Subject", b"LIST-Unsubscribe", b"x", b"To \t"]
+    for _ in range(3000):
+        name = rng.choice(names)
+        value = b"".join(rng.choice(alphabet) for _ in range(rng.randint(0, 40)))
+        [(cname, cvalue)] = Relaxed.canonicalize_headers([(name, value)])
+        assert relaxed_header(name, value) == cname + b":" + cvalue, (name, value)
 
 
 def test_keys_that_cannot_sign_rsa_sha256_are_configuration_errors(key_pem: bytes) -> None:

@@ -39,10 +39,19 @@ _LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1", "[::1]"}
 
 
 @dataclass(frozen=True)
-class DkimSettings:
+class DkimKey:
+    variable: str  # the setting that names the file, for errors and `cadence doctor`
     key_file: Path
     selector: str
+    algorithm: str  # "rsa-sha256" or "ed25519-sha256" (RFC 8463)
+
+
+@dataclass(frozen=True)
+class DkimSettings:
+    """One d= domain and one or two keys: RSA, Ed25519, or both (one signature each)."""
+
     domain: str
+    keys: tuple[DkimKey, ...]
 
 
 @dataclass(frozen=True)
@@ -96,6 +105,44 @@ class Settings:
     @property
     def uses_redis_broker(self) -> bool:
         return self.broker_url.startswith(("redis://", "rediss://"))
+
+
+# CADENCE_DKIM_KEY_FILE keeps its meaning (an RSA key); Ed25519 (RFC 8463) has its own file and
+# selector, because one selector's DNS record holds one key and most receivers still need RSA.
+_DKIM_KEYS = (
+    ("CADENCE_DKIM_KEY_FILE", "CADENCE_DKIM_SELECTOR", "rsa-sha256"),
+    ("CADENCE_DKIM_ED25519_KEY_FILE", "CADENCE_DKIM_ED25519_SELECTOR", "ed25519-sha256"),
+)
+
+
+def _dkim(env: Mapping[str, str]) -> DkimSettings | None:
+    from cadence.core.dkim import key_algorithm  # the key is parsed here so a bad one fails at start
+
+    keys: list[DkimKey] = []
+    for file_var, selector_var, algorithm in _DKIM_KEYS:
+        if not env.get(file_var):
+            continue
+        key_file = Path(env[file_var])
+        try:
+            found = key_algorithm(key_file.read_bytes(), f"{file_var}: {key_file}")
+        except OSError as exc:
+            raise ConfigError(f"{file_var}: cannot read {key_file} ({exc.strerror or exc})") from exc
+        if found != algorithm:
+            kind = "an Ed25519" if found == "ed25519-sha256" else "an RSA"
+            other = next(f for f, _, a in _DKIM_KEYS if a == found)
+            raise ConfigError(f"{file_var}: {key_file} holds {kind} key; put it in {other}")
+        if not env.get(selector_var):
+            raise ConfigError(f"{selector_var}: required when {file_var} is set")
+        keys.append(DkimKey(file_var, key_file, env[selector_var], algorithm))
+    if not keys:
+        return None
+    if not env.get("CADENCE_DKIM_DOMAIN"):
+        raise ConfigError(f"CADENCE_DKIM_DOMAIN: required when {keys[0].variable} is set")
+    if len({k.selector for k in keys}) < len(keys):
+        raise ConfigError(
+            "CADENCE_DKIM_ED25519_SELECTOR: must differ from CADENCE_DKIM_SELECTOR (one key per DNS record)"
+        )
+    return DkimSettings(env["CADENCE_DKIM_DOMAIN"], tuple(keys))
 
 
 def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
@@ -245,15 +292,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     clock_spec = env.get("CADENCE_CLOCK", "system")
     clock_from_string(clock_spec)  # a malformed CADENCE_CLOCK fails here, naming the variable
     redis_url = env.get("CADENCE_REDIS_URL") or (broker_url if broker_url.startswith("redis") else None)
-    dkim = None
-    if env.get("CADENCE_DKIM_KEY_FILE"):
-        key_file = Path(env["CADENCE_DKIM_KEY_FILE"])
-        if not key_file.is_file():
-            raise ConfigError(f"CADENCE_DKIM_KEY_FILE: no such file {key_file}")
-        for name in ("CADENCE_DKIM_SELECTOR", "CADENCE_DKIM_DOMAIN"):
-            if not env.get(name):
-                raise ConfigError(f"{name}: required when CADENCE_DKIM_KEY_FILE is set")
-        dkim = DkimSettings(key_file, env["CADENCE_DKIM_SELECTOR"], env["CADENCE_DKIM_DOMAIN"])
+    dkim = _dkim(env)
     return Settings(
         data_dir=data_dir,
         database_url=database_url,

@@ -268,11 +268,12 @@ def check_alignment(dkim_domain: str, from_domain: str) -> Check | None:
 
 
 def check_domains(
-    lookup: DnsLookup, domains: Sequence[str], relay: str | None, dkim: tuple[Path, str, str] | None
+    lookup: DnsLookup, domains: Sequence[str], relay: str | None, dkim: Sequence[tuple[Path, str, str]]
 ) -> list[Check]:
-    """Every DNS check for the sending `domains` (the campaigns' From domains)."""
+    """Every DNS check for the sending `domains` (the campaigns' From domains); `dkim` holds
+    (key file, selector, domain) per signing key (RSA, Ed25519 or both), empty when unsigned."""
     checks: list[Check] = []
-    if dkim is None:
+    if not dkim:
         checks.append(
             Check(
                 "DKIM key",
@@ -282,8 +283,8 @@ def check_domains(
             )
         )
     else:
-        checks.append(check_dkim(lookup, *dkim))
-        checks += [c for c in (check_alignment(dkim[2], d) for d in domains) if c is not None]
+        checks += [check_dkim(lookup, *key) for key in dkim]
+        checks += [c for c in (check_alignment(dkim[0][2], d) for d in domains) if c is not None]
     for domain in domains:
         checks.append(check_spf(lookup, domain, relay))
         checks.append(check_dmarc(lookup, domain))

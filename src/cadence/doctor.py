@@ -31,7 +31,7 @@ def run_checks(settings: Settings) -> list[Check]:
     if problem is not None:
         checks.append(problem)
     relay = _smtp_host(settings.email_url)
-    dkim = (settings.dkim.key_file, settings.dkim.selector, settings.dkim.domain) if settings.dkim else None
+    dkim = [(k.key_file, k.selector, settings.dkim.domain) for k in settings.dkim.keys] if settings.dkim else []
     if relay is None and not settings.email_url.startswith(("postmark", "mailgun")):
         checks.append(Check("DNS", "warn", f"not sending by SMTP or a provider ({settings.email_url})", ""))
     else:

@@ -14,7 +14,7 @@ from jinja2 import FileSystemLoader
 from cadence.catalog import CampaignCatalog
 from cadence.clock import Clock
 from cadence.config import Settings
-from cadence.core.dkim import DkimSigner
+from cadence.core.dkim import DkimSigner, DkimSigners
 from cadence.core.render import Renderer
 from cadence.transports.base import Transport
 from cadence.transports.registry import open_transport
@@ -50,11 +50,12 @@ class Runtime:
         return self._transport
 
     @cached_property
-    def signer(self) -> DkimSigner | None:
+    def signer(self) -> DkimSigner | DkimSigners | None:
         dkim = self.settings.dkim
         if dkim is None:
             return None
-        return DkimSigner(dkim.key_file.read_bytes(), dkim.selector, dkim.domain)
+        signers = [DkimSigner(k.key_file.read_bytes(), k.selector, dkim.domain, source=k.variable) for k in dkim.keys]
+        return signers[0] if len(signers) == 1 else DkimSigners(signers)
 
     def close(self) -> None:
         if self._transport is not None:

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 from cadence.errors import InputError
 
 if TYPE_CHECKING:
-    from cadence.core.dkim import DkimSigner
+    from cadence.core.dkim import DkimSigner, DkimSigners
 
 __all__ = [
     "Address",
@@ -371,7 +371,7 @@ def provider_headers(msg: OutgoingMessage) -> list[tuple[str, str]]:
     return headers
 
 
-def build_mime(msg: OutgoingMessage, *, date: datetime, signer: DkimSigner | None = None) -> bytes:
+def build_mime(msg: OutgoingMessage, *, date: datetime, signer: DkimSigner | DkimSigners | None = None) -> bytes:
     """The complete message as bytes with CRLF line ends, DKIM-signed when ``signer`` is given.
 
     Raises :class:`InputError` naming the field for anything that could inject a header or a
