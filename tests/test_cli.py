@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -229,8 +230,12 @@ def test_demo_on_an_existing_data_dir_starts_from_a_clean_database_and_outbox(tm
     stale = tmp_path / "data" / "outbox" / "stale.eml"
     stale.parent.mkdir(parents=True)
     stale.write_text("old")
-    ran = cadence(env, "demo", "--speed", "5000000")
+    ran = cadence({**env, "COLUMNS": "250"}, "demo", "--speed", "5000000")
     assert ran.status == 0, ran
+    # The status table's last three columns are each step's sent / failed / skipped totals.
+    step_rows = [line for line in ran.out.splitlines() if re.match(r"│ \d\. ", line)]
+    totals = [[cell.strip() for cell in row.split("│")[-4:-1]] for row in step_rows]
+    assert totals == [["30", "0", "0"]] * 8, ran.out
     assert "30 runners imported, 30 enrolled" in ran.out
     with transaction(load_settings(env).database_url) as session:
         emails = list(session.scalars(select(Subscriber.email)))

@@ -30,7 +30,7 @@ from cadence.db.migrate import upgrade
 from cadence.db.models import Subscriber, Suppression
 from cadence.db.session import engine_for, transaction
 from cadence.engine import enroll
-from cadence.reports import campaign_counts, status_table
+from cadence.reports import campaign_counts, status_table, step_totals
 from cadence.simulation import ClockDriver
 from cadence.simulation import Progress as SimProgress
 from cadence.subscribers import email_hash, email_key, import_subscribers, parse_subscriber_csv
@@ -165,7 +165,8 @@ def run_demo(console: Console, *, speed: float = 86400.0, fresh: bool = True, en
                 proc.kill()
     with transaction(settings.database_url) as session:
         counts = campaign_counts(session, campaign, clock.now())
-    console.print(status_table(campaign, counts))
+        totals = step_totals(session, campaign, clock.now())
+    console.print(status_table(campaign, counts, totals))
     sent = final.sent
     if settings.email_url.startswith("outbox"):
         console.print(f"[green]{sent} emails[/green] are in [bold]{settings.outbox_dir}[/bold] (open any .eml file)")

@@ -121,12 +121,9 @@ def _step_label(campaign: Campaign, index: int) -> str:
     return f"{index + 1}. (no longer in the campaign)"
 
 
-def status_table(
-    campaign: Campaign, counts: Counter[tuple[int, str, str]], totals: Counter[tuple[int, str]] | None = None
-) -> Table:
+def status_table(campaign: Campaign, counts: Counter[tuple[int, str, str]], totals: Counter[tuple[int, str]]) -> Table:
     """Steps × segments (due, queued, sent, failed where the segment is known), then each
-    step's sent, failed and skipped totals over all its deliveries."""
-    totals = totals if totals is not None else Counter()
+    step's sent, failed and skipped totals over all its deliveries (`step_totals`)."""
     table = Table(title=f"{campaign.name} ({campaign.id})")
     table.add_column("step")
     for segment in campaign.segments:
