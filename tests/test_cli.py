@@ -222,6 +222,13 @@ def test_enroll_after_the_campaign_file_came_back_resumes_and_the_emails_go_out(
     assert len(list((tmp_path / "data" / "outbox").rglob("*.eml"))) == 3
 
 
+@pytest.mark.parametrize("speed", ["0", "-5"])
+def test_a_demo_speed_that_is_not_positive_is_a_usage_error(tmp_path: Path, speed: str) -> None:
+    ran = cadence(cadence_env(tmp_path / "data"), "demo", "--speed", speed)
+    assert ran.status == 2 and "--speed" in one_error_line(ran)
+    assert not (tmp_path / "data" / "cadence.db").exists()  # refused before touching anything
+
+
 @pytest.mark.slow
 def test_demo_on_an_existing_data_dir_starts_from_a_clean_database_and_outbox(tmp_path: Path) -> None:
     env = cadence_env(tmp_path / "data")
@@ -230,7 +237,10 @@ def test_demo_on_an_existing_data_dir_starts_from_a_clean_database_and_outbox(tm
     stale = tmp_path / "data" / "outbox" / "stale.eml"
     stale.parent.mkdir(parents=True)
     stale.write_text("old")
-    ran = cadence({**env, "COLUMNS": "250"}, "demo", "--speed", "5000000")
+    refused = cadence(env, "demo", "--speed", "5000000")  # someone's real subscriber is in there
+    assert refused.status == 1 and "1 subscriber(s) who are not demo runners" in one_error_line(refused)
+    assert stale.exists() and cadence(env, "subscribers", "add", "left-over@example.com").status == 0
+    ran = cadence({**env, "COLUMNS": "250"}, "demo", "--speed", "5000000", "--force")
     assert ran.status == 0, ran
     # The status table's last three columns are each step's sent / failed / skipped totals.
     step_rows = [line for line in ran.out.splitlines() if re.match(r"│ \d\. ", line)]

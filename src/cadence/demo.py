@@ -20,8 +20,9 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 
 from cadence.catalog import CampaignCatalog
 from cadence.clock import FileClock, wall_now
@@ -30,6 +31,7 @@ from cadence.db.migrate import upgrade
 from cadence.db.models import Subscriber, Suppression
 from cadence.db.session import engine_for, transaction
 from cadence.engine import enroll
+from cadence.errors import InputError, UsageError
 from cadence.reports import campaign_counts, status_table, step_totals
 from cadence.simulation import ClockDriver
 from cadence.simulation import Progress as SimProgress
@@ -56,9 +58,22 @@ def sqlite_file_in_data_dir(settings: Settings) -> Path | None:
     return path if path.is_relative_to(settings.data_dir.resolve()) else None
 
 
-def _prepare(settings: Settings, fresh: bool) -> list[str]:
+def _prepare(settings: Settings, fresh: bool, force: bool = False) -> list[str]:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     database_file = sqlite_file_in_data_dir(settings)
+    text = resources.files("cadence.demo_data").joinpath("runners.csv").read_text(encoding="utf-8")
+    rows = parse_subscriber_csv(text, "demo runners.csv")
+    keys = [email_key(r.email) for r in rows]
+    if fresh and database_file is not None and database_file.exists() and not force:
+        # The default data dir serves real work too: never delete someone's subscribers to make
+        # room for fictional runners without being told to (a marketer's trial, issue 13).
+        others = _subscribers_besides(settings, keys)
+        if others:
+            raise InputError(
+                f"{database_file} holds {others} subscriber(s) who are not demo runners, and the demo "
+                "starts from an empty database: run it with another CADENCE_DATA_DIR, or add --force "
+                "to delete them"
+            )
     if fresh:
         for sub in ("outbox", "broker"):
             shutil.rmtree(settings.data_dir / sub, ignore_errors=True)
@@ -68,9 +83,6 @@ def _prepare(settings: Settings, fresh: bool) -> list[str]:
             for suffix in ("", "-wal", "-shm", "-journal"):
                 database_file.with_name(database_file.name + suffix).unlink(missing_ok=True)
     upgrade(settings.database_url)
-    text = resources.files("cadence.demo_data").joinpath("runners.csv").read_text(encoding="utf-8")
-    rows = parse_subscriber_csv(text, "demo runners.csv")
-    keys = [email_key(r.email) for r in rows]
     if fresh and database_file is None:
         # A database outside the data dir (PostgreSQL, or a SQLite file elsewhere) may hold real
         # data: remove only the demo's own fictional runners (their enrollments and deliveries
@@ -79,6 +91,19 @@ def _prepare(settings: Settings, fresh: bool) -> list[str]:
             session.execute(delete(Subscriber).where(Subscriber.email_key.in_(keys)))
             session.execute(delete(Suppression).where(Suppression.email_hash.in_([email_hash(k) for k in keys])))
     return [r.email for r in rows]
+
+
+def _subscribers_besides(settings: Settings, demo_keys: list[str]) -> int:
+    """How many subscribers other than the demo's runners the database holds (0 if it has no
+    schema yet)."""
+    try:
+        with transaction(settings.database_url) as session:
+            query = select(func.count()).select_from(Subscriber).where(Subscriber.email_key.not_in(demo_keys))
+            return int(session.scalar(query) or 0)
+    except DBAPIError:  # no tables yet: nothing to lose
+        return 0
+    finally:
+        engine_for(settings.database_url).dispose()
 
 
 def _children(settings: Settings, env: dict[str, str]) -> list[subprocess.Popen[bytes]]:
@@ -92,8 +117,18 @@ def _children(settings: Settings, env: dict[str, str]) -> list[subprocess.Popen[
     ]
 
 
-def run_demo(console: Console, *, speed: float = 86400.0, fresh: bool = True, env: dict[str, str] | None = None) -> int:
-    """Run the demo; returns the number of emails sent."""
+def run_demo(
+    console: Console,
+    *,
+    speed: float = 86400.0,
+    fresh: bool = True,
+    force: bool = False,
+    env: dict[str, str] | None = None,
+) -> int:
+    """Run the demo; returns the number of emails sent. With `fresh` (the default) it starts from
+    an empty database, and refuses to delete subscribers who are not demo runners unless `force`."""
+    if not speed > 0:
+        raise UsageError(f"--speed: must be a positive number of simulated seconds per second, got {speed:g}")
     base_env = process_environment() if env is None else dict(env)
     settings = load_settings(base_env)
     clock = FileClock(settings.data_dir / "demo-clock")
@@ -110,7 +145,7 @@ def run_demo(console: Console, *, speed: float = 86400.0, fresh: bool = True, en
         "PYTHONUNBUFFERED": "1",
     }
     settings = replace(settings, clock_spec=str(clock))
-    emails = _prepare(settings, fresh)
+    emails = _prepare(settings, fresh, force)
     campaign = CampaignCatalog(settings.campaigns_dir, settings.templates_dir).get(CAMPAIGN)
     with transaction(settings.database_url) as session:
         result = import_subscribers(

@@ -203,12 +203,16 @@ def tick() -> None:
 @app.command()
 def demo(
     speed: Annotated[float, typer.Option(help="Simulated seconds per real second")] = 86400.0,
-    fresh: Annotated[bool, typer.Option(help="Start from an empty data directory")] = True,
+    fresh: Annotated[bool, typer.Option(help="Start from an empty database and outbox")] = True,
+    force: Annotated[
+        bool, typer.Option("--force", help="With --fresh: also delete subscribers who are not demo runners")
+    ] = False,
 ) -> None:
-    """Run the lower-back-pain drip for ~30 fictional runners with a real worker and scheduler."""
+    """Run the lower-back-pain drip for 30 fictional runners with a real worker and scheduler.
+    It refuses to wipe a database that holds other subscribers unless --force."""
     from cadence.demo import run_demo
 
-    run_demo(console, speed=speed, fresh=fresh)
+    run_demo(console, speed=speed, fresh=fresh, force=force)
 
 
 # Command groups written in their own modules register themselves here.
