@@ -199,3 +199,20 @@ def test_outside_a_git_repository_the_error_says_so(tmp_path: Path) -> None:
 def test_a_usage_error_exits_2_without_a_traceback(repo: Path) -> None:
     result = cadence(repo, "campaigns", "diff", "--no-such-option")
     assert result.returncode == 2 and "No such option" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_template_that_no_longer_renders_is_listed_once_per_email_and_is_an_error(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "project")
+    template, emails = emails_by_entry_template(repo)[0]
+    source = template.read_text(encoding="utf-8")
+    template.write_text(source.replace("<p>", "<p>{% if %}", 1), encoding="utf-8")
+    result = cadence(repo, "campaigns", "diff", "--campaign", "lower-back-pain")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip() == (
+        f"error: {len(emails)} email(s) fail to render in the working tree: "
+        "`cadence campaigns validate` shows where"
+    )
+    for email in emails:  # the error, without the noise of an empty subject, text and links
+        listing = _listing(result.stdout, email)
+        assert listing.strip().startswith("error now:") and listing.count("\n") == 1
+    assert cadence(repo, "campaigns", "diff", "--exit-code", "--no-screenshots").returncode == 2

@@ -208,10 +208,11 @@ def describe(change: EmailChange) -> list[str]:
     if change.status != "changed":
         side = change.after if change.status == "added" else change.before
         return [f"{change.status}: {side.subject or side.error!r}"]
+    if change.after.error:  # a broken email: its empty subject, text and links are not news
+        return [f"error now: {change.after.error}"]
     lines = []
-    if change.before.error or change.after.error:
-        lines.append(f"error before: {change.before.error}" if change.before.error else "")
-        lines.append(f"error now: {change.after.error}" if change.after.error else "")
+    if change.before.error:
+        lines.append(f"error before: {change.before.error}")
     if change.subject_changed:
         lines.append(f"subject: {change.before.subject!r} -> {change.after.subject!r}")
     removed, added = change.text_lines

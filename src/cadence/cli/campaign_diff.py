@@ -73,6 +73,7 @@ def _run(
         if only is not None and not then:
             raise InputError(f"campaign {only!r} does not exist at {revision}")
         changed = False
+        broken = 0  # emails that no longer render: listed, then reported as an error
         console = _console()
         for campaign_id in dict.fromkeys([*now, *then]):
             before = (then[campaign_id], old_templates) if campaign_id in then else None
@@ -89,8 +90,14 @@ def _run(
                 console.print(f"  {change.name}", highlight=False)
                 for line in describe(change):
                     console.print(f"    {escape(line)}", highlight=False, soft_wrap=True)
-            if screenshots:
+            failing = sum(1 for change in result.emails if change.status != "removed" and change.after.error)
+            broken += failing
+            if screenshots and not failing:
                 _pictures(result, revision, after, out, console)
+    if broken:
+        raise InputError(
+            f"{broken} email(s) fail to render in the working tree: `cadence campaigns validate` shows where"
+        )
     return changed
 
 

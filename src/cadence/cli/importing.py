@@ -80,7 +80,7 @@ def subscribers_import(
 
 def _summary(console: Console, report: ImportReport, seconds: float) -> None:
     rate = report.rows / seconds if seconds > 0 else 0.0
-    console.print(f"{escape(report.source)}: {report.rows:,} rows read in {seconds:.1f} s ({rate:,.0f} rows/s)")
+    console.print(f"{escape(report.source)}: {report.rows:,} {"row" if report.rows == 1 else "rows"} read in {seconds:.1f} s ({rate:,.0f} rows/s)")
     if not report.committed:
         console.print("[red]nothing was imported[/red]" + _report_note(report))
         return
