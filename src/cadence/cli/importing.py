@@ -80,7 +80,8 @@ def subscribers_import(
 
 def _summary(console: Console, report: ImportReport, seconds: float) -> None:
     rate = report.rows / seconds if seconds > 0 else 0.0
-    console.print(f"{escape(report.source)}: {report.rows:,} {"row" if report.rows == 1 else "rows"} read in {seconds:.1f} s ({rate:,.0f} rows/s)")
+    rows = f"{report.rows:,} row" + ("" if report.rows == 1 else "s")
+    console.print(f"{escape(report.source)}: {rows} read in {seconds:.1f} s ({rate:,.0f} rows/s)")
     if not report.committed:
         console.print("[red]nothing was imported[/red]" + _report_note(report))
         return
