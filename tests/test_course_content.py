@@ -9,36 +9,28 @@ import html
 import itertools
 import re
 from datetime import date
-from pathlib import Path
 from typing import Any
 
 import jinja2
 import pytest
 
-from cadence.campaign_files import load_campaign
 from cadence.core.campaign import Campaign
 from cadence.core.render import RenderedEmail, Renderer, render_email
 from cadence.core.segments import choose_segment, date_span
 from cadence.errors import CampaignError
+from tests.support.course import JORDAN, LINKS, REPO, course_campaign, course_renderer
 
-REPO = Path(__file__).resolve().parents[1]
-LINKS = {
-    "unsubscribe": "https://cadence.example/u/tok-u",
-    "preferences": "https://cadence.example/p/tok-p",
-    "web_view": "https://cadence.example/v/tok-v",
-}
-JORDAN: dict[str, Any] = {"first_name": "Jordan", "email": "jordan@example.com", "attributes": {}}
 LESSONS = 7
 
 
 @pytest.fixture(scope="module")
 def campaign() -> Campaign:
-    return load_campaign(REPO / "campaigns" / "lower-back-pain.yaml")
+    return course_campaign()
 
 
 @pytest.fixture(scope="module")
 def renderer() -> Renderer:
-    return Renderer(jinja2.FileSystemLoader(str(REPO / "templates")))
+    return course_renderer()
 
 
 @pytest.fixture(scope="module")

@@ -5,37 +5,29 @@ from __future__ import annotations
 import itertools
 import re
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import jinja2
 import pytest
 
-from cadence.campaign_files import load_campaign
 from cadence.core.campaign import Campaign, Segment, Step, Tracking
 from cadence.core.message import Address, OutgoingMessage, build_mime
 from cadence.core.render import CompiledVariant, Renderer, compile_variant, render_email
 from cadence.core.render_html import ascii_html, wrap_long_lines
 from cadence.errors import TemplateError
+from tests.support.course import JORDAN, LINKS, course_campaign, course_renderer
 
-REPO = Path(__file__).resolve().parents[1]
-LINKS = {
-    "unsubscribe": "https://cadence.example/u/tok-u",
-    "preferences": "https://cadence.example/p/tok-p",
-    "web_view": "https://cadence.example/v/tok-v",
-}
-JORDAN: dict[str, Any] = {"first_name": "Jordan", "email": "jordan@example.com", "attributes": {}}
 XSS = "<img src=x onerror=alert(1)>"
 
 
 @pytest.fixture(scope="module")
 def campaign() -> Campaign:
-    return load_campaign(REPO / "campaigns" / "lower-back-pain.yaml")
+    return course_campaign()
 
 
 @pytest.fixture(scope="module")
 def renderer() -> Renderer:
-    return Renderer(jinja2.FileSystemLoader(str(REPO / "templates")))
+    return course_renderer()
 
 
 def demo_campaign(context: dict[str, Any] | None = None, segments: tuple[Segment, ...] | None = None) -> Campaign:
