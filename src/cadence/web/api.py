@@ -34,7 +34,7 @@ from cadence.web.forms import Answers, SignupData, check_email, check_first_name
 from cadence.web.manage import send_data_link
 from cadence.web.security import client_ip
 from cadence.web.state import State, WebState, limit_posts
-from cadence.web.subscription import CONSENT, SignupContext, record_signup
+from cadence.web.subscription import CONSENT, SignupContext
 
 
 class ErrorOut(BaseModel):
@@ -137,16 +137,7 @@ def subscribe(body: SignupIn, request: Request, state: State, background: Backgr
         form_id="api:subscribe",
         page_url=body.page_url or "",
     )
-    confirmation = record_signup(
-        state.settings.database_url,
-        data,
-        where,
-        state.now(),
-        secret_key=state.settings.secret_key,
-        keys=state.suppression_keys,
-    )
-    if confirmation is not None:
-        background.add_task(state.send_confirmation, confirmation)
+    state.sign_up(data, where, background)
     state.pad_signup(started)
     return StatusOut(status="pending_confirmation", detail="If this address can be subscribed, a link is on its way.")
 

@@ -26,7 +26,7 @@ from cadence.web.forms import (
 )
 from cadence.web.security import client_ip
 from cadence.web.state import State, WebState, limit_posts
-from cadence.web.subscription import CONSENT, SignupContext, read_confirmation_token, record_signup
+from cadence.web.subscription import CONSENT, SignupContext, read_confirmation_token
 
 router = APIRouter(include_in_schema=False)
 FormText = Annotated[str, Form()]
@@ -95,16 +95,7 @@ def subscribe(
         form_id=FORM_ID,
         page_url=f"{state.settings.base_url}/subscribe",
     )
-    confirmation = record_signup(
-        state.settings.database_url,
-        data,
-        where,
-        state.now(),
-        secret_key=state.settings.secret_key,
-        keys=state.suppression_keys,
-    )
-    if confirmation is not None:
-        background.add_task(state.send_confirmation, confirmation)
+    state.sign_up(data, where, background)
     # The same page whatever happened (new, pending, active, unsubscribed, suppressed, limited),
     # after the same time.
     state.pad_signup(started)

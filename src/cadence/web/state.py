@@ -18,7 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import BackgroundTasks, Depends, Request
 from fastapi.templating import Jinja2Templates
 from sqlalchemy.orm import Session
 from starlette.background import BackgroundTask
@@ -30,13 +30,16 @@ from cadence.runtime import Runtime
 from cadence.subscribers import email_key
 from cadence.suppression_keys import SuppressionKeys
 from cadence.web.emails import LinkKind, link_message, send_transactional
+from cadence.web.forms import SignupData
 from cadence.web.ratelimit import Limit, Limiter, RateLimited
 from cadence.web.security import Csrf, client_ip, rate_limit_key
 from cadence.web.subscription import (
     Confirmation,
     ConfirmResult,
+    SignupContext,
     confirm,
     read_confirmation_token,
+    record_signup,
     release_confirmation_limit,
     send_confirmation,
     signup_campaign,
@@ -143,6 +146,21 @@ class WebState:
                 keys=self.suppression_keys,
             )
         return result, payload
+
+    def sign_up(self, data: SignupData, where: SignupContext, background: BackgroundTasks) -> None:
+        """Record a signup (the page's and the API's one way) and queue its confirmation email
+        after the response (see ``send_confirmation``); nothing is queued when the signup
+        changes nothing (already subscribed, suppressed, limited)."""
+        confirmation = record_signup(
+            self.settings.database_url,
+            data,
+            where,
+            self.now(),
+            secret_key=self.settings.secret_key,
+            keys=self.suppression_keys,
+        )
+        if confirmation is not None:
+            background.add_task(self.send_confirmation, confirmation)
 
     def pad_signup(self, started: float) -> None:
         """Sleep until `signup_floor_seconds` have passed since `started` (time.monotonic())."""
