@@ -219,3 +219,49 @@ class Link(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     url: Mapped[str] = mapped_column(Text)
     url_hash: Mapped[str] = mapped_column(String(64), unique=True)
+
+
+class SubscriberTopic(Base):
+    """A newsletter topic ("clinic-news") a subscriber agreed to receive, with when and how.
+
+    A table, not a JSON list on the subscriber, because a newsletter's audience is chosen by
+    topic: "everyone on clinic-news" must be an indexed join on PostgreSQL and SQLite alike.
+    Consent to a topic is recorded with the signup's consent version (GDPR Art. 7(1): the
+    sender must be able to show what each person agreed to).
+    """
+
+    __tablename__ = "subscriber_topics"
+
+    subscriber_id: Mapped[int] = mapped_column(
+        ForeignKey("subscribers.id", ondelete="CASCADE"), primary_key=True
+    )
+    topic: Mapped[str] = mapped_column(String(100), primary_key=True, index=True)
+    joined_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    source: Mapped[str] = mapped_column(String(100), default="")
+
+
+class SubscriberTag(Base):
+    """A staff-given label ("vip", "met-at-expo-2026") for choosing audiences and finding people.
+    Tags are the staff's; attributes are what subscribers told us (segment rules read those)."""
+
+    __tablename__ = "subscriber_tags"
+
+    subscriber_id: Mapped[int] = mapped_column(
+        ForeignKey("subscribers.id", ondelete="CASCADE"), primary_key=True
+    )
+    tag: Mapped[str] = mapped_column(String(100), primary_key=True, index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class CampaignState(Base):
+    """What staff decided about a campaign: ``running`` (no row means running), ``paused``,
+    ``cancelled`` or ``archived``. Checked by the tick and by every send batch, so a pause takes
+    effect for deliveries already queued, not only for future ticks (issue 13)."""
+
+    __tablename__ = "campaign_states"
+
+    campaign_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    state: Mapped[str] = mapped_column(String(20), default="running")
+    changed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    changed_by: Mapped[str] = mapped_column(String(200), default="")
+    note: Mapped[str] = mapped_column(Text, default="")
