@@ -158,6 +158,10 @@ class Delivery(Base):
     step_id: Mapped[str] = mapped_column(String(100))
     step_index: Mapped[int] = mapped_column(Integer)
     segment_id: Mapped[str] = mapped_column(String(100), default="")
+    # What sort of email this row is: ``drip`` (a campaign step), ``newsletter`` (a one-off send)
+    # or ``transactional`` (a confirmation or data link). One ledger for all three, so retries,
+    # rate limits, bounce mapping and reports work the same way for each (issues 12 and 13).
+    kind: Mapped[str] = mapped_column(String(20), default="drip", server_default="drip")
     state: Mapped[str] = mapped_column(String(20), default="queued")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     due_at: Mapped[datetime] = mapped_column(UTCDateTime)
@@ -265,3 +269,19 @@ class CampaignState(Base):
     changed_at: Mapped[datetime] = mapped_column(UTCDateTime)
     changed_by: Mapped[str] = mapped_column(String(200), default="")
     note: Mapped[str] = mapped_column(Text, default="")
+
+
+class AuditEntry(Base):
+    """Who did what to which campaign, newsletter, subscriber or user, and when: every staff
+    action through any door (CLI, API, console) leaves one row (issue 13). ``actor`` names the
+    door and the person: ``cli:<os user>``, ``user:<email>``, ``token:<name>``. Never holds a
+    password, token or full message body; ``detail`` is a small JSON object."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    actor: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(60))
+    target: Mapped[str] = mapped_column(String(200), default="")
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
