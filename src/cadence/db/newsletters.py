@@ -1,0 +1,378 @@
+"""The newsletters' SQL: their rows, their audience, their ledger rows (issue 13).
+
+A newsletter's copies are ordinary ledger rows (``deliveries``, kind ``newsletter``, no
+enrollment, ``campaign_id`` = the newsletter's id, ``step_index`` 0), so the tick, the leases,
+retries, rate limits, bounce mapping and tracking are the drips' own. Why the shapes:
+
+- One row per (newsletter, subscriber), enforced by the partial unique index
+  ``uq_deliveries_newsletter_subscriber`` (migration 0005): rows are inserted ON CONFLICT DO
+  NOTHING, so scheduling twice (or two staff at once) never makes a second copy.
+- A paused newsletter's queued rows are ``held``: a state the tick does not look at
+  (queries.deliveries_to_enqueue reads ``queued`` and ``sending`` only), so a pause costs nothing
+  per tick and a resume keeps every subscriber's own send time.
+- Audience reads go through the topic and tag indexes (``subscriber_topics.topic``,
+  ``subscriber_tags.tag``) and stream in chunks: attribute rules and segments are decided in
+  Python by core/newsletter.py, the same code the segment rules use (core/segments.py).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, exists, func, select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from cadence.db.models import (
+    CampaignState,
+    Delivery,
+    Event,
+    Newsletter,
+    Subscriber,
+    SubscriberTag,
+    SubscriberTopic,
+    Suppression,
+)
+from cadence.db.queries import one_of
+
+__all__ = [
+    "PENDING",
+    "Candidate",
+    "LeasedCopy",
+    "all_newsletters",
+    "audience_candidates",
+    "cancel_rows",
+    "copy_counts",
+    "event_counts",
+    "finish_copies",
+    "hold_rows",
+    "insert_copies",
+    "leased_copies",
+    "mirror_campaign_state",
+    "newsletters_by_id",
+    "release_rows",
+    "retime_unsent",
+    "segment_counts",
+    "skip_unsent_except",
+    "suppressed_among",
+    "topics_of",
+]
+
+PENDING = ("queued", "sending", "held")  # copies not finished yet
+_NEWSLETTER_KIND = Delivery.kind == "newsletter"
+_CHUNK = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A confirmed (``active``) subscriber who has one of the audience's topics and tags."""
+
+    id: int
+    email: str
+    attributes: dict[str, Any]
+    timezone: str | None
+    topics: frozenset[str]
+    tags: frozenset[str]
+
+
+def audience_candidates(session: Session, topics: Sequence[str], tags: Sequence[str]) -> Iterator[Candidate]:
+    """Active subscribers holding any of `topics` (if given) and any of `tags` (if given), in id
+    order, in chunks (keyset pagination: a 100,000-person list never sits in memory at once).
+    Unsubscribed, bounced, complained and pending (unconfirmed) people are not ``active``."""
+    conditions = [Subscriber.status == "active"]
+    if topics:
+        conditions.append(
+            exists().where(SubscriberTopic.subscriber_id == Subscriber.id, SubscriberTopic.topic.in_(list(topics)))
+        )
+    if tags:
+        conditions.append(
+            exists().where(SubscriberTag.subscriber_id == Subscriber.id, SubscriberTag.tag.in_(list(tags)))
+        )
+    after = 0
+    while True:
+        rows = session.execute(
+            select(Subscriber.id, Subscriber.email, Subscriber.attributes, Subscriber.timezone)
+            .where(*conditions, Subscriber.id > after)
+            .order_by(Subscriber.id)
+            .limit(_CHUNK)
+        ).all()
+        if not rows:
+            return
+        ids = [row[0] for row in rows]
+        held_topics = topics_of(session, ids)
+        held_tags: dict[int, set[str]] = defaultdict(set)
+        for subscriber_id, tag in session.execute(
+            select(SubscriberTag.subscriber_id, SubscriberTag.tag).where(SubscriberTag.subscriber_id.in_(ids))
+        ):
+            held_tags[subscriber_id].add(tag)
+        for subscriber_id, email, attributes, timezone in rows:
+            yield Candidate(
+                subscriber_id,
+                email,
+                dict(attributes or {}),
+                timezone,
+                frozenset(held_topics.get(subscriber_id, ())),
+                frozenset(held_tags.get(subscriber_id, ())),
+            )
+        after = ids[-1]
+
+
+def topics_of(session: Session, subscriber_ids: Sequence[int]) -> dict[int, set[str]]:
+    found: dict[int, set[str]] = defaultdict(set)
+    if subscriber_ids:
+        for subscriber_id, topic in session.execute(
+            select(SubscriberTopic.subscriber_id, SubscriberTopic.topic).where(
+                SubscriberTopic.subscriber_id.in_(list(subscriber_ids))
+            )
+        ):
+            found[subscriber_id].add(topic)
+    return found
+
+
+def suppressed_among(session: Session, hashes: Sequence[str]) -> set[str]:
+    """Which of these plain suppression hashes (subscribers.email_hash) are suppressed."""
+    found: set[str] = set()
+    unique = sorted(set(hashes))
+    for start in range(0, len(unique), _CHUNK):
+        chunk = unique[start : start + _CHUNK]
+        found.update(session.scalars(select(Suppression.email_hash).where(Suppression.email_hash.in_(chunk))))
+    return found
+
+
+def insert_copies(
+    session: Session, newsletter_id: str, copies: Sequence[tuple[int, str, datetime]], now: datetime
+) -> int:
+    """One ``queued`` ledger row per (subscriber id, segment id, due time) that has none yet;
+    returns how many were new. A row that exists (scheduled before, or by a racing command) is
+    left alone by ON CONFLICT DO NOTHING on the partial unique index."""
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    created = 0
+    for start in range(0, len(copies), _CHUNK):
+        chunk = copies[start : start + _CHUNK]
+        values = [
+            {
+                "subscriber_id": subscriber_id,
+                "campaign_id": newsletter_id,
+                "step_id": newsletter_id,
+                "step_index": 0,
+                "segment_id": segment_id,
+                "kind": "newsletter",
+                "state": "queued",
+                "attempts": 0,
+                "due_at": due,
+                "not_before": due,
+                "message_id": "",
+                "content_hash": "",
+                "last_error": "",
+                "created_at": now,
+            }
+            for subscriber_id, segment_id, due in chunk
+        ]
+        statement = insert(Delivery).values(values)
+        statement = statement.on_conflict_do_nothing(
+            index_elements=["campaign_id", "subscriber_id"], index_where=text("kind = 'newsletter'")
+        )
+        result = session.execute(statement.returning(Delivery.id))
+        created += len(result.all())
+    return created
+
+
+def retime_unsent(session: Session, newsletter_id: str, copies: Sequence[tuple[int, str, datetime]]) -> None:
+    """Scheduled again before sending started: the queued copies get the new send times (and go
+    back to waiting for the tick)."""
+    for start in range(0, len(copies), _CHUNK):
+        chunk = copies[start : start + _CHUNK]
+        for subscriber_id, segment_id, due in chunk:
+            session.execute(
+                update(Delivery)
+                .where(
+                    _NEWSLETTER_KIND,
+                    Delivery.campaign_id == newsletter_id,
+                    Delivery.subscriber_id == subscriber_id,
+                    Delivery.state.in_(("queued", "held")),
+                )
+                .values(due_at=due, not_before=due, segment_id=segment_id, enqueued_at=None)
+            )
+
+
+def skip_unsent_except(session: Session, newsletter_id: str, keep: set[int], reason: str) -> int:
+    """Queued copies of subscribers no longer in the audience (scheduled again): skipped."""
+    rows = session.execute(
+        select(Delivery.id, Delivery.subscriber_id).where(
+            _NEWSLETTER_KIND, Delivery.campaign_id == newsletter_id, Delivery.state.in_(("queued", "held"))
+        )
+    ).all()
+    gone = [delivery_id for delivery_id, subscriber_id in rows if subscriber_id not in keep]
+    for start in range(0, len(gone), _CHUNK):
+        session.execute(
+            update(Delivery)
+            .where(Delivery.id.in_(gone[start : start + _CHUNK]), Delivery.state.in_(("queued", "held")))
+            .values(state="skipped", last_error=reason, enqueued_at=None)
+        )
+    return len(gone)
+
+
+def hold_rows(session: Session, newsletter_id: str) -> int:
+    """Pause: every queued copy is held (the tick skips ``held`` rows). Copies a worker holds
+    now are held by the send path when it sees the pause (newsletter_sending.py)."""
+    result = session.execute(
+        update(Delivery)
+        .where(_NEWSLETTER_KIND, Delivery.campaign_id == newsletter_id, Delivery.state == "queued")
+        .values(state="held", enqueued_at=None)
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def release_rows(session: Session, newsletter_id: str) -> int:
+    """Resume: held copies are queued again with their own send times (those already past go
+    out at the next tick, through the usual batches and rate limits)."""
+    result = session.execute(
+        update(Delivery)
+        .where(_NEWSLETTER_KIND, Delivery.campaign_id == newsletter_id, Delivery.state == "held")
+        .values(state="queued", enqueued_at=None, lease_expires_at=None)
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def cancel_rows(session: Session, newsletter_id: str, reason: str) -> int:
+    """Cancel: every copy not yet leased is skipped, never sent. Leased ones are skipped by the
+    send path, which reads the newsletter's state before it renders (newsletter_sending.py)."""
+    result = session.execute(
+        update(Delivery)
+        .where(_NEWSLETTER_KIND, Delivery.campaign_id == newsletter_id, Delivery.state.in_(("queued", "held")))
+        .values(state="skipped", last_error=reason, enqueued_at=None)
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def copy_counts(session: Session, newsletter_ids: Sequence[str]) -> dict[str, dict[str, int]]:
+    """Ledger rows per newsletter and state."""
+    counts: dict[str, dict[str, int]] = defaultdict(dict)
+    if newsletter_ids:
+        for campaign_id, state, count in session.execute(
+            select(Delivery.campaign_id, Delivery.state, func.count())
+            .where(_NEWSLETTER_KIND, Delivery.campaign_id.in_(list(newsletter_ids)))
+            .group_by(Delivery.campaign_id, Delivery.state)
+        ):
+            counts[campaign_id][state] = int(count)
+    return counts
+
+
+def segment_counts(session: Session, newsletter_id: str) -> dict[str, dict[str, int]]:
+    """Ledger rows per segment and state (the report "per segment for a newsletter")."""
+    counts: dict[str, dict[str, int]] = defaultdict(dict)
+    for segment_id, state, count in session.execute(
+        select(Delivery.segment_id, Delivery.state, func.count())
+        .where(_NEWSLETTER_KIND, Delivery.campaign_id == newsletter_id)
+        .group_by(Delivery.segment_id, Delivery.state)
+    ):
+        counts[segment_id][state] = int(count)
+    return counts
+
+
+def event_counts(session: Session, newsletter_id: str) -> dict[str, int]:
+    """Unique opens and clicks (people, not fetches) and unsubscribes of one newsletter's copies."""
+    mine = and_(Event.delivery_id == Delivery.id, _NEWSLETTER_KIND, Delivery.campaign_id == newsletter_id)
+    counts = {"opens": 0, "clicks": 0, "unsubscribes": 0}
+    for kind, count in session.execute(
+        select(Event.kind, func.count(func.distinct(Event.delivery_id)))
+        .join(Delivery, mine)
+        .where(Event.kind.in_(("open", "click", "unsubscribe")))
+        .group_by(Event.kind)
+    ):
+        counts[{"open": "opens", "click": "clicks", "unsubscribe": "unsubscribes"}[kind]] = int(count)
+    return counts
+
+
+@dataclass(frozen=True, slots=True)
+class LeasedCopy:
+    """What the send path reads of one leased newsletter copy and its subscriber."""
+
+    id: int
+    newsletter_id: str
+    segment_id: str
+    attempts: int
+    lease_token: str | None
+    subscriber_id: int
+    email: str
+    first_name: str
+    attributes: dict[str, Any]
+    status: str
+
+
+def leased_copies(session: Session, delivery_ids: Sequence[int]) -> list[LeasedCopy]:
+    """The newsletter copies among `delivery_ids` (a send batch may mix kinds), with their
+    subscribers as they are now. Plain columns: no ORM objects per email (sending.py says why)."""
+    dialect = session.get_bind().dialect.name
+    rows = session.execute(
+        select(
+            Delivery.id,
+            Delivery.campaign_id,
+            Delivery.segment_id,
+            Delivery.attempts,
+            Delivery.lease_token,
+            Subscriber.id,
+            Subscriber.email,
+            Subscriber.first_name,
+            Subscriber.attributes,
+            Subscriber.status,
+        )
+        .join(Subscriber, Delivery.subscriber_id == Subscriber.id)
+        .where(one_of(Delivery.id, delivery_ids, dialect), _NEWSLETTER_KIND)
+        .order_by(Delivery.id)
+    ).all()
+    return [
+        LeasedCopy(
+            id=row[0],
+            newsletter_id=row[1],
+            segment_id=row[2],
+            attempts=row[3],
+            lease_token=row[4],
+            subscriber_id=row[5],
+            email=row[6],
+            first_name=row[7],
+            attributes=dict(row[8] or {}),
+            status=row[9],
+        )
+        for row in rows
+    ]
+
+
+def newsletters_by_id(session: Session, ids: Sequence[str]) -> dict[str, Newsletter]:
+    return {n.id: n for n in session.scalars(select(Newsletter).where(Newsletter.id.in_(list(ids))))}
+
+
+def finish_copies(session: Session, ids: Sequence[int], state: str, reason: str) -> None:
+    """Leased copies that will not be sent: ``skipped`` (with why) or ``held`` (paused)."""
+    if not ids:
+        return
+    values: dict[str, Any] = {"state": state, "lease_expires_at": None, "last_error": reason[:2000]}
+    if state == "held":
+        # Not sent, so the claim's attempt is given back; the tick will queue it again on resume.
+        values.update(enqueued_at=None, attempts=Delivery.attempts - 1)
+    session.execute(update(Delivery).where(Delivery.id.in_(list(ids)), Delivery.state == "sending").values(**values))
+
+
+def all_newsletters(session: Session) -> list[Newsletter]:
+    return list(session.scalars(select(Newsletter).order_by(Newsletter.id)))
+
+
+def mirror_campaign_state(session: Session, newsletter_id: str, state: str, actor: str, now: datetime) -> None:
+    """Write a paused or cancelled newsletter into ``campaign_states`` too, keyed by its id (the
+    ``campaign_id`` of its ledger rows), so the campaign-state check of a running send batch
+    honours it like a drip's pause (issue 13, item 2)."""
+    value = state if state in ("paused", "cancelled") else "running"
+    row = session.get(CampaignState, newsletter_id)
+    if row is None:
+        session.add(
+            CampaignState(
+                campaign_id=newsletter_id, state=value, changed_at=now, changed_by=actor[:200], note="newsletter"
+            )
+        )
+    else:
+        row.state, row.changed_at, row.changed_by = value, now, actor[:200]
