@@ -63,6 +63,7 @@ def load_and_prepare(
         skipped: dict[str, list[int]] = {}
         prepared: list[PreparedSend] = []
         links: dict[str, dict[str, int]] = {}
+        started: set[str] = set()
         for copy in copies:
             newsletter = newsletters.get(copy.newsletter_id)
             state = newsletter.state if newsletter is not None else "cancelled"
@@ -80,8 +81,9 @@ def load_and_prepare(
             if reason or newsletter is None:
                 skipped.setdefault(reason or "newsletter is gone", []).append(copy.id)
                 continue
-            if newsletter.state == "scheduled":
-                newsletter.state, newsletter.started_at = "sending", now  # the version is final now
+            if newsletter.state == "scheduled" and newsletter.id not in started:
+                store.mark_sending(session, newsletter.id, now)  # the version is final from now on
+                started.add(newsletter.id)
             try:
                 campaign, variant = locked_variant(newsletter.id, newsletter.content_hash, newsletter.content)
                 if newsletter.id not in links:

@@ -53,6 +53,9 @@ __all__ = [
     "hold_rows",
     "insert_copies",
     "leased_copies",
+    "lock_newsletter",
+    "locked_newsletter",
+    "mark_sending",
     "mirror_campaign_state",
     "newsletters_by_id",
     "release_rows",
@@ -376,3 +379,51 @@ def mirror_campaign_state(session: Session, newsletter_id: str, state: str, acto
         )
     else:
         row.state, row.changed_at, row.changed_by = value, now, actor[:200]
+
+
+def lock_newsletter(session: Session, newsletter_id: str, now: datetime, actor: str) -> Newsletter:
+    """The newsletter's row, created as a ``draft`` if it has none, locked for this transaction.
+
+    Two people scheduling the same newsletter at once must not both create it (a unique
+    violation) nor both decide from the same old state: INSERT ... ON CONFLICT DO NOTHING waits
+    for a racing insert to commit, then SELECT ... FOR UPDATE makes the second one wait for the
+    first to finish (PostgreSQL; on SQLite BEGIN IMMEDIATE already serialises the two). A draft
+    created here is rolled back with the transaction if scheduling fails."""
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    values = {
+        "id": newsletter_id,
+        "name": "",
+        "subject": "",
+        "state": "draft",
+        "content_hash": "",
+        "content": {},
+        "audience": {},
+        "send_at": "",
+        "recipients": 0,
+        "scheduled_at": now,
+        "changed_at": now,
+        "changed_by": actor[:200],
+    }
+    session.execute(insert(Newsletter).values(values).on_conflict_do_nothing(index_elements=["id"]))
+    query = select(Newsletter).where(Newsletter.id == newsletter_id).execution_options(populate_existing=True)
+    if session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update()
+    return session.scalars(query).one()
+
+
+def mark_sending(session: Session, newsletter_id: str, now: datetime) -> None:
+    """The first copy is going out: ``scheduled`` becomes ``sending``. Conditional, so a pause
+    or cancel committed meanwhile by staff is never overwritten by a worker."""
+    session.execute(
+        update(Newsletter)
+        .where(Newsletter.id == newsletter_id, Newsletter.state == "scheduled")
+        .values(state="sending", started_at=now)
+    )
+
+
+def locked_newsletter(session: Session, newsletter_id: str) -> Newsletter | None:
+    """An existing newsletter's row, locked for this transaction (staff changes one at a time)."""
+    query = select(Newsletter).where(Newsletter.id == newsletter_id)
+    if session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update()
+    return session.scalars(query).one_or_none()

@@ -201,10 +201,11 @@ def schedule(settings: Settings, name: str, *, at: str | None, actor: str, now: 
     variant = sendable.renderer.variant(campaign, campaign.steps[0], EVERYONE)
     content_hash, content = lock(campaign, variant)
     with transaction(settings.database_url) as session:
-        row = session.get(NewsletterRow, newsletter.id)
-        if row is not None and row.state in _LOCKED_STATES:
+        row = store.lock_newsletter(session, newsletter.id, now, actor)
+        if row.state in _LOCKED_STATES:
             raise InputError(_edited_message(settings, row) or _started_message(row))
-        transition(row.state if row is not None else "draft", "schedule", newsletter.id)
+        again = row.state != "draft"
+        transition(row.state, "schedule", newsletter.id)
         count = _count(session, loaded, now)
         if not count.recipients:
             raise InputError(f"newsletter {newsletter.id!r}: nobody in the audience, nothing scheduled")
@@ -212,10 +213,6 @@ def schedule(settings: Settings, name: str, *, at: str | None, actor: str, now: 
             (sid, segment_id, send_instant(send_time, tz, campaign.timezone, now))
             for sid, segment_id, tz in count.recipients
         ]
-        again = row is not None
-        if row is None:
-            row = NewsletterRow(id=newsletter.id)
-            session.add(row)
         row.name, row.subject, row.state = newsletter.name, variant.subject_source[:200], "scheduled"
         row.content_hash, row.content = content_hash, content
         row.audience = {"topics": list(newsletter.audience.topics), "tags": list(newsletter.audience.tags)}
@@ -279,8 +276,8 @@ def _edited_message(settings: Settings, row: NewsletterRow) -> str:
 
 def _change(settings: Settings, name: str, action: str, actor: str, now: datetime) -> tuple[str, int]:
     with transaction(settings.database_url) as session:
-        row = session.get(NewsletterRow, name)
-        if row is None:
+        row = store.locked_newsletter(session, name)
+        if row is None or row.state == "draft":
             raise NotFound(f"newsletter {name!r} was never scheduled (nothing to {action})")
         counts = store.copy_counts(session, [name]).get(name, {})
         current = _state_of(row, counts)
