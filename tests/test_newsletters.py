@@ -19,12 +19,14 @@ from cadence import engine
 from cadence.clock import FileClock
 from cadence.config import Settings, load_settings
 from cadence.db.migrate import upgrade
-from cadence.db.models import AuditEntry, Delivery, Subscriber, SubscriberTag, SubscriberTopic
+from cadence.db.models import AuditEntry, Delivery, Link, Subscriber, SubscriberTag, SubscriberTopic
 from cadence.db.session import transaction
 from cadence.errors import InputError
 from cadence.operations import newsletters
 from cadence.runtime import Runtime
 from cadence.subscribers import SubscriberInput, import_subscribers, suppress, unsubscribe
+from cadence.tokens import link_signature, make_token
+from cadence.web.tracking import record_open, resolve_click, web_view
 from tests.support.cluster import ROOT, cadence_env
 from tests.support.keys import TEST_KEYS
 
@@ -196,6 +198,21 @@ def test_pause_holds_resume_sends_cancel_drops_and_the_locked_version_is_what_go
     assert " of 1" not in text and "Back course" not in text  # a newsletter, not "Email 1 of 1"
     assert "1801 W Main St, Suite 200, Richmond, VA 23220" in text  # the shared footer
     assert f"{settings.base_url}/o/" in html and f"{settings.base_url}/c/" in html  # tracked
+    # Opens, clicks and the web view work for newsletter copies as for drip steps.
+    runtime = Runtime.from_settings(settings)
+    with transaction(settings.database_url) as session:
+        copy = session.scalars(select(Delivery).where(Delivery.campaign_id == "spring")).first()
+        assert copy is not None
+        key = settings.secret_key
+        assert record_open(runtime, session, copy.id, link_signature(key, "open", copy.id), clock.now())
+        link = session.scalars(select(Link)).first()
+        assert link is not None
+        signature = link_signature(key, "click", copy.id, link.id)
+        assert resolve_click(runtime, session, copy.id, link.id, signature, clock.now()) == link.url
+        page = web_view(runtime, session, make_token(key, "webview", copy.id))
+        assert page.subject == "Spring races are coming" and "Before race day" in page.html
+    report = newsletters.status(settings, "spring")
+    assert (report["sent"], report["opens"], report["clicks"]) == (3, 1, 1)
     with pytest.raises(InputError, match="edited after sending started"):
         newsletters.schedule(settings, "spring", at="now", actor=ACTOR, now=clock.now())
     _, problems = newsletters.validate(settings, "spring", clock.now())
