@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import email
 import email.policy
+import re
 import shutil
+import subprocess
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -29,6 +31,7 @@ from cadence.tokens import link_signature, make_token
 from cadence.web.tracking import record_open, resolve_click, web_view
 from tests.support.cluster import ROOT, cadence_env
 from tests.support.keys import TEST_KEYS
+from tests.support.services import unavailable
 
 NOW = datetime(2027, 1, 5, 12, 0, tzinfo=UTC)
 ACTOR = "cli:tester"
@@ -198,6 +201,9 @@ def test_pause_holds_resume_sends_cancel_drops_and_the_locked_version_is_what_go
     assert " of 1" not in text and "Back course" not in text  # a newsletter, not "Email 1 of 1"
     assert "1801 W Main St, Suite 200, Richmond, VA 23220" in text  # the shared footer
     assert f"{settings.base_url}/o/" in html and f"{settings.base_url}/c/" in html  # tracked
+    if database_url.startswith("sqlite"):  # the email does not depend on the database: check it once
+        assert_spamassassin_scores_nothing(sent[0])
+
     # Opens, clicks and the web view work for newsletter copies as for drip steps.
     runtime = Runtime.from_settings(settings)
     with transaction(settings.database_url) as session:
@@ -226,3 +232,14 @@ def test_pause_holds_resume_sends_cancel_drops_and_the_locked_version_is_what_go
         newsletters.resume(settings, "other", actor=ACTOR, now=clock.now())
     listed = {item["id"]: item["state"] for item in newsletters.list_all(settings)}
     assert listed == {"clinic-news-2027-01": "draft", "other": "cancelled", "spring": "sent"}
+
+
+def assert_spamassassin_scores_nothing(message: bytes) -> None:
+    """As tests/test_series_as_received.py checks the drip: no SpamAssassin rule adds points."""
+    if shutil.which("spamassassin") is None:
+        unavailable("spamassassin", "apt-get install spamassassin (make test does this as root)")
+    # -L: local tests only (no network here); -t: report the score and the rules that hit.
+    out = subprocess.run(["spamassassin", "-L", "-t"], input=message, capture_output=True, timeout=120).stdout
+    scoring = re.findall(rb"^\s*(\d+\.\d+) ([A-Z0-9_]+) ", out.split(b"Content analysis details", 1)[-1], re.M)
+    assert scoring or b"Content analysis details" in out, out[-2000:]
+    assert not [(rule, points) for points, rule in scoring if float(points) > 0], out[-2000:]
