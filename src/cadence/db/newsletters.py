@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, exists, func, select, text, update
+from sqlalchemy import Table, and_, bindparam, exists, func, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -154,6 +154,18 @@ def insert_copies(
     returns how many were new. A row that exists (scheduled before, or by a racing command) is
     left alone by ON CONFLICT DO NOTHING on the partial unique index."""
     insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    table: Table = Delivery.__table__  # type: ignore[assignment]
+    # One statement executed for many rows: SQLAlchemy sends them in "insertmanyvalues" batches
+    # and compiles the statement once (a VALUES list built per chunk cost ~3 ms per row to
+    # compile: measured at 5,000 readers).
+    statement = (
+        insert(table)
+        .on_conflict_do_nothing(
+            index_elements=["campaign_id", "subscriber_id"], index_where=text("kind = 'newsletter'")
+        )
+        .returning(table.c.id)
+    )
+    connection = session.connection()
     created = 0
     for start in range(0, len(copies), _CHUNK):
         chunk = copies[start : start + _CHUNK]
@@ -176,31 +188,36 @@ def insert_copies(
             }
             for subscriber_id, segment_id, due in chunk
         ]
-        statement = insert(Delivery).values(values)
-        statement = statement.on_conflict_do_nothing(
-            index_elements=["campaign_id", "subscriber_id"], index_where=text("kind = 'newsletter'")
-        )
-        result = session.execute(statement.returning(Delivery.id))
-        created += len(result.all())
+        created += len(connection.execute(statement, values).all())
     return created
 
 
 def retime_unsent(session: Session, newsletter_id: str, copies: Sequence[tuple[int, str, datetime]]) -> None:
     """Scheduled again before sending started: the queued copies get the new send times (and go
-    back to waiting for the tick)."""
+    back to waiting for the tick). One statement executed for many rows (executemany), not a
+    round trip per reader."""
+    table: Table = Delivery.__table__  # type: ignore[assignment]
+    statement = (
+        update(table)
+        .where(
+            table.c.kind == "newsletter",
+            table.c.campaign_id == newsletter_id,
+            table.c.subscriber_id == bindparam("b_subscriber"),
+            or_(table.c.state == "queued", table.c.state == "held"),  # IN cannot be used with executemany
+        )
+        .values(
+            due_at=bindparam("b_due"),
+            not_before=bindparam("b_due"),
+            segment_id=bindparam("b_segment"),
+            enqueued_at=None,
+        )
+    )
+    connection = session.connection()
     for start in range(0, len(copies), _CHUNK):
-        chunk = copies[start : start + _CHUNK]
-        for subscriber_id, segment_id, due in chunk:
-            session.execute(
-                update(Delivery)
-                .where(
-                    _NEWSLETTER_KIND,
-                    Delivery.campaign_id == newsletter_id,
-                    Delivery.subscriber_id == subscriber_id,
-                    Delivery.state.in_(("queued", "held")),
-                )
-                .values(due_at=due, not_before=due, segment_id=segment_id, enqueued_at=None)
-            )
+        rows = [
+            {"b_subscriber": sid, "b_segment": seg, "b_due": due} for sid, seg, due in copies[start : start + _CHUNK]
+        ]
+        connection.execute(statement, rows)
 
 
 def skip_unsent_except(session: Session, newsletter_id: str, keep: set[int], reason: str) -> int:
