@@ -29,6 +29,7 @@ from cadence.core.message import Address, OutgoingMessage, build_mime, make_mess
 from cadence.core.newsletter import skip_reason
 from cadence.core.render import CompiledVariant, render_email
 from cadence.core.uri_parity import balance_uri_count, uri_count
+from cadence.db import newsletter_audience as audience_store
 from cadence.db import newsletters as store
 from cadence.db import queries
 from cadence.db.session import transaction
@@ -57,8 +58,8 @@ def load_and_prepare(
         if not copies:
             return []
         newsletters = store.newsletters_by_id(session, sorted({c.newsletter_id for c in copies}))
-        suppressed = store.suppressed_among(session, [email_hash(c.email) for c in copies])
-        topics = store.topics_of(session, [c.subscriber_id for c in copies])
+        suppressed = audience_store.suppressed_among(session, [email_hash(c.email) for c in copies])
+        topics = audience_store.topics_of(session, [c.subscriber_id for c in copies])
         held: list[int] = []
         skipped: dict[str, list[int]] = {}
         prepared: list[PreparedSend] = []

@@ -10,42 +10,29 @@ retries, rate limits, bounce mapping and tracking are the drips' own. Why the sh
 - A paused newsletter's queued rows are ``held``: a state the tick does not look at
   (queries.deliveries_to_enqueue reads ``queued`` and ``sending`` only), so a pause costs nothing
   per tick and a resume keeps every subscriber's own send time.
-- Audience reads go through the topic and tag indexes (``subscriber_topics.topic``,
-  ``subscriber_tags.tag``) and stream in chunks: attribute rules and segments are decided in
-  Python by core/newsletter.py, the same code the segment rules use (core/segments.py).
+- Who is in the audience is read by db/newsletter_audience.py.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, and_, bindparam, exists, func, or_, select, text, update
+from sqlalchemy import Table, and_, bindparam, func, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from cadence.db.models import (
-    CampaignState,
-    Delivery,
-    Event,
-    Newsletter,
-    Subscriber,
-    SubscriberTag,
-    SubscriberTopic,
-    Suppression,
-)
+from cadence.db.models import CampaignState, Delivery, Event, Newsletter, Subscriber
 from cadence.db.queries import one_of
 
 __all__ = [
     "PENDING",
-    "Candidate",
     "LeasedCopy",
     "all_newsletters",
-    "audience_candidates",
     "cancel_rows",
     "copy_counts",
     "event_counts",
@@ -62,89 +49,11 @@ __all__ = [
     "retime_unsent",
     "segment_counts",
     "skip_unsent_except",
-    "suppressed_among",
-    "topics_of",
 ]
 
 PENDING = ("queued", "sending", "held")  # copies not finished yet
 _NEWSLETTER_KIND = Delivery.kind == "newsletter"
 _CHUNK = 1000
-
-
-@dataclass(frozen=True, slots=True)
-class Candidate:
-    """A confirmed (``active``) subscriber who has one of the audience's topics and tags."""
-
-    id: int
-    email: str
-    attributes: dict[str, Any]
-    timezone: str | None
-    topics: frozenset[str]
-    tags: frozenset[str]
-
-
-def audience_candidates(session: Session, topics: Sequence[str], tags: Sequence[str]) -> Iterator[Candidate]:
-    """Active subscribers holding any of `topics` (if given) and any of `tags` (if given), in id
-    order, in chunks (keyset pagination: a 100,000-person list never sits in memory at once).
-    Unsubscribed, bounced, complained and pending (unconfirmed) people are not ``active``."""
-    conditions = [Subscriber.status == "active"]
-    if topics:
-        conditions.append(
-            exists().where(SubscriberTopic.subscriber_id == Subscriber.id, SubscriberTopic.topic.in_(list(topics)))
-        )
-    if tags:
-        conditions.append(
-            exists().where(SubscriberTag.subscriber_id == Subscriber.id, SubscriberTag.tag.in_(list(tags)))
-        )
-    after = 0
-    while True:
-        rows = session.execute(
-            select(Subscriber.id, Subscriber.email, Subscriber.attributes, Subscriber.timezone)
-            .where(*conditions, Subscriber.id > after)
-            .order_by(Subscriber.id)
-            .limit(_CHUNK)
-        ).all()
-        if not rows:
-            return
-        ids = [row[0] for row in rows]
-        held_topics = topics_of(session, ids)
-        held_tags: dict[int, set[str]] = defaultdict(set)
-        for subscriber_id, tag in session.execute(
-            select(SubscriberTag.subscriber_id, SubscriberTag.tag).where(SubscriberTag.subscriber_id.in_(ids))
-        ):
-            held_tags[subscriber_id].add(tag)
-        for subscriber_id, email, attributes, timezone in rows:
-            yield Candidate(
-                subscriber_id,
-                email,
-                dict(attributes or {}),
-                timezone,
-                frozenset(held_topics.get(subscriber_id, ())),
-                frozenset(held_tags.get(subscriber_id, ())),
-            )
-        after = ids[-1]
-
-
-def topics_of(session: Session, subscriber_ids: Sequence[int]) -> dict[int, set[str]]:
-    found: dict[int, set[str]] = defaultdict(set)
-    if subscriber_ids:
-        for subscriber_id, topic in session.execute(
-            select(SubscriberTopic.subscriber_id, SubscriberTopic.topic).where(
-                SubscriberTopic.subscriber_id.in_(list(subscriber_ids))
-            )
-        ):
-            found[subscriber_id].add(topic)
-    return found
-
-
-def suppressed_among(session: Session, hashes: Sequence[str]) -> set[str]:
-    """Which of these plain suppression hashes (subscribers.email_hash) are suppressed."""
-    found: set[str] = set()
-    unique = sorted(set(hashes))
-    for start in range(0, len(unique), _CHUNK):
-        chunk = unique[start : start + _CHUNK]
-        found.update(session.scalars(select(Suppression.email_hash).where(Suppression.email_hash.in_(chunk))))
-    return found
 
 
 def insert_copies(

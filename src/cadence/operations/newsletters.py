@@ -31,6 +31,7 @@ from cadence.core.newsletter import (
     transition,
 )
 from cadence.core.render import Renderer
+from cadence.db import newsletter_audience as audience_store
 from cadence.db import newsletters as store
 from cadence.db.audit import record_audit
 from cadence.db.models import Newsletter as NewsletterRow
@@ -141,7 +142,7 @@ def _count(session: Any, loaded: Loaded, now: datetime) -> AudienceCount:
     )
     audience_rules = newsletter.audience
     chosen: list[tuple[int, str, str | None, str]] = []
-    for person in store.audience_candidates(session, audience_rules.topics, audience_rules.tags):
+    for person in audience_store.audience_candidates(session, audience_rules.topics, audience_rules.tags):
         segment = in_audience(
             audience_rules,
             attributes=person.attributes,
@@ -153,7 +154,7 @@ def _count(session: Any, loaded: Loaded, now: datetime) -> AudienceCount:
         if segment is False:
             continue
         chosen.append((person.id, segment.id if segment else EVERYONE.id, person.timezone, person.email))
-    suppressed = store.suppressed_among(session, [email_hash(email) for *_, email in chosen])
+    suppressed = audience_store.suppressed_among(session, [email_hash(email) for *_, email in chosen])
     for subscriber_id, segment_id, timezone, email in chosen:
         if email_hash(email) in suppressed:
             result.suppressed += 1
