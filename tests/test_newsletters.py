@@ -129,6 +129,17 @@ def test_each_reader_gets_one_copy_at_their_local_time_and_changes_since_schedul
     assert count.total == 3 and count.suppressed == 1
     assert count.per_segment["everyday+no-race"] == 3
 
+    # Staff tags and a drip's segments choose too (people on file who never asked for a topic).
+    vips = settings.campaigns_dir / "newsletters" / "vips.yaml"
+    vips.write_text(
+        MARKDOWN.format(id="vips").replace(
+            "  topics: [clinic-news]",
+            "  tags: [vip]\n  segments: {campaign: lower-back-pain, include: [everyday+no-race]}",
+        )
+    )
+    by_tag = newsletters.audience(settings, "vips", NOW)
+    assert (by_tag.total, by_tag.per_segment["everyday+no-race"]) == (2, 2)  # Paris and the untopical vip
+
     first = newsletters.schedule(settings, "clinic-news-2027-01", at=None, actor=ACTOR, now=NOW)
     again = newsletters.schedule(settings, "clinic-news-2027-01", at=None, actor=ACTOR, now=NOW)
     assert (first.new_copies, again.new_copies, again.again) == (3, 0, True)
