@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from cadence import metrics
+from cadence import metrics, newsletter_sending
 from cadence.batch_ledger import BatchLedger
 from cadence.clock import wall_now
 from cadence.core import drip_policy
@@ -82,6 +82,9 @@ def prepare_and_send(runtime: Runtime, delivery_ids: Sequence[int], now: datetim
     outcome = SendOutcome()
     try:
         prepared = _load_and_prepare(runtime, delivery_ids, now, outcome)
+        # Dispatch by kind: newsletter copies (no enrollment, so not among the rows above) are
+        # checked and rendered by their own module, then sent and recorded with the rest.
+        prepared += newsletter_sending.load_and_prepare(runtime, delivery_ids, now, outcome)
     except BaseException:
         # Link ids cached during a transaction that rolled back may not exist: forget them.
         _LINK_CACHE.clear()

@@ -89,14 +89,21 @@ def _shown(path: Path) -> str:
 
 @_friendly
 def validate(
-    name: Annotated[str, typer.Argument(help="Campaign name (file stem) or path to its YAML file")],
+    name: Annotated[str, typer.Argument(help="Campaign or newsletter name (file stem) or path to its YAML file")],
     campaigns_dir: CampaignsDir = None,
     templates_dir: TemplatesDir = None,
 ) -> None:
-    """Render every step x segment with sample subscribers and report every problem found."""
+    """Render every step x segment with sample subscribers and report every problem found.
+    Newsletters (campaigns/newsletters/NAME.yaml) are checked too."""
     from cadence.authoring import DEFAULT_SAMPLE_SUBSCRIBERS, SAMPLE_LINKS, validate_campaign
     from cadence.core.render import render_email
+    from cadence.newsletter_files import is_newsletter
 
+    if is_newsletter(name, _dirs(campaigns_dir, templates_dir)[0]):
+        from cadence.cli.newsletters import validate_newsletter
+
+        validate_newsletter(name, *_dirs(campaigns_dir, templates_dir))
+        return
     campaign, templates, renderer = _load(name, campaigns_dir, templates_dir)
     problems = validate_campaign(campaign, renderer, sample_subscribers=DEFAULT_SAMPLE_SUBSCRIBERS)
     if problems:

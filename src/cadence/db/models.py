@@ -148,6 +148,17 @@ class Delivery(Base):
             postgresql_where=text("state IN ('queued', 'sending') AND enqueued_at IS NOT NULL"),
             sqlite_where=text("state IN ('queued', 'sending') AND enqueued_at IS NOT NULL"),
         ),
+        # A newsletter reaches a subscriber once: one ledger row per (newsletter, subscriber),
+        # whoever schedules it and however often (migration 0005, issue 13). Partial, because
+        # drip rows repeat (campaign, subscriber) once per step.
+        Index(
+            "uq_deliveries_newsletter_subscriber",
+            "campaign_id",
+            "subscriber_id",
+            unique=True,
+            postgresql_where=text("kind = 'newsletter'"),
+            sqlite_where=text("kind = 'newsletter'"),
+        ),
         {"sqlite_autoincrement": True},  # web-view and unsubscribe links carry delivery ids
     )
 
@@ -285,3 +296,31 @@ class AuditEntry(Base):
     action: Mapped[str] = mapped_column(String(60))
     target: Mapped[str] = mapped_column(String(200), default="")
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class Newsletter(Base):
+    """A scheduled newsletter (issue 13): its state and the version that goes out.
+
+    state: ``scheduled`` → ``sending`` → ``sent``; ``paused`` and ``cancelled`` by staff (the
+    rules are core/newsletter.py). A draft has no row: it is only a file. ``content`` is the
+    locked version, what every copy is rendered from: the phase-1 MJML and what rendering
+    needs besides (sender, tracking, UTM), so an edit of the file or of the shared layout after
+    scheduling never changes what goes out; ``content_hash`` identifies it.
+    ``audience`` is the audience as scheduled, read again at send time (topics still held).
+    """
+
+    __tablename__ = "newsletters"
+
+    id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    subject: Mapped[str] = mapped_column(String(200), default="")
+    state: Mapped[str] = mapped_column(String(20), default="scheduled")
+    content_hash: Mapped[str] = mapped_column(String(64))
+    content: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    audience: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    send_at: Mapped[str] = mapped_column(String(60), default="now")
+    recipients: Mapped[int] = mapped_column(Integer, default=0)
+    scheduled_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    changed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    changed_by: Mapped[str] = mapped_column(String(200), default="")

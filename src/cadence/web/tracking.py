@@ -20,8 +20,9 @@ from urllib.parse import urlsplit
 
 from sqlalchemy.orm import Session
 
+from cadence import newsletter_sending
 from cadence.core.campaign import Campaign
-from cadence.core.render import render_email
+from cadence.core.render import CompiledVariant, render_email
 from cadence.core.segments import choose_segment
 from cadence.db.models import Delivery, Link, Subscriber
 from cadence.engine import record_event
@@ -53,7 +54,7 @@ def resolve_click(
     if link is None or urlsplit(link.url).scheme not in ("http", "https"):
         return None
     delivery = session.get(Delivery, delivery_id) if record else None
-    if delivery is not None and _tracks(runtime, delivery.campaign_id, "clicks"):
+    if delivery is not None and _tracks(runtime, delivery, "clicks"):
         subscriber = session.get(Subscriber, delivery.subscriber_id)
         if subscriber is not None:
             record_event(
@@ -74,7 +75,7 @@ def record_open(runtime: Runtime, session: Session, delivery_id: int, signature:
     if not check_link_signature(runtime.settings.secret_key, "open", signature, delivery_id):
         return False
     delivery = session.get(Delivery, delivery_id)
-    if delivery is not None and _tracks(runtime, delivery.campaign_id, "opens"):
+    if delivery is not None and _tracks(runtime, delivery, "opens"):
         subscriber = session.get(Subscriber, delivery.subscriber_id)
         if subscriber is not None:
             record_event(
@@ -83,11 +84,14 @@ def record_open(runtime: Runtime, session: Session, delivery_id: int, signature:
     return True
 
 
-def _tracks(runtime: Runtime, campaign_id: str, what: str) -> bool:
+def _tracks(runtime: Runtime, delivery: Delivery, what: str) -> bool:
     """Whether the campaign tracks `what` *now*: switching tracking off also stops recording for
-    emails already sent."""
+    emails already sent. A newsletter copy has tracked links only if its locked version tracks
+    them (newsletter_sending.py), so a valid signed link is always recorded."""
+    if delivery.kind == "newsletter":
+        return True
     try:
-        tracking = runtime.catalog.get(campaign_id).tracking
+        tracking = runtime.catalog.get(delivery.campaign_id).tracking
     except NotFound:
         return False
     return bool(tracking.opens if what == "opens" else tracking.clicks)
@@ -128,6 +132,27 @@ def web_view(runtime: Runtime, session: Session, token: str) -> WebView:
     subscriber = session.get(Subscriber, delivery.subscriber_id) if delivery is not None else None
     if delivery is None or subscriber is None or delivery.state != "sent":
         raise TokenError("this link is not valid")
+    if delivery.kind == "newsletter":
+        # A newsletter copy is shown as it was sent: from the newsletter's locked version.
+        locked = newsletter_sending.web_view_variant(session, delivery.campaign_id)
+        if locked is None:
+            raise CampaignGone(f"newsletter {delivery.campaign_id!r} is gone")
+        variant = locked[1]
+    else:
+        variant = _drip_variant(runtime, delivery, subscriber)
+    base = runtime.settings.base_url
+    manage = f"{base}/manage"
+    links = {"unsubscribe": manage, "preferences": manage, "web_view": f"{base}/v/{token}"}
+    # Attribute names stay (a template may test them), their values do not: the segment
+    # already chose the variant, and a race month or a terrain is the subscriber's own.
+    anonymous = {"first_name": "", "email": "", "attributes": dict.fromkeys(subscriber.attributes, "")}
+    rendered = render_email(variant, subscriber=anonymous, links=links, link_url=None)
+    html = _with_robots_meta(rendered.html)
+    return WebView(rendered.subject, html, style_hashes(html))
+
+
+def _drip_variant(runtime: Runtime, delivery: Delivery, subscriber: Subscriber) -> CompiledVariant:
+    """The drip step a delivery sent, in its recorded segment (or the one they are in now)."""
     try:
         campaign = runtime.catalog.get(delivery.campaign_id)
         step = campaign.steps[delivery.step_index]
@@ -138,16 +163,7 @@ def web_view(runtime: Runtime, session: Session, token: str) -> WebView:
     except NotFound:
         sent_on = delivery.sent_at.date() if delivery.sent_at is not None else None
         segment = choose_segment(campaign.segments, subscriber.attributes, sent_on)
-    variant = runtime.renderer.variant(campaign, step, segment)
-    base = runtime.settings.base_url
-    manage = f"{base}/manage"
-    links = {"unsubscribe": manage, "preferences": manage, "web_view": f"{base}/v/{token}"}
-    # Attribute names stay (a template may test them), their values do not: the segment
-    # already chose the variant, and a race month or a terrain is the subscriber's own.
-    anonymous = {"first_name": "", "email": "", "attributes": dict.fromkeys(subscriber.attributes, "")}
-    rendered = render_email(variant, subscriber=anonymous, links=links, link_url=None)
-    html = _with_robots_meta(rendered.html)
-    return WebView(rendered.subject, html, style_hashes(html))
+    return runtime.renderer.variant(campaign, step, segment)
 
 
 _ROBOTS_META = '<meta name="robots" content="noindex, nofollow">'
