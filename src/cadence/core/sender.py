@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, ValidationError
 
-from cadence.core.signup_forms import line_of
+from cadence.core.signup_forms import describe_error
 from cadence.errors import CampaignError
 
 _TOPIC = r"^[a-z0-9][a-z0-9_-]*$"
@@ -94,13 +94,10 @@ def sender_from_text(text: str, source: str) -> Sender:
     except ValidationError as exc:
         lines = []
         for err in exc.errors():
-            loc = [str(part) for part in err["loc"]]
-            where = ".".join(loc) or "(top level)"
-            msg = err["msg"]
-            if err["type"] == "missing" and loc == ["postal_address"]:
-                msg = "missing: every commercial email must carry your postal address (CAN-SPAM)"
-            at = line_of(text, loc)
-            lines.append(f"{source}{f':{at}' if at else ''}: {where}: {msg}")
+            if err["type"] == "missing" and list(err["loc"]) == ["postal_address"]:
+                # CAN-SPAM, 15 U.S.C. 7704(a)(5)(A)(iii): say why, not only that it is missing.
+                err = {**err, "msg": "is missing, and every commercial email must carry your postal address (CAN-SPAM)"}
+            lines.append(describe_error(err, source, text))
         raise CampaignError("\n".join(lines)) from None
     for topic_id in model.topics:
         if not re.match(_TOPIC, topic_id):

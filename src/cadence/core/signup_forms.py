@@ -264,11 +264,7 @@ def form_from_data(data: Any, name: str, source: str, text: str = "") -> SignupF
         model = FormModel.model_validate(data)
     except ValidationError as exc:
         lines = []
-        for err in exc.errors():
-            loc = [str(part) for part in err["loc"]]
-            where = ".".join(loc) or "(top level)"
-            line = line_of(text, loc) if text else None
-            lines.append(f"{source}{f':{line}' if line else ''}: {where}: {err['msg']}")
+        lines = [describe_error(err, source, text) for err in exc.errors()]
         raise CampaignError("\n".join(lines)) from None
     questions = tuple(
         Question(
@@ -301,6 +297,22 @@ def form_from_data(data: Any, name: str, source: str, text: str = "") -> SignupF
         source=source,
         default=model.default,
     )
+
+
+_FIELD_FIRST = re.compile(r"^([a-z_][a-z0-9_.]*): (.*)$", re.DOTALL)
+
+
+def describe_error(err: Any, source: str, text: str) -> str:
+    """One pydantic error as ``file:line: field.path: message``. Our own checks (model
+    validators) say ``field: message``; that field joins the path, so the line points at it."""
+    loc = [str(part) for part in err["loc"]]
+    message = str(err["msg"]).removeprefix("Value error, ")
+    own = _FIELD_FIRST.match(message)
+    if own is not None:
+        loc += own.group(1).split(".")
+        message = own.group(2)
+    line = line_of(text, loc) if text else None
+    return f"{source}{f':{line}' if line else ''}: {'.'.join(loc) or '(top level)'}: {message}"
 
 
 def form_from_text(text: str, name: str, source: str) -> SignupForm:
