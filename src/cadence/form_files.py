@@ -47,6 +47,10 @@ def load_forms(forms_dir: Path) -> dict[str, SignupForm]:
 def choose_default_form(forms: dict[str, SignupForm], name: str = "") -> SignupForm:
     """The form ``/subscribe`` serves: `name` (CADENCE_DEFAULT_FORM), else the only form, else
     the one whose file says ``default: true``."""
+    if not forms:
+        raise ConfigError(
+            "no signup form: `cadence web` serves the files in <campaigns dir>/forms/ (example: campaigns/forms)"
+        )
     if name:
         if name not in forms:
             raise ConfigError(f"CADENCE_DEFAULT_FORM: no form {name!r} (forms: {', '.join(sorted(forms)) or 'none'})")
