@@ -106,13 +106,13 @@ BAD_FORMS = {
         "page: {title: t, heading: h, confirm: c}\n"
         "consent: {text: 'Yes, email me the clinic gossip please.', topics: [gossip]}\n"
         "joins: {topics: [gossip]}\n",
-        ": error: joins.topics: unknown topic 'gossip' (known: clinic-news)",
+        ":3: error: joins.topics: unknown topic 'gossip' (known: clinic-news)",
     ),
     "typo.yaml": (
         "page: {title: t, heading: h, confirm: c}\n"
         "consent: {text: 'Yes, email me the course please, thank you.'}\n"
         "joins: {drip: lower-back-pian}\n",
-        ": error: joins.drip: no campaign 'lower-back-pian' (known: lower-back-pain)",
+        ":3: error: joins.drip: no campaign 'lower-back-pian' (known: lower-back-pain)",
     ),
     "no-copy.yaml": (
         "consent: {text: 'Yes, email me the course please, thank you.'}\njoins: {drip: lower-back-pain}\n",
@@ -149,7 +149,10 @@ def test_validate_names_the_file_line_and_field_of_every_bad_form(tmp_path: Path
     out = " ".join(done.stdout.split())  # Rich may wrap; compare without line breaks
     for name, (_, message) in BAD_FORMS.items():
         assert f"forms/{name}{message}" in out, (name, out)
-    assert "question 'terrain': segment rule 'terrain eq trails' of 'lower-back-pain' compares to 'trails'" in out
+    assert (
+        "forms/runners.yaml:41: error: question 'terrain': segment rule 'terrain eq trails' of 'lower-back-pain' "
+        "compares to 'trails', which no choice gives" in out
+    )
     assert "6 problem(s) in the signup forms or the sender file" in out
 
 

@@ -4,10 +4,12 @@ and :mod:`cadence.core.sender`, used by ``cadence web`` and ``cadence campaigns 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
+from cadence.core.form_checks import FormProblem, check_against_drip, check_joins
 from cadence.core.sender import Sender, sender_from_text
-from cadence.core.signup_forms import FormProblem, SignupForm, check_against_drip, check_joins, form_from_text
+from cadence.core.signup_forms import SignupForm, form_from_text, line_of
 from cadence.errors import CampaignError, ConfigError, NotFound
 
 
@@ -89,17 +91,22 @@ def check_forms(
             problems += [FormProblem(*_split(line, str(path))) for line in str(exc).splitlines()]
             continue
         defaults += [form.name] if form.default else []
-        problems += check_joins(form, drips, topics)
+        found = check_joins(form, drips, topics)
         if form.drip in drips:
             try:
-                drip = find_campaign(form.drip, campaigns_dir, base_url=base_url)
+                found += check_against_drip(form, find_campaign(form.drip, campaigns_dir, base_url=base_url))
             except (CampaignError, NotFound) as exc:
-                problems.append(FormProblem(str(path), f"joins.drip: {form.drip!r} does not load: {exc}"))
-                continue
-            problems += check_against_drip(form, drip)
+                found.append(FormProblem(str(path), f"joins.drip: {form.drip!r} does not load: {exc}"))
+        problems += [_with_line(problem, path) for problem in found]
     if len(defaults) > 1:
         problems.append(FormProblem(str(forms_dir), f"'default: true' on more than one form: {', '.join(defaults)}"))
     return problems
+
+
+def _with_line(problem: FormProblem, path: Path) -> FormProblem:
+    """`problem` with the line of its ``loc`` in the file appended to its source (``path:14``)."""
+    line = line_of(path.read_text(encoding="utf-8"), list(problem.loc)) if problem.loc else None
+    return replace(problem, source=f"{problem.source}:{line}") if line else problem
 
 
 def _split(line: str, source: str) -> tuple[str, str]:

@@ -5,7 +5,7 @@ Pure: :func:`form_from_text` takes the file's text and name and returns a :class
 raises :class:`~cadence.errors.CampaignError` naming the file, the field and its line
 (``campaigns/forms/runners.yaml:14: questions.0.choices: ...``). Reading files is
 :mod:`cadence.form_files`' job; checking a form against the drip it joins is
-:func:`check_against_drip`.
+:mod:`cadence.core.form_checks`'.
 
 The consent wording is versioned as it always was: ``signup-v1-`` and the first 12 hex digits of
 the SHA-256 of the exact text, so every stored consent can be traced to the words the person saw
@@ -23,7 +23,6 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from cadence.core.campaign import Campaign, Rule
 from cadence.core.segments import is_truthy
 from cadence.errors import CampaignError
 
@@ -345,71 +344,3 @@ def line_of(text: str, loc: list[str]) -> int | None:
         else:
             break
     return line
-
-
-# ---------------------------------------------------------------------------- checks across files
-
-
-@dataclass(frozen=True)
-class FormProblem:
-    """One finding of :func:`check_against_drip` and :func:`check_joins`."""
-
-    source: str
-    message: str
-    severity: Literal["error", "warning"] = "error"
-
-
-def _rules(campaign: Campaign) -> list[Rule]:
-    rules = [rule for facet in campaign.facets for option in facet.options for rule in option.rules]
-    return rules + [rule for segment in campaign.segments for rule in segment.rules]
-
-
-def check_joins(form: SignupForm, drips: set[str], topics: set[str]) -> list[FormProblem]:
-    """An unknown drip or topic is an error: a confirmed signup would join nothing."""
-    problems = []
-    if form.drip is not None and form.drip not in drips:
-        problems.append(
-            FormProblem(form.source, f"joins.drip: no campaign {form.drip!r} (known: {', '.join(sorted(drips))})")
-        )
-    for topic in form.topics:
-        if topic not in topics:
-            known = ", ".join(sorted(topics)) or "none: list them under topics in the sender file"
-            problems.append(FormProblem(form.source, f"joins.topics: unknown topic {topic!r} (known: {known})"))
-    return problems
-
-
-def check_against_drip(form: SignupForm, drip: Campaign) -> list[FormProblem]:
-    """Every answer of `form` must reach a segment rule of `drip`: a question whose attribute no
-    rule reads changes nothing (a warning), and a rule that compares an attribute to a value no
-    choice gives can never match (an error: usually a typo in one of the two files)."""
-    problems: list[FormProblem] = []
-    rules = _rules(drip)
-    for question in form.questions:
-        reading = [r for r in rules if r.attribute == question.attribute]
-        if not reading:
-            problems.append(
-                FormProblem(
-                    form.source,
-                    f"question {question.id!r}: no segment rule of {drip.id!r} reads attribute "
-                    f"{question.attribute!r}, so this answer changes no email",
-                    "warning",
-                )
-            )
-            continue
-        if question.kind == "month":
-            continue
-        values = {v.lower() for v, _ in question.choices}
-        for rule in reading:
-            wanted = rule.value if isinstance(rule.value, list) else [rule.value]
-            if rule.op in ("eq", "ne", "in", "not_in"):
-                for value in wanted:
-                    if str(value).lower() not in values:
-                        problems.append(
-                            FormProblem(
-                                form.source,
-                                f"question {question.id!r}: segment rule '{rule.attribute} {rule.op} {value}' of "
-                                f"{drip.id!r} compares to {value!r}, which no choice gives "
-                                f"({', '.join(v for v, _ in question.choices)})",
-                            )
-                        )
-    return problems
