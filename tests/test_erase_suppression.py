@@ -16,6 +16,8 @@ from sqlalchemy import select
 from cadence.db.migrate import upgrade
 from cadence.db.models import Subscriber, Suppression
 from cadence.db.session import transaction
+from cadence.operations.privacy import erase
+from cadence.operations.signup import Answers, SignupContext, SignupData, confirm, read_confirmation_token, sign_up
 from cadence.subscribers import (
     SubscriberInput,
     email_hash,
@@ -25,9 +27,6 @@ from cadence.subscribers import (
     suppress,
 )
 from cadence.suppression_keys import PLAIN, SuppressionKeys
-from cadence.web.account import erase
-from cadence.web.forms import Answers, SignupData
-from cadence.web.subscription import SignupContext, confirm, read_confirmation_token, sign_up
 from tests.support.smtpd import SmtpSink
 from tests.support.web import WebServer, csrf_token, data_link, find_url, parse, signup_form, subscribe_and_confirm
 

@@ -19,10 +19,9 @@ from cadence.db.models import Delivery
 from cadence.db.session import transaction
 from cadence.logs import redact
 from cadence.tokens import make_token
-from cadence.web.subscription import CONSENT
 from tests.support.cluster import cadence_env, enrolled_runners, processes
 from tests.support.smtpd import SmtpSink
-from tests.support.web import WebServer
+from tests.support.web import CONSENT, WebServer
 
 pytestmark = pytest.mark.slow
 N = 4

@@ -14,10 +14,9 @@ from cadence.db.migrate import upgrade
 from cadence.db.models import Enrollment, Subscriber
 from cadence.db.session import transaction
 from cadence.engine import enroll
+from cadence.operations.signup import Answers, SignupContext, SignupData, confirm, read_confirmation_token, sign_up
 from cadence.subscribers import SubscriberInput, unsubscribe, upsert_subscriber
 from cadence.tokens import make_token
-from cadence.web.forms import Answers, SignupData
-from cadence.web.subscription import SignupContext, confirm, read_confirmation_token, sign_up
 from tests.support.cluster import ROOT
 from tests.support.keys import TEST_KEYS
 

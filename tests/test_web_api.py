@@ -13,9 +13,8 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 
 from cadence.tokens import make_token
-from cadence.web.subscription import CONSENT
 from tests.support.smtpd import SmtpSink
-from tests.support.web import SECRET, WebServer, find_url, fresh_ip, parse
+from tests.support.web import CONSENT, SECRET, WebServer, find_url, fresh_ip, parse
 
 EXAMPLES_PER_OPERATION = 15
 

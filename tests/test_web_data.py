@@ -116,10 +116,9 @@ def test_erasing_leaves_no_trace_of_the_address_and_blocks_reimport(web: WebServ
 def test_signup_confirm_and_erase_work_on_postgresql(postgres_url: str) -> None:
     from cadence.catalog import CampaignCatalog
     from cadence.db.migrate import upgrade
+    from cadence.operations.privacy import erase
+    from cadence.operations.signup import Answers, SignupContext, SignupData, confirm, read_confirmation_token, sign_up
     from cadence.subscribers import is_suppressed
-    from cadence.web.account import erase
-    from cadence.web.forms import Answers, SignupData
-    from cadence.web.subscription import SignupContext, confirm, read_confirmation_token, sign_up
     keys = TEST_KEYS
     from tests.support.web import REPO
 
@@ -178,8 +177,7 @@ def race(count: int, call: Callable[[], T]) -> list[T]:
 
 def test_simultaneous_first_signups_of_one_address_on_postgresql_make_one_confirmation(postgres_url: str) -> None:
     from cadence.db.migrate import upgrade
-    from cadence.web.forms import Answers, SignupData
-    from cadence.web.subscription import SignupContext, record_signup
+    from cadence.operations.signup import Answers, SignupContext, SignupData, record_signup
 
     upgrade(postgres_url)
     now = datetime(2026, 12, 1, 12, 30, tzinfo=UTC)

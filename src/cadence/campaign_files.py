@@ -34,6 +34,8 @@ from cadence.guide_pages import SAMPLE_BASE_URL, resolve_links
 _DURATION = re.compile(r"^\s*(?:(\d+)\s*w)?\s*(?:(\d+)\s*d)?\s*(?:(\d+)\s*h)?\s*(?:(\d+)\s*m)?\s*$")
 _WEEKDAYS = {"mon": 0, "tue": 1, "wed": 2, "thu": 3, "fri": 4, "sat": 5, "sun": 6}
 _ID = r"^[a-z0-9][a-z0-9_-]*$"
+# The sender's details and topics (cadence.core.sender), beside the campaigns but not one of them.
+SENDER_FILE_NAME = "sender.yaml"
 # Every combination of facet options is one compiled variant per step: keep the product small.
 MAX_COMBINATIONS = 12
 
@@ -281,11 +283,14 @@ def campaign_from_data(data: Any, source: str) -> Campaign:
     )
 
 
-def load_campaign(path: Path, templates_dir: Path | None = None, *, base_url: str | None = None) -> Campaign:
+def load_campaign(
+    path: Path, templates_dir: Path | None = None, *, base_url: str | None = None, sender_file: Path | None = None
+) -> Campaign:
     """Read and validate one campaign file. With `templates_dir`, step templates must exist.
     ``guide:<page>`` and ``site:/<path>`` links in its context become URLs under `base_url`
     (``CADENCE_BASE_URL`` when sending; by default the sample host the review tools use); see
-    :mod:`cadence.guide_pages`."""
+    :mod:`cadence.guide_pages`. The sender's details (`sender_file`, by default ``sender.yaml``
+    beside the campaign) become ``context.clinic``; keys the campaign sets itself win."""
     source = str(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -298,6 +303,7 @@ def load_campaign(path: Path, templates_dir: Path | None = None, *, base_url: st
         line = f":{mark.line + 1}" if mark is not None else ""
         raise CampaignError(f"{source}{line}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
     campaign = campaign_from_data(data, source)
+    campaign = _with_sender(campaign, sender_file or path.parent / SENDER_FILE_NAME)
     context, guide_links = resolve_links(
         campaign.context, campaign_id=campaign.id, base_url=base_url or SAMPLE_BASE_URL, source=source
     )
@@ -312,20 +318,43 @@ def load_campaign(path: Path, templates_dir: Path | None = None, *, base_url: st
 
 
 def find_campaign(
-    name: str, campaigns_dir: Path, templates_dir: Path | None = None, *, base_url: str | None = None
+    name: str,
+    campaigns_dir: Path,
+    templates_dir: Path | None = None,
+    *,
+    base_url: str | None = None,
+    sender_file: Path | None = None,
 ) -> Campaign:
     """Load ``<campaigns_dir>/<name>.yaml`` (or .yml); `name` may also be a path to a file."""
     candidate = Path(name)
     if candidate.suffix in (".yaml", ".yml") and candidate.is_file():
-        return load_campaign(candidate, templates_dir, base_url=base_url)
-    if not re.match(_ID, name):
+        return load_campaign(candidate, templates_dir, base_url=base_url, sender_file=sender_file)
+    if not re.match(_ID, name) or name == Path(SENDER_FILE_NAME).stem:
         raise NotFound(f"no campaign {name!r}: names are lowercase letters, digits, - and _")
     for suffix in (".yaml", ".yml"):
         path = campaigns_dir / f"{name}{suffix}"
         if path.is_file():
-            return load_campaign(path, templates_dir, base_url=base_url)
+            return load_campaign(path, templates_dir, base_url=base_url, sender_file=sender_file)
     raise NotFound(f"no campaign {name!r} in {campaigns_dir}")
 
 
 def list_campaigns(campaigns_dir: Path) -> list[Path]:
-    return sorted([*campaigns_dir.glob("*.yaml"), *campaigns_dir.glob("*.yml")])
+    """The campaign files of `campaigns_dir` (the sender file beside them is not one)."""
+    paths = [*campaigns_dir.glob("*.yaml"), *campaigns_dir.glob("*.yml")]
+    return sorted(path for path in paths if path.name != SENDER_FILE_NAME)
+
+
+def _with_sender(campaign: Campaign, sender_file: Path) -> Campaign:
+    """`campaign` with the sender file's details under ``context.clinic`` (issue 12: one copy of
+    the name and postal address for every email and page). No file: the campaign as written
+    (an old checkout compared by ``campaigns diff`` carries its own)."""
+    from cadence.core.sender import sender_from_text
+
+    try:
+        text = sender_file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return campaign
+    sender = sender_from_text(text, str(sender_file))
+    own = campaign.context.get("clinic")
+    clinic = {**sender.clinic(), **(own if isinstance(own, dict) else {})}
+    return replace(campaign, context={**campaign.context, "clinic": clinic})

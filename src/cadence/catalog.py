@@ -5,14 +5,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cadence.campaign_files import find_campaign, list_campaigns
+from cadence.campaign_files import SENDER_FILE_NAME, find_campaign, list_campaigns
 from cadence.core.campaign import Campaign
 from cadence.errors import NotFound
 
 
 class CampaignCatalog:
-    def __init__(self, campaigns_dir: Path, templates_dir: Path | None = None, *, base_url: str | None = None) -> None:
+    def __init__(
+        self,
+        campaigns_dir: Path,
+        templates_dir: Path | None = None,
+        *,
+        base_url: str | None = None,
+        sender_file: Path | None = None,
+    ) -> None:
         self.campaigns_dir = campaigns_dir
+        self.sender_file = sender_file  # None: sender.yaml beside the campaigns
         self.templates_dir = templates_dir
         self.base_url = base_url  # where guide: and site: links point (CADENCE_BASE_URL when sending)
         self._cache: dict[str, tuple[float, Campaign]] = {}
@@ -20,11 +28,15 @@ class CampaignCatalog:
     def get(self, campaign_id: str) -> Campaign:
         """The campaign named `campaign_id`; NotFound if its file is gone."""
         path = self._path(campaign_id)
-        mtime = path.stat().st_mtime
+        # An edit of the sender file (which every campaign reads) reloads them too.
+        sender = self.sender_file or self.campaigns_dir / SENDER_FILE_NAME
+        mtime = max(path.stat().st_mtime, sender.stat().st_mtime if sender.is_file() else 0.0)
         cached = self._cache.get(campaign_id)
         if cached and cached[0] == mtime:
             return cached[1]
-        campaign = find_campaign(campaign_id, self.campaigns_dir, self.templates_dir, base_url=self.base_url)
+        campaign = find_campaign(
+            campaign_id, self.campaigns_dir, self.templates_dir, base_url=self.base_url, sender_file=self.sender_file
+        )
         self._cache[campaign_id] = (mtime, campaign)
         return campaign
 

@@ -89,6 +89,21 @@ class Settings:
     postmark_webhook_password: str = field(default="", repr=False)
     mailgun_webhook_signing_key: str = field(default="", repr=False)
     extra: Mapping[str, str] = field(default_factory=dict)
+    # CADENCE_SENDER_FILE: the sender's details (name, postal address, phone, booking page) and
+    # newsletter topics, one file for emails and pages alike (issue 12). None: campaigns/sender.yaml.
+    sender_file_override: Path | None = None
+    # CADENCE_DEFAULT_FORM: the signup form `/subscribe` and the JSON API serve (a file stem of
+    # campaigns/forms/); empty means the only form there, or `runners` when there are several.
+    default_form: str = ""
+
+    @property
+    def sender_file(self) -> Path:
+        return self.sender_file_override or self.campaigns_dir / "sender.yaml"
+
+    @property
+    def forms_dir(self) -> Path:
+        """The signup forms, one YAML file each, beside the campaigns."""
+        return self.campaigns_dir / "forms"
 
     @property
     def outbox_dir(self) -> Path:
@@ -323,6 +338,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         postmark_webhook_user=env.get("CADENCE_POSTMARK_WEBHOOK_USER", ""),
         postmark_webhook_password=env.get("CADENCE_POSTMARK_WEBHOOK_PASSWORD", ""),
         mailgun_webhook_signing_key=env.get("CADENCE_MAILGUN_WEBHOOK_SIGNING_KEY", ""),
+        sender_file_override=Path(env["CADENCE_SENDER_FILE"]).absolute() if env.get("CADENCE_SENDER_FILE") else None,
+        default_form=env.get("CADENCE_DEFAULT_FORM", "").strip(),
     )
 
 

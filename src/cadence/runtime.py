@@ -37,7 +37,9 @@ class Runtime:
         return cls(
             settings=settings,
             clock=settings.clock(),
-            catalog=CampaignCatalog(settings.campaigns_dir, base_url=settings.base_url),
+            catalog=CampaignCatalog(
+                settings.campaigns_dir, base_url=settings.base_url, sender_file=settings.sender_file
+            ),
             renderer=Renderer(FileSystemLoader(str(settings.templates_dir))),
         )
 

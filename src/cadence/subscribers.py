@@ -5,7 +5,7 @@ re-import never brings back someone who unsubscribed: imports only add or update
 
 Erased addresses are suppressed by a keyed hash (cadence.suppression_keys), so every door that
 must refuse them (imports, staff adds, signups) passes the :class:`SuppressionKeys`. Only a
-confirmed double opt-in lifts an erase suppression (web/subscription.py); a bounce or complaint
+confirmed double opt-in lifts an erase suppression (operations/signup.py); a bounce or complaint
 suppression is never lifted.
 """
 

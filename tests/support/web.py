@@ -37,9 +37,12 @@ from cadence.clock import FileClock
 from cadence.config import Settings, load_settings
 from cadence.db.models import Delivery, Enrollment, Link, Subscriber
 from cadence.db.session import transaction
+from cadence.form_files import load_form
 from tests.support.smtpd import ReceivedMessage, SmtpSink
 
 REPO = Path(__file__).resolve().parents[2]
+# The consent wording of the default signup form (campaigns/forms/runners.yaml).
+CONSENT = load_form(REPO / "campaigns" / "forms" / "runners.yaml").consent
 SECRET = "test-secret-key-for-the-web-tests-0123456789"
 # Tuesday 1 December 2026, 07:30 in Richmond (EST, UTC-5): inside the drip's 07:00-09:00 window.
 START = datetime(2026, 12, 1, 12, 30, tzinfo=UTC)

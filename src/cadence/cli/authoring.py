@@ -89,22 +89,78 @@ def _shown(path: Path) -> str:
 
 @_friendly
 def validate(
-    name: Annotated[str, typer.Argument(help="Campaign or newsletter name (file stem) or path to its YAML file")],
+    name: Annotated[
+        str | None,
+        typer.Argument(
+            help="Campaign name (file stem) or path to its YAML file. Leave it out to check only the campaign "
+            "files, signup forms and sender file (quick: no emails are rendered)."
+        ),
+    ] = None,
     campaigns_dir: CampaignsDir = None,
     templates_dir: TemplatesDir = None,
 ) -> None:
-    """Render every step x segment with sample subscribers and report every problem found.
-    Newsletters (campaigns/newsletters/NAME.yaml) are checked too."""
+    """Check a campaign's emails (every step x segment, with sample subscribers), the signup forms
+    in campaigns/forms/ and the sender file (name and postal address), and report every problem.
+    A newsletter name (campaigns/newsletters/NAME.yaml) checks that newsletter.
+    Exits 1 if anything must be fixed; warnings alone do not fail."""
+    campaigns, templates = _dirs(campaigns_dir, templates_dir)
+    failed = _validate_campaign(name, campaigns, templates) if name is not None else _load_every_campaign(campaigns)
+    failed = _validate_forms(campaigns, campaigns_dir is None) or failed
+    if failed:
+        raise typer.Exit(1)
+
+
+def _load_every_campaign(campaigns: Path) -> bool:
+    from cadence.campaign_files import list_campaigns, load_campaign
+
+    failed = False
+    for path in list_campaigns(campaigns):
+        try:
+            load_campaign(path)
+        except CadenceError as exc:
+            failed = True
+            _console().print(str(exc), highlight=False, markup=False, soft_wrap=True)
+    return failed
+
+
+def _validate_forms(campaigns: Path, from_settings: bool) -> bool:
+    """Print the forms' and sender file's problems; True if one is an error."""
+    from cadence.config import get_settings
+    from cadence.form_files import check_forms
+
+    sender = get_settings().sender_file if from_settings else campaigns / "sender.yaml"
+    problems = check_forms(campaigns / "forms", sender, campaigns)
+    errors = [p for p in problems if p.severity == "error"]
+    for problem in problems:
+        label = "[red]error[/red]" if problem.severity == "error" else "[yellow]warning[/yellow]"
+        where = _shown(Path(problem.source.split(":")[0]))
+        line = problem.source[len(problem.source.split(":")[0]) :]
+        _console().print(f"{escape(where + line)}: {label}: {escape(problem.message)}", highlight=False, soft_wrap=True)
+    if errors:
+        _console().print(f"[red]{len(errors)} problem(s)[/red] in the signup forms or the sender file")
+    else:
+        _console().print("Signup forms and sender file: valid" + (f" ({len(problems)} warning(s))" if problems else ""))
+    return bool(errors)
+
+
+def _validate_campaign(name: str, campaigns: Path, templates: Path) -> bool:
     from cadence.authoring import DEFAULT_SAMPLE_SUBSCRIBERS, SAMPLE_LINKS, validate_campaign
+    from cadence.campaign_files import find_campaign
     from cadence.core.render import render_email
     from cadence.newsletter_files import is_newsletter
 
-    if is_newsletter(name, _dirs(campaigns_dir, templates_dir)[0]):
+    if is_newsletter(name, campaigns):
         from cadence.cli.newsletters import validate_newsletter
 
-        validate_newsletter(name, *_dirs(campaigns_dir, templates_dir))
-        return
-    campaign, templates, renderer = _load(name, campaigns_dir, templates_dir)
+        try:
+            validate_newsletter(name, campaigns, templates)
+        except CadenceError as exc:
+            _console().print(f"[red]{escape(str(exc))}[/red]")
+            return True
+        return False
+    # Without templates_dir: a missing template is reported by the renderer with the others.
+    campaign = find_campaign(name, campaigns)
+    renderer = Renderer(FileSystemLoader(str(templates)))
     problems = validate_campaign(campaign, renderer, sample_subscribers=DEFAULT_SAMPLE_SUBSCRIBERS)
     if problems:
         for problem in problems:
@@ -113,7 +169,7 @@ def validate(
             which = f"  [{problem.step_id}/{problem.segment_id}]" if problem.step_id else ""
             _console().print(f"{where}: {problem.message}{which}", highlight=False, markup=False, soft_wrap=True)
         _console().print(f"[red]{len(problems)} problem(s)[/red] in {campaign.id}")
-        raise typer.Exit(1)
+        return True
     # One row per email: a campaign composed from facets has more segments than fit across.
     table = Table(title=f"{campaign.name}: subjects (all emails valid)")
     for column in ("Step", "Segment", "Subject"):
@@ -124,6 +180,7 @@ def validate(
             email = render_email(variant, subscriber=DEFAULT_SAMPLE_SUBSCRIBERS[0], links=SAMPLE_LINKS)
             table.add_row(f"{number}. {step.id}", segment.name, email.subject)
     _console().print(table)
+    return False
 
 
 @_friendly

@@ -1,40 +1,40 @@
-"""The JSON API under ``/api``: the same actions as the pages, described by ``/openapi.json``.
+"""The JSON API under ``/api``: the same operations as the pages, described by ``/openapi.json``.
 
 No CSRF token here: nothing authenticates by cookie, and FastAPI accepts JSON bodies only with
 an ``application/json`` content type (``strict_content_type``), which a cross-site form cannot
 send without a CORS preflight we never grant. Tokens from the emails authorise everything but
 signing up; signing up is limited per IP and per address like the form, and answers the same
 way whatever the address's state.
-"""
 
-from __future__ import annotations
+The signup and answers bodies are those of the default signup form (its file's questions, see
+web/forms.answers_model), so :func:`build_router` is called with the form when the app is made.
+No ``from __future__ import annotations`` here: FastAPI must see the form's models, made at run
+time, as real annotations of the routes defined in :func:`build_router`.
+"""
 
 import time
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from fastapi import APIRouter, BackgroundTasks, Depends, Request
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict
 
+from cadence.core.signup_forms import SignupForm
 from cadence.errors import InputError
-from cadence.subscribers import check_text
-from cadence.web.account import (
-    erase,
-    export_data,
-    forget_old_pages,
+from cadence.operations.preferences import (
     pause,
     resume,
-    subscriber_for_data_link,
     subscriber_for_preferences,
     unsubscribe_everything,
     unsubscribe_token,
     update_answers,
 )
-from cadence.web.forms import Answers, SignupData, check_email, check_first_name
+from cadence.operations.privacy import erase, export_data, forget_old_pages, subscriber_for_data_link
+from cadence.operations.signup import Answers, SignupContext, SignupData
+from cadence.web.forms import SignupFields, answers_model, form_values, signup_model
 from cadence.web.manage import send_data_link
 from cadence.web.security import client_ip
 from cadence.web.state import State, WebState, limit_posts
-from cadence.web.subscription import CONSENT, SignupContext
 
 
 class ErrorOut(BaseModel):
@@ -51,61 +51,9 @@ class ConsentOut(BaseModel):
     text: str
 
 
-class SignupIn(Answers):
-    """A signup. ``consent_version`` must be the version of the wording the person was shown
-    (``GET /api/consent``); it is stored with their consent record."""
-
-    email: str = Field(max_length=320, json_schema_extra={"format": "email"}, examples=["runner@example.com"])
-    first_name: str = Field(default="", max_length=100)
-    consent_version: str = Field(json_schema_extra={"enum": [CONSENT.version]})
-    page_url: str | None = Field(
-        default=None, max_length=500, pattern=r"^https?://", description="The page that showed the form."
-    )
-
-    @field_validator("email")
-    @classmethod
-    def _email(cls, value: str) -> str:
-        try:
-            return check_email(value)
-        except InputError as exc:
-            raise ValueError(str(exc)) from None
-
-    @field_validator("consent_version")
-    @classmethod
-    def _consent_version(cls, value: str) -> str:
-        if value != CONSENT.version:
-            raise ValueError(f"the current consent wording is {CONSENT.version!r} (GET /api/consent)")
-        return value
-
-    @field_validator("first_name")
-    @classmethod
-    def _first_name(cls, value: str) -> str:
-        try:
-            return check_first_name(value)
-        except InputError as exc:
-            raise ValueError(str(exc)) from None
-
-    @field_validator("page_url")
-    @classmethod
-    def _page_url(cls, value: str | None) -> str | None:
-        # Stored in the consent record: no invisible or control characters there either.
-        try:
-            return None if value is None else check_text(value, "page_url", 500)
-        except InputError as exc:
-            raise ValueError(str(exc)) from None
-
-
 class PauseIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     weeks: Literal[2, 4, 8]
-
-
-class PreferencesOut(BaseModel):
-    email: str
-    first_name: str
-    status: str
-    answers: Answers | None
-    paused_until: datetime | None
 
 
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorOut, "description": "The link is not valid."}}
@@ -113,135 +61,170 @@ _LIMITED: dict[int | str, dict[str, Any]] = {429: {"model": ErrorOut, "descripti
 # FastAPI answers 400 when a JSON body cannot even be decoded (invalid UTF-8, say).
 _UNREADABLE: dict[int | str, dict[str, Any]] = {400: {"model": ErrorOut, "description": "The body is not JSON."}}
 
-router = APIRouter(prefix="/api", tags=["subscribers"])
 Limited = [Depends(limit_posts)]
 
 
-@router.get("/consent", response_model=ConsentOut)
-def consent_wording() -> ConsentOut:
-    """The consent wording to show next to a signup button, and its version."""
-    return ConsentOut(version=CONSENT.version, text=CONSENT.text)
+def _attributes(form: SignupForm, values: dict[str, str]) -> Answers:
+    """The answers as stored attributes. The JSON model already checked each value; the form
+    applies what JSON cannot say (a race month only counts when training for a race)."""
+    attributes, errors = form.check_answers(values)
+    if errors:
+        field, message = next(iter(errors.items()))
+        raise InputError(f"{field}: {message}")
+    return Answers(attributes)
 
 
-@router.post(
-    "/subscribe", status_code=202, response_model=StatusOut, dependencies=Limited, responses={**_UNREADABLE, **_LIMITED}
-)
-def subscribe(body: SignupIn, request: Request, state: State, background: BackgroundTasks) -> StatusOut:
-    """Sign up (double opt-in). The answer is the same for every address: new, already
-    subscribed, unsubscribed or suppressed."""
-    started = time.monotonic()
-    data = SignupData(body.email, body.first_name, Answers(**body.model_dump(include=set(Answers.model_fields))))
-    where = SignupContext(
-        ip=client_ip(request),
-        user_agent=request.headers.get("user-agent", ""),
-        form_id="api:subscribe",
-        page_url=body.page_url or "",
+def build_router(form: SignupForm) -> APIRouter:
+    """The ``/api`` routes, with the signup and answers bodies of `form` (the default form)."""
+    AnswersIn = answers_model(form)
+    SignupIn = signup_model(form, AnswersIn)
+
+    class PreferencesOut(BaseModel):
+        email: str
+        first_name: str
+        status: str
+        answers: AnswersIn | None  # type: ignore[valid-type]
+        paused_until: datetime | None
+
+    router = APIRouter(prefix="/api", tags=["subscribers"])
+
+    @router.get("/consent", response_model=ConsentOut)
+    def consent_wording() -> ConsentOut:
+        """The consent wording to show next to a signup button, and its version."""
+        return ConsentOut(version=form.consent.version, text=form.consent.text)
+
+    @router.post(
+        "/subscribe",
+        status_code=202,
+        response_model=StatusOut,
+        dependencies=Limited,
+        responses={**_UNREADABLE, **_LIMITED},
     )
-    state.sign_up(data, where, background)
-    state.pad_signup(started)
-    return StatusOut(status="pending_confirmation", detail="If this address can be subscribed, a link is on its way.")
-
-
-@router.post("/confirm/{token}", response_model=StatusOut, dependencies=Limited, responses={**_NOT_FOUND, **_LIMITED})
-def confirm_signup(token: str, request: Request, state: State) -> StatusOut:
-    """Confirm a signup with the token from the confirmation email's link."""
-    result, _ = state.confirm(request, token)
-    return StatusOut(status=result.value)
-
-
-@router.post("/unsubscribe/{token}", response_model=StatusOut, responses=_NOT_FOUND)
-def unsubscribe(token: str, state: State) -> StatusOut:
-    """Unsubscribe with the token of an email's unsubscribe link. Idempotent."""
-    with state.session() as session:
-        subscriber, delivery_id = unsubscribe_token(session, state.settings.secret_key, token)
-        unsubscribe_everything(session, subscriber, state.now(), how="api", delivery_id=delivery_id)
-    return StatusOut(status="unsubscribed")
-
-
-def _preferences(state: WebState, token: str) -> PreferencesOut:
-    with state.session() as session:
-        s = subscriber_for_preferences(session, state.settings.secret_key, token)
-        return PreferencesOut(
-            email=s.email,
-            first_name=s.first_name,
-            status=s.status,
-            answers=Answers.stored(s.attributes),
-            paused_until=s.paused_until,
+    def subscribe(
+        body: SignupIn,  # type: ignore[valid-type]
+        request: Request,
+        state: State,
+        background: BackgroundTasks,
+    ) -> StatusOut:
+        """Sign up (double opt-in). The answer is the same for every address: new, already
+        subscribed, unsubscribed or suppressed."""
+        started = time.monotonic()
+        signup = cast(SignupFields, body)
+        data = SignupData(signup.email, signup.first_name, _attributes(form, form_values(body, AnswersIn)))
+        where = SignupContext(
+            ip=client_ip(request),
+            user_agent=request.headers.get("user-agent", ""),
+            form_id="api:subscribe",
+            page_url=signup.page_url or "",
+            form=form.name,
+            consent=form.consent,
+        )
+        state.sign_up(data, where, background)
+        state.pad_signup(started)
+        return StatusOut(
+            status="pending_confirmation", detail="If this address can be subscribed, a link is on its way."
         )
 
+    @router.post(
+        "/confirm/{token}", response_model=StatusOut, dependencies=Limited, responses={**_NOT_FOUND, **_LIMITED}
+    )
+    def confirm_signup(token: str, request: Request, state: State) -> StatusOut:
+        """Confirm a signup with the token from the confirmation email's link."""
+        result, _ = state.confirm(request, token)
+        return StatusOut(status=result.value)
 
-@router.get("/preferences/{token}", response_model=PreferencesOut, responses=_NOT_FOUND)
-def get_preferences(token: str, state: State) -> PreferencesOut:
-    """The subscriber's answers and status (token from an email's preferences link)."""
-    return _preferences(state, token)
+    @router.post("/unsubscribe/{token}", response_model=StatusOut, responses=_NOT_FOUND)
+    def unsubscribe(token: str, state: State) -> StatusOut:
+        """Unsubscribe with the token of an email's unsubscribe link. Idempotent."""
+        with state.session() as session:
+            subscriber, delivery_id = unsubscribe_token(session, state.settings.secret_key, token)
+            unsubscribe_everything(session, subscriber, state.now(), how="api", delivery_id=delivery_id)
+        return StatusOut(status="unsubscribed")
 
+    def _preferences(state: WebState, token: str) -> PreferencesOut:
+        with state.session() as session:
+            s = subscriber_for_preferences(session, state.settings.secret_key, token)
+            return PreferencesOut(
+                email=s.email,
+                first_name=s.first_name,
+                status=s.status,
+                answers=AnswersIn.stored(s.attributes),
+                paused_until=s.paused_until,
+            )
 
-@router.put(
-    "/preferences/{token}",
-    response_model=PreferencesOut,
-    dependencies=Limited,
-    responses={**_UNREADABLE, **_NOT_FOUND, **_LIMITED},
-)
-def put_preferences(token: str, answers: Answers, state: State) -> PreferencesOut:
-    """Replace the answers; the next email is chosen by them."""
-    with state.session() as session:
-        subscriber = subscriber_for_preferences(session, state.settings.secret_key, token)
-        update_answers(session, subscriber, answers, state.now())
-    return _preferences(state, token)
+    @router.get("/preferences/{token}", response_model=PreferencesOut, responses=_NOT_FOUND)
+    def get_preferences(token: str, state: State) -> PreferencesOut:
+        """The subscriber's answers and status (token from an email's preferences link)."""
+        return _preferences(state, token)
 
+    @router.put(
+        "/preferences/{token}",
+        response_model=PreferencesOut,
+        dependencies=Limited,
+        responses={**_UNREADABLE, **_NOT_FOUND, **_LIMITED},
+    )
+    def put_preferences(
+        token: str,
+        answers: AnswersIn,  # type: ignore[valid-type]
+        state: State,
+    ) -> PreferencesOut:
+        """Replace the answers; the next email is chosen by them."""
+        attributes = _attributes(form, answers.form_values())  # type: ignore[attr-defined]
+        with state.session() as session:
+            subscriber = subscriber_for_preferences(session, state.settings.secret_key, token)
+            update_answers(session, subscriber, attributes, state.now())
+        return _preferences(state, token)
 
-@router.post(
-    "/preferences/{token}/pause",
-    response_model=PreferencesOut,
-    dependencies=Limited,
-    responses={**_UNREADABLE, **_NOT_FOUND, **_LIMITED},
-)
-def pause_emails(token: str, body: PauseIn, state: State) -> PreferencesOut:
-    """Pause every email for 2, 4 or 8 weeks."""
-    with state.session() as session:
-        subscriber = subscriber_for_preferences(session, state.settings.secret_key, token)
-        pause(session, subscriber, body.weeks, state.now())
-    return _preferences(state, token)
+    @router.post(
+        "/preferences/{token}/pause",
+        response_model=PreferencesOut,
+        dependencies=Limited,
+        responses={**_UNREADABLE, **_NOT_FOUND, **_LIMITED},
+    )
+    def pause_emails(token: str, body: PauseIn, state: State) -> PreferencesOut:
+        """Pause every email for 2, 4 or 8 weeks."""
+        with state.session() as session:
+            subscriber = subscriber_for_preferences(session, state.settings.secret_key, token)
+            pause(session, subscriber, body.weeks, state.now())
+        return _preferences(state, token)
 
+    @router.delete("/preferences/{token}/pause", response_model=PreferencesOut, responses=_NOT_FOUND)
+    def resume_emails(token: str, state: State) -> PreferencesOut:
+        """End a pause now."""
+        with state.session() as session:
+            subscriber = subscriber_for_preferences(session, state.settings.secret_key, token)
+            resume(session, subscriber, state.now())
+        return _preferences(state, token)
 
-@router.delete("/preferences/{token}/pause", response_model=PreferencesOut, responses=_NOT_FOUND)
-def resume_emails(token: str, state: State) -> PreferencesOut:
-    """End a pause now."""
-    with state.session() as session:
-        subscriber = subscriber_for_preferences(session, state.settings.secret_key, token)
-        resume(session, subscriber, state.now())
-    return _preferences(state, token)
+    @router.post(
+        "/preferences/{token}/data-link",
+        status_code=202,
+        response_model=StatusOut,
+        dependencies=Limited,
+        responses={**_NOT_FOUND, **_LIMITED},
+    )
+    def request_data_link(token: str, state: State, background: BackgroundTasks) -> StatusOut:
+        """Email the subscriber a link to export or erase their data: it works once, for 30 minutes.
+        Its token is what ``/data/{token}/export`` and ``DELETE /data/{token}`` take."""
+        send_data_link(state, token, background)
+        return StatusOut(status="sent", detail="A link is on its way to the address on file.")
 
+    @router.post("/data/{token}/export", response_model=dict[str, Any], dependencies=Limited, responses=_NOT_FOUND)
+    def export(token: str, state: State) -> dict[str, Any]:
+        """Everything we hold about the subscriber: profile, consent, enrollments, deliveries, events.
+        Spends the data link."""
+        with state.session() as session:
+            subscriber = subscriber_for_data_link(session, state.settings.secret_key, token, state.now(), use=True)
+            return export_data(session, subscriber)
 
-@router.post(
-    "/preferences/{token}/data-link",
-    status_code=202,
-    response_model=StatusOut,
-    dependencies=Limited,
-    responses={**_NOT_FOUND, **_LIMITED},
-)
-def request_data_link(token: str, state: State, background: BackgroundTasks) -> StatusOut:
-    """Email the subscriber a link to export or erase their data: it works once, for 30 minutes.
-    Its token is what ``/data/{token}/export`` and ``DELETE /data/{token}`` take."""
-    send_data_link(state, token, background)
-    return StatusOut(status="sent", detail="A link is on its way to the address on file.")
+    @router.delete("/data/{token}", response_model=StatusOut, dependencies=Limited, responses=_NOT_FOUND)
+    def erase_me(token: str, state: State) -> StatusOut:
+        """Erase the subscriber and everything about them; the address stays suppressed under a keyed
+        hash until they sign up and confirm again. Spends the data link."""
+        with state.session() as session:
+            subscriber = subscriber_for_data_link(session, state.settings.secret_key, token, state.now(), use=True)
+            erase(session, subscriber, state.now(), state.suppression_keys)
+        forget_old_pages(state.settings.database_url)
+        return StatusOut(status="erased")
 
-
-@router.post("/data/{token}/export", response_model=dict[str, Any], dependencies=Limited, responses=_NOT_FOUND)
-def export(token: str, state: State) -> dict[str, Any]:
-    """Everything we hold about the subscriber: profile, consent, enrollments, deliveries, events.
-    Spends the data link."""
-    with state.session() as session:
-        subscriber = subscriber_for_data_link(session, state.settings.secret_key, token, state.now(), use=True)
-        return export_data(session, subscriber)
-
-
-@router.delete("/data/{token}", response_model=StatusOut, dependencies=Limited, responses=_NOT_FOUND)
-def erase_me(token: str, state: State) -> StatusOut:
-    """Erase the subscriber and everything about them; the address stays suppressed under a keyed
-    hash until they sign up and confirm again. Spends the data link."""
-    with state.session() as session:
-        subscriber = subscriber_for_data_link(session, state.settings.secret_key, token, state.now(), use=True)
-        erase(session, subscriber, state.now(), state.suppression_keys)
-    forget_old_pages(state.settings.database_url)
-    return StatusOut(status="erased")
+    return router

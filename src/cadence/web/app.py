@@ -4,20 +4,25 @@ view, click and open tracking, and the same actions as a JSON API under ``/api``
 ``create_app(settings)`` builds it; ``cadence web`` serves it with uvicorn. Pages are rendered on
 the server (Jinja2, ``web/templates``) with one stylesheet and no JavaScript, so the strict
 Content-Security-Policy costs nothing. Routes are thin: they parse, call the plain functions of
-``web/subscription.py``, ``web/account.py`` and ``web/tracking.py``, and render.
+``cadence.operations`` (signup, preferences, privacy) and ``web/tracking.py``, and render.
+
+The signup forms are data: every ``campaigns/forms/<name>.yaml`` is served at
+``/subscribe/<name>``, the default one (CADENCE_DEFAULT_FORM, the only form, or the one marked
+``default: true``) also at ``/subscribe`` and by the JSON API. The clinic's details in every
+page come from the sender file (``campaigns/sender.yaml``, CADENCE_SENDER_FILE).
 
 Map of the modules::
 
     app.py           create_app, error pages, security headers around everything
-    pages.py         /subscribe, /confirm/<t>, /u/<t>
-    preferences.py   /p/<t> and its actions, /p/<t>/export
+    pages.py         /subscribe[/<form>], /confirm/<t>, /u/<t>
+    preferences.py   /p/<t> and its actions
     links.py         /c/..., /o/....gif, /v/<t>
     api.py           /api/...
     state.py         WebState shared by the routes, the per-IP limit dependency
     security.py      headers, CSRF, client IP, log redaction    ratelimit.py   per-IP counters
     body_guard.py    body size caps, JSON checks, validation replies that echo nothing
     manage.py        /manage, /p/<t>/data-link, /d/<t> (export and erase by emailed link)
-    forms.py         the answers            subscription.py, account.py, tracking.py: use cases
+    forms.py         request parsing: address, name, a form's answers, the API's models
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from starlette.types import ASGIApp
 from cadence import __version__
 from cadence.config import Settings, get_settings
 from cadence.errors import InputError, TokenError
+from cadence.form_files import choose_default_form, load_forms, load_sender
 from cadence.runtime import Runtime
 from cadence.web import api, guide, links, manage, ops, pages, preferences
 from cadence.web.body_guard import BodyGuard, safe_validation_errors
@@ -54,8 +60,7 @@ from cadence.web.security import (
     redact_access_logs,
     redact_path,
 )
-from cadence.web.state import STATIC_DIR, TEMPLATES_DIR, WebLimits, WebState, clinic_details, get_state
-from cadence.web.subscription import SIGNUP_CAMPAIGN
+from cadence.web.state import STATIC_DIR, TEMPLATES_DIR, WebLimits, WebState, get_state
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +83,11 @@ def create_app(
     for tests and embedding; by default they come from the settings."""
     settings = settings or get_settings()
     runtime = runtime or Runtime.from_settings(settings)
+    # Read once at start: a broken form or sender file stops `cadence web` with the file, line
+    # and field, rather than serving a page that fails for every visitor.
+    sender = load_sender(settings.sender_file)
+    forms = load_forms(settings.forms_dir)
+    default_form = choose_default_form(forms, settings.default_form)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -103,9 +113,12 @@ def create_app(
         limits=limits or WebLimits(),
         csrf=Csrf(settings.secret_key, settings.base_url),
         templates=Jinja2Templates(directory=str(TEMPLATES_DIR)),
-        clinic=clinic_details(runtime, SIGNUP_CAMPAIGN),
+        sender=sender,
+        forms=forms,
+        default_form=default_form,
     )
-    for router in (pages.router, preferences.router, manage.router, links.router, api.router, ops.router):
+    api_router = api.build_router(default_form)
+    for router in (pages.router, preferences.router, manage.router, links.router, api_router, ops.router):
         app.include_router(router)
     app.include_router(guide.router)  # /guide/<campaign>/<page>: the campaign's guide pages (issue 11)
     webhooks = _optional_module("cadence.web.webhooks")

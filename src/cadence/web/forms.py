@@ -1,90 +1,50 @@
-"""What subscribers send us: the signup answers and their validation, shared by pages and API.
+"""What subscribers send us, parsed: the address and name of every signup, and the answers to a
+form's questions (which questions is the form file's business: ``campaigns/forms/*.yaml``,
+:mod:`cadence.core.signup_forms`). Shared by the pages and the JSON API.
 
-The answers become subscriber attributes that the campaign's facets read at send time
-(``campaigns/lower-back-pain.yaml``: ``terrain eq trails`` → trail, else everyday; and
-``training_for_race`` with ``race_month`` → race-soon, race or no-race). Values are stored as
-the strings a CSV import would carry (``"yes"``/``"no"``), so imported and self-registered
-subscribers look alike.
+For the API, :func:`answers_model` turns a form's questions into a pydantic model, so
+``/openapi.json`` documents the exact answers the default form accepts: a choice is an enum, a
+yes/no question a boolean, a month ``YYYY-MM``.
 """
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
+from collections.abc import Mapping
 from datetime import date, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, ClassVar, Literal, cast
 
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi import Depends, Request
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
 from cadence.core.message import validate_addr_spec
+from cadence.core.signup_forms import MONTH, SignupForm
 from cadence.errors import InputError
+from cadence.operations.preferences import PAUSE_WEEKS
+from cadence.operations.signup import Answers, SignupData
 from cadence.subscribers import check_text, normalise_email
 
-Terrain = Literal["trails", "roads", "treadmill", "mixed"]
-TERRAINS: dict[str, str] = {
-    "trails": "Trails",
-    "roads": "Roads and paths",
-    "treadmill": "Treadmill",
-    "mixed": "A mix",
-}
-PAUSE_WEEKS = (2, 4, 8)
-# What a person reads next to a field that needs another look.
+__all__ = [
+    "FIELD_MESSAGES",
+    "PAUSE_WEEKS",
+    "AnswersModel",
+    "Posted",
+    "SignupFields",
+    "answers_model",
+    "check_email",
+    "check_first_name",
+    "form_values",
+    "form_values_text",
+    "month_choices",
+    "parse_signup",
+    "signup_model",
+]
+
+# What a person reads next to a field that needs another look (the questions' own messages are
+# in the form file).
 FIELD_MESSAGES = {
     "email": "Enter an email address like name@example.com.",
     "first_name": "Your first name can be at most 100 characters, on one line.",
-    "terrain": "Choose where you run most.",
-    "training_for_race": "Tell us whether you are training for a race.",
-    "race_month": "Choose a month from the list, or leave it empty.",
 }
-MONTH = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
-
-
-class Answers(BaseModel):
-    """The segment questions. ``race_month`` (``YYYY-MM``) only counts when training for a race."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    terrain: Terrain = Field(description="Where they run most: trails, roads (and paths), treadmill or a mix.")
-    training_for_race: bool = Field(description="Training for a race?")
-    race_month: str | None = Field(
-        default=None,
-        pattern=r"^\d{4}-(0[1-9]|1[0-2])$",
-        description="Roughly when the race is, as YYYY-MM (optional).",
-        examples=["2027-04"],
-    )
-
-    def attributes(self) -> dict[str, str]:
-        """As subscriber attributes (``race_month`` is empty when not training for a race)."""
-        month = self.race_month if self.training_for_race and self.race_month else ""
-        return {
-            "terrain": self.terrain,
-            "training_for_race": "yes" if self.training_for_race else "no",
-            "race_month": month,
-        }
-
-    @classmethod
-    def stored(cls, attributes: dict[str, Any]) -> Answers | None:
-        """The answers stored on a subscriber, or None if they never gave (valid) ones."""
-        from cadence.core.segments import is_truthy
-
-        terrain = str(attributes.get("terrain") or "")
-        if terrain not in TERRAINS:
-            return None
-        month = str(attributes.get("race_month") or "")
-        return cls(
-            terrain=terrain,  # checked against TERRAINS above
-            training_for_race=is_truthy(attributes.get("training_for_race")),
-            race_month=month if MONTH.match(month) else None,
-        )
-
-
-@dataclass(frozen=True)
-class SignupData:
-    """A validated signup: a mailable address, an optional first name, the answers."""
-
-    email: str
-    first_name: str
-    answers: Answers
 
 
 def check_email(raw: str) -> str:
@@ -110,16 +70,35 @@ def check_first_name(raw: str) -> str:
     return check_text(raw, "first_name", 100)
 
 
-def parse_answers(terrain: str, training_for_race: str, race_month: str) -> Answers:
-    """Answers from HTML form strings; InputError names the first bad field."""
-    if terrain not in TERRAINS:
-        raise InputError("terrain: choose where you run most")
-    if training_for_race not in ("yes", "no"):
-        raise InputError("training_for_race: answer yes or no")
-    month = race_month.strip() or None
-    if month is not None and not MONTH.match(month):
-        raise InputError("race_month: choose a month from the list")
-    return Answers(terrain=terrain, training_for_race=training_for_race == "yes", race_month=month)
+def parse_signup(form: SignupForm, values: Mapping[str, str]) -> SignupData | dict[str, str]:
+    """The signup, or a message per bad field (every field is checked, not just the first)."""
+    errors: dict[str, str] = {}
+    email = first_name = ""
+    try:
+        email = check_email(values.get("email", ""))
+    except InputError:
+        errors["email"] = FIELD_MESSAGES["email"]
+    try:
+        first_name = check_first_name(values.get("first_name", ""))
+    except InputError as exc:
+        # Say what is wrong (an invisible character, its code point; never the text itself).
+        errors["first_name"] = f"Your first name {str(exc).partition(': ')[2]}."
+    attributes, answer_errors = form.check_answers(values)
+    errors.update(answer_errors)
+    if errors:
+        return errors
+    return SignupData(email, first_name, Answers(attributes))
+
+
+async def posted_fields(request: Request) -> dict[str, str]:
+    """The POSTed form as plain strings: a form's questions are data, so their fields are not
+    parameters of the route (Starlette caches the parsed body; the size caps of body_guard.py
+    apply before it is read)."""
+    return {key: value for key, value in (await request.form()).items() if isinstance(value, str)}
+
+
+# A route parameter: ``fields: Posted``.
+Posted = Annotated[dict[str, str], Depends(posted_fields)]
 
 
 def month_choices(now: datetime, count: int = 18) -> list[tuple[str, str]]:
@@ -131,3 +110,130 @@ def month_choices(now: datetime, count: int = 18) -> list[tuple[str, str]]:
         day = date(first.year + year, month + 1, 1)
         choices.append((day.strftime("%Y-%m"), day.strftime("%B %Y")))
     return choices
+
+
+# ---------------------------------------------------------------------------- the API's models
+
+
+class AnswersModel(BaseModel):
+    """A form's answers as JSON (the fields come from the form file)."""
+
+    model_config = ConfigDict(extra="forbid")
+    form: ClassVar[SignupForm | None] = None
+
+    def form_values(self) -> dict[str, str]:
+        """As the strings the HTML form posts (``"yes"``/``"no"``, ``""`` for none)."""
+        return {key: form_values_text(value) for key, value in self.model_dump().items()}
+
+    @classmethod
+    def stored(cls, attributes: Mapping[str, Any]) -> AnswersModel | None:
+        """The answers stored on a subscriber, or None if they never gave (valid) ones."""
+        assert cls.form is not None
+        values = cls.form.stored_answers(attributes)
+        if values is None:
+            return None
+        data: dict[str, Any] = {}
+        for question in cls.form.questions:
+            value = values[question.id]
+            data[question.id] = (value == "yes") if question.kind == "yes_no" else (value or None)
+        return cls(**data)
+
+
+def form_values_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return "" if value is None else str(value)
+
+
+def answers_model(form: SignupForm) -> type[AnswersModel]:
+    """The pydantic model of `form`'s answers (named ``Answers`` in the OpenAPI document)."""
+    fields: dict[str, Any] = {}
+    for question in form.questions:
+        description = " ".join(part for part in (question.label, question.help) if part)
+        annotation: Any
+        if question.kind == "yes_no":
+            annotation = bool
+        elif question.kind == "month":
+            fields[question.id] = (
+                str | None,
+                Field(
+                    default=None, pattern=MONTH.pattern, description=f"{description} (YYYY-MM)", examples=["2027-04"]
+                ),
+            )
+            continue
+        else:
+            annotation = Literal[tuple(value for value, _ in question.choices)]
+        if question.required:
+            fields[question.id] = (annotation, Field(description=description))
+        else:
+            fields[question.id] = (annotation | None, Field(default=None, description=description))
+    model: type[AnswersModel] = create_model("Answers", __base__=AnswersModel, **fields)
+    model.form = form
+    return model
+
+
+class SignupFields(BaseModel):
+    """What every API signup carries besides the answers. ``consent_version`` must be the
+    version of the wording the person was shown (``GET /api/consent``); it is stored with their
+    consent record."""
+
+    current_consent: ClassVar[str] = ""
+
+    email: str = Field(max_length=320, json_schema_extra={"format": "email"}, examples=["runner@example.com"])
+    first_name: str = Field(default="", max_length=100)
+    consent_version: str
+    page_url: str | None = Field(
+        default=None, max_length=500, pattern=r"^https?://", description="The page that showed the form."
+    )
+
+    @field_validator("email")
+    @classmethod
+    def _email(cls, value: str) -> str:
+        try:
+            return check_email(value)
+        except InputError as exc:
+            raise ValueError(str(exc)) from None
+
+    @field_validator("consent_version")
+    @classmethod
+    def _consent_version(cls, value: str) -> str:
+        if value != cls.current_consent:
+            raise ValueError(f"the current consent wording is {cls.current_consent!r} (GET /api/consent)")
+        return value
+
+    @field_validator("first_name")
+    @classmethod
+    def _first_name(cls, value: str) -> str:
+        try:
+            return check_first_name(value)
+        except InputError as exc:
+            raise ValueError(str(exc)) from None
+
+    @field_validator("page_url")
+    @classmethod
+    def _page_url(cls, value: str | None) -> str | None:
+        # Stored in the consent record: no invisible or control characters there either.
+        try:
+            return None if value is None else check_text(value, "page_url", 500)
+        except InputError as exc:
+            raise ValueError(str(exc)) from None
+
+
+def signup_model(form: SignupForm, answers: type[AnswersModel]) -> type[SignupFields]:
+    """The API's signup body for `form`: its answers and :class:`SignupFields`."""
+    version = form.consent.version
+    model = cast(
+        type[SignupFields],
+        create_model(
+            "SignupIn",
+            __base__=(answers, SignupFields),
+            consent_version=(str, Field(json_schema_extra={"enum": [version]})),
+        ),
+    )
+    model.current_consent = version
+    return model
+
+
+def form_values(body: BaseModel, answers: type[AnswersModel]) -> dict[str, str]:
+    """The answers of an API body as the strings the HTML form posts."""
+    return {key: form_values_text(getattr(body, key)) for key in answers.model_fields}

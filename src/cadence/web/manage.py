@@ -6,7 +6,7 @@
     its timing are the same whatever the address (no enumeration), and each address gets at
     most ``links_per_address`` such emails an hour.
 ``POST /p/<token>/data-link``
-    From the preference page: email the address on file a data link (web/account.py).
+    From the preference page: email the address on file a data link (operations/privacy.py).
 ``/d/<token>``
     The data link's page: download everything (GDPR Art. 15/20) or erase it (Art. 17), once.
     Opening it changes nothing (link scanners GET every URL in an email); the buttons POST.
@@ -20,20 +20,16 @@ from typing import Annotated
 
 from fastapi import APIRouter, BackgroundTasks, Depends, Form, Request
 from fastapi.responses import RedirectResponse
-from sqlalchemy import select
 from starlette.responses import Response
 
-from cadence.db.models import Subscriber
 from cadence.errors import InputError
-from cadence.subscribers import email_key
-from cadence.tokens import make_token
-from cadence.web.account import (
+from cadence.operations.preferences import manageable_subscriber, preferences_token, subscriber_for_preferences
+from cadence.operations.privacy import (
     data_link_token,
     erase,
     export_data,
     forget_old_pages,
     subscriber_for_data_link,
-    subscriber_for_preferences,
 )
 from cadence.web.forms import check_email
 from cadence.web.ratelimit import RateLimited
@@ -69,11 +65,9 @@ def manage_request(
         context = {"sent": False, "errors": {"email": str(exc).partition(": ")[2]}, "email": ""}
         return state.render(request, "manage.html", context, status=400, forms=True)
     with state.session() as session:
-        subscriber = session.scalar(select(Subscriber).where(Subscriber.email_key == email_key(address)))
-        # Only people who confirmed once: a pending address never agreed to hear from us.
-        target = subscriber if subscriber is not None and subscriber.status in ("active", "unsubscribed") else None
+        target = manageable_subscriber(session, address)
         if target is not None and not address_limited(state, "manage", target.email):
-            url = f"{state.settings.base_url}/p/{make_token(state.settings.secret_key, 'preferences', target.id)}"
+            url = f"{state.settings.base_url}/p/{preferences_token(state.settings.secret_key, target.id)}"
             background.add_task(state.send_link, "manage", target.email, url)
     state.pad_signup(started)
     return state.render(request, "manage.html", {"sent": True, "errors": {}, "email": ""})

@@ -1,6 +1,7 @@
-"""HTML pages: sign up, confirm, unsubscribe (RFC 8058). Thin: parse, call a plain function,
-render. Every POST but the one-click unsubscribe checks a CSRF token and counts against the
-per-IP limit (dependencies ``limit_posts`` and ``Csrf.verify``)."""
+"""HTML pages: sign up (every form of ``campaigns/forms/``), confirm, unsubscribe (RFC 8058).
+Thin: parse, call an operation (cadence.operations), render. Every POST but the one-click
+unsubscribe checks a CSRF token and counts against the per-IP limit (dependencies ``limit_posts``
+and ``Csrf.verify``)."""
 
 from __future__ import annotations
 
@@ -9,24 +10,15 @@ from typing import Annotated
 
 from fastapi import APIRouter, BackgroundTasks, Depends, Form, Request
 from fastapi.responses import RedirectResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from cadence.errors import InputError
-from cadence.tokens import make_token
-from cadence.web.account import unsubscribe_everything, unsubscribe_token
-from cadence.web.forms import (
-    FIELD_MESSAGES,
-    MONTH,
-    TERRAINS,
-    SignupData,
-    check_email,
-    check_first_name,
-    month_choices,
-    parse_answers,
-)
+from cadence.core.signup_forms import SignupForm
+from cadence.operations.preferences import preferences_token, unsubscribe_everything, unsubscribe_token
+from cadence.operations.signup import SignupContext, read_confirmation_token, signup_form_name
+from cadence.web.forms import Posted, month_choices, parse_signup
 from cadence.web.security import client_ip
 from cadence.web.state import State, WebState, limit_posts
-from cadence.web.subscription import CONSENT, SignupContext, read_confirmation_token
 
 router = APIRouter(include_in_schema=False)
 FormText = Annotated[str, Form()]
@@ -39,16 +31,30 @@ def home() -> Response:
     return RedirectResponse("/subscribe", status_code=303)
 
 
-def _signup_page(state: WebState, request: Request, values: dict[str, str], errors: dict[str, str]) -> Response:
+def _form(state: WebState, name: str | None) -> tuple[SignupForm, str]:
+    """The form of ``/subscribe`` (name None) or ``/subscribe/<name>``, and its path; 404 for a
+    name that is no form."""
+    if name is None:
+        return state.default_form, "/subscribe"
+    form = state.forms.get(name)
+    if form is None:
+        raise StarletteHTTPException(404)
+    return form, f"/subscribe/{name}"
+
+
+def _signup_page(
+    state: WebState, request: Request, form: SignupForm, path: str, values: dict[str, str], errors: dict[str, str]
+) -> Response:
     return state.render(
         request,
         "subscribe.html",
         {
+            "form": form,
+            "action": path,
             "values": values,
             "errors": errors,
-            "terrains": TERRAINS,
             "months": month_choices(state.now()),
-            "consent_text": CONSENT.text,
+            "consent_text": form.consent.text,
         },
         status=400 if errors else 200,
         forms=True,
@@ -57,43 +63,50 @@ def _signup_page(state: WebState, request: Request, values: dict[str, str], erro
 
 @router.get("/subscribe")
 def subscribe_form(request: Request, state: State) -> Response:
-    return _signup_page(state, request, {}, {})
+    form, path = _form(state, None)
+    return _signup_page(state, request, form, path, {}, {})
+
+
+@router.get("/subscribe/{name}")
+def named_subscribe_form(name: str, request: Request, state: State) -> Response:
+    form, path = _form(state, name)
+    return _signup_page(state, request, form, path, {}, {})
 
 
 @router.post("/subscribe", dependencies=[Depends(limit_posts)])
-def subscribe(
-    request: Request,
-    state: State,
-    background: BackgroundTasks,
-    csrf_token: FormText = "",
-    email: FormText = "",
-    first_name: FormText = "",
-    terrain: FormText = "",
-    training_for_race: FormText = "",
-    race_month: FormText = "",
-    website: FormText = "",  # the honeypot: hidden from people, filled in by naive bots
+def subscribe(request: Request, state: State, background: BackgroundTasks, fields: Posted) -> Response:
+    return _subscribe(state, request, background, fields, None)
+
+
+@router.post("/subscribe/{name}", dependencies=[Depends(limit_posts)])
+def named_subscribe(
+    name: str, request: Request, state: State, background: BackgroundTasks, fields: Posted
+) -> Response:
+    return _subscribe(state, request, background, fields, name)
+
+
+def _subscribe(
+    state: WebState, request: Request, background: BackgroundTasks, fields: dict[str, str], name: str | None
 ) -> Response:
     started = time.monotonic()
-    state.csrf.verify(request, csrf_token)
-    if website:
-        # Look exactly like success so the bot learns nothing; store and send nothing.
+    state.csrf.verify(request, fields.get("csrf_token", ""))
+    form, path = _form(state, name)
+    if fields.get("website"):
+        # The honeypot (hidden from people, filled in by naive bots): look exactly like success
+        # so the bot learns nothing; store and send nothing.
         state.pad_signup(started)
         return state.render(request, "check_inbox.html")
-    values = {
-        "email": email,
-        "first_name": first_name,
-        "terrain": terrain,
-        "training_for_race": training_for_race,
-        "race_month": race_month,
-    }
-    data = _validate(values)
+    values = {key: fields.get(key, "") for key in ("email", "first_name", *(q.id for q in form.questions))}
+    data = parse_signup(form, values)
     if isinstance(data, dict):
-        return _signup_page(state, request, values, data)
+        return _signup_page(state, request, form, path, values, data)
     where = SignupContext(
         ip=client_ip(request),
         user_agent=request.headers.get("user-agent", ""),
-        form_id=FORM_ID,
-        page_url=f"{state.settings.base_url}/subscribe",
+        form_id=FORM_ID if name is None else f"{FORM_ID}/{name}",
+        page_url=f"{state.settings.base_url}{path}",
+        form=form.name,
+        consent=form.consent,
     )
     state.sign_up(data, where, background)
     # The same page whatever happened (new, pending, active, unsubscribed, suppressed, limited),
@@ -102,49 +115,27 @@ def subscribe(
     return state.render(request, "check_inbox.html")
 
 
-def _validate(values: dict[str, str]) -> SignupData | dict[str, str]:
-    """The signup, or a message per bad field (every field is checked, not just the first)."""
-    errors: dict[str, str] = {}
-    email = first_name = ""
-    try:
-        email = check_email(values["email"])
-    except InputError:
-        errors["email"] = FIELD_MESSAGES["email"]
-    try:
-        first_name = check_first_name(values["first_name"])
-    except InputError as exc:
-        # Say what is wrong (an invisible character, its code point; never the text itself).
-        errors["first_name"] = f"Your first name {str(exc).partition(': ')[2]}."
-    if values["terrain"] not in TERRAINS:
-        errors["terrain"] = FIELD_MESSAGES["terrain"]
-    if values["training_for_race"] not in ("yes", "no"):
-        errors["training_for_race"] = FIELD_MESSAGES["training_for_race"]
-    if values["race_month"].strip() and not MONTH.match(values["race_month"].strip()):
-        errors["race_month"] = FIELD_MESSAGES["race_month"]
-    if errors:
-        return errors
-    answers = parse_answers(values["terrain"], values["training_for_race"], values["race_month"])
-    return SignupData(email, first_name, answers)
-
-
-
-
 # ---------------------------------------------------------------------------- confirm
 
 @router.get("/confirm/{token}")
 def confirm_page(token: str, request: Request, state: State) -> Response:
     # Opening the link only shows a button: link scanners and prefetchers (Outlook Safe Links,
     # corporate gateways) GET every URL in an email, and must not confirm on the owner's behalf.
-    read_confirmation_token(state.settings.secret_key, token, state.now())
-    return state.render(request, "confirm.html", {"token": token}, forms=True)
+    payload = read_confirmation_token(state.settings.secret_key, token, state.now())
+    with state.session() as session:
+        form = state.form_of_signup(signup_form_name(session, payload))
+    return state.render(request, "confirm.html", {"token": token, "form": form}, forms=True)
 
 
 @router.post("/confirm/{token}", dependencies=[Depends(limit_posts)])
 def confirm_submit(token: str, request: Request, state: State, csrf_token: FormText = "") -> Response:
     state.csrf.verify(request, csrf_token)
     result, payload = state.confirm(request, token)
-    preferences = make_token(state.settings.secret_key, "preferences", payload[0])
-    return state.render(request, "confirmed.html", {"result": result.value, "preferences_token": preferences})
+    preferences = preferences_token(state.settings.secret_key, payload[0])
+    with state.session() as session:
+        form = state.form_of_signup(signup_form_name(session, payload))
+    context = {"result": result.value, "preferences_token": preferences, "form": form}
+    return state.render(request, "confirmed.html", context)
 
 
 # ---------------------------------------------------------------------------- unsubscribe
@@ -165,7 +156,7 @@ def unsubscribe_page(token: str, request: Request, state: State) -> Response:
         "token": token,
         "status": status,
         "masked": _mask(email),
-        "preferences_token": make_token(state.settings.secret_key, "preferences", subscriber_id),
+        "preferences_token": preferences_token(state.settings.secret_key, subscriber_id),
     }
     return state.render(request, "unsubscribe.html", context)
 

@@ -1,5 +1,6 @@
-"""The preference center at ``/p/<token>``: answers, pause, unsubscribe, and a button that
-emails a data link for export and erase (web/manage.py; the preference link itself may have been
+"""The preference center at ``/p/<token>``: the answers to the questions of the form the
+subscriber signed up on, pause, unsubscribe, and a button that emails a data link for export
+and erase (web/manage.py; the preference link itself may have been
 forwarded, so it opens nothing more sensitive than what an email's footer already allows).
 
 Each POST redirects back to the page (303, POST/Redirect/GET) with ``?done=...`` so a reload
@@ -8,21 +9,22 @@ never repeats an action.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import RedirectResponse
 from starlette.responses import Response
 
-from cadence.errors import InputError
-from cadence.web.account import (
+from cadence.core.signup_forms import SignupForm
+from cadence.operations.preferences import (
+    PAUSE_WEEKS,
     pause,
     resume,
     subscriber_for_preferences,
     unsubscribe_everything,
     update_answers,
 )
-from cadence.web.forms import FIELD_MESSAGES, PAUSE_WEEKS, TERRAINS, Answers, month_choices, parse_answers
+from cadence.web.forms import Posted, month_choices
 from cadence.web.state import State, WebState, limit_posts
 
 router = APIRouter(include_in_schema=False)
@@ -38,21 +40,22 @@ _DONE = {
 
 
 def _page(
-    state: WebState, request: Request, token: str, *, errors: dict[str, str] | None = None, done: str = ""
+    state: WebState,
+    request: Request,
+    token: str,
+    *,
+    errors: dict[str, str] | None = None,
+    done: str = "",
+    posted: dict[str, str] | None = None,
 ) -> Response:
     with state.session() as session:
         subscriber = subscriber_for_preferences(session, state.settings.secret_key, token)
-        answers = Answers.stored(subscriber.attributes)
+        form = _form_of(state, subscriber.consent)
+        stored = form.stored_answers(subscriber.attributes)
         email, first_name, status = subscriber.email, subscriber.first_name, subscriber.status
         paused_until, consent = subscriber.paused_until, subscriber.consent
     now = state.now()
-    values = {"terrain": "", "training_for_race": "", "race_month": ""}
-    if answers is not None:
-        values = {
-            "terrain": answers.terrain,
-            "training_for_race": "yes" if answers.training_for_race else "no",
-            "race_month": answers.race_month or "",
-        }
+    values = posted if posted is not None else stored or {q.id: "" for q in form.questions}
     context = {
         "token": token,
         "email": email,
@@ -61,14 +64,19 @@ def _page(
         "paused_until": paused_until,
         "paused": paused_until is not None and paused_until > now,
         "consent": consent,
+        "form": form,
         "values": values,
         "errors": errors or {},
         "done": _DONE.get(done, ""),
-        "terrains": TERRAINS,
         "months": month_choices(now),
         "pause_weeks": PAUSE_WEEKS,
     }
     return state.render(request, "preferences.html", context, status=400 if errors else 200, forms=True)
+
+
+def _form_of(state: WebState, consent: dict[str, Any]) -> SignupForm:
+    """The questions a subscriber answers are those of the form they signed up on."""
+    return state.form_of_signup(str(consent.get("form") or ""))
 
 
 def _back(token: str, done: str) -> Response:
@@ -81,24 +89,18 @@ def preferences(token: str, request: Request, state: State, done: str = "") -> R
 
 
 @router.post("/p/{token}", dependencies=[Depends(limit_posts)])
-def save_answers(
-    token: str,
-    request: Request,
-    state: State,
-    csrf_token: FormText = "",
-    terrain: FormText = "",
-    training_for_race: FormText = "",
-    race_month: FormText = "",
-) -> Response:
-    state.csrf.verify(request, csrf_token)
-    try:
-        answers = parse_answers(terrain, training_for_race, race_month)
-    except InputError as exc:
-        field = str(exc).partition(":")[0]
-        return _page(state, request, token, errors={field: FIELD_MESSAGES.get(field, str(exc))})
+def save_answers(token: str, request: Request, state: State, fields: Posted) -> Response:
+    state.csrf.verify(request, fields.get("csrf_token", ""))
     with state.session() as session:
         subscriber = subscriber_for_preferences(session, state.settings.secret_key, token)
-        update_answers(session, subscriber, answers, state.now())
+        form = _form_of(state, subscriber.consent)
+        posted = {q.id: fields.get(q.id, "") for q in form.questions}
+        # Every bad field gets its message, as on the signup form; nothing is saved then.
+        answers, errors = form.check_answers(posted)
+        if not errors:
+            update_answers(session, subscriber, answers, state.now())
+    if errors:
+        return _page(state, request, token, errors=errors, posted=posted)
     return _back(token, "saved")
 
 

@@ -12,7 +12,7 @@ Where the counters live, and why:
   processes have Redis anyway (the Celery broker).
 
 The per-address limit (one confirmation email per hour) is not here: it is a timestamp on the
-subscriber row, checked inside the signup transaction (web/subscription.py), so it is exact
+subscriber row, checked inside the signup transaction (operations/signup.py), so it is exact
 across processes with or without Redis. If Redis fails we let requests through and log it:
 the per-address limit and double opt-in still stop the harm a flood could do.
 """

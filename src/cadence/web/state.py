@@ -20,30 +20,33 @@ from typing import Annotated, Any
 
 from fastapi import BackgroundTasks, Depends, Request
 from fastapi.templating import Jinja2Templates
-from sqlalchemy.orm import Session
 from starlette.background import BackgroundTask
 from starlette.responses import Response
 
 from cadence.config import Settings
-from cadence.db.session import transaction
-from cadence.runtime import Runtime
-from cadence.subscribers import email_key
-from cadence.suppression_keys import SuppressionKeys
-from cadence.web.emails import LinkKind, link_message, send_transactional
-from cadence.web.forms import SignupData
-from cadence.web.ratelimit import Limit, Limiter, RateLimited
-from cadence.web.security import Csrf, client_ip, rate_limit_key
-from cadence.web.subscription import (
+from cadence.core.sender import Sender
+from cadence.core.signup_forms import SignupForm
+from cadence.operations.notices import LinkKind
+from cadence.operations.privacy import send_link
+from cadence.operations.signup import (
     Confirmation,
     ConfirmResult,
+    Joining,
     SignupContext,
+    SignupData,
     confirm,
+    joining_for,
     read_confirmation_token,
     record_signup,
     release_confirmation_limit,
     send_confirmation,
-    signup_campaign,
 )
+from cadence.operations.work import Session, transaction
+from cadence.runtime import Runtime
+from cadence.subscribers import email_key
+from cadence.suppression_keys import SuppressionKeys
+from cadence.web.ratelimit import Limit, Limiter, RateLimited
+from cadence.web.security import Csrf, client_ip, rate_limit_key
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +56,7 @@ STATIC_DIR = Path(__file__).with_name("static")
 
 @dataclass(frozen=True)
 class WebLimits:
-    """Per-IP POST limit (429 beyond it). The per-address confirmation limit is in subscription.py."""
+    """Per-IP POST limit (429 beyond it). The per-address confirmation limit is in operations/signup.py."""
 
     posts_per_ip: Limit = field(default_factory=lambda: Limit(20, 60))
     # Emailed links (manage, data) per address: enough for a lost email, too few to flood anyone.
@@ -74,7 +77,9 @@ class WebState:
     limits: WebLimits
     csrf: Csrf
     templates: Jinja2Templates
-    clinic: dict[str, str] = field(default_factory=dict)  # name, city, address for the page frame
+    sender: Sender  # campaigns/sender.yaml: the page frame, and the From of our emails
+    forms: dict[str, SignupForm]  # campaigns/forms/*.yaml by name: /subscribe/<name>
+    default_form: SignupForm  # what /subscribe and the JSON API serve
     # One SMTP connection is shared by the request threads that send confirmation emails.
     send_lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -109,9 +114,10 @@ class WebState:
             with self.session() as session:
                 release_confirmation_limit(session, confirmation.subscriber_id, confirmation.signup_id)
             return
+        form = self.forms.get(confirmation.form, self.default_form)
         try:
             with self.send_lock:
-                sent = send_confirmation(self.runtime, confirmation, self.now())
+                sent = send_confirmation(self.runtime, self.sender, form, confirmation, self.now())
         except Exception:  # the web process must survive a broken transport; say what broke
             log.exception("confirmation email for subscriber %s failed", confirmation.subscriber_id)
             sent = False
@@ -122,14 +128,20 @@ class WebState:
     def send_link(self, kind: LinkKind, email: str, url: str) -> None:
         """Email a ``manage`` or ``data`` link to `email` (a background task, like the
         confirmation: the response time must not tell whether the address is ours)."""
-        campaign = signup_campaign(self.runtime)
-        if campaign is None:
-            return
         try:
             with self.send_lock:
-                send_transactional(self.runtime, link_message(campaign, kind, email, url), self.now())
+                send_link(self.runtime, self.sender, kind, email, url, self.now())
         except Exception:  # the web process must survive a broken transport; say what broke
             log.exception("%s link email failed", kind)
+
+    def form_of_signup(self, name: str) -> SignupForm:
+        """The form a signup was made on; the default one for signups from before forms were
+        files (no name recorded) or from a form since removed."""
+        return self.forms.get(name, self.default_form)
+
+    def joining(self, form_name: str) -> Joining:
+        """What confirming a signup of `form_name` joins (operations.signup.confirm asks)."""
+        return joining_for(self.form_of_signup(form_name), self.runtime.catalog)
 
     def confirm(self, request: Request, token: str) -> tuple[ConfirmResult, Any]:
         """Confirm the signup a ``confirm`` link names, recording the request's IP and user agent
@@ -142,8 +154,8 @@ class WebState:
                 self.now(),
                 ip=client_ip(request),
                 user_agent=request.headers.get("user-agent", ""),
-                campaign=signup_campaign(self.runtime),
                 keys=self.suppression_keys,
+                joins=self.joining,
             )
         return result, payload
 
@@ -180,7 +192,11 @@ class WebState:
     ) -> Response:
         """A page. With `forms`, a CSRF token for them (and the cookie it is bound to, if the
         browser has none yet); without, no cookie is set (the RFC 8058 responses among them)."""
-        page: dict[str, Any] = {"base_url": self.settings.base_url, "clinic": self.clinic, **(context or {})}
+        page: dict[str, Any] = {
+            "base_url": self.settings.base_url, "clinic": self.sender.clinic(),
+            "signup": self.default_form.page,
+            **(context or {}),
+        }
         fresh = None
         if forms:
             page["csrf_token"], fresh = self.csrf.token(request)
@@ -188,26 +204,6 @@ class WebState:
         if fresh is not None:
             self.csrf.set_cookie(response, fresh)
         return response
-
-
-DEFAULT_CLINIC = {
-    "name": "Precision Clinical Bodywork",
-    "city": "Richmond, Virginia",
-    "postal_address": "1801 W Main St, Suite 200, Richmond, VA 23220",
-    "phone": "",
-}
-
-
-def clinic_details(runtime: Runtime, campaign_id: str) -> dict[str, str]:
-    """The clinic's name and address for the page frame, from the signup campaign's context
-    (``context.clinic`` in its YAML) so pages and emails say the same thing."""
-    from cadence.errors import CadenceError
-
-    try:
-        found = runtime.catalog.get(campaign_id).context.get("clinic", {})
-    except CadenceError:
-        found = {}
-    return {key: str(found.get(key) or default) for key, default in DEFAULT_CLINIC.items()}
 
 
 _DOTLESS_DOMAINS = {"gmail.com": "gmail.com", "googlemail.com": "gmail.com"}

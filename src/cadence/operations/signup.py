@@ -1,5 +1,6 @@
 """Signing up with double opt-in: record the signup and its consent, send one confirmation email,
-confirm, enroll in the drip. Plain functions over a Session; the routes are thin shells.
+confirm, then join what the form names (a drip, newsletter topics). Plain functions over a
+Session; the web page, the JSON API (and any later door) call these.
 
 Rules (and why):
 
@@ -15,7 +16,8 @@ Rules (and why):
   not change a confirmed person's data.
 - **Consent record** (GDPR Art. 7(1): be able to demonstrate consent): when, from which IP and
   user agent, on which form and page, which exact wording (version + SHA-256), and when and
-  from where it was confirmed.
+  from where it was confirmed. The wording and what a confirmed signup joins come from the
+  form file (``campaigns/forms/<form>.yaml``, :mod:`cadence.core.signup_forms`).
 - A confirm token carries ``[subscriber_id, signup_id]``, sealed (encrypted, cadence.tokens) so
   the link shows no internal id, and dated on the business clock: a link from an older signup,
   one already used, or one older than 7 days cannot (re)subscribe anyone.
@@ -23,71 +25,76 @@ Rules (and why):
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import secrets
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import Enum
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from cadence.catalog import CampaignCatalog
 from cadence.core.campaign import Campaign
-from cadence.core.message import OutgoingMessage
+from cadence.core.sender import Sender
+from cadence.core.signup_forms import ConsentWording, SignupForm
+from cadence.db import self_service as store
 from cadence.db.models import Subscriber
 from cadence.db.session import transaction
 from cadence.engine import enroll
 from cadence.errors import NotFound, TokenError
+from cadence.operations.notices import confirmation_message, send_notice
 from cadence.runtime import Runtime
 from cadence.subscribers import email_key, find_suppression, lift_erase_suppression
 from cadence.suppression_keys import SuppressionKeys
 from cadence.tokens import make_sealed_token, read_sealed_token
-from cadence.web.emails import send_transactional, transactional_message
-from cadence.web.forms import SignupData
 
 log = logging.getLogger(__name__)
 
-SIGNUP_CAMPAIGN = "lower-back-pain"
 CONFIRMATION_INTERVAL = timedelta(hours=1)
 CONFIRMATION_LINK_AGE = timedelta(days=7)  # measured on the business clock (CADENCE_CLOCK)
 _MAX_PREVIOUS = 5  # older consent records kept on a re-signup
 
-# The exact wording shown next to the submit button. Changing it changes the version stored
-# with every new signup, so each consent can be traced to the text the person saw.
-CONSENT_TEXT = (
-    "Yes, email me the free course on lower back pain for runners from Precision Clinical "
-    "Bodywork: seven short lessons over about two and a half weeks and a check-in, then occasional "
-    "clinic news, about once a month. "
-    "Every email has a one-click unsubscribe link."
-)
+
+class Answers(dict[str, str]):
+    """Answers by subscriber attribute, as stored: the strings a CSV import would carry, so
+    imported and self-registered subscribers look alike (``True`` → ``"yes"``, None → ``""``).
+    What the questions are is the form file's business, not Python's."""
+
+    def __init__(self, values: Mapping[str, Any] | None = None, /, **more: Any) -> None:
+        def text(value: Any) -> str:
+            if isinstance(value, bool):
+                return "yes" if value else "no"
+            return "" if value is None else str(value)
+
+        super().__init__({key: text(value) for key, value in {**(values or {}), **more}.items()})
+
+    def attributes(self) -> dict[str, str]:
+        return dict(self)
 
 
 @dataclass(frozen=True)
-class ConsentWording:
-    text: str
-    version: str
-    sha256: str
+class SignupData:
+    """A validated signup: a mailable address, an optional first name, the answers."""
 
-
-def consent_wording(text: str = CONSENT_TEXT) -> ConsentWording:
-    digest = hashlib.sha256(text.encode()).hexdigest()
-    return ConsentWording(text=text, version=f"signup-v1-{digest[:12]}", sha256=digest)
-
-
-CONSENT = consent_wording()
+    email: str
+    first_name: str
+    answers: Answers
 
 
 @dataclass(frozen=True)
 class SignupContext:
-    """Where a signup came from (the consent record's evidence)."""
+    """Where a signup came from (the consent record's evidence), and on which form: its name
+    and the exact consent wording shown."""
 
     ip: str
     user_agent: str
     form_id: str
     page_url: str
+    form: str = ""
+    consent: ConsentWording | None = None
 
 
 @dataclass(frozen=True)
@@ -98,6 +105,7 @@ class Confirmation:
     signup_id: str
     email: str
     token: str
+    form: str = ""
 
 
 def sign_up(
@@ -114,11 +122,7 @@ def sign_up(
     erased address may sign up again: its suppression is lifted only when the owner confirms."""
     if find_suppression(session, data.email, keys) not in (None, "erased"):
         return None
-    # Lock the row (PostgreSQL) so two simultaneous signups cannot both pass the hourly limit;
-    # SQLite's BEGIN IMMEDIATE (cadence.db.session) already serialises writers.
-    subscriber = session.scalar(
-        select(Subscriber).where(Subscriber.email_key == email_key(data.email)).with_for_update()
-    )
+    subscriber = store.subscriber_by_key(session, email_key(data.email), lock=True)
     if subscriber is not None:
         if subscriber.status not in ("pending", "unsubscribed"):
             return None  # active (leave them alone), bounced or complained (never mail again)
@@ -155,7 +159,7 @@ def sign_up(
         subscriber.consent = {**record, "previous": history[:_MAX_PREVIOUS]}
     session.flush()
     token = make_sealed_token(secret_key, "confirm", [subscriber.id, record["signup_id"]], now)
-    return Confirmation(subscriber.id, record["signup_id"], subscriber.email, token)
+    return Confirmation(subscriber.id, record["signup_id"], subscriber.email, token, where.form)
 
 
 def record_signup(
@@ -182,25 +186,30 @@ def record_signup(
 
 
 def _consent_record(where: SignupContext, now: datetime) -> dict[str, Any]:
-    return {
+    record: dict[str, Any] = {
         "signup_id": secrets.token_urlsafe(12),
         "signed_up_at": now.isoformat(),
         "ip": where.ip,
         "user_agent": where.user_agent[:500],
         "form_id": where.form_id,
         "page_url": where.page_url[:500],
-        "wording_version": CONSENT.version,
-        "wording_sha256": CONSENT.sha256,
+        "wording_version": where.consent.version if where.consent else "",
+        "wording_sha256": where.consent.sha256 if where.consent else "",
         "confirmation_sent_at": now.isoformat(),
         "confirmed_at": None,
         "confirmed_ip": None,
         "confirmed_user_agent": None,
     }
+    if where.form:
+        # The form file decides what confirming joins; its topics are the ones this wording named.
+        record["form"] = where.form
+        record["topics"] = list(where.consent.topics) if where.consent else []
+    return record
 
 
 def release_confirmation_limit(session: Session, subscriber_id: int, signup_id: str) -> None:
     """The confirmation email could not be sent: let the person try again at once."""
-    subscriber = session.get(Subscriber, subscriber_id)
+    subscriber = store.subscriber_by_id(session, subscriber_id)
     if subscriber is not None and subscriber.consent.get("signup_id") == signup_id:
         subscriber.consent = {**subscriber.consent, "confirmation_sent_at": None}
 
@@ -225,6 +234,40 @@ class ConfirmResult(Enum):
     ALREADY = "already"  # the same link opened again while subscribed: nothing to do
 
 
+@dataclass(frozen=True)
+class Joining:
+    """What a confirmed signup joins: a drip to enroll in (None: none, or its file is missing)
+    and newsletter topics, recorded with `source` (the form's name)."""
+
+    drip: Campaign | None
+    topics: tuple[str, ...] = ()
+    source: str = ""
+
+
+def joining_for(form: SignupForm | None, catalog: CampaignCatalog) -> Joining:
+    """What confirming a signup of `form` joins, its drip loaded from `catalog`. A drip whose
+    file has gone is logged, not fatal: the person is still confirmed and on the topics."""
+    if form is None:
+        return Joining(None)
+    drip = None
+    if form.drip is not None:
+        try:
+            drip = catalog.get(form.drip)
+        except NotFound:
+            log.error("campaign %r is missing: confirmed subscribers of form %r are not enrolled", form.drip, form.name)
+    return Joining(drip, form.topics, form.name)
+
+
+def signup_form_name(session: Session, payload: Any) -> str:
+    """The form a ``confirm`` token's signup was made on ("" if unknown), so the confirmation
+    page can say what is being confirmed."""
+    if isinstance(payload, list) and len(payload) == 2 and isinstance(payload[0], int):
+        subscriber = store.subscriber_by_id(session, payload[0])
+        if subscriber is not None and subscriber.consent.get("signup_id") == payload[1]:
+            return str(subscriber.consent.get("form") or "")
+    return ""
+
+
 def confirm(
     session: Session,
     payload: Any,
@@ -232,11 +275,13 @@ def confirm(
     *,
     ip: str,
     user_agent: str,
-    campaign: Campaign | None,
     keys: SuppressionKeys,
+    campaign: Campaign | None = None,
+    joins: Callable[[str], Joining] | None = None,
 ) -> ConfirmResult:
-    """Confirm the signup a ``confirm`` token names: status active, consent completed, enrolled
-    in `campaign` (starting now). TokenError for anything else, with one message for every
+    """Confirm the signup a ``confirm`` token names: status active, consent completed, then join
+    what its form names (`joins` maps the form's name to a :class:`Joining`; without it, enroll
+    in `campaign`), starting now. TokenError for anything else, with one message for every
     reason (unknown subscriber, older signup, link already used, address suppressed).
 
     This is the one place an erase suppression is lifted: the owner of the address has just
@@ -246,7 +291,7 @@ def confirm(
     if not (isinstance(payload, list) and len(payload) == 2 and isinstance(payload[0], int)):
         raise invalid
     subscriber_id, signup_id = payload
-    subscriber = session.get(Subscriber, subscriber_id, with_for_update=True)
+    subscriber = store.subscriber_by_id(session, subscriber_id, lock=True)
     if subscriber is None or not signup_id or subscriber.consent.get("signup_id") != signup_id:
         raise invalid
     if subscriber.consent.get("confirmed_at"):
@@ -274,76 +319,18 @@ def confirm(
         "confirmed_user_agent": user_agent[:500],
     }
     session.flush()
-    if campaign is not None:
-        enroll(session, campaign, [subscriber], now)
+    joining = joins(str(subscriber.consent.get("form") or "")) if joins is not None else Joining(campaign)
+    if joining.topics:
+        store.join_topics(session, subscriber.id, joining.topics, now, joining.source)
+    if joining.drip is not None:
+        enroll(session, joining.drip, [subscriber], now)
     return ConfirmResult.CONFIRMED
 
 
-def signup_campaign(runtime: Runtime) -> Campaign | None:
-    try:
-        return runtime.catalog.get(SIGNUP_CAMPAIGN)
-    except NotFound:
-        log.error("campaign %r is missing: confirmed subscribers are not enrolled", SIGNUP_CAMPAIGN)
-        return None
-
-
-# ---------------------------------------------------------------------------- the email
-
-_SUBJECT = "Please confirm your email address"
-_TEXT = """\
-Hello,
-
-Someone, hopefully you, asked us to send the free course "{course}" from {clinic} to this
-address: seven short lessons over about two and a half weeks and a check-in, then occasional
-clinic news.
-
-To confirm, open this link (it works for 7 days):
-
-{url}
-
-If this wasn't you, ignore this email. We won't write to you again.
-
-{clinic}
-{address}
-"""
-
-
-def confirmation_message(campaign: Campaign, to_email: str, confirm_url: str) -> OutgoingMessage:
-    """The confirmation email. Only our own text and the link: no visitor-supplied value except
-    the address itself, which goes in the envelope and To: without a display name."""
-    clinic: dict[str, Any] = campaign.context.get("clinic", {}) if isinstance(campaign.context, dict) else {}
-    name = str(clinic.get("name") or campaign.sender_name)
-    address = str(clinic.get("postal_address") or "")
-    text = _TEXT.format(course=campaign.name, clinic=name, url=confirm_url, address=address)
-    html = _html(campaign.name, name, address, confirm_url)
-    return transactional_message(campaign, "confirmation", to_email, _SUBJECT, html=html, text=text)
-
-
-def _html(course: str, clinic: str, address: str, url: str) -> str:
-    from markupsafe import escape
-
-    button = (
-        f'<a href="{escape(url)}" style="display:inline-block;background:#1d5b63;color:#ffffff;'
-        'padding:14px 26px;border-radius:6px;text-decoration:none;font-weight:600">Confirm my address</a>'
-    )
-    return (
-        '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Confirm your email address</title>'
-        '</head><body style="margin:0;background:#f3efe8;font-family:-apple-system,Segoe UI,Roboto,Arial,'
-        'sans-serif;color:#22303a"><div style="max-width:560px;margin:0 auto;padding:28px;background:#ffffff">'
-        f"<p>Hello,</p><p>Someone, hopefully you, asked us to send the free course "
-        f"&ldquo;{escape(course)}&rdquo; from {escape(clinic)} to this address: seven short lessons "
-        "over about two and a half weeks and a check-in, then occasional clinic news.</p>"
-        f"<p>{button}</p><p>The link works for 7 days. If this wasn't you, ignore this email; "
-        "we won't write to you again.</p>"
-        f'<p style="color:#5b6770;font-size:14px">{escape(clinic)}<br>{escape(address)}</p>'
-        "</div></body></html>"
-    )
-
-
-def send_confirmation(runtime: Runtime, confirmation: Confirmation, now: datetime) -> bool:
-    """Build and send the confirmation email now. True if the transport accepted it."""
-    campaign = signup_campaign(runtime)
-    if campaign is None:
-        return False
+def send_confirmation(
+    runtime: Runtime, sender: Sender, form: SignupForm, confirmation: Confirmation, now: datetime
+) -> bool:
+    """Build and send the confirmation email now (through :func:`~cadence.operations.notices.send_notice`,
+    the one seam of transactional mail). True if the transport accepted it."""
     url = f"{runtime.settings.base_url}/confirm/{confirmation.token}"
-    return send_transactional(runtime, confirmation_message(campaign, confirmation.email, url), now)
+    return send_notice(runtime, confirmation_message(sender, form.page.confirm, confirmation.email, url), now)
