@@ -73,6 +73,7 @@ def setup(tmp_path: Path, database_url: str) -> tuple[Settings, FileClock]:
     campaigns = tmp_path / "campaigns"
     (campaigns / "newsletters").mkdir(parents=True)
     shutil.copy(ROOT / "campaigns" / "lower-back-pain.yaml", campaigns)
+    shutil.copy(ROOT / "campaigns" / "sender.yaml", campaigns)  # the clinic's name and address
     shutil.copy(ROOT / "campaigns" / "newsletters" / "clinic-news-2027-01.yaml", campaigns / "newsletters")
     for name in ("spring", "other"):
         (campaigns / "newsletters" / f"{name}.yaml").write_text(MARKDOWN.format(id=name))

@@ -104,6 +104,13 @@ def validate(
     A newsletter name (campaigns/newsletters/NAME.yaml) checks that newsletter.
     Exits 1 if anything must be fixed; warnings alone do not fail."""
     campaigns, templates = _dirs(campaigns_dir, templates_dir)
+    from cadence.newsletter_files import is_newsletter
+
+    if name is not None and is_newsletter(name, campaigns):
+        from cadence.cli.newsletters import validate_newsletter
+
+        validate_newsletter(name, campaigns, templates)  # problems: one error line, exit 1
+        return
     failed = _validate_campaign(name, campaigns, templates) if name is not None else _load_every_campaign(campaigns)
     failed = _validate_forms(campaigns, campaigns_dir is None) or failed
     if failed:
@@ -147,17 +154,7 @@ def _validate_campaign(name: str, campaigns: Path, templates: Path) -> bool:
     from cadence.authoring import DEFAULT_SAMPLE_SUBSCRIBERS, SAMPLE_LINKS, validate_campaign
     from cadence.campaign_files import find_campaign
     from cadence.core.render import render_email
-    from cadence.newsletter_files import is_newsletter
 
-    if is_newsletter(name, campaigns):
-        from cadence.cli.newsletters import validate_newsletter
-
-        try:
-            validate_newsletter(name, campaigns, templates)
-        except CadenceError as exc:
-            _console().print(f"[red]{escape(str(exc))}[/red]")
-            return True
-        return False
     # Without templates_dir: a missing template is reported by the renderer with the others.
     campaign = find_campaign(name, campaigns)
     renderer = Renderer(FileSystemLoader(str(templates)))
