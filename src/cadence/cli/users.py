@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import getpass
 import json
-from enum import Enum
+from enum import StrEnum
 from typing import Annotated
 
 import typer
@@ -24,7 +24,7 @@ console = Console()
 ROLE_HELP = "viewer (sees everything, changes nothing), editor (also campaigns and subscribers) or admin (also users)"
 
 
-class Role(str, Enum):
+class Role(StrEnum):
     viewer = "viewer"
     editor = "editor"
     admin = "admin"
@@ -66,7 +66,11 @@ def users_add(
     with transaction(settings.database_url) as session:
         link = add_user(session, email, role.value, actor=_actor(), now=settings.clock().now())
     _print_link(
-        link.email, link.url(settings.base_url), link.expires_at.isoformat(timespec="minutes"), as_json, f"Added {role.value}"
+        link.email,
+        link.url(settings.base_url),
+        link.expires_at.isoformat(timespec="minutes"),
+        as_json,
+        f"Added {role.value}",
     )
 
 

@@ -59,8 +59,8 @@ def nice_ceiling(value: int) -> int:
 
 
 def bar_chart(points: list[tuple[str, int]], *, width: int = 640, height: int = 200, label_every: int = 7) -> BarChart:
-    """Bars for `points` ``(label, value)`` left to right, a y-axis of four ticks from 0 to a
-    round maximum, and every `label_every`-th label under its bar (the last one always)."""
+    """Bars for `points` ``(label, value)`` left to right, a y-axis from 0 to a round maximum
+    with round ticks, and every `label_every`-th label under its bar (the last one always)."""
     left, right, top, bottom = 40.0, 8.0, 8.0, 24.0
     plot_w, plot_h = width - left - right, height - top - bottom
     top_value = nice_ceiling(max((v for _, v in points), default=0))
@@ -74,9 +74,6 @@ def bar_chart(points: list[tuple[str, int]], *, width: int = 640, height: int = 
         )
         if i % label_every == 0 or i == len(points) - 1:
             labels.append(AxisLabel(round(left + i * slot + slot / 2, 2), label))
-    ticks = tuple(
-        Tick(round(top + plot_h - plot_h * k / 4, 2), round(top_value * k / 4))
-        for k in range(5)
-        if top_value * k % 4 == 0  # whole numbers only: a chart of 1 email has ticks 0 and 1
-    )
+    step = nice_ceiling(math.ceil(top_value / 5))  # at most six ticks, each a round number
+    ticks = tuple(Tick(round(top + plot_h - plot_h * v / top_value, 2), v) for v in range(0, top_value + 1, step))
     return BarChart(width, height, tuple(bars), ticks, tuple(labels), left, top + plot_h, width - right)
