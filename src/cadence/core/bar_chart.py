@@ -60,7 +60,7 @@ def nice_ceiling(value: int) -> int:
 
 def bar_chart(points: list[tuple[str, int]], *, width: int = 640, height: int = 200, label_every: int = 7) -> BarChart:
     """Bars for `points` ``(label, value)`` left to right, a y-axis from 0 to a round maximum
-    with round ticks, and every `label_every`-th label under its bar (the last one always)."""
+    with round ticks, and every `label_every`-th label under its bar counting back from the last."""
     left, right, top, bottom = 40.0, 8.0, 8.0, 24.0
     plot_w, plot_h = width - left - right, height - top - bottom
     top_value = nice_ceiling(max((v for _, v in points), default=0))
@@ -72,7 +72,7 @@ def bar_chart(points: list[tuple[str, int]], *, width: int = 640, height: int = 
         bars.append(
             Bar(round(x, 2), round(top + plot_h - bar_h, 2), round(slot * 0.7, 2), round(bar_h, 2), label, value)
         )
-        if i % label_every == 0 or i == len(points) - 1:
+        if (len(points) - 1 - i) % label_every == 0:  # counted from the newest, which is always labelled
             labels.append(AxisLabel(round(left + i * slot + slot / 2, 2), label))
     step = nice_ceiling(math.ceil(top_value / 5))  # at most six ticks, each a round number
     ticks = tuple(Tick(round(top + plot_h - plot_h * v / top_value, 2), v) for v in range(0, top_value + 1, step))

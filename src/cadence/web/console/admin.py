@@ -10,6 +10,7 @@ from starlette.responses import Response
 
 from cadence.errors import InputError, NotFound
 from cadence.operations import staff_accounts as accounts
+from cadence.operations import staff_login as logins
 from cadence.web.console.auth import Admin, Viewer, session_policy, set_session_cookie
 from cadence.web.console.login import _agent, _field_message
 from cadence.web.console.render import page, redirect
@@ -92,12 +93,12 @@ def _account_page(
     secret: str = "",
 ) -> Response:
     # A failed attempt keeps the key the person already put in their app.
-    secret = "" if me.totp else (secret if len(secret) == 32 else accounts.new_totp_secret())
+    secret = "" if me.totp else (secret if len(secret) == 32 else logins.new_totp_secret())
     context = {
         "error": error,
         "done": done,
         "secret": secret,
-        "totp_uri": accounts.totp_uri(secret, me.email) if secret else "",
+        "totp_uri": logins.totp_uri(secret, me.email) if secret else "",
     }
     return page(request, "account.html", context, me=me, status=status)
 
@@ -118,7 +119,7 @@ def change_password(
 ) -> Response:
     try:
         with state.session() as session:
-            started = accounts.change_password(
+            started = logins.change_password(
                 session,
                 me,
                 current_password,
@@ -146,7 +147,7 @@ def enable_totp(
 ) -> Response:
     try:
         with state.session() as session:
-            accounts.enable_totp(session, me, secret, code, now=state.now())
+            logins.enable_totp(session, me, secret, code, now=state.now())
     except InputError as exc:
         return _account_page(request, me, error=_field_message(exc), status=400, secret=secret)
     return redirect("/admin/account?done=totp-on")
@@ -158,7 +159,7 @@ def disable_totp(
 ) -> Response:
     try:
         with state.session() as session:
-            accounts.disable_totp(session, me, current_password, now=state.now())
+            logins.disable_totp(session, me, current_password, now=state.now())
     except InputError as exc:
         return _account_page(request, me, error=_field_message(exc), status=400)
     return redirect("/admin/account?done=totp-off")

@@ -25,7 +25,8 @@ from fastapi import Depends, Request
 from starlette.responses import Response
 
 from cadence.errors import InputError
-from cadence.operations.staff_accounts import SessionPolicy, StaffIdentity, current_identity, role_allows
+from cadence.operations.staff_accounts import SessionPolicy, StaffIdentity, role_allows
+from cadence.operations.staff_login import current_identity
 from cadence.web.security import CsrfError
 from cadence.web.state import WebState, get_state
 

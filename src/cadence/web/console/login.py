@@ -18,6 +18,7 @@ from starlette.responses import Response
 
 from cadence.errors import InputError, TokenError
 from cadence.operations import staff_accounts as accounts
+from cadence.operations import staff_login as logins
 from cadence.web.console.auth import Anyone, Pending, clear_session_cookie, session_policy, set_session_cookie
 from cadence.web.console.render import page, redirect
 from cadence.web.ratelimit import Limit
@@ -68,8 +69,8 @@ def login(
         return response
     with state.session() as session:
         if me is not None:  # a new session id at every login (session fixation)
-            accounts.logout(session, me, now=state.now())
-        started = accounts.login(
+            logins.logout(session, me, now=state.now())
+        started = logins.login(
             session,
             email,
             password,
@@ -103,12 +104,12 @@ def code(request: Request, state: State, me: Pending, code: Annotated[str, Form(
         return redirect("/admin")
     if state.limiter.hit(f"console-totp:{me.session_hash[:32]}", TOTP_PER_SESSION):
         with state.session() as session:
-            accounts.logout(session, me, now=state.now())
+            logins.logout(session, me, now=state.now())
         response = page(request, "login.html", {"error": "Too many wrong codes. Log in again."}, status=429)
         clear_session_cookie(response, state)
         return response
     with state.session() as session:
-        started = accounts.verify_totp(
+        started = logins.verify_totp(
             session,
             me,
             code,
@@ -127,7 +128,7 @@ def code(request: Request, state: State, me: Pending, code: Annotated[str, Form(
 @router.post("/logout")
 def logout(request: Request, state: State, me: Pending) -> Response:
     with state.session() as session:
-        accounts.logout(session, me, now=state.now())
+        logins.logout(session, me, now=state.now())
     response = redirect("/admin/login?done=logout")
     clear_session_cookie(response, state)
     return response
