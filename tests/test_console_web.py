@@ -5,13 +5,14 @@ page. One web server and one browser for the module."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
 import subprocess
 import sys
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +23,10 @@ from fastapi.routing import APIRoute
 from sqlalchemy import select
 
 from cadence.config import load_settings
+from cadence.db.migrate import upgrade
 from cadence.db.models import CampaignState, Delivery, Enrollment, Event, Subscriber, SubscriberTag
 from cadence.db.session import transaction
-from cadence.operations.staff_accounts import add_user
+from cadence.operations.staff_accounts import add_user, complete_setup
 from cadence.web.app import create_app
 from cadence.web.console.auth import Access
 from tests.support.axe import axe_script, serious_violations
@@ -393,6 +395,38 @@ def test_the_console_can_be_switched_off(web: WebServer) -> None:
     settings = load_settings({**web.env, "CADENCE_ADMIN_ENABLED": "false"})
     paths = [path for path, _ in api_routes(create_app(settings).routes)]
     assert "/subscribe" in paths and not [p for p in paths if p.startswith("/admin")]  # /admin answers 404
+
+
+def test_with_an_https_base_url_the_session_cookie_is_host_prefixed_and_secure(tmp_path: Path) -> None:
+    settings = load_settings(
+        {
+            "CADENCE_DATA_DIR": str(tmp_path),
+            "CADENCE_BASE_URL": "https://console.clinic.example",
+            "CADENCE_SECRET_KEY": "a-secret-key-for-this-test-only",
+            "CADENCE_CAMPAIGNS_DIR": str(tmp_path),
+        }
+    )
+    upgrade(settings.database_url)
+    with transaction(settings.database_url) as session:
+        link = add_user(session, "ann@clinic.example", "viewer", actor="cli:test", now=datetime.now(UTC))
+    with transaction(settings.database_url) as session:
+        complete_setup(session, link.token, PASSWORD, PASSWORD, now=datetime.now(UTC))
+
+    async def log_in_over_https() -> tuple[httpx.Response, httpx.Response]:
+        transport = httpx.ASGITransport(app=create_app(settings))
+        async with httpx.AsyncClient(transport=transport, base_url=settings.base_url) as client:
+            form = await client.get("/admin/login")
+            data = {"csrf_token": csrf_token(form.text), "email": "ann@clinic.example", "password": PASSWORD}
+            return form, await client.post("/admin/login", data=data)
+
+    form, done = asyncio.run(log_in_over_https())
+    assert form.headers["set-cookie"].startswith("__Host-cadence_csrf=")
+    assert done.status_code == 303
+    cookie = done.headers["set-cookie"]
+    assert cookie.startswith("__Host-cadence_session=")
+    attributes = {part.strip().split("=")[0].lower() for part in cookie.split(";")[1:]}
+    assert attributes == {"httponly", "path", "samesite", "secure"} and "Path=/;" in cookie + ";"
+    assert "samesite=lax" in cookie.lower() and "domain" not in cookie.lower() and "max-age" not in cookie.lower()
 
 
 def test_in_chromium_a_new_admin_sets_a_password_logs_in_and_sees_the_numbers(
