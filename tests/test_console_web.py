@@ -24,7 +24,7 @@ from sqlalchemy import select
 
 from cadence.config import load_settings
 from cadence.db.migrate import upgrade
-from cadence.db.models import CampaignState, Delivery, Enrollment, Event, Subscriber, SubscriberTag
+from cadence.db.models import CampaignState, Delivery, Enrollment, Event, Subscriber, SubscriberTag, Suppression
 from cadence.db.session import transaction
 from cadence.operations.staff_accounts import add_user, complete_setup
 from cadence.web.app import create_app
@@ -54,6 +54,7 @@ ROUTES = {
     ("GET", "/admin/subscribers"): "viewer",
     ("GET", "/admin/subscribers/{subscriber_id}"): "viewer",
     ("GET", "/admin/audit"): "viewer",
+    ("GET", "/admin/suppressions"): "viewer",
     ("GET", "/admin/account"): "viewer",
     ("POST", "/admin/account/password"): "viewer",
     ("POST", "/admin/account/totp"): "viewer",
@@ -190,6 +191,9 @@ def seed(web: WebServer) -> dict[str, int]:
             CampaignState(
                 campaign_id="spring-newsletter", state="paused", changed_at=now, changed_by="cli:test", note=""
             )
+        )
+        session.add(
+            Suppression(email_hash="ab" * 32, reason="complaint", detail="<script>alert(6)</script>", created_at=now)
         )
         evil = Subscriber(
             email="mallory@example.com",
@@ -495,6 +499,11 @@ def test_in_chromium_a_new_admin_sets_a_password_logs_in_and_sees_the_numbers(
         page.goto(web.url("/admin/subscribers?q=mallory"))
         assert XSS_NAME in page.locator("#subscribers").inner_text()
 
+        page.get_by_role("link", name="Suppressions and bounces").click()
+        assert page.locator("#suppressed-total").inner_text() == "1"
+        assert "runner0@example.com" in page.locator("#bounce-events", has_text="complaint").inner_text()
+        assert "<script>alert(6)</script>" in page.locator("#main").inner_text()
+        console.accessible(script)
         for path in ("/admin/audit", "/admin/users", "/admin/account"):
             page.goto(web.url(path))
             console.accessible(script)

@@ -30,6 +30,7 @@ from cadence.db.models import (
     Subscriber,
     SubscriberTag,
     SubscriberTopic,
+    Suppression,
 )
 
 
@@ -163,3 +164,26 @@ def audit_page(session: Session, *, limit: int, offset: int, actor: str = "") ->
     total = int(session.scalar(select(func.count()).select_from(AuditEntry).where(*where)) or 0)
     query = select(AuditEntry).where(*where).order_by(AuditEntry.at.desc(), AuditEntry.id.desc())
     return total, list(session.scalars(query.limit(limit).offset(offset)))
+
+
+def suppression_counts(session: Session) -> dict[str, int]:
+    """How many addresses are suppressed, by reason (hard_bounce, complaint, erased, ...)."""
+    rows = session.execute(select(Suppression.reason, func.count()).group_by(Suppression.reason))
+    return {str(reason): int(count) for reason, count in rows}
+
+
+def recent_suppressions(session: Session, *, limit: int) -> list[Suppression]:
+    query = select(Suppression).order_by(Suppression.created_at.desc(), Suppression.id.desc()).limit(limit)
+    return list(session.scalars(query))
+
+
+def recent_events_of(session: Session, kinds: tuple[str, ...], *, limit: int) -> list[tuple[Event, str | None]]:
+    """The newest events of these kinds with the subscriber's address (None once erased)."""
+    query = (
+        select(Event, Subscriber.email)
+        .outerjoin(Subscriber, Subscriber.id == Event.subscriber_id)
+        .where(Event.kind.in_(kinds))
+        .order_by(Event.id.desc())
+        .limit(limit)
+    )
+    return [(event, email) for event, email in session.execute(query)]

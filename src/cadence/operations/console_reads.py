@@ -19,7 +19,7 @@ from cadence.campaign_files import list_campaigns
 from cadence.catalog import CampaignCatalog
 from cadence.core.bar_chart import BarChart, bar_chart
 from cadence.db import console as store
-from cadence.db.models import AuditEntry, Delivery, Enrollment, Subscriber, SubscriberTopic
+from cadence.db.models import AuditEntry, Delivery, Enrollment, Subscriber, SubscriberTopic, Suppression
 from cadence.errors import CadenceError, NotFound
 
 DAYS = 30
@@ -242,3 +242,42 @@ def audit_log(session: Session, *, page: int = 1, actor: str = "") -> AuditPage:
     page = max(1, page)
     total, entries = store.audit_page(session, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE, actor=actor.strip())
     return AuditPage(total, page, entries, actor.strip())
+
+
+@dataclass(frozen=True)
+class BounceEntry:
+    at: datetime
+    kind: str
+    subscriber_id: int | None
+    email: str  # "" once the subscriber was erased
+    detail: str
+
+
+@dataclass(frozen=True)
+class SuppressionsPage:
+    counts: dict[str, int]
+    suppressions: list[Suppression]
+    events: list[BounceEntry]
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+
+SUPPRESSION_EVENT_KINDS = ("hard_bounce", "soft_bounce", "complaint", "unsubscribe")
+
+
+def suppressions_and_bounces(session: Session, *, limit: int = PAGE_SIZE) -> SuppressionsPage:
+    """Suppressed addresses by reason with the newest `limit` (stored as hashes: an erased
+    person leaves no readable address), and the newest bounces, complaints and unsubscribes."""
+    events = [
+        BounceEntry(
+            event.created_at,
+            event.kind,
+            event.subscriber_id,
+            email or "",
+            ", ".join(f"{k}: {_text(v)}" for k, v in sorted(event.data.items())),
+        )
+        for event, email in store.recent_events_of(session, SUPPRESSION_EVENT_KINDS, limit=limit)
+    ]
+    return SuppressionsPage(store.suppression_counts(session), store.recent_suppressions(session, limit=limit), events)

@@ -1,4 +1,5 @@
-"""The console's pages for every role: dashboard, subscribers (search, profile, tags), audit log.
+"""The console's pages for every role: dashboard, subscribers (search, profile, tags),
+suppressions and bounces, audit log.
 Each handler is one call of an operation (operations/console_reads.py, console_tags.py) and a
 render; the role each needs is its Access dependency (auth.py)."""
 
@@ -85,3 +86,10 @@ def audit(request: Request, state: State, me: Viewer, actor: str = "", page_numb
     with state.session() as session:
         log = console_reads.audit_log(session, page=page_number, actor=actor)
     return page(request, "audit.html", {"log": log}, me=me)
+
+
+@router.get("/suppressions")
+def suppressions(request: Request, state: State, me: Viewer) -> Response:
+    with state.session() as session:
+        found = console_reads.suppressions_and_bounces(session)
+    return page(request, "suppressions.html", {"found": found}, me=me)

@@ -15,6 +15,7 @@ from cadence.web.state import WebState, get_state
 NAV = (
     ("/admin", "Dashboard", "viewer"),
     ("/admin/subscribers", "Subscribers", "viewer"),
+    ("/admin/suppressions", "Suppressions and bounces", "viewer"),
     ("/admin/audit", "Audit log", "viewer"),
     ("/admin/users", "Users", "admin"),
     ("/admin/account", "Your account", "viewer"),
