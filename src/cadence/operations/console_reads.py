@@ -117,6 +117,10 @@ def _campaign_rows(session: Session, catalog: CampaignCatalog) -> list[CampaignR
     return rows
 
 
+def _count(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
+
+
 def dashboard(session: Session, catalog: CampaignCatalog, now: datetime) -> Dashboard:
     """The dashboard as of `now`: the last 30 UTC days (today included)."""
     first_day = (now - timedelta(days=DAYS - 1)).date()
@@ -132,18 +136,23 @@ def dashboard(session: Session, catalog: CampaignCatalog, now: datetime) -> Dash
     failed, recent = store.failed_since(session, since, limit=5)
     attention: list[Attention] = []
     if failed:
-        attention.append(Attention("failed", f"{failed} deliveries failed in the last {DAYS} days"))
+        attention.append(
+            Attention("failed", f"{_count(failed, 'delivery', 'deliveries')} failed in the last {DAYS} days")
+        )
     for row in campaigns:
         if row.problem == "file missing" and (row.active or row.queued):
             attention.append(
                 Attention(
-                    "missing-file", f"Campaign {row.id}: its file is missing, {row.active} people are still enrolled"
+                    "missing-file",
+                    f"Campaign {row.id}: its file is missing, {_count(row.active, 'person', 'people')} still enrolled",
                 )
             )
         elif row.problem.startswith("invalid file"):
             attention.append(Attention("invalid-file", f"Campaign {row.id}: {row.problem}"))
         if row.state == "paused":
-            attention.append(Attention("paused", f"Campaign {row.id} is paused ({row.queued} emails waiting)"))
+            attention.append(
+                Attention("paused", f"Campaign {row.id} is paused ({_count(row.queued, 'email', 'emails')} waiting)")
+            )
     for rate in (complaint, bounce):
         if rate.over:
             attention.append(
