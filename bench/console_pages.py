@@ -102,7 +102,6 @@ def main() -> None:
         rows = [
             ("dashboard", run(lambda s: console_reads.dashboard(s, catalog, BENCH_NOW))),
             ("- of which sent per day", run(lambda s: store.sent_per_day(s, since))),
-            ("- of which sent in 30 days", run(lambda s: store.sent_since(s, since))),
             ("- of which totals by campaign", run(lambda s: store.delivery_totals_by_campaign(s))),
             ("- of which enrolled by campaign", run(lambda s: store.active_enrollments_by_campaign(s))),
             ("- of which failed in 30 days", run(lambda s: store.failed_since(s, since, limit=5))),

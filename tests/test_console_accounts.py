@@ -182,6 +182,8 @@ def test_sessions_end_when_idle_at_their_absolute_limit_and_when_revoked(databas
     assert identity(database_url, token) is None
     with transaction(database_url) as session, pytest.raises(NotFound):
         accounts.disable_user(session, "nobody@clinic.example", actor="cli:test", now=NOW)
+    with transaction(database_url) as session, pytest.raises(InputError, match="your own account"):
+        accounts.disable_user(session, "ann@clinic.example", actor="user:ann@clinic.example", now=NOW)
 
 
 def test_totp_needs_a_fresh_code_after_the_password_and_refuses_a_replayed_one(database_url: str) -> None:

@@ -44,11 +44,6 @@ def sent_per_day(session: Session, since: datetime) -> dict[str, int]:
     return {str(found): int(count) for found, count in rows}
 
 
-def sent_since(session: Session, since: datetime) -> int:
-    query = select(func.count()).where(Delivery.state == "sent", Delivery.sent_at >= since)
-    return int(session.scalar(query) or 0)
-
-
 def events_since(session: Session, since: datetime, kinds: tuple[str, ...]) -> Counter[str]:
     rows = session.execute(
         select(Event.kind, func.count()).where(Event.created_at >= since, Event.kind.in_(kinds)).group_by(Event.kind)

@@ -184,6 +184,8 @@ def reset_user(session: Session, email: str, *, actor: str, now: datetime) -> Se
 def disable_user(session: Session, email: str, *, actor: str, now: datetime) -> None:
     """The user can no longer log in; their sessions end now. `reset` enables them again."""
     user = _existing(session, email)
+    if actor == f"user:{user.email}":  # an admin locking themselves out is never what they meant
+        raise InputError("email: you cannot disable your own account; ask another admin")
     user.disabled_at = user.disabled_at or now
     user.setup_token_hash = None
     user.setup_expires_at = None

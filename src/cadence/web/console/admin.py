@@ -70,6 +70,8 @@ def disable_user(request: Request, state: State, me: Admin, user_id: int) -> Res
             accounts.disable_user(session, accounts.user_email(session, user_id), actor=me.actor, now=state.now())
     except NotFound as exc:
         return _users_page(request, state, me, error=str(exc), status=404)
+    except InputError as exc:
+        return _users_page(request, state, me, error=_field_message(exc), status=400)
     return redirect("/admin/users")
 
 

@@ -29,7 +29,7 @@ router = APIRouter(prefix="/admin", include_in_schema=False)
 
 LOGIN_PER_ACCOUNT = Limit(5, 900)
 LOGIN_PER_IP = Limit(20, 900)
-TOTP_PER_SESSION = Limit(5, 900)
+TOTP_PER_USER = Limit(5, 900)
 
 
 def _limited(request: Request, state: State, email: str) -> int:
@@ -102,7 +102,8 @@ def _code_page(request: Request, me: accounts.StaffIdentity, error: str = "", st
 def code(request: Request, state: State, me: Pending, code: Annotated[str, Form(max_length=20)] = "") -> Response:
     if me.stage == "full":
         return redirect("/admin")
-    if state.limiter.hit(f"console-totp:{me.session_hash[:32]}", TOTP_PER_SESSION):
+    # Per user, not per session: logging in again must not buy another five guesses.
+    if state.limiter.hit(f"console-totp:{me.user_id}", TOTP_PER_USER):
         with state.session() as session:
             logins.logout(session, me, now=state.now())
         response = page(request, "login.html", {"error": "Too many wrong codes. Log in again."}, status=429)
