@@ -435,7 +435,9 @@ def test_with_an_https_base_url_the_session_cookie_is_host_prefixed_and_secure(t
             return form, await client.post("/admin/login", data=data)
 
     form, done = asyncio.run(log_in_over_https())
-    assert form.headers["set-cookie"].startswith("__Host-cadence_csrf=")
+    csrf_cookie = form.headers["set-cookie"]
+    assert csrf_cookie.startswith("__Host-cadence_console_csrf=") and "samesite=strict" in csrf_cookie.lower()
+    assert "secure" in csrf_cookie.lower() and "httponly" in csrf_cookie.lower()
     assert done.status_code == 303
     cookie = done.headers["set-cookie"]
     assert cookie.startswith("__Host-cadence_session=")

@@ -22,7 +22,7 @@ from starlette.responses import Response
 
 from cadence.config import Settings
 from cadence.web.console import admin, login, pages
-from cadence.web.console.auth import ConsoleCsrfError, Forbidden, NotLoggedIn, identity_of
+from cadence.web.console.auth import ConsoleCsrf, ConsoleCsrfError, Forbidden, NotLoggedIn, identity_of
 from cadence.web.console.render import page, redact_setup_links, redirect
 from cadence.web.security import redact_path
 from cadence.web.state import get_state
@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 def install(app: FastAPI, settings: Settings) -> None:
     if not settings.admin_enabled:
         return
+    app.state.console_csrf = ConsoleCsrf(settings.secret_key, settings.base_url)
     for router in (login.router, pages.router, admin.router):
         app.include_router(router)
     redact_setup_links()

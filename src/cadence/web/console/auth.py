@@ -2,8 +2,8 @@
 
 ``Depends(Access(role))`` answers, before the handler runs:
 
-- ``public`` (login, setup link): anyone; a POST must carry the signed double-submit CSRF token
-  of the subscriber pages (web/security.Csrf: there is no session yet to bind one to).
+- ``public`` (login, setup link): anyone; a POST must carry a signed double-submit CSRF token
+  (:class:`ConsoleCsrf`, with a SameSite=Strict cookie: there is no session yet to bind one to).
 - ``pending``: any live session, also one half-way through login (the TOTP step, logout).
 - ``viewer`` / ``editor`` / ``admin``: a full session whose user has at least that role. A POST
   must also carry the session's synchronizer token (``csrf_token`` field), compared in constant
@@ -27,7 +27,7 @@ from starlette.responses import Response
 from cadence.errors import InputError
 from cadence.operations.staff_accounts import SessionPolicy, StaffIdentity, role_allows
 from cadence.operations.staff_login import current_identity
-from cadence.web.security import CsrfError
+from cadence.web.security import Csrf, CsrfError
 from cadence.web.state import WebState, get_state
 
 LEVELS = ("public", "pending", "viewer", "editor", "admin")
@@ -93,6 +93,28 @@ def _same_origin(request: Request, state: WebState) -> None:
         raise ConsoleCsrfError("csrf: the form was posted from another site")
 
 
+class ConsoleCsrf(Csrf):
+    """The signed double-submit token of the forms that come before a session (login, setup
+    link): web/security.Csrf with a cookie of its own, SameSite=Strict (the console is never
+    entered by a cross-site POST; a setup link opened from a mail client gets a fresh cookie on
+    that first GET) and its own salt, so a subscriber-page token is no console token."""
+
+    def __init__(self, secret_key: str, base_url: str) -> None:
+        from itsdangerous import URLSafeTimedSerializer
+
+        super().__init__(secret_key, base_url)
+        self.cookie = "__Host-cadence_console_csrf" if self.https else "cadence_console_csrf"
+        self._serializer = URLSafeTimedSerializer(secret_key, salt="cadence.console.csrf")
+
+    def set_cookie(self, response: Response, nonce: str) -> None:
+        response.set_cookie(self.cookie, nonce, httponly=True, secure=self.https, samesite="strict", path="/")
+
+
+def console_csrf(request: Request) -> ConsoleCsrf:
+    found: ConsoleCsrf = request.app.state.console_csrf
+    return found
+
+
 class Access:
     """The dependency; see the module docstring. ``role`` is read by the route-table test."""
 
@@ -116,7 +138,7 @@ class Access:
         if self.role == "public":
             if posted:
                 try:
-                    state.csrf.verify(request, token)
+                    console_csrf(request).verify(request, token)
                 except CsrfError as exc:
                     raise ConsoleCsrfError(str(exc)) from None
             return identity_of(request, state)

@@ -10,7 +10,8 @@ from fastapi import Request
 from starlette.responses import RedirectResponse, Response
 
 from cadence.operations.staff_accounts import StaffIdentity
-from cadence.web.state import WebState, get_state
+from cadence.web.console.auth import console_csrf
+from cadence.web.state import get_state
 
 NAV = (
     ("/admin", "Dashboard", "viewer"),
@@ -31,7 +32,7 @@ def page(
     status: int = 200,
 ) -> Response:
     """A console page. With `me`, the navigation and the session's CSRF token for its forms;
-    without (login, setup), the double-submit token of web/security.Csrf and its cookie."""
+    without (login, setup), the console's double-submit token (auth.ConsoleCsrf) and its cookie."""
     state = get_state(request)
     ctx: dict[str, Any] = {"me": me, "path": request.url.path, **(context or {})}
     fresh = None
@@ -39,20 +40,16 @@ def page(
         ctx["csrf_token"] = me.csrf_token
         ctx["nav"] = [(href, label) for href, label, role in NAV if me.may(role)]
     else:
-        ctx["csrf_token"], fresh = state.csrf.token(request)
+        ctx["csrf_token"], fresh = console_csrf(request).token(request)
         ctx["nav"] = []
     response = state.templates.TemplateResponse(request, f"console/{name}", ctx, status_code=status)
     if fresh is not None:
-        state.csrf.set_cookie(response, fresh)
+        console_csrf(request).set_cookie(response, fresh)
     return response
 
 
 def redirect(path: str) -> RedirectResponse:
     return RedirectResponse(path, status_code=303)
-
-
-def console_state(request: Request) -> WebState:
-    return get_state(request)
 
 
 # Setup links carry a one-time token in the path: like the subscriber pages' tokens
