@@ -146,3 +146,5 @@ def test_a_plain_install_runs_worker_scheduler_and_web(clean_install: Path, tmp_
         assert page.status_code == 200, page.text
         assert "<form" in page.text
         assert css.status_code == 200 and css.headers["content-type"].startswith("text/css")
+        console = httpx.get(f"http://127.0.0.1:{port}/admin/login", timeout=5)  # its templates are in the wheel
+        assert console.status_code == 200 and "Log in" in console.text, console.text

@@ -88,6 +88,12 @@ class Settings:
     postmark_webhook_user: str = ""
     postmark_webhook_password: str = field(default="", repr=False)
     mailgun_webhook_signing_key: str = field(default="", repr=False)
+    # The staff console under /admin (issue 14): off removes every /admin route (404).
+    admin_enabled: bool = True
+    # Console sessions end after this long without a request, and this long after login whatever
+    # happens (OWASP Session Management Cheat Sheet: idle and absolute timeouts).
+    admin_idle_minutes: int = 30
+    admin_session_hours: int = 12
     extra: Mapping[str, str] = field(default_factory=dict)
     # CADENCE_SENDER_FILE: the sender's details (name, postal address, phone, booking page) and
     # newsletter topics, one file for emails and pages alike (issue 12). None: campaigns/sender.yaml.
@@ -248,6 +254,17 @@ def _dns_resolver(env: Mapping[str, str]) -> tuple[str, int] | None:
     return parts.hostname, port
 
 
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = (env.get(name) or "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name}: {raw!r} is not true or false")
+
+
 def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
     value = (env.get(name) or default).strip().lower()
     if value not in choices:
@@ -340,6 +357,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         mailgun_webhook_signing_key=env.get("CADENCE_MAILGUN_WEBHOOK_SIGNING_KEY", ""),
         sender_file_override=Path(env["CADENCE_SENDER_FILE"]).absolute() if env.get("CADENCE_SENDER_FILE") else None,
         default_form=env.get("CADENCE_DEFAULT_FORM", "").strip(),
+        admin_enabled=_bool(env, "CADENCE_ADMIN_ENABLED", True),
+        admin_idle_minutes=_int(env, "CADENCE_ADMIN_IDLE_MINUTES", 30),
+        admin_session_hours=_int(env, "CADENCE_ADMIN_SESSION_HOURS", 12),
     )
 
 

@@ -207,4 +207,26 @@ def run_demo(
         console.print(f"[green]{sent} emails[/green] are in [bold]{settings.outbox_dir}[/bold] (open any .eml file)")
     else:
         console.print(f"[green]{sent} emails[/green] sent through {settings.email_url.split('://')[0]}")
+    _console_link(console, settings, clock)
     return sent
+
+
+DEMO_ADMIN = "demo-admin@example.com"
+
+
+def _console_link(console: Console, settings: Settings, clock: FileClock) -> None:
+    """The last lines: how to see this run in the staff console (issue 14), with a one-time link
+    for a demo admin. On the demo's clock, so the dashboard's last 30 days are the demo's and
+    the link is valid for the `cadence web` started with that clock."""
+    from cadence.operations.staff_accounts import add_user, reset_user
+
+    try:
+        with transaction(settings.database_url) as session:
+            link = add_user(session, DEMO_ADMIN, "admin", actor="cli:demo", now=clock.now())
+    except InputError:  # a demo run before made it: a new link
+        with transaction(settings.database_url) as session:
+            link = reset_user(session, DEMO_ADMIN, actor="cli:demo", now=clock.now())
+    console.print("See it in the staff console: run")
+    console.print(f"  CADENCE_CLOCK={clock} cadence web", soft_wrap=True, highlight=False, markup=False)
+    console.print(f"and open this one-time link to choose a password for {DEMO_ADMIN}:")
+    console.print(f"  {link.url(settings.base_url)}", soft_wrap=True, highlight=False, markup=False)

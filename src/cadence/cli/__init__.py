@@ -216,7 +216,7 @@ def demo(
 
 
 # Command groups written in their own modules register themselves here.
-_COMMAND_MODULES = ("authoring", "bounces", "web", "health", "doctor", "newsletters")
+_COMMAND_MODULES = ("authoring", "bounces", "web", "health", "doctor", "newsletters", "users")
 for _module in (f"cadence.cli.{name}" for name in _COMMAND_MODULES):
     try:
         _registrar = importlib.import_module(_module)

@@ -124,6 +124,9 @@ def create_app(
     webhooks = _optional_module("cadence.web.webhooks")
     if webhooks is not None:
         app.include_router(webhooks.router)
+    console = _optional_module("cadence.web.console")  # /admin: the staff console (issue 14)
+    if console is not None:
+        console.install(app, settings)
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
     _error_handlers(app)
     return app

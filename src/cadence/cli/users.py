@@ -1,0 +1,142 @@
+"""``cadence users``: who may log in to the staff console (/admin) and with which role.
+
+``add`` and ``reset`` print a one-time setup link; the person opens it in a browser to choose
+their password (nobody else ever knows it). Every change is written to the audit log as
+``cli:<os user>``.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+from enum import StrEnum
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+users_app = typer.Typer(
+    help="Staff console accounts: who may log in to /admin, and what they may do.", no_args_is_help=True
+)
+console = Console()
+
+ROLE_HELP = "viewer (sees everything, changes nothing), editor (also campaigns and subscribers) or admin (also users)"
+
+
+class Role(StrEnum):
+    viewer = "viewer"
+    editor = "editor"
+    admin = "admin"
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(users_app, name="users")
+
+
+def _actor() -> str:
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (OSError, KeyError):  # no user name in the environment or the password database
+        return "cli:unknown"
+
+
+def _print_link(email: str, url: str, expires: str, as_json: bool, what: str) -> None:
+    if as_json:
+        typer.echo(json.dumps({"email": email, "setup_link": url, "expires_at": expires}))
+        return
+    console.print(
+        f"[green]{what}[/green] {email}. Send them this link to choose a password (it works once, until {expires}):"
+    )
+    typer.echo(url)  # plain, unwrapped: a terminal must be able to copy it whole
+
+
+@users_app.command("add")
+def users_add(
+    email: Annotated[str, typer.Argument(help="Their email address: what they log in with")],
+    role: Annotated[Role, typer.Option("--role", help=ROLE_HELP)] = Role.viewer,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the link as JSON")] = False,
+) -> None:
+    """Give someone a console account and print the link where they choose their password."""
+    from cadence.config import get_settings
+    from cadence.db.session import transaction
+    from cadence.operations.staff_accounts import add_user
+
+    settings = get_settings()
+    with transaction(settings.database_url) as session:
+        link = add_user(session, email, role.value, actor=_actor(), now=settings.clock().now())
+    _print_link(
+        link.email,
+        link.url(settings.base_url),
+        link.expires_at.isoformat(timespec="minutes"),
+        as_json,
+        f"Added {role.value}",
+    )
+
+
+@users_app.command("list")
+def users_list(as_json: Annotated[bool, typer.Option("--json", help="Print the list as JSON")] = False) -> None:
+    """Everyone with a console account: role, whether they can log in, last login."""
+    from cadence.config import get_settings
+    from cadence.db.session import transaction
+    from cadence.operations.staff_accounts import list_users
+
+    with transaction(get_settings().database_url) as session:
+        users = list_users(session)
+    if as_json:
+        rows = [
+            {
+                "email": u.email,
+                "role": u.role,
+                "state": u.state,
+                "totp": u.totp,
+                "last_login_at": u.last_login_at.isoformat() if u.last_login_at else None,
+            }
+            for u in users
+        ]
+        typer.echo(json.dumps(rows))
+        return
+    if not users:
+        console.print("No console users yet: add one with `cadence users add EMAIL --role admin`.")
+        return
+    table = Table("Email", "Role", "State", "Code app", "Last login")
+    for u in users:
+        last = u.last_login_at.strftime("%Y-%m-%d %H:%M") if u.last_login_at else "never"
+        table.add_row(u.email, u.role, u.state, "on" if u.totp else "off", last)
+    console.print(table)
+
+
+@users_app.command("disable")
+def users_disable(email: Annotated[str, typer.Argument(help="Their email address")]) -> None:
+    """Stop someone logging in; they are logged out everywhere at once. `reset` lets them back."""
+    from cadence.config import get_settings
+    from cadence.db.session import transaction
+    from cadence.operations.staff_accounts import disable_user
+
+    settings = get_settings()
+    with transaction(settings.database_url) as session:
+        disable_user(session, email, actor=_actor(), now=settings.clock().now())
+    console.print(f"[green]Disabled[/green] {email.strip()}: logged out everywhere.")
+
+
+@users_app.command("reset")
+def users_reset(
+    email: Annotated[str, typer.Argument(help="Their email address")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the link as JSON")] = False,
+) -> None:
+    """A new setup link for a forgotten password or a lost phone. Their old password and code app
+    stop working and they are logged out everywhere."""
+    from cadence.config import get_settings
+    from cadence.db.session import transaction
+    from cadence.operations.staff_accounts import reset_user
+
+    settings = get_settings()
+    with transaction(settings.database_url) as session:
+        link = reset_user(session, email, actor=_actor(), now=settings.clock().now())
+    _print_link(
+        link.email,
+        link.url(settings.base_url),
+        link.expires_at.isoformat(timespec="minutes"),
+        as_json,
+        "New setup link for",
+    )

@@ -1,0 +1,184 @@
+"""The SQL behind the staff console's read pages (issue 14): the dashboard's counts, the
+subscriber search and profile, and the staff tags a profile shows.
+
+Why these shapes:
+
+- Counts are grouped in SQL (``GROUP BY``), never by loading rows: the dashboard must stay one
+  round trip per figure however large the ledger grows.
+- ``date(sent_at)`` is the one date function SQLite and PostgreSQL both have; it returns text on
+  SQLite and a date on PostgreSQL, so callers get ISO strings either way. Days are UTC days.
+- The subscriber search is a plain ``LIKE`` on the lowercased address and name with the wildcards
+  of the query escaped; the subscriber-tools work (issue 13) brings the indexed search that a
+  million rows need, and the console will call it instead.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, func, or_, select
+from sqlalchemy.orm import Session
+
+from cadence.db.models import (
+    AuditEntry,
+    CampaignState,
+    Delivery,
+    Enrollment,
+    Event,
+    Subscriber,
+    SubscriberTag,
+    SubscriberTopic,
+    Suppression,
+)
+
+
+def sent_per_day(session: Session, since: datetime) -> dict[str, int]:
+    """``{"2026-12-01": 12, ...}``: deliveries sent per UTC day since `since` (days with none
+    are absent)."""
+    day = func.date(Delivery.sent_at)
+    rows = session.execute(
+        select(day, func.count()).where(Delivery.state == "sent", Delivery.sent_at >= since).group_by(day)
+    )
+    return {str(found): int(count) for found, count in rows}
+
+
+def events_since(session: Session, since: datetime, kinds: tuple[str, ...]) -> Counter[str]:
+    rows = session.execute(
+        select(Event.kind, func.count()).where(Event.created_at >= since, Event.kind.in_(kinds)).group_by(Event.kind)
+    )
+    return Counter({str(kind): int(count) for kind, count in rows})
+
+
+def failed_since(session: Session, since: datetime, *, limit: int) -> tuple[int, list[Delivery]]:
+    """How many deliveries failed for good since `since`, and the newest `limit` of them."""
+    where = (Delivery.state == "failed", Delivery.created_at >= since)
+    total = int(session.scalar(select(func.count()).where(*where)) or 0)
+    newest = list(session.scalars(select(Delivery).where(*where).order_by(Delivery.id.desc()).limit(limit)))
+    return total, newest
+
+
+def delivery_totals_by_campaign(session: Session) -> dict[str, Counter[str]]:
+    """``{campaign_id: Counter({"sent": n, "queued": n, "failed": n, ...})}`` (``sending``
+    counts as queued: a worker holds it)."""
+    rows = session.execute(
+        select(Delivery.campaign_id, Delivery.state, func.count()).group_by(Delivery.campaign_id, Delivery.state)
+    )
+    totals: dict[str, Counter[str]] = {}
+    for campaign_id, state, count in rows:
+        key = "queued" if state == "sending" else str(state)
+        totals.setdefault(str(campaign_id), Counter())[key] += int(count)
+    return totals
+
+
+def active_enrollments_by_campaign(session: Session) -> dict[str, int]:
+    rows = session.execute(
+        select(Enrollment.campaign_id, func.count())
+        .where(Enrollment.state == "active")
+        .group_by(Enrollment.campaign_id)
+    )
+    return {str(campaign_id): int(count) for campaign_id, count in rows}
+
+
+def campaign_states(session: Session) -> dict[str, CampaignState]:
+    return {row.campaign_id: row for row in session.scalars(select(CampaignState))}
+
+
+def _like(text: str) -> str:
+    escaped = text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def search_subscribers(session: Session, text: str, *, limit: int, offset: int) -> tuple[int, list[Subscriber]]:
+    """Subscribers whose address or first name contains `text` (all when empty), newest first,
+    and how many match in all."""
+    where: list[Any] = []
+    if text:
+        pattern = _like(text)
+        where.append(
+            or_(
+                Subscriber.email_key.like(pattern, escape="\\"),
+                func.lower(Subscriber.first_name).like(pattern, escape="\\"),
+            )
+        )
+    total = int(session.scalar(select(func.count()).select_from(Subscriber).where(*where)) or 0)
+    query = select(Subscriber).where(*where).order_by(Subscriber.id.desc()).limit(limit).offset(offset)
+    return total, list(session.scalars(query))
+
+
+def subscriber(session: Session, subscriber_id: int) -> Subscriber | None:
+    return session.get(Subscriber, subscriber_id)
+
+
+def subscriber_tags(session: Session, subscriber_id: int) -> list[str]:
+    query = select(SubscriberTag.tag).where(SubscriberTag.subscriber_id == subscriber_id).order_by(SubscriberTag.tag)
+    return list(session.scalars(query))
+
+
+def subscriber_topics(session: Session, subscriber_id: int) -> list[SubscriberTopic]:
+    query = (
+        select(SubscriberTopic).where(SubscriberTopic.subscriber_id == subscriber_id).order_by(SubscriberTopic.topic)
+    )
+    return list(session.scalars(query))
+
+
+def subscriber_enrollments(session: Session, subscriber_id: int) -> list[Enrollment]:
+    query = select(Enrollment).where(Enrollment.subscriber_id == subscriber_id).order_by(Enrollment.enrolled_at)
+    return list(session.scalars(query))
+
+
+def subscriber_deliveries(session: Session, subscriber_id: int, *, limit: int) -> list[Delivery]:
+    query = select(Delivery).where(Delivery.subscriber_id == subscriber_id).order_by(Delivery.id.desc()).limit(limit)
+    return list(session.scalars(query))
+
+
+def subscriber_events(session: Session, subscriber_id: int, *, limit: int) -> list[Event]:
+    query = select(Event).where(Event.subscriber_id == subscriber_id).order_by(Event.id.desc()).limit(limit)
+    return list(session.scalars(query))
+
+
+def add_tag(session: Session, subscriber_id: int, tag: str, now: datetime) -> bool:
+    """Tag a subscriber; False if the tag was already there (nothing written)."""
+    if session.get(SubscriberTag, (subscriber_id, tag)) is not None:
+        return False
+    session.add(SubscriberTag(subscriber_id=subscriber_id, tag=tag, created_at=now))
+    session.flush()
+    return True
+
+
+def remove_tag(session: Session, subscriber_id: int, tag: str) -> bool:
+    query = delete(SubscriberTag).where(SubscriberTag.subscriber_id == subscriber_id, SubscriberTag.tag == tag)
+    result = session.execute(query.execution_options(synchronize_session=False))
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def audit_page(session: Session, *, limit: int, offset: int, actor: str = "") -> tuple[int, list[AuditEntry]]:
+    """The audit log, newest first, optionally of one actor (``user:ann@clinic.example``)."""
+    where = [AuditEntry.actor == actor] if actor else []
+    total = int(session.scalar(select(func.count()).select_from(AuditEntry).where(*where)) or 0)
+    query = select(AuditEntry).where(*where).order_by(AuditEntry.at.desc(), AuditEntry.id.desc())
+    return total, list(session.scalars(query.limit(limit).offset(offset)))
+
+
+def suppression_counts(session: Session) -> dict[str, int]:
+    """How many addresses are suppressed, by reason (hard_bounce, complaint, erased, ...)."""
+    rows = session.execute(select(Suppression.reason, func.count()).group_by(Suppression.reason))
+    return {str(reason): int(count) for reason, count in rows}
+
+
+def recent_suppressions(session: Session, *, limit: int) -> list[Suppression]:
+    query = select(Suppression).order_by(Suppression.created_at.desc(), Suppression.id.desc()).limit(limit)
+    return list(session.scalars(query))
+
+
+def recent_events_of(session: Session, kinds: tuple[str, ...], *, limit: int) -> list[tuple[Event, str | None]]:
+    """The newest events of these kinds with the subscriber's address (None once erased)."""
+    query = (
+        select(Event, Subscriber.email)
+        .outerjoin(Subscriber, Subscriber.id == Event.subscriber_id)
+        .where(Event.kind.in_(kinds))
+        .order_by(Event.id.desc())
+        .limit(limit)
+    )
+    return [(event, email) for event, email in session.execute(query)]

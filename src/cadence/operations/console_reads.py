@@ -1,0 +1,292 @@
+"""What the staff console's read pages show (issue 14): the dashboard, the subscriber search and
+profile, the audit log. Plain functions over a database session, a campaign catalog and `now`;
+the console routes call one of them per page and render the answer.
+
+The subscriber search is a stand-in until the subscriber tools of issue 13 land
+(``operations`` search with filters); the profile then gains their export, erase, suppress.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from cadence.campaign_files import list_campaigns
+from cadence.catalog import CampaignCatalog
+from cadence.core.bar_chart import BarChart, bar_chart
+from cadence.db import console as store
+from cadence.db.models import AuditEntry, Delivery, Enrollment, Subscriber, SubscriberTopic, Suppression
+from cadence.errors import CadenceError, NotFound
+
+DAYS = 30
+# Bulk-sender limits. Complaints: Gmail and Yahoo require a spam rate under 0.3 % from February
+# 2024 and ask senders to stay under 0.1 % (Google "Email sender guidelines"). Bounces: no
+# mailbox provider publishes one number; 2 % is the common ESP warning line (Amazon SES puts an
+# account under review at 5 %), so the dashboard warns at 2 %.
+COMPLAINT_LIMIT = 0.003
+COMPLAINT_TARGET = 0.001
+BOUNCE_LIMIT = 0.02
+BOUNCE_KINDS = ("hard_bounce",)
+COMPLAINT_KINDS = ("complaint",)
+PAGE_SIZE = 50
+
+
+@dataclass(frozen=True)
+class Rate:
+    name: str
+    count: int
+    sent: int
+    limit: float
+
+    @property
+    def value(self) -> float:
+        return self.count / self.sent if self.sent else 0.0
+
+    @property
+    def over(self) -> bool:
+        return self.value >= self.limit
+
+
+@dataclass(frozen=True)
+class CampaignRow:
+    id: str
+    name: str
+    state: str  # running, paused, cancelled, archived; "file missing" or "invalid file"
+    steps: int
+    active: int
+    sent: int
+    queued: int
+    failed: int
+    problem: str = ""
+
+
+@dataclass(frozen=True)
+class Attention:
+    kind: str  # failed, missing-file, invalid-file, paused, complaint-rate, bounce-rate
+    text: str
+    link: str = ""
+
+
+@dataclass(frozen=True)
+class Dashboard:
+    now: datetime
+    sent_per_day: list[tuple[str, int]]
+    chart: BarChart
+    sent_total: int
+    bounce: Rate
+    complaint: Rate
+    campaigns: list[CampaignRow]
+    attention: list[Attention]
+    recent_failures: list[Delivery] = field(default_factory=list)
+
+
+def _campaign_rows(session: Session, catalog: CampaignCatalog) -> list[CampaignRow]:
+    states = store.campaign_states(session)
+    totals = store.delivery_totals_by_campaign(session)
+    active = store.active_enrollments_by_campaign(session)
+    files = [path.stem for path in list_campaigns(catalog.campaigns_dir)]
+    rows = []
+    for campaign_id in sorted(set(files) | set(active) | set(states)):
+        count = totals.get(campaign_id, Counter())
+        state = states[campaign_id].state if campaign_id in states else "running"
+        name, steps, problem = campaign_id, 0, ""
+        try:
+            campaign = catalog.get(campaign_id)
+            name, steps = campaign.name, len(campaign.steps)
+        except NotFound:
+            problem = "file missing"
+        except CadenceError as exc:
+            problem = f"invalid file: {exc}"
+        rows.append(
+            CampaignRow(
+                campaign_id,
+                name,
+                state,
+                steps,
+                active.get(campaign_id, 0),
+                count.get("sent", 0),
+                count.get("queued", 0),
+                count.get("failed", 0),
+                problem,
+            )
+        )
+    return rows
+
+
+def _count(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
+
+
+def dashboard(session: Session, catalog: CampaignCatalog, now: datetime) -> Dashboard:
+    """The dashboard as of `now`: the last 30 UTC days (today included)."""
+    first_day = (now - timedelta(days=DAYS - 1)).date()
+    since = datetime.combine(first_day, datetime.min.time(), tzinfo=now.tzinfo)
+    per_day = store.sent_per_day(session, since)
+    days = [(first_day + timedelta(days=i)).isoformat() for i in range(DAYS)]
+    points = [(day, per_day.get(day, 0)) for day in days]
+    sent = sum(per_day.values())  # the same rows as the chart: one scan, not two
+    events = store.events_since(session, since, BOUNCE_KINDS + COMPLAINT_KINDS)
+    bounce = Rate("Bounce rate", sum(events[k] for k in BOUNCE_KINDS), sent, BOUNCE_LIMIT)
+    complaint = Rate("Complaint rate", sum(events[k] for k in COMPLAINT_KINDS), sent, COMPLAINT_LIMIT)
+    campaigns = _campaign_rows(session, catalog)
+    failed, recent = store.failed_since(session, since, limit=5)
+    attention: list[Attention] = []
+    if failed:
+        attention.append(
+            Attention("failed", f"{_count(failed, 'delivery', 'deliveries')} failed in the last {DAYS} days")
+        )
+    for row in campaigns:
+        if row.problem == "file missing" and (row.active or row.queued):
+            attention.append(
+                Attention(
+                    "missing-file",
+                    f"Campaign {row.id}: its file is missing, {_count(row.active, 'person', 'people')} still enrolled",
+                )
+            )
+        elif row.problem.startswith("invalid file"):
+            attention.append(Attention("invalid-file", f"Campaign {row.id}: {row.problem}"))
+        if row.state == "paused":
+            attention.append(
+                Attention("paused", f"Campaign {row.id} is paused ({_count(row.queued, 'email', 'emails')} waiting)")
+            )
+    for rate in (complaint, bounce):
+        if rate.over:
+            attention.append(
+                Attention(
+                    rate.name.split()[0].lower() + "-rate",
+                    f"{rate.name} {rate.value:.2%} is over the {rate.limit:.1%} limit",
+                )
+            )
+    return Dashboard(now, points, bar_chart(points), sent, bounce, complaint, campaigns, attention, recent)
+
+
+@dataclass(frozen=True)
+class SubscriberPage:
+    query: str
+    total: int
+    page: int
+    subscribers: list[Subscriber]
+
+    @property
+    def pages(self) -> int:
+        return max(1, -(-self.total // PAGE_SIZE))
+
+
+def search_subscribers(session: Session, query: str, page: int = 1) -> SubscriberPage:
+    query = query.strip()[:200]
+    page = max(1, page)
+    total, found = store.search_subscribers(session, query, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE)
+    return SubscriberPage(query, total, page, found)
+
+
+@dataclass(frozen=True)
+class TimelineEntry:
+    at: datetime
+    kind: str  # "delivery" or an event kind (open, click, hard_bounce, ...)
+    campaign: str
+    step: str
+    state: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class SubscriberProfile:
+    subscriber: Subscriber
+    attributes: list[tuple[str, str]]
+    tags: list[str]
+    topics: list[SubscriberTopic]
+    enrollments: list[Enrollment]
+    timeline: list[TimelineEntry]
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else repr(value)
+
+
+def subscriber_profile(session: Session, subscriber_id: int, *, limit: int = 200) -> SubscriberProfile:
+    """One subscriber with their tags, topics, enrollments and the newest `limit` deliveries and
+    events as one timeline, newest first. NotFound if there is no such subscriber (erased)."""
+    person = store.subscriber(session, subscriber_id)
+    if person is None:
+        raise NotFound(f"no subscriber with id {subscriber_id}")
+    timeline = [
+        TimelineEntry(d.sent_at or d.created_at, f"{d.kind} email", d.campaign_id, d.step_id, d.state, d.last_error)
+        for d in store.subscriber_deliveries(session, subscriber_id, limit=limit)
+    ]
+    timeline += [
+        TimelineEntry(
+            e.created_at, e.kind, "", "", "", ", ".join(f"{k}: {_text(v)}" for k, v in sorted(e.data.items()))
+        )
+        for e in store.subscriber_events(session, subscriber_id, limit=limit)
+    ]
+    timeline.sort(key=lambda entry: entry.at, reverse=True)
+    attributes = sorted((str(k), _text(v)) for k, v in (person.attributes or {}).items())
+    return SubscriberProfile(
+        person,
+        attributes,
+        store.subscriber_tags(session, subscriber_id),
+        store.subscriber_topics(session, subscriber_id),
+        store.subscriber_enrollments(session, subscriber_id),
+        timeline,
+    )
+
+
+@dataclass(frozen=True)
+class AuditPage:
+    total: int
+    page: int
+    entries: list[AuditEntry]
+    actor: str
+
+    @property
+    def pages(self) -> int:
+        return max(1, -(-self.total // PAGE_SIZE))
+
+
+def audit_log(session: Session, *, page: int = 1, actor: str = "") -> AuditPage:
+    page = max(1, page)
+    total, entries = store.audit_page(session, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE, actor=actor.strip())
+    return AuditPage(total, page, entries, actor.strip())
+
+
+@dataclass(frozen=True)
+class BounceEntry:
+    at: datetime
+    kind: str
+    subscriber_id: int | None
+    email: str  # "" once the subscriber was erased
+    detail: str
+
+
+@dataclass(frozen=True)
+class SuppressionsPage:
+    counts: dict[str, int]
+    suppressions: list[Suppression]
+    events: list[BounceEntry]
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+
+SUPPRESSION_EVENT_KINDS = ("hard_bounce", "soft_bounce", "complaint", "unsubscribe")
+
+
+def suppressions_and_bounces(session: Session, *, limit: int = PAGE_SIZE) -> SuppressionsPage:
+    """Suppressed addresses by reason with the newest `limit` (stored as hashes: an erased
+    person leaves no readable address), and the newest bounces, complaints and unsubscribes."""
+    events = [
+        BounceEntry(
+            event.created_at,
+            event.kind,
+            event.subscriber_id,
+            email or "",
+            ", ".join(f"{k}: {_text(v)}" for k, v in sorted(event.data.items())),
+        )
+        for event, email in store.recent_events_of(session, SUPPRESSION_EVENT_KINDS, limit=limit)
+    ]
+    return SuppressionsPage(store.suppression_counts(session), store.recent_suppressions(session, limit=limit), events)

@@ -1,0 +1,75 @@
+"""The staff console under ``/admin`` (issue 14): server-rendered pages over the operations.
+
+Map::
+
+    auth.py     Access: the role (and CSRF) check on every route; session cookies
+    login.py    /admin/login (+ /login/code for TOTP), /admin/logout, /admin/setup/<token>
+    pages.py    /admin (dashboard), /admin/subscribers[/<id>], tags, /admin/audit
+    admin.py    /admin/users (admin), /admin/account (password, second factor)
+    render.py   the console frame, CSRF tokens in forms, setup links kept out of access logs
+
+``install(app, settings)`` adds it to the web app unless ``CADENCE_ADMIN_ENABLED=false``.
+Pages use templates/console/ and static/console.css: no JavaScript at all, so the strict CSP of
+web/security.py applies unchanged.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from starlette.responses import Response
+
+from cadence.config import Settings
+from cadence.web.console import admin, login, pages
+from cadence.web.console.auth import ConsoleCsrf, ConsoleCsrfError, Forbidden, NotLoggedIn, identity_of
+from cadence.web.console.render import page, redact_setup_links, redirect
+from cadence.web.security import redact_path
+from cadence.web.state import get_state
+
+log = logging.getLogger(__name__)
+
+
+def install(app: FastAPI, settings: Settings) -> None:
+    if not settings.admin_enabled:
+        return
+    app.state.console_csrf = ConsoleCsrf(settings.secret_key, settings.base_url)
+    for router in (login.router, pages.router, admin.router):
+        app.include_router(router)
+    redact_setup_links()
+
+    @app.exception_handler(NotLoggedIn)
+    async def not_logged_in(request: Request, exc: NotLoggedIn) -> Response:
+        if request.method in ("GET", "HEAD"):
+            return redirect("/admin/login")
+        return page(
+            request,
+            "message.html",
+            {"title": "Please log in again", "message": "Your session has ended. Log in and try again."},
+            status=403,
+        )
+
+    @app.exception_handler(Forbidden)
+    async def forbidden(request: Request, exc: Forbidden) -> Response:
+        me = identity_of(request, get_state(request))
+        log.info(
+            "console: %s refused %s %s (%s)",
+            me.actor if me else "?",
+            request.method,
+            redact_path(request.url.path),
+            exc,
+        )
+        return page(
+            request,
+            "message.html",
+            {"title": "Not allowed", "message": str(exc)[:1].upper() + str(exc)[1:] + "."},
+            me=me,
+            status=403,
+        )
+
+    @app.exception_handler(ConsoleCsrfError)
+    async def csrf_failed(request: Request, exc: ConsoleCsrfError) -> Response:
+        log.info("console: CSRF check failed for %s: %s", redact_path(request.url.path), exc)
+        me = identity_of(request, get_state(request))
+        message = "This form has expired or did not come from this console. Go back, reload the page and try again."
+        return page(request, "message.html", {"title": "Form expired", "message": message}, me=me, status=403)

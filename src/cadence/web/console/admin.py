@@ -1,0 +1,167 @@
+"""Console pages about accounts: the users page (admin: add, disable, reset; each shows the new
+setup link once) and "your account" (password, second factor) for everyone logged in."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Form, Request
+from starlette.responses import Response
+
+from cadence.errors import InputError, NotFound
+from cadence.operations import staff_accounts as accounts
+from cadence.operations import staff_login as logins
+from cadence.web.console.auth import Admin, Viewer, session_policy, set_session_cookie
+from cadence.web.console.login import _agent, _field_message
+from cadence.web.console.render import page, redirect
+from cadence.web.security import client_ip
+from cadence.web.state import State
+
+router = APIRouter(prefix="/admin", include_in_schema=False)
+
+
+def _users_page(
+    request: Request,
+    state: State,
+    me: accounts.StaffIdentity,
+    *,
+    link: accounts.SetupLink | None = None,
+    error: str = "",
+    status: int = 200,
+) -> Response:
+    with state.session() as session:
+        users = accounts.list_users(session)
+    context = {
+        "users": users,
+        "roles": accounts.ROLES,
+        "error": error,
+        "link": link.url(state.settings.base_url) if link else "",
+        "link_email": link.email if link else "",
+        "link_expires": link.expires_at if link else None,
+    }
+    return page(request, "users.html", context, me=me, status=status)
+
+
+@router.get("/users")
+def users(request: Request, state: State, me: Admin) -> Response:
+    return _users_page(request, state, me)
+
+
+@router.post("/users")
+def add_user(
+    request: Request,
+    state: State,
+    me: Admin,
+    email: Annotated[str, Form(max_length=400)] = "",
+    role: Annotated[str, Form(max_length=20)] = "viewer",
+) -> Response:
+    try:
+        with state.session() as session:
+            link = accounts.add_user(session, email, role, actor=me.actor, now=state.now())
+    except InputError as exc:
+        return _users_page(request, state, me, error=_field_message(exc), status=400)
+    return _users_page(request, state, me, link=link)
+
+
+@router.post("/users/{user_id}/disable")
+def disable_user(request: Request, state: State, me: Admin, user_id: int) -> Response:
+    try:
+        with state.session() as session:
+            accounts.disable_user(session, accounts.user_email(session, user_id), actor=me.actor, now=state.now())
+    except NotFound as exc:
+        return _users_page(request, state, me, error=str(exc), status=404)
+    except InputError as exc:
+        return _users_page(request, state, me, error=_field_message(exc), status=400)
+    return redirect("/admin/users")
+
+
+@router.post("/users/{user_id}/reset")
+def reset_user(request: Request, state: State, me: Admin, user_id: int) -> Response:
+    try:
+        with state.session() as session:
+            link = accounts.reset_user(session, accounts.user_email(session, user_id), actor=me.actor, now=state.now())
+    except NotFound as exc:
+        return _users_page(request, state, me, error=str(exc), status=404)
+    return _users_page(request, state, me, link=link)
+
+
+def _account_page(
+    request: Request,
+    me: accounts.StaffIdentity,
+    *,
+    error: str = "",
+    done: str = "",
+    status: int = 200,
+    secret: str = "",
+) -> Response:
+    # A failed attempt keeps the key the person already put in their app.
+    secret = "" if me.totp else (secret if len(secret) == 32 else logins.new_totp_secret())
+    context = {
+        "error": error,
+        "done": done,
+        "secret": secret,
+        "totp_uri": logins.totp_uri(secret, me.email) if secret else "",
+    }
+    return page(request, "account.html", context, me=me, status=status)
+
+
+@router.get("/account")
+def account(request: Request, me: Viewer, done: str = "") -> Response:
+    return _account_page(request, me, done=done)
+
+
+@router.post("/account/password")
+def change_password(
+    request: Request,
+    state: State,
+    me: Viewer,
+    current_password: Annotated[str, Form(max_length=2000)] = "",
+    password: Annotated[str, Form(max_length=2000)] = "",
+    confirm: Annotated[str, Form(max_length=2000)] = "",
+) -> Response:
+    try:
+        with state.session() as session:
+            started = logins.change_password(
+                session,
+                me,
+                current_password,
+                password,
+                confirm,
+                now=state.now(),
+                policy=session_policy(state),
+                ip=client_ip(request),
+                agent=_agent(request),
+            )
+    except InputError as exc:
+        return _account_page(request, me, error=_field_message(exc), status=400)
+    response = redirect("/admin/account?done=password")
+    set_session_cookie(response, state, started.token)  # every other session ended
+    return response
+
+
+@router.post("/account/totp")
+def enable_totp(
+    request: Request,
+    state: State,
+    me: Viewer,
+    secret: Annotated[str, Form(max_length=64)] = "",
+    code: Annotated[str, Form(max_length=20)] = "",
+) -> Response:
+    try:
+        with state.session() as session:
+            logins.enable_totp(session, me, secret, code, now=state.now())
+    except InputError as exc:
+        return _account_page(request, me, error=_field_message(exc), status=400, secret=secret)
+    return redirect("/admin/account?done=totp-on")
+
+
+@router.post("/account/totp/remove")
+def disable_totp(
+    request: Request, state: State, me: Viewer, current_password: Annotated[str, Form(max_length=2000)] = ""
+) -> Response:
+    try:
+        with state.session() as session:
+            logins.disable_totp(session, me, current_password, now=state.now())
+    except InputError as exc:
+        return _account_page(request, me, error=_field_message(exc), status=400)
+    return redirect("/admin/account?done=totp-off")
