@@ -23,6 +23,7 @@ import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -85,12 +86,7 @@ def enroll(session: Session, campaign: Campaign, subscribers: Sequence[Subscribe
         enrollment = existing.get(subscriber.id)
         if enrollment is not None:
             if drip_policy.may_resume(enrollment.state, enrollment.next_step, len(campaign.steps)):
-                _resume(
-                    session,
-                    enrollment,
-                    len(campaign.steps),
-                    drip_policy.resume_due(campaign, enrollment.next_step, now=now, tz=tz),
-                )
+                _resume(session, enrollment, campaign, now=now, tz=tz)
                 result.resumed += 1
             else:
                 result.already += 1
@@ -111,10 +107,12 @@ def enroll(session: Session, campaign: Campaign, subscribers: Sequence[Subscribe
     return result
 
 
-def _resume(session: Session, enrollment: Enrollment, step_count: int, due: datetime) -> None:
-    """Make a cancelled enrollment active again at its next step, due at `due`, doing what
+def _resume(session: Session, enrollment: Enrollment, campaign: Campaign, *, now: datetime, tz: ZoneInfo) -> None:
+    """Make a cancelled enrollment active again at its next step, doing what
     ``drip_policy.resume_action`` says for the ledger row that step may already have (the
     delivery failed or skipped when the enrollment ended, or one still in flight; issue 13)."""
+    step_count = len(campaign.steps)
+    due = drip_policy.resume_due(campaign, enrollment.next_step, now=now, tz=tz)
     enrollment.state, enrollment.ended_at, enrollment.end_reason = "active", None, ""
     delivery = session.scalar(
         select(Delivery).where(Delivery.enrollment_id == enrollment.id, Delivery.step_index == enrollment.next_step)
@@ -131,9 +129,17 @@ def _resume(session: Session, enrollment: Enrollment, step_count: int, due: date
         delivery.state, delivery.attempts = "queued", 0
         delivery.due_at = delivery.not_before = due
         delivery.enqueued_at = delivery.lease_expires_at = delivery.lease_token = None
-    elif action == "advance":  # the step went out after all: go on with the one after it
-        enrollment.next_step += 1
-        enrollment.next_send_at = due
+    elif action == "advance":  # the step went out after all: go on with the one after it,
+        # timed from when that step actually went out (drip_policy.resume_after_sent_step)
+        following = drip_policy.resume_after_sent_step(
+            campaign,
+            enrollment.next_step,
+            enrolled_at=enrollment.enrolled_at,
+            sent_at=delivery.sent_at or now,
+            now=now,
+            tz=tz,
+        )
+        enrollment.next_step, enrollment.next_send_at = following.index, following.due_at
     elif action == "complete":
         enrollment.next_step += 1
         enrollment.state, enrollment.ended_at, enrollment.end_reason = "completed", delivery.sent_at, ""
