@@ -88,6 +88,10 @@ class Settings:
     postmark_webhook_user: str = ""
     postmark_webhook_password: str = field(default="", repr=False)
     mailgun_webhook_signing_key: str = field(default="", repr=False)
+    # Who sends a transactional email (confirmation, emailed links) that `cadence web` queued:
+    # "auto" (the default) is "web" with the single-machine brokers (filesystem://, memory://) and
+    # "worker" with Redis or AMQP. See send_transactional_in_web.
+    transactional_send: str = "auto"
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -101,6 +105,19 @@ class Settings:
     def metrics_root(self) -> Path:
         """Where worker, scheduler and web processes keep their per-run metrics folders."""
         return self.metrics_dir or self.data_dir / "metrics"
+
+    @property
+    def send_transactional_in_web(self) -> bool:
+        """Whether `cadence web` sends the transactional emails it queues itself, right after the
+        request's transaction commits, through the same send path as a worker (the ledger row
+        is claimed, rendered, sent and recorded the same way). With the single-machine defaults
+        a newcomer may run `cadence web` alone: no worker would ever read the filesystem queue,
+        and nobody would get a confirmation email. With a shared broker a worker takes it (the
+        web process then does no SMTP work). Either way a failed attempt is retried by the
+        scheduler and the workers, like any delivery (CADENCE_TRANSACTIONAL_SEND)."""
+        if self.transactional_send == "auto":
+            return self.broker_url.startswith(("filesystem://", "memory://"))
+        return self.transactional_send == "web"
 
     @property
     def uses_redis_broker(self) -> bool:
@@ -323,6 +340,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         postmark_webhook_user=env.get("CADENCE_POSTMARK_WEBHOOK_USER", ""),
         postmark_webhook_password=env.get("CADENCE_POSTMARK_WEBHOOK_PASSWORD", ""),
         mailgun_webhook_signing_key=env.get("CADENCE_MAILGUN_WEBHOOK_SIGNING_KEY", ""),
+        transactional_send=_choice(env, "CADENCE_TRANSACTIONAL_SEND", "auto", ("auto", "web", "worker")),
     )
 
 

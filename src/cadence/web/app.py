@@ -26,6 +26,7 @@ import importlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -78,6 +79,12 @@ def create_app(
     for tests and embedding; by default they come from the settings."""
     settings = settings or get_settings()
     runtime = runtime or Runtime.from_settings(settings)
+    if runtime.enqueue is None and not settings.send_transactional_in_web:
+        # A worker sends the confirmation and link emails this app queues (a send task per
+        # email, after the request's commit); see Settings.send_transactional_in_web.
+        from cadence.tasks import enqueue_send, make_celery
+
+        runtime.enqueue = partial(enqueue_send, make_celery(settings))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -25,10 +25,9 @@ from starlette.responses import Response
 
 from cadence.db.models import Subscriber
 from cadence.errors import InputError
+from cadence.operations.transactional import send_transactional
 from cadence.subscribers import email_key
-from cadence.tokens import make_token
 from cadence.web.account import (
-    data_link_token,
     erase,
     export_data,
     forget_old_pages,
@@ -38,6 +37,7 @@ from cadence.web.account import (
 from cadence.web.forms import check_email
 from cadence.web.ratelimit import RateLimited
 from cadence.web.state import State, WebState, limit_posts
+from cadence.web.subscription import SIGNUP_CAMPAIGN
 
 router = APIRouter(include_in_schema=False)
 FormText = Annotated[str, Form()]
@@ -73,8 +73,7 @@ def manage_request(
         # Only people who confirmed once: a pending address never agreed to hear from us.
         target = subscriber if subscriber is not None and subscriber.status in ("active", "unsubscribed") else None
         if target is not None and not address_limited(state, "manage", target.email):
-            url = f"{state.settings.base_url}/p/{make_token(state.settings.secret_key, 'preferences', target.id)}"
-            background.add_task(state.send_link, "manage", target.email, url)
+            background.add_task(send_transactional, state.runtime, "manage", target.id, SIGNUP_CAMPAIGN)
     state.pad_signup(started)
     return state.render(request, "manage.html", {"sent": True, "errors": {}, "email": ""})
 
@@ -99,9 +98,9 @@ def send_data_link(state: WebState, preferences_token: str, background: Backgrou
         wait = address_limited(state, "data-link", subscriber.email)
         if wait:
             raise RateLimited(wait)
-        link = data_link_token(state.settings.secret_key, subscriber, state.now())
-        address = subscriber.email
-    background.add_task(state.send_link, "data", address, f"{state.settings.base_url}/d/{link}")
+        subscriber_id = subscriber.id
+    # The link (a fresh single-use token) is made when the email is sent: none is stored.
+    background.add_task(send_transactional, state.runtime, "data-link", subscriber_id, SIGNUP_CAMPAIGN)
 
 
 @router.get("/d/{token}")

@@ -26,6 +26,7 @@ from starlette.responses import Response
 
 from cadence.config import Settings
 from cadence.db.session import transaction
+from cadence.operations.transactional import send_transactional as queue_and_send
 from cadence.runtime import Runtime
 from cadence.subscribers import email_key
 from cadence.suppression_keys import SuppressionKeys
@@ -34,6 +35,7 @@ from cadence.web.forms import SignupData
 from cadence.web.ratelimit import Limit, Limiter, RateLimited
 from cadence.web.security import Csrf, client_ip, rate_limit_key
 from cadence.web.subscription import (
+    SIGNUP_CAMPAIGN,
     Confirmation,
     ConfirmResult,
     SignupContext,
@@ -41,7 +43,6 @@ from cadence.web.subscription import (
     read_confirmation_token,
     record_signup,
     release_confirmation_limit,
-    send_confirmation,
     signup_campaign,
 )
 
@@ -111,7 +112,7 @@ class WebState:
             return
         try:
             with self.send_lock:
-                sent = send_confirmation(self.runtime, confirmation, self.now())
+                sent = bool(queue_and_send(self.runtime, "confirm", confirmation.subscriber_id, SIGNUP_CAMPAIGN))
         except Exception:  # the web process must survive a broken transport; say what broke
             log.exception("confirmation email for subscriber %s failed", confirmation.subscriber_id)
             sent = False
