@@ -18,6 +18,7 @@ from cadence.db.models import Delivery, Enrollment, Event, Subscriber
 
 __all__ = [
     "active_enrollments_in",
+    "active_subscribers",
     "enrollments_of",
     "event_key_seen",
     "step_delivery",
@@ -58,3 +59,9 @@ def active_enrollments_in(session: Session, subscriber_id: int, campaign_ids: Se
 def subscriber_by_email_key(session: Session, key: str) -> Subscriber | None:
     """The subscriber whose lowercased address is `key`."""
     return session.scalar(select(Subscriber).where(Subscriber.email_key == key))
+
+
+def active_subscribers(session: Session) -> list[Subscriber]:
+    """Every active subscriber (``campaigns enroll --all`` / ``--segment``: the segment is
+    chosen in Python from their answers today, as the send path chooses it)."""
+    return list(session.scalars(select(Subscriber).where(Subscriber.status == "active")))
