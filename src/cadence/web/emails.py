@@ -9,9 +9,12 @@ Three kinds, all built from our own text and one link, never from anything a vis
 - ``data``: asked for on the preference page: a 30-minute, single-use link to download or erase
   everything (issue 10: export and erase must not be one forwarded link away).
 
-:func:`send_transactional` is the only place they leave from. It sends straight through the
-transport, like the confirmation email always has; issue 12 moves every transactional email
-onto the ledger's send path, and this function is the seam to move.
+Since issue 12 they leave through the ledger's send path instead: the routes queue a
+``kind='transactional'`` delivery (operations/transactional.py) and the send path builds the
+email from core/transactional_mail.py (the same wording, moved there). :func:`send_transactional`
+and :func:`link_message` below are no longer called by any route: ``WebState.send_link`` and
+``subscription.send_confirmation`` are their last users, themselves unused, left for the move of
+web/subscription.py and web/state.py into the operations package to delete.
 """
 
 from __future__ import annotations
