@@ -204,3 +204,28 @@ def test_the_campaign_report_does_not_count_transactional_emails(
     assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
     report = json.loads(done.stdout)
     assert all(v == 0 for step in report["steps"] for v in step["totals"].values()), report["steps"][0]
+
+
+@pytest.mark.parametrize(
+    ("broker", "choice", "in_web"),
+    [
+        ("", "", True),  # the newcomer's default: filesystem broker, `cadence web` alone sends it
+        ("memory://", "", True),
+        ("redis://127.0.0.1:6379/0", "", False),  # a shared broker: a worker sends it
+        ("amqp://127.0.0.1//", "", False),
+        ("redis://127.0.0.1:6379/0", "web", True),
+        ("", "worker", False),
+    ],
+)
+def test_who_sends_a_transactional_email_follows_the_broker_unless_told(
+    tmp_path: Path, broker: str, choice: str, in_web: bool
+) -> None:
+    env = cadence_env(tmp_path, CADENCE_BROKER_URL=broker, CADENCE_TRANSACTIONAL_SEND=choice)
+    assert load_settings(env).send_transactional_in_web is in_web
+
+
+def test_a_bad_transactional_send_setting_is_named_and_nothing_runs(tmp_path: Path) -> None:
+    env = cadence_env(tmp_path / "data", CADENCE_TRANSACTIONAL_SEND="sometimes")
+    done = subprocess.run([CADENCE, "tick"], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "CADENCE_TRANSACTIONAL_SEND: 'sometimes' is not one of auto, web, worker" in done.stderr
