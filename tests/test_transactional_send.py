@@ -18,11 +18,12 @@ import pytest
 from sqlalchemy import select
 
 from cadence import engine
+from cadence.bounces import BounceEvent, apply_bounce_events
 from cadence.clock import FileClock, wall_now
 from cadence.config import load_settings
 from cadence.db import queries
 from cadence.db.migrate import upgrade
-from cadence.db.models import Delivery, Subscriber, Suppression
+from cadence.db.models import Delivery, Event, Subscriber, Suppression
 from cadence.db.session import transaction
 from cadence.errors import InputError
 from cadence.operations.transactional import queue_transactional, send_transactional
@@ -136,6 +137,22 @@ def test_a_refusal_for_now_is_retried_by_the_scheduler_and_a_hard_bounce_suppres
     sent = sum(engine.deliver(runtime, batch).sent for batch in engine.tick(runtime).batches)
     assert sent == 1 and {row.id: row.state for row in rows(runtime)} == {busy: "sent", gone: "failed"}
     assert parse(sink.wait_for(1)[0])["To"] == "busy@example.com"
+
+
+def test_a_bounce_report_for_a_confirmation_finds_its_row_by_message_id_and_suppresses(
+    runtime: Runtime, sink: SmtpSink
+) -> None:
+    """A DSN that arrives later (the relay accepted the confirmation, the mailbox did not exist)
+    is mapped like a drip step's: by our Message-ID, to the row and its subscriber."""
+    delivery_id = send_transactional(runtime, "confirm", signed_up(runtime, "later@example.com"), SENDER)
+    message_id = parse(sink.wait_for(1)[0])["Message-ID"]
+    event = BounceEvent("hard_bounce", "later@example.com", f"dsn:{message_id}", detail="5.1.1", message_id=message_id)
+    with transaction(runtime.settings.database_url) as session:
+        result = apply_bounce_events(session, [event], runtime.clock.now(), soft_limit=3)
+    assert (result.applied, result.suppressed) == (1, 1)
+    with transaction(runtime.settings.database_url) as session:
+        assert session.scalar(select(Event.delivery_id).where(Event.kind == "hard_bounce")) == delivery_id
+        assert session.scalar(select(Subscriber.status).where(Subscriber.email == "later@example.com")) == "bounced"
 
 
 def test_a_confirmation_still_queued_when_the_person_confirmed_is_skipped(runtime: Runtime, sink: SmtpSink) -> None:
