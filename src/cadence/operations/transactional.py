@@ -75,7 +75,17 @@ def hand_over(runtime: Runtime, delivery_ids: Sequence[int]) -> None:
             runtime.enqueue(ids)
         else:
             with _SENDING_HERE:
-                engine.deliver(runtime, ids)
+                outcome = engine.deliver(runtime, ids)
+            if outcome.sent < len(ids):
+                # Ids and counts only: a refusal quotes the address, and logs must not keep one that
+                # an erase is meant to remove (issue 10). The reason is in the ledger row.
+                log.warning(
+                    "transactional email not sent now (deliveries %s): %d retrying, %d failed, %d skipped",
+                    ids,
+                    outcome.retrying,
+                    outcome.failed,
+                    outcome.skipped,
+                )
     except Exception:  # the caller (a web request's background task) must survive a broken transport
         log.exception("transactional deliveries %s not handed over; the scheduler will retry them", ids)
 
