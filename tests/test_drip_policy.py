@@ -88,6 +88,32 @@ def test_resuming_does_what_the_steps_ledger_row_calls_for(
     assert drip_policy.resume_action(delivery_state, next_step, len(CAMPAIGN.steps)) == action
 
 
+@pytest.mark.parametrize(
+    ("sent_step", "sent_at", "now", "expected"),
+    [
+        # Step 0 went out Tuesday 07:30 although the enrollment had ended; back an hour later:
+        # step 1 (2 days after the previous send) keeps Thursday 07:30, not two days from now.
+        (0, TUESDAY_0730, TUESDAY_0730 + timedelta(hours=1), (1, TUESDAY_0730 + timedelta(days=2))),
+        # Back the next afternoon: still timed from the send, not from the resumption.
+        (0, TUESDAY_0730, utc(2026, 12, 2, 20, 0), (1, TUESDAY_0730 + timedelta(days=2))),
+        # Back three weeks later: Thursday is long gone, so the first window from now (the
+        # resumption is Tuesday 22 Dec 15:00 local: Wednesday 07:00), never a time in the past.
+        (0, TUESDAY_0730, utc(2026, 12, 22, 20, 0), (1, utc(2026, 12, 23, 12, 0))),
+        # Step 1 went out; step 2 is "14 days after enrollment": its due time ignores the send.
+        (1, utc(2026, 12, 3, 12, 30), utc(2026, 12, 4, 12, 0), (2, TUESDAY_0730 + timedelta(days=14))),
+        # The last step went out: nothing is due (the enrollment completes).
+        (2, utc(2026, 12, 15, 12, 30), utc(2026, 12, 16, 12, 0), (3, None)),
+    ],
+)
+def test_resuming_after_the_step_went_out_times_the_next_one_from_that_send(
+    sent_step: int, sent_at: datetime, now: datetime, expected: tuple[int, datetime | None]
+) -> None:
+    following = drip_policy.resume_after_sent_step(
+        CAMPAIGN, sent_step, enrolled_at=TUESDAY_0730, sent_at=sent_at, now=now, tz=NY
+    )
+    assert (following.index, following.due_at) == expected
+
+
 # ---------------------------------------------------------------------------- at send time
 
 

@@ -16,7 +16,10 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import select
 
+from cadence.db.models import Delivery
+from cadence.db.session import transaction
 from tests.support.smtpd import SmtpSink
 from tests.support.web import WebServer, csrf_token, data_link, fresh_ip, signup_form, subscribe_and_confirm
 
@@ -144,5 +147,10 @@ def test_a_refused_confirmation_is_logged_without_the_address(tmp_path: Any) -> 
         while "email not sent" not in web.log() and time.monotonic() < deadline:
             time.sleep(0.05)
         log = web.log()
-    assert "confirmation email not sent: 550 5.1.1 <[address]>" in log
+        # The refusal is in the ledger, like a drip step's (issue 12): the row failed, the
+        # address is suppressed; the log says which delivery, never to whom.
+        with transaction(web.settings.database_url) as session:
+            [row] = session.scalars(select(Delivery)).all()
+            assert (row.kind, row.state) == ("transactional", "failed") and "550 5.1.1" in row.last_error
+    assert f"transactional email not sent now (deliveries [{row.id}]): 0 retrying, 1 failed" in log
     assert "refused@example.com" not in log.lower()

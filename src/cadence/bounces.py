@@ -33,13 +33,13 @@ from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from cadence import metrics
-from cadence.db.models import Delivery, Event, Subscriber
+from cadence.db.enrollments import subscriber_by_email_key
+from cadence.db.events import claim_event_key as claim_event_key  # web/account.py, web/webhooks.py use it from here
+from cadence.db.events import delivery_by_provider_id, soft_bounce_counted
+from cadence.db.models import Delivery, Subscriber
 from cadence.subscribers import email_hash, email_key, is_suppressed, suppress, unsubscribe
 
 log = logging.getLogger(__name__)
@@ -96,10 +96,9 @@ def apply_bounce_events(
             continue
         delivery = _find_delivery(session, event)
         subscriber = session.get(Subscriber, delivery.subscriber_id) if delivery else None
-        by_address = select(Subscriber).where(Subscriber.email_key == email_key(event.email))
-        subscriber = subscriber or session.scalar(by_address)
+        subscriber = subscriber or subscriber_by_email_key(session, email_key(event.email))
         # Checked before this event's own row exists: has this delivery already cost a soft bounce?
-        repeat = event.kind == "soft_bounce" and delivery is not None and _soft_bounce_counted(session, delivery.id)
+        repeat = event.kind == "soft_bounce" and delivery is not None and soft_bounce_counted(session, delivery.id)
         data: dict[str, Any] = {"source": event.provider_event_id.split(":", 1)[0], "detail": event.detail[:500]}
         if subscriber is None:
             data["email_hash"] = email_hash(event.email)  # no readable address for unknown people
@@ -144,41 +143,10 @@ def dedupe_key(provider_event_id: str) -> str:
     return key if len(key) <= 255 else "bounce:sha256:" + hashlib.sha256(key.encode()).hexdigest()
 
 
-def claim_event_key(
-    session: Session,
-    key: str,
-    *,
-    kind: str,
-    now: datetime,
-    subscriber_id: int | None = None,
-    delivery_id: int | None = None,
-    data: dict[str, Any] | None = None,
-) -> bool:
-    """Insert an Event with ``dedupe_key=key`` unless one exists; True if this call inserted it.
-
-    ``ON CONFLICT DO NOTHING`` rather than select-then-insert: on PostgreSQL a concurrent
-    transaction inserting the same key makes this one wait and then insert nothing, where a
-    prior SELECT would have seen no row and both would apply the event.
-    """
-    values = dict(
-        subscriber_id=subscriber_id, delivery_id=delivery_id, kind=kind, data=data or {}, dedupe_key=key, created_at=now
-    )
-    if session.get_bind().dialect.name == "postgresql":
-        pg = pg_insert(Event).values(values).on_conflict_do_nothing(index_elements=["dedupe_key"])
-        return session.execute(pg.returning(Event.id)).scalar() is not None
-    lite = sqlite_insert(Event).values(values).on_conflict_do_nothing(index_elements=["dedupe_key"])
-    return session.execute(lite.returning(Event.id)).scalar() is not None
-
-
 def _suppress(session: Session, subscriber: Subscriber, reason: str, now: datetime, detail: str) -> int:
     was = is_suppressed(session, subscriber.email)
     suppress(session, subscriber.email, reason, now, detail)
     return 0 if was else 1
-
-
-def _soft_bounce_counted(session: Session, delivery_id: int) -> bool:
-    query = select(Event.id).where(Event.delivery_id == delivery_id, Event.kind == "soft_bounce").limit(1)
-    return session.scalar(query) is not None
 
 
 # make_message_id (core.message): <d{delivery_id}.{16 hex}@{domain}>
@@ -200,6 +168,5 @@ def _find_delivery(session: Session, event: BounceEvent) -> Delivery | None:
             return delivery
     if message_id and not ours:
         # Postmark's MessageID is its own; the transport stored it as provider_message_id.
-        query = select(Delivery).where(Delivery.provider_message_id.in_([message_id, bracketed])).limit(1)
-        return session.scalar(query)
+        return delivery_by_provider_id(session, message_id, bracketed)
     return None

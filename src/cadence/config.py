@@ -94,6 +94,10 @@ class Settings:
     # happens (OWASP Session Management Cheat Sheet: idle and absolute timeouts).
     admin_idle_minutes: int = 30
     admin_session_hours: int = 12
+    # Who sends a transactional email (confirmation, emailed links) that `cadence web` queued:
+    # "auto" (the default) is "web" with the single-machine brokers (filesystem://, memory://) and
+    # "worker" with Redis or AMQP. See send_transactional_in_web.
+    transactional_send: str = "auto"
     extra: Mapping[str, str] = field(default_factory=dict)
     # CADENCE_SENDER_FILE: the sender's details (name, postal address, phone, booking page) and
     # newsletter topics, one file for emails and pages alike (issue 12). None: campaigns/sender.yaml.
@@ -122,6 +126,19 @@ class Settings:
     def metrics_root(self) -> Path:
         """Where worker, scheduler and web processes keep their per-run metrics folders."""
         return self.metrics_dir or self.data_dir / "metrics"
+
+    @property
+    def send_transactional_in_web(self) -> bool:
+        """Whether `cadence web` sends the transactional emails it queues itself, right after the
+        request's transaction commits, through the same send path as a worker (the ledger row
+        is claimed, rendered, sent and recorded the same way). With the single-machine defaults
+        a newcomer may run `cadence web` alone: no worker would ever read the filesystem queue,
+        and nobody would get a confirmation email. With a shared broker a worker takes it (the
+        web process then does no SMTP work). Either way a failed attempt is retried by the
+        scheduler and the workers, like any delivery (CADENCE_TRANSACTIONAL_SEND)."""
+        if self.transactional_send == "auto":
+            return self.broker_url.startswith(("filesystem://", "memory://"))
+        return self.transactional_send == "web"
 
     @property
     def uses_redis_broker(self) -> bool:
@@ -360,6 +377,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         admin_enabled=_bool(env, "CADENCE_ADMIN_ENABLED", True),
         admin_idle_minutes=_int(env, "CADENCE_ADMIN_IDLE_MINUTES", 30),
         admin_session_hours=_int(env, "CADENCE_ADMIN_SESSION_HOURS", 12),
+        transactional_send=_choice(env, "CADENCE_TRANSACTIONAL_SEND", "auto", ("auto", "web", "worker")),
     )
 
 

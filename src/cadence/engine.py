@@ -23,8 +23,8 @@ import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from cadence import metrics
@@ -32,8 +32,8 @@ from cadence.clock import wall_now
 from cadence.core import drip_policy
 from cadence.core.campaign import Campaign
 from cadence.core.schedule import subscriber_zone
-from cadence.db import queries
-from cadence.db.models import Delivery, Enrollment, Event, Subscriber
+from cadence.db import enrollments, queries
+from cadence.db.models import Enrollment, Event, Subscriber
 from cadence.db.session import transaction
 from cadence.errors import NotFound
 from cadence.ledger import SendOutcome
@@ -71,12 +71,7 @@ def enroll(session: Session, campaign: Campaign, subscribers: Sequence[Subscribe
     signup) resumes the series where it stopped."""
     result = EnrollResult()
     ids = [s.id for s in subscribers]
-    existing = {
-        e.subscriber_id: e
-        for e in session.scalars(
-            select(Enrollment).where(Enrollment.campaign_id == campaign.id, Enrollment.subscriber_id.in_(ids))
-        )
-    }
+    existing = enrollments.enrollments_of(session, campaign.id, ids)
     for subscriber in subscribers:
         if subscriber.status != "active":
             result.not_active += 1
@@ -85,12 +80,7 @@ def enroll(session: Session, campaign: Campaign, subscribers: Sequence[Subscribe
         enrollment = existing.get(subscriber.id)
         if enrollment is not None:
             if drip_policy.may_resume(enrollment.state, enrollment.next_step, len(campaign.steps)):
-                _resume(
-                    session,
-                    enrollment,
-                    len(campaign.steps),
-                    drip_policy.resume_due(campaign, enrollment.next_step, now=now, tz=tz),
-                )
+                _resume(session, enrollment, campaign, now=now, tz=tz)
                 result.resumed += 1
             else:
                 result.already += 1
@@ -111,14 +101,14 @@ def enroll(session: Session, campaign: Campaign, subscribers: Sequence[Subscribe
     return result
 
 
-def _resume(session: Session, enrollment: Enrollment, step_count: int, due: datetime) -> None:
-    """Make a cancelled enrollment active again at its next step, due at `due`, doing what
+def _resume(session: Session, enrollment: Enrollment, campaign: Campaign, *, now: datetime, tz: ZoneInfo) -> None:
+    """Make a cancelled enrollment active again at its next step, doing what
     ``drip_policy.resume_action`` says for the ledger row that step may already have (the
     delivery failed or skipped when the enrollment ended, or one still in flight; issue 13)."""
+    step_count = len(campaign.steps)
+    due = drip_policy.resume_due(campaign, enrollment.next_step, now=now, tz=tz)
     enrollment.state, enrollment.ended_at, enrollment.end_reason = "active", None, ""
-    delivery = session.scalar(
-        select(Delivery).where(Delivery.enrollment_id == enrollment.id, Delivery.step_index == enrollment.next_step)
-    )
+    delivery = enrollments.step_delivery(session, enrollment.id, enrollment.next_step)
     action = drip_policy.resume_action(
         delivery.state if delivery is not None else None, enrollment.next_step, step_count
     )
@@ -131,9 +121,17 @@ def _resume(session: Session, enrollment: Enrollment, step_count: int, due: date
         delivery.state, delivery.attempts = "queued", 0
         delivery.due_at = delivery.not_before = due
         delivery.enqueued_at = delivery.lease_expires_at = delivery.lease_token = None
-    elif action == "advance":  # the step went out after all: go on with the one after it
-        enrollment.next_step += 1
-        enrollment.next_send_at = due
+    elif action == "advance":  # the step went out after all: go on with the one after it,
+        # timed from when that step actually went out (drip_policy.resume_after_sent_step)
+        following = drip_policy.resume_after_sent_step(
+            campaign,
+            enrollment.next_step,
+            enrolled_at=enrollment.enrolled_at,
+            sent_at=delivery.sent_at or now,
+            now=now,
+            tz=tz,
+        )
+        enrollment.next_step, enrollment.next_send_at = following.index, following.due_at
     elif action == "complete":
         enrollment.next_step += 1
         enrollment.state, enrollment.ended_at, enrollment.end_reason = "completed", delivery.sent_at, ""
@@ -243,7 +241,7 @@ def record_event(
 ) -> bool:
     """Store an event; if it is an exit goal of a campaign the subscriber is in, end that
     enrollment (no further steps). Returns False if `dedupe_key` was seen before."""
-    if dedupe_key and session.scalar(select(Event.id).where(Event.dedupe_key == dedupe_key)) is not None:
+    if dedupe_key and enrollments.event_key_seen(session, dedupe_key):
         return False
     session.add(
         Event(
@@ -257,13 +255,7 @@ def record_event(
     )
     goal_campaigns = [c.id for c in catalog_campaigns if kind in c.exit_goals]
     if goal_campaigns:
-        for enrollment in session.scalars(
-            select(Enrollment).where(
-                Enrollment.subscriber_id == subscriber.id,
-                Enrollment.campaign_id.in_(goal_campaigns),
-                Enrollment.state == "active",
-            )
-        ):
+        for enrollment in enrollments.active_enrollments_in(session, subscriber.id, goal_campaigns):
             enrollment.state = "exited"
             enrollment.next_send_at = None
             enrollment.ended_at = now
@@ -275,7 +267,7 @@ def record_event(
 def find_subscriber(session: Session, email: str) -> Subscriber:
     from cadence.subscribers import email_key
 
-    subscriber = session.scalar(select(Subscriber).where(Subscriber.email_key == email_key(email)))
+    subscriber = enrollments.subscriber_by_email_key(session, email_key(email))
     if subscriber is None:
         raise NotFound(f"no subscriber {email!r}")
     return subscriber

@@ -18,18 +18,18 @@ death of the worker (or an outage longer than the lease) can, with the same Mess
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, bindparam, text, update
+from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
 from cadence.core import drip_policy
 from cadence.core.message import OutgoingMessage
-from cadence.db.models import Delivery, Enrollment, UTCDateTime
+from cadence.db import ledger as db_ledger
+from cadence.db.ledger import ledger_connection
 from cadence.subscribers import suppress
 from cadence.transports.base import SendResult
 
@@ -39,10 +39,6 @@ __all__ = [
     "ledger_connection",
     "record_results",
 ]
-
-_DELIVERIES: Table = Delivery.__table__  # type: ignore[assignment]
-_ENROLLMENTS: Table = Enrollment.__table__  # type: ignore[assignment]
-
 
 @dataclass(frozen=True, slots=True)
 class PreparedSend:
@@ -73,132 +69,6 @@ class SendOutcome:
     def add(self, other: SendOutcome) -> None:
         for name in ("sent", "retrying", "failed", "skipped", "postponed"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
-
-
-@contextmanager
-def ledger_connection(engine: Engine) -> Iterator[Connection]:
-    """A connection held for one batch; on PostgreSQL its commits do not wait for the WAL flush
-    (see the module docstring). The setting is reset before the connection goes back to the pool,
-    so no other transaction of this process inherits it."""
-    with engine.connect() as conn:
-        postgres = conn.dialect.name == "postgresql"
-        if postgres:
-            conn.exec_driver_sql("SET synchronous_commit TO OFF")
-            conn.commit()
-        try:
-            yield conn
-        finally:
-            if postgres and not conn.invalidated:
-                conn.rollback()
-                conn.exec_driver_sql("RESET synchronous_commit")
-                conn.commit()
-
-
-# Built once: constructing and cache-keying these per call cost ~0.5 ms per group (bench).
-_MINE = (
-    (_DELIVERIES.c.id == bindparam("b_id"))
-    & (_DELIVERIES.c.state == "sending")
-    & (_DELIVERIES.c.lease_token == bindparam("b_token"))
-)
-_ACTIVE = (_ENROLLMENTS.c.id == bindparam("b_id")) & (_ENROLLMENTS.c.state == "active")
-_MARK_SENT = (
-    update(_DELIVERIES)
-    .where(_MINE)
-    .values(
-        state="sent",
-        sent_at=bindparam("b_now"),
-        step_id=bindparam("b_step_id"),
-        segment_id=bindparam("b_segment_id"),
-        content_hash=bindparam("b_content_hash"),
-        message_id=bindparam("b_message_id"),
-        provider_message_id=bindparam("b_provider_id"),
-        lease_expires_at=None,
-        last_error="",
-    )
-)
-_ADVANCE = (
-    update(_ENROLLMENTS)
-    .where(_ACTIVE)
-    .values(last_sent_at=bindparam("b_now"), next_step=bindparam("b_next_step"), next_send_at=bindparam("b_next_at"))
-)
-_COMPLETE = (
-    update(_ENROLLMENTS)
-    .where(_ACTIVE)
-    .values(
-        last_sent_at=bindparam("b_now"),
-        next_step=bindparam("b_next_step"),
-        next_send_at=None,
-        state="completed",
-        ended_at=bindparam("b_now"),
-        end_reason="all steps sent",
-    )
-)
-_RETRY = (
-    update(_DELIVERIES)
-    .where(_MINE)
-    .values(
-        state="queued",
-        not_before=bindparam("b_not_before"),
-        enqueued_at=None,
-        lease_expires_at=None,
-        last_error=bindparam("b_error"),
-    )
-)
-_FAIL = update(_DELIVERIES).where(_MINE).values(state="failed", lease_expires_at=None, last_error=bindparam("b_error"))
-# PostgreSQL: mark a group's deliveries sent and move their enrollments on in ONE statement;
-# the rows travel as arrays (unnest), so the server plans and starts one UPDATE pair per group
-# instead of one per email (and, against the two-statement form, saves a round trip). An
-# enrollment moves only if this worker still owned its delivery, which two statements cannot
-# express.
-_SENT_AND_ADVANCE_PG = text(
-    """
-    WITH v AS (
-        SELECT * FROM unnest(
-            CAST(:ids AS bigint[]), CAST(:tokens AS text[]), CAST(:step_ids AS text[]),
-            CAST(:segment_ids AS text[]), CAST(:content_hashes AS text[]), CAST(:message_ids AS text[]),
-            CAST(:provider_ids AS text[]), CAST(:next_steps AS integer[]), CAST(:next_ats AS timestamp[]),
-            CAST(:dones AS boolean[])
-        ) AS v(id, token, step_id, segment_id, content_hash, message_id, provider_id, next_step, next_at, done)
-    ), done AS (
-        UPDATE deliveries d
-        SET state = 'sent', sent_at = :now, step_id = v.step_id, segment_id = v.segment_id,
-            content_hash = v.content_hash, message_id = v.message_id,
-            provider_message_id = v.provider_id, lease_expires_at = NULL, last_error = ''
-        FROM v
-        WHERE d.id = v.id AND d.state = 'sending' AND d.lease_token = v.token
-        RETURNING d.enrollment_id, v.next_step, v.next_at, v.done
-    )
-    UPDATE enrollments e
-    SET last_sent_at = :now, next_step = done.next_step, next_send_at = done.next_at,
-        state = CASE WHEN done.done THEN 'completed' ELSE e.state END,
-        ended_at = CASE WHEN done.done THEN :now ELSE e.ended_at END,
-        end_reason = CASE WHEN done.done THEN 'all steps sent' ELSE e.end_reason END
-    FROM done
-    WHERE e.id = done.enrollment_id AND e.state = 'active'
-    """
-).bindparams(bindparam("now", type_=UTCDateTime()))
-
-
-def _as_arrays(sent: list[tuple[PreparedSend, SendResult]], now: datetime) -> dict[str, Any]:
-    """_SENT_AND_ADVANCE_PG's parameters: one array per column (timestamps as naive UTC,
-    as UTCDateTime stores them)."""
-    return {
-        "now": now,
-        "ids": [p.delivery_id for p, _ in sent],
-        "tokens": [p.lease_token for p, _ in sent],
-        "step_ids": [p.step_id for p, _ in sent],
-        "segment_ids": [p.segment_id for p, _ in sent],
-        "content_hashes": [p.content_hash for p, _ in sent],
-        "message_ids": [p.message.message_id for p, _ in sent],
-        "provider_ids": [r.provider_message_id for _, r in sent],
-        "next_steps": [p.next_step for p, _ in sent],
-        "next_ats": [_naive_utc(p.next_send_at) for p, _ in sent],
-        "dones": [p.next_send_at is None for p, _ in sent],
-    }
-
-
-def _naive_utc(value: datetime | None) -> datetime | None:
-    return None if value is None else value.astimezone(UTC).replace(tzinfo=None)
 
 
 def record_results(
@@ -257,16 +127,25 @@ def record_results(
             else:
                 bounced.append((prepared.subscriber_email, result.detail))  # suppress() ends the drip
     if combined:
-        conn.execute(_SENT_AND_ADVANCE_PG, _as_arrays(combined, now))
-    for statement, rows in (
-        (_MARK_SENT, sent),
-        (_ADVANCE, advanced),
-        (_COMPLETE, completed),
-        (_RETRY, retry),
-        (_FAIL, failed),
-    ):
-        if rows:
-            conn.execute(statement, rows)
+        db_ledger.mark_sent_and_advance(
+            conn,
+            now,
+            [
+                db_ledger.SentRow(
+                    p.delivery_id,
+                    p.lease_token,
+                    p.step_id,
+                    p.segment_id,
+                    p.content_hash,
+                    p.message.message_id,
+                    r.provider_message_id,
+                    p.next_step,
+                    p.next_send_at,
+                )
+                for p, r in combined
+            ],
+        )
+    db_ledger.write_group(conn, sent=sent, advanced=advanced, completed=completed, retry=retry, failed=failed)
     if bounced:
         # A 5xx for this recipient: never try the address again (issue #4). Rare: the ORM is fine.
         with Session(bind=conn) as session:

@@ -15,14 +15,13 @@ from datetime import datetime
 from typing import Any
 
 from rich.table import Table
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from cadence.catalog import CampaignCatalog
 from cadence.config import Settings
 from cadence.core.campaign import Campaign
 from cadence.core.segments import choose_segment
-from cadence.db.models import Delivery, Enrollment, Subscriber
+from cadence.db import reports as db_reports
 from cadence.db.session import transaction
 
 STATES = ("due", "queued", "sent", "failed")
@@ -40,28 +39,11 @@ def campaign_counts(session: Session, campaign: Campaign, now: datetime) -> Coun
     Sent and failed deliveries are counted in the segment they were rendered for; pending work
     in the segment the subscriber matches now (the send path decides at send time)."""
     counts: Counter[tuple[int, str, str]] = Counter()
-    for step_index, segment_id, state, n in session.execute(
-        select(Delivery.step_index, Delivery.segment_id, Delivery.state, func.count())
-        .where(Delivery.campaign_id == campaign.id, Delivery.state.in_(("sent", "failed")))
-        .group_by(Delivery.step_index, Delivery.segment_id, Delivery.state)
-    ):
+    for step_index, segment_id, state, n in db_reports.finished_counts(session, campaign.id):
         counts[(step_index, segment_id, state)] += n
-    for step_index, attributes in session.execute(
-        select(Delivery.step_index, Subscriber.attributes)
-        .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
-        .where(Delivery.campaign_id == campaign.id, Delivery.state.in_(("queued", "sending")))
-    ):
+    for step_index, attributes in db_reports.pending_deliveries(session, campaign.id):
         counts[(step_index, choose_segment(campaign.segments, attributes, now.date()).id, "queued")] += 1
-    for step_index, attributes in session.execute(
-        select(Enrollment.next_step, Subscriber.attributes)
-        .join(Subscriber, Subscriber.id == Enrollment.subscriber_id)
-        .where(
-            Enrollment.campaign_id == campaign.id,
-            Enrollment.state == "active",
-            Enrollment.next_send_at.is_not(None),
-            Enrollment.next_send_at <= now,
-        )
-    ):
+    for step_index, attributes in db_reports.due_enrollments(session, campaign.id, now):
         counts[(step_index, choose_segment(campaign.segments, attributes, now.date()).id, "due")] += 1
     return counts
 
@@ -70,22 +52,9 @@ def step_totals(session: Session, campaign: Campaign, now: datetime) -> Counter[
     """Counts keyed by (step index, outcome) over every delivery of the step, segment or not
     (outcomes in ``TOTALS``), plus enrollments due for the step now."""
     totals: Counter[tuple[int, str]] = Counter()
-    for step_index, state, n in session.execute(
-        select(Delivery.step_index, Delivery.state, func.count())
-        .where(Delivery.campaign_id == campaign.id)
-        .group_by(Delivery.step_index, Delivery.state)
-    ):
+    for step_index, state, n in db_reports.state_counts(session, campaign.id):
         totals[(step_index, "queued" if state == "sending" else state)] += n
-    for step_index, n in session.execute(
-        select(Enrollment.next_step, func.count())
-        .where(
-            Enrollment.campaign_id == campaign.id,
-            Enrollment.state == "active",
-            Enrollment.next_send_at.is_not(None),
-            Enrollment.next_send_at <= now,
-        )
-        .group_by(Enrollment.next_step)
-    ):
+    for step_index, n in db_reports.due_enrollments_by_step(session, campaign.id, now):
         totals[(step_index, "due")] += n
     return totals
 
@@ -94,11 +63,7 @@ def step_reasons(session: Session, campaign: Campaign) -> Counter[tuple[int, str
     """Counts keyed by (step index, failed|skipped, reason): the recorded error, with addresses
     masked and the attempt number dropped, so the same refusal groups across recipients."""
     reasons: Counter[tuple[int, str, str]] = Counter()
-    for step_index, state, error, n in session.execute(
-        select(Delivery.step_index, Delivery.state, Delivery.last_error, func.count())
-        .where(Delivery.campaign_id == campaign.id, Delivery.state.in_(WHY))
-        .group_by(Delivery.step_index, Delivery.state, Delivery.last_error)
-    ):
+    for step_index, state, error, n in db_reports.reason_counts(session, campaign.id, WHY):
         reasons[(step_index, state, reason_label(error))] += n
     return reasons
 

@@ -6,6 +6,7 @@ SMTP connection open across batches, the renderer keeps compiled variants.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -30,6 +31,10 @@ class Runtime:
     clock: Clock
     catalog: CampaignCatalog
     renderer: Renderer
+    # How this process hands committed delivery ids to the workers (a send task per call; the web
+    # app sets it when a worker sends its transactional emails). None: it sends them itself
+    # (operations/transactional.hand_over).
+    enqueue: Callable[[list[int]], None] | None = field(default=None, repr=False)
     _transport: Transport | None = field(default=None, repr=False)
 
     @classmethod

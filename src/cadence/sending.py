@@ -12,12 +12,10 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from cadence import metrics, newsletter_sending
@@ -30,13 +28,14 @@ from cadence.core.render import render_email
 from cadence.core.schedule import subscriber_zone
 from cadence.core.segments import choose_segment
 from cadence.core.uri_parity import balance_uri_count, uri_count
-from cadence.db import queries
-from cadence.db.models import Delivery, Enrollment, Subscriber, Suppression
+from cadence.db import queries, send_batch
+from cadence.db.models import Delivery, Enrollment, Subscriber
+from cadence.db.send_batch import DueRow as _Due
 from cadence.db.session import engine_for, transaction
 from cadence.errors import CadenceError, ConfigError, NotFound, TransientSendError, TransportError
 from cadence.ledger import PreparedSend, SendOutcome
+from cadence.operations.transactional_send import prepare_transactional
 from cadence.runtime import Runtime
-from cadence.subscribers import email_hash
 from cadence.tokens import link_signature, make_token
 
 __all__ = [
@@ -93,72 +92,13 @@ def prepare_and_send(runtime: Runtime, delivery_ids: Sequence[int], now: datetim
     return outcome
 
 
-@dataclass(frozen=True, slots=True)
-class _Due:
-    """What the send path reads of one leased delivery, its subscriber and its enrollment.
-
-    Plain columns, not ORM objects: hydrating three mapped objects per email cost ~50 µs
-    (bench/send_throughput.py). The rare rows that must change (skipped, postponed, failed)
-    are fetched through the ORM by id (:func:`_rows_of`)."""
-
-    id: int
-    campaign_id: str
-    step_index: int
-    due_at: datetime
-    attempts: int
-    lease_token: str | None
-    enrollment_id: int
-    subscriber_id: int
-    email: str
-    first_name: str
-    attributes: dict[str, Any]
-    timezone: str | None
-    status: str
-    paused_until: datetime | None
-    enrollment_state: str
-    enrolled_at: datetime
-
-
-_DUE_COLUMNS = (
-    Delivery.id,
-    Delivery.campaign_id,
-    Delivery.step_index,
-    Delivery.due_at,
-    Delivery.attempts,
-    Delivery.lease_token,
-    Delivery.enrollment_id,
-    Subscriber.id,
-    Subscriber.email,
-    Subscriber.first_name,
-    Subscriber.attributes,
-    Subscriber.timezone,
-    Subscriber.status,
-    Subscriber.paused_until,
-    Enrollment.state,
-    Enrollment.enrolled_at,
-)
-
-
 def _load_and_prepare(
     runtime: Runtime, delivery_ids: Sequence[int], now: datetime, outcome: SendOutcome
 ) -> list[PreparedSend]:
     """Lease-holding rows in, messages out: everything checked and rendered in one transaction."""
     with transaction(runtime.settings.database_url) as session:
-        dialect = session.get_bind().dialect.name
-        rows = [
-            _Due(*row)
-            for row in session.execute(
-                select(*_DUE_COLUMNS)
-                .join(Subscriber, Delivery.subscriber_id == Subscriber.id)
-                .join(Enrollment, Delivery.enrollment_id == Enrollment.id)
-                .where(queries.one_of(Delivery.id, delivery_ids, dialect))
-                .order_by(Delivery.id)
-            )
-        ]
-        hash_of = {due.email: email_hash(due.email) for due in rows}
-        is_suppressed = queries.one_of(Suppression.email_hash, sorted(set(hash_of.values())), dialect)
-        suppressed_hashes = set(session.scalars(select(Suppression.email_hash).where(is_suppressed)))
-        suppressed = {email for email, digest in hash_of.items() if digest in suppressed_hashes}
+        rows = send_batch.load_due(session, delivery_ids)  # the drip steps among them
+        suppressed = send_batch.suppressed_addresses(session, {due.email for due in rows})
         campaigns: dict[str, Campaign | None] = {}  # one catalog look-up (two stats) per batch
         next_due: dict[tuple[str, int, str | None, datetime], drip_policy.NextStep] = {}
         prepared: list[PreparedSend] = []
@@ -197,6 +137,10 @@ def _load_and_prepare(
                 _finish(delivery, "failed", f"render: {exc}")
                 _skip_step(enrollment, subscriber, campaign, due.step_index, now)
                 outcome.failed += 1
+        if len(rows) < len(delivery_ids):  # not drip steps: transactional emails (issue 12)
+            drip = {due.id for due in rows}
+            others = [i for i in delivery_ids if i not in drip]
+            prepared += prepare_transactional(runtime, session, others, now, outcome)
     return prepared
 
 
@@ -205,13 +149,7 @@ def _ids_of(due: _Due) -> dict[str, Any]:
     return {"delivery_id": due.id, "campaign_id": due.campaign_id, "subscriber_id": due.subscriber_id}
 
 
-def _rows_of(session: Session, due: _Due) -> tuple[Delivery, Enrollment, Subscriber]:
-    """The mapped rows behind `due`, for the rare paths that change them."""
-    delivery = session.get(Delivery, due.id)
-    enrollment = session.get(Enrollment, due.enrollment_id)
-    subscriber = session.get(Subscriber, due.subscriber_id)
-    assert delivery is not None and enrollment is not None and subscriber is not None  # rows are leased
-    return delivery, enrollment, subscriber
+_rows_of = send_batch.rows_of
 
 
 def _send_prepared(runtime: Runtime, prepared: list[PreparedSend], now: datetime, outcome: SendOutcome) -> None:

@@ -13,11 +13,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, or_, select
-
 from cadence.clock import FileClock
 from cadence.config import Settings
-from cadence.db.models import Delivery, Enrollment
+from cadence.db import progress
 from cadence.db.session import transaction
 from cadence.errors import CadenceError
 
@@ -38,30 +36,12 @@ class ClockDriver:
     def pending(self, now: datetime) -> int:
         """Enrollments due and deliveries due or in flight at `now` (work the system owes)."""
         with transaction(self.settings.database_url) as session:
-            due = session.scalar(
-                select(func.count()).where(
-                    Enrollment.subscriber_id.in_(self.ids),
-                    Enrollment.state == "active",
-                    Enrollment.next_send_at <= now,
-                )
-            )
-            inflight = session.scalar(
-                select(func.count()).where(
-                    Delivery.subscriber_id.in_(self.ids),
-                    or_(Delivery.state == "sending", (Delivery.state == "queued") & (Delivery.not_before <= now)),
-                )
-            )
-        return int(due or 0) + int(inflight or 0)
+            return progress.work_owed(session, self.ids, now)
 
     def progress(self) -> Progress:
         with transaction(self.settings.database_url) as session:
-            active = session.scalar(
-                select(func.count()).where(Enrollment.subscriber_id.in_(self.ids), Enrollment.state == "active")
-            )
-            sent = session.scalar(
-                select(func.count()).where(Delivery.subscriber_id.in_(self.ids), Delivery.state == "sent")
-            )
-        return Progress(self.clock.now(), int(active or 0), int(sent or 0))
+            active, sent = progress.active_and_sent(session, self.ids)
+        return Progress(self.clock.now(), active, sent)
 
     def run(
         self,

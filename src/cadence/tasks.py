@@ -1,4 +1,4 @@
-"""Celery app and tasks: a few lines each; ids in, plain engine functions do the work.
+"""Celery app and tasks: a few lines each; ids in, the operations (operations/drip.py) do the work.
 
 The app is built by :func:`make_celery` from a settings object, never at import;
 :func:`process_app` is the one of this process (``cadence worker``, ``celery -A cadence.tasks``).
@@ -23,8 +23,9 @@ from typing import Any
 from celery import Celery
 from celery.signals import after_setup_logger, after_setup_task_logger, worker_process_shutdown
 
-from cadence import engine, logs, metrics
+from cadence import logs, metrics
 from cadence.config import Settings, get_settings
+from cadence.operations import drip
 from cadence.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -87,11 +88,11 @@ def _register_tasks(app: Celery) -> None:
     @app.task(name=TICK, shared=False)  # this app only: its tick enqueues through it
     def tick() -> int:
         with metrics.timed_tick():
-            return engine.tick(runtime(), enqueue=partial(enqueue_send, app)).enqueued
+            return drip.tick(runtime(), enqueue=partial(enqueue_send, app)).enqueued
 
     @app.task(name=SEND_BATCH, shared=False)
     def send_batch(delivery_ids: list[int]) -> int:
-        return engine.deliver(runtime(), delivery_ids).sent
+        return drip.deliver(runtime(), delivery_ids).sent
 
 
 def enqueue_send(app: Celery, delivery_ids: list[int]) -> None:

@@ -8,6 +8,11 @@ Usage::
         web.clock.advance(timedelta(days=2))
         web.drive()                      # engine.tick + engine.deliver in this process
 
+Its broker is ``memory://``, so the server sends the transactional emails it queues (the
+confirmation, the emailed links) itself, through the ledger's send path, right after each
+request (``Settings.send_transactional_in_web``): a test waits for them at the SMTP sink with no
+worker running. tests/test_transactional_worker.py runs the other setup (Redis and a real worker).
+
 The server trusts ``X-Forwarded-For`` from 127.0.0.1 (``CADENCE_TRUSTED_PROXIES``, set here), so
 a test can speak "from" any IP it likes: ``headers=web.from_ip("203.0.113.7")``.
 """

@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy import func, select
+from sqlalchemy import func
 
 from cadence.cli.importing import subscribers_import
 from cadence.cli.options import parse_attrs
@@ -100,27 +100,16 @@ def campaigns_enroll(
 ) -> None:
     """Enroll subscribers in a drip campaign (already enrolled ones are left alone)."""
     from cadence.catalog import CampaignCatalog
-    from cadence.core.segments import choose_segment
-    from cadence.db.models import Subscriber
     from cadence.db.session import transaction
-    from cadence.engine import enroll, find_subscriber
+    from cadence.operations.drip import enroll_chosen
 
-    if sum([all_, segment is not None, bool(email)]) != 1:
+    if sum([all_, segment is not None, bool(email)]) != 1:  # a usage error before any lookup
         raise UsageError("give exactly one of --all, --segment S or --email E")
     settings = get_settings()
     campaign = CampaignCatalog(settings.campaigns_dir, settings.templates_dir).get(name)
-    if segment is not None:
-        campaign.segment(segment)  # NotFound names the segment
     now = settings.clock().now()  # one instant for the segment test and the enrollment
     with transaction(settings.database_url) as session:
-        if email:
-            people = [find_subscriber(session, e) for e in email]
-        else:
-            people = list(session.scalars(select(Subscriber).where(Subscriber.status == "active")))
-            if segment is not None:
-                today = now.date()
-                people = [p for p in people if choose_segment(campaign.segments, p.attributes, today).id == segment]
-        result = enroll(session, campaign, people, now)
+        result = enroll_chosen(session, campaign, now, everyone=all_, segment=segment, emails=email or ())
     console.print(
         f"[green]{result.enrolled} enrolled[/green], {result.resumed} resumed, {result.already} already enrolled, "
         f"{result.not_active} not active"
@@ -137,7 +126,7 @@ def campaigns_status(
     totals over every delivery, segment or not."""
     import json
 
-    from cadence.reports import campaign_status
+    from cadence.operations.drip import campaign_status
 
     report = campaign_status(get_settings(), name, reasons=reasons)
     if as_json:
@@ -192,11 +181,11 @@ def tick() -> None:
     """Run one tick now in this process and queue the send tasks (for cron or debugging)."""
     from functools import partial
 
-    from cadence import engine
+    from cadence.operations import drip
     from cadence.runtime import Runtime
     from cadence.tasks import enqueue_send, process_app
 
-    result = engine.tick(Runtime.from_settings(get_settings()), enqueue=partial(enqueue_send, process_app()))
+    result = drip.tick(Runtime.from_settings(get_settings()), enqueue=partial(enqueue_send, process_app()))
     console.print(f"claimed {result.claimed}, queued {result.enqueued} deliveries in {len(result.batches)} tasks")
 
 

@@ -16,9 +16,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from cadence.bounce_mail import IMAP_URL_VARIABLE, BounceRunResult, fetch_imap_bounces, process_bounce_dir
+from cadence.bounce_mail import IMAP_URL_VARIABLE, BounceRunResult
 from cadence.config import get_settings
 from cadence.errors import ConfigError, UsageError
+from cadence.operations.drip import record_bounce_folder, record_bounce_mailbox
 
 console = Console()
 
@@ -41,15 +42,14 @@ def process(
         raise UsageError("give a DIR to read, --imap, or both")
     settings = get_settings()
     now = settings.clock().now()
-    url, limit = settings.database_url, settings.soft_bounce_limit
     runs: list[tuple[str, BounceRunResult]] = []
     if directory is not None:
-        runs.append((str(directory), process_bounce_dir(directory, database_url=url, now=now, soft_limit=limit)))
+        runs.append((str(directory), record_bounce_folder(settings, directory, now)))
     if imap:
         imap_url = settings.bounce_imap_url
         if not imap_url:
             raise ConfigError(f"{IMAP_URL_VARIABLE}: not set (imaps://user:password@host/INBOX)")
-        runs.append(("IMAP", fetch_imap_bounces(imap_url, database_url=url, now=now, soft_limit=limit)))
+        runs.append(("IMAP", record_bounce_mailbox(settings, imap_url, now)))
     console.print(summary_table(runs))
     for source, result in runs:
         for name in result.unrecognised:

@@ -37,7 +37,8 @@ def subscribers_import(
     subscribers are updated, never resubscribed; suppressed addresses are skipped and named.
     """
     from cadence.config import get_settings
-    from cadence.subscriber_import import ImportRejected, import_csv
+    from cadence.operations.drip import import_subscribers as import_csv
+    from cadence.subscriber_import import ImportRejected
     from cadence.suppression_keys import SuppressionKeys
 
     settings = get_settings()

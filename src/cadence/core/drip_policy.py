@@ -60,6 +60,7 @@ __all__ = [
     "postpone_until",
     "requeue_lost_tasks_after",
     "resume_action",
+    "resume_after_sent_step",
     "resume_due",
     "retry_at",
     "retry_backoff",
@@ -99,6 +100,21 @@ def resume_due(campaign: Campaign, next_step: int, *, now: datetime, tz: ZoneInf
     resumption, as if the subscriber had enrolled now (the previous send is too long ago to
     count from)."""
     return step_due_at(campaign, next_step, enrolled_at=now, previous_sent_at=None, tz=tz)
+
+
+def resume_after_sent_step(
+    campaign: Campaign, sent_step: int, *, enrolled_at: datetime, sent_at: datetime, now: datetime, tz: ZoneInfo
+) -> NextStep:
+    """The ``advance`` case of :func:`resume_action`: step `sent_step` went out at `sent_at`
+    although the enrollment had ended, and it resumes at `now`. The next step's delay counts from
+    that actual send (as :func:`next_step_after` does for any sent step), not from the
+    resumption: counting the sent step's own delay again would leave a gap the series never
+    had. A due time already past (the send was long ago) becomes the first window from `now`:
+    nothing is sent for a time before the person came back."""
+    following = next_step_after(campaign, sent_step, enrolled_at=enrolled_at, sent_at=sent_at, tz=tz)
+    if following.due_at is None or following.due_at >= now:
+        return following
+    return NextStep(following.index, next_send_at(now, campaign.send_window, tz))
 
 
 ResumeAction = Literal["schedule", "requeue", "advance", "complete", "wait"]

@@ -23,17 +23,27 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from sqlalchemy import ARRAY, ColumnElement, Connection, and_, any_, bindparam, literal, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import QueryableAttribute, Session
 
-if TYPE_CHECKING:
-    from cadence.ledger import PreparedSend
-
 from cadence.db.models import Delivery, Enrollment, Link, Subscriber, Suppression, UTCDateTime
+from cadence.suppression_keys import plain_hash
+
+
+class Pending(Protocol):
+    """A delivery about to be sent (``ledger.PreparedSend`` is one): what the re-check reads.
+    A protocol, so db/ need not import the send path above it."""
+
+    @property
+    def delivery_id(self) -> int: ...
+
+    @property
+    def subscriber_email(self) -> str: ...
+
 
 # pg_try_advisory_xact_lock key: "cadence tick". One scheduler at a time; released at commit.
 _TICK_LOCK_KEY = 0x63616465
@@ -244,12 +254,13 @@ def requeue_unsent(conn: Connection, ids: Sequence[int], not_before: datetime, e
         )
 
 
-def no_longer_sendable(conn: Connection, prepared: Sequence[PreparedSend], token: str) -> set[int]:
+def no_longer_sendable(conn: Connection, prepared: Sequence[Pending], token: str) -> set[int]:
     """Of the deliveries about to be sent, those this worker must not send any more: whose
     subscriber is no longer active, whose address is now suppressed or whose enrollment ended
-    (marked skipped), and those whose lease another worker took over (left alone)."""
-    from cadence.subscribers import email_hash
+    (marked skipped), and those whose lease another worker took over (left alone).
 
+    A transactional email (no enrollment) goes to people who are not active yet (a confirmation
+    is for a pending address): only a bounce, a complaint or a suppression stops it."""
     if not prepared:
         return set()
     ids = [p.delivery_id for p in prepared]
@@ -264,10 +275,19 @@ def no_longer_sendable(conn: Connection, prepared: Sequence[PreparedSend], token
             select(Delivery.id)
             .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
             .outerjoin(Enrollment, Enrollment.id == Delivery.enrollment_id)
-            .where(Delivery.id.in_(list(still_mine)), or_(Subscriber.status != "active", Enrollment.state != "active"))
+            .where(
+                Delivery.id.in_(list(still_mine)),
+                or_(
+                    Subscriber.status.in_(("bounced", "complained")),
+                    and_(
+                        Delivery.kind != "transactional",
+                        or_(Subscriber.status != "active", Enrollment.state != "active"),
+                    ),
+                ),
+            )
         )
     )
-    hashes = {email_hash(p.subscriber_email): p.delivery_id for p in prepared if p.delivery_id in still_mine}
+    hashes = {plain_hash(p.subscriber_email): p.delivery_id for p in prepared if p.delivery_id in still_mine}
     for digest in conn.scalars(select(Suppression.email_hash).where(Suppression.email_hash.in_(list(hashes)))):
         gone.add(hashes[digest])
     if gone:

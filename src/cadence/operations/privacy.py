@@ -19,12 +19,9 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from cadence.bounces import claim_event_key
-from cadence.core.sender import Sender
 from cadence.db import self_service as store
 from cadence.db.models import Subscriber
 from cadence.errors import TokenError
-from cadence.operations.notices import LinkKind, link_message, send_notice
-from cadence.runtime import Runtime
 from cadence.subscribers import suppress_erased
 from cadence.suppression_keys import SuppressionKeys
 from cadence.tokens import make_sealed_token, read_sealed_token
@@ -137,9 +134,3 @@ def forget_old_pages(database_url: str) -> None:
     """After an erase (its transaction committed), make the deleted rows unreadable on disk too:
     on SQLite the write-ahead log still holds their old pages until a checkpoint."""
     store.checkpoint_sqlite(database_url)
-
-
-def send_link(runtime: Runtime, sender: Sender, kind: LinkKind, email: str, url: str, now: datetime) -> bool:
-    """Email a ``manage`` or ``data`` link to `email` (the address on file), through the one
-    seam of transactional mail (:func:`~cadence.operations.notices.send_notice`)."""
-    return send_notice(runtime, link_message(sender, kind, email, url), now)

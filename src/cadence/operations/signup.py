@@ -38,15 +38,12 @@ from sqlalchemy.orm import Session
 
 from cadence.catalog import CampaignCatalog
 from cadence.core.campaign import Campaign
-from cadence.core.sender import Sender
 from cadence.core.signup_forms import ConsentWording, SignupForm
 from cadence.db import self_service as store
 from cadence.db.models import Subscriber
 from cadence.db.session import transaction
 from cadence.engine import enroll
 from cadence.errors import NotFound, TokenError
-from cadence.operations.notices import confirmation_message, send_notice
-from cadence.runtime import Runtime
 from cadence.subscribers import email_key, find_suppression, lift_erase_suppression
 from cadence.suppression_keys import SuppressionKeys
 from cadence.tokens import make_sealed_token, read_sealed_token
@@ -325,12 +322,3 @@ def confirm(
     if joining.drip is not None:
         enroll(session, joining.drip, [subscriber], now)
     return ConfirmResult.CONFIRMED
-
-
-def send_confirmation(
-    runtime: Runtime, sender: Sender, form: SignupForm, confirmation: Confirmation, now: datetime
-) -> bool:
-    """Build and send the confirmation email now (through :func:`~cadence.operations.notices.send_notice`,
-    the one seam of transactional mail). True if the transport accepted it."""
-    url = f"{runtime.settings.base_url}/confirm/{confirmation.token}"
-    return send_notice(runtime, confirmation_message(sender, form.page.confirm, confirmation.email, url), now)

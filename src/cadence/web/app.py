@@ -31,6 +31,7 @@ import importlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -88,6 +89,12 @@ def create_app(
     sender = load_sender(settings.sender_file)
     forms = load_forms(settings.forms_dir)
     default_form = choose_default_form(forms, settings.default_form)
+    if runtime.enqueue is None and not settings.send_transactional_in_web:
+        # A worker sends the confirmation and link emails this app queues (a send task per
+        # email, after the request's commit); see Settings.send_transactional_in_web.
+        from cadence.tasks import enqueue_send, make_celery
+
+        runtime.enqueue = partial(enqueue_send, make_celery(settings))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -23,14 +23,14 @@ from fastapi.responses import RedirectResponse
 from starlette.responses import Response
 
 from cadence.errors import InputError
-from cadence.operations.preferences import manageable_subscriber, preferences_token, subscriber_for_preferences
+from cadence.operations.preferences import manageable_subscriber, subscriber_for_preferences
 from cadence.operations.privacy import (
-    data_link_token,
     erase,
     export_data,
     forget_old_pages,
     subscriber_for_data_link,
 )
+from cadence.operations.transactional import send_transactional
 from cadence.web.forms import check_email
 from cadence.web.ratelimit import RateLimited
 from cadence.web.state import State, WebState, limit_posts
@@ -67,8 +67,7 @@ def manage_request(
     with state.session() as session:
         target = manageable_subscriber(session, address)
         if target is not None and not address_limited(state, "manage", target.email):
-            url = f"{state.settings.base_url}/p/{preferences_token(state.settings.secret_key, target.id)}"
-            background.add_task(state.send_link, "manage", target.email, url)
+            background.add_task(send_transactional, state.runtime, "manage", target.id, "")
     state.pad_signup(started)
     return state.render(request, "manage.html", {"sent": True, "errors": {}, "email": ""})
 
@@ -93,9 +92,9 @@ def send_data_link(state: WebState, preferences_token: str, background: Backgrou
         wait = address_limited(state, "data-link", subscriber.email)
         if wait:
             raise RateLimited(wait)
-        link = data_link_token(state.settings.secret_key, subscriber, state.now())
-        address = subscriber.email
-    background.add_task(state.send_link, "data", address, f"{state.settings.base_url}/d/{link}")
+        subscriber_id = subscriber.id
+    # The link (a fresh single-use token) is made when the email is sent: none is stored.
+    background.add_task(send_transactional, state.runtime, "data-link", subscriber_id, "")
 
 
 @router.get("/d/{token}")

@@ -26,8 +26,6 @@ from starlette.responses import Response
 from cadence.config import Settings
 from cadence.core.sender import Sender
 from cadence.core.signup_forms import SignupForm
-from cadence.operations.notices import LinkKind
-from cadence.operations.privacy import send_link
 from cadence.operations.signup import (
     Confirmation,
     ConfirmResult,
@@ -39,8 +37,8 @@ from cadence.operations.signup import (
     read_confirmation_token,
     record_signup,
     release_confirmation_limit,
-    send_confirmation,
 )
+from cadence.operations.transactional import send_transactional as queue_and_send
 from cadence.operations.work import Session, transaction
 from cadence.runtime import Runtime
 from cadence.subscribers import email_key
@@ -117,22 +115,13 @@ class WebState:
         form = self.forms.get(confirmation.form, self.default_form)
         try:
             with self.send_lock:
-                sent = send_confirmation(self.runtime, self.sender, form, confirmation, self.now())
+                sent = bool(queue_and_send(self.runtime, "confirm", confirmation.subscriber_id, form.name))
         except Exception:  # the web process must survive a broken transport; say what broke
             log.exception("confirmation email for subscriber %s failed", confirmation.subscriber_id)
             sent = False
         if not sent:
             with self.session() as session:
                 release_confirmation_limit(session, confirmation.subscriber_id, confirmation.signup_id)
-
-    def send_link(self, kind: LinkKind, email: str, url: str) -> None:
-        """Email a ``manage`` or ``data`` link to `email` (a background task, like the
-        confirmation: the response time must not tell whether the address is ours)."""
-        try:
-            with self.send_lock:
-                send_link(self.runtime, self.sender, kind, email, url, self.now())
-        except Exception:  # the web process must survive a broken transport; say what broke
-            log.exception("%s link email failed", kind)
 
     def form_of_signup(self, name: str) -> SignupForm:
         """The form a signup was made on; the default one for signups from before forms were

@@ -1,0 +1,146 @@
+"""The send-side operations a person or a timer triggers: enroll, tick, deliver, record an event,
+record bounces, import subscribers, report a campaign's progress.
+
+The doors call these: ``tasks.py`` (the Celery tasks), ``cli/`` and, through
+operations/transactional.py, ``web/``. Each takes its collaborators explicitly: a session (from
+db/) or the runtime (settings, clock, catalog, renderer, transport), and the business time
+`now` where the caller decides it.
+
+Several are a thin delegation to the module that does the work today (``engine.py``,
+``reports.py``, ``bounce_mail.py``, ``subscriber_import.py``): moving those bodies here would
+collide with the branches that change the send path and the tick at the same time (campaign
+lifecycle, newsletters, performance; issue 12). The doors already go through this package, so
+that move changes no door.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from cadence import engine
+from cadence.bounce_mail import BounceRunResult, fetch_imap_bounces, process_bounce_dir
+from cadence.config import Settings
+from cadence.core.campaign import Campaign
+from cadence.core.segments import choose_segment
+from cadence.db.enrollments import active_subscribers
+from cadence.db.models import Subscriber
+from cadence.engine import EnrollResult, TickResult
+from cadence.errors import UsageError
+from cadence.ledger import SendOutcome
+from cadence.reports import CampaignStatus
+from cadence.reports import campaign_status as _campaign_status
+from cadence.runtime import Runtime
+from cadence.subscriber_import import ImportReport, import_csv
+from cadence.suppression_keys import SuppressionKeys
+
+__all__ = [
+    "campaign_status",
+    "deliver",
+    "enroll",
+    "enroll_chosen",
+    "import_subscribers",
+    "record_bounce_folder",
+    "record_bounce_mailbox",
+    "record_event",
+    "tick",
+]
+
+
+def enroll(session: Session, campaign: Campaign, subscribers: Sequence[Subscriber], now: datetime) -> EnrollResult:
+    """Put active `subscribers` into `campaign` at `now` (``engine.enroll``: first step timed
+    by core/drip_policy.py; a cancelled enrollment resumes)."""
+    return engine.enroll(session, campaign, subscribers, now)
+
+
+def enroll_chosen(
+    session: Session,
+    campaign: Campaign,
+    now: datetime,
+    *,
+    everyone: bool = False,
+    segment: str | None = None,
+    emails: Sequence[str] = (),
+) -> EnrollResult:
+    """Enroll exactly one choice of people: every active subscriber, those in `segment` now
+    (their answers today, as the send path decides), or the subscribers with `emails`.
+    UsageError for none or more than one choice; NotFound for an unknown segment or address."""
+    if sum([everyone, segment is not None, bool(emails)]) != 1:
+        raise UsageError("give exactly one of --all, --segment S or --email E")
+    if segment is not None:
+        campaign.segment(segment)  # NotFound names the segment
+    if emails:
+        people = [engine.find_subscriber(session, e) for e in emails]
+    else:
+        people = active_subscribers(session)
+        if segment is not None:
+            today = now.date()
+            people = [p for p in people if choose_segment(campaign.segments, p.attributes, today).id == segment]
+    return engine.enroll(session, campaign, people, now)
+
+
+def tick(
+    runtime: Runtime, *, enqueue: Callable[[list[int]], None] | None, now: datetime | None = None
+) -> TickResult:
+    """Claim due enrollments into ledger rows and hand their ids to `enqueue` after each
+    round's commit (``engine.tick``)."""
+    return engine.tick(runtime, now=now, enqueue=enqueue)
+
+
+def deliver(runtime: Runtime, delivery_ids: Sequence[int]) -> SendOutcome:
+    """Send the given deliveries, drip steps and transactional emails alike (``engine.deliver``:
+    lease, re-check now, render, send, record). Safe to call twice with the same ids."""
+    return engine.deliver(runtime, delivery_ids)
+
+
+def record_event(
+    session: Session, subscriber: Subscriber, kind: str, now: datetime, **options: Any
+) -> bool:
+    """Store an event; an exit goal ends the enrollments it names (``engine.record_event``)."""
+    return engine.record_event(session, subscriber, kind, now, **options)
+
+
+def record_bounce_folder(settings: Settings, folder: Path, now: datetime) -> BounceRunResult:
+    """Apply the bounce and complaint reports (RFC 3464, ARF) in a maildir or folder of .eml
+    files: hard bounces and complaints suppress, soft bounces count towards the limit."""
+    url, limit = settings.database_url, settings.soft_bounce_limit
+    return process_bounce_dir(folder, database_url=url, now=now, soft_limit=limit)
+
+
+def record_bounce_mailbox(settings: Settings, imap_url: str, now: datetime) -> BounceRunResult:
+    """The same for the unseen messages of an IMAP mailbox."""
+    url, limit = settings.database_url, settings.soft_bounce_limit
+    return fetch_imap_bounces(imap_url, database_url=url, now=now, soft_limit=limit)
+
+
+def import_subscribers(
+    database_url: str,
+    path: Path,
+    now: datetime,
+    *,
+    keys: SuppressionKeys,
+    skip_invalid: bool = False,
+    error_report: Path | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> ImportReport:
+    """Import a CSV of any size (``subscriber_import.import_csv``: streamed, COPY on PostgreSQL,
+    every bad row reported with its line and field; all or nothing unless `skip_invalid`)."""
+    return import_csv(
+        database_url,
+        path,
+        now,
+        keys=keys,
+        skip_invalid=skip_invalid,
+        error_report=error_report,
+        on_progress=on_progress,
+    )
+
+
+def campaign_status(settings: Settings, name: str, *, reasons: bool = False) -> CampaignStatus:
+    """How far campaign `name` has got: per step and segment, due, queued, sent, failed and
+    skipped (drip deliveries only), with the reasons when asked."""
+    return _campaign_status(settings, name, reasons=reasons)
