@@ -231,7 +231,9 @@ def main() -> None:
     """Entry point: run the app; exit 0, 1 (an error) or 2 (a usage error) with one line on
     stderr, never a traceback unless --debug (see cadence.cli.failure)."""
     from cadence.cli.failure import run
+    from cadence.cli.options import tidy_help
 
+    tidy_help(app)
     run(app)
 
 
