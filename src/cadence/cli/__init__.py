@@ -216,7 +216,8 @@ def demo(
 
 
 # Command groups written in their own modules register themselves here.
-_COMMAND_MODULES = ("authoring", "bounces", "web", "health", "doctor")
+_COMMAND_MODULES = ("authoring", "bounces", "web", "health", "doctor", "lifecycle")
+_CAMPAIGN_COMMANDS = ("authoring", "lifecycle")  # these add to `cadence campaigns`
 for _module in (f"cadence.cli.{name}" for name in _COMMAND_MODULES):
     try:
         _registrar = importlib.import_module(_module)
@@ -224,7 +225,7 @@ for _module in (f"cadence.cli.{name}" for name in _COMMAND_MODULES):
         if exc.name != _module:
             raise
         continue
-    _registrar.register(campaigns_app if _module.endswith("authoring") else app)
+    _registrar.register(campaigns_app if _module.endswith(_CAMPAIGN_COMMANDS) else app)
 
 
 def main() -> None:

@@ -230,3 +230,60 @@ def halt_stopped(conn: Connection, delivery_ids: Sequence[int], token: str, now:
     release_unsent(conn, paused, token)
     skip_unsent(conn, cancelled, token, CANCEL_REASON, now)
     return set(paused), set(cancelled)
+
+
+def enrollment_summary(
+    session: Session, campaign_ids: Sequence[str] | None = None
+) -> dict[str, tuple[int, int, int, datetime | None]]:
+    """Per campaign: (enrolled ever, active, waiting for their next email, earliest next send).
+    "Waiting" is an active enrollment with its next step scheduled: enrolled (or half way)
+    but not yet sent that email, what a marketer looks for right after enrolling."""
+    active = Enrollment.state == "active"
+    waiting = and_(active, Enrollment.next_send_at.is_not(None))
+    query = select(
+        Enrollment.campaign_id,
+        func.count(),
+        func.count().filter(active),
+        func.count().filter(waiting),
+        func.min(Enrollment.next_send_at).filter(waiting),
+    ).group_by(Enrollment.campaign_id)
+    if campaign_ids is not None:
+        query = query.where(Enrollment.campaign_id.in_(list(campaign_ids)))
+    return {str(cid): (int(n), int(a), int(w), _aware(first)) for cid, n, a, w, first in session.execute(query)}
+
+
+def waiting_by_step(session: Session, campaign_id: str) -> dict[int, tuple[int, datetime | None]]:
+    """Per next step: (active enrollments scheduled for it, the earliest of them)."""
+    rows = session.execute(
+        select(Enrollment.next_step, func.count(), func.min(Enrollment.next_send_at))
+        .where(
+            Enrollment.campaign_id == campaign_id, Enrollment.state == "active", Enrollment.next_send_at.is_not(None)
+        )
+        .group_by(Enrollment.next_step)
+    )
+    return {int(step): (int(n), _aware(first)) for step, n, first in rows}
+
+
+def delivery_counts(session: Session) -> dict[str, dict[str, int]]:
+    """Per drip campaign: deliveries by state (``sending`` counted as queued)."""
+    counts: dict[str, dict[str, int]] = {}
+    for cid, state, n in session.execute(
+        select(Delivery.campaign_id, Delivery.state, func.count())
+        .where(Delivery.kind == "drip")
+        .group_by(Delivery.campaign_id, Delivery.state)
+    ):
+        key = "queued" if state == "sending" else str(state)
+        per = counts.setdefault(str(cid), {})
+        per[key] = per.get(key, 0) + int(n)
+    return counts
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    """An aggregate (min) comes back without the column's type on some drivers: naive UTC."""
+    from datetime import UTC
+
+    if value is None or (isinstance(value, datetime) and value.tzinfo is not None):
+        return value
+    if isinstance(value, str):  # SQLite returns aggregates of DATETIME columns as text
+        value = datetime.fromisoformat(value)
+    return value.replace(tzinfo=UTC)
