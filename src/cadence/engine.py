@@ -149,7 +149,7 @@ class TickResult:
     claimed: int = 0
     batches: list[list[int]] = field(default_factory=list)
     locked_out: bool = False
-    held: list[str] = field(default_factory=list)  # campaigns whose work was left waiting
+    held: dict[str, str] = field(default_factory=dict)  # campaign id -> why its work was left waiting
 
     @property
     def enqueued(self) -> int:
@@ -181,8 +181,8 @@ def tick(
                 result.locked_out = True
                 return result
             # Paused, cancelled, or a missing/broken file: their work stays where it is (issue 13).
-            held = sorted(held_campaigns(session, runtime.catalog, now, limit=claim_limit))
-            result.held = held
+            result.held = held_campaigns(session, runtime.catalog, now, limit=claim_limit)
+            held = sorted(result.held)
             stamp = wall_now()
             one_statement = queries.claim_and_create_ledger_rows(session, now, stamp, claim_limit, excluding=held)
             if one_statement is not None:
