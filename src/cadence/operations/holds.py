@@ -15,8 +15,11 @@ from typing import Protocol
 
 from sqlalchemy.orm import Session
 
+from cadence.catalog import CampaignCatalog
+from cadence.config import Settings
 from cadence.core.campaign import Campaign
 from cadence.db import campaign_states
+from cadence.db.session import transaction
 from cadence.errors import CadenceError
 
 log = logging.getLogger(__name__)
@@ -71,3 +74,19 @@ def _stopped_states(session: Session) -> dict[str, str]:
         for cid, row in campaign_states.all_states(session).items()
         if row.state in campaign_states.STOPPED
     }
+
+
+def held_by_file(settings: Settings) -> dict[str, str]:
+    """Campaign id -> reason, for every campaign with people in it or emails waiting whose
+    file is missing or broken (``cadence doctor``, ``campaigns list``). Reads every campaign
+    with work once: a staff check, not the tick's bounded look."""
+    catalog = CampaignCatalog(settings.campaigns_dir, base_url=settings.base_url)
+    with transaction(settings.database_url) as session:
+        with_work = campaign_states.campaigns_with_work(session)
+        stopped = campaign_states.stopped_ids(session)
+    held = {}
+    for cid in sorted(with_work - stopped):
+        problem = file_problem(catalog, cid)
+        if problem is not None:
+            held[cid] = f"file missing/broken: {problem}"
+    return held
