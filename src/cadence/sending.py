@@ -179,11 +179,11 @@ def _load_and_prepare(
                     campaigns[due.campaign_id] = runtime.catalog.get(due.campaign_id)
                 except (NotFound, CadenceError) as exc:
                     campaigns[due.campaign_id] = str(exc)
+                    log.error("campaign %s is held, file missing/broken: %s", due.campaign_id, exc, extra=_ids_of(due))
             campaign = campaigns[due.campaign_id]
             if isinstance(campaign, str):
                 # A missing or broken campaign file HOLDS its deliveries (issue 13): they stay
                 # queued, not attempted, until the file is back; the tick says so every time.
-                log.error("campaign %s is held, file missing/broken: %s", due.campaign_id, campaign, extra=_ids_of(due))
                 _hold(_rows_of(session, due)[0])
                 outcome.postponed += 1
                 continue
