@@ -107,15 +107,24 @@ def _count(settings: Settings, campaign_id: str) -> dict[str, int]:
 
 
 def run_mid_send(
-    tmp_path: Path, database_url: str, redis_url: str, n: int, *, begin_after: int, quiet: float = 2.0
+    tmp_path: Path,
+    database_url: str,
+    redis_url: str,
+    n: int,
+    *,
+    begin_after: int,
+    quiet: float = 2.0,
+    accept_delay: float = 0.003,
 ) -> MidSend:
     """Send step 1 of the course to `n` runners; pause after `begin_after` emails arrived, wait
     until nothing arrives for `quiet` s, resume, wait for all; then the same with a second
-    campaign, cancelled instead."""
+    campaign, cancelled instead. `accept_delay`: the sink's pause per recipient (the default
+    ~300 emails/s per connection leaves a small send time for the pause to land in)."""
     result = MidSend(n)
 
     def slow_accept(rcpt: str) -> None:
-        time.sleep(0.003)  # a fast sink (~300 emails/s per connection) that still leaves a pause time to land
+        if accept_delay:
+            time.sleep(accept_delay)
 
     with SmtpSink(rcpt_reply=slow_accept) as sink, processes(tmp_path / "logs") as procs:
         clock = FileClock(tmp_path / "clock")
@@ -147,7 +156,7 @@ def run_mid_send(
             )
             change_state(settings, PAUSED, "resume", actor="test:midsend")
             resumed = time.monotonic()
-            deadline = resumed + 300
+            deadline = resumed + 120 + n / 10  # a loaded 2-core machine sends ~30/s at worst
             while _count(settings, PAUSED).get("sent", 0) < n and time.monotonic() < deadline:
                 time.sleep(0.2)
             result.resume_seconds = time.monotonic() - resumed
@@ -155,6 +164,7 @@ def run_mid_send(
             result.per_recipient = Counter(m.rcpt_tos[0] for m in sink.messages if m.rcpt_tos[0].startswith("p"))
 
             _enroll(settings, CANCELLED, "c", n)
+            deadline = time.monotonic() + 120
             while len(_received(sink, "c")) < begin_after and time.monotonic() < deadline:
                 time.sleep(0.02)
             change_state(settings, CANCELLED, "cancel", actor="test:midsend")
