@@ -163,6 +163,8 @@ def test_an_archived_campaign_is_hidden_from_the_list_unless_all(env1: dict[str,
     every = json.loads(cadence(env, "campaigns", "list", "--all", "--json").out)
     assert [(c["campaign"], c["state"], c["enrolled"]) for c in every] == [(CAMPAIGN, "archived", 3)]
     assert [a.action for a in rows(env)[2]] == ["campaign.cancel", "campaign.archive"]
+    refused = cadence(env, "campaigns", "enroll", CAMPAIGN, "--all")
+    assert refused.status == 1 and "archived: nobody can be enrolled" in one_error_line(refused)
 
 
 def test_archive_refuses_a_campaign_with_people_in_it(env1: dict[str, str]) -> None:

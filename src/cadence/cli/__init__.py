@@ -109,6 +109,7 @@ def campaigns_enroll(
     from cadence.db.models import Subscriber
     from cadence.db.session import transaction
     from cadence.engine import enroll, find_subscriber
+    from cadence.operations.lifecycle import check_open_for_enrollment
     from cadence.operations.test_sends import resolve_segment
 
     if sum([all_, segment is not None, bool(email)]) != 1:
@@ -120,6 +121,7 @@ def campaigns_enroll(
         segment = resolve_segment(campaign, segment).id
     now = settings.clock().now()  # one instant for the segment test and the enrollment
     with transaction(settings.database_url) as session:
+        check_open_for_enrollment(session, campaign.id)
         if email:
             people = [find_subscriber(session, e) for e in email]
         else:

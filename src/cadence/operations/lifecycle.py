@@ -187,3 +187,11 @@ def change_state(settings: Settings, name: str, action: str, *, actor: str) -> L
         if action == "cancel":
             return cancel(session, campaign_id, actor=actor, now=now, wall_now=wall_now())
         return archive(session, campaign_id, actor=actor, now=now)
+
+
+def check_open_for_enrollment(session: Session, campaign_id: str) -> None:
+    """Enrolling into a cancelled or archived campaign would put people in a series that never
+    sends: refused. A paused campaign takes enrollments (they wait for the resume)."""
+    state = states.state_of(session, campaign_id)
+    if state in (states.CANCELLED, states.ARCHIVED):
+        raise InputError(f"{campaign_id} is {state}: nobody can be enrolled in it any more")
