@@ -21,8 +21,8 @@ Why the shapes:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from datetime import datetime
+from collections.abc import Sequence
+from datetime import UTC, datetime
 
 from sqlalchemy import Connection, and_, func, or_, select, update
 from sqlalchemy.orm import Session
@@ -39,10 +39,6 @@ def state_of(session: Session, campaign_id: str) -> str:
     """``running`` unless staff paused, cancelled or archived the campaign."""
     row = session.get(CampaignState, campaign_id)
     return row.state if row is not None else RUNNING
-
-
-def state_row(session: Session, campaign_id: str) -> CampaignState | None:
-    return session.get(CampaignState, campaign_id)
 
 
 def all_states(session: Session) -> dict[str, CampaignState]:
@@ -62,18 +58,6 @@ def set_state(session: Session, campaign_id: str, state: str, *, now: datetime, 
     else:
         row.state, row.changed_at, row.changed_by, row.note = state, now, by, note
     session.flush()
-
-
-def states_among(conn: Connection, campaign_ids: Iterable[str]) -> dict[str, str]:
-    """The stored state of each of `campaign_ids` that has one (the others are running)."""
-    ids = sorted(set(campaign_ids))
-    if not ids:
-        return {}
-    return dict(
-        conn.execute(select(CampaignState.campaign_id, CampaignState.state).where(CampaignState.campaign_id.in_(ids)))
-        .tuples()
-        .all()
-    )
 
 
 def release_unsent(conn: Connection, ids: Sequence[int], token: str) -> int:
@@ -280,8 +264,6 @@ def delivery_counts(session: Session) -> dict[str, dict[str, int]]:
 
 def _aware(value: datetime | None) -> datetime | None:
     """An aggregate (min) comes back without the column's type on some drivers: naive UTC."""
-    from datetime import UTC
-
     if value is None or (isinstance(value, datetime) and value.tzinfo is not None):
         return value
     if isinstance(value, str):  # SQLite returns aggregates of DATETIME columns as text
