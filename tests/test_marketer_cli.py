@@ -79,7 +79,7 @@ def test_tick_says_what_it_did_in_plain_words(env: dict[str, str]) -> None:
     assert "claimed" not in ran.out + again.out and "deliveries" not in ran.out + again.out
 
 
-@pytest.mark.parametrize("args", [[], ["campaigns"], ["campaigns", "enroll"], ["demo"], ["campaigns", "cancel"]])
+@pytest.mark.parametrize("args", [[], ["campaigns", "enroll"], ["campaigns", "cancel"]])
 def test_help_shows_no_python_types_and_no_sentence_broken_mid_line(args: list[str]) -> None:
     ran = cadence(cadence_env(Path("/nonexistent"), COLUMNS="100"), *args, "--help")
     assert ran.status == 0
