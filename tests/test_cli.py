@@ -177,11 +177,12 @@ def test_commands_that_succeed_exit_0(ready: dict[str, str]) -> None:
     assert enrolled.status == 0 and "2 enrolled" in enrolled.out
 
 
-def test_enroll_after_the_campaign_file_came_back_resumes_and_the_emails_go_out(
+def test_emails_held_while_the_campaign_file_was_gone_go_out_once_it_is_back(
     database_url: str, tmp_path: Path
 ) -> None:
-    """The file vanished while a step was due: its deliveries failed and the enrollments were
-    cancelled. Once the file is back, `enroll` resumes them AND they are sent (issue 13)."""
+    """The file vanished while a step was due: its deliveries wait (not failed) and the
+    enrollments stay active (not cancelled). Once the file is back, `enroll` has nothing to
+    resume and the emails go out (issue 13)."""
     campaigns = tmp_path / "campaigns"
     shutil.copytree(ROOT / "campaigns", campaigns)
     (tmp_path / "clock").write_text(START)
@@ -203,15 +204,13 @@ def test_enroll_after_the_campaign_file_came_back_resumes_and_the_emails_go_out(
     for batch in first.batches:
         engine.deliver(runtime, batch)
     with transaction(runtime.settings.database_url) as session:
-        assert set(session.scalars(select(Enrollment.state))) == {"cancelled"}
+        assert set(session.scalars(select(Enrollment.state))) == {"active"}
+        assert set(session.scalars(select(Delivery.state))) == {"queued"}
     (tmp_path / "away.yaml").rename(campaigns / "lower-back-pain.yaml")
 
     ran = cadence(env, "campaigns", "enroll", "lower-back-pain", "--all")
-    assert ran.status == 0 and "3 resumed" in ran.out
+    assert ran.status == 0 and "3 already enrolled" in ran.out
 
-    with transaction(runtime.settings.database_url) as session:
-        assert set(session.scalars(select(Enrollment.state))) == {"active"}
-        assert set(session.scalars(select(Delivery.state))) == {"queued"}
     again = engine.tick(runtime)
     for batch in again.batches:
         engine.deliver(runtime, batch)

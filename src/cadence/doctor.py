@@ -38,7 +38,25 @@ def run_checks(settings: Settings) -> list[Check]:
         lookup = DnsLookup(settings.dns_resolver)
         checks += check_domains(lookup, domains, relay, dkim)
     checks.append(check_list_unsubscribe(settings))
+    checks.append(check_held_campaigns(settings))
     return checks
+
+
+def check_held_campaigns(settings: Settings) -> Check:
+    """Campaigns with people in them whose file is missing or broken: their emails wait (issue 13)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from cadence.operations.holds import held_by_file
+
+    name = "held campaigns"
+    try:
+        held = held_by_file(settings)
+    except (SQLAlchemyError, OSError) as exc:
+        return Check(name, "warn", f"cannot read the database: {type(exc).__name__}", "see the database schema check")
+    if not held:
+        return passed(name, "every campaign with people in it has a readable file")
+    detail = "; ".join(f"{cid}: {why}" for cid, why in held.items())
+    return Check(name, "warn", f"emails wait, nothing is sent for: {detail}", "put the campaign file back (or fix it)")
 
 
 def check_secret_key(settings: Settings) -> Check:

@@ -37,6 +37,7 @@ from cadence.db.models import Enrollment, Event, Subscriber
 from cadence.db.session import transaction
 from cadence.errors import NotFound
 from cadence.ledger import SendOutcome
+from cadence.operations.holds import held_campaigns
 from cadence.runtime import Runtime
 from cadence.sending import prepare_and_send
 
@@ -146,6 +147,7 @@ class TickResult:
     claimed: int = 0
     batches: list[list[int]] = field(default_factory=list)
     locked_out: bool = False
+    held: dict[str, str] = field(default_factory=dict)  # campaign id -> why its work was left waiting
 
     @property
     def enqueued(self) -> int:
@@ -176,18 +178,21 @@ def tick(
             if not queries.try_tick_lock(session):
                 result.locked_out = True
                 return result
+            # Paused, cancelled, or a missing/broken file: their work stays where it is (issue 13).
+            result.held = held_campaigns(session, runtime.catalog, now, limit=claim_limit)
+            held = sorted(result.held)
             stamp = wall_now()
-            one_statement = queries.claim_and_create_ledger_rows(session, now, stamp, claim_limit)
+            one_statement = queries.claim_and_create_ledger_rows(session, now, stamp, claim_limit, excluding=held)
             if one_statement is not None:
                 claimed, ids = one_statement
             else:
-                due = queries.claim_due_enrollments(session, now, claim_limit)
+                due = queries.claim_due_enrollments(session, now, claim_limit, excluding=held)
                 queries.create_ledger_rows(session, due, now)
                 claimed, ids = len(due), []
             result.claimed += claimed
             # Retries that came due, rows of lost tasks or dead workers (and, on SQLite, the
             # rows just created).
-            more = queries.deliveries_to_enqueue(session, now, stamp, requeue_after, claim_limit)
+            more = queries.deliveries_to_enqueue(session, now, stamp, requeue_after, claim_limit, excluding=held)
             ids += more
         size = settings.batch_size
         for i in range(0, len(ids), size):

@@ -48,13 +48,15 @@ def campaign_counts(session: Session, campaign: Campaign, now: datetime) -> Coun
     return counts
 
 
-def step_totals(session: Session, campaign: Campaign, now: datetime) -> Counter[tuple[int, str]]:
+def step_totals(session: Session, campaign: Campaign | str, now: datetime) -> Counter[tuple[int, str]]:
     """Counts keyed by (step index, outcome) over every delivery of the step, segment or not
-    (outcomes in ``TOTALS``), plus enrollments due for the step now."""
+    (outcomes in ``TOTALS``), plus enrollments due for the step now. `campaign` may be an id
+    alone: a held campaign's file cannot be read, its rows still can."""
+    campaign_id = campaign if isinstance(campaign, str) else campaign.id
     totals: Counter[tuple[int, str]] = Counter()
-    for step_index, state, n in db_reports.state_counts(session, campaign.id):
+    for step_index, state, n in db_reports.state_counts(session, campaign_id):
         totals[(step_index, "queued" if state == "sending" else state)] += n
-    for step_index, n in db_reports.due_enrollments_by_step(session, campaign.id, now):
+    for step_index, n in db_reports.due_enrollments_by_step(session, campaign_id, now):
         totals[(step_index, "due")] += n
     return totals
 
@@ -86,23 +88,46 @@ def _step_label(campaign: Campaign, index: int) -> str:
     return f"{index + 1}. (no longer in the campaign)"
 
 
-def status_table(campaign: Campaign, counts: Counter[tuple[int, str, str]], totals: Counter[tuple[int, str]]) -> Table:
-    """Steps × segments (due, queued, sent, failed where the segment is known), then each
-    step's sent, failed and skipped totals over all its deliveries (`step_totals`)."""
-    table = Table(title=f"{campaign.name} ({campaign.id})")
+def status_table(
+    campaign: Campaign,
+    counts: Counter[tuple[int, str, str]],
+    totals: Counter[tuple[int, str]],
+    waiting: dict[int, tuple[int, datetime | None]] | None = None,
+) -> Table:
+    """One row per step: people waiting for it (enrolled, not yet sent), then its totals over
+    every delivery (`step_totals`). Narrow on purpose (readable at 80 columns whatever the
+    number of segments): the per-segment counts are :func:`segments_table`."""
+    table = Table(title=f"{campaign.name} ({campaign.id})", caption="sent, failed, skipped: every delivery of the step")
     table.add_column("step")
-    for segment in campaign.segments:
-        table.add_column(segment.name, justify="right")
-    for outcome in ("sent", "failed", "skipped"):
-        table.add_column(f"total {outcome}", justify="right")
+    if waiting is not None:
+        table.add_column("waiting", justify="right")
+    for name in ("due", "queued", "sent", "failed", "skipped"):
+        table.add_column(name, justify="right")
     for index in _step_indexes(campaign, totals):
-        cells = []
-        for segment in campaign.segments:
-            parts = [f"{counts[(index, segment.id, s)]} {s}" for s in STATES if counts[(index, segment.id, s)]]
-            cells.append(" · ".join(parts) or "–")
+        first = [str(waiting.get(index, (0, None))[0])] if waiting is not None else []
         table.add_row(
-            _step_label(campaign, index), *cells, *(str(totals[(index, o)]) for o in ("sent", "failed", "skipped"))
+            _step_label(campaign, index),
+            *first,
+            *(str(totals[(index, o)]) for o in ("due", "queued", "sent", "failed", "skipped")),
         )
+    return table
+
+
+def segments_table(campaign: Campaign, counts: Counter[tuple[int, str, str]]) -> Table:
+    """Where the emails went by segment: one row per segment and step that has any (segment
+    ids, not columns: a campaign composed from facets has six or more segments)."""
+    table = Table(title="By segment")
+    for name in ("segment", "step", *STATES):
+        table.add_column(name, justify="left" if name in ("segment", "step") else "right")
+    rows = 0
+    for segment in campaign.segments:
+        for index in range(len(campaign.steps)):
+            cells = [counts[(index, segment.id, s)] for s in STATES]
+            if any(cells):
+                table.add_row(segment.id, _step_label(campaign, index), *(str(c) for c in cells))
+                rows += 1
+    if not rows:
+        table.add_row("–", "–", *("0" for _ in STATES))
     return table
 
 
@@ -124,13 +149,17 @@ def status_document(
     counts: Counter[tuple[int, str, str]],
     totals: Counter[tuple[int, str]],
     reasons: Counter[tuple[int, str, str]] | None,
+    waiting: dict[int, tuple[int, datetime | None]] | None = None,
 ) -> dict[str, Any]:
     """The same report as plain data, for ``campaigns status --json``."""
     steps = []
     for index in _step_indexes(campaign, totals):
+        people, first = (waiting or {}).get(index, (0, None))
         step: dict[str, Any] = {
             "step": index + 1,
             "id": campaign.steps[index].id if index < len(campaign.steps) else None,
+            "waiting": people,
+            "next_send_at": first.isoformat() if first else None,
             "segments": {seg.id: {s: counts[(index, seg.id, s)] for s in STATES} for seg in campaign.segments},
             "totals": {o: totals[(index, o)] for o in TOTALS},
         }
@@ -144,30 +173,103 @@ def status_document(
 
 
 @dataclass(frozen=True)
-class CampaignStatus:
-    """Everything ``campaigns status`` shows; ``reasons`` is None unless asked for."""
+class People:
+    """Who is in a campaign: enrolled ever, active, waiting for their next email, and when the
+    earliest of those goes out."""
 
-    campaign: Campaign
+    enrolled: int = 0
+    active: int = 0
+    waiting: int = 0
+    next_send_at: datetime | None = None
+
+    def document(self) -> dict[str, Any]:
+        return {
+            "enrolled": self.enrolled,
+            "active": self.active,
+            "waiting": self.waiting,
+            "next_send_at": self.next_send_at.isoformat() if self.next_send_at else None,
+        }
+
+    def line(self) -> str:
+        when = self.next_send_at.strftime("%a %-d %b %H:%M UTC") if self.next_send_at else "none scheduled"
+        return (
+            f"{self.enrolled} enrolled, {self.active} still in the series, "
+            f"{self.waiting} waiting for their next email (next: {when})"
+        )
+
+
+@dataclass(frozen=True)
+class CampaignStatus:
+    """Everything ``campaigns status`` shows; ``reasons`` is None unless asked for. ``campaign``
+    is None for a held campaign whose file is missing or broken (``held`` says why)."""
+
+    campaign_id: str
+    campaign: Campaign | None
     counts: Counter[tuple[int, str, str]]
     totals: Counter[tuple[int, str]]
     reasons: Counter[tuple[int, str, str]] | None
+    state: str = "running"
+    held: str | None = None
+    people: People = People()
+    waiting: dict[int, tuple[int, datetime | None]] | None = None
+
+    @property
+    def headline(self) -> str:
+        state = f"held: {self.held}" if self.held else self.state
+        return f"{self.campaign_id}: {state}. {self.people.line()}"
 
     def table(self) -> Table:
-        return status_table(self.campaign, self.counts, self.totals)
+        if self.campaign is None:
+            table = Table(title=f"{self.campaign_id} (file missing or broken)")
+            for name in ("step", *TOTALS):
+                table.add_column(name, justify="left" if name == "step" else "right")
+            for index in sorted({i for i, _ in self.totals}):
+                table.add_row(f"{index + 1}.", *(str(self.totals[(index, o)]) for o in TOTALS))
+            return table
+        return status_table(self.campaign, self.counts, self.totals, self.waiting or {})
+
+    def segments_table(self) -> Table | None:
+        return segments_table(self.campaign, self.counts) if self.campaign is not None else None
 
     def reasons_table(self) -> Table:
+        if self.campaign is None:
+            return Table(title="Failed and skipped deliveries, by reason: the campaign file is needed")
         return reasons_table(self.campaign, self.reasons or Counter())
 
     def document(self) -> dict[str, Any]:
-        return status_document(self.campaign, self.counts, self.totals, self.reasons)
+        if self.campaign is not None:
+            document = status_document(self.campaign, self.counts, self.totals, self.reasons, self.waiting or {})
+        else:
+            steps = [
+                {"step": i + 1, "id": None, "totals": {o: self.totals[(i, o)] for o in TOTALS}}
+                for i in sorted({i for i, _ in self.totals})
+            ]
+            document = {"campaign": self.campaign_id, "name": self.campaign_id, "steps": steps}
+        return {**document, "state": self.state, "held": self.held, "people": self.people.document()}
 
 
 def campaign_status(settings: Settings, name: str, *, reasons: bool = False) -> CampaignStatus:
-    """Read the report of campaign `name` in one transaction (NotFound names a missing one)."""
-    campaign = CampaignCatalog(settings.campaigns_dir).get(name)
+    """Read the report of campaign `name` in one transaction. A campaign whose file is missing
+    or broken but which has rows is reported as held (``held`` set, exit status 1 in the CLI);
+    a name nobody knows is NotFound, with the closest names."""
+    from cadence.db import campaign_states as states
+    from cadence.operations.holds import file_problem
+    from cadence.operations.lifecycle import known_campaigns, resolve_campaign
+
+    catalog = CampaignCatalog(settings.campaigns_dir)
+    problem = file_problem(catalog, name)
     now = settings.clock().now()
     with transaction(settings.database_url) as session:
+        if problem is not None:
+            resolve_campaign(name, known_campaigns(session, settings.campaigns_dir) - {""})
+        campaign = catalog.get(name) if problem is None else None
+        state = states.state_of(session, name)
+        summary = states.enrollment_summary(session, [name]).get(name, (0, 0, 0, None))
+        people = People(*summary)
+        waiting = states.waiting_by_step(session, name)
+        totals = step_totals(session, name, now)
+        if campaign is None:
+            return CampaignStatus(name, None, Counter(), totals, None, state, f"file missing/broken: {problem}", people)
         counts = campaign_counts(session, campaign, now)
-        totals = step_totals(session, campaign, now)
         why = step_reasons(session, campaign) if reasons else None
-    return CampaignStatus(campaign, counts, totals, why)
+    return CampaignStatus(name, campaign, counts, totals, why, state, None, people, waiting)

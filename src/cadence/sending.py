@@ -28,7 +28,7 @@ from cadence.core.render import render_email
 from cadence.core.schedule import subscriber_zone
 from cadence.core.segments import choose_segment
 from cadence.core.uri_parity import balance_uri_count, uri_count
-from cadence.db import queries, send_batch
+from cadence.db import campaign_states, queries, send_batch
 from cadence.db.models import Delivery, Enrollment, Subscriber
 from cadence.db.send_batch import DueRow as _Due
 from cadence.db.session import engine_for, transaction
@@ -49,6 +49,9 @@ log = logging.getLogger(__name__)
 
 # During a batch, re-check the remaining recipients this often (unsubscribes honoured within it).
 RECHECK_EVERY = timedelta(seconds=1)
+# ... and the campaign's state this often: a pause or cancel stops a running batch within about
+# a second (issue 13). One join of the batch's own rows with campaign_states: cheap.
+STATE_CHECK_EVERY = timedelta(seconds=0.5)
 # A group (one transport call, one ledger commit) aims at this much sending time: at full speed
 # up to commit_every messages share a commit (a commit per email cost ~30 % of the throughput,
 # bench/send_throughput.py); against a slow server or a rate limit a group shrinks to one
@@ -99,21 +102,33 @@ def _load_and_prepare(
     with transaction(runtime.settings.database_url) as session:
         rows = send_batch.load_due(session, delivery_ids)  # the drip steps among them
         suppressed = send_batch.suppressed_addresses(session, {due.email for due in rows})
-        campaigns: dict[str, Campaign | None] = {}  # one catalog look-up (two stats) per batch
+        campaigns: dict[str, Campaign | str] = {}  # one catalog look-up (two stats) per batch
         next_due: dict[tuple[str, int, str | None, datetime], drip_policy.NextStep] = {}
         prepared: list[PreparedSend] = []
+        stopped = campaign_states.stopped_among(session.connection(), [due.id for due in rows])
         for due in rows:
+            if due.id in stopped:  # paused: back to the queue untouched; cancelled: never sent
+                delivery, enrollment, _ = _rows_of(session, due)
+                if stopped[due.id] == campaign_states.PAUSED:
+                    _hold(delivery)
+                    outcome.postponed += 1
+                else:
+                    _finish(delivery, "skipped", campaign_states.CANCEL_REASON)
+                    _end(enrollment, "cancelled", campaign_states.CANCEL_REASON, now)
+                    outcome.skipped += 1
+                continue
             if due.campaign_id not in campaigns:
                 try:
                     campaigns[due.campaign_id] = runtime.catalog.get(due.campaign_id)
-                except NotFound:
-                    campaigns[due.campaign_id] = None
+                except (NotFound, CadenceError) as exc:
+                    campaigns[due.campaign_id] = str(exc)
+                    log.error("campaign %s is held, file missing/broken: %s", due.campaign_id, exc, extra=_ids_of(due))
             campaign = campaigns[due.campaign_id]
-            if campaign is None:
-                delivery, enrollment, _ = _rows_of(session, due)
-                _finish(delivery, "failed", "campaign file is gone")
-                _end(enrollment, "cancelled", "campaign file is gone", now)
-                outcome.failed += 1
+            if isinstance(campaign, str):
+                # A missing or broken campaign file HOLDS its deliveries (issue 13): they stay
+                # queued, not attempted, until the file is back; the tick says so every time.
+                _hold(_rows_of(session, due)[0])
+                outcome.postponed += 1
                 continue
             reason = _skip_reason(due, campaign, suppressed)
             if reason:
@@ -173,7 +188,20 @@ def _send_prepared(runtime: Runtime, prepared: list[PreparedSend], now: datetime
     # much as the UPDATEs themselves.
     with ledger:
         start = 0
+        state_check_at = wall_now() + STATE_CHECK_EVERY
         while start < len(prepared):
+            if wall_now() >= state_check_at:
+                # Paused or cancelled while this batch runs: stop within a second (issue 13).
+                remaining = [p.delivery_id for p in prepared[start:]]
+                released, skipped = ledger.write(
+                    partial(campaign_states.halt_stopped, delivery_ids=remaining, token=token, now=now)
+                )
+                outcome.postponed += len(released)
+                outcome.skipped += len(skipped)
+                halted = released | skipped
+                if halted:
+                    prepared = prepared[:start] + [p for p in prepared[start:] if p.delivery_id not in halted]
+                state_check_at = wall_now() + STATE_CHECK_EVERY
             if wall_now() >= recheck_at:
                 # A long batch (a slow server, a rate limit): honour unsubscribes, complaints and
                 # exits that arrived since the batch was prepared, before sending on.
@@ -382,6 +410,14 @@ def _skip_step(
         _end(enrollment, "completed", "all steps done (the last one failed)", now)
         return
     enrollment.next_send_at = following.due_at
+
+
+def _hold(delivery: Delivery) -> None:
+    """Give a leased row back to the queue as it was, not attempted (a paused campaign, or one
+    whose file is missing): the claim's attempt is given back and its due time kept."""
+    delivery.state = "queued"
+    delivery.enqueued_at = delivery.lease_expires_at = delivery.lease_token = None
+    delivery.attempts = max(0, delivery.attempts - 1)
 
 
 def _requeue(delivery: Delivery, not_before: datetime, error: str, *, count_attempt: bool = True) -> None:

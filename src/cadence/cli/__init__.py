@@ -8,7 +8,7 @@ unless ``--debug``) is decided in one place for every command: :mod:`cadence.cli
 from __future__ import annotations
 
 import importlib
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -19,6 +19,9 @@ from cadence.cli.importing import subscribers_import
 from cadence.cli.options import parse_attrs
 from cadence.config import get_settings
 from cadence.errors import InputError, UsageError
+
+if TYPE_CHECKING:
+    from cadence.engine import TickResult
 
 app = typer.Typer(help="Cadence: email newsletters and drip campaigns.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
@@ -95,20 +98,28 @@ subscribers_app.command("import")(subscribers_import)
 def campaigns_enroll(
     name: str,
     all_: Annotated[bool, typer.Option("--all", help="Every active subscriber")] = False,
-    segment: Annotated[str | None, typer.Option("--segment", help="Subscribers in this segment now")] = None,
+    segment: Annotated[
+        str | None, typer.Option("--segment", help="Subscribers in this segment now (its id or its name)")
+    ] = None,
     email: Annotated[list[str] | None, typer.Option("--email", help="One subscriber, repeatable")] = None,
 ) -> None:
     """Enroll subscribers in a drip campaign (already enrolled ones are left alone)."""
     from cadence.catalog import CampaignCatalog
     from cadence.db.session import transaction
     from cadence.operations.drip import enroll_chosen
+    from cadence.operations.lifecycle import check_open_for_enrollment
+    from cadence.operations.test_sends import resolve_segment
 
     if sum([all_, segment is not None, bool(email)]) != 1:  # a usage error before any lookup
         raise UsageError("give exactly one of --all, --segment S or --email E")
     settings = get_settings()
     campaign = CampaignCatalog(settings.campaigns_dir, settings.templates_dir).get(name)
+    if segment is not None:
+        # An id or the name validate and status show; NotFound lists the valid ones.
+        segment = resolve_segment(campaign, segment).id
     now = settings.clock().now()  # one instant for the segment test and the enrollment
     with transaction(settings.database_url) as session:
+        check_open_for_enrollment(session, campaign.id)
         result = enroll_chosen(session, campaign, now, everyone=all_, segment=segment, emails=email or ())
     console.print(
         f"[green]{result.enrolled} enrolled[/green], {result.resumed} resumed, {result.already} already enrolled, "
@@ -122,8 +133,10 @@ def campaigns_status(
     reasons: Annotated[bool, typer.Option("--reasons", help="Also why deliveries failed or were skipped")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON")] = False,
 ) -> None:
-    """Steps × segments (due, queued, sent, failed) and each step's sent, failed and skipped
-    totals over every delivery, segment or not."""
+    """How far a campaign has got: its state, how many people are in it and waiting for their
+    next email (and when it goes out), and per email: due, queued, sent, failed and skipped,
+    then the same by segment. Exit status 1 if the campaign is held because its file is
+    missing or broken (its emails wait; nothing is failed or cancelled)."""
     import json
 
     from cadence.operations.drip import campaign_status
@@ -131,10 +144,19 @@ def campaigns_status(
     report = campaign_status(get_settings(), name, reasons=reasons)
     if as_json:
         typer.echo(json.dumps(report.document(), indent=2))
-        return
-    console.print(report.table())
-    if reasons:
-        console.print(report.reasons_table())
+    else:
+        console.print(report.headline, markup=False, highlight=False)
+        console.print(report.table())
+        by_segment = report.segments_table()
+        if by_segment is not None:
+            console.print(by_segment)
+        if reasons:
+            console.print(report.reasons_table())
+    if report.held:
+        from cadence.cli.failure import _say
+
+        _say(f"{report.campaign_id} is held: {report.held}; its emails wait until the file is back")
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -178,7 +200,8 @@ def scheduler(loglevel: Annotated[str, typer.Option(help="Celery log level")] = 
 
 @app.command()
 def tick() -> None:
-    """Run one tick now in this process and queue the send tasks (for cron or debugging)."""
+    """Send what is due now: hand every email whose time has come to the workers, once (for
+    cron, or to see what is due). The scheduler does this by itself every few seconds."""
     from functools import partial
 
     from cadence.operations import drip
@@ -186,7 +209,26 @@ def tick() -> None:
     from cadence.tasks import enqueue_send, process_app
 
     result = drip.tick(Runtime.from_settings(get_settings()), enqueue=partial(enqueue_send, process_app()))
-    console.print(f"claimed {result.claimed}, queued {result.enqueued} deliveries in {len(result.batches)} tasks")
+    for line in tick_summary(result):
+        console.print(line, markup=False, highlight=False)
+
+
+def tick_summary(result: TickResult) -> list[str]:
+    """What a tick did, in a marketer's words."""
+    if result.locked_out:
+        return ["Another scheduler is handing out emails right now; nothing was done here."]
+    lines = []
+    if result.enqueued:
+        batches = f"{len(result.batches)} batch" + ("es" if len(result.batches) != 1 else "")
+        lines.append(
+            f"{result.enqueued} email(s) handed to the workers to send now ({batches}); "
+            f"{result.claimed} of them came due since the last run."
+        )
+    else:
+        lines.append("Nothing is due right now.")
+    for campaign_id, why in sorted(result.held.items()):
+        lines.append(f"Not sending {campaign_id}: it is {why}; its emails wait.")
+    return lines
 
 
 @app.command()
@@ -205,7 +247,8 @@ def demo(
 
 
 # Command groups written in their own modules register themselves here.
-_COMMAND_MODULES = ("authoring", "bounces", "web", "health", "doctor", "newsletters", "users")
+_COMMAND_MODULES = ("authoring", "bounces", "web", "health", "doctor", "lifecycle", "newsletters", "users")
+_CAMPAIGN_COMMANDS = ("authoring", "lifecycle")  # these add to `cadence campaigns`
 for _module in (f"cadence.cli.{name}" for name in _COMMAND_MODULES):
     try:
         _registrar = importlib.import_module(_module)
@@ -213,14 +256,16 @@ for _module in (f"cadence.cli.{name}" for name in _COMMAND_MODULES):
         if exc.name != _module:
             raise
         continue
-    _registrar.register(campaigns_app if _module.endswith("authoring") else app)
+    _registrar.register(campaigns_app if _module.endswith(_CAMPAIGN_COMMANDS) else app)
 
 
 def main() -> None:
     """Entry point: run the app; exit 0, 1 (an error) or 2 (a usage error) with one line on
     stderr, never a traceback unless --debug (see cadence.cli.failure)."""
     from cadence.cli.failure import run
+    from cadence.cli.options import tidy_help
 
+    tidy_help(app)
     run(app)
 
 

@@ -25,7 +25,20 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import ARRAY, ColumnElement, Connection, and_, any_, bindparam, literal, or_, select, text, update
+from sqlalchemy import (
+    ARRAY,
+    ColumnElement,
+    Connection,
+    String,
+    and_,
+    any_,
+    bindparam,
+    literal,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import QueryableAttribute, Session
@@ -66,15 +79,19 @@ def try_tick_lock(session: Session) -> bool:
     return bool(session.execute(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": _TICK_LOCK_KEY}).scalar())
 
 
-def claim_due_enrollments(session: Session, now: datetime, limit: int) -> list[int]:
+def claim_due_enrollments(session: Session, now: datetime, limit: int, *, excluding: Sequence[str] = ()) -> list[int]:
     """Ids of active enrollments whose next step is due, oldest first, locked for this
-    transaction. Only ids: hydrating ORM objects cost more than the rest of the claim."""
+    transaction. Only ids: hydrating ORM objects cost more than the rest of the claim.
+    `excluding`: campaigns that are held (paused, cancelled, file missing): their enrollments
+    keep their place (next_send_at) until the campaign may send again."""
     query = (
         select(Enrollment.id)
         .where(Enrollment.state == "active", Enrollment.next_send_at.is_not(None), Enrollment.next_send_at <= now)
         .order_by(Enrollment.next_send_at)
         .limit(limit)
     )
+    if excluding:
+        query = query.where(Enrollment.campaign_id.not_in(list(excluding)))
     if session.get_bind().dialect.name == "postgresql":
         query = query.with_for_update(skip_locked=True)
     return list(session.scalars(query))
@@ -126,6 +143,7 @@ _CLAIM_AND_CREATE_PG = text(
     WITH due AS (
         SELECT id FROM enrollments
         WHERE state = 'active' AND next_send_at IS NOT NULL AND next_send_at <= :now
+          AND NOT (campaign_id = ANY(:held))
         ORDER BY next_send_at
         LIMIT :limit
         FOR UPDATE SKIP LOCKED
@@ -145,23 +163,35 @@ _CLAIM_AND_CREATE_PG = text(
     SELECT (SELECT count(*) FROM due) AS claimed,
            coalesce((SELECT array_agg(id ORDER BY not_before, id) FROM created), '{}') AS created
     """
-).bindparams(bindparam("now", type_=UTCDateTime()), bindparam("wall_now", type_=UTCDateTime()))
+).bindparams(
+    bindparam("now", type_=UTCDateTime()),
+    bindparam("wall_now", type_=UTCDateTime()),
+    bindparam("held", type_=ARRAY(String())),
+)
 
 
 def claim_and_create_ledger_rows(
-    session: Session, now: datetime, wall_now: datetime, limit: int
+    session: Session, now: datetime, wall_now: datetime, limit: int, *, excluding: Sequence[str] = ()
 ) -> tuple[int, list[int]] | None:
     """On PostgreSQL: ``claim_due_enrollments`` + ``create_ledger_rows`` in one statement, the
     new rows stamped enqueued at `wall_now` (the caller enqueues them after commit). Returns
     (enrollments claimed, new delivery ids), or None on other databases (use the two calls)."""
     if session.get_bind().dialect.name != "postgresql":
         return None
-    claimed, created = session.execute(_CLAIM_AND_CREATE_PG, {"now": now, "wall_now": wall_now, "limit": limit}).one()
+    claimed, created = session.execute(
+        _CLAIM_AND_CREATE_PG, {"now": now, "wall_now": wall_now, "limit": limit, "held": list(excluding)}
+    ).one()
     return int(claimed), list(created)
 
 
 def deliveries_to_enqueue(
-    session: Session, now: datetime, wall_now: datetime, requeue_after: timedelta, limit: int
+    session: Session,
+    now: datetime,
+    wall_now: datetime,
+    requeue_after: timedelta,
+    limit: int,
+    *,
+    excluding: Sequence[str] = (),
 ) -> list[int]:
     """Ids of deliveries that need a send task: queued and due, never enqueued or enqueued so
     long ago that the task must have been lost; or ``sending`` with an expired lease (the
@@ -182,6 +212,8 @@ def deliveries_to_enqueue(
         and_(pending, Delivery.enqueued_at.is_not(None), Delivery.enqueued_at < stale, needs_work),
     )
     query = select(Delivery.id).where(condition).order_by(Delivery.not_before).limit(limit)
+    if excluding:  # held campaigns: their rows stay queued, not attempted
+        query = query.where(Delivery.campaign_id.not_in(list(excluding)))
     if session.get_bind().dialect.name == "postgresql":
         query = query.with_for_update(skip_locked=True)
     ids = list(session.scalars(query))

@@ -1,0 +1,96 @@
+"""Every campaign at a glance (``cadence campaigns list``): its state, whether it is held, how
+many people are in it and waiting for their next email, and when the next one goes out.
+
+A campaign is listed if its file is in the campaigns folder or the database still has rows of
+it: a campaign whose file was deleted shows as ``held`` with the reason, never disappears.
+Archived campaigns are left out unless asked for.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from cadence.campaign_files import list_campaigns
+from cadence.catalog import CampaignCatalog
+from cadence.config import Settings
+from cadence.db import campaign_states as states
+from cadence.db.session import transaction
+from cadence.operations.holds import file_problem
+
+__all__ = ["CampaignSummary", "campaign_summaries", "held_reason"]
+
+
+@dataclass(frozen=True)
+class CampaignSummary:
+    id: str
+    name: str
+    state: str  # running, paused, cancelled, archived
+    held: str | None  # why its emails wait although it is running (file missing/broken), or None
+    enrolled: int
+    active: int
+    waiting: int
+    next_send_at: datetime | None
+    sent: int
+    queued: int
+    failed: int
+    skipped: int
+
+    def document(self) -> dict[str, Any]:
+        return {
+            "campaign": self.id,
+            "name": self.name,
+            "state": self.state,
+            "held": self.held,
+            "enrolled": self.enrolled,
+            "active": self.active,
+            "waiting": self.waiting,
+            "next_send_at": self.next_send_at.isoformat() if self.next_send_at else None,
+            "sent": self.sent,
+            "queued": self.queued,
+            "failed": self.failed,
+            "skipped": self.skipped,
+        }
+
+
+def held_reason(catalog: CampaignCatalog, campaign_id: str) -> str | None:
+    problem = file_problem(catalog, campaign_id)
+    return f"file missing/broken: {problem}" if problem is not None else None
+
+
+def campaign_summaries(settings: Settings, *, include_archived: bool = False) -> list[CampaignSummary]:
+    catalog = CampaignCatalog(settings.campaigns_dir, base_url=settings.base_url)
+    with transaction(settings.database_url) as session:
+        ids = {p.stem for p in list_campaigns(settings.campaigns_dir)} | states.known_campaign_ids(session)
+        saved = states.all_states(session)
+        people = states.enrollment_summary(session)
+        sends = states.delivery_counts(session)
+    summaries = []
+    for cid in sorted(ids):
+        state = saved[cid].state if cid in saved else states.RUNNING
+        if state == states.ARCHIVED and not include_archived:
+            continue
+        problem = held_reason(catalog, cid)
+        name = catalog.get(cid).name if problem is None else cid
+        # Only a campaign that would send is "held"; a cancelled or archived one sends nothing anyway.
+        reason = problem if state in (states.RUNNING, states.PAUSED) else None
+        enrolled, active, waiting, first = people.get(cid, (0, 0, 0, None))
+        counts = sends.get(cid, {})
+        summaries.append(
+            CampaignSummary(
+                cid,
+                name,
+                state,
+                reason,
+                enrolled,
+                active,
+                waiting,
+                first,
+                counts.get("sent", 0),
+                counts.get("queued", 0),
+                counts.get("failed", 0),
+                counts.get("skipped", 0),
+            )
+        )
+    return summaries
