@@ -88,6 +88,8 @@ class Settings:
     postmark_webhook_user: str = ""
     postmark_webhook_password: str = field(default="", repr=False)
     mailgun_webhook_signing_key: str = field(default="", repr=False)
+    # Staff API (web/staff_api.py): requests per token per minute (CADENCE_STAFF_API_PER_MINUTE).
+    staff_api_per_minute: int = 120
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -323,6 +325,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         postmark_webhook_user=env.get("CADENCE_POSTMARK_WEBHOOK_USER", ""),
         postmark_webhook_password=env.get("CADENCE_POSTMARK_WEBHOOK_PASSWORD", ""),
         mailgun_webhook_signing_key=env.get("CADENCE_MAILGUN_WEBHOOK_SIGNING_KEY", ""),
+        staff_api_per_minute=_int(env, "CADENCE_STAFF_API_PER_MINUTE", 120),
     )
 
 
@@ -339,6 +342,17 @@ def _ipv6_prefix(env: Mapping[str, str]) -> int:
 
 
 @lru_cache(maxsize=1)
+def os_user() -> str:
+    """The login name of the person running the command, for the audit log (``cli:<user>``).
+    getpass reads LOGNAME, USER... then the password database: the environment, so here."""
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # a container user with no passwd entry and no USER
+        return "unknown"
+
+
 def get_settings() -> Settings:
     """The process-wide settings, read once from the environment."""
     return load_settings()

@@ -148,6 +148,17 @@ class Delivery(Base):
             postgresql_where=text("state IN ('queued', 'sending') AND enqueued_at IS NOT NULL"),
             sqlite_where=text("state IN ('queued', 'sending') AND enqueued_at IS NOT NULL"),
         ),
+        # `cadence report`: counts per (step, segment, state) of one campaign come from this
+        # index alone (an index-only scan, no table pages), and the period filter reads the
+        # included times (migration 0007, bench/report_scale.py).
+        Index(
+            "ix_deliveries_results",
+            "campaign_id",
+            "step_index",
+            "segment_id",
+            "state",
+            postgresql_include=["sent_at", "due_at"],
+        ),
         {"sqlite_autoincrement": True},  # web-view and unsubscribe links carry delivery ids
     )
 
@@ -185,6 +196,9 @@ class Event(Base):
     once even when the provider delivers them twice."""
 
     __tablename__ = "events"
+    # "Is this the first open (click, bounce...) of its delivery?": how the results rollup counts
+    # unique opens and clicks without a DISTINCT over millions of rows (db/results.py).
+    __table_args__ = (Index("ix_events_delivery_kind", "delivery_id", "kind", "id"),)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     subscriber_id: Mapped[int | None] = mapped_column(ForeignKey("subscribers.id", ondelete="CASCADE"), index=True)
@@ -285,3 +299,59 @@ class AuditEntry(Base):
     action: Mapped[str] = mapped_column(String(60))
     target: Mapped[str] = mapped_column(String(200), default="")
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class ApiToken(Base):
+    """A staff API token (``Authorization: Bearer ...``). Only the SHA-256 of the token is kept:
+    the token is 32 random bytes, so a fast hash is enough (no password stretching is needed
+    for a secret nobody chose; OWASP Password Storage cheat sheet). ``scope``: ``read`` <
+    ``write`` < ``admin``. A revoked token stays listed, with when it was revoked."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    scope: Mapped[str] = mapped_column(String(10))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_by: Mapped[str] = mapped_column(String(200), default="")
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class ResultRollup(Base):
+    """Campaign results folded from the events table, per step, segment and day (UTC): how
+    `cadence report` stays under a second with millions of events (db/results.py). ``metric``:
+    ``open``, ``click`` (unique per delivery), ``clicks`` (every click), ``unsubscribe``,
+    ``hard_bounce``, ``soft_bounce``, ``complaint`` (unique per delivery)."""
+
+    __tablename__ = "result_rollups"
+
+    campaign_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    step_index: Mapped[int] = mapped_column(Integer, primary_key=True)
+    segment_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    day: Mapped[str] = mapped_column(String(10), primary_key=True)  # YYYY-MM-DD
+    metric: Mapped[str] = mapped_column(String(20), primary_key=True)
+    n: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class LinkRollup(Base):
+    """Unique clicks per link (one per delivery and link), per step and day (db/results.py)."""
+
+    __tablename__ = "link_rollups"
+
+    campaign_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    step_index: Mapped[int] = mapped_column(Integer, primary_key=True)
+    link_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    day: Mapped[str] = mapped_column(String(10), primary_key=True)
+    n: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class RollupWatermark(Base):
+    """The last event id folded into the rollups: events are append-only, so the next fold
+    reads only newer rows (db/results.py says why no event can be skipped)."""
+
+    __tablename__ = "rollup_watermarks"
+
+    name: Mapped[str] = mapped_column(String(40), primary_key=True)
+    last_id: Mapped[int] = mapped_column(BigInteger, default=0)
