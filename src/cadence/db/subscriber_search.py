@@ -131,13 +131,14 @@ def add_tags(session: Session, subscriber_ids: Sequence[int], tags: Sequence[str
     """Add each tag to each subscriber that lacks it; returns the rows added."""
     if not subscriber_ids or not tags:
         return 0
-    have = set(
-        session.execute(
+    have = {
+        (subscriber_id, tag)
+        for subscriber_id, tag in session.execute(
             select(SubscriberTag.subscriber_id, SubscriberTag.tag).where(
                 SubscriberTag.subscriber_id.in_(list(subscriber_ids)), SubscriberTag.tag.in_(list(tags))
             )
-        ).tuples()
-    )
+        )
+    }
     new = [
         SubscriberTag(subscriber_id=i, tag=t, created_at=now)
         for i in subscriber_ids
