@@ -13,10 +13,10 @@ Events are spread over 30 days.
 
 What is timed:
 
-1. the first report after the load, which folds every event into the rollups (a one-time
-   catch-up, as after upgrading to migration 0007);
+1. the first report after the load, which folds every delivery and event into the rollups (a
+   one-time catch-up, as after upgrading to migration 0007);
 2. the report with nothing new (what staff see every time; the target is < 1 s);
-3. the report after 10,000 new events (the fold of what arrived since the last report);
+3. the report with 10,000 new events not yet folded (counted live), then folding them;
 4. the report for one week (--since/--until);
 5. ``cadence report lower-back-pain --json`` as a subprocess (Python start-up included).
 """
@@ -28,6 +28,7 @@ import statistics
 import subprocess
 import sys
 import time
+from datetime import timedelta
 from functools import partial
 from pathlib import Path
 
@@ -58,7 +59,7 @@ def fill(url: str, subscribers: int) -> dict[str, float]:
         conn.execute("SET synchronous_commit = off")
         conn.execute("SET maintenance_work_mem = '256MB'")
         # Non-unique indexes are built after the load (a pg_restore does the same).
-        conn.execute("DROP INDEX ix_deliveries_results, ix_deliveries_subscriber_id")
+        conn.execute("DROP INDEX ix_deliveries_failed, ix_deliveries_subscriber_id")
         conn.execute("DROP INDEX ix_events_delivery_kind, ix_events_delivery_id, ix_events_subscriber_id")
         phases = {
             "subscribers": """
@@ -107,8 +108,7 @@ def fill(url: str, subscribers: int) -> dict[str, float]:
                     OR (k.kind = 'complaint' AND d.id %% 2000 = 4))
                 ORDER BY d.id""",
             "indexes": """
-                CREATE INDEX ix_deliveries_results ON deliveries (campaign_id, step_index, segment_id, state)
-                    INCLUDE (sent_at, due_at);
+                CREATE INDEX ix_deliveries_failed ON deliveries (campaign_id, step_index) WHERE state = 'failed';
                 CREATE INDEX ix_deliveries_subscriber_id ON deliveries (subscriber_id);
                 CREATE INDEX ix_events_delivery_kind ON events (delivery_id, kind, id);
                 CREATE INDEX ix_events_delivery_id ON events (delivery_id);
@@ -139,15 +139,16 @@ def fill(url: str, subscribers: int) -> dict[str, float]:
     return timings
 
 
-def run_report(database_url: str, **period: object) -> tuple[float, float, int]:
-    """(seconds to fold new events, seconds for the report query, events folded)."""
+def run_report(database_url: str, *, lag: timedelta | None = None, **period: object) -> tuple[float, float, int]:
+    """(seconds to fold, seconds for the report, rows folded), as `cadence report` runs it."""
     from cadence.catalog import CampaignCatalog
+    from cadence.db.results import DEFAULT_LAG
     from cadence.db.session import transaction
     from cadence.operations.results import campaign_results, catch_up
 
     campaign = CampaignCatalog(ROOT / "campaigns", ROOT / "templates").get(CAMPAIGN_ID)
     started = time.perf_counter()
-    folded = catch_up(partial(transaction, database_url))
+    folded = catch_up(partial(transaction, database_url), lag=DEFAULT_LAG if lag is None else lag)
     fold_s = time.perf_counter() - started
     started = time.perf_counter()
     with transaction(database_url) as session:
@@ -185,14 +186,17 @@ def main() -> None:
         database_url = sqlalchemy_url(url)
         upgrade(database_url)
         load = fill(url, args.subscribers)
-        first = run_report(database_url)
-        log(f"first report (folds every event): fold {first[0]:.2f} s, query {first[1]:.3f} s, {first[2]:,} events")
+        first = run_report(database_url, lag=timedelta(0))  # a fresh load: nothing is in flight
+        log(f"first report (folds every row): fold {first[0]:.2f} s, query {first[1]:.3f} s, {first[2]:,} rows")
         warm = [run_report(database_url) for _ in range(5)]
         steady = [f + q for f, q, _ in warm]
         log(f"report, nothing new: median {statistics.median(steady):.3f} s (runs: {[round(s, 3) for s in steady]})")
         add_events(url, 10_000)
-        delta = run_report(database_url)
-        log(f"report after 10,000 new events: fold {delta[0]:.3f} s, query {delta[1]:.3f} s")
+        live = [run_report(database_url) for _ in range(3)]
+        live_s = statistics.median([f + q for f, q, _ in live])
+        log(f"report with 10,000 events not folded yet (counted live): median {live_s:.3f} s")
+        delta = run_report(database_url, lag=timedelta(0))
+        log(f"folding those 10,000 events, then the report: fold {delta[0]:.3f} s, query {delta[1]:.3f} s")
         week = [run_report(database_url, since=date(2026, 12, 9), until=date(2026, 12, 15)) for _ in range(3)]
         week_s = statistics.median([f + q for f, q, _ in week])
         log(f"report for one week: median {week_s:.3f} s")
@@ -215,9 +219,10 @@ def main() -> None:
             f"{load['subscribers']:.0f} s / {load['deliveries']:.0f} s / {load['events']:.0f} s",
         ],
         ["load: indexes, VACUUM ANALYZE", f"{load['indexes']:.0f} s, {load['vacuum analyze']:.0f} s"],
-        [f"first report: fold {first[2]:,} events into the rollups (once)", f"{first[0]:.2f} s + {first[1]:.3f} s"],
-        ["**report, nothing new (median of 5)**", f"**{statistics.median(steady):.3f} s**"],
-        ["report after 10,000 new events (fold + query)", f"{delta[0]:.3f} s + {delta[1]:.3f} s"],
+        [f"first report: fold {first[2]:,} rows into the rollups (once, after the upgrade)", f"{first[0]:.1f} s"],
+        ["**report, nothing new (fold check + query, median of 5)**", f"**{statistics.median(steady):.3f} s**"],
+        ["report with 10,000 new events counted live (median of 3)", f"{live_s:.3f} s"],
+        ["fold those 10,000 events, then the report", f"{delta[0]:.3f} s + {delta[1]:.3f} s"],
         ["report for one week, --since/--until (median of 3)", f"{week_s:.3f} s"],
         ["`cadence report lower-back-pain --json`, whole process", f"{cli_s:.2f} s"],
     ]
@@ -227,10 +232,11 @@ def main() -> None:
             f"{int(load['rows subscribers']):,} subscribers, {int(load['rows deliveries']):,} deliveries "
             f"(6 steps × 6 segments), {int(load['rows events']):,} events, PostgreSQL.",
             table(["what", "time"], rows),
-            "Delivery counts are read live from `ix_deliveries_results` (index-only scan); opens, clicks, "
-            "bounces, complaints and unsubscribes come from rollups that each report brings up to date "
-            "(`src/cadence/db/results.py`). The one-time fold happens after upgrading a database that "
-            "already has events.",
+            "A report is rollup + live (`src/cadence/db/results.py`): deliveries in a final state and "
+            "events are folded into per-day rollups; rows newer than the fold bound (10 minutes, so no "
+            "transaction still in flight can hold a smaller id) and deliveries still queued are counted "
+            "live. Without the rollups the same report took 4.5 s (the live GROUP BY over 6,000,000 "
+            "deliveries and the events join, first version of this script on the same machine).",
             machine_markdown(info),
         ]
     )

@@ -6,14 +6,14 @@ from __future__ import annotations
 import json
 from datetime import date, timedelta
 from functools import partial
-from pathlib import Path
 
 import pytest
+from sqlalchemy import select, update
 
 from cadence.catalog import CampaignCatalog
 from cadence.config import load_settings
 from cadence.db.migrate import upgrade
-from cadence.db.models import Event
+from cadence.db.models import Delivery, Event
 from cadence.db.session import transaction
 from cadence.errors import InputError, NotFound
 from cadence.operations.results import OPENS_CAVEAT, ResultRow, campaign_results, catch_up
@@ -32,10 +32,13 @@ def test_the_report_counts_each_step_and_segment_once_per_delivery(database_url:
     upgrade(database_url)
     with transaction(database_url) as session:
         seed(session)
-    folded = catch_up(partial(transaction, database_url))
-    assert folded == 8
+    with transaction(database_url) as session:
+        live = campaign_results(session, CAMPAIGN, LBP, T0)  # nothing folded yet: all counted live
+    folded = catch_up(partial(transaction, database_url), lag=timedelta(0))
+    assert folded == 8 + 5  # events and deliveries
     with transaction(database_url) as session:
         report = campaign_results(session, CAMPAIGN, LBP, T0, folded=folded)
+    assert report.rows == live.rows and report.top_links == live.top_links
 
     trail = cell(report.rows, 1, "trail+no-race")
     assert (trail.sent, trail.delivered, trail.unique_opens, trail.open_rate) == (1, 1, 1, 1.0)  # two opens, one person
@@ -51,23 +54,51 @@ def test_the_report_counts_each_step_and_segment_once_per_delivery(database_url:
     assert report.failures == [(1, "550 5.7.1 <address>: rejected", 1)]
     assert report.opens_caveat == OPENS_CAVEAT and "Apple Mail Privacy Protection" in OPENS_CAVEAT
 
-    # Folding again reads nothing and changes nothing; a new event is counted once.
-    assert catch_up(partial(transaction, database_url)) == 0
+    # Folding again reads nothing and changes nothing; a new event is counted once, live and
+    # folded; a delivery still queued when folded is counted at its state until it is final.
+    assert catch_up(partial(transaction, database_url), lag=timedelta(0)) == 0
     with transaction(database_url) as session:
-        delivery_id = session.scalar(
-            Event.__table__.select().with_only_columns(Event.delivery_id).where(Event.kind == "hard_bounce")
+        bounced = session.scalar(select(Event.delivery_id).where(Event.kind == "hard_bounce"))
+        session.add(Event(subscriber_id=None, delivery_id=bounced, kind="open", data={}, created_at=T0))
+        ann = session.scalar(select(Delivery).where(Delivery.step_index == 1))
+        assert ann is not None
+        queued = Delivery(
+            enrollment_id=ann.enrollment_id,
+            subscriber_id=ann.subscriber_id,
+            campaign_id=CAMPAIGN,
+            step_id="x",
+            step_index=2,
+            segment_id="",
+            state="queued",
+            attempts=0,
+            due_at=T0,
+            not_before=T0,
+            message_id="",
+            content_hash="",
+            last_error="",
+            created_at=T0,
         )
-        session.add(Event(subscriber_id=None, delivery_id=delivery_id, kind="open", data={}, created_at=T0))
-    assert catch_up(partial(transaction, database_url)) == 1
+        session.add(queued)
+    for _ in range(2):
+        with transaction(database_url) as session:
+            again = campaign_results(session, CAMPAIGN, LBP, T0)
+        assert cell(again.rows, 1, "everyday+no-race").unique_opens == 1
+        assert cell(again.rows, 1, "trail+no-race") == trail
+        assert cell(again.rows, 3, "").queued == 1
+        assert catch_up(partial(transaction, database_url), lag=timedelta(0)) in (2, 0)
     with transaction(database_url) as session:
-        again = campaign_results(session, CAMPAIGN, LBP, T0)
-    assert cell(again.rows, 1, "everyday+no-race").unique_opens == 1
-    assert cell(again.rows, 1, "trail+no-race") == trail
+        session.execute(
+            update(Delivery).where(Delivery.step_index == 2).values(state="sent", sent_at=T0, segment_id="s")
+        )
+    catch_up(partial(transaction, database_url), lag=timedelta(0))
+    with transaction(database_url) as session:
+        final = campaign_results(session, CAMPAIGN, LBP, T0)
+    assert (cell(final.rows, 3, "s").sent, final.total.queued, final.total.sent) == (1, 0, 5)
 
     # A period: the 9 December click only; sends of 7 December are outside it.
     with transaction(database_url) as session:
         later = campaign_results(session, CAMPAIGN, LBP, T0, since=date(2026, 12, 9), until=date(2026, 12, 9))
-    assert later.total.sent == 0 and later.top_links == [(LINK_B, 1)]
+    assert later.total.sent == 0 and later.total.failed == 0 and later.top_links == [(LINK_B, 1)]
     assert later.total.clicks == 1
     with transaction(database_url) as session, pytest.raises(InputError, match="--since must not be after"):
         campaign_results(session, CAMPAIGN, LBP, T0, since=date(2026, 12, 9), until=date(2026, 12, 8))
@@ -128,7 +159,7 @@ def test_the_results_index_and_rollups_are_in_the_schema(database_url: str) -> N
 
     upgrade(database_url)
     names = {ix["name"] for ix in inspect(engine_for(database_url)).get_indexes("deliveries")}
-    assert "ix_deliveries_results" in names
+    assert "ix_deliveries_failed" in names
     config = alembic_config()
     with engine_for(database_url).begin() as connection:
         config.attributes["connection"] = connection

@@ -148,16 +148,14 @@ class Delivery(Base):
             postgresql_where=text("state IN ('queued', 'sending') AND enqueued_at IS NOT NULL"),
             sqlite_where=text("state IN ('queued', 'sending') AND enqueued_at IS NOT NULL"),
         ),
-        # `cadence report`: counts per (step, segment, state) of one campaign come from this
-        # index alone (an index-only scan, no table pages), and the period filter reads the
-        # included times (migration 0007, bench/report_scale.py).
+        # `cadence report`: why deliveries failed, without reading the millions that were sent
+        # (the counts themselves come from rollups: db/results.py, migration 0007).
         Index(
-            "ix_deliveries_results",
+            "ix_deliveries_failed",
             "campaign_id",
             "step_index",
-            "segment_id",
-            "state",
-            postgresql_include=["sent_at", "due_at"],
+            postgresql_where=text("state = 'failed'"),
+            sqlite_where=text("state = 'failed'"),
         ),
         {"sqlite_autoincrement": True},  # web-view and unsubscribe links carry delivery ids
     )
@@ -320,10 +318,11 @@ class ApiToken(Base):
 
 
 class ResultRollup(Base):
-    """Campaign results folded from the events table, per step, segment and day (UTC): how
-    `cadence report` stays under a second with millions of events (db/results.py). ``metric``:
-    ``open``, ``click`` (unique per delivery), ``clicks`` (every click), ``unsubscribe``,
-    ``hard_bounce``, ``soft_bounce``, ``complaint`` (unique per delivery)."""
+    """Campaign results folded from the ledger and the events, per step, segment and day (UTC):
+    how `cadence report` stays under a second with millions of rows (db/results.py). ``metric``:
+    ``sent``, ``failed``, ``skipped`` (deliveries, by the day sent or due), ``open``, ``click``
+    (unique per delivery), ``clicks`` (every click), ``unsubscribe``, ``hard_bounce``,
+    ``soft_bounce``, ``complaint`` (unique per delivery)."""
 
     __tablename__ = "result_rollups"
 
@@ -348,10 +347,22 @@ class LinkRollup(Base):
 
 
 class RollupWatermark(Base):
-    """The last event id folded into the rollups: events are append-only, so the next fold
-    reads only newer rows (db/results.py says why no event can be skipped)."""
+    """How far a table (``events``, ``deliveries``) is folded into the rollups: every row with
+    an id up to ``last_id``. ``candidate_id`` (the largest id at ``candidate_at``, database
+    time) becomes the next bound once it is old enough: db/results.py says why."""
 
     __tablename__ = "rollup_watermarks"
 
     name: Mapped[str] = mapped_column(String(40), primary_key=True)
     last_id: Mapped[int] = mapped_column(BigInteger, default=0)
+    candidate_id: Mapped[int] = mapped_column(BigInteger, default=0)
+    candidate_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class RollupPending(Base):
+    """Deliveries at or below the ``deliveries`` watermark that were still queued or sending
+    when folded: counted live until they are sent, failed or skipped, then folded."""
+
+    __tablename__ = "rollup_pending"
+
+    delivery_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)

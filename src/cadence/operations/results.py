@@ -94,13 +94,12 @@ def _rate(part: int, whole: int) -> float | None:
     return round(part / whole, 4) if whole else None
 
 
-def catch_up(sessions: Callable[[], AbstractContextManager[Session]]) -> int:
-    """Fold the events that arrived since the last report into the rollups (two short
-    transactions, see cadence.db.results). `sessions` opens a transaction. Returns the events read."""
+def catch_up(sessions: Callable[[], AbstractContextManager[Session]], *, lag: timedelta = sql.DEFAULT_LAG) -> int:
+    """Fold what arrived since the last report into the rollups (cadence.db.results), in a
+    transaction of its own (`sessions` opens one). Returns the rows read. The report is exact
+    without it; folding keeps it fast."""
     with sessions() as session:
-        upto = sql.safe_event_bound(session)
-    with sessions() as session:
-        return sql.fold_events(session, upto)
+        return sql.fold(session, lag=lag)
 
 
 def campaign_results(
@@ -114,24 +113,31 @@ def campaign_results(
     folded: int = 0,
 ) -> ResultsReport:
     """The report of `campaign_id` (`campaign`: its definition, for step names and segment
-    order; None when the file is gone but deliveries remain). `since`/`until`: days, inclusive.
-    Run :func:`catch_up` first for up-to-date opens and clicks."""
+    order; None when the file is gone but deliveries remain). `since`/`until`: days, inclusive
+    (UTC). Call it first in a fresh transaction: it reads as of one instant."""
+    sql.snapshot(session)
     if since is not None and until is not None and since > until:
         raise InputError("--since must not be after --until")
     if campaign is None and not sql.campaign_has_deliveries(session, campaign_id):
         raise NotFound(f"no campaign {campaign_id!r}")
     start = datetime.combine(since, time(), UTC) if since else None
     end = datetime.combine(until + timedelta(days=1), time(), UTC) if until else None
-    states: Counter[tuple[int, str, str]] = Counter()
-    for step, segment, state, n in sql.delivery_counts(session, campaign_id, start, end):
-        states[(step, segment, "queued" if state == "sending" else state)] += n
-    metrics: Counter[tuple[int, str, str]] = Counter()
     since_day = since.isoformat() if since else None
     until_day = until.isoformat() if until else None
+    counts: Counter[tuple[int, str, str]] = Counter()
     for step, segment, metric, n in sql.rollup_counts(session, campaign_id, since_day, until_day):
-        metrics[(step, segment, metric)] += n
-    cells = sorted({(s, g) for s, g, _ in states} | {(s, g) for s, g, _ in metrics}, key=_order(campaign))
-    rows = [_row(campaign, step, segment, states, metrics) for step, segment in cells]
+        counts[(step, segment, metric)] += n
+    for step, segment, state, n in sql.live_delivery_counts(session, campaign_id, start, end):
+        counts[(step, segment, "queued" if state == "sending" else state)] += n
+    live_events, live_links = sql.live_event_counts(session, campaign_id, start, end)
+    for step, segment, metric, n in live_events:
+        counts[(step, segment, metric)] += n
+    cells = sorted({(s, g) for s, g, _ in counts}, key=_order(campaign))
+    rows = [_row(campaign, step, segment, counts) for step, segment in cells]
+    clicks: Counter[int] = Counter(dict(sql.link_counts(session, campaign_id, since_day, until_day)))
+    clicks.update(dict(live_links))
+    top = clicks.most_common(TOP_LINKS)
+    urls = sql.link_urls(session, [link for link, _ in top])
     failures = Counter[tuple[int, str]]()
     for step, error, n in sql.failure_reasons(session, campaign_id):
         failures[(step + 1, reason_label(error))] += n
@@ -142,7 +148,7 @@ def campaign_results(
         until=until_day,
         rows=rows,
         total=_total(rows),
-        top_links=sql.top_links(session, campaign_id, since_day, until_day, TOP_LINKS),
+        top_links=sorted(((urls.get(link, f"link {link}"), n) for link, n in top), key=lambda x: (-x[1], x[0])),
         failures=sorted(((s, r, n) for (s, r), n in failures.items()), key=lambda x: (x[0], -x[2])),
         folded_events=folded,
         generated_at=now.isoformat(),
@@ -154,17 +160,11 @@ def _order(campaign: Campaign | None) -> Callable[[tuple[int, str]], tuple[int, 
     return lambda cell: (cell[0], positions.get(cell[1], len(positions)), cell[1])
 
 
-def _row(
-    campaign: Campaign | None,
-    step: int,
-    segment: str,
-    states: Counter[tuple[int, str, str]],
-    metrics: Counter[tuple[int, str, str]],
-) -> ResultRow:
+def _row(campaign: Campaign | None, step: int, segment: str, counts: Counter[tuple[int, str, str]]) -> ResultRow:
     def m(name: str) -> int:
-        return metrics[(step, segment, name)]
+        return counts[(step, segment, name)]
 
-    sent = states[(step, segment, "sent")]
+    sent = m("sent")
     delivered = max(sent - m("hard_bounce") - m("soft_bounce"), 0)
     step_id = campaign.steps[step].id if campaign and step < len(campaign.steps) else f"step {step + 1}"
     return ResultRow(
@@ -173,9 +173,9 @@ def _row(
         segment=segment,
         sent=sent,
         delivered=delivered,
-        failed=states[(step, segment, "failed")],
-        queued=states[(step, segment, "queued")],
-        skipped=states[(step, segment, "skipped")],
+        failed=m("failed"),
+        queued=m("queued"),
+        skipped=m("skipped"),
         unique_opens=m("open"),
         open_rate=_rate(m("open"), delivered),
         unique_clicks=m("click"),

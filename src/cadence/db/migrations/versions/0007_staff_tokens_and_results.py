@@ -5,10 +5,10 @@ Revises: 0004
 Create Date: 2026-12-06 10:10:00
 
 Issue 13 (items 6 and 9): ``api_tokens`` holds the staff API's tokens as SHA-256 digests only;
-``result_rollups``, ``link_rollups`` and ``rollup_watermarks`` hold campaign results folded from
-the append-only events table; ``ix_deliveries_results`` lets the per-step × segment counts come
-from an index-only scan and ``ix_events_delivery_kind`` finds "the first open of a delivery"
-without a DISTINCT. Measured in bench/report_scale.py (docs/performance.md).
+``result_rollups``, ``link_rollups``, ``rollup_watermarks`` and ``rollup_pending`` hold campaign
+results folded from the ledger and the events (db/results.py); ``ix_deliveries_failed`` finds
+why deliveries failed without reading the sent ones, and ``ix_events_delivery_kind`` finds
+"the first open of a delivery" without a DISTINCT. Measured in bench/report_scale.py (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -62,20 +62,29 @@ def upgrade() -> None:
         "rollup_watermarks",
         sa.Column("name", sa.String(length=40), nullable=False),
         sa.Column("last_id", sa.BigInteger(), nullable=False),
+        sa.Column("candidate_id", sa.BigInteger(), nullable=False),
+        sa.Column("candidate_at", sa.DateTime(), nullable=True),
         sa.PrimaryKeyConstraint("name", name="pk_rollup_watermarks"),
     )
+    op.create_table(
+        "rollup_pending",
+        sa.Column("delivery_id", sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint("delivery_id", name="pk_rollup_pending"),
+    )
     op.create_index(
-        "ix_deliveries_results",
+        "ix_deliveries_failed",
         "deliveries",
-        ["campaign_id", "step_index", "segment_id", "state"],
-        postgresql_include=["sent_at", "due_at"],
+        ["campaign_id", "step_index"],
+        postgresql_where=sa.text("state = 'failed'"),
+        sqlite_where=sa.text("state = 'failed'"),
     )
     op.create_index("ix_events_delivery_kind", "events", ["delivery_id", "kind", "id"])
 
 
 def downgrade() -> None:
     op.drop_index("ix_events_delivery_kind", table_name="events")
-    op.drop_index("ix_deliveries_results", table_name="deliveries")
+    op.drop_index("ix_deliveries_failed", table_name="deliveries")
+    op.drop_table("rollup_pending")
     op.drop_table("rollup_watermarks")
     op.drop_table("link_rollups")
     op.drop_table("result_rollups")
