@@ -27,6 +27,7 @@ import argparse
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from datetime import timedelta
 from functools import partial
@@ -200,7 +201,7 @@ def main() -> None:
         week = [run_report(database_url, since=date(2026, 12, 9), until=date(2026, 12, 15)) for _ in range(3)]
         week_s = statistics.median([f + q for f, q, _ in week])
         log(f"report for one week: median {week_s:.3f} s")
-        env = cadence_env(ROOT / ".bench-report", CADENCE_DATABASE_URL=database_url)
+        env = cadence_env(Path(tempfile.mkdtemp(prefix="cadence-report-")), CADENCE_DATABASE_URL=database_url)
         started = time.perf_counter()
         ran = subprocess.run(
             [str(Path(sys.executable).with_name("cadence")), "report", CAMPAIGN_ID, "--json"],

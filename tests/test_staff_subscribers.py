@@ -15,7 +15,7 @@ from sqlalchemy import select
 from cadence.catalog import CampaignCatalog
 from cadence.config import load_settings, os_user
 from cadence.db.migrate import upgrade
-from cadence.db.models import AuditEntry, Enrollment, Subscriber
+from cadence.db.models import AuditEntry, Enrollment
 from cadence.db.session import transaction
 from cadence.errors import InputError, NotFound
 from cadence.operations import subscriber_tools as tools
@@ -87,7 +87,7 @@ def test_search_export_tag_suppress_and_erase_as_operations(database_url: str) -
             session, emails=["BOB@example.com"], today=TODAY, add=["road-runner"], remove=["vip"], actor="test", now=T0
         )
         assert (again.added, again.removed) == (0, 0)
-        with pytest.raises(NotFound, match="no subscriber 'nobody@example.com'"):
+        with pytest.raises(NotFound, match=r"no subscriber 'nobody@example\.com'"):
             tools.tag_subscribers(
                 session, emails=["bob@example.com", "nobody@example.com"], today=TODAY, add=["x"], actor="test", now=T0
             )
@@ -154,7 +154,7 @@ def test_show_gives_the_profile_enrollments_and_timeline(env: dict[str, str]) ->
         ("open", (T0 + timedelta(hours=1)).isoformat()),
         ("open", (T0 + timedelta(hours=2)).isoformat()),
     ]
-    assert [t["detail"] for t in profile["timeline"] if t["what"] == "click"][0] == LINK_A
+    assert next(t["detail"] for t in profile["timeline"] if t["what"] == "click") == LINK_A
 
     table = cadence(env, "subscribers", "show", "bob@example.com")
     assert table.status == 0 and "hard_bounce" in table.out and "550 5.1.1 no such user" in table.out
