@@ -36,6 +36,7 @@ def report(
     campaign: Annotated[str, typer.Argument(help="The campaign's name, e.g. lower-back-pain")],
     since: Annotated[str | None, typer.Option("--since", help="From this day, YYYY-MM-DD (UTC)")] = None,
     until: Annotated[str | None, typer.Option("--until", help="Up to and including this day, YYYY-MM-DD")] = None,
+    reasons: Annotated[bool, typer.Option("--reasons", help="Also why emails failed (slower on a big list)")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON")] = False,
 ) -> None:
     """Results per email and segment: sent, delivered, failed, opens, clicks, unsubscribes,
@@ -57,7 +58,14 @@ def report(
     folded = catch_up(partial(transaction, settings.database_url))
     with transaction(settings.database_url) as session:
         result = campaign_results(
-            session, campaign, definition, settings.clock().now(), since=first, until=last, folded=folded
+            session,
+            campaign,
+            definition,
+            settings.clock().now(),
+            since=first,
+            until=last,
+            folded=folded,
+            reasons=reasons,
         )
     if as_json:
         typer.echo(json.dumps(result.document(), indent=2))

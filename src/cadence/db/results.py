@@ -32,7 +32,7 @@ from collections import Counter
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, delete, exists, func, or_, select
+from sqlalchemy import ColumnElement, and_, delete, exists, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, aliased
 
@@ -98,10 +98,10 @@ def fold(session: Session, *, lag: timedelta = DEFAULT_LAG) -> int:
         read += int(session.scalar(select(func.count()).where(Event.id > start, Event.id <= upto)) or 0)
     max_delivery = int(session.scalar(select(func.coalesce(func.max(Delivery.id), 0))) or 0)
     start, upto = _bound(session, "deliveries", max_delivery, lag)
-    pending = select(RollupPending.delivery_id)
-    # Pending rows that reached a final state (or were erased) leave the pending list.
-    done = and_(Delivery.id.in_(pending), Delivery.state.in_(FINAL))
-    _add(session, _delivery_rollup(session, done), [])
+    # Pending rows that reached a final state (or were erased) leave the pending list. The
+    # query starts from the (small) pending table: an IN (subquery) could make the planner scan
+    # the whole ledger.
+    _add(session, _delivery_rollup(session, Delivery.state.in_(FINAL), pending_only=True), [])
     session.execute(
         delete(RollupPending).where(
             ~exists().where(Delivery.id == RollupPending.delivery_id, Delivery.state.not_in(FINAL))
@@ -119,13 +119,14 @@ def fold(session: Session, *, lag: timedelta = DEFAULT_LAG) -> int:
     return read
 
 
-def _delivery_rollup(session: Session, where: ColumnElement[bool]) -> Counter[Key]:
+def _delivery_rollup(session: Session, where: ColumnElement[bool], *, pending_only: bool = False) -> Counter[Key]:
     day = _day(session, func.coalesce(Delivery.sent_at, Delivery.due_at))
     group = (Delivery.campaign_id, Delivery.step_index, Delivery.segment_id, day, Delivery.state)
     counts: Counter[Key] = Counter()
-    for campaign, step, segment, on_day, state, n in session.execute(
-        select(*group, func.count()).where(where).group_by(*group)
-    ):
+    query = select(*group, func.count())
+    if pending_only:
+        query = query.select_from(RollupPending).join(Delivery, Delivery.id == RollupPending.delivery_id)
+    for campaign, step, segment, on_day, state, n in session.execute(query.where(where).group_by(*group)):
         counts[(campaign, step, segment, on_day, state)] += n
     return counts
 
@@ -218,18 +219,27 @@ def live_delivery_counts(
     session: Session, campaign_id: str, since: datetime | None, until: datetime | None
 ) -> list[tuple[int, str, str, int]]:
     """``(step index, segment id, state, count)`` of the deliveries not in the rollup: above
-    the watermark, or pending. With a period, those sent in it (or due in it, if unsent)."""
-    above = Delivery.id > watermark(session, "deliveries")
-    query = select(Delivery.step_index, Delivery.segment_id, Delivery.state, func.count()).where(
-        Delivery.campaign_id == campaign_id, or_(above, Delivery.id.in_(select(RollupPending.delivery_id)))
-    )
+    the watermark (a primary-key range), and pending (a join from the small pending table).
+    With a period, those sent in it (or due in it, if unsent)."""
     when = func.coalesce(Delivery.sent_at, Delivery.due_at)
+    period = [Delivery.campaign_id == campaign_id]
     if since is not None:
-        query = query.where(when >= since)
+        period.append(when >= since)
     if until is not None:
-        query = query.where(when < until)
-    query = query.group_by(Delivery.step_index, Delivery.segment_id, Delivery.state)
-    return [(int(s), str(g), str(st), int(n)) for s, g, st, n in session.execute(query)]
+        period.append(when < until)
+    columns = (Delivery.step_index, Delivery.segment_id, Delivery.state)
+    counts: Counter[tuple[int, str, str]] = Counter()
+    above = select(*columns, func.count()).where(Delivery.id > watermark(session, "deliveries"), *period)
+    pending = (
+        select(*columns, func.count())
+        .select_from(RollupPending)
+        .join(Delivery, Delivery.id == RollupPending.delivery_id)
+        .where(*period)
+    )
+    for query in (above, pending):
+        for step, segment, state, n in session.execute(query.group_by(*columns)):
+            counts[(int(step), str(segment), str(state))] += int(n)
+    return [(s, g, st, n) for (s, g, st), n in counts.items()]
 
 
 def live_event_counts(

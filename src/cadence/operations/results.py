@@ -111,10 +111,12 @@ def campaign_results(
     since: date | None = None,
     until: date | None = None,
     folded: int = 0,
+    reasons: bool = False,
 ) -> ResultsReport:
     """The report of `campaign_id` (`campaign`: its definition, for step names and segment
     order; None when the file is gone but deliveries remain). `since`/`until`: days, inclusive
-    (UTC). Call it first in a fresh transaction: it reads as of one instant."""
+    (UTC). `reasons`: also why deliveries failed (reads every failed row: slower on a big
+    list). Call it first in a fresh transaction: it reads as of one instant."""
     sql.snapshot(session)
     if since is not None and until is not None and since > until:
         raise InputError("--since must not be after --until")
@@ -139,7 +141,7 @@ def campaign_results(
     top = clicks.most_common(TOP_LINKS)
     urls = sql.link_urls(session, [link for link, _ in top])
     failures = Counter[tuple[int, str]]()
-    for step, error, n in sql.failure_reasons(session, campaign_id):
+    for step, error, n in sql.failure_reasons(session, campaign_id) if reasons else ():
         failures[(step + 1, reason_label(error))] += n
     return ResultsReport(
         campaign=campaign_id,

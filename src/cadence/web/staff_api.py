@@ -39,9 +39,11 @@ class ErrorOut(BaseModel):
 
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorOut, "description": "The body is not JSON."},
     401: {"model": ErrorOut, "description": "No token, or not a valid one."},
     403: {"model": ErrorOut, "description": "The token's scope does not allow this."},
     404: {"model": ErrorOut, "description": "No such subscriber or campaign."},
+    413: {"model": ErrorOut, "description": "The body is too large."},
     429: {"model": ErrorOut, "description": "Too many requests."},
 }
 router = APIRouter(prefix="/api/staff", tags=["staff"], responses=_ERRORS)
@@ -269,6 +271,7 @@ def report(
     state: State,
     since: date | None = None,
     until: date | None = None,
+    reasons: bool = False,
 ) -> dict[str, Any]:
     """Results per step × segment: sent, delivered, failed, unique opens (inflated by mail
     privacy proxies) and clicks with rates, unsubscribes, bounces, complaints, top links."""
@@ -282,7 +285,7 @@ def report(
         folded = results.catch_up(state.session)
         with state.session() as session:
             found = results.campaign_results(
-                session, campaign, definition, state.now(), since=since, until=until, folded=folded
+                session, campaign, definition, state.now(), since=since, until=until, folded=folded, reasons=reasons
             )
     except NotFound as exc:
         raise _not_found(exc) from None
