@@ -19,6 +19,7 @@ from cadence.db.models import AuditEntry, Enrollment
 from cadence.db.session import transaction
 from cadence.errors import InputError, NotFound
 from cadence.operations import subscriber_tools as tools
+from cadence.operations.subscriber_export import export_subscribers
 from cadence.operations.subscriber_tools import SegmentFilter, SubscriberFilter
 from tests.support.cluster import ROOT, cadence_env
 from tests.support.keys import TEST_KEYS
@@ -64,14 +65,14 @@ def test_search_export_tag_suppress_and_erase_as_operations(database_url: str) -
             tools.check_statuses(["gone"])
 
         out = io.StringIO()
-        count = tools.export_subscribers(
+        count = export_subscribers(
             session, SubscriberFilter(statuses=("active",)), TODAY, out, fmt="csv", actor="test", now=T0
         )
         rows = list(csv.DictReader(io.StringIO(out.getvalue())))
         assert count == 2 and [r["email"] for r in rows] == ["Ann@Example.com", "cy@example.com"]
         assert rows[0]["tags"] == "vip" and rows[0]["terrain"] == "trails" and rows[1]["terrain"] == ""
         lines = io.StringIO()
-        tools.export_subscribers(session, SubscriberFilter(), TODAY, lines, fmt="json", actor="test", now=T0)
+        export_subscribers(session, SubscriberFilter(), TODAY, lines, fmt="json", actor="test", now=T0)
         assert [json.loads(line)["email"] for line in lines.getvalue().splitlines()][-1] == "dee@example.org"
 
         change = tools.tag_subscribers(

@@ -212,7 +212,7 @@ def export(
     fmt: Annotated[str, typer.Option("--format", help="csv (for spreadsheets) or json (one person per line)")] = "csv",
 ) -> None:
     """Export subscribers (everyone, or those the filters find) as CSV or JSON lines."""
-    from cadence.operations.subscriber_tools import export_subscribers
+    from cadence.operations.subscriber_export import export_subscribers
 
     if fmt not in ("csv", "json"):
         raise UsageError(f"--format: {fmt!r} is not csv or json")

@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from cadence.catalog import CampaignCatalog
 from cadence.core.campaign import Campaign
 from cadence.errors import CampaignError, InputError, NotFound
-from cadence.operations import results, staff_access, subscriber_tools
+from cadence.operations import results, staff_access, subscriber_export, subscriber_tools
 from cadence.operations.staff_access import TokenInfo
 from cadence.web.ratelimit import Limit, RateLimited
 from cadence.web.security import client_ip, rate_limit_key
@@ -142,7 +142,7 @@ def export(
     spool = tempfile.SpooledTemporaryFile(max_size=1 << 20, mode="w+", encoding="utf-8", newline="")  # noqa: SIM115
     try:
         with state.session() as session:
-            subscriber_tools.export_subscribers(
+            subscriber_export.export_subscribers(
                 session,
                 filters.wanted(),
                 state.now().date(),
