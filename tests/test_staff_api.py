@@ -90,6 +90,8 @@ def test_search_show_tag_export_and_report(web: WebServer, tokens: dict[str, str
     assert found.status_code == 200 and [s["email"] for s in found.json()["subscribers"]] == ["Ann@Example.com"]
     profile = call(web, "GET", "/api/staff/subscribers/ann@example.com", tokens["read"]).json()
     assert profile["tags"] == ["vip"] and {"sent", "open", "click"} <= {t["what"] for t in profile["timeline"]}
+    viewed = call(web, "GET", f"/api/staff/audit?limit=1&target=subscriber:{profile['id']}", tokens["read"]).json()
+    assert [(e["actor"], e["action"]) for e in viewed] == [("token:read-bot", "subscriber.view")]  # who looked
     tagged = call(
         web,
         "POST",

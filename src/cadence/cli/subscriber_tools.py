@@ -173,7 +173,12 @@ def show(
                 return None
 
         profile = subscriber_profile(
-            session, email, keys=SuppressionKeys.from_settings(settings), campaign_named=campaign_named
+            session,
+            email,
+            keys=SuppressionKeys.from_settings(settings),
+            campaign_named=campaign_named,
+            actor=actor(),
+            now=settings.clock().now(),
         )
     if as_json:
         _print_json(asdict(profile))

@@ -191,10 +191,18 @@ def find(session: Session, email: str) -> Subscriber:
 
 
 def subscriber_profile(
-    session: Session, email: str, *, keys: SuppressionKeys, campaign_named: Callable[[str], Campaign | None]
+    session: Session,
+    email: str,
+    *,
+    keys: SuppressionKeys,
+    campaign_named: Callable[[str], Campaign | None],
+    actor: str,
+    now: datetime,
 ) -> SubscriberProfile:
-    """Everything staff need to answer "what did this person get, and when?"."""
+    """Everything staff need to answer "what did this person get, and when?". Looking at a
+    person's data is recorded in the audit log too (GDPR Art. 30: who accessed what)."""
     s = find(session, email)
+    record_audit(session, actor=actor, action="subscriber.view", target=f"subscriber:{s.id}", now=now)
     deliveries = sql.deliveries_of(session, s.id)
     step_names = {d.id: (d.campaign_id, d.step_id) for d in deliveries}
     timeline: list[tuple[datetime, int, TimelineEntry]] = []

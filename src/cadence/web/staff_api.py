@@ -180,7 +180,12 @@ def show(email: str, token: Reader, state: State) -> dict[str, Any]:
     try:
         with state.session() as session:
             profile = subscriber_tools.subscriber_profile(
-                session, email, keys=state.suppression_keys, campaign_named=campaign_named
+                session,
+                email,
+                keys=state.suppression_keys,
+                campaign_named=campaign_named,
+                actor=token.actor,
+                now=state.now(),
             )
     except NotFound as exc:
         raise _not_found(exc) from None
