@@ -20,6 +20,7 @@ from typing import Annotated, Any, Literal, TextIO, cast
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import StreamingResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
 from cadence.catalog import CampaignCatalog
@@ -57,15 +58,20 @@ def _unauthorised(state: WebState, request: Request, detail: str) -> HTTPExcepti
     return HTTPException(401, detail, headers={"WWW-Authenticate": 'Bearer realm="cadence staff"'})
 
 
+# Declares the scheme in /openapi.json; the checks are ours (auto_error=False: our 401 body).
+_bearer = HTTPBearer(auto_error=False, scheme_name="staff token", description="cadence tokens add NAME --scope ...")
+
+
 def needs(scope: Literal["read", "write", "admin"]) -> Callable[..., TokenInfo]:
     """A dependency: the caller's token, if it is valid and its scope allows `scope`."""
 
-    def dependency(request: Request, state: State) -> TokenInfo:
-        scheme, _, presented = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not presented.strip():
+    def dependency(
+        request: Request, state: State, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+    ) -> TokenInfo:
+        if credentials is None or not credentials.credentials.strip():
             raise _unauthorised(state, request, "send Authorization: Bearer <token> (cadence tokens add)")
         with state.session() as session:
-            token = staff_access.authenticate(session, presented.strip(), state.now())
+            token = staff_access.authenticate(session, credentials.credentials.strip(), state.now())
         if token is None:
             raise _unauthorised(state, request, "this token is not valid (revoked, or never made)")
         wait = state.limiter.hit(f"staff-token:{token.id}", Limit(state.settings.staff_api_per_minute, 60))
