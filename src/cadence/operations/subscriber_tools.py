@@ -200,7 +200,7 @@ def subscriber_profile(
     now: datetime,
 ) -> SubscriberProfile:
     """Everything staff need to answer "what did this person get, and when?". Looking at a
-    person's data is recorded in the audit log too (GDPR Art. 30: who accessed what)."""
+    person's data is recorded in the audit log too (accountability, GDPR Art. 5(2))."""
     s = find(session, email)
     record_audit(session, actor=actor, action="subscriber.view", target=f"subscriber:{s.id}", now=now)
     deliveries = sql.deliveries_of(session, s.id)
