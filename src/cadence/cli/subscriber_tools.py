@@ -249,7 +249,7 @@ def erase_command(
     """Erase a subscriber and everything about them, as their own erase link does (GDPR). The
     address stays blocked so no import brings it back; only their own signup lifts it."""
     from cadence.config import get_settings
-    from cadence.operations.subscriber_tools import erase_subscriber, forget_old_pages
+    from cadence.operations.subscriber_tools import after_erase, erase_subscriber
     from cadence.suppression_keys import SuppressionKeys
 
     if not yes:
@@ -258,7 +258,7 @@ def erase_command(
         erased = erase_subscriber(
             session, email, keys=SuppressionKeys.from_settings(settings), actor=actor(), now=settings.clock().now()
         )
-    forget_old_pages(get_settings().database_url)
+    after_erase(get_settings().database_url)
     console.print(f"[green]erased[/green] subscriber {erased}; the address stays blocked")
 
 

@@ -27,14 +27,13 @@ from cadence.subscribers import email_key, end_enrollments, find_suppression, no
 from cadence.suppression_keys import PLAIN, SuppressionKeys, plain_hash
 
 # moves to cadence.operations.privacy (issue 12)
-from cadence.web.account import erase, export_data, forget_old_pages
+from cadence.web.account import erase, forget_old_pages
 
 STATUSES = ("pending", "active", "unsubscribed", "bounced", "complained")
 STAFF_REASON = "staff"  # the reason of a suppression a person on the staff added
 _TAG = re.compile(r"^[a-z0-9][a-z0-9._:-]{0,99}$")
 MAX_PAGE = 500
 
-__all__ = ["export_data", "forget_old_pages"]  # re-exported for the doors until the move lands
 
 
 @dataclass(frozen=True)
@@ -267,12 +266,18 @@ def subscriber_profile(
 def erase_subscriber(session: Session, email: str, *, keys: SuppressionKeys, actor: str, now: datetime) -> int:
     """Erase the subscriber exactly as their own erase link does (GDPR Art. 17): the row and
     everything about them go, a keyed suppression stays so no import brings them back. The
-    caller runs :func:`forget_old_pages` after the commit. Returns the erased id."""
+    caller runs :func:`after_erase` after the commit. Returns the erased id."""
     subscriber = find(session, email)
     subscriber_id = subscriber.id
     erase(session, subscriber, now, keys)
     record_audit(session, actor=actor, action="subscriber.erase", target=f"subscriber:{subscriber_id}", now=now)
     return subscriber_id
+
+
+def after_erase(database_url: str) -> None:
+    """After the erase committed: on SQLite, fold the write-ahead log back so the deleted rows'
+    old pages (with the address) do not linger in ``-wal`` (cadence.web.account)."""
+    forget_old_pages(database_url)
 
 
 @dataclass(frozen=True)

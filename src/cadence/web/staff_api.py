@@ -271,7 +271,7 @@ def erase(email: str, token: Admin, state: State) -> dict[str, Any]:
             )
     except NotFound as exc:
         raise _not_found(exc) from None
-    subscriber_tools.forget_old_pages(state.settings.database_url)
+    subscriber_tools.after_erase(state.settings.database_url)
     return {"status": "erased", "id": erased}
 
 
