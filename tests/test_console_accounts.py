@@ -94,7 +94,7 @@ def test_migration_0008_goes_down_and_up(database_url: str) -> None:
     config = alembic_config()
     with engine_for(database_url).begin() as connection:
         config.attributes["connection"] = connection
-        command.downgrade(config, "0004")
+        command.downgrade(config, "0007")
     assert not {"staff_users", "staff_sessions"} & set(sa.inspect(engine_for(database_url)).get_table_names())
     upgrade(database_url)
     assert {"staff_users", "staff_sessions"} <= set(sa.inspect(engine_for(database_url)).get_table_names())

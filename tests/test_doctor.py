@@ -203,3 +203,21 @@ def test_a_dkim_domain_that_does_not_align_with_the_from_domain_is_warned_about(
     alignment = checks[f"DKIM alignment {DOMAIN}"]
     assert alignment.startswith("WARN") and "d=esp.example does not align" in alignment
     assert f"fix: sign with CADENCE_DKIM_DOMAIN={DOMAIN}" in output
+
+
+def test_the_outbox_is_named_as_such_and_a_local_web_not_running_is_only_a_warning(tmp_path: Path) -> None:
+    env = cadence_env(
+        tmp_path / "data",
+        CADENCE_EMAIL_URL="outbox://",
+        CADENCE_BASE_URL=f"http://127.0.0.1:{free_port()}",  # local, and `cadence web` not started
+        CADENCE_SECRET_KEY=SECRET,
+    )
+    upgrade(load_settings(env).database_url)
+    status, checks, output = doctor(env)
+    assert "SMTP relay" not in checks, output  # nothing is relayed: no "PASS SMTP relay"
+    assert checks["outbox"] == f"PASS outbox: emails are written to {tmp_path / 'data' / 'outbox'}, not sent " + (
+        "(set CADENCE_EMAIL_URL=smtp://... to send)"
+    )
+    assert checks["List-Unsubscribe"].startswith("WARN") and "cadence web is not running" in checks["List-Unsubscribe"]
+    assert "fix: start `cadence web`" in output
+    assert status == 0, output

@@ -97,12 +97,20 @@ def test_every_bad_byte_is_reported_by_line_and_column_in_one_pass(db: str, tmp_
     assert "people.csv: line 4: city: byte 0xFC at column 25 is not UTF-8" in message
     assert "people.csv: line 6: first_name: byte 0x80 at column 7 is not UTF-8" in message
     assert "3 of 4 rows have problems: nothing was imported" in message
-    assert [(r["line"], r["field"]) for r in report_rows(errors)] == [
-        ("3", "first_name"),
-        ("4", "first_name"),
-        ("4", "city"),
-        ("6", "first_name"),
+    # One row per rejected record, its own columns first (the bad bytes as readable letters, not
+    # U+FFFD), then the reasons: fix the rows there and import that file again.
+    rows = report_rows(errors)
+    assert [(r["email"], r["first_name"], r["city"]) for r in rows] == [
+        ("jose@example.com", "José", "Sevilla"),
+        ("ren@example.com", "Renée", "Brüssel"),
+        ("multi@example.com", "Two\nLines €", "x"),
     ]
+    assert rows[1]["error"].startswith(
+        "line 4: first_name: byte 0xE9 at column 20 is not UTF-8 (save the file as CSV UTF-8); "
+        "line 4: city: byte 0xFC at column 25 is not UTF-8"
+    )
+    assert "shown here as Windows-1252 letters" in rows[0]["error"]
+    assert "\ufffd" not in errors.read_text(encoding="utf-8-sig")
     assert people(db) == {}
 
 
@@ -145,16 +153,20 @@ def test_skip_invalid_loads_the_valid_rows_and_reports_every_bad_one(db: str, tm
     assert set(people(db)) == {"ok@example.com", "fine@example.com"}
     assert people(db)["ok@example.com"].first_name == "Ok"  # the first of the duplicates counts
     rows = report_rows(errors)
-    assert [(r["line"], r["field"]) for r in rows] == [
-        ("3", "email"),
-        ("4", "timezone"),
-        ("5", "email"),
-        ("6", ""),
-        ("7", "email"),
-    ]
-    assert rows[1]["reason"] == "'Mars/Base' is not an IANA time zone such as America/New_York"
-    assert rows[1]["row"] == "tz@example.com,T,Mars/Base,roads"
-    assert rows[2]["reason"] == "OK@example.com already on line 2"
+    assert list(rows[0]) == ["email", "first_name", "timezone", "terrain", "error"]  # the file's columns + error
+    assert [r["error"].split(":")[0] for r in rows] == ["line 3", "line 4", "line 5", "line 6", "line 7"]
+    assert rows[1] == {
+        "email": "tz@example.com", "first_name": "T", "timezone": "Mars/Base", "terrain": "roads",
+        "error": "line 4: timezone: 'Mars/Base' is not an IANA time zone such as America/New_York",
+    }
+    assert rows[2]["error"] == "line 5: email: OK@example.com already on line 2"
+    assert rows[3]["error"].endswith("(the extra fields were: surplus)")
+
+    # Fixed in the report and imported again: the error column is skipped, not an attribute.
+    fixed = errors.read_text(encoding="utf-8-sig").replace("Mars/Base", "Europe/Paris")
+    again = import_csv(db, write(tmp_path, fixed), NOW, keys=TEST_KEYS, skip_invalid=True)
+    assert again.created == 2  # tz@ and extra@ (its surplus field is named in the error, not kept)
+    assert people(db)["tz@example.com"].attributes == {"terrain": "roads"}
 
 
 def test_the_upsert_counts_created_updated_unchanged_and_names_suppressed_addresses(db: str, tmp_path: Path) -> None:

@@ -98,6 +98,8 @@ class Settings:
     # "auto" (the default) is "web" with the single-machine brokers (filesystem://, memory://) and
     # "worker" with Redis or AMQP. See send_transactional_in_web.
     transactional_send: str = "auto"
+    # Staff API (web/staff_api.py): requests per token per minute (CADENCE_STAFF_API_PER_MINUTE).
+    staff_api_per_minute: int = 120
     extra: Mapping[str, str] = field(default_factory=dict)
     # CADENCE_SENDER_FILE: the sender's details (name, postal address, phone, booking page) and
     # newsletter topics, one file for emails and pages alike (issue 12). None: campaigns/sender.yaml.
@@ -378,6 +380,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         admin_idle_minutes=_int(env, "CADENCE_ADMIN_IDLE_MINUTES", 30),
         admin_session_hours=_int(env, "CADENCE_ADMIN_SESSION_HOURS", 12),
         transactional_send=_choice(env, "CADENCE_TRANSACTIONAL_SEND", "auto", ("auto", "web", "worker")),
+        staff_api_per_minute=_int(env, "CADENCE_STAFF_API_PER_MINUTE", 120),
     )
 
 
@@ -394,6 +397,17 @@ def _ipv6_prefix(env: Mapping[str, str]) -> int:
 
 
 @lru_cache(maxsize=1)
+def os_user() -> str:
+    """The login name of the person running the command, for the audit log (``cli:<user>``).
+    getpass reads LOGNAME, USER... then the password database: the environment, so here."""
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # a container user with no passwd entry and no USER
+        return "unknown"
+
+
 def get_settings() -> Settings:
     """The process-wide settings, read once from the environment."""
     return load_settings()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import smtplib
 import ssl
+from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import requests
@@ -26,7 +27,7 @@ _LOCAL = {"localhost", "127.0.0.1", "::1"}
 def run_checks(settings: Settings) -> list[Check]:
     """Every check, in the order above."""
     checks = [check_secret_key(settings), check_base_url(settings), check_schema(settings), check_broker(settings)]
-    checks.append(check_smtp(settings.email_url))
+    checks.append(check_transport(settings))
     domains, problem = _sender_domains(settings)
     if problem is not None:
         checks.append(problem)
@@ -92,6 +93,23 @@ def check_base_url(settings: Settings) -> Check:
 def _smtp_host(email_url: str) -> str | None:
     parts = urlsplit(email_url)
     return parts.hostname if parts.scheme in ("smtp", "smtps") else None
+
+
+def check_transport(settings: Settings) -> Check:
+    """The way out: an SMTP relay is probed (:func:`check_smtp`); the outbox sends nothing, and
+    says where its files go, so nobody reads "PASS SMTP relay" and waits for emails that are
+    only written to a folder."""
+    parts = urlsplit(settings.email_url)
+    scheme = parts.scheme.lower()
+    if scheme == "outbox":
+        folder = Path(unquote(parts.path)) if parts.path not in ("", "/") else settings.outbox_dir
+        detail = f"emails are written to {folder}, not sent"
+        if settings.base_url.startswith("https://"):
+            return Check("outbox", "warn", detail, "set CADENCE_EMAIL_URL=smtp://... (or a provider) to send them")
+        return passed("outbox", f"{detail} (set CADENCE_EMAIL_URL=smtp://... to send)")
+    if scheme in ("postmark", "mailgun"):
+        return passed("email provider", f"sending through {scheme} (HTTP API)")
+    return check_smtp(settings.email_url)
 
 
 def check_smtp(email_url: str) -> Check:
@@ -174,6 +192,11 @@ def check_list_unsubscribe(settings: Settings) -> Check:
         why = f"HTTP {answer.status_code}"
     except requests.RequestException as exc:
         reachable, why = False, type(exc).__name__
+    if not reachable and (urlsplit(settings.base_url).hostname or "") in _LOCAL:
+        # A local setup where `cadence web` is simply not started (yet): nothing is broken,
+        # but links in emails sent now would not answer until it is.
+        fix = "start `cadence web` (in another terminal) before sending, so unsubscribe links answer"
+        return Check(name, "warn", f"{safe_url(url)} does not answer ({why}): cadence web is not running", fix)
     if not reachable:
         fix = "run `cadence web` where CADENCE_BASE_URL points (reverse proxy: docs/deploy.md)"
         return Check(name, "fail", f"{safe_url(url)} does not answer ({why}): unsubscribe links would be dead", fix)

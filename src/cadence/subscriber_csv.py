@@ -6,7 +6,9 @@ delimiter where the decimal separator is a comma; a UTF-8 byte order mark from E
 UTF-8"; and now and then a Latin-1 byte. So:
 
 - bytes are decoded line by line: every byte that is not UTF-8 is reported with its line and
-  column, all of them in one pass (the row holding it is rejected, nothing is guessed);
+  column, all of them in one pass (the row holding it is rejected, nothing is guessed); the
+  error report shows such a byte as the Windows-1252 letter it most likely was (:func:`readable`),
+  never as U+FFFD, so the marketer can check it and re-import the report;
 - the delimiter is sniffed from the header line (``,`` ``;`` or tab), a BOM is dropped;
 - header names are compared without case, spaces, hyphens or underscores, with aliases;
   every other column becomes an attribute (``Training for race`` → ``training_for_race``);
@@ -51,6 +53,10 @@ HEADER_ALIASES = {
     "tz": "timezone",
 }
 DELIMITERS = (",", ";", "\t")
+# The last column of our own error report (subscriber_import.py): skipped when the report is
+# imported again after the fixes, instead of becoming an attribute.
+ERROR_COLUMN = "error"
+IGNORED = "-"  # the meaning of a column read and dropped on purpose
 _UTF16_BOMS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
 
 
@@ -69,6 +75,7 @@ class Problem:
     field: str
     reason: str
     row: str = ""  # the record as read, to put in the error report
+    record: tuple[str, ...] = ()  # its fields, bad bytes as readable letters (see readable)
 
     def __str__(self) -> str:
         return f"line {self.line}: {self.field}: {self.reason}" if self.field else f"line {self.line}: {self.reason}"
@@ -78,6 +85,41 @@ class Problem:
 class CheckedRow:
     line: int
     subscriber: SubscriberInput
+    record: tuple[str, ...] = ()  # the fields as read, for the error report (a suppressed row)
+
+
+@dataclass(frozen=True)
+class Header:
+    """The header line as the file has it: the names, what each column means (email,
+    first_name, timezone, an attribute name, ``-`` for our error column, '' for no name) and the
+    delimiter; given to ``read_rows(on_header=...)``."""
+
+    names: tuple[str, ...]
+    fields: tuple[str, ...]
+    delimiter: str
+
+
+def _is_escaped(ch: str) -> bool:
+    return "\udc80" <= ch <= "\udcff"
+
+
+def readable(value: str) -> str:
+    """`value` with each byte that was not UTF-8 (kept as a surrogate escape) shown as the
+    Windows-1252 letter it most likely was (Excel's "CSV" on Windows writes that code page):
+    ``Jos\\xe9`` reads "José" in the error report, for a person to check."""
+    if not any(_is_escaped(ch) for ch in value):
+        return value
+    out = []
+    for ch in value:
+        if _is_escaped(ch):
+            byte = bytes([ord(ch) - 0xDC00])
+            try:
+                out.append(byte.decode("cp1252"))
+            except UnicodeDecodeError:  # 0x81, 0x8D, 0x8F, 0x90, 0x9D: no letter in cp1252
+                out.append(byte.decode("latin-1"))
+        else:
+            out.append(ch)
+    return "".join(out)
 
 
 class SeenAddresses:
@@ -131,8 +173,9 @@ class _BadByte:
 
 
 class _Lines:
-    """The file's lines as text, each decoded on its own: bad bytes become U+FFFD and are noted
-    with their line and column (1-based, in characters) for the record that holds them."""
+    """The file's lines as text, each decoded on its own: bad bytes become surrogate escapes
+    (U+DC80..U+DCFF, PEP 383) and are noted with their line and column (1-based, in characters)
+    for the record that holds them."""
 
     def __init__(self, raw_lines: Iterable[bytes], on_bytes: Callable[[int], None] | None) -> None:
         self._raw = iter(raw_lines)
@@ -166,7 +209,7 @@ class _Lines:
                 column = len(raw[:at].decode("utf-8", "replace")) + 1
                 self.bad.append(_BadByte(self.number, column, raw[at]))
                 start = start + exc.end
-        return raw.decode("utf-8", "replace")
+        return raw.decode("utf-8", "surrogateescape")
 
 
 @dataclass(frozen=True)
@@ -183,7 +226,10 @@ def _sniff_delimiter(header_line: str) -> str:
 def _read_header(names: list[str]) -> _Header:
     fields: list[str] = []
     meaning: dict[str, str] = {}
-    for name in names:
+    for number, name in enumerate(names, 1):
+        if number == len(names) > 1 and name.strip() == ERROR_COLUMN:
+            fields.append(IGNORED)  # our error report, imported again after the fixes
+            continue
         key = column_key(name)
         field = HEADER_ALIASES.get(key, key)
         if field and field in meaning:
@@ -200,7 +246,10 @@ def _read_header(names: list[str]) -> _Header:
 
 
 def read_rows(
-    raw_lines: Iterable[bytes], *, on_bytes: Callable[[int], None] | None = None
+    raw_lines: Iterable[bytes],
+    *,
+    on_bytes: Callable[[int], None] | None = None,
+    on_header: Callable[[Header], None] | None = None,
 ) -> Iterator[CheckedRow | list[Problem]]:
     """Each record of the file in order: a CheckedRow, or the list of its problems. A file that
     cannot be read as a subscriber CSV at all (no email column, UTF-16, a broken quote that
@@ -216,6 +265,8 @@ def read_rows(
         first_bad = lines.bad[0]
         raise InputError(f"line 1, column {first_bad.column}: byte 0x{first_bad.byte:02X} in the header is not UTF-8")
     header = _read_header(header_fields)
+    if on_header is not None:
+        on_header(Header(tuple(n.strip() for n in header_fields), header.fields, delimiter))
     reader = csv.reader(lines, delimiter=delimiter)
     seen = SeenAddresses()
     end_of_previous = 1
@@ -239,15 +290,17 @@ def _check(
 ) -> CheckedRow | list[Problem]:
     problems: list[Problem] = []
 
+    shown = tuple(readable(value) for value in record)
+
     def problem(field: str, reason: str, at: int = line) -> None:
-        problems.append(Problem(at, field, reason, _as_csv(record, delimiter)))
+        problems.append(Problem(at, field, reason, _as_csv(list(shown), delimiter), shown))
 
     if bad:
-        # The k-th bad byte of the record became the k-th U+FFFD: name the column that holds it.
+        # The k-th bad byte of the record became the k-th escape: name the column that holds it.
         holders = [
             (header.fields[i] or f"column {i + 1}") if i < len(header.fields) else f"column {i + 1}"
             for i, value in enumerate(record)
-            for _ in range(value.count("\ufffd"))
+            for _ in range(sum(_is_escaped(ch) for ch in value))
         ]
         for k, byte in enumerate(bad):
             where = holders[k] if k < len(holders) else ""
@@ -258,6 +311,8 @@ def _check(
     values: dict[str, str] = {}
     for number, (field, value) in enumerate(zip(header.fields, record, strict=False), 1):
         value = value.strip()
+        if field == IGNORED:
+            continue
         if not field:
             if value:
                 problem(f"column {number}", "a value under a column without a name")
@@ -287,7 +342,7 @@ def _check(
             problem("email", f"{email} already on line {earlier}")
     if problems:
         return problems
-    return CheckedRow(line, SubscriberInput(email, first_name, timezone, attributes))
+    return CheckedRow(line, SubscriberInput(email, first_name, timezone, attributes), shown)
 
 
 def _as_csv(record: list[str], delimiter: str) -> str:

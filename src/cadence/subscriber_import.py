@@ -10,7 +10,13 @@ Two ways to treat bad rows, chosen per run:
   problem is reported at once, then, if there was any, rolled back and
   :class:`ImportRejected` raised: nothing is written.
 - **skip invalid**: each chunk commits on its own; the valid rows are stored and every bad row
-  goes to the error report (line, field, reason, the row as read).
+  goes to the error report.
+
+The error report is a CSV that can be fixed and imported again: the file's own header and
+delimiter, each rejected (or suppressed) row with its fields as read, and one more column last,
+``error``, saying what is wrong with it (line, column, reason). The importer skips that column
+when the report comes back. A byte that was not UTF-8 appears as the Windows-1252 letter it most
+likely was, and the ``error`` column names its line and column.
 
 An upsert never changes a subscriber's status (an import never resubscribes anyone) and skips
 suppressed addresses (bounced, complained, erased), naming them. Rows whose name, time zone and
@@ -31,7 +37,7 @@ from sqlalchemy.orm import Session
 from cadence.db import imports
 from cadence.db.session import session_factory
 from cadence.errors import InputError
-from cadence.subscriber_csv import CheckedRow, Problem, read_rows
+from cadence.subscriber_csv import ERROR_COLUMN, CheckedRow, Header, Problem, read_rows
 from cadence.subscribers import ImportResult, SubscriberInput, email_key, find_suppression
 from cadence.suppression_keys import PLAIN, SuppressionKeys
 
@@ -39,7 +45,7 @@ CHUNK_SIZE = 1000
 SHOWN_PROBLEMS = 100  # kept in memory for the message; the error report has every one
 SHOWN_SUPPRESSED = 20
 SUPPRESSED_REASON = "suppressed (it bounced, complained or was erased): not imported"
-REPORT_COLUMNS = ("line", "field", "reason", "row")
+BAD_BYTES_NOTE = "bytes that are not UTF-8 are shown here as Windows-1252 letters: check them"
 
 
 @dataclass
@@ -58,6 +64,7 @@ class ImportReport:
     problems: list[Problem] = field(default_factory=list)  # the first SHOWN_PROBLEMS
     error_report: Path | None = None
     committed: bool = False
+    header: Header | None = None  # the file's header, for the column findings
 
 
 class ImportRejected(InputError):
@@ -112,6 +119,10 @@ def import_csv(
     with source, _ReportWriter(error_report) as writer, session_factory(database_url)() as session:
         chunk: list[CheckedRow] = []
 
+        def header_read(header: Header) -> None:
+            report.header = header
+            writer.start(header)
+
         def flush() -> None:
             if chunk and (skip_invalid or not report.problem_count):
                 _store(session, chunk, now, report, writer, keys)
@@ -122,7 +133,7 @@ def import_csv(
                 on_progress(report.rows, bytes_read)
 
         try:
-            for item in read_rows(source, on_bytes=count_bytes):
+            for item in read_rows(source, on_bytes=count_bytes, on_header=header_read):
                 report.rows += 1
                 if isinstance(item, CheckedRow):
                     chunk.append(item)
@@ -134,7 +145,7 @@ def import_csv(
                     report.problem_count += 1
                     if len(report.problems) < SHOWN_PROBLEMS:
                         report.problems.append(problem)
-                    writer.write(problem)
+                writer.write(item)
             flush()
         except InputError as exc:  # the file as a whole: its header, an open quote, UTF-16
             session.rollback()
@@ -196,7 +207,7 @@ def _store(
             if len(report.suppressed_addresses) < SHOWN_SUPPRESSED:
                 report.suppressed_addresses.append(data.email)
             if writer is not None:
-                writer.write(Problem(row.line, "email", SUPPRESSED_REASON, data.email))
+                writer.write([Problem(row.line, "email", SUPPRESSED_REASON, data.email, row.record)])
             continue
         old = stored.get(key)
         if old is None:
@@ -242,27 +253,45 @@ def _new_subscriber(data: SubscriberInput, key: str, now: datetime) -> dict[str,
 
 
 class _ReportWriter:
-    """The error report: a CSV of line, field, reason and the row as read (UTF-8 with a BOM, so
-    Excel opens it right). Does nothing without a path."""
+    """The error report (see the module docstring): UTF-8 with a BOM, so Excel opens it right.
+    Opened at :meth:`start`, once the header is known. Does nothing without a path."""
 
     def __init__(self, path: Path | None) -> None:
         self.path = path
         self._file: IO[str] | None = None
         self._writer: Any = None
+        self._width = self._read_width = 0
 
     def __enter__(self) -> _ReportWriter:
-        if self.path is not None:
-            try:
-                self._file = self.path.open("w", encoding="utf-8-sig", newline="")
-            except OSError as exc:
-                raise InputError(f"{self.path}: cannot write the error report ({exc.strerror or exc})") from None
-            self._writer = csv.writer(self._file)
-            self._writer.writerow(REPORT_COLUMNS)
         return self
 
-    def write(self, problem: Problem) -> None:
-        if self._writer is not None:
-            self._writer.writerow((problem.line, problem.field, problem.reason, problem.row))
+    def start(self, header: Header) -> None:
+        if self.path is None:
+            return
+        try:
+            self._file = self.path.open("w", encoding="utf-8-sig", newline="")
+        except OSError as exc:
+            raise InputError(f"{self.path}: cannot write the error report ({exc.strerror or exc})") from None
+        names = [name for name, meaning in zip(header.names, header.fields, strict=True) if meaning != "-"]
+        self._width = len(names)
+        self._read_width = len(header.names)  # with the old error column of a re-imported report
+        self._writer = csv.writer(self._file, delimiter=header.delimiter)
+        self._writer.writerow([*names, ERROR_COLUMN])
+
+    def write(self, problems: Sequence[Problem]) -> None:
+        """One row: the record's fields (padded or cut to the header's width, the surplus named
+        in the error) and every problem of it, in the ``error`` column."""
+        if self._writer is None or not problems:
+            return
+        fields = list(problems[0].record[: self._width])
+        fields += [""] * (self._width - len(fields))
+        errors = "; ".join(str(p) for p in problems)
+        surplus = problems[0].record[self._read_width :]
+        if any(value.strip() for value in surplus):
+            errors += f" (the extra fields were: {' | '.join(surplus)})"
+        if any(p.reason.startswith("byte 0x") for p in problems):
+            errors += f" ({BAD_BYTES_NOTE})"
+        self._writer.writerow([*fields, errors])
 
     def __exit__(self, *_: object) -> None:
         if self._file is not None:

@@ -25,7 +25,9 @@ if TYPE_CHECKING:
 
 app = typer.Typer(help="Cadence: email newsletters and drip campaigns.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
-subscribers_app = typer.Typer(help="Add and import subscribers.", no_args_is_help=True)
+subscribers_app = typer.Typer(
+    help="Add, import, find, export, tag, suppress and erase subscribers.", no_args_is_help=True
+)
 campaigns_app = typer.Typer(help="Validate, preview, enroll and follow campaigns.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(subscribers_app, name="subscribers")
@@ -247,7 +249,7 @@ def demo(
 
 
 # Command groups written in their own modules register themselves here.
-_COMMAND_MODULES = ("authoring", "bounces", "web", "health", "doctor", "lifecycle", "newsletters", "users")
+_COMMAND_MODULES = ("authoring", "bounces", "web", "health", "doctor", "lifecycle", "newsletters", "users", "staff")
 _CAMPAIGN_COMMANDS = ("authoring", "lifecycle")  # these add to `cadence campaigns`
 for _module in (f"cadence.cli.{name}" for name in _COMMAND_MODULES):
     try:

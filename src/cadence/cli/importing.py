@@ -14,6 +14,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 
 if TYPE_CHECKING:
+    from cadence.config import Settings
     from cadence.subscriber_import import ImportReport
 
 
@@ -26,8 +27,14 @@ def subscribers_import(
     errors: Annotated[
         Path | None,
         typer.Option(
-            "--errors", help="Write every bad row here (line, field, reason, row). With --skip-invalid: FILE.errors.csv"
+            "--errors",
+            help="Write every bad row here, with the reason in a last 'error' column: fix them there and import "
+            "that file again. With --skip-invalid: FILE.errors.csv",
         ),
+    ] = None,
+    campaign: Annotated[
+        list[str] | None,
+        typer.Option("--campaign", help="Check the columns against this campaign's segments (default: every campaign)"),
     ] = None,
 ) -> None:
     """Import or update subscribers from a CSV file. All or nothing unless --skip-invalid.
@@ -35,6 +42,9 @@ def subscribers_import(
     Headers are matched loosely (Email Address, E-mail, First Name, Time zone...); every other
     column becomes an attribute. The delimiter (, ; or tab) is detected, a BOM is fine. Existing
     subscribers are updated, never resubscribed; suppressed addresses are skipped and named.
+    The summary says which columns the campaigns' segments read, and warns about columns they
+    do not (a column named differently from what a segment expects puts everyone in the
+    fallback segment).
     """
     from cadence.config import get_settings
     from cadence.operations.drip import import_subscribers as import_csv
@@ -75,8 +85,47 @@ def subscribers_import(
             )
         except ImportRejected as rejected:
             _summary(console, rejected.report, time.monotonic() - started)
+            _findings(console, rejected.report, settings, campaign)
             raise
     _summary(console, report, time.monotonic() - started)
+    _findings(console, report, settings, campaign)
+
+
+def _findings(console: Console, report: ImportReport, settings: Settings, names: list[str] | None) -> None:
+    """Which columns the campaigns' segment rules read (cadence.core.column_findings)."""
+    from cadence.catalog import CampaignCatalog
+    from cadence.core.column_findings import column_findings
+    from cadence.errors import CadenceError
+
+    if report.header is None:
+        return
+    catalog = CampaignCatalog(settings.campaigns_dir, settings.templates_dir)
+    try:
+        campaigns = [catalog.get(name) for name in names] if names else catalog.all()
+    except CadenceError as exc:
+        console.print(f"[yellow]warning:[/yellow] columns not checked against the campaigns: {escape(str(exc))}")
+        return
+    for found in column_findings(report.header.names, report.header.fields, campaigns):
+        if found.read:
+            read = ", ".join(f"{column!r}" + (f" ({a})" if a != column else "") for column, a in found.read)
+            console.print(f"{found.campaign}: its segments read {escape(read)}", soft_wrap=True)
+        for unused in found.unused:
+            line = f"[yellow]warning:[/yellow] column {escape(repr(unused.column))} ({unused.attribute}) is "
+            if unused.suggestion is not None:
+                line += (
+                    f"not read by any segment of {found.campaign}: did you mean {unused.suggestion.attribute!r}? "
+                    f"(the segment rule {escape(unused.suggestion.rule)}). As it is, everyone in this file lands "
+                    f"in the fallback; rename the column to {unused.suggestion.attribute} and import again"
+                )
+            else:
+                line += f"stored, but no segment of {found.campaign} reads it"
+            console.print(line, soft_wrap=True)
+        for missing in found.missing:
+            console.print(
+                f"[yellow]warning:[/yellow] no column gives {missing.attribute!r}: new subscribers from this file "
+                f"land in {escape(missing.fallback)} for {found.campaign}",
+                soft_wrap=True,
+            )
 
 
 def _summary(console: Console, report: ImportReport, seconds: float) -> None:

@@ -49,7 +49,7 @@ from cadence.config import Settings, get_settings
 from cadence.errors import InputError, TokenError
 from cadence.form_files import choose_default_form, load_forms, load_sender
 from cadence.runtime import Runtime
-from cadence.web import api, guide, links, manage, ops, pages, preferences
+from cadence.web import api, guide, links, manage, ops, pages, preferences, staff_api
 from cadence.web.body_guard import BodyGuard, safe_validation_errors
 from cadence.web.ratelimit import RateLimited, make_limiter
 from cadence.web.security import (
@@ -128,6 +128,7 @@ def create_app(
     for router in (pages.router, preferences.router, manage.router, links.router, api_router, ops.router):
         app.include_router(router)
     app.include_router(guide.router)  # /guide/<campaign>/<page>: the campaign's guide pages (issue 11)
+    app.include_router(staff_api.router)  # /api/staff/...: tokens with scopes (issue 13)
     webhooks = _optional_module("cadence.web.webhooks")
     if webhooks is not None:
         app.include_router(webhooks.router)

@@ -1,7 +1,7 @@
 """staff console accounts: staff_users and staff_sessions
 
 Revision ID: 0008
-Revises: 0005
+Revises: 0007
 Create Date: 2026-12-06 10:00:00
 
 Issue 14: people log in to the console under /admin with an Argon2id password (and optionally a
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0008"
-down_revision = "0005"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 

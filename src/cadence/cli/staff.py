@@ -1,0 +1,214 @@
+"""``cadence report``, ``cadence audit`` and ``cadence tokens``: the doors to
+cadence.operations.results and cadence.operations.staff_access. Registered by ``cadence.cli``;
+also registers the subscriber tools (cadence.cli.subscriber_tools)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from cadence.cli import subscriber_tools
+from cadence.cli.subscriber_tools import actor
+from cadence.errors import NotFound
+
+console = Console(highlight=False)
+tokens_app = typer.Typer(help="Keys for the staff API (scripts and other tools).", no_args_is_help=True)
+
+
+def register(app: typer.Typer) -> None:
+    subscriber_tools.register(app)
+    app.command("report")(report)
+    app.command("audit")(audit)
+    app.add_typer(tokens_app, name="tokens")
+
+
+def _pct(rate: float | None) -> str:
+    return "–" if rate is None else f"{rate * 100:.1f}%"
+
+
+def report(
+    campaign: Annotated[str, typer.Argument(help="The campaign's name, e.g. lower-back-pain")],
+    since: Annotated[str | None, typer.Option("--since", help="From this day, YYYY-MM-DD (UTC)")] = None,
+    until: Annotated[str | None, typer.Option("--until", help="Up to and including this day, YYYY-MM-DD")] = None,
+    reasons: Annotated[bool, typer.Option("--reasons", help="Also why emails failed (slower on a big list)")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON")] = False,
+) -> None:
+    """Results per email and segment: sent, delivered, failed, opens, clicks, unsubscribes,
+    bounces and complaints, with rates, and the most clicked links."""
+    from functools import partial
+
+    from cadence.catalog import CampaignCatalog
+    from cadence.config import get_settings
+    from cadence.db.session import transaction
+    from cadence.errors import CampaignError
+    from cadence.operations.results import campaign_results, catch_up, parse_day
+
+    settings = get_settings()
+    first, last = parse_day(since, "--since"), parse_day(until, "--until")
+    try:
+        definition = CampaignCatalog(settings.campaigns_dir, settings.templates_dir).get(campaign)
+    except (NotFound, CampaignError):
+        definition = None  # the file is gone or broken: report what the ledger holds
+    folded = catch_up(partial(transaction, settings.database_url))
+    with transaction(settings.database_url) as session:
+        result = campaign_results(
+            session,
+            campaign,
+            definition,
+            settings.clock().now(),
+            since=first,
+            until=last,
+            folded=folded,
+            reasons=reasons,
+        )
+    if as_json:
+        typer.echo(json.dumps(result.document(), indent=2))
+        return
+    period = f" from {result.since or 'the start'} to {result.until or 'now'}" if (since or until) else ""
+    table = Table(title=f"{escape(result.name)} ({result.campaign}){period}")
+    columns = (
+        "email",
+        "segment",
+        "sent",
+        "delivered",
+        "failed",
+        "opens",
+        "open rate*",
+        "clicks",
+        "click rate",
+        "unsubscribed",
+        "bounced hard/soft",
+        "complaints",
+    )
+    for i, column in enumerate(columns):
+        table.add_column(column, justify="left" if i < 2 else "right")
+    for row in [*result.rows, result.total]:
+        table.add_row(
+            f"{row.step}. {row.step_id}" if row.step else row.step_id,
+            row.segment or "(none yet)",
+            f"{row.sent:,}",
+            f"{row.delivered:,}",
+            f"{row.failed:,}",
+            f"{row.unique_opens:,}",
+            _pct(row.open_rate),
+            f"{row.unique_clicks:,}",
+            _pct(row.click_rate),
+            f"{row.unsubscribes:,}",
+            f"{row.hard_bounces:,}/{row.soft_bounces:,}",
+            f"{row.complaints:,}",
+            end_section=row is result.rows[-1] if result.rows else False,
+        )
+    console.print(table)
+    console.print(f"* {result.opens_caveat}")
+    if result.top_links:
+        links = Table(title="Most clicked links (unique clicks)")
+        links.add_column("link")
+        links.add_column("clicks", justify="right")
+        for url, n in result.top_links:
+            links.add_row(escape(url), f"{n:,}")
+        console.print(links)
+    if result.failures:
+        failures = Table(title="Why emails failed")
+        for column in ("email", "reason", "count"):
+            failures.add_column(column)
+        for step, reason, n in result.failures:
+            failures.add_row(str(step), escape(reason), f"{n:,}")
+        console.print(failures)
+
+
+def audit(
+    limit: Annotated[int, typer.Option("--limit", help="How many entries, newest first (1 to 1000)")] = 50,
+    target: Annotated[
+        str | None,
+        typer.Option("--target", help="Only entries about this, e.g. subscriber:12, token:zapier, or an email address"),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the entries as JSON")] = False,
+) -> None:
+    """Who did what, and when: every staff action from the command line or the staff API."""
+    from cadence.config import get_settings
+    from cadence.db.session import transaction
+    from cadence.operations.staff_access import audit_entries
+    from cadence.operations.subscriber_tools import find
+
+    settings = get_settings()
+    with transaction(settings.database_url) as session:
+        if target is not None and "@" in target and ":" not in target:
+            target = f"subscriber:{find(session, target).id}"  # the log names people by id
+        entries = audit_entries(session, limit=limit, target=target)
+    if as_json:
+        typer.echo(json.dumps([asdict(e) for e in entries], indent=2, ensure_ascii=False))
+        return
+    table = Table(title="Audit log (newest first)")
+    for column in ("when", "who", "did", "to", "detail"):
+        table.add_column(column)
+    for e in entries:
+        table.add_row(e.at, escape(e.actor), e.action, escape(e.target), escape(_detail(e.detail)))
+    console.print(table)
+
+
+def _detail(detail: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in detail.items())
+
+
+@tokens_app.command("add")
+def tokens_add(
+    name: Annotated[str, typer.Argument(help="A name for who uses it, e.g. zapier or reporting-script")],
+    scope: Annotated[
+        str, typer.Option("--scope", help="read (look only), write (also suppress and tag) or admin (also erase)")
+    ] = "read",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the token as JSON")] = False,
+) -> None:
+    """Make an API key. It is shown once: copy it now; Cadence keeps only a fingerprint of it."""
+    from cadence.config import get_settings
+    from cadence.db.session import transaction
+    from cadence.operations.staff_access import create_token
+
+    settings = get_settings()
+    with transaction(settings.database_url) as session:
+        token, info = create_token(session, name, scope, actor=actor(), now=settings.clock().now())
+    if as_json:
+        typer.echo(json.dumps({"token": token, **asdict(info)}, indent=2))
+        return
+    console.print(f"API key [bold]{escape(info.name)}[/bold] ({info.scope}). Copy it now, it is not shown again:")
+    typer.echo(token)
+
+
+@tokens_app.command("list")
+def tokens_list(as_json: Annotated[bool, typer.Option("--json", help="Print the keys as JSON")] = False) -> None:
+    """The API keys, with their scope and when they were last used (never the keys themselves)."""
+    from cadence.config import get_settings
+    from cadence.db.session import transaction
+    from cadence.operations.staff_access import list_tokens
+
+    with transaction(get_settings().database_url) as session:
+        tokens = list_tokens(session)
+    if as_json:
+        typer.echo(json.dumps([asdict(t) for t in tokens], indent=2))
+        return
+    table = Table(title="API keys")
+    for column in ("name", "scope", "made", "by", "last used", "revoked"):
+        table.add_column(column)
+    for t in tokens:
+        table.add_row(
+            escape(t.name), t.scope, t.created_at, escape(t.created_by), t.last_used_at or "-", t.revoked_at or "-"
+        )
+    console.print(table)
+
+
+@tokens_app.command("revoke")
+def tokens_revoke(name: Annotated[str, typer.Argument(help="The key's name")]) -> None:
+    """Stop an API key from working, at once."""
+    from cadence.config import get_settings
+    from cadence.db.session import transaction
+    from cadence.operations.staff_access import revoke_token
+
+    settings = get_settings()
+    with transaction(settings.database_url) as session:
+        changed = revoke_token(session, name, actor=actor(), now=settings.clock().now())
+    console.print(f"revoked {escape(name)}" if changed else f"{escape(name)} was revoked already")

@@ -1,0 +1,386 @@
+"""The staff's subscriber tools (issue 13 item 4): search, show, export, erase, suppress,
+unsuppress and tags. One function per action; each action that changes something writes one
+audit entry in the same transaction (db/audit.py), naming the subscriber by id, never by
+address, so the log holds no address after an erase.
+
+Search and export stream the subscribers (cadence.db.subscriber_search); the filters that need
+Python (a campaign's segment, attribute rules) are applied to the stream, so memory stays flat.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from cadence.core.campaign import Campaign
+from cadence.core.segments import choose_segment
+from cadence.db import subscriber_search as sql
+from cadence.db.audit import record_audit
+from cadence.db.models import Subscriber
+from cadence.errors import InputError, NotFound
+
+# moves to cadence.operations.privacy (issue 12)
+from cadence.operations.privacy import erase, forget_old_pages
+from cadence.subscribers import email_key, end_enrollments, find_suppression, normalise_email
+from cadence.suppression_keys import PLAIN, SuppressionKeys, plain_hash
+
+STATUSES = ("pending", "active", "unsubscribed", "bounced", "complained")
+STAFF_REASON = "staff"  # the reason of a suppression a person on the staff added
+_TAG = re.compile(r"^[a-z0-9][a-z0-9._:-]{0,99}$")
+MAX_PAGE = 500
+
+
+
+@dataclass(frozen=True)
+class SegmentFilter:
+    campaign: Campaign
+    segment_id: str
+
+
+@dataclass(frozen=True)
+class SubscriberFilter:
+    """Who to find. Every given filter must hold. ``attrs``: attribute = value, compared
+    without case (as segment rules compare)."""
+
+    text: str | None = None
+    statuses: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+    segment: SegmentFilter | None = None
+    attrs: tuple[tuple[str, str], ...] = ()
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "query": self.text,
+            "status": list(self.statuses),
+            "tag": list(self.tags),
+            "segment": f"{self.segment.campaign.id}:{self.segment.segment_id}" if self.segment else None,
+            "attr": [f"{k}={v}" for k, v in self.attrs],
+        }
+
+
+@dataclass(frozen=True)
+class SubscriberSummary:
+    id: int
+    email: str
+    first_name: str
+    status: str
+    tags: list[str]
+    created_at: str
+
+
+@dataclass(frozen=True)
+class SearchPage:
+    subscribers: list[SubscriberSummary]
+    next_after: int | None  # pass as `after` for the next page; None on the last page
+
+
+@dataclass(frozen=True)
+class TimelineEntry:
+    at: str
+    what: str  # queued, sent, failed, skipped, open, click, hard_bounce, unsubscribe...
+    campaign: str = ""
+    step: str = ""
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class EnrollmentView:
+    campaign: str
+    state: str
+    enrolled_at: str
+    next_step: str | None
+    next_send_at: str | None
+    ended_at: str | None
+    end_reason: str
+
+
+@dataclass(frozen=True)
+class SubscriberProfile:
+    id: int
+    email: str
+    first_name: str
+    status: str
+    timezone: str | None
+    source: str
+    created_at: str
+    confirmed_at: str | None
+    unsubscribed_at: str | None
+    paused_until: str | None
+    suppressed: str | None  # the reason, or None
+    attributes: dict[str, Any]
+    consent: dict[str, Any]
+    topics: list[str]
+    tags: list[str]
+    enrollments: list[EnrollmentView]
+    timeline: list[TimelineEntry] = field(default_factory=list)
+
+
+def check_statuses(values: Sequence[str]) -> tuple[str, ...]:
+    for value in values:
+        if value not in STATUSES:
+            raise InputError(f"--status: {value!r} is not one of {', '.join(STATUSES)}")
+    return tuple(values)
+
+
+def check_tag(value: str, field_name: str = "tag") -> str:
+    tag = value.strip().lower()
+    if not _TAG.match(tag):
+        raise InputError(
+            f"{field_name}: {value!r} is not a tag (letters, digits, '-', '_', '.', ':'; up to 100 characters)"
+        )
+    return tag
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _matches(subscriber: Subscriber, wanted: SubscriberFilter, today: date) -> bool:
+    for key, value in wanted.attrs:
+        have = subscriber.attributes.get(key)
+        if have is None or str(have).strip().lower() != value.strip().lower():
+            return False
+    if wanted.segment is not None:
+        chosen = choose_segment(wanted.segment.campaign.segments, subscriber.attributes, today)
+        return chosen.id == wanted.segment.segment_id
+    return True
+
+
+def matching(
+    session: Session, wanted: SubscriberFilter, today: date, *, after: int | None = None
+) -> Iterator[Subscriber]:
+    """Every subscriber `wanted` finds, by id, streamed (see the module docstring)."""
+    query = sql.search_query(text=wanted.text, statuses=wanted.statuses, tags=wanted.tags, after=after)
+    for subscriber in sql.stream(session, query):
+        if _matches(subscriber, wanted, today):
+            yield subscriber
+
+
+def search_subscribers(
+    session: Session, wanted: SubscriberFilter, today: date, *, limit: int = 50, after: int | None = None
+) -> SearchPage:
+    """One page of at most `limit` subscribers with an id above `after`."""
+    if not 1 <= limit <= MAX_PAGE:
+        raise InputError(f"--limit: give 1 to {MAX_PAGE}")
+    found: list[Subscriber] = []
+    more = False
+    for subscriber in matching(session, wanted, today, after=after):
+        if len(found) == limit:
+            more = True
+            break
+        found.append(subscriber)
+    tags = sql.tags_of(session, [s.id for s in found])
+    return SearchPage(
+        [SubscriberSummary(s.id, s.email, s.first_name, s.status, tags[s.id], s.created_at.isoformat()) for s in found],
+        found[-1].id if more else None,
+    )
+
+
+def find(session: Session, email: str) -> Subscriber:
+    """The subscriber with this address (any case); NotFound otherwise."""
+    subscriber = sql.by_email_key(session, email_key(email.strip()))
+    if subscriber is None:
+        raise NotFound(f"no subscriber {email.strip()!r}")
+    return subscriber
+
+
+def subscriber_profile(
+    session: Session,
+    email: str,
+    *,
+    keys: SuppressionKeys,
+    campaign_named: Callable[[str], Campaign | None],
+    actor: str,
+    now: datetime,
+) -> SubscriberProfile:
+    """Everything staff need to answer "what did this person get, and when?". Looking at a
+    person's data is recorded in the audit log too (accountability, GDPR Art. 5(2))."""
+    s = find(session, email)
+    record_audit(session, actor=actor, action="subscriber.view", target=f"subscriber:{s.id}", now=now)
+    deliveries = sql.deliveries_of(session, s.id)
+    step_names = {d.id: (d.campaign_id, d.step_id) for d in deliveries}
+    timeline: list[tuple[datetime, int, TimelineEntry]] = []
+    for d in deliveries:
+        timeline.append((d.created_at, 0, TimelineEntry(d.created_at.isoformat(), "queued", d.campaign_id, d.step_id)))
+        if d.state == "sent" and d.sent_at is not None:
+            detail = f"segment {d.segment_id}" if d.segment_id else ""
+            timeline.append(
+                (d.sent_at, 1, TimelineEntry(d.sent_at.isoformat(), "sent", d.campaign_id, d.step_id, detail))
+            )
+        elif d.state in ("failed", "skipped"):
+            at = d.sent_at or d.not_before
+            timeline.append(
+                (at, 1, TimelineEntry(at.isoformat(), d.state, d.campaign_id, d.step_id, d.last_error[:200]))
+            )
+    for e in sql.events_of(session, s.id, list(step_names)):
+        campaign, step = step_names.get(e.delivery_id or -1, ("", ""))
+        detail = str(e.data.get("url", "")) if e.kind == "click" else str(e.data.get("how", e.data.get("detail", "")))
+        timeline.append(
+            (e.created_at, 2, TimelineEntry(e.created_at.isoformat(), e.kind, campaign, step, detail[:200]))
+        )
+    timeline.sort(key=lambda t: (t[0], t[1]))
+    enrollments = []
+    for en in sql.enrollments_of(session, s.id):
+        campaign_file = campaign_named(en.campaign_id)
+        next_step: str | None = None
+        if en.state == "active":
+            steps = campaign_file.steps if campaign_file else ()
+            next_step = steps[en.next_step].id if en.next_step < len(steps) else f"step {en.next_step + 1}"
+        enrollments.append(
+            EnrollmentView(
+                en.campaign_id,
+                en.state,
+                en.enrolled_at.isoformat(),
+                next_step,
+                _iso(en.next_send_at),
+                _iso(en.ended_at),
+                en.end_reason,
+            )
+        )
+    return SubscriberProfile(
+        id=s.id,
+        email=s.email,
+        first_name=s.first_name,
+        status=s.status,
+        timezone=s.timezone,
+        source=s.source,
+        created_at=s.created_at.isoformat(),
+        confirmed_at=_iso(s.confirmed_at),
+        unsubscribed_at=_iso(s.unsubscribed_at),
+        paused_until=_iso(s.paused_until),
+        suppressed=find_suppression(session, s.email, keys),
+        attributes=dict(s.attributes),
+        consent=dict(s.consent),
+        topics=[t.topic for t in sql.topics_of(session, s.id)],
+        tags=sql.tags_of(session, [s.id])[s.id],
+        enrollments=enrollments,
+        timeline=[entry for _, _, entry in timeline],
+    )
+
+
+def erase_subscriber(session: Session, email: str, *, keys: SuppressionKeys, actor: str, now: datetime) -> int:
+    """Erase the subscriber exactly as their own erase link does (GDPR Art. 17): the row and
+    everything about them go, a keyed suppression stays so no import brings them back. The
+    caller runs :func:`after_erase` after the commit. Returns the erased id."""
+    subscriber = find(session, email)
+    subscriber_id = subscriber.id
+    erase(session, subscriber, now, keys)
+    record_audit(session, actor=actor, action="subscriber.erase", target=f"subscriber:{subscriber_id}", now=now)
+    return subscriber_id
+
+
+def after_erase(database_url: str) -> None:
+    """After the erase committed: on SQLite, fold the write-ahead log back so the deleted rows'
+    old pages (with the address) do not linger in ``-wal`` (cadence.operations.privacy)."""
+    forget_old_pages(database_url)
+
+
+@dataclass(frozen=True)
+class SuppressionChange:
+    subscriber_id: int
+    changed: bool
+    note: str = ""
+
+
+def suppress_subscriber(session: Session, email: str, *, reason: str, actor: str, now: datetime) -> SuppressionChange:
+    """Put the address on the suppression list ("staff", with `reason`) and end its drips.
+    The status stays (it says what the person did); the send path checks the list."""
+    reason = reason.strip()
+    if not reason:
+        raise InputError("--reason: say why (it is kept with the suppression)")
+    subscriber = find(session, email)
+    added = sql.add_suppression(session, plain_hash(subscriber.email), PLAIN, STAFF_REASON, reason[:2000], now)
+    end_enrollments(session, subscriber.id, now, "suppressed by staff")
+    record_audit(
+        session,
+        actor=actor,
+        action="subscriber.suppress",
+        target=f"subscriber:{subscriber.id}",
+        detail={"reason": reason[:200], "added": added},
+        now=now,
+    )
+    return SuppressionChange(subscriber.id, added, "" if added else "already suppressed")
+
+
+def unsuppress_subscriber(
+    session: Session, email: str, *, keys: SuppressionKeys, actor: str, now: datetime
+) -> SuppressionChange:
+    """Take the address off the suppression list (a staff suppression, a bounce or complaint).
+    A bounced or complained subscriber becomes active again; their ended drips stay ended
+    (enroll them again). An erase's suppression is not lifted here: only the person's own
+    confirmed signup lifts it."""
+    address = normalise_email(email.strip(), "email")
+    subscriber = sql.by_email_key(session, email_key(address))
+    reason = find_suppression(session, address, keys)
+    if subscriber is None and reason is None:
+        raise NotFound(f"no subscriber {address!r} and the address is not suppressed")
+    if reason == "erased":
+        raise InputError(f"{address} was erased at the person's request: only their own signup can lift it")
+    removed = sql.remove_suppression(session, plain_hash(address))
+    note = ""
+    if subscriber is not None and subscriber.status in ("bounced", "complained"):
+        subscriber.status = "active"
+        subscriber.soft_bounces = 0
+        subscriber.updated_at = now
+        note = "active again; enroll them in a campaign to send its emails"
+    target = f"subscriber:{subscriber.id}" if subscriber is not None else "address"
+    record_audit(
+        session,
+        actor=actor,
+        action="subscriber.unsuppress",
+        target=target,
+        detail={"was": reason, "removed": removed},
+        now=now,
+    )
+    return SuppressionChange(
+        subscriber.id if subscriber else 0, removed, note or ("" if removed else "was not suppressed")
+    )
+
+
+@dataclass(frozen=True)
+class TagChange:
+    subscribers: int
+    added: int
+    removed: int
+
+
+def tag_subscribers(
+    session: Session,
+    *,
+    emails: Sequence[str] = (),
+    wanted: SubscriberFilter | None = None,
+    today: date,
+    add: Sequence[str] = (),
+    remove: Sequence[str] = (),
+    actor: str,
+    now: datetime,
+) -> TagChange:
+    """Add and remove tags on the given addresses, or on everyone `wanted` finds. Every address
+    must exist (NotFound names the first that does not; nothing is changed)."""
+    add_tags = [check_tag(t, "--add") for t in add]
+    remove_tags = [check_tag(t, "--remove") for t in remove]
+    if not add_tags and not remove_tags:
+        raise InputError("give --add TAG or --remove TAG")
+    if bool(emails) == (wanted is not None):
+        raise InputError("give addresses or a search filter, not both")
+    if emails:
+        ids = [find(session, e).id for e in emails]
+    else:
+        assert wanted is not None
+        ids = [s.id for s in matching(session, wanted, today)]
+    added = removed = 0
+    for start in range(0, len(ids), sql.STREAM_CHUNK):
+        part = ids[start : start + sql.STREAM_CHUNK]
+        removed += sql.remove_tags(session, part, remove_tags)
+        added += sql.add_tags(session, part, add_tags, now)
+    target = f"subscriber:{ids[0]}" if len(ids) == 1 else "subscribers"
+    detail: dict[str, Any] = {"add": add_tags, "remove": remove_tags, "subscribers": len(ids)}
+    if wanted is not None:
+        detail["filter"] = wanted.describe()
+    record_audit(session, actor=actor, action="subscribers.tag", target=target, detail=detail, now=now)
+    return TagChange(len(ids), added, removed)

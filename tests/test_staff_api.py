@@ -1,0 +1,155 @@
+"""The staff API over real HTTP against a real ``cadence web``: bearer tokens made by
+``cadence tokens add``, scopes enforced by the server, 401/403/429 as JSON, the same operations
+as the CLI, each action in the audit log as ``token:<name>``."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from cadence.db.session import transaction
+from tests.support.smtpd import SmtpSink
+from tests.support.staff import CAMPAIGN, seed
+from tests.support.web import WebServer
+from tests.test_cli import cadence
+
+PER_MINUTE = 40
+
+
+@pytest.fixture(scope="module")
+def web(tmp_path_factory: pytest.TempPathFactory, web_sink: SmtpSink) -> Iterator[WebServer]:
+    extra = {"CADENCE_STAFF_API_PER_MINUTE": str(PER_MINUTE)}
+    with WebServer(tmp_path_factory.mktemp("staff-api"), web_sink, extra_env=extra) as server:
+        with transaction(server.settings.database_url) as session:
+            seed(session)
+        yield server
+
+
+def env_of(web: WebServer) -> dict[str, str]:
+    import os
+
+    return {**os.environ, **web.env, "COLUMNS": "200"}
+
+
+@pytest.fixture(scope="module")
+def tokens(web: WebServer) -> dict[str, str]:
+    """One token per scope, made with the installed command (shown once, as JSON)."""
+    made = {}
+    for scope in ("read", "write", "admin"):
+        ran = cadence(env_of(web), "tokens", "add", f"{scope}-bot", "--scope", scope, "--json")
+        assert ran.status == 0, ran
+        made[scope] = json.loads(ran.out)["token"]
+    return made
+
+
+def call(web: WebServer, method: str, path: str, token: str | None = None, **kwargs: object) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return httpx.request(method, web.url(path), headers={**headers, **web.from_ip()}, timeout=10, **kwargs)  # type: ignore[arg-type]
+
+
+def test_no_token_or_a_wrong_one_is_401_json_and_tokens_are_stored_hashed(
+    web: WebServer, tokens: dict[str, str]
+) -> None:
+    for token in (None, "cad_not-a-real-token", tokens["read"] + "x"):
+        answer = call(web, "GET", "/api/staff/subscribers", token)
+        assert answer.status_code == 401 and answer.headers["www-authenticate"].startswith("Bearer")
+        assert answer.json()["detail"]
+    basic = httpx.get(web.url("/api/staff/audit"), headers={"Authorization": "Basic dTpw", **web.from_ip()})
+    assert basic.status_code == 401
+    dump = web.dump()
+    assert all(token not in dump for token in tokens.values())  # only digests at rest
+
+
+def test_scopes_are_enforced_by_the_server(web: WebServer, tokens: dict[str, str]) -> None:
+    reason = {"reason": "asked by phone"}
+    denied = call(web, "POST", "/api/staff/subscribers/cy@example.com/suppression", tokens["read"], json=reason)
+    assert denied.status_code == 403 and denied.json() == {"detail": "this token's scope is read; this needs write"}
+    assert call(web, "DELETE", "/api/staff/subscribers/cy@example.com", tokens["write"]).status_code == 403
+    done = call(web, "POST", "/api/staff/subscribers/cy@example.com/suppression", tokens["write"], json=reason)
+    assert done.status_code == 200 and done.json()["changed"] is True
+    assert call(web, "DELETE", "/api/staff/subscribers/cy@example.com/suppression", tokens["admin"]).status_code == 200
+    erased = call(web, "DELETE", "/api/staff/subscribers/dee@example.org", tokens["admin"])
+    assert erased.status_code == 200 and erased.json()["status"] == "erased"
+    assert call(web, "GET", "/api/staff/subscribers/dee@example.org", tokens["read"]).status_code == 404
+    audit = call(web, "GET", "/api/staff/audit?limit=3", tokens["read"]).json()
+    assert [(e["actor"], e["action"]) for e in audit] == [
+        ("token:admin-bot", "subscriber.erase"),
+        ("token:admin-bot", "subscriber.unsuppress"),
+        ("token:write-bot", "subscriber.suppress"),
+    ]
+
+
+def test_search_show_tag_export_and_report(web: WebServer, tokens: dict[str, str]) -> None:
+    found = call(web, "GET", "/api/staff/subscribers?q=EXAMPLE.COM&status=active&limit=1", tokens["read"])
+    assert found.status_code == 200 and [s["email"] for s in found.json()["subscribers"]] == ["Ann@Example.com"]
+    profile = call(web, "GET", "/api/staff/subscribers/ann@example.com", tokens["read"]).json()
+    assert profile["tags"] == ["vip"] and {"sent", "open", "click"} <= {t["what"] for t in profile["timeline"]}
+    viewed = call(web, "GET", f"/api/staff/audit?limit=1&target=subscriber:{profile['id']}", tokens["read"]).json()
+    assert [(e["actor"], e["action"]) for e in viewed] == [("token:read-bot", "subscriber.view")]  # who looked
+    tagged = call(
+        web,
+        "POST",
+        "/api/staff/subscribers/tags",
+        tokens["write"],
+        json={"emails": ["bob@example.com"], "add": ["roads"]},
+    )
+    assert tagged.json() == {"subscribers": 1, "added": 1, "removed": 0}
+    bad = call(
+        web,
+        "POST",
+        "/api/staff/subscribers/tags",
+        tokens["write"],
+        json={"emails": ["bob@example.com"], "add": ["a b"]},
+    )
+    assert bad.status_code == 422 and "is not a tag" in json.dumps(bad.json())
+    missing = call(
+        web, "POST", "/api/staff/subscribers/tags", tokens["write"], json={"emails": ["x@example.com"], "add": ["a"]}
+    )
+    assert missing.status_code == 404
+
+    exported = call(web, "GET", "/api/staff/subscribers/export?tag=roads", tokens["read"])
+    assert exported.status_code == 200 and exported.headers["content-type"].startswith("text/csv")
+    assert [r["email"] for r in csv.DictReader(io.StringIO(exported.text))] == ["bob@example.com"]
+    lines = call(web, "GET", "/api/staff/subscribers/export?format=json&q=ann", tokens["read"]).text.splitlines()
+    assert [json.loads(line)["email"] for line in lines] == ["Ann@Example.com"]
+
+    report = call(web, "GET", f"/api/staff/report/{CAMPAIGN}?since=2026-12-01", tokens["read"])
+    assert report.status_code == 200 and report.json()["total"]["unique_opens"] == 2
+    assert "Apple Mail Privacy Protection" in report.json()["opens_caveat"]
+    assert call(web, "GET", "/api/staff/report/nosuch", tokens["read"]).status_code == 404
+    assert call(web, "GET", f"/api/staff/report/{CAMPAIGN}?since=soon", tokens["read"]).status_code == 422
+
+
+def test_the_staff_routes_are_in_the_openapi_document(web: WebServer) -> None:
+    paths = httpx.get(web.url("/openapi.json")).json()["paths"]
+    assert {"/api/staff/subscribers", "/api/staff/report/{campaign}", "/api/staff/audit"} <= set(paths)
+
+
+def test_a_revoked_token_stops_at_once_and_tokens_list_shows_no_secret(web: WebServer, tokens: dict[str, str]) -> None:
+    ran = cadence(env_of(web), "tokens", "add", "temp", "--scope", "read", "--json")
+    temp = json.loads(ran.out)["token"]
+    assert call(web, "GET", "/api/staff/audit", temp).status_code == 200
+    assert cadence(env_of(web), "tokens", "revoke", "temp").status == 0
+    assert call(web, "GET", "/api/staff/audit", temp).status_code == 401
+    listed = cadence(env_of(web), "tokens", "list", "--json")
+    rows = {t["name"]: t for t in json.loads(listed.out)}
+    assert rows["temp"]["revoked_at"] and rows["read-bot"]["last_used_at"] and temp not in listed.out
+    again = cadence(env_of(web), "tokens", "add", "temp", "--scope", "read")
+    assert again.status == 1 and "exists already" in again.err
+    assert cadence(env_of(web), "tokens", "add", "x", "--scope", "root").status == 1
+
+
+def test_each_token_is_rate_limited(web: WebServer, tokens: dict[str, str], tmp_path: Path) -> None:
+    ran = cadence(env_of(web), "tokens", "add", "busy", "--scope", "read", "--json")
+    busy = json.loads(ran.out)["token"]
+    codes = [call(web, "GET", "/api/staff/audit?limit=1", busy).status_code for _ in range(PER_MINUTE + 1)]
+    assert codes[:PER_MINUTE] == [200] * PER_MINUTE and codes[-1] == 429
+    limited = call(web, "GET", "/api/staff/audit?limit=1", busy)
+    assert limited.status_code == 429 and int(limited.headers["retry-after"]) > 0 and limited.json()["detail"]
+    assert call(web, "GET", "/api/staff/audit?limit=1", tokens["read"]).status_code == 200  # others go on
