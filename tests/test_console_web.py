@@ -25,6 +25,7 @@ from cadence.operations.staff_accounts import add_user, complete_setup
 from cadence.web.app import create_app
 from cadence.web.console.auth import Access
 from tests.support.axe import axe_script
+from tests.support.cluster import ROOT
 from tests.support.console import (
     CHROMIUM,
     CHROMIUM_ARGS,
@@ -216,7 +217,7 @@ def test_with_an_https_base_url_the_session_cookie_is_host_prefixed_and_secure(t
             "CADENCE_DATA_DIR": str(tmp_path),
             "CADENCE_BASE_URL": "https://console.clinic.example",
             "CADENCE_SECRET_KEY": "a-secret-key-for-this-test-only",
-            "CADENCE_CAMPAIGNS_DIR": str(tmp_path),
+            "CADENCE_CAMPAIGNS_DIR": str(ROOT / "campaigns"),  # the signup forms and sender file
         }
     )
     upgrade(settings.database_url)
