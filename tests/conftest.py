@@ -47,19 +47,3 @@ def web(tmp_path_factory: pytest.TempPathFactory, web_sink: SmtpSink) -> Iterato
     with WebServer(tmp_path_factory.mktemp("web"), web_sink) as server:
         yield server
 
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under pytest-xdist (`make test` runs `-n 3 --dist loadgroup`), keep the tests of a module
-    that shares an expensive module- or class-scoped fixture (a `cadence web` server, a browser, a
-    sent series) on one worker, so it is built once; every other test is spread one by one."""
-    for item in items:
-        info = getattr(item, "_fixtureinfo", None)
-        if info is None:
-            continue
-        shared = any(
-            definition.scope in ("module", "class", "package")
-            for definitions in info.name2fixturedefs.values()
-            for definition in definitions
-        )
-        if shared:
-            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::", 1)[0]))
