@@ -408,6 +408,7 @@ def os_user() -> str:
         return "unknown"
 
 
+@lru_cache(maxsize=1)
 def get_settings() -> Settings:
     """The process-wide settings, read once from the environment."""
     return load_settings()
