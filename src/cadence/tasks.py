@@ -21,7 +21,7 @@ from functools import lru_cache, partial
 from typing import Any
 
 from celery import Celery
-from celery.signals import after_setup_logger, after_setup_task_logger, worker_process_shutdown
+from celery.signals import after_setup_logger, after_setup_task_logger, worker_process_shutdown, worker_shutdown
 
 from cadence import engine, logs, metrics
 from cadence.config import Settings, get_settings
@@ -131,7 +131,8 @@ def _log_format(logger: logging.Logger, **_: Any) -> None:
         logs.use_json(logger)
 
 
-@worker_process_shutdown.connect
+@worker_process_shutdown.connect  # a prefork pool process ends
+@worker_shutdown.connect  # the solo pool: the worker process itself sends
 def _close_runtime(**_: Any) -> None:
     if runtime.cache_info().currsize:
         runtime().close()

@@ -150,19 +150,39 @@ def campaigns_status(
 
 @app.command()
 def worker(
-    concurrency: Annotated[int, typer.Option(help="Worker processes")] = 2,
+    concurrency: Annotated[
+        int, typer.Option(min=1, help="Batches sent at the same time (more than 1: one process each, --pool prefork)")
+    ] = 1,
+    pool: Annotated[
+        str | None,
+        typer.Option(
+            help="solo: send in this one process (the default with --concurrency 1, the least memory);"
+            " prefork: a parent process and --concurrency sending processes (the default above 1)"
+        ),
+    ] = None,
     loglevel: Annotated[str, typer.Option(help="Celery log level")] = "INFO",
 ) -> None:
-    """Start a Celery worker that sends batches (acks late, prefetch 1; see cadence.tasks)."""
+    """Start a worker that sends the queued emails. Run one per processor core (or one with
+    --concurrency N); every worker shares the queue, and a stopped worker loses nothing."""
     from cadence.metrics import start_process_metrics
 
+    chosen = pool or ("solo" if concurrency == 1 else "prefork")
+    if chosen not in ("solo", "prefork"):
+        raise UsageError(f"--pool {chosen!r}: expected solo or prefork")
+    if chosen == "solo" and concurrency != 1:
+        raise UsageError("--pool solo sends one batch at a time: drop --concurrency, or use --pool prefork")
     start_process_metrics("worker", get_settings())  # before the pool forks; docs/operations.md
     from cadence.tasks import process_app
 
     celery_app = process_app()
 
     quiet = ["--quiet"] if get_settings().log_format == "json" else []  # no banner among JSON lines
-    options = [f"--concurrency={concurrency}", f"--loglevel={loglevel}", "--without-gossip", "--without-mingle"]
+    # solo (issue 15): the process that takes a task from the broker runs it. The prefork pool
+    # adds a parent process of ~110 MB per worker that only hands tasks over a pipe; acks_late,
+    # prefetch 1 and the ledger's leases work the same in both (cadence.tasks).
+    options = [f"--pool={chosen}", f"--loglevel={loglevel}", "--without-gossip", "--without-mingle"]
+    if chosen == "prefork":
+        options.append(f"--concurrency={concurrency}")
     celery_app.worker_main([*quiet, "worker", *options])
 
 
