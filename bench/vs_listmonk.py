@@ -72,7 +72,7 @@ from _common import (
 )
 from send_throughput import profile_deliver, states, tick_and_enqueue, wait_sent
 
-LISTMONK_DIR = ROOT.parent / "shared" / "peers" / "listmonk"
+LISTMONK_DIR = Path(os.environ.get("CADENCE_BENCH_LISTMONK_DIR", ROOT.parent / "shared" / "peers" / "listmonk"))
 SMTP_SOURCE = os.environ.get("CADENCE_BENCH_SMTP_SOURCE", "/usr/sbin/smtp-source")
 
 # --- memory sampling -----------------------------------------------------------------------------
