@@ -94,6 +94,18 @@ def _pss_kb(pid: int) -> int:
     return 0
 
 
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of `pid` so far (/proc/<pid>/stat fields 14 and 15)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
 def _pgid(pid: int) -> int:
     try:
         return os.getpgid(pid)
@@ -118,6 +130,8 @@ class Peak:
     rss_kb: int = 0
     pss_kb: int = 0
     first_kb: int = 0  # RSS at the first sample (a worker: ready, before any batch)
+    cpu_s: float = 0.0  # CPU seconds at the last sample
+    cpu_mark: float = 0.0  # ... at mark()
 
 
 class MemorySampler:
@@ -147,9 +161,19 @@ class MemorySampler:
             peak = self.peaks.setdefault(pid, Peak(name))
             rss = _status_kb(pid, "VmHWM" if final else "VmRSS")
             peak.first_kb = peak.first_kb or rss
+            peak.cpu_s = max(peak.cpu_s, _cpu_s(pid))
             peak.rss_kb = max(peak.rss_kb, rss)
             if not final:
                 peak.pss_kb = max(peak.pss_kb, _pss_kb(pid))
+
+    def mark(self) -> None:
+        """Start counting CPU from now (after a warm-up)."""
+        self.sample()
+        for peak in self.peaks.values():
+            peak.cpu_mark = peak.cpu_s
+
+    def cpu_seconds(self) -> float:
+        return sum(p.cpu_s - p.cpu_mark for p in self.peaks.values())
 
     def total_mb(self) -> tuple[float, float]:
         return (
@@ -178,6 +202,7 @@ class Run:
     processes: int
     load: float
     detail: str = ""
+    cpu_s: float = 0.0  # CPU seconds of the side's processes during the run (smtp-source: none)
 
     @property
     def rate(self) -> float:
@@ -249,10 +274,12 @@ class CadenceBench:
                 self.conn.execute("ANALYZE enrollments")
                 sink_before = self.sink.messages()
                 load = os.getloadavg()[0]
+                memory.mark()
                 start = time.perf_counter()
                 tick_and_enqueue(self.runtime, self.app, None)
                 samples = wait_sent(self.conn, workers, n, start, timeout=max(600.0, n / 20))
                 seconds = samples[-1][0]
+                memory.sample()
             time.sleep(0.3)  # smtp-sink updates its counter when "." is received
             got = self.sink.messages() - sink_before
             final = states(self.conn)
@@ -266,6 +293,7 @@ class CadenceBench:
             workers.stop()
         rss, pss = memory.total_mb()
         run = Run("Cadence", setting.key, seconds, n, rss, pss, len(memory.peaks), load, memory.detail())
+        run.cpu_s = memory.cpu_seconds()
         log(
             f"Cadence {setting.key}: {run.rate:.0f}/s, {rss:.0f} MB RSS ({pss:.0f} PSS) [{run.detail}], load {load:.1f}"
         )
@@ -304,6 +332,7 @@ def listmonk_run(sink: Sink, body: Path, n: int, conns: int, subject: str, sende
     _, pss = memory.total_mb()
     rss = max(float(result["peak_rss_mb"]), memory.total_mb()[0])
     run = Run("listmonk", str(conns), float(result["seconds_engine"]), n, rss, pss, 1, float(result["load1_before"]))
+    run.cpu_s = memory.cpu_seconds()  # its whole life: start-up, rendering and sending
     log(f"listmonk {conns} conns: {run.rate:.0f}/s, {rss:.0f} MB RSS ({pss:.0f} PSS), load {run.load:.1f}")
     return run
 
@@ -486,7 +515,7 @@ def report(
             {
                 "system": r.system, "setting": r.setting, "seconds": round(r.seconds, 3),
                 "emails_per_s": round(r.rate, 1), "peak_rss_mb": round(r.rss_mb, 1), "peak_pss_mb": round(r.pss_mb, 1),
-                "processes": r.processes, "load1": r.load,
+                "processes": r.processes, "load1": r.load, "cpu_us_per_email": round(r.cpu_s / r.emails * 1e6),
             }
             for runs in results.values() for r in runs
         ],
@@ -515,9 +544,10 @@ def report(
             if system == "smtp-source"
             else f"{m.rss_mb:,.0f} MB ({m.pss_mb:,.0f} MB PSS), {m.processes} process(es)"
         )
+        cpu = "—" if system == "smtp-source" else f"{m.cpu_s / m.emails * 1e6:,.0f}"
         rows.append(
             [f"**{system}**" if m is cadence_best else system, what, f"**{m.rate:,.0f}**", fmt_rates(runs), memory,
-             ", ".join(f"{r.load:.1f}" for r in runs)]
+             cpu, ", ".join(f"{r.load:.1f}" for r in runs)]
         )  # fmt: skip
     sweep_text = ", ".join(f"{r.setting} → {r.rate:,.0f}/s ({r.load:.1f})" for r in sweep_runs)
     html_kb, text_kb, mime_kb = sizes
@@ -533,11 +563,14 @@ postfix `smtp-sink` on loopback that counted every message of every run. {args.r
 settings in alternating order; each cell is the median run (all runs beside it). Memory: per
 process max(VmHWM, sampled VmRSS) and the peak of `smaps_rollup` Pss, every 0.1 s, summed over
 the side's processes (Cadence: every `cadence worker` process; Redis and PostgreSQL are shared
-and not counted for either side). Load: the 1-minute load average at the start of each run
+and not counted for either side). CPU: user + system time of the same processes
+(`/proc/<pid>/stat`) per email: Cadence's workers during the measured run, listmonk's process over
+its whole run (start-up included; PostgreSQL's and the sink's CPU are not counted). Load: the
+1-minute load average at the start of each run
 (2 CPUs, other engineers' work shares them).
 
-| sender | setting | emails/s (median) | runs | peak memory (median run) | load average per run |
-|---|---|---|---|---|---|
+| sender | setting | emails/s (median) | runs | peak memory (median run) | CPU µs/email | load average per run |
+|---|---|---|---|---|---|---|
 {chr(10).join("| " + " | ".join(r) + " |" for r in rows)}
 
 **Cadence's best / listmonk's best: {ratio:.2f}×** (goal ≥ 1.2×), with {mem:.0%} of its peak memory
