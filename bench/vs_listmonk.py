@@ -27,9 +27,10 @@ Memory. A thread samples every process of each side every 0.1 s: ``VmRSS`` and t
 is max(VmHWM, sampled VmRSS); the table sums the peaks of a side's processes, and the PSS
 likewise (PSS shares pages the processes share, so the summed PSS is the honest total).
 
-A Cadence setting ``W:POOL:C`` is W ``cadence worker`` processes, pool solo or prefork (prefork
+A Cadence setting ``W:POOL:C`` is W ``cadence worker`` processes: pool solo or prefork (prefork
 with concurrency 1: a parent and one sending process, the layout before issue 15), each with C
-SMTP connections (``CADENCE_EMAIL_URL=...&connections=C``).
+SMTP connections (``CADENCE_EMAIL_URL=...&connections=C``); or pool threads, each with C threads
+sending a batch each over its own connection (``--pool threads --concurrency C``).
 """
 
 from __future__ import annotations
@@ -222,12 +223,14 @@ class CadenceSetting:
             setting = cls(int(workers), pool, int(connections))
         except ValueError:
             raise SystemExit(f"--cadence {text!r}: expected WORKERS:POOL:CONNECTIONS, e.g. 2:solo:4") from None
-        if pool not in ("solo", "prefork") or setting.workers < 1 or setting.connections < 1:
-            raise SystemExit(f"--cadence {text!r}: pool solo or prefork, at least 1 worker and 1 connection")
+        if pool not in ("solo", "prefork", "threads") or setting.workers < 1 or setting.connections < 1:
+            raise SystemExit(f"--cadence {text!r}: pool solo, prefork or threads, at least 1 worker and 1 connection")
         return setting
 
     @property
     def label(self) -> str:
+        if self.pool == "threads":
+            return f"{self.workers} workers × (1 process, {self.connections} threads, an SMTP connection each)"
         layout = "1 process" if self.pool == "solo" else "parent + 1 pool process"
         conns = f"{self.connections} SMTP connection{'s' if self.connections > 1 else ''}"
         return f"{self.workers} workers × ({layout}, {conns})"
@@ -253,7 +256,8 @@ class CadenceBench:
 
     def run(self, setting: CadenceSetting, n: int) -> Run:
         env = dict(self.env)
-        env["CADENCE_EMAIL_URL"] += f"&connections={setting.connections}"
+        threads = setting.pool == "threads"
+        env["CADENCE_EMAIL_URL"] += f"&connections={1 if threads else setting.connections}"
         workers = Workers(self.tmp / "logs" / setting.key.replace(":", "-"))
         extra = ("--pool", setting.pool)
 
@@ -262,7 +266,7 @@ class CadenceBench:
             return {pid: f"worker pid {pid}" for pid in _pids() if _pgid(pid) in groups}
 
         try:
-            workers.start(env, setting.workers, 1, extra)
+            workers.start(env, setting.workers, setting.connections if threads else 1, extra)
             workers.wait_ready()
             with MemorySampler(find) as memory:
                 warm = self.warm.pop()

@@ -77,7 +77,7 @@ BAD_INVOCATIONS = [
     (["campaigns", "simulate", "lower-back-pain"], 2, "give either --email E or one or more --attr"),
     (["worker", "--concurrency", "many"], 2, "Invalid value for '--concurrency'"),
     (["worker", "--concurrency", "0"], 2, "Invalid value for '--concurrency'"),
-    (["worker", "--pool", "threads"], 2, "--pool 'threads': expected solo or prefork"),
+    (["worker", "--pool", "gevent"], 2, "--pool 'gevent': expected solo, prefork or threads"),
     (["worker", "--pool", "solo", "--concurrency", "2"], 2, "--pool solo sends one batch at a time"),
     (["campaigns", "simulate", "nosuch", "--attr", "a=b"], 1, "no campaign 'nosuch'"),
     (["campaigns", "status", "nosuch"], 1, "no campaign 'nosuch'"),

@@ -151,13 +151,20 @@ def campaigns_status(
 @app.command()
 def worker(
     concurrency: Annotated[
-        int, typer.Option(min=1, help="Batches sent at the same time (more than 1: one process each, --pool prefork)")
+        int,
+        typer.Option(
+            min=1,
+            help="Batches sent at the same time (more than 1: a process each with --pool prefork, the default,"
+            " or a thread each with --pool threads)",
+        ),
     ] = 1,
     pool: Annotated[
         str | None,
         typer.Option(
             help="solo: send in this one process (the default with --concurrency 1, the least memory);"
-            " prefork: a parent process and --concurrency sending processes (the default above 1)"
+            " prefork: a parent process and --concurrency sending processes (the default above 1);"
+            " threads: --concurrency batches at once in this one process (while one waits for the mail"
+            " server or the database, another is prepared)"
         ),
     ] = None,
     loglevel: Annotated[str, typer.Option(help="Celery log level")] = "INFO",
@@ -167,10 +174,10 @@ def worker(
     from cadence.metrics import start_process_metrics
 
     chosen = pool or ("solo" if concurrency == 1 else "prefork")
-    if chosen not in ("solo", "prefork"):
-        raise UsageError(f"--pool {chosen!r}: expected solo or prefork")
+    if chosen not in ("solo", "prefork", "threads"):
+        raise UsageError(f"--pool {chosen!r}: expected solo, prefork or threads")
     if chosen == "solo" and concurrency != 1:
-        raise UsageError("--pool solo sends one batch at a time: drop --concurrency, or use --pool prefork")
+        raise UsageError("--pool solo sends one batch at a time: drop --concurrency, or use --pool prefork or threads")
     start_process_metrics("worker", get_settings())  # before the pool forks; docs/operations.md
     from cadence.tasks import process_app
 
@@ -179,9 +186,10 @@ def worker(
     quiet = ["--quiet"] if get_settings().log_format == "json" else []  # no banner among JSON lines
     # solo (issue 15): the process that takes a task from the broker runs it. The prefork pool
     # adds a parent process of ~110 MB per worker that only hands tasks over a pipe; acks_late,
-    # prefetch 1 and the ledger's leases work the same in both (cadence.tasks).
+    # prefetch 1 and the ledger's leases work the same in every pool (cadence.tasks); the threads
+    # pool gives each thread its own runtime and SMTP connection (tasks.runtime).
     options = [f"--pool={chosen}", f"--loglevel={loglevel}", "--without-gossip", "--without-mingle"]
-    if chosen == "prefork":
+    if chosen != "solo":
         options.append(f"--concurrency={concurrency}")
     celery_app.worker_main([*quiet, "worker", *options])
 
