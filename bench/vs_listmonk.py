@@ -614,9 +614,9 @@ What each side does per email that the other does not:
   (no tracking links, no pixel: the driver's template has none) and keeps its progress as one
   counter per campaign (`sent`, `last_subscriber_id`), with no per-email row: after a crash it
   resumes from the last saved cursor. With the driver's `message_rate` it renders the whole
-  campaign into memory ahead of sending (hence its ~1 GB).
-- **smtp-source** sends the same bytes again and again: no database, no rendering; the box's SMTP
-  limit for this sink.
+  campaign into memory ahead of sending (hence its 0.5-1.2 GB).
+- **smtp-source** sends the same bytes again and again: no database, no rendering: what this
+  sink takes from a C client on this box at the time.
 
 ### Machine
 
