@@ -1,6 +1,6 @@
 """Cadence vs listmonk v6.2.0 on the same job, side by side in one run (issue 15).
 
-    python bench/vs_listmonk.py [--n 20000] [--rounds 3] [--cadence 2:prefork:1,2:solo:1,2:solo:4]
+    python bench/vs_listmonk.py [--n 20000] [--rounds 3] [--cadence 2:prefork:1,2:solo:1,2:threads:2,1:threads:4]
                                 [--listmonk-sweep 2,20,50,100,200] [--listmonk 2]
 
 The job: N subscribers get the first email of the lower-back-pain course (step 1, the real
@@ -402,7 +402,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (default 3); medians")
     parser.add_argument(
         "--cadence",
-        default="2:prefork:1,2:solo:1,2:solo:4",
+        default="2:prefork:1,2:solo:1,2:threads:2,1:threads:4",
         help="Cadence settings WORKERS:POOL:CONNECTIONS, comma-separated",
     )
     parser.add_argument("--listmonk-sweep", default="2,20,50,100,200", help="listmonk connections to try once each")

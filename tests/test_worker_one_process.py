@@ -2,10 +2,10 @@
 every message arrives, and the duplicates stay within the groups in flight, each with the
 Message-ID of its first copy.
 
-- the default worker (Celery's solo pool, no prefork parent) sending over three SMTP connections
+- ``--concurrency 1`` (Celery's solo pool, no prefork parent) sending over three SMTP connections
   (``&connections=3``): one group in flight, however many connections carry it;
-- ``--pool threads --concurrency 3``: three batches at once in one process, each thread with its
-  own runtime and connection: at most three groups in flight."""
+- the default worker (the threads pool, 4 batches at once in one process, each thread with its own
+  runtime and connection): at most four groups in flight."""
 
 from __future__ import annotations
 
@@ -45,8 +45,8 @@ def children_of(pid: int) -> list[int]:
 
 LAYOUTS = {
     # name: (worker arguments, SMTP connections per process, groups in flight at most)
-    "solo-3-connections": (["worker", "--loglevel", "INFO"], 3, 1),
-    "threads-3": (["worker", "--pool", "threads", "--concurrency", "3", "--loglevel", "INFO"], 1, 3),
+    "solo-3-connections": (["worker", "--concurrency", "1", "--loglevel", "INFO"], 3, 1),
+    "default-4-threads": (["worker", "--loglevel", "INFO"], 1, 4),
 }
 
 

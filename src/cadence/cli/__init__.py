@@ -154,26 +154,25 @@ def worker(
         int,
         typer.Option(
             min=1,
-            help="Batches sent at the same time (more than 1: a process each with --pool prefork, the default,"
-            " or a thread each with --pool threads)",
+            help="Batches sent at the same time: while one waits for the mail server or the database,"
+            " another is prepared (a thread each; a process each with --pool prefork)",
         ),
-    ] = 1,
+    ] = 4,
     pool: Annotated[
         str | None,
         typer.Option(
-            help="solo: send in this one process (the default with --concurrency 1, the least memory);"
-            " prefork: a parent process and --concurrency sending processes (the default above 1);"
-            " threads: --concurrency batches at once in this one process (while one waits for the mail"
-            " server or the database, another is prepared)"
+            help="threads: the batches run in this one process (the default); solo: one batch at a time"
+            " (the default with --concurrency 1); prefork: a parent process and one process per batch"
+            " (more memory)"
         ),
     ] = None,
     loglevel: Annotated[str, typer.Option(help="Celery log level")] = "INFO",
 ) -> None:
-    """Start a worker that sends the queued emails. Run one per processor core (or one with
-    --concurrency N); every worker shares the queue, and a stopped worker loses nothing."""
+    """Start a worker that sends the queued emails: one process, 4 batches at a time. Run one or
+    two per machine; every worker shares the queue, and a stopped worker loses nothing."""
     from cadence.metrics import start_process_metrics
 
-    chosen = pool or ("solo" if concurrency == 1 else "prefork")
+    chosen = pool or ("solo" if concurrency == 1 else "threads")
     if chosen not in ("solo", "prefork", "threads"):
         raise UsageError(f"--pool {chosen!r}: expected solo, prefork or threads")
     if chosen == "solo" and concurrency != 1:
@@ -184,10 +183,13 @@ def worker(
     celery_app = process_app()
 
     quiet = ["--quiet"] if get_settings().log_format == "json" else []  # no banner among JSON lines
-    # solo (issue 15): the process that takes a task from the broker runs it. The prefork pool
-    # adds a parent process of ~110 MB per worker that only hands tasks over a pipe; acks_late,
-    # prefetch 1 and the ledger's leases work the same in every pool (cadence.tasks); the threads
-    # pool gives each thread its own runtime and SMTP connection (tasks.runtime).
+    # threads and solo (issue 15): the process that takes tasks from the broker runs them. The
+    # prefork pool adds a parent process of ~100 MB per worker that only hands tasks over a pipe,
+    # and a process per batch. The batches mostly wait (for the relay, PostgreSQL, a CPU), so
+    # threads overlap them in one process: on the 2-core bench machine one process with 4 threads
+    # sent more than 2 processes, in 165 MB (docs/performance.md). acks_late, prefetch 1 and the
+    # ledger's leases work the same in every pool (cadence.tasks); each thread has its own
+    # runtime and SMTP connection (tasks.runtime).
     options = [f"--pool={chosen}", f"--loglevel={loglevel}", "--without-gossip", "--without-mingle"]
     if chosen != "solo":
         options.append(f"--concurrency={concurrency}")
