@@ -99,6 +99,11 @@ def test_a_one_process_worker_killed_mid_batch_loses_nothing(tmp_path: Path, red
             print(procs.logs())
             pytest.fail(f"only {sent} of {N} deliveries were sent after the crash")
 
+    # No batch failed on the way (a race between threads, e.g. two creating the metrics at once,
+    # would only show as a delay here: the lease hands the batch to someone else).
+    for name in ("worker-a", "worker-b"):
+        log = (tmp_path / "logs" / f"{name}.log").read_text(errors="replace")
+        assert "raised unexpected" not in log, log[-3000:]
     per_recipient: dict[str, list[str]] = defaultdict(list)
     for message in sink.messages:
         parsed = email.message_from_bytes(message.data, policy=email.policy.default)
