@@ -280,6 +280,11 @@ def after_erase(database_url: str) -> None:
     forget_old_pages(database_url)
 
 
+def suppression_reason(session: Session, email: str, *, keys: SuppressionKeys) -> str | None:
+    """Why the address is suppressed ("staff", "hard_bounce", "complaint", "erased"...), or None."""
+    return find_suppression(session, email, keys)
+
+
 @dataclass(frozen=True)
 class SuppressionChange:
     subscriber_id: int

@@ -15,6 +15,7 @@ from cadence.web.state import get_state
 
 NAV = (
     ("/admin", "Dashboard", "viewer"),
+    ("/admin/campaigns", "Campaigns", "viewer"),
     ("/admin/subscribers", "Subscribers", "viewer"),
     ("/admin/suppressions", "Suppressions and bounces", "viewer"),
     ("/admin/audit", "Audit log", "viewer"),
