@@ -16,15 +16,18 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from cadence.db.models import AuditEntry, CampaignState, Event, Link, Subscriber
+from cadence.db.models import AuditEntry, CampaignState, Event, Link, Subscriber, SubscriberTopic
 from cadence.db.session import transaction
+from cadence.operations import newsletters
 from tests.support.axe import axe_script
-from tests.support.console import CHROMIUM, CHROMIUM_ARGS, PASSWORD, Console, new_user, seed, session_client
+from tests.support.console import CHROMIUM, CHROMIUM_ARGS, PASSWORD, XSS_NAME, Console, new_user, seed, session_client
 from tests.support.services import unavailable
 from tests.support.web import WebServer, csrf_token
 
 XSS_URL = 'https://clinic.example/"><script>alert(7)</script><img src=x onerror=alert(8)>'
 CAMPAIGN = "lower-back-pain"
+NEWSLETTER = "clinic-news-2027-01"
+EVIL = "mallory@example.com"
 
 
 @pytest.fixture(scope="module")
@@ -161,7 +164,7 @@ def test_a_viewer_sees_campaigns_but_every_action_is_refused_by_the_server(
 def test_subscriber_actions_suppress_tag_export_and_erase_with_the_typed_address(
     web: WebServer, seeded: dict[str, int]
 ) -> None:
-    target = seeded["first"] + 1  # runner1@example.com
+    target = seeded["evil"]  # no deliveries: the campaign test's numbers stay whatever the order
     profile = f"/admin/subscribers/{target}"
     editor = session_client(web, "ed.two@clinic.example", "editor")
     token = csrf_token(editor.get(profile).text)
@@ -177,16 +180,15 @@ def test_subscriber_actions_suppress_tag_export_and_erase_with_the_typed_address
     exported = editor.post(f"{profile}/export", data={"csrf_token": token})
     assert exported.headers["content-type"].startswith("text/csv")
     rows = list(csv.DictReader(io.StringIO(exported.text)))
-    assert [r["email"] for r in rows] == ["runner1@example.com"] and rows[0]["tags"] == "expo"  # not runner10..
-    assert (
-        editor.post(f"{profile}/erase", data={"csrf_token": token, "confirm": "runner1@example.com"}).status_code == 403
-    )
+    assert [r["email"] for r in rows] == [EVIL] and rows[0]["tags"] == "expo"
+    assert rows[0]["first_name"] == XSS_NAME  # the CSV has it as written; a spreadsheet shows text
+    assert editor.post(f"{profile}/erase", data={"csrf_token": token, "confirm": EVIL}).status_code == 403
 
     admin = session_client(web, "ada.admin@clinic.example", "admin")
     token = csrf_token(admin.get(profile).text)
-    wrong = admin.post(f"{profile}/erase", data={"csrf_token": token, "confirm": "runner1@example"})
+    wrong = admin.post(f"{profile}/erase", data={"csrf_token": token, "confirm": EVIL[:-4]})
     assert wrong.status_code == 400 and "Nothing was erased" in wrong.text
-    erased = admin.post(f"{profile}/erase", data={"csrf_token": token, "confirm": "Runner1@example.com"})
+    erased = admin.post(f"{profile}/erase", data={"csrf_token": token, "confirm": EVIL.upper()})
     assert erased.status_code == 303 and erased.headers["location"].startswith("/admin/subscribers?done=")
     assert admin.get(profile).status_code == 404
     with transaction(web.settings.database_url) as session:
@@ -201,3 +203,40 @@ def test_subscriber_actions_suppress_tag_export_and_erase_with_the_typed_address
         ("user:ed.two@clinic.example", "subscribers.tag"),
         ("user:ada.admin@clinic.example", "subscriber.erase"),
     } <= by
+
+
+def test_a_newsletter_is_paused_tested_and_cancelled_from_the_campaigns_page(
+    web: WebServer, seeded: dict[str, int]
+) -> None:
+    with transaction(web.settings.database_url) as session:
+        for offset in (2, 3):
+            session.add(
+                SubscriberTopic(subscriber_id=seeded["first"] + offset, topic="clinic-news", joined_at=web.clock.now())
+            )
+    newsletters.schedule(web.settings, NEWSLETTER, at=None, actor="cli:test", now=web.clock.now())
+    editor = session_client(web, "nell.editor@clinic.example", "editor")
+    listing = editor.get("/admin/campaigns").text
+    assert f'id="newsletter-{NEWSLETTER}"' in listing and "scheduled" in listing
+    token = csrf_token(listing)
+    paused = editor.post(f"/admin/campaigns/{NEWSLETTER}/pause", data={"csrf_token": token}, follow_redirects=True)
+    assert f"Newsletter {NEWSLETTER} is paused (2 copies paused)." in paused.text
+    assert newsletters.status(web.settings, NEWSLETTER)["state"] == "paused"
+
+    web.sink.clear()
+    tested = editor.post(f"/admin/campaigns/{NEWSLETTER}/test", data={"csrf_token": token}, follow_redirects=True)
+    assert "Test sent to 1 address(es)." in tested.text
+    [mail] = web.sink.wait_for(1)
+    assert mail.rcpt_tos == ("nell.editor@clinic.example",)
+    assert str(make_header(decode_header(message_from_bytes(mail.data)["Subject"]))).startswith("[TEST]")
+    bad = editor.post(f"/admin/campaigns/{NEWSLETTER}/test", data={"csrf_token": token, "to": "not-an-address"})
+    assert bad.status_code == 400 and "not-an-address" in bad.text
+
+    assert editor.post(f"/admin/campaigns/{NEWSLETTER}/cancel", data={"csrf_token": token}).status_code == 400
+    done = editor.post(f"/admin/campaigns/{NEWSLETTER}/cancel", data={"csrf_token": token, "confirm": NEWSLETTER})
+    assert done.status_code == 303
+    assert newsletters.status(web.settings, NEWSLETTER)["state"] == "cancelled"
+    assert (
+        "Cancel…" not in editor.get("/admin/campaigns").text.split(f'id="newsletter-{NEWSLETTER}"')[1].split("</tr>")[0]
+    )
+    missing = editor.post("/admin/campaigns/no-such-thing/pause", data={"csrf_token": token})
+    assert missing.status_code == 404 and "no campaign" in missing.text.lower()
