@@ -238,5 +238,8 @@ def test_a_newsletter_is_paused_tested_and_cancelled_from_the_campaigns_page(
     assert (
         "Cancel…" not in editor.get("/admin/campaigns").text.split(f'id="newsletter-{NEWSLETTER}"')[1].split("</tr>")[0]
     )
+    # The "what happened" sentence is signed for the session: a link cannot put words there.
+    spoof = editor.get("/admin/campaigns", params={"done": "Session expired: log in at evil.example", "sig": "0" * 32})
+    assert spoof.status_code == 200 and "evil.example" not in spoof.text
     missing = editor.post("/admin/campaigns/no-such-thing/pause", data={"csrf_token": token})
     assert missing.status_code == 404 and "no campaign" in missing.text.lower()

@@ -11,7 +11,6 @@ POST with the session's CSRF token (auth.Access) and lands in the audit log as `
 from __future__ import annotations
 
 from typing import Annotated, Any
-from urllib.parse import quote
 
 from fastapi import APIRouter, Form, Request
 from starlette.responses import Response
@@ -21,7 +20,7 @@ from cadence.operations import console_campaigns, lifecycle, newsletters
 from cadence.operations.staff_accounts import StaffIdentity
 from cadence.operations.test_sends import send_campaign_test
 from cadence.web.console.auth import Editor, Viewer
-from cadence.web.console.render import page, redirect
+from cadence.web.console.render import done_redirect, done_text, page
 from cadence.web.state import State, WebState
 
 router = APIRouter(prefix="/admin", include_in_schema=False)
@@ -35,29 +34,24 @@ def _list_page(
     return page(request, "campaigns.html", {"found": found, "done": done, "error": error}, me=me, status=status)
 
 
-def _done(sentence: str) -> Response:
-    # Post/redirect/get: reloading the page repeats nothing; the sentence rides in the query.
-    return redirect(f"/admin/campaigns?done={quote(sentence[:300])}")
-
-
 def _message(exc: CadenceError) -> str:
     text = str(exc)
     return text[:1].upper() + text[1:]
 
 
 @router.get("/campaigns")
-def campaigns(request: Request, state: State, me: Viewer, done: str = "") -> Response:
-    return _list_page(request, state, me, done=done[:300])
+def campaigns(request: Request, state: State, me: Viewer, done: str = "", sig: str = "") -> Response:
+    return _list_page(request, state, me, done=done_text(me, done, sig))
 
 
 @router.get("/campaigns/{campaign_id}")
-def campaign(request: Request, state: State, me: Viewer, campaign_id: str, done: str = "") -> Response:
+def campaign(request: Request, state: State, me: Viewer, campaign_id: str) -> Response:
     try:
         shown = console_campaigns.campaign_page(state.settings, state.runtime.catalog, campaign_id, state.now())
     except NotFound:
         missing = {"title": "No results yet", "message": f"Nothing has been sent for {campaign_id} yet."}
         return page(request, "message.html", missing, me=me, status=404)
-    context: dict[str, Any] = {"shown": shown, "campaign_id": campaign_id, "done": done[:300], "error": ""}
+    context: dict[str, Any] = {"shown": shown, "campaign_id": campaign_id}
     return page(request, "campaign.html", context, me=me)
 
 
@@ -77,7 +71,7 @@ def _act(request: Request, state: WebState, me: StaffIdentity, campaign_id: str,
         return _list_page(request, state, me, error=_message(exc), status=404)
     except InputError as exc:
         return _list_page(request, state, me, error=_message(exc), status=400)
-    return _done(done)
+    return done_redirect("/admin/campaigns", me, done)
 
 
 @router.post("/campaigns/{campaign_id}/pause")
@@ -133,7 +127,7 @@ def send_test(
         return _list_page(request, state, me, error=_message(exc), status=404)
     except CadenceError as exc:  # a bad address, the hourly cap, a campaign file that does not load
         return _list_page(request, state, me, error=_message(exc), status=400)
-    return _done(done)
+    return done_redirect("/admin/campaigns", me, done)
 
 
 def _first_segment(state: WebState, campaign_id: str) -> str:

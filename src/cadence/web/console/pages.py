@@ -9,7 +9,6 @@ from __future__ import annotations
 import io
 from collections.abc import Callable
 from typing import Annotated
-from urllib.parse import quote
 
 from fastapi import APIRouter, Form, Request
 from sqlalchemy.orm import Session
@@ -19,7 +18,7 @@ from cadence.errors import InputError, NotFound
 from cadence.operations import console_reads, subscriber_export, subscriber_tools
 from cadence.operations.staff_accounts import StaffIdentity
 from cadence.web.console.auth import Admin, Editor, Viewer
-from cadence.web.console.render import page, redirect
+from cadence.web.console.render import done_redirect, done_text, page
 from cadence.web.state import State, WebState
 
 router = APIRouter(prefix="/admin", include_in_schema=False)
@@ -34,11 +33,11 @@ def dashboard(request: Request, state: State, me: Viewer) -> Response:
 
 @router.get("/subscribers")
 def subscribers(
-    request: Request, state: State, me: Viewer, q: str = "", page_number: int = 1, done: str = ""
+    request: Request, state: State, me: Viewer, q: str = "", page_number: int = 1, done: str = "", sig: str = ""
 ) -> Response:
     with state.session() as session:
         found = console_reads.search_subscribers(session, q, page_number)
-    return page(request, "subscribers.html", {"found": found, "done": done[:300]}, me=me)
+    return page(request, "subscribers.html", {"found": found, "done": done_text(me, done, sig)}, me=me)
 
 
 def _profile(
@@ -64,13 +63,15 @@ def _profile(
             me=me,
             status=404,
         )
-    context = {"profile": profile, "error": error, "done": done[:300], "suppressed": suppressed}
+    context = {"profile": profile, "error": error, "done": done, "suppressed": suppressed}
     return page(request, "subscriber.html", context, me=me, status=status)
 
 
 @router.get("/subscribers/{subscriber_id}")
-def subscriber(request: Request, state: State, me: Viewer, subscriber_id: int, done: str = "") -> Response:
-    return _profile(request, state, me, subscriber_id, done=done)
+def subscriber(
+    request: Request, state: State, me: Viewer, subscriber_id: int, done: str = "", sig: str = ""
+) -> Response:
+    return _profile(request, state, me, subscriber_id, done=done_text(me, done, sig))
 
 
 def _email_of(state: WebState, subscriber_id: int) -> str:
@@ -97,7 +98,7 @@ def _run(
         return _profile(request, state, me, subscriber_id)
     except InputError as exc:
         return _profile(request, state, me, subscriber_id, _field_error(exc), status=400)
-    return redirect(f"/admin/subscribers/{subscriber_id}?done={quote(done)}")
+    return done_redirect(f"/admin/subscribers/{subscriber_id}", me, done)
 
 
 @router.post("/subscribers/{subscriber_id}/tags")
@@ -187,7 +188,7 @@ def erase(
     with state.session() as session:
         subscriber_tools.erase_subscriber(session, email, keys=state.suppression_keys, actor=me.actor, now=state.now())
     subscriber_tools.after_erase(state.settings.database_url)
-    return redirect(f"/admin/subscribers?done={quote(f'Subscriber {subscriber_id} was erased.')}")
+    return done_redirect("/admin/subscribers", me, f"Subscriber {subscriber_id} was erased.")
 
 
 @router.get("/audit")
