@@ -149,7 +149,7 @@ def test_a_viewer_sees_campaigns_but_every_action_is_refused_by_the_server(
     listing = viewer.get("/admin/campaigns")
     assert listing.status_code == 200 and CAMPAIGN in listing.text and "Pause" not in listing.text
     token = csrf_token(listing.text)
-    for action in ("pause", "resume", "cancel", "test"):
+    for action in ("pause", "resume", "cancel", "test", "schedule"):
         answer = viewer.post(f"/admin/campaigns/{CAMPAIGN}/{action}", data={"csrf_token": token, "confirm": CAMPAIGN})
         assert answer.status_code == 403 and "needs the editor role" in answer.text, action
     subscriber = seeded["first"]
@@ -213,11 +213,17 @@ def test_a_newsletter_is_paused_tested_and_cancelled_from_the_campaigns_page(
             session.add(
                 SubscriberTopic(subscriber_id=seeded["first"] + offset, topic="clinic-news", joined_at=web.clock.now())
             )
-    newsletters.schedule(web.settings, NEWSLETTER, at=None, actor="cli:test", now=web.clock.now())
     editor = session_client(web, "nell.editor@clinic.example", "editor")
-    listing = editor.get("/admin/campaigns").text
-    assert f'id="newsletter-{NEWSLETTER}"' in listing and "scheduled" in listing
-    token = csrf_token(listing)
+    token = csrf_token(editor.get("/admin/campaigns").text)
+    past = editor.post(
+        f"/admin/campaigns/{NEWSLETTER}/schedule", data={"csrf_token": token, "at": "2020-01-01 09:00 local"}
+    )
+    assert past.status_code == 400 and newsletters.status(web.settings, NEWSLETTER)["state"] == "draft"
+    scheduled = editor.post(
+        f"/admin/campaigns/{NEWSLETTER}/schedule", data={"csrf_token": token}, follow_redirects=True
+    )
+    assert f"Newsletter {NEWSLETTER} is scheduled for 2 reader(s)" in scheduled.text
+    assert newsletters.status(web.settings, NEWSLETTER)["state"] == "scheduled"
     paused = editor.post(f"/admin/campaigns/{NEWSLETTER}/pause", data={"csrf_token": token}, follow_redirects=True)
     assert f"Newsletter {NEWSLETTER} is paused (2 copies paused)." in paused.text
     assert newsletters.status(web.settings, NEWSLETTER)["state"] == "paused"

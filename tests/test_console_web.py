@@ -75,6 +75,7 @@ ROUTES = {
     ("POST", "/admin/campaigns/{campaign_id}/resume"): "editor",
     ("POST", "/admin/campaigns/{campaign_id}/cancel"): "editor",
     ("POST", "/admin/campaigns/{campaign_id}/test"): "editor",
+    ("POST", "/admin/campaigns/{campaign_id}/schedule"): "editor",
     ("GET", "/admin/users"): "admin",
     ("POST", "/admin/users"): "admin",
     ("POST", "/admin/users/{user_id}/disable"): "admin",

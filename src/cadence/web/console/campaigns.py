@@ -1,9 +1,10 @@
 """The console's campaign pages (issue 14): /admin/campaigns (drips and newsletters, with
-pause, resume, cancel and send test) and /admin/campaigns/<id> (results per step × segment,
+schedule (newsletters), pause, resume, cancel and send test) and /admin/campaigns/<id> (results per step × segment,
 top links, a funnel chart per step).
 
 Each handler calls one operation: operations/console_campaigns.py for what the pages show,
-operations/lifecycle.py (drips) or operations/newsletters.py for a state change, and
+operations/lifecycle.py (drips) or operations/newsletters.py for a state change or a
+newsletter's schedule, and
 operations/test_sends.py or newsletters.send_test for a test email. Every action is an editor's
 POST with the session's CSRF token (auth.Access) and lands in the audit log as ``user:<email>``.
 """
@@ -92,6 +93,26 @@ def cancel(request: Request, state: State, me: Editor, campaign_id: str, confirm
         error = f"To cancel, type the campaign's name exactly: {campaign_id}. Nothing was cancelled."
         return _list_page(request, state, me, error=error, status=400)
     return _act(request, state, me, campaign_id, "cancel")
+
+
+@router.post("/campaigns/{campaign_id}/schedule")
+def schedule(
+    request: Request,
+    state: State,
+    me: Editor,
+    campaign_id: str,
+    at: Annotated[str, Form(max_length=100)] = "",
+) -> Response:
+    """Schedule a newsletter file as it is now (its text is then locked): at its own send time,
+    or `at` (an instant with its offset, "YYYY-MM-DD HH:MM local", or "now")."""
+    try:
+        done = newsletters.schedule(state.settings, campaign_id, at=at.strip() or None, actor=me.actor, now=state.now())
+    except NotFound as exc:
+        return _list_page(request, state, me, error=_message(exc), status=404)
+    except CadenceError as exc:  # a problem in the file, a time in the past, nobody in the audience
+        return _list_page(request, state, me, error=_message(exc), status=400)
+    sentence = f"Newsletter {campaign_id} is scheduled for {done.recipients} reader(s), sending at {done.send_at}."
+    return done_redirect("/admin/campaigns", me, sentence)
 
 
 @router.post("/campaigns/{campaign_id}/test")
