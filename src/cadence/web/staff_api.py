@@ -124,7 +124,7 @@ def search(
     state: State,
     filters: QueryFilters,
     limit: Annotated[int, Query(ge=1, le=subscriber_tools.MAX_PAGE)] = 50,
-    after: Annotated[int | None, Query(ge=0)] = None,
+    after: Annotated[int | None, Query(ge=0, le=2**63 - 1)] = None,  # past it: a driver OverflowError
 ) -> dict[str, Any]:
     """Subscribers whose address or first name contains ``q``, with the given statuses and
     tags; pages of ``limit``, the next one from ``next_after``."""

@@ -13,6 +13,7 @@ from cadence.operations import staff_accounts as accounts
 from cadence.operations import staff_login as logins
 from cadence.web.console.auth import Admin, Viewer, session_policy, set_session_cookie
 from cadence.web.console.login import _agent, _field_message
+from cadence.web.console.pages import SubscriberId as UserId
 from cadence.web.console.render import page, redirect
 from cadence.web.security import client_ip
 from cadence.web.state import State
@@ -64,7 +65,7 @@ def add_user(
 
 
 @router.post("/users/{user_id}/disable")
-def disable_user(request: Request, state: State, me: Admin, user_id: int) -> Response:
+def disable_user(request: Request, state: State, me: Admin, user_id: UserId) -> Response:
     try:
         with state.session() as session:
             accounts.disable_user(session, accounts.user_email(session, user_id), actor=me.actor, now=state.now())
@@ -76,7 +77,7 @@ def disable_user(request: Request, state: State, me: Admin, user_id: int) -> Res
 
 
 @router.post("/users/{user_id}/reset")
-def reset_user(request: Request, state: State, me: Admin, user_id: int) -> Response:
+def reset_user(request: Request, state: State, me: Admin, user_id: UserId) -> Response:
     try:
         with state.session() as session:
             link = accounts.reset_user(session, accounts.user_email(session, user_id), actor=me.actor, now=state.now())

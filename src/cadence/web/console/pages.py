@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Form, Path, Query, Request
 from starlette.responses import Response
 
 from cadence.errors import InputError, NotFound
@@ -18,6 +18,12 @@ from cadence.web.state import State
 
 router = APIRouter(prefix="/admin", include_in_schema=False)
 
+# Past the database's integer range an id or an OFFSET is an OverflowError from the driver: a
+# 500 (hostile review). Bounded here, it is the not-found page like any other unknown id.
+MAX_ID = 2**63 - 1
+SubscriberId = Annotated[int, Path(ge=1, le=MAX_ID)]
+PageNumber = Annotated[int, Query(le=1_000_000)]
+
 
 @router.get("")
 def dashboard(request: Request, state: State, me: Viewer) -> Response:
@@ -27,7 +33,7 @@ def dashboard(request: Request, state: State, me: Viewer) -> Response:
 
 
 @router.get("/subscribers")
-def subscribers(request: Request, state: State, me: Viewer, q: str = "", page_number: int = 1) -> Response:
+def subscribers(request: Request, state: State, me: Viewer, q: str = "", page_number: PageNumber = 1) -> Response:
     with state.session() as session:
         found = console_reads.search_subscribers(session, q, page_number)
     return page(request, "subscribers.html", {"found": found}, me=me)
@@ -51,13 +57,17 @@ def _profile(
 
 
 @router.get("/subscribers/{subscriber_id}")
-def subscriber(request: Request, state: State, me: Viewer, subscriber_id: int) -> Response:
+def subscriber(request: Request, state: State, me: Viewer, subscriber_id: SubscriberId) -> Response:
     return _profile(request, state, me, subscriber_id)
 
 
 @router.post("/subscribers/{subscriber_id}/tags")
 def add_tag(
-    request: Request, state: State, me: Editor, subscriber_id: int, tag: Annotated[str, Form(max_length=200)] = ""
+    request: Request,
+    state: State,
+    me: Editor,
+    subscriber_id: SubscriberId,
+    tag: Annotated[str, Form(max_length=200)] = "",
 ) -> Response:
     try:
         with state.session() as session:
@@ -71,7 +81,11 @@ def add_tag(
 
 @router.post("/subscribers/{subscriber_id}/tags/remove")
 def remove_tag(
-    request: Request, state: State, me: Editor, subscriber_id: int, tag: Annotated[str, Form(max_length=200)] = ""
+    request: Request,
+    state: State,
+    me: Editor,
+    subscriber_id: SubscriberId,
+    tag: Annotated[str, Form(max_length=200)] = "",
 ) -> Response:
     try:
         with state.session() as session:
@@ -82,7 +96,7 @@ def remove_tag(
 
 
 @router.get("/audit")
-def audit(request: Request, state: State, me: Viewer, actor: str = "", page_number: int = 1) -> Response:
+def audit(request: Request, state: State, me: Viewer, actor: str = "", page_number: PageNumber = 1) -> Response:
     with state.session() as session:
         log = console_reads.audit_log(session, page=page_number, actor=actor)
     return page(request, "audit.html", {"log": log}, me=me)

