@@ -128,3 +128,23 @@ def test_a_setup_link_token_never_reaches_the_log_even_when_its_form_fails(web: 
     assert "CSRF check failed" in log
     assert secret not in log
     assert client.get(setup).status_code == 200  # and the link still works
+
+
+def test_a_stolen_session_cannot_guess_the_password_faster_than_the_login_form(web: WebServer) -> None:
+    # The password and second-factor forms check the current password: unthrottled, a session
+    # cookie (a workstation left unlocked) was an oracle at tens of guesses a second, around the
+    # login form's 5 per account in 15 minutes. They now share the login form's counters.
+    viewer = session_client(web, "vic.viewer@clinic.example", "viewer")
+    token = re.search(r'name="csrf_token" value="([^"]+)"', viewer.get("/admin/account").text)
+    assert token is not None
+    answers = []
+    for n in range(4):
+        guess = {"csrf_token": token.group(1), "current_password": f"guess {n} of many"}
+        answers.append(viewer.post("/admin/account/totp/remove", data=guess).status_code)
+        change = {**guess, "password": "a brand new password", "confirm": "a brand new password"}
+        answers.append(viewer.post("/admin/account/password", data=change).status_code)
+    assert answers[:4] == [400, 400, 400, 400]  # the login at session_client counted once
+    assert answers[4:] == [429, 429, 429, 429]
+    refused = viewer.post("/admin/account/password", data={"csrf_token": token.group(1), "current_password": "x"})
+    assert refused.status_code == 429 and "Retry-After" in refused.headers
+    assert viewer.get("/admin/account").status_code == 200  # the session itself goes on
