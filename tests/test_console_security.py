@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import httpx
+import pyotp
 import pytest
 
 from cadence.db.models import Subscriber
@@ -148,3 +149,26 @@ def test_a_stolen_session_cannot_guess_the_password_faster_than_the_login_form(w
     refused = viewer.post("/admin/account/password", data={"csrf_token": token.group(1), "current_password": "x"})
     assert refused.status_code == 429 and "Retry-After" in refused.headers
     assert viewer.get("/admin/account").status_code == 200  # the session itself goes on
+
+
+def test_turning_the_code_app_on_needs_the_password_so_a_stolen_session_cannot_lock_the_owner_out(
+    web: WebServer,
+) -> None:
+    # With only a session cookie, an attacker could put their own key in the owner's account:
+    # the owner then cannot log in without an admin (OWASP Authentication Cheat Sheet:
+    # re-authenticate before changing the second factor; turning it off already asked).
+    from tests.support.console import PASSWORD, log_in
+
+    owner = session_client(web, "olga.owner@clinic.example", "viewer")
+    page = owner.get("/admin/account").text
+    secret = re.search(r'id="totp-secret">([A-Z2-7]+)<', page)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    assert secret is not None and token is not None
+    code = pyotp.TOTP(secret.group(1)).at(web.clock.now())
+    form = {"csrf_token": token.group(1), "secret": secret.group(1), "code": code}
+    hijack = owner.post("/admin/account/totp", data=form)
+    assert hijack.status_code == 400 and "current password" in hijack.text
+    assert log_in(web.client(), "olga.owner@clinic.example").headers["location"] == "/admin"  # still no code asked
+    on = owner.post("/admin/account/totp", data={**form, "current_password": PASSWORD})
+    assert on.headers["location"] == "/admin/account?done=totp-on"
+    assert log_in(web.client(), "olga.owner@clinic.example").headers["location"] == "/admin/login/code"

@@ -215,11 +215,17 @@ def totp_uri(secret: str, email: str) -> str:
     return pyotp.TOTP(secret).provisioning_uri(name=email, issuer_name=TOTP_ISSUER)
 
 
-def enable_totp(session: Session, identity: StaffIdentity, secret: str, code: str, *, now: datetime) -> None:
-    """Turn the second factor on with `secret`, once a code from it proves the app has it."""
+def enable_totp(
+    session: Session, identity: StaffIdentity, secret: str, code: str, *, password: str, now: datetime
+) -> None:
+    """Turn the second factor on with `secret`, once a code from it proves the app has it. The
+    current password first, as for turning it off: a session alone must not be enough to put
+    someone else's key in the account and lock its owner out (OWASP Authentication Cheat Sheet,
+    "re-authentication" before changing a second factor)."""
     user = store.user_by_id(session, identity.user_id)
     if user is None:
         raise NotFound("your account no longer exists")
+    _check_password(user, password)
     valid_secret: bool
     try:
         valid_secret = len(secret) == 32 and bool(pyotp.TOTP(secret).now())

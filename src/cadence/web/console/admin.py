@@ -164,10 +164,13 @@ def enable_totp(
     me: Viewer,
     secret: Annotated[str, Form(max_length=64)] = "",
     code: Annotated[str, Form(max_length=20)] = "",
+    current_password: Annotated[str, Form(max_length=2000)] = "",
 ) -> Response:
+    if (limited := _guessing(request, state, me)) is not None:
+        return limited
     try:
         with state.session() as session:
-            logins.enable_totp(session, me, secret, code, now=state.now())
+            logins.enable_totp(session, me, secret, code, password=current_password, now=state.now())
     except InputError as exc:
         return _account_page(request, me, error=_field_message(exc), status=400, secret=secret)
     return redirect("/admin/account?done=totp-on")
