@@ -172,3 +172,58 @@ def test_turning_the_code_app_on_needs_the_password_so_a_stolen_session_cannot_l
     on = owner.post("/admin/account/totp", data={**form, "current_password": PASSWORD})
     assert on.headers["location"] == "/admin/account?done=totp-on"
     assert log_in(web.client(), "olga.owner@clinic.example").headers["location"] == "/admin/login/code"
+
+
+def test_one_totp_code_opens_one_session_when_two_logins_race_on_postgresql() -> None:
+    # Each code is good once (RFC 6238 §5.2). Two half-way logins posting the same code at the
+    # same moment (a phished password and code, replayed while the owner logs in) both read
+    # "no step used yet" and both got a full session; the user row is now locked for the check.
+    import threading
+    from datetime import timedelta
+
+    from cadence.db.migrate import upgrade
+    from cadence.operations import staff_accounts as accounts
+    from cadence.operations import staff_login as logins
+    from tests.support.services import postgres_database
+
+    now = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+    policy = accounts.SessionPolicy(idle=timedelta(minutes=30), absolute=timedelta(hours=12))
+    password = "correct horse battery"
+    with postgres_database() as url:
+        upgrade(url)
+        with transaction(url) as session:
+            link = accounts.add_user(session, "rae@clinic.example", "editor", actor="cli:test", now=now)
+        with transaction(url) as session:
+            accounts.complete_setup(session, link.token, password, password, now=now)
+            started = logins.login(session, "rae@clinic.example", password, now=now, policy=policy)
+            assert started is not None
+            me = logins.current_identity(session, started.token, now=now, policy=policy)
+            assert me is not None
+            secret = logins.new_totp_secret()
+            logins.enable_totp(session, me, secret, pyotp.TOTP(secret).at(now), password=password, now=now)
+        later = now + timedelta(seconds=60)  # a step the enable did not use
+        code = pyotp.TOTP(secret).at(later)
+
+        def half_way() -> accounts.StaffIdentity:
+            with transaction(url) as session:
+                begun = logins.login(session, "rae@clinic.example", password, now=later, policy=policy)
+                assert begun is not None and begun.stage == "password"
+                found = logins.current_identity(session, begun.token, now=later, policy=policy)
+                assert found is not None
+                return found
+
+        first, second = half_way(), half_way()
+        outcome: dict[str, object] = {}
+
+        def race() -> None:
+            with transaction(url) as session:
+                outcome["second"] = logins.verify_totp(session, second, code, now=later, policy=policy)
+
+        with transaction(url) as session:
+            assert logins.verify_totp(session, first, code, now=later, policy=policy) is not None
+            session.flush()
+            other = threading.Thread(target=race)
+            other.start()
+            other.join(0.5)  # it reads (or waits for) the user row while this one is uncommitted
+        other.join(10)
+        assert outcome == {"second": None}

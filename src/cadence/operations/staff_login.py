@@ -124,8 +124,9 @@ def verify_totp(
 ) -> NewSession | None:
     """The second step of a login: the half-way session ends and a new, full one begins.
     None for a wrong or replayed code (audited, and returned rather than raised so the row
-    commits)."""
-    user = store.user_by_id(session, identity.user_id)
+    commits). The user row is locked while the code is checked: two logins racing with one code
+    would otherwise both read "step unused" (found in a hostile review)."""
+    user = store.user_by_id(session, identity.user_id, lock=True)
     if user is None or identity.stage != "password" or not user.totp_secret:
         raise LoginFailed()
     if not _accept_totp(user, user.totp_secret, code, now):
