@@ -17,6 +17,7 @@ import io
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import httpx
 import pyotp
@@ -227,3 +228,33 @@ def test_one_totp_code_opens_one_session_when_two_logins_race_on_postgresql() ->
             other.join(0.5)  # it reads (or waits for) the user row while this one is uncommitted
         other.join(10)
         assert outcome == {"second": None}
+
+
+def test_a_nul_character_is_a_400_not_a_postgresql_error(web_sink: SmtpSink, tmp_path: Path) -> None:
+    # PostgreSQL text cannot hold NUL (0x00): psycopg raised DataError, a 500 for the login form,
+    # the console search and most staff API routes. NUL is never text anyone meant to send: the
+    # body guard refuses it in the path, the query, a form and a JSON body, before any parsing.
+    from tests.support.services import postgres_database
+
+    with postgres_database() as url, WebServer(tmp_path, web_sink, extra_env={"CADENCE_DATABASE_URL": url}) as pg:
+        token = _token(pg, "nul-bot", "admin")
+        admin = session_client(pg, "nils.admin@clinic.example", "admin")
+        assert admin.get("/admin/subscribers?q=a%00b").status_code == 400
+        client = pg.client()
+        form = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/admin/login").text)
+        assert form is not None
+        login = {"csrf_token": form.group(1), "email": "nils.admin\x00@clinic.example", "password": "x" * 14}
+        assert client.post("/admin/login", data=login).status_code == 400
+        bearer = {"Authorization": f"Bearer {token}", **pg.from_ip()}
+        for method, path, body in (
+            ("GET", "/api/staff/subscribers?q=a%00b", None),
+            ("GET", "/api/staff/subscribers/a%00b@example.com", None),
+            ("GET", "/api/staff/audit?target=a%00", None),
+            ("POST", "/api/staff/subscribers/tags", {"emails": ["a\x00@example.com"], "add": ["x"]}),
+            ("POST", "/api/staff/subscribers/a@example.com/suppression", {"reason": "a\x00b"}),
+        ):
+            answer = httpx.request(method, pg.url(path), headers=bearer, json=body, timeout=10)
+            assert answer.status_code == 400, (path, answer.status_code, answer.text)
+            assert "NUL" in answer.json()["detail"]
+        assert httpx.get(pg.url("/api/staff/subscribers?q=a"), headers=bearer).status_code == 200
+        assert "Exception in ASGI application" not in pg.log()
