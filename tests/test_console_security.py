@@ -258,3 +258,12 @@ def test_a_nul_character_is_a_400_not_a_postgresql_error(web_sink: SmtpSink, tmp
             assert "NUL" in answer.json()["detail"]
         assert httpx.get(pg.url("/api/staff/subscribers?q=a"), headers=bearer).status_code == 200
         assert "Exception in ASGI application" not in pg.log()
+
+
+def test_a_campaign_name_too_long_for_a_file_name_is_a_422_not_a_500(web: WebServer) -> None:
+    # The report reads campaigns/<name>.yaml: a 3,000-character name was OSError "File name too
+    # long" (ENAMETOOLONG), a 500 naming nothing.
+    bearer = {"Authorization": f"Bearer {_token(web, 'reporter')}", **web.from_ip()}
+    answer = httpx.get(web.url("/api/staff/report/" + "x" * 3000), headers=bearer, timeout=10)
+    assert answer.status_code == 422, answer.text
+    assert httpx.get(web.url("/api/staff/report/no-such-campaign"), headers=bearer).status_code == 404
