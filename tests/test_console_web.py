@@ -206,7 +206,8 @@ def test_a_code_app_adds_a_second_step_to_login(web: WebServer) -> None:
     totp = pyotp.TOTP(secret)
     now = web.clock.now()
     on = client.post(
-        "/admin/account/totp", data={"csrf_token": csrf_token(page), "secret": secret, "code": totp.at(now)}
+        "/admin/account/totp",
+        data={"csrf_token": csrf_token(page), "secret": secret, "code": totp.at(now), "current_password": PASSWORD},
     )
     assert on.headers["location"] == "/admin/account?done=totp-on"
     fresh = web.client()

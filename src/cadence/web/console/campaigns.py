@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Form, Path, Request
 from starlette.responses import Response
 
 from cadence.errors import CadenceError, InputError, NotFound
@@ -25,6 +25,9 @@ from cadence.web.console.render import done_redirect, done_text, page
 from cadence.web.state import State, WebState
 
 router = APIRouter(prefix="/admin", include_in_schema=False)
+# A campaign id becomes a file name (campaigns/<id>.yaml): longer than any file name may be, it
+# is a 422, not an OSError (the staff API caps it the same way).
+CampaignId = Annotated[str, Path(max_length=200)]
 Id = Annotated[str, Form(max_length=200)]
 
 
@@ -46,7 +49,7 @@ def campaigns(request: Request, state: State, me: Viewer, done: str = "", sig: s
 
 
 @router.get("/campaigns/{campaign_id}")
-def campaign(request: Request, state: State, me: Viewer, campaign_id: str) -> Response:
+def campaign(request: Request, state: State, me: Viewer, campaign_id: CampaignId) -> Response:
     try:
         shown = console_campaigns.campaign_page(state.settings, state.runtime.catalog, campaign_id, state.now())
     except NotFound:
@@ -76,17 +79,17 @@ def _act(request: Request, state: WebState, me: StaffIdentity, campaign_id: str,
 
 
 @router.post("/campaigns/{campaign_id}/pause")
-def pause(request: Request, state: State, me: Editor, campaign_id: str) -> Response:
+def pause(request: Request, state: State, me: Editor, campaign_id: CampaignId) -> Response:
     return _act(request, state, me, campaign_id, "pause")
 
 
 @router.post("/campaigns/{campaign_id}/resume")
-def resume(request: Request, state: State, me: Editor, campaign_id: str) -> Response:
+def resume(request: Request, state: State, me: Editor, campaign_id: CampaignId) -> Response:
     return _act(request, state, me, campaign_id, "resume")
 
 
 @router.post("/campaigns/{campaign_id}/cancel")
-def cancel(request: Request, state: State, me: Editor, campaign_id: str, confirm: Id = "") -> Response:
+def cancel(request: Request, state: State, me: Editor, campaign_id: CampaignId, confirm: Id = "") -> Response:
     # Cancelling cannot be undone (operations/lifecycle.py): the name must be typed, as on
     # GitHub's "delete repository", so a slip of the mouse cancels nothing.
     if confirm.strip() != campaign_id:
@@ -100,7 +103,7 @@ def schedule(
     request: Request,
     state: State,
     me: Editor,
-    campaign_id: str,
+    campaign_id: CampaignId,
     at: Annotated[str, Form(max_length=100)] = "",
 ) -> Response:
     """Schedule a newsletter file as it is now (its text is then locked): at its own send time,
@@ -120,7 +123,7 @@ def send_test(
     request: Request,
     state: State,
     me: Editor,
-    campaign_id: str,
+    campaign_id: CampaignId,
     to: Annotated[str, Form(max_length=2000)] = "",
     step: Id = "1",
     segment: Id = "",

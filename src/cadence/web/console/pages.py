@@ -10,7 +10,7 @@ import io
 from collections.abc import Callable
 from typing import Annotated
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Form, Path, Query, Request
 from sqlalchemy.orm import Session
 from starlette.responses import Response
 
@@ -23,6 +23,12 @@ from cadence.web.state import State, WebState
 
 router = APIRouter(prefix="/admin", include_in_schema=False)
 
+# Past the database's integer range an id or an OFFSET is an OverflowError from the driver: a
+# 500 (hostile review). Bounded here, it is the not-found page like any other unknown id.
+MAX_ID = 2**63 - 1
+SubscriberId = Annotated[int, Path(ge=1, le=MAX_ID)]
+PageNumber = Annotated[int, Query(le=1_000_000)]
+
 
 @router.get("")
 def dashboard(request: Request, state: State, me: Viewer) -> Response:
@@ -33,7 +39,7 @@ def dashboard(request: Request, state: State, me: Viewer) -> Response:
 
 @router.get("/subscribers")
 def subscribers(
-    request: Request, state: State, me: Viewer, q: str = "", page_number: int = 1, done: str = "", sig: str = ""
+    request: Request, state: State, me: Viewer, q: str = "", page_number: PageNumber = 1, done: str = "", sig: str = ""
 ) -> Response:
     with state.session() as session:
         found = console_reads.search_subscribers(session, q, page_number)
@@ -44,7 +50,7 @@ def _profile(
     request: Request,
     state: WebState,
     me: StaffIdentity,
-    subscriber_id: int,
+    subscriber_id: SubscriberId,
     error: str = "",
     status: int = 200,
     done: str = "",
@@ -69,12 +75,12 @@ def _profile(
 
 @router.get("/subscribers/{subscriber_id}")
 def subscriber(
-    request: Request, state: State, me: Viewer, subscriber_id: int, done: str = "", sig: str = ""
+    request: Request, state: State, me: Viewer, subscriber_id: SubscriberId, done: str = "", sig: str = ""
 ) -> Response:
     return _profile(request, state, me, subscriber_id, done=done_text(me, done, sig))
 
 
-def _email_of(state: WebState, subscriber_id: int) -> str:
+def _email_of(state: WebState, subscriber_id: SubscriberId) -> str:
     """The address the subscriber tools take (NotFound once erased)."""
     with state.session() as session:
         return console_reads.subscriber_profile(session, subscriber_id, limit=0).subscriber.email
@@ -103,7 +109,11 @@ def _run(
 
 @router.post("/subscribers/{subscriber_id}/tags")
 def add_tag(
-    request: Request, state: State, me: Editor, subscriber_id: int, tag: Annotated[str, Form(max_length=200)] = ""
+    request: Request,
+    state: State,
+    me: Editor,
+    subscriber_id: SubscriberId,
+    tag: Annotated[str, Form(max_length=200)] = "",
 ) -> Response:
     def run(session: Session, email: str) -> str:
         subscriber_tools.tag_subscribers(
@@ -116,7 +126,11 @@ def add_tag(
 
 @router.post("/subscribers/{subscriber_id}/tags/remove")
 def remove_tag(
-    request: Request, state: State, me: Editor, subscriber_id: int, tag: Annotated[str, Form(max_length=200)] = ""
+    request: Request,
+    state: State,
+    me: Editor,
+    subscriber_id: SubscriberId,
+    tag: Annotated[str, Form(max_length=200)] = "",
 ) -> Response:
     def run(session: Session, email: str) -> str:
         subscriber_tools.tag_subscribers(
@@ -129,7 +143,11 @@ def remove_tag(
 
 @router.post("/subscribers/{subscriber_id}/suppress")
 def suppress(
-    request: Request, state: State, me: Editor, subscriber_id: int, reason: Annotated[str, Form(max_length=2000)] = ""
+    request: Request,
+    state: State,
+    me: Editor,
+    subscriber_id: SubscriberId,
+    reason: Annotated[str, Form(max_length=2000)] = "",
 ) -> Response:
     def run(session: Session, email: str) -> str:
         change = subscriber_tools.suppress_subscriber(session, email, reason=reason, actor=me.actor, now=state.now())
@@ -139,7 +157,7 @@ def suppress(
 
 
 @router.post("/subscribers/{subscriber_id}/unsuppress")
-def unsuppress(request: Request, state: State, me: Editor, subscriber_id: int) -> Response:
+def unsuppress(request: Request, state: State, me: Editor, subscriber_id: SubscriberId) -> Response:
     def run(session: Session, email: str) -> str:
         change = subscriber_tools.unsuppress_subscriber(
             session, email, keys=state.suppression_keys, actor=me.actor, now=state.now()
@@ -150,7 +168,7 @@ def unsuppress(request: Request, state: State, me: Editor, subscriber_id: int) -
 
 
 @router.post("/subscribers/{subscriber_id}/export")
-def export(request: Request, state: State, me: Editor, subscriber_id: int) -> Response:
+def export(request: Request, state: State, me: Editor, subscriber_id: SubscriberId) -> Response:
     """This subscriber's row as CSV (subscriber_export: the columns of `cadence subscribers
     export`), audit-logged as an export of this address."""
     try:
@@ -174,7 +192,11 @@ def export(request: Request, state: State, me: Editor, subscriber_id: int) -> Re
 
 @router.post("/subscribers/{subscriber_id}/erase")
 def erase(
-    request: Request, state: State, me: Admin, subscriber_id: int, confirm: Annotated[str, Form(max_length=400)] = ""
+    request: Request,
+    state: State,
+    me: Admin,
+    subscriber_id: SubscriberId,
+    confirm: Annotated[str, Form(max_length=400)] = "",
 ) -> Response:
     """Erase for good (GDPR Art. 17), as the person's own erase link does. The address must be
     typed: this cannot be undone."""
@@ -192,7 +214,7 @@ def erase(
 
 
 @router.get("/audit")
-def audit(request: Request, state: State, me: Viewer, actor: str = "", page_number: int = 1) -> Response:
+def audit(request: Request, state: State, me: Viewer, actor: str = "", page_number: PageNumber = 1) -> Response:
     with state.session() as session:
         log = console_reads.audit_log(session, page=page_number, actor=actor)
     return page(request, "audit.html", {"log": log}, me=me)
