@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,10 @@ SEGMENTED = {k: v for k, v in GOOD.items() if k != "facets"} | {
 
 
 def write(tmp_path: Path, data: object, name: str = "c.yaml") -> Path:
+    """The campaign file `name` in `tmp_path`, beside a copy of the clinic's sender file (the
+    name and postal address every email carries)."""
+    if not (tmp_path / "sender.yaml").exists():
+        shutil.copy(ROOT / "campaigns" / "sender.yaml", tmp_path)
     path = tmp_path / name
     path.write_text(yaml.safe_dump(data) if not isinstance(data, str) else data)
     return path
@@ -136,3 +141,12 @@ def test_an_unknown_campaign_name_is_not_found(tmp_path: Path) -> None:
         find_campaign("nope", tmp_path)
     with pytest.raises(NotFound):
         find_campaign("../../etc/passwd", tmp_path)
+
+
+def test_a_campaign_without_a_sender_file_is_refused_naming_it(tmp_path: Path) -> None:
+    """No sender file and no postal address of its own: an error when the file loads (the
+    campaign is held and says why), not a render failure for every email."""
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(GOOD))
+    with pytest.raises(CampaignError, match=r"sender\.yaml: no sender file: .*postal address"):
+        load_campaign(path)
