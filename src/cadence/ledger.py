@@ -40,6 +40,7 @@ __all__ = [
     "record_results",
 ]
 
+
 @dataclass(frozen=True, slots=True)
 class PreparedSend:
     """One rendered message and everything needed to record what happens to it."""

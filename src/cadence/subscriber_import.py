@@ -26,6 +26,7 @@ attributes are already as stored count as unchanged and are not written.
 from __future__ import annotations
 
 import csv
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -36,6 +37,7 @@ from sqlalchemy.orm import Session
 
 from cadence.db import imports
 from cadence.db.session import session_factory
+from cadence.db.subscriber_search import add_tags
 from cadence.errors import InputError
 from cadence.subscriber_csv import ERROR_COLUMN, CheckedRow, Header, Problem, read_rows
 from cadence.subscribers import ImportResult, SubscriberInput, email_key, find_suppression
@@ -65,6 +67,7 @@ class ImportReport:
     error_report: Path | None = None
     committed: bool = False
     header: Header | None = None  # the file's header, for the column findings
+    tags_added: int = 0  # from a "Tags" column; a row whose only news is a tag counts unchanged
 
 
 class ImportRejected(InputError):
@@ -226,6 +229,21 @@ def _store(
         report.updated += 1
     imports.insert_subscribers(session, inserts)
     imports.update_subscribers(session, updates)
+    # A "Tags" column (cadence.subscriber_csv): added once the rows exist, so new rows have ids.
+    tagged = {
+        key: row.subscriber.tags
+        for row, key, is_blocked in zip(chunk, keys, blocked, strict=True)
+        if row.subscriber.tags and not is_blocked
+    }
+    if tagged:
+        ids = imports.existing_subscribers(session, list(tagged))
+        by_tag: dict[str, list[int]] = defaultdict(list)
+        for key, tags in tagged.items():
+            for tag in tags:
+                if key in ids:
+                    by_tag[tag].append(ids[key].id)
+        for tag, subscriber_ids in by_tag.items():
+            report.tags_added += add_tags(session, subscriber_ids, [tag], now)
 
 
 def _stale(version: str, reason: str, keys: SuppressionKeys) -> bool:

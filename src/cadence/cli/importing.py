@@ -143,6 +143,7 @@ def _summary(console: Console, report: ImportReport, seconds: float) -> None:
     console.print(
         f"[green]{report.created:,} created[/green], {report.updated:,} updated, {report.unchanged:,} unchanged, "
         f"{report.suppressed:,} skipped as suppressed{escape(suppressed)}, {report.rejected:,} rejected"
+        + (f", {report.tags_added:,} tag(s) added" if report.tags_added else "")
         + _report_note(report),
         soft_wrap=True,
     )

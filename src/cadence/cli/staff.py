@@ -5,8 +5,9 @@ also registers the subscriber tools (cadence.cli.subscriber_tools)."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeAlias
 
 import typer
 from rich.console import Console
@@ -16,6 +17,9 @@ from rich.table import Table
 from cadence.cli import subscriber_tools
 from cadence.cli.subscriber_tools import actor
 from cadence.errors import NotFound
+
+if TYPE_CHECKING:
+    from cadence.operations.results import ResultRow
 
 console = Console(highlight=False)
 tokens_app = typer.Typer(help="Keys for the staff API (scripts and other tools).", no_args_is_help=True)
@@ -30,6 +34,40 @@ def register(app: typer.Typer) -> None:
 
 def _pct(rate: float | None) -> str:
     return "–" if rate is None else f"{rate * 100:.1f}%"
+
+
+_WIDE = 150  # the whole report in one table needs about this many columns
+_Cell: TypeAlias = "tuple[str, Callable[[ResultRow], str]]"
+_SENDING: tuple[_Cell, ...] = (
+    ("sent", lambda r: f"{r.sent:,}"),
+    ("delivered", lambda r: f"{r.delivered:,}"),
+    ("failed", lambda r: f"{r.failed:,}"),
+    ("bounced hard/soft", lambda r: f"{r.hard_bounces:,}/{r.soft_bounces:,}"),
+    ("complaints", lambda r: f"{r.complaints:,}"),
+)
+_ENGAGEMENT: tuple[_Cell, ...] = (
+    ("opens", lambda r: f"{r.unique_opens:,}"),
+    ("open rate*", lambda r: _pct(r.open_rate)),
+    ("clicks", lambda r: f"{r.unique_clicks:,}"),
+    ("click rate", lambda r: _pct(r.click_rate)),
+    ("unsubscribed", lambda r: f"{r.unsubscribes:,}"),
+)
+
+
+def _print_results(title: str, rows: list[ResultRow], cells: tuple[_Cell, ...], *, split: bool) -> None:
+    table = Table(title=title)
+    table.add_column("email / segment" if split else "email", no_wrap=True)
+    if not split:
+        table.add_column("segment")
+    for header, _ in cells:
+        table.add_column(header, justify="right")
+    for row in rows:
+        email = f"{row.step}. {row.step_id}" if row.step else row.step_id
+        segment = row.segment or "(none yet)"
+        names = [f"{email}\n  {segment}"] if split else [email, segment]
+        last = len(rows) > 1 and row is rows[-2]  # a line above the totals
+        table.add_row(*names, *(value(row) for _, value in cells), end_section=last)
+    console.print(table)
 
 
 def report(
@@ -71,40 +109,16 @@ def report(
         typer.echo(json.dumps(result.document(), indent=2))
         return
     period = f" from {result.since or 'the start'} to {result.until or 'now'}" if (since or until) else ""
-    table = Table(title=f"{escape(result.name)} ({result.campaign}){period}")
-    columns = (
-        "email",
-        "segment",
-        "sent",
-        "delivered",
-        "failed",
-        "opens",
-        "open rate*",
-        "clicks",
-        "click rate",
-        "unsubscribed",
-        "bounced hard/soft",
-        "complaints",
-    )
-    for i, column in enumerate(columns):
-        table.add_column(column, justify="left" if i < 2 else "right")
-    for row in [*result.rows, result.total]:
-        table.add_row(
-            f"{row.step}. {row.step_id}" if row.step else row.step_id,
-            row.segment or "(none yet)",
-            f"{row.sent:,}",
-            f"{row.delivered:,}",
-            f"{row.failed:,}",
-            f"{row.unique_opens:,}",
-            _pct(row.open_rate),
-            f"{row.unique_clicks:,}",
-            _pct(row.click_rate),
-            f"{row.unsubscribes:,}",
-            f"{row.hard_bounces:,}/{row.soft_bounces:,}",
-            f"{row.complaints:,}",
-            end_section=row is result.rows[-1] if result.rows else False,
-        )
-    console.print(table)
+    title = f"{escape(result.name)} ({result.campaign}){period}"
+    rows = [*result.rows, result.total]
+    if console.width >= _WIDE:
+        _print_results(title, rows, _SENDING + _ENGAGEMENT, split=False)
+    else:
+        # Twelve columns squeezed into 80 were cut to "ema…", "seg…" (issue 13 trial): on a
+        # terminal narrower than the whole table, sending and engagement are two tables, and
+        # each row names its email and, below it, its segment.
+        _print_results(f"{title}: sending", rows, _SENDING, split=True)
+        _print_results(f"{title}: opens, clicks, unsubscribes", rows, _ENGAGEMENT, split=True)
     console.print(f"* {result.opens_caveat}")
     if result.top_links:
         links = Table(title="Most clicked links (unique clicks)")
@@ -144,16 +158,38 @@ def audit(
     if as_json:
         typer.echo(json.dumps([asdict(e) for e in entries], indent=2, ensure_ascii=False))
         return
-    table = Table(title="Audit log (newest first)")
-    for column in ("when", "who", "did", "to", "detail"):
-        table.add_column(column)
+    # One entry per line, details below it: a five-column table cut every cell to "subscriber.e…"
+    # and printed Python dicts at 80 columns (issue 13 trial).
+    console.print(f"[bold]Audit log[/bold], newest first ({len(entries)} entries)")
     for e in entries:
-        table.add_row(e.at, escape(e.actor), e.action, escape(e.target), escape(_detail(e.detail)))
-    console.print(table)
+        console.print(f"{_when(e.at)}  {escape(e.actor)}  [bold]{e.action}[/bold]  {escape(e.target)}", soft_wrap=True)
+        if detail := _detail(e.detail):
+            console.print(f"    {escape(detail)}", soft_wrap=True)
 
 
-def _detail(detail: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={v}" for k, v in detail.items())
+def _when(at: str) -> str:
+    from datetime import datetime
+
+    try:
+        return f"{datetime.fromisoformat(at):%Y-%m-%d %H:%M %Z}".strip()
+    except ValueError:
+        return at
+
+
+def _detail(detail: dict[str, Any], prefix: str = "") -> str:
+    """``key=value`` pairs, nested ones as ``filter.status=active``; empty values left out."""
+    parts: list[str] = []
+    for key, value in detail.items():
+        if value is None or value == [] or value == {} or value == "":
+            continue
+        if isinstance(value, dict):
+            if nested := _detail(value, f"{prefix}{key}."):
+                parts.append(nested)
+        elif isinstance(value, list):
+            parts.append(f"{prefix}{key}={','.join(str(v) for v in value)}")
+        else:
+            parts.append(f"{prefix}{key}={value}")
+    return ", ".join(parts)
 
 
 @tokens_app.command("add")

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from cadence.core.campaign import Campaign, Rule
 
 # Columns that are not attributes: the importer maps them to the subscriber's own fields.
-OWN_FIELDS = ("email", "first_name", "timezone")
+OWN_FIELDS = ("email", "first_name", "timezone", "tags")  # tags: real tags (subscriber_csv)
 
 
 @dataclass(frozen=True)

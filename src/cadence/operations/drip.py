@@ -83,9 +83,7 @@ def enroll_chosen(
     return engine.enroll(session, campaign, people, now)
 
 
-def tick(
-    runtime: Runtime, *, enqueue: Callable[[list[int]], None] | None, now: datetime | None = None
-) -> TickResult:
+def tick(runtime: Runtime, *, enqueue: Callable[[list[int]], None] | None, now: datetime | None = None) -> TickResult:
     """Claim due enrollments into ledger rows and hand their ids to `enqueue` after each
     round's commit (``engine.tick``)."""
     return engine.tick(runtime, now=now, enqueue=enqueue)
@@ -97,9 +95,7 @@ def deliver(runtime: Runtime, delivery_ids: Sequence[int]) -> SendOutcome:
     return engine.deliver(runtime, delivery_ids)
 
 
-def record_event(
-    session: Session, subscriber: Subscriber, kind: str, now: datetime, **options: Any
-) -> bool:
+def record_event(session: Session, subscriber: Subscriber, kind: str, now: datetime, **options: Any) -> bool:
     """Store an event; an exit goal ends the enrollments it names (``engine.record_event``)."""
     return engine.record_event(session, subscriber, kind, now, **options)
 

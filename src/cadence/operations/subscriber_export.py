@@ -73,7 +73,7 @@ def export_subscribers(
             }
             if writer is not None:
                 attrs = [str(s.attributes.get(name, "")) for name in attribute_names]
-                writer.writerow([*row.values(), " ".join(tags[s.id]), *attrs])
+                writer.writerow([*row.values(), ",".join(tags[s.id]), *attrs])  # "a,b": what import reads back
             else:
                 out.write(
                     json.dumps({**row, "tags": tags[s.id], "attributes": s.attributes}, ensure_ascii=False) + "\n"

@@ -35,7 +35,6 @@ _TAG = re.compile(r"^[a-z0-9][a-z0-9._:-]{0,99}$")
 MAX_PAGE = 500
 
 
-
 @dataclass(frozen=True)
 class SegmentFilter:
     campaign: Campaign
