@@ -68,6 +68,8 @@ class ImportReport:
     committed: bool = False
     header: Header | None = None  # the file's header, for the column findings
     tags_added: int = 0  # from a "Tags" column; a row whose only news is a tag counts unchanged
+    topics: tuple[str, ...] = ()  # --topic: every imported row joins these newsletter topics
+    topics_joined: int = 0
 
 
 class ImportRejected(InputError):
@@ -97,6 +99,7 @@ def import_csv(
     error_report: Path | None = None,
     chunk_size: int = CHUNK_SIZE,
     on_progress: Callable[[int, int], None] | None = None,
+    topics: Sequence[str] = (),
 ) -> ImportReport:
     """Import the CSV at `path` (see the module docstring). `error_report` is written when
     given (every bad row and every suppressed address). `on_progress(rows, bytes)` is called
@@ -108,7 +111,7 @@ def import_csv(
         raise InputError(f"{path}: is a directory, not a CSV file")
     if error_report is not None and error_report.resolve() == path.resolve():
         raise InputError(f"{error_report}: the error report would overwrite the file being imported")
-    report = ImportReport(source=str(path), error_report=error_report)
+    report = ImportReport(source=str(path), error_report=error_report, topics=tuple(topics))
     bytes_read = 0
 
     def count_bytes(n: int) -> None:
@@ -233,10 +236,12 @@ def _store(
     tagged = {
         key: row.subscriber.tags
         for row, key, is_blocked in zip(chunk, keys, blocked, strict=True)
-        if row.subscriber.tags and not is_blocked
+        if (row.subscriber.tags or report.topics) and not is_blocked
     }
     if tagged:
         ids = imports.existing_subscribers(session, list(tagged))
+        for topic in report.topics:  # --topic: consent given outside Cadence, recorded as "import"
+            report.topics_joined += imports.add_topics(session, [s.id for s in ids.values()], topic, now, "import")
         by_tag: dict[str, list[int]] = defaultdict(list)
         for key, tags in tagged.items():
             for tag in tags:

@@ -36,6 +36,14 @@ def subscribers_import(
         list[str] | None,
         typer.Option("--campaign", help="Check the columns against this campaign's segments (default: every campaign)"),
     ] = None,
+    topic: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--topic",
+            help="Put everyone in the file on this newsletter topic, e.g. clinic-news (only people who agreed to "
+            "receive it; recorded as consent given at import)",
+        ),
+    ] = None,
 ) -> None:
     """Import or update subscribers from a CSV file. All or nothing unless --skip-invalid.
 
@@ -46,6 +54,7 @@ def subscribers_import(
     do not (a column named differently from what a segment expects puts everyone in the
     fallback segment).
     """
+    from cadence.cli.subscriber_tools import actor
     from cadence.config import get_settings
     from cadence.operations.drip import import_subscribers as import_csv
     from cadence.subscriber_import import ImportRejected
@@ -82,6 +91,9 @@ def subscribers_import(
                 skip_invalid=skip_invalid,
                 error_report=errors,
                 on_progress=show,
+                topics=topic or (),
+                sender_file=settings.sender_file,
+                actor=actor(),
             )
         except ImportRejected as rejected:
             _summary(console, rejected.report, time.monotonic() - started)
@@ -144,6 +156,7 @@ def _summary(console: Console, report: ImportReport, seconds: float) -> None:
         f"[green]{report.created:,} created[/green], {report.updated:,} updated, {report.unchanged:,} unchanged, "
         f"{report.suppressed:,} skipped as suppressed{escape(suppressed)}, {report.rejected:,} rejected"
         + (f", {report.tags_added:,} tag(s) added" if report.tags_added else "")
+        + (f", {report.topics_joined:,} joined {', '.join(report.topics)}" if report.topics else "")
         + _report_note(report),
         soft_wrap=True,
     )
