@@ -6,6 +6,8 @@ pointing at the newsletters ones for a newsletter's name."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import re
 from pathlib import Path
@@ -56,6 +58,10 @@ def test_scheduling_to_nobody_says_how_people_join_the_topic(env: dict[str, str]
     ran = cadence(env, "newsletters", "schedule", NEWSLETTER)  # before the import: nobody is on the topic
     assert ran.status == 1
     assert "nothing scheduled" in (line := one_error_line(ran)) and "--topic clinic-news" in line
+    empty = Path(env["TRIAL_DIR"]) / "no-campaigns"
+    empty.mkdir()
+    listed = cadence({**env, "CADENCE_CAMPAIGNS_DIR": str(empty)}, "campaigns", "list")  # a cold start
+    assert listed.status == 0 and f"No campaign files in {empty}" in " ".join(listed.out.split()), listed
 
 
 def test_import_reads_a_tags_column_as_tags_and_joins_the_topic(env: dict[str, str], imported: str) -> None:
@@ -105,6 +111,10 @@ def test_report_fits_80_columns(env: dict[str, str], imported: str) -> None:
     assert max(len(line) for line in ran.out.splitlines()) <= 80, ran.out
     assert "…" not in ran.out, ran.out
     assert "1. why-it-hurts" in ran.out and "unsubscribed" in ran.out and "complaints" in ran.out
+    table = cadence(env, "report", CAMPAIGN, "--csv")  # for a spreadsheet: plain numbers
+    assert table.status == 0, table
+    rows = list(csv.DictReader(io.StringIO(table.out)))
+    assert rows[-1]["email"] == "all steps" and rows[-1]["bounced_hard"] == "0" and rows[-1]["open_rate"] == ""
 
 
 def test_audit_is_one_readable_entry_per_line_with_imports_and_enrollments(env: dict[str, str], imported: str) -> None:
@@ -114,6 +124,11 @@ def test_audit_is_one_readable_entry_per_line_with_imports_and_enrollments(env: 
     assert re.search(r"^\d{4}-\d\d-\d\d \d\d:\d\d UTC  cli:\S+  subscribers\.import  subscribers$", ran.out, re.M)
     assert "file=contacts.csv, created=2, updated=0, rejected=2, topics=clinic-news" in ran.out, ran.out
     assert re.search(r"campaign\.enroll  campaign:lower-back-pain\n\s+chosen=all, enrolled=2", ran.out), ran.out
+    assert cadence(env, "tokens", "add", "zapier").status == 0
+    tokens = cadence(env, "tokens", "list")
+    assert "…" not in tokens.out and re.search(r"│ zapier │ read  │ 2026-12-07 │ cli:\S+ │ -\s+│ -\s+│", tokens.out)
+    erased = cadence(env, "subscribers", "erase", "bob@example.com", "--yes")
+    assert "erased bob@example.com; the address stays blocked (audit log: subscriber:" in erased.out, erased
 
 
 def test_campaigns_commands_send_a_newsletter_to_the_newsletters_commands(env: dict[str, str], imported: str) -> None:
@@ -124,6 +139,8 @@ def test_campaigns_commands_send_a_newsletter_to_the_newsletters_commands(env: d
     assert cadence(env, "newsletters", "pause", NEWSLETTER).status == 0
     listed = cadence(env, "campaigns", "list")
     assert listed.status == 0 and NEWSLETTER not in listed.out and "held" not in listed.out, listed
+    newsletters = cadence(env, "newsletters", "list")
+    assert re.search(rf"│ {NEWSLETTER} │ paused", newsletters.out), newsletters.out  # the name, never cut
     tested = cadence(env, "newsletters", "send-test", NEWSLETTER, "--to", "me@clinic.example,boss@clinic.example")
     assert tested.status == 0 and "Test sent to 2 address(es)" in tested.out, tested  # commas, as campaigns take
     unconfirmed = cadence(env, "newsletters", "cancel", NEWSLETTER)  # no terminal: like campaigns cancel

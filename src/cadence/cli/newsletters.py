@@ -177,8 +177,13 @@ def list_(as_json: AsJson = False) -> None:
         typer.echo(json.dumps(items, indent=2))
         return
     table = Table(title="Newsletters")
-    for column in ("Name", "State", "Subject", "Send at", "Readers", "Sent"):
+    # Lowercase like `campaigns list`; the name is what every other command takes, so it is never
+    # cut short ("clinic-news-2…" at 80 columns, issue 13 trial).
+    table.add_column("newsletter", no_wrap=True)
+    for column in ("state", "subject", "send at"):
         table.add_column(column)
+    for column in ("readers", "sent"):
+        table.add_column(column, justify="right")
     for item in items:
         table.add_row(
             *(escape(str(item.get(k, ""))) for k in ("id", "state", "subject", "send_at", "recipients", "sent"))

@@ -4,7 +4,9 @@ also registers the subscriber tools (cadence.cli.subscriber_tools)."""
 
 from __future__ import annotations
 
+import csv
 import json
+import sys
 from collections.abc import Callable
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Annotated, Any, TypeAlias
@@ -36,6 +38,10 @@ def _pct(rate: float | None) -> str:
     return "–" if rate is None else f"{rate * 100:.1f}%"
 
 
+_CSV_COLUMNS = (
+    "email", "segment", "sent", "delivered", "failed", "bounced_hard", "bounced_soft", "complaints",
+    "unique_opens", "unique_clicks", "open_rate", "click_rate", "unsubscribed",
+)  # fmt: skip
 _WIDE = 150  # the whole report in one table needs about this many columns
 _Cell: TypeAlias = "tuple[str, Callable[[ResultRow], str]]"
 _SENDING: tuple[_Cell, ...] = (
@@ -76,6 +82,7 @@ def report(
     until: Annotated[str | None, typer.Option("--until", help="Up to and including this day, YYYY-MM-DD")] = None,
     reasons: Annotated[bool, typer.Option("--reasons", help="Also why emails failed (slower on a big list)")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON")] = False,
+    as_csv: Annotated[bool, typer.Option("--csv", help="Print the rows as CSV, for a spreadsheet")] = False,
 ) -> None:
     """Results per email and segment: sent, delivered, failed, opens, clicks, unsubscribes,
     bounces and complaints, with rates, and the most clicked links."""
@@ -107,6 +114,16 @@ def report(
         )
     if as_json:
         typer.echo(json.dumps(result.document(), indent=2))
+        return
+    if as_csv:  # what a Mailchimp user downloads to a spreadsheet (issue 13): plain numbers
+        out = csv.writer(sys.stdout, lineterminator="\n")
+        out.writerow(_CSV_COLUMNS)
+        for row in [*result.rows, result.total]:
+            email = f"{row.step}. {row.step_id}" if row.step else row.step_id
+            rates = ("" if rate is None else f"{rate:.4f}" for rate in (row.open_rate, row.click_rate))
+            counts = (row.sent, row.delivered, row.failed, row.hard_bounces, row.soft_bounces, row.complaints)
+            out.writerow([email, row.segment or "(none yet)", *counts, row.unique_opens, row.unique_clicks, *rates,
+                          row.unsubscribes])  # fmt: skip
         return
     period = f" from {result.since or 'the start'} to {result.until or 'now'}" if (since or until) else ""
     title = f"{escape(result.name)} ({result.campaign}){period}"
@@ -229,10 +246,15 @@ def tokens_list(as_json: Annotated[bool, typer.Option("--json", help="Print the 
         return
     table = Table(title="API keys")
     for column in ("name", "scope", "made", "by", "last used", "revoked"):
-        table.add_column(column)
+        table.add_column(column, no_wrap=True)
     for t in tokens:
         table.add_row(
-            escape(t.name), t.scope, t.created_at, escape(t.created_by), t.last_used_at or "-", t.revoked_at or "-"
+            escape(t.name),
+            t.scope,
+            _when(t.created_at)[:10],  # days, not instants: six columns fit 80 (issue 13 trial)
+            escape(t.created_by),
+            _when(t.last_used_at or "-")[:10],
+            _when(t.revoked_at or "-")[:10],
         )
     console.print(table)
 

@@ -272,7 +272,8 @@ def erase_command(
             session, email, keys=SuppressionKeys.from_settings(settings), actor=actor(), now=settings.clock().now()
         )
     after_erase(get_settings().database_url)
-    console.print(f"[green]erased[/green] subscriber {erased}; the address stays blocked")
+    # The address as typed, and the id the audit log keeps for them (it keeps no address).
+    console.print(f"[green]erased[/green] {escape(email)}; the address stays blocked (audit log: subscriber:{erased})")
 
 
 def suppress_command(
