@@ -146,3 +146,18 @@ def test_campaigns_commands_send_a_newsletter_to_the_newsletters_commands(env: d
     unconfirmed = cadence(env, "newsletters", "cancel", NEWSLETTER)  # no terminal: like campaigns cancel
     assert unconfirmed.status == 2 and "add --yes" in one_error_line(unconfirmed)
     assert cadence(env, "newsletters", "cancel", NEWSLETTER, "--yes").status == 0
+
+
+def test_import_warns_about_a_value_that_looks_like_a_segment_value(env: dict[str, str], imported: str) -> None:
+    """``trail`` where the rule wants ``trails`` put the person with the road runners, silently;
+    ``roads`` is meant for the fallback and is no mistake."""
+    contacts = Path(env["TRIAL_DIR"]) / "more.csv"
+    contacts.write_text("Email,Terrain\neve@example.com,trail\nfay@example.com,Trail\ngus@example.com,roads\n")
+    ran = cadence(env, "subscribers", "import", str(contacts))
+    assert ran.status == 0, ran
+    flat = " ".join(ran.out.split())
+    assert (
+        "warning: terrain: no segment rule of lower-back-pain accepts 'trail' (2 rows); it looks for 'trails', "
+        "so those people land in 'Road, path and treadmill runners' (of terrain)" in flat
+    ), ran.out
+    assert "'roads'" not in flat

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import csv
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -70,6 +70,9 @@ class ImportReport:
     tags_added: int = 0  # from a "Tags" column; a row whose only news is a tag counts unchanged
     topics: tuple[str, ...] = ()  # --topic: every imported row joins these newsletter topics
     topics_joined: int = 0
+    # attribute -> value -> rows, up to DISTINCT_VALUES values each: the segment rules' values
+    # are checked against them after the import (cadence.core.column_findings.value_findings).
+    values: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 class ImportRejected(InputError):
@@ -142,6 +145,7 @@ def import_csv(
             for item in read_rows(source, on_bytes=count_bytes, on_header=header_read):
                 report.rows += 1
                 if isinstance(item, CheckedRow):
+                    _count_values(report.values, item.subscriber.attributes)
                     chunk.append(item)
                     if len(chunk) >= chunk_size:
                         flush()
@@ -162,6 +166,19 @@ def import_csv(
         session.commit()
     report.committed = True
     return report
+
+
+DISTINCT_VALUES = 50  # per column: a free-text column (notes, dates) stops being counted there
+
+
+def _count_values(counts: dict[str, dict[str, int]], attributes: Mapping[str, Any]) -> None:
+    for attribute, value in attributes.items():
+        seen = counts.setdefault(attribute, {})
+        key = str(value).strip().lower()
+        if key in seen:
+            seen[key] += 1
+        elif len(seen) < DISTINCT_VALUES:
+            seen[key] = 1
 
 
 def store_rows(

@@ -106,7 +106,7 @@ def subscribers_import(
 def _findings(console: Console, report: ImportReport, settings: Settings, names: list[str] | None) -> None:
     """Which columns the campaigns' segment rules read (cadence.core.column_findings)."""
     from cadence.catalog import CampaignCatalog
-    from cadence.core.column_findings import column_findings
+    from cadence.core.column_findings import column_findings, value_findings
     from cadence.errors import CadenceError
 
     if report.header is None:
@@ -138,6 +138,15 @@ def _findings(console: Console, report: ImportReport, settings: Settings, names:
                 f"land in {escape(missing.fallback)} for {found.campaign}",
                 soft_wrap=True,
             )
+    for unmatched in value_findings(report.values, campaigns):
+        shown = ", ".join(f"{value!r} ({rows:,} row{'s' if rows != 1 else ''})" for value, rows in unmatched.values[:5])
+        more = f" and {len(unmatched.values) - 5} more" if len(unmatched.values) > 5 else ""
+        console.print(
+            f"[yellow]warning:[/yellow] {unmatched.attribute}: no segment rule of {unmatched.campaign} accepts "
+            f"{escape(shown)}{more}; it looks for {escape(', '.join(map(repr, unmatched.wanted)))}, so those people "
+            f"land in {escape(unmatched.fallback)}: fix the values and import again",
+            soft_wrap=True,
+        )
 
 
 def _summary(console: Console, report: ImportReport, seconds: float) -> None:
