@@ -101,6 +101,8 @@ def test_show_names_the_segment_and_prints_short_times(env: dict[str, str], impo
     assert "joined: 2026-12-07 04:00 UTC (import)" in ran.out
     assert not re.search(r"\d{4}-\d\d-\d\dT\d", ran.out) and "…" not in ran.out, ran.out
     assert max(len(line) for line in ran.out.splitlines()) <= 80, ran.out
+    unknown = cadence(env, "subscribers", "search", "--segment", "trail")  # listed, as enroll lists them
+    assert unknown.status == 1 and "no segment 'trail'; segments: trail+race-soon (" in one_error_line(unknown)
 
 
 def test_report_fits_80_columns(env: dict[str, str], imported: str) -> None:

@@ -40,7 +40,6 @@ __all__ = [
     "record_results",
 ]
 
-
 @dataclass(frozen=True, slots=True)
 class PreparedSend:
     """One rendered message and everything needed to record what happens to it."""

@@ -123,9 +123,8 @@ def _pictures(
         picture_changes(result.emails, out / "diff")
     except Exception as exc:  # playwright's errors: no Chromium, or it would not start
         if "Executable doesn't exist" in str(exc) or "Failed to launch" in str(exc):
-            raise InputError(
-                "the pictures need Chromium at /usr/bin/chromium (apt-get install chromium); or pass --no-screenshots"
-            ) from None
+            raise InputError("the pictures need Chromium at /usr/bin/chromium (apt-get install chromium); "
+                             "or pass --no-screenshots") from None
         raise
     for change in result.emails:
         for width, path in zip((375, 600), change.pictures, strict=False):

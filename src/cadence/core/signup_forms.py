@@ -286,15 +286,7 @@ def form_from_data(data: Any, name: str, source: str, text: str = "") -> SignupF
     return SignupForm(
         name=name,
         page=PageCopy(
-            p.title,
-            p.eyebrow,
-            p.heading,
-            p.lede,
-            tuple(p.receive),
-            p.button,
-            p.note,
-            p.confirm,
-            p.confirmed,
+            p.title, p.eyebrow, p.heading, p.lede, tuple(p.receive), p.button, p.note, p.confirm, p.confirmed,
             p.answers_heading,
         ),
         consent=consent_wording(model.consent.text, tuple(model.consent.topics)),

@@ -259,7 +259,9 @@ class SubscriberTopic(Base):
 
     __tablename__ = "subscriber_topics"
 
-    subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscribers.id", ondelete="CASCADE"), primary_key=True)
+    subscriber_id: Mapped[int] = mapped_column(
+        ForeignKey("subscribers.id", ondelete="CASCADE"), primary_key=True
+    )
     topic: Mapped[str] = mapped_column(String(100), primary_key=True, index=True)
     joined_at: Mapped[datetime] = mapped_column(UTCDateTime)
     source: Mapped[str] = mapped_column(String(100), default="")
@@ -271,7 +273,9 @@ class SubscriberTag(Base):
 
     __tablename__ = "subscriber_tags"
 
-    subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscribers.id", ondelete="CASCADE"), primary_key=True)
+    subscriber_id: Mapped[int] = mapped_column(
+        ForeignKey("subscribers.id", ondelete="CASCADE"), primary_key=True
+    )
     tag: Mapped[str] = mapped_column(String(100), primary_key=True, index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
@@ -332,8 +336,6 @@ class Newsletter(Base):
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     changed_at: Mapped[datetime] = mapped_column(UTCDateTime)
     changed_by: Mapped[str] = mapped_column(String(200), default="")
-
-
 class ApiToken(Base):
     """A staff API token (``Authorization: Bearer ...``). Only the SHA-256 of the token is kept:
     the token is 32 random bytes, so a fast hash is enough (no password stretching is needed

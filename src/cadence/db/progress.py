@@ -43,6 +43,8 @@ def work_owed(session: Session, subscriber_ids: Sequence[int], now: datetime) ->
 def active_and_sent(session: Session, subscriber_ids: Sequence[int]) -> tuple[int, int]:
     """(active enrollments, sent deliveries) of `subscriber_ids`."""
     ids = list(subscriber_ids)
-    active = session.scalar(select(func.count()).where(Enrollment.subscriber_id.in_(ids), Enrollment.state == "active"))
+    active = session.scalar(
+        select(func.count()).where(Enrollment.subscriber_id.in_(ids), Enrollment.state == "active")
+    )
     sent = session.scalar(select(func.count()).where(Delivery.subscriber_id.in_(ids), Delivery.state == "sent"))
     return int(active or 0), int(sent or 0)

@@ -48,7 +48,9 @@ def event_key_taken(session: Session, dedupe_key: str) -> bool:
     return session.scalar(select(Event.id).where(Event.dedupe_key == dedupe_key)) is not None
 
 
-def join_topics(session: Session, subscriber_id: int, topics: Iterable[str], now: datetime, source: str) -> list[str]:
+def join_topics(
+    session: Session, subscriber_id: int, topics: Iterable[str], now: datetime, source: str
+) -> list[str]:
     """Put the subscriber on `topics` (``subscriber_topics``); a topic they are already on keeps
     its first ``joined_at`` and source (when they first agreed is what consent records need).
     Returns the topics newly joined. The caller holds the subscriber row locked (confirm), so
@@ -78,7 +80,9 @@ def enrollments_of(session: Session, subscriber_id: int) -> list[Enrollment]:
 
 
 def deliveries_of(session: Session, subscriber_id: int) -> list[Delivery]:
-    return list(session.scalars(select(Delivery).where(Delivery.subscriber_id == subscriber_id).order_by(Delivery.id)))
+    return list(
+        session.scalars(select(Delivery).where(Delivery.subscriber_id == subscriber_id).order_by(Delivery.id))
+    )
 
 
 def events_of(session: Session, subscriber_id: int) -> list[Event]:

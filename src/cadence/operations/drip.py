@@ -92,7 +92,9 @@ def enroll_chosen(
     return result
 
 
-def tick(runtime: Runtime, *, enqueue: Callable[[list[int]], None] | None, now: datetime | None = None) -> TickResult:
+def tick(
+    runtime: Runtime, *, enqueue: Callable[[list[int]], None] | None, now: datetime | None = None
+) -> TickResult:
     """Claim due enrollments into ledger rows and hand their ids to `enqueue` after each
     round's commit (``engine.tick``)."""
     return engine.tick(runtime, now=now, enqueue=enqueue)
@@ -104,7 +106,9 @@ def deliver(runtime: Runtime, delivery_ids: Sequence[int]) -> SendOutcome:
     return engine.deliver(runtime, delivery_ids)
 
 
-def record_event(session: Session, subscriber: Subscriber, kind: str, now: datetime, **options: Any) -> bool:
+def record_event(
+    session: Session, subscriber: Subscriber, kind: str, now: datetime, **options: Any
+) -> bool:
     """Store an event; an exit goal ends the enrollments it names (``engine.record_event``)."""
     return engine.record_event(session, subscriber, kind, now, **options)
 

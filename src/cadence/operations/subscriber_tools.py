@@ -35,6 +35,7 @@ _TAG = re.compile(r"^[a-z0-9][a-z0-9._:-]{0,99}$")
 MAX_PAGE = 500
 
 
+
 @dataclass(frozen=True)
 class SegmentFilter:
     campaign: Campaign

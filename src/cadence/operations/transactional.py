@@ -42,7 +42,6 @@ log = logging.getLogger(__name__)
 # send here take turns.
 _SENDING_HERE = threading.Lock()
 
-
 def queue_transactional(
     session: Session, *, message: TransactionalMessage, subscriber_id: int, form: str, now: datetime
 ) -> int:

@@ -55,5 +55,7 @@ def view_in_browser(token: str, request: Request, state: State) -> Response:
         return state.render(request, "campaign_gone.html", status=404)
     # The email's own inline styles, allowed one by one by hash (see tracking.style_hashes);
     # images may come from any HTTPS host, as they would in a mail client.
-    policy = f"{CSP}; style-src 'self' 'unsafe-hashes' {' '.join(view.style_hashes)}; img-src 'self' https: data:"
+    policy = (
+        f"{CSP}; style-src 'self' 'unsafe-hashes' {' '.join(view.style_hashes)}; img-src 'self' https: data:"
+    )
     return HTMLResponse(view.html, headers={"Content-Security-Policy": policy})

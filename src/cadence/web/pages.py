@@ -79,7 +79,9 @@ def subscribe(request: Request, state: State, background: BackgroundTasks, field
 
 
 @router.post("/subscribe/{name}", dependencies=[Depends(limit_posts)])
-def named_subscribe(name: str, request: Request, state: State, background: BackgroundTasks, fields: Posted) -> Response:
+def named_subscribe(
+    name: str, request: Request, state: State, background: BackgroundTasks, fields: Posted
+) -> Response:
     return _subscribe(state, request, background, fields, name)
 
 
@@ -115,7 +117,6 @@ def _subscribe(
 
 # ---------------------------------------------------------------------------- confirm
 
-
 @router.get("/confirm/{token}")
 def confirm_page(token: str, request: Request, state: State) -> Response:
     # Opening the link only shows a button: link scanners and prefetchers (Outlook Safe Links,
@@ -138,7 +139,6 @@ def confirm_submit(token: str, request: Request, state: State, csrf_token: FormT
 
 
 # ---------------------------------------------------------------------------- unsubscribe
-
 
 def _mask(email: str) -> str:
     local, _, domain = email.partition("@")

@@ -47,7 +47,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cadence.errors import InputError
 
-CSP = "default-src 'self'; base-uri 'none'; object-src 'none'; form-action 'self'; frame-ancestors 'none'"
+CSP = (
+    "default-src 'self'; base-uri 'none'; object-src 'none'; form-action 'self'; frame-ancestors 'none'"
+)
 _CSRF_MAX_AGE = 12 * 3600  # a form left open over lunch still works; a day-old one does not
 ROBOTS = "noindex, nofollow"
 _INDEXABLE = ("/subscribe", "/")  # the public signup form; everything else is personal or useless

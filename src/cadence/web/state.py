@@ -182,8 +182,7 @@ class WebState:
         """A page. With `forms`, a CSRF token for them (and the cookie it is bound to, if the
         browser has none yet); without, no cookie is set (the RFC 8058 responses among them)."""
         page: dict[str, Any] = {
-            "base_url": self.settings.base_url,
-            "clinic": self.sender.clinic(),
+            "base_url": self.settings.base_url, "clinic": self.sender.clinic(),
             "signup": self.default_form.page,
             **(context or {}),
         }

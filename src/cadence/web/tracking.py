@@ -78,7 +78,9 @@ def record_open(runtime: Runtime, session: Session, delivery_id: int, signature:
     if delivery is not None and _tracks(runtime, delivery, "opens"):
         subscriber = session.get(Subscriber, delivery.subscriber_id)
         if subscriber is not None:
-            record_event(session, subscriber, "open", now, delivery_id=delivery.id, dedupe_key=f"open:{delivery.id}")
+            record_event(
+                session, subscriber, "open", now, delivery_id=delivery.id, dedupe_key=f"open:{delivery.id}"
+            )
     return True
 
 
@@ -103,7 +105,6 @@ def _campaigns(runtime: Runtime, campaign_id: str) -> list[Campaign]:
 
 
 # ---------------------------------------------------------------------------- web view
-
 
 class CampaignGone(NotFound):
     """The delivery exists but its campaign (or step) no longer does."""

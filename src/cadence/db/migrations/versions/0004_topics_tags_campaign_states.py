@@ -29,10 +29,7 @@ def upgrade() -> None:
         sa.Column("joined_at", sa.DateTime(), nullable=False),
         sa.Column("source", sa.String(length=100), nullable=False),
         sa.ForeignKeyConstraint(
-            ["subscriber_id"],
-            ["subscribers.id"],
-            name="fk_subscriber_topics_subscriber_id_subscribers",
-            ondelete="CASCADE",
+            ["subscriber_id"], ["subscribers.id"], name="fk_subscriber_topics_subscriber_id_subscribers", ondelete="CASCADE"
         ),
         sa.PrimaryKeyConstraint("subscriber_id", "topic", name="pk_subscriber_topics"),
     )
@@ -43,10 +40,7 @@ def upgrade() -> None:
         sa.Column("tag", sa.String(length=100), nullable=False),
         sa.Column("created_at", sa.DateTime(), nullable=False),
         sa.ForeignKeyConstraint(
-            ["subscriber_id"],
-            ["subscribers.id"],
-            name="fk_subscriber_tags_subscriber_id_subscribers",
-            ondelete="CASCADE",
+            ["subscriber_id"], ["subscribers.id"], name="fk_subscriber_tags_subscriber_id_subscribers", ondelete="CASCADE"
         ),
         sa.PrimaryKeyConstraint("subscriber_id", "tag", name="pk_subscriber_tags"),
     )
