@@ -175,7 +175,9 @@ class Workers:
         """Process groups of the workers (each started in its own session: pgid = pid)."""
         return {proc.pid for proc, _ in self.procs}
 
-    def start(self, env: dict[str, str], count: int, concurrency: int) -> None:
+    def start(self, env: dict[str, str], count: int, concurrency: int, extra: tuple[str, ...] = ()) -> None:
+        """`count` workers of `concurrency` (``cadence worker`` picks the pool: solo for 1),
+        with `extra` arguments (``--pool prefork``)."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
         for k in range(count):
             path = self.log_dir / f"worker{k}.log"
@@ -190,6 +192,7 @@ class Workers:
                         str(concurrency),
                         "--loglevel",
                         "INFO",
+                        *extra,
                     ],
                     env=env,
                     cwd=str(env["CADENCE_DATA_DIR"]),

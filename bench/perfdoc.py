@@ -20,6 +20,7 @@ numbers across runs.
 | `bench/tick_cost.py` | the tick with 1,000,000 vs 100,000 enrollments, 10,000 due |
 | `bench/render.py` | per-email rendering: compiled variants vs MJML per subscriber |
 | `bench/message.py` | MIME building and DKIM signing vs the standard library and dkimpy; SMTP connection reuse |
+| `bench/vs_listmonk.py` | Cadence vs listmonk v6.2.0 and postfix's C client: emails/s, peak RSS/PSS, CPU per email |
 """
 
 

@@ -561,7 +561,9 @@ def main() -> None:
 
                 def classify(pid: int, comm: str, pgid: int) -> str | None:
                     if pgid in worker_groups:
-                        return f"Celery workers ({args.workers} x (main + {args.concurrency} pool process))"
+                        # `cadence worker --concurrency 1` is one process (solo pool); more: threads (issue 15)
+                        layout = "1 process" if args.concurrency == 1 else f"1 process, {args.concurrency} threads"
+                        return f"Celery workers ({args.workers} x {layout})"
                     if pid in backends:
                         return "postgres backends of the bench database"
                     if comm == "postgres":

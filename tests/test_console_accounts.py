@@ -196,10 +196,13 @@ def test_totp_needs_a_fresh_code_after_the_password_and_refuses_a_replayed_one(d
     secret = logins.new_totp_secret()
     assert logins.totp_uri(secret, me.email).startswith("otpauth://totp/Cadence:ann%40clinic.example?secret=")
     totp = pyotp.TOTP(secret)
+    wrong = "000000" if totp.at(NOW) != "000000" else "111111"
     with transaction(database_url) as session, pytest.raises(InputError, match="code"):
-        logins.enable_totp(session, me, secret, "000000" if totp.at(NOW) != "000000" else "111111", now=NOW)
+        logins.enable_totp(session, me, secret, wrong, password=PASSWORD, now=NOW)
+    with transaction(database_url) as session, pytest.raises(InputError, match="current_password"):
+        logins.enable_totp(session, me, secret, totp.at(NOW), password="not the password", now=NOW)
     with transaction(database_url) as session:
-        logins.enable_totp(session, me, secret, totp.at(NOW), now=NOW)
+        logins.enable_totp(session, me, secret, totp.at(NOW), password=PASSWORD, now=NOW)
 
     half = login(database_url)
     assert half is not None

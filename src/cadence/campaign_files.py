@@ -346,14 +346,21 @@ def list_campaigns(campaigns_dir: Path) -> list[Path]:
 
 def _with_sender(campaign: Campaign, sender_file: Path) -> Campaign:
     """`campaign` with the sender file's details under ``context.clinic`` (issue 12: one copy of
-    the name and postal address for every email and page). No file: the campaign as written
-    (an old checkout compared by ``campaigns diff`` carries its own)."""
+    the name and postal address for every email and page). No file: the campaign as written if
+    it carries its own postal address (an old checkout compared by ``campaigns diff``), else an
+    error, so the campaign is held and says why instead of failing every email at render time."""
     from cadence.core.sender import sender_from_text
 
     try:
         text = sender_file.read_text(encoding="utf-8")
     except FileNotFoundError:
-        return campaign
+        own = campaign.context.get("clinic")
+        if isinstance(own, dict) and own.get("postal_address"):
+            return campaign
+        raise CampaignError(
+            f"{sender_file}: no sender file: it holds the clinic's name and postal address, which every "
+            "email must carry (CAN-SPAM); set CADENCE_SENDER_FILE or add campaigns/sender.yaml"
+        ) from None
     sender = sender_from_text(text, str(sender_file))
     own = campaign.context.get("clinic")
     clinic = {**sender.clinic(), **(own if isinstance(own, dict) else {})}

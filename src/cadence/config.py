@@ -156,12 +156,13 @@ _DKIM_KEYS = (
 
 
 def _dkim(env: Mapping[str, str]) -> DkimSettings | None:
-    from cadence.core.dkim import key_algorithm  # the key is parsed here so a bad one fails at start
-
     keys: list[DkimKey] = []
     for file_var, selector_var, algorithm in _DKIM_KEYS:
         if not env.get(file_var):
             continue
+        # Parsed here so a bad key fails at start; imported only then (dkimpy, OpenSSL: ~15 MB, issue 15).
+        from cadence.core.dkim import key_algorithm
+
         key_file = Path(env[file_var])
         try:
             found = key_algorithm(key_file.read_bytes(), f"{file_var}: {key_file}")
@@ -408,6 +409,7 @@ def os_user() -> str:
         return "unknown"
 
 
+@lru_cache(maxsize=1)
 def get_settings() -> Settings:
     """The process-wide settings, read once from the environment."""
     return load_settings()

@@ -34,12 +34,14 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
-from markdown_it import MarkdownIt
 
 from cadence.errors import CampaignError
+
+if TYPE_CHECKING:  # only the web pages render Markdown; a worker resolves links (issue 15)
+    from markdown_it import MarkdownIt
 
 SAMPLE_BASE_URL = "https://example.invalid"
 PAGE_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,79}$")
@@ -92,13 +94,13 @@ def list_pages(campaigns_dir: Path, campaign_id: str) -> list[str]:
 # --- reading a page ---------------------------------------------------------------------------
 
 
+@lru_cache(maxsize=1)
 def _markdown() -> MarkdownIt:
     # CommonMark with raw HTML off: a "<script>" in a page file is shown as text. markdown-it also
     # refuses javascript:, vbscript:, file: and most data: link targets (its validateLink).
+    from markdown_it import MarkdownIt
+
     return MarkdownIt("commonmark", {"html": False, "typographer": False})
-
-
-_MD = _markdown()
 
 
 def read_page(path: Path, campaign_id: str) -> GuidePage:
@@ -141,7 +143,7 @@ def _read_page(path: Path, campaign_id: str, mtime_ns: int, size: int) -> GuideP
     body = text[match.end() :]
     if not body.strip():
         raise CampaignError(f"{source}: the page has no text after its front matter")
-    return GuidePage(campaign_id, path.stem, values["title"], values["description"], _MD.render(body))
+    return GuidePage(campaign_id, path.stem, values["title"], values["description"], _markdown().render(body))
 
 
 # --- links in a campaign's context -------------------------------------------------------------

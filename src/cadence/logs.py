@@ -24,6 +24,8 @@ from typing import Any
 # Where a link's secret lives (web/pages.py, preferences.py, links.py): the rest of the path is kept.
 _LINK_SECRETS = (
     (re.compile(r"(/(?:u|p|confirm|v|unsubscribe|preferences)/)[^\s/?#\"']+"), r"\1<token>"),
+    # A console setup link sets a staff password for 72 hours (operations/staff_accounts.py).
+    (re.compile(r"(/admin/setup/)[^\s/?#\"']+"), r"\1<token>"),
     (re.compile(r"(/c/\d+/\d+/)[^\s/?#\"']+"), r"\1<signature>"),
     (re.compile(r"(/o/\d+/)[^\s/?#\"']+"), r"\1<signature>"),
 )

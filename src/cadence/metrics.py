@@ -66,8 +66,19 @@ class _Instruments:
     rate_limit_wait: Histogram
 
 
-@lru_cache(maxsize=1)
+_instruments_lock = threading.Lock()
+
+
 def _instruments() -> _Instruments:
+    # Under a lock: in the threads pool of `cadence worker` two batches may record their first
+    # metric at the same moment, and creating the instruments twice raises DuplicateTimeseries
+    # (issue 15).
+    with _instruments_lock:
+        return _create_instruments()
+
+
+@lru_cache(maxsize=1)
+def _create_instruments() -> _Instruments:
     # Created on first use, not at import: by then start_process_metrics has chosen the value
     # class (multiprocess files or plain memory) for this process.
     return _Instruments(

@@ -9,16 +9,19 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 from jinja2 import FileSystemLoader
 
 from cadence.catalog import CampaignCatalog
 from cadence.clock import Clock
 from cadence.config import Settings
-from cadence.core.dkim import DkimSigner, DkimSigners
 from cadence.core.render import Renderer
 from cadence.transports.base import Transport
 from cadence.transports.registry import open_transport
+
+if TYPE_CHECKING:  # imported when a key is configured: dkimpy and OpenSSL cost a worker ~15 MB (issue 15)
+    from cadence.core.dkim import DkimSigner, DkimSigners
 
 __all__ = [
     "Runtime",
@@ -61,6 +64,8 @@ class Runtime:
         dkim = self.settings.dkim
         if dkim is None:
             return None
+        from cadence.core.dkim import DkimSigner, DkimSigners
+
         signers = [DkimSigner(k.key_file.read_bytes(), k.selector, dkim.domain, source=k.variable) for k in dkim.keys]
         return signers[0] if len(signers) == 1 else DkimSigners(signers)
 

@@ -17,11 +17,12 @@ Worker settings and why (Celery docs, "Optimizing" and "Redis caveats"):
 from __future__ import annotations
 
 import logging
+import threading
 from functools import lru_cache, partial
 from typing import Any
 
 from celery import Celery
-from celery.signals import after_setup_logger, after_setup_task_logger, worker_process_shutdown
+from celery.signals import after_setup_logger, after_setup_task_logger, worker_process_shutdown, worker_shutdown
 
 from cadence import logs, metrics
 from cadence.config import Settings, get_settings
@@ -119,10 +120,22 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-@lru_cache(maxsize=1)
+_local = threading.local()
+_runtimes: list[Runtime] = []  # every thread's, closed when the worker stops
+_runtimes_lock = threading.Lock()
+
+
 def runtime() -> Runtime:
-    """One runtime per worker process (its SMTP connection and compiled templates live here)."""
-    return Runtime.from_settings(get_settings())
+    """The runtime of this thread of the worker process (its SMTP connection and compiled
+    templates live here). One per thread, because a transport is not thread-safe: the solo and
+    prefork pools send from one thread per process, the threads pool (``--pool threads``) from
+    several, each with its own connection (issue 15)."""
+    current: Runtime | None = getattr(_local, "runtime", None)
+    if current is None:
+        current = _local.runtime = Runtime.from_settings(get_settings())
+        with _runtimes_lock:
+            _runtimes.append(current)
+    return current
 
 
 @after_setup_logger.connect
@@ -132,7 +145,10 @@ def _log_format(logger: logging.Logger, **_: Any) -> None:
         logs.use_json(logger)
 
 
-@worker_process_shutdown.connect
+@worker_process_shutdown.connect  # a prefork pool process ends
+@worker_shutdown.connect  # the solo pool: the worker process itself sends
 def _close_runtime(**_: Any) -> None:
-    if runtime.cache_info().currsize:
-        runtime().close()
+    with _runtimes_lock:
+        for each in _runtimes:
+            each.close()
+        _runtimes.clear()

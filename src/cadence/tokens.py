@@ -24,12 +24,14 @@ import json
 import re
 from datetime import datetime, timedelta
 from functools import lru_cache
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from cryptography.fernet import Fernet, InvalidToken
 from itsdangerous import BadData, SignatureExpired, Signer, URLSafeSerializer, URLSafeTimedSerializer
 
 from cadence.errors import TokenError
+
+if TYPE_CHECKING:  # imported where used: the send path (a worker) never seals a token (issue 15)
+    from cryptography.fernet import Fernet
 
 Purpose = Literal["unsubscribe", "preferences", "confirm", "webview", "track"]
 SealedPurpose = Literal["confirm", "data"]
@@ -130,6 +132,8 @@ def check_link_signature(secret_key: str, purpose: str, signature: str, *ids: in
 def _fernet(secret_key: str, purpose: str) -> Fernet:
     # A key per purpose, derived from the secret (HMAC-SHA256 as a PRF): a data link can never
     # be read as a confirmation link, and the raw secret is never used as an encryption key.
+    from cryptography.fernet import Fernet
+
     derived = hmac.new(secret_key.encode(), f"cadence.sealed.{purpose}".encode(), hashlib.sha256).digest()
     return Fernet(base64.urlsafe_b64encode(derived))
 
@@ -146,6 +150,8 @@ def read_sealed_token(secret_key: str, purpose: SealedPurpose, token: str, now: 
     TokenError otherwise ("expired" when only the age is wrong, so the page can say so)."""
     if len(token) > 1000 or not re.fullmatch(r"[A-Za-z0-9_-]+", token):
         raise TokenError("this link is not valid")
+    from cryptography.fernet import InvalidToken
+
     padded = (token + "=" * (-len(token) % 4)).encode("ascii")
     fernet = _fernet(secret_key, purpose)
     current = int(now.timestamp())

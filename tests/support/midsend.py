@@ -13,6 +13,7 @@ tested in tests/test_lifecycle_cli.py).
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -66,6 +67,7 @@ def _campaigns_dir(tmp_path: Path) -> Path:
     source = (ROOT / "campaigns" / f"{PAUSED}.yaml").read_text(encoding="utf-8")
     (folder / f"{PAUSED}.yaml").write_text(source, encoding="utf-8")
     (folder / f"{CANCELLED}.yaml").write_text(source.replace(f"id: {PAUSED}", f"id: {CANCELLED}", 1), encoding="utf-8")
+    shutil.copy(ROOT / "campaigns" / "sender.yaml", folder)  # the clinic's name and postal address
     return folder
 
 

@@ -166,19 +166,49 @@ def campaigns_status(
 
 @app.command()
 def worker(
-    concurrency: Annotated[int, typer.Option(help="Worker processes")] = 2,
+    concurrency: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Batches sent at the same time: while one waits for the mail server or the database,"
+            " another is prepared (a thread each; a process each with --pool prefork)",
+        ),
+    ] = 4,
+    pool: Annotated[
+        str | None,
+        typer.Option(
+            help="threads: the batches run in this one process (the default); solo: one batch at a time"
+            " (the default with --concurrency 1); prefork: a parent process and one process per batch"
+            " (more memory)"
+        ),
+    ] = None,
     loglevel: Annotated[str, typer.Option(help="Celery log level")] = "INFO",
 ) -> None:
-    """Start a Celery worker that sends batches (acks late, prefetch 1; see cadence.tasks)."""
+    """Start a worker that sends the queued emails: one process, 4 batches at a time. Run one or
+    two per machine; every worker shares the queue, and a stopped worker loses nothing."""
     from cadence.metrics import start_process_metrics
 
+    chosen = pool or ("solo" if concurrency == 1 else "threads")
+    if chosen not in ("solo", "prefork", "threads"):
+        raise UsageError(f"--pool {chosen!r}: expected solo, prefork or threads")
+    if chosen == "solo" and concurrency != 1:
+        raise UsageError("--pool solo sends one batch at a time: drop --concurrency, or use --pool prefork or threads")
     start_process_metrics("worker", get_settings())  # before the pool forks; docs/operations.md
     from cadence.tasks import process_app
 
     celery_app = process_app()
 
     quiet = ["--quiet"] if get_settings().log_format == "json" else []  # no banner among JSON lines
-    options = [f"--concurrency={concurrency}", f"--loglevel={loglevel}", "--without-gossip", "--without-mingle"]
+    # threads and solo (issue 15): the process that takes tasks from the broker runs them. The
+    # prefork pool adds a parent process of ~100 MB per worker that only hands tasks over a pipe,
+    # and a process per batch. The batches mostly wait (for the relay, PostgreSQL, a CPU), so
+    # threads overlap them in one process: on the 2-core bench machine one process with 4 threads
+    # sent more than 2 processes, in 165 MB (docs/performance.md). acks_late, prefetch 1 and the
+    # ledger's leases work the same in every pool (cadence.tasks); each thread has its own
+    # runtime and SMTP connection (tasks.runtime).
+    options = [f"--pool={chosen}", f"--loglevel={loglevel}", "--without-gossip", "--without-mingle"]
+    if chosen != "solo":
+        options.append(f"--concurrency={concurrency}")
     celery_app.worker_main([*quiet, "worker", *options])
 
 

@@ -144,10 +144,24 @@ def segment_matches(segment: Segment, attributes: Mapping[str, Any], today: date
 def choose_segment(segments: Sequence[Segment], attributes: Mapping[str, Any], today: date | None = None) -> Segment:
     """The first segment whose rules match; campaigns end with a fallback, so one always does.
 
-    `today` (the send date) matters only to date rules (``within_weeks``).
+    `today` (the send date) matters only to date rules (``within_weeks``). Each facet's option is
+    decided once per call, not once per composed segment that names it: with 2 facets of 2 and 3
+    options that was 6 evaluations of each facet's rules per email, a quarter of the per-email
+    preparation time in the worker (issue 15).
     """
+    chosen: dict[int, FacetOption] = {}  # id(facet) -> its option for these attributes
+
+    def option_of(facet: Facet) -> FacetOption:
+        option = chosen.get(id(facet))
+        if option is None:
+            option = chosen[id(facet)] = choose_option(facet, attributes, today)
+        return option
+
     for segment in segments:
-        if segment_matches(segment, attributes, today):
+        if segment.composition:
+            if all(option_of(facet) is option for facet, option in segment.composition):
+                return segment
+        elif segment_matches(segment, attributes, today):
             return segment
     raise CampaignError("no segment matched and the campaign has no fallback segment")
 

@@ -18,7 +18,7 @@ from collections import Counter
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, or_, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from cadence.db.models import (
@@ -136,21 +136,6 @@ def subscriber_deliveries(session: Session, subscriber_id: int, *, limit: int) -
 def subscriber_events(session: Session, subscriber_id: int, *, limit: int) -> list[Event]:
     query = select(Event).where(Event.subscriber_id == subscriber_id).order_by(Event.id.desc()).limit(limit)
     return list(session.scalars(query))
-
-
-def add_tag(session: Session, subscriber_id: int, tag: str, now: datetime) -> bool:
-    """Tag a subscriber; False if the tag was already there (nothing written)."""
-    if session.get(SubscriberTag, (subscriber_id, tag)) is not None:
-        return False
-    session.add(SubscriberTag(subscriber_id=subscriber_id, tag=tag, created_at=now))
-    session.flush()
-    return True
-
-
-def remove_tag(session: Session, subscriber_id: int, tag: str) -> bool:
-    query = delete(SubscriberTag).where(SubscriberTag.subscriber_id == subscriber_id, SubscriberTag.tag == tag)
-    result = session.execute(query.execution_options(synchronize_session=False))
-    return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
 def audit_page(session: Session, *, limit: int, offset: int, actor: str = "") -> tuple[int, list[AuditEntry]]:

@@ -261,7 +261,9 @@ def store_links(session: Session, urls: Sequence[str]) -> dict[str, int]:
     insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
     session.execute(
         insert(Link)
-        .values([{"url": u, "url_hash": h} for h, u in by_hash.items()])
+        # In one order (by hash) for every caller: two sending threads storing overlapping sets
+        # of new links in different orders could otherwise deadlock on PostgreSQL.
+        .values([{"url": by_hash[h], "url_hash": h} for h in sorted(by_hash)])
         .on_conflict_do_nothing(index_elements=["url_hash"])
     )
     rows = session.execute(select(Link.url_hash, Link.id).where(Link.url_hash.in_(list(by_hash))))

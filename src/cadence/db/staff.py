@@ -34,8 +34,10 @@ def find_user(session: Session, email_key: str) -> StaffUser | None:
     return session.scalar(select(StaffUser).where(StaffUser.email_key == email_key))
 
 
-def user_by_id(session: Session, user_id: int) -> StaffUser | None:
-    return session.get(StaffUser, user_id)
+def user_by_id(session: Session, user_id: int, *, lock: bool = False) -> StaffUser | None:
+    # lock: a row lock on PostgreSQL (SQLite writes one at a time anyway), for a check-then-write
+    # that must not run twice at once: a TOTP step is good once (operations/staff_login.py).
+    return session.get(StaffUser, user_id, with_for_update=lock)
 
 
 def user_by_setup_token(session: Session, token_hash: str) -> StaffUser | None:

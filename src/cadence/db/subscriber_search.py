@@ -36,10 +36,18 @@ def _escape_like(text: str) -> str:
 
 
 def search_query(
-    *, text: str | None, statuses: Sequence[str], tags: Sequence[str], after: int | None
+    *,
+    text: str | None,
+    statuses: Sequence[str],
+    tags: Sequence[str],
+    after: int | None,
+    email_key: str | None = None,
 ) -> Select[Subscriber]:
-    """Subscribers matching every given filter, by id. Every tag in `tags` must be present."""
+    """Subscribers matching every given filter, by id. Every tag in `tags` must be present.
+    `email_key`: exactly this address (the unique email_key index), where `text` is a substring."""
     query = select(Subscriber).order_by(Subscriber.id)
+    if email_key is not None:
+        query = query.where(Subscriber.email_key == email_key)
     if text:
         pattern = f"%{_escape_like(text.strip().lower())}%"
         query = query.where(

@@ -2,8 +2,8 @@
 profile, the audit log. Plain functions over a database session, a campaign catalog and `now`;
 the console routes call one of them per page and render the answer.
 
-The subscriber search is a stand-in until the subscriber tools of issue 13 land
-(``operations`` search with filters); the profile then gains their export, erase, suppress.
+The subscriber search here is the console's simple one (address or first name); the profile's
+actions (tags, suppress, export, erase) are operations/subscriber_tools.py's.
 """
 
 from __future__ import annotations

@@ -124,8 +124,9 @@ def verify_totp(
 ) -> NewSession | None:
     """The second step of a login: the half-way session ends and a new, full one begins.
     None for a wrong or replayed code (audited, and returned rather than raised so the row
-    commits)."""
-    user = store.user_by_id(session, identity.user_id)
+    commits). The user row is locked while the code is checked: two logins racing with one code
+    would otherwise both read "step unused" (found in a hostile review)."""
+    user = store.user_by_id(session, identity.user_id, lock=True)
     if user is None or identity.stage != "password" or not user.totp_secret:
         raise LoginFailed()
     if not _accept_totp(user, user.totp_secret, code, now):
@@ -215,11 +216,17 @@ def totp_uri(secret: str, email: str) -> str:
     return pyotp.TOTP(secret).provisioning_uri(name=email, issuer_name=TOTP_ISSUER)
 
 
-def enable_totp(session: Session, identity: StaffIdentity, secret: str, code: str, *, now: datetime) -> None:
-    """Turn the second factor on with `secret`, once a code from it proves the app has it."""
+def enable_totp(
+    session: Session, identity: StaffIdentity, secret: str, code: str, *, password: str, now: datetime
+) -> None:
+    """Turn the second factor on with `secret`, once a code from it proves the app has it. The
+    current password first, as for turning it off: a session alone must not be enough to put
+    someone else's key in the account and lock its owner out (OWASP Authentication Cheat Sheet,
+    "re-authentication" before changing a second factor)."""
     user = store.user_by_id(session, identity.user_id)
     if user is None:
         raise NotFound("your account no longer exists")
+    _check_password(user, password)
     valid_secret: bool
     try:
         valid_secret = len(secret) == 32 and bool(pyotp.TOTP(secret).now())

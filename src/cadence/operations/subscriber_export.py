@@ -20,6 +20,19 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
+# OWASP "CSV Injection": a cell starting with one of these is a formula to Excel, LibreOffice
+# and Google Sheets (``=HYPERLINK(...)`` in a first name leaks the sheet; DDE runs commands).
+# Names, attributes and even addresses (``=x@example.com`` is a valid address) come from
+# subscribers and imported files, so every CSV cell, the header included, gets a leading
+# apostrophe when it starts with one. The JSON lines export is data for programs: unchanged.
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: str) -> str:
+    """`value` made inert for a spreadsheet (see above)."""
+    return "'" + value if value.startswith(_FORMULA_STARTS) else value
+
+
 EXPORT_COLUMNS = (
     "email",
     "first_name",
@@ -54,7 +67,7 @@ def export_subscribers(
         attribute_names = sorted(seen - set(EXPORT_COLUMNS))
     writer = csv.writer(out) if fmt == "csv" else None
     if writer is not None:
-        writer.writerow([*EXPORT_COLUMNS, *attribute_names])
+        writer.writerow([csv_cell(name) for name in (*EXPORT_COLUMNS, *attribute_names)])
     count = 0
     chunk: list[Subscriber] = []
 
@@ -73,7 +86,9 @@ def export_subscribers(
             }
             if writer is not None:
                 attrs = [str(s.attributes.get(name, "")) for name in attribute_names]
-                writer.writerow([*row.values(), ",".join(tags[s.id]), *attrs])  # "a,b": what import reads back
+                # Tags as "a,b": what `subscribers import` reads back as tags (issue 13 trial).
+                cells = (*row.values(), ",".join(tags[s.id]), *attrs)
+                writer.writerow([csv_cell(cell) for cell in cells])
             else:
                 out.write(
                     json.dumps({**row, "tags": tags[s.id], "attributes": s.attributes}, ensure_ascii=False) + "\n"

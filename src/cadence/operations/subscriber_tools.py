@@ -52,9 +52,11 @@ class SubscriberFilter:
     tags: tuple[str, ...] = ()
     segment: SegmentFilter | None = None
     attrs: tuple[tuple[str, str], ...] = ()
+    email: str | None = None  # exactly this address (any case); `text` matches part of one
 
     def describe(self) -> dict[str, Any]:
         return {
+            **({"email": self.email} if self.email is not None else {}),
             "query": self.text,
             "status": list(self.statuses),
             "tag": list(self.tags),
@@ -156,7 +158,13 @@ def matching(
     session: Session, wanted: SubscriberFilter, today: date, *, after: int | None = None
 ) -> Iterator[Subscriber]:
     """Every subscriber `wanted` finds, by id, streamed (see the module docstring)."""
-    query = sql.search_query(text=wanted.text, statuses=wanted.statuses, tags=wanted.tags, after=after)
+    query = sql.search_query(
+        text=wanted.text,
+        statuses=wanted.statuses,
+        tags=wanted.tags,
+        after=after,
+        email_key=email_key(wanted.email.strip()) if wanted.email is not None else None,
+    )
     for subscriber in sql.stream(session, query):
         if _matches(subscriber, wanted, today):
             yield subscriber
@@ -286,6 +294,11 @@ def after_erase(database_url: str) -> None:
     """After the erase committed: on SQLite, fold the write-ahead log back so the deleted rows'
     old pages (with the address) do not linger in ``-wal`` (cadence.operations.privacy)."""
     forget_old_pages(database_url)
+
+
+def suppression_reason(session: Session, email: str, *, keys: SuppressionKeys) -> str | None:
+    """Why the address is suppressed ("staff", "hard_bounce", "complaint", "erased"...), or None."""
+    return find_suppression(session, email, keys)
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,8 @@
 ``mailgun://API_KEY@mg.example.com``, ``?region=eu``         Mailgun MIME API (:mod:`.mailgun`)
 ==========================================================  =====================================
 
-Every scheme also takes ``?rate=14/s`` (``/m``, ``/h``, ``/d``) and ``&burst=N``: the transport is
+SMTP also takes ``connections=N``: N connections sending at once from one process
+(:mod:`.smtp_pool`). Every scheme also takes ``?rate=14/s`` (``/m``, ``/h``, ``/d``) and ``&burst=N``: the transport is
 then paced by a token bucket shared through Redis by all workers (:mod:`.ratelimit`). HTTP
 transports take ``?base_url=http://127.0.0.1:PORT`` to point them at a test server. An option a
 transport does not know is an error, never ignored. Errors name ``CADENCE_EMAIL_URL`` and never
@@ -66,9 +67,9 @@ def open_transport(url: str, *, data_dir: Path, redis_url: str | None) -> Transp
 
             transport = OutboxTransport.from_url(parts, params, data_dir=data_dir)
         elif scheme in ("smtp", "smtps"):
-            from cadence.transports.smtp import SmtpTransport
+            from cadence.transports.smtp_pool import SmtpPool
 
-            transport = SmtpTransport.from_url(parts, params)
+            transport = SmtpPool.from_url(parts, params)  # ?connections=N; one: a plain SmtpTransport
         elif scheme == "postmark":
             from cadence.transports.postmark import PostmarkTransport
 

@@ -19,6 +19,11 @@ them first, as one-line 4xx replies:
 
 The nesting is measured by a scan of the bytes before ``json.loads`` runs, so no recursion
 happens on hostile input; the checked body is then replayed to the app unchanged.
+
+- **400** for a NUL character (U+0000) in the query string, a form, a JSON body or an API
+  path (every method, GET included). PostgreSQL text cannot hold it, so psycopg raised
+  ``DataError``: a 500 for the console's login form and search and most of the staff API
+  (hostile review of issues 13/14). No field of ours takes it, and no person types it.
 """
 
 from __future__ import annotations
@@ -48,8 +53,10 @@ def body_limit(path: str) -> int:
     return WEBHOOK_LIMIT if path.startswith("/webhooks/") else FORM_LIMIT
 
 
-def json_problem(body: bytes) -> str | None:
-    """Why `body` is not acceptable JSON (a one-line reason naming no input), or None."""
+def json_problem(body: bytes, *, nul_ok: bool = False) -> str | None:
+    """Why `body` is not acceptable JSON (a one-line reason naming no input), or None. `nul_ok`
+    for the webhooks: a provider's bounce may quote a message holding U+0000, and refusing it
+    would lose the bounce (their handlers keep what they need, not the raw text)."""
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
@@ -71,7 +78,33 @@ def json_problem(body: bytes) -> str | None:
         json.dumps(value, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError:
         return "body: a string holds a lone UTF-16 surrogate, which is not Unicode text"
+    if not nul_ok and _holds_nul(value):
+        return NUL_PROBLEM
     return None
+
+
+NUL_PROBLEM = "a NUL character (U+0000) is not text: remove it"
+
+
+def _holds_nul(value: Any) -> bool:
+    """Whether a string (key or value) in parsed JSON holds U+0000. Recursion is bounded: the
+    nesting was checked against MAX_DEPTH before parsing."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_holds_nul(k) or _holds_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_holds_nul(item) for item in value)
+    return False
+
+
+def _nul_in_url(scope: Scope) -> bool:
+    # The query string arrives raw ("%00", or a bare NUL byte); the path percent-decoded. A page
+    # path with NUL stays the pages' 404 (tests/test_guide_pages.py): their path parameters are
+    # signed tokens or names looked up in memory, while the API's reach the database as text.
+    query = bytes(scope.get("query_string") or b"")
+    path = str(scope.get("path", ""))
+    return b"%00" in query or b"\x00" in query or ("\x00" in path and path.startswith("/api/"))
 
 
 def _max_depth(text: str) -> int:
@@ -106,6 +139,9 @@ class BodyGuard:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and _nul_in_url(scope):
+            await _reply(send, 400, NUL_PROBLEM, str(scope.get("path", "")))
+            return
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
             await self.app(scope, receive, send)
             return
@@ -130,10 +166,13 @@ class BodyGuard:
         # it says JSON (FastAPI's strict content type refuses the rest itself).
         is_json = path.startswith("/webhooks/") or (path.startswith("/api/") and "json" in content_type)
         if body and is_json:
-            problem = json_problem(body)
+            problem = json_problem(body, nul_ok=path.startswith("/webhooks/"))
             if problem is not None:
                 await _reply(send, 400, problem, path)
                 return
+        if b"%00" in body and "application/x-www-form-urlencoded" in content_type:
+            await _reply(send, 400, NUL_PROBLEM, path)
+            return
         await self.app(scope, _replay(body, receive), send)
 
 

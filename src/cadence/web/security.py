@@ -240,8 +240,9 @@ def rate_limit_key(ip: str, ipv6_prefix: int = 64) -> str:
 # ---------------------------------------------------------------------------- access logs
 
 # A path segment after one of these prefixes is a token (or a link signature): a password.
+# /admin/setup/<token> too: the console logs refused setup forms with this (hostile review).
 _TOKEN_PATH = re.compile(
-    r"^(/(?:api/)?(?:p|u|v|d|confirm|preferences|unsubscribe|data)/)[^/?#\s]+"
+    r"^(/(?:api/)?(?:p|u|v|d|confirm|preferences|unsubscribe|data|admin/setup)/)[^/?#\s]+"
     r"|^(/c/\d+/\d+/)[^/?#\s]+"
     r"|^(/o/\d+/)[^/?#\s]+"
 )

@@ -4,7 +4,8 @@ Map::
 
     auth.py     Access: the role (and CSRF) check on every route; session cookies
     login.py    /admin/login (+ /login/code for TOTP), /admin/logout, /admin/setup/<token>
-    pages.py    /admin (dashboard), /admin/subscribers[/<id>], tags, /admin/audit
+    pages.py    /admin (dashboard), /admin/subscribers[/<id>] and their actions, /admin/audit
+    campaigns.py /admin/campaigns[/<id>]: state, pause, resume, cancel, send test, results
     admin.py    /admin/users (admin), /admin/account (password, second factor)
     render.py   the console frame, CSRF tokens in forms, setup links kept out of access logs
 
@@ -21,7 +22,7 @@ from fastapi import FastAPI, Request
 from starlette.responses import Response
 
 from cadence.config import Settings
-from cadence.web.console import admin, login, pages
+from cadence.web.console import admin, campaigns, login, pages
 from cadence.web.console.auth import ConsoleCsrf, ConsoleCsrfError, Forbidden, NotLoggedIn, identity_of
 from cadence.web.console.render import page, redact_setup_links, redirect
 from cadence.web.security import redact_path
@@ -34,7 +35,7 @@ def install(app: FastAPI, settings: Settings) -> None:
     if not settings.admin_enabled:
         return
     app.state.console_csrf = ConsoleCsrf(settings.secret_key, settings.base_url)
-    for router in (login.router, pages.router, admin.router):
+    for router in (login.router, pages.router, campaigns.router, admin.router):
         app.include_router(router)
     redact_setup_links()
 

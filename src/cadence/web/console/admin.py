@@ -12,7 +12,8 @@ from cadence.errors import InputError, NotFound
 from cadence.operations import staff_accounts as accounts
 from cadence.operations import staff_login as logins
 from cadence.web.console.auth import Admin, Viewer, session_policy, set_session_cookie
-from cadence.web.console.login import _agent, _field_message
+from cadence.web.console.login import _agent, _field_message, _limited
+from cadence.web.console.pages import SubscriberId as UserId
 from cadence.web.console.render import page, redirect
 from cadence.web.security import client_ip
 from cadence.web.state import State
@@ -64,7 +65,7 @@ def add_user(
 
 
 @router.post("/users/{user_id}/disable")
-def disable_user(request: Request, state: State, me: Admin, user_id: int) -> Response:
+def disable_user(request: Request, state: State, me: Admin, user_id: UserId) -> Response:
     try:
         with state.session() as session:
             accounts.disable_user(session, accounts.user_email(session, user_id), actor=me.actor, now=state.now())
@@ -76,7 +77,7 @@ def disable_user(request: Request, state: State, me: Admin, user_id: int) -> Res
 
 
 @router.post("/users/{user_id}/reset")
-def reset_user(request: Request, state: State, me: Admin, user_id: int) -> Response:
+def reset_user(request: Request, state: State, me: Admin, user_id: UserId) -> Response:
     try:
         with state.session() as session:
             link = accounts.reset_user(session, accounts.user_email(session, user_id), actor=me.actor, now=state.now())
@@ -105,6 +106,21 @@ def _account_page(
     return page(request, "account.html", context, me=me, status=status)
 
 
+def _guessing(request: Request, state: State, me: accounts.StaffIdentity) -> Response | None:
+    """The forms that check the current password count against the login form's limits (per
+    account and per IP, login._limited): otherwise a session cookie, on a workstation left
+    unlocked, could guess the password at tens of tries a second (hostile review). A 429 page
+    while over them; the session itself goes on."""
+    wait = _limited(request, state, me.email)
+    if not wait:
+        return None
+    minutes = max(1, -(-wait // 60))
+    error = f"Too many password attempts. Try again in {minutes} minute{'s' if minutes > 1 else ''}."
+    response = _account_page(request, me, error=error, status=429)
+    response.headers["Retry-After"] = str(wait)
+    return response
+
+
 @router.get("/account")
 def account(request: Request, me: Viewer, done: str = "") -> Response:
     return _account_page(request, me, done=done)
@@ -119,6 +135,8 @@ def change_password(
     password: Annotated[str, Form(max_length=2000)] = "",
     confirm: Annotated[str, Form(max_length=2000)] = "",
 ) -> Response:
+    if (limited := _guessing(request, state, me)) is not None:
+        return limited
     try:
         with state.session() as session:
             started = logins.change_password(
@@ -146,10 +164,13 @@ def enable_totp(
     me: Viewer,
     secret: Annotated[str, Form(max_length=64)] = "",
     code: Annotated[str, Form(max_length=20)] = "",
+    current_password: Annotated[str, Form(max_length=2000)] = "",
 ) -> Response:
+    if (limited := _guessing(request, state, me)) is not None:
+        return limited
     try:
         with state.session() as session:
-            logins.enable_totp(session, me, secret, code, now=state.now())
+            logins.enable_totp(session, me, secret, code, password=current_password, now=state.now())
     except InputError as exc:
         return _account_page(request, me, error=_field_message(exc), status=400, secret=secret)
     return redirect("/admin/account?done=totp-on")
@@ -159,6 +180,8 @@ def enable_totp(
 def disable_totp(
     request: Request, state: State, me: Viewer, current_password: Annotated[str, Form(max_length=2000)] = ""
 ) -> Response:
+    if (limited := _guessing(request, state, me)) is not None:
+        return limited
     try:
         with state.session() as session:
             logins.disable_totp(session, me, current_password, now=state.now())

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 import re
 from typing import Any
+from urllib.parse import urlencode
 
 from fastapi import Request
 from starlette.responses import RedirectResponse, Response
@@ -15,6 +18,7 @@ from cadence.web.state import get_state
 
 NAV = (
     ("/admin", "Dashboard", "viewer"),
+    ("/admin/campaigns", "Campaigns", "viewer"),
     ("/admin/subscribers", "Subscribers", "viewer"),
     ("/admin/suppressions", "Suppressions and bounces", "viewer"),
     ("/admin/audit", "Audit log", "viewer"),
@@ -50,6 +54,23 @@ def page(
 
 def redirect(path: str) -> RedirectResponse:
     return RedirectResponse(path, status_code=303)
+
+
+def done_redirect(path: str, me: StaffIdentity, sentence: str) -> RedirectResponse:
+    """Post/redirect/get (a reload repeats nothing) with the sentence that says what happened.
+    It rides in the query signed with the session's CSRF token, so a link from elsewhere cannot
+    make the console show words of its choosing (content spoofing, OWASP WSTG-CLNT-03)."""
+    sentence = sentence[:300]
+    return redirect(f"{path}?{urlencode({'done': sentence, 'sig': _sign(me, sentence)})}")
+
+
+def done_text(me: StaffIdentity, done: str, sig: str) -> str:
+    """The sentence of :func:`done_redirect`, or "" if it was not signed for this session."""
+    return done if done and hmac.compare_digest(sig.encode(), _sign(me, done).encode()) else ""
+
+
+def _sign(me: StaffIdentity, text: str) -> str:
+    return hmac.new(me.csrf_token.encode(), text.encode(), hashlib.sha256).hexdigest()[:32]
 
 
 # Setup links carry a one-time token in the path: like the subscriber pages' tokens

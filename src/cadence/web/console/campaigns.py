@@ -1,0 +1,159 @@
+"""The console's campaign pages (issue 14): /admin/campaigns (drips and newsletters, with
+schedule (newsletters), pause, resume, cancel and send test) and /admin/campaigns/<id> (results per step × segment,
+top links, a funnel chart per step).
+
+Each handler calls one operation: operations/console_campaigns.py for what the pages show,
+operations/lifecycle.py (drips) or operations/newsletters.py for a state change or a
+newsletter's schedule, and
+operations/test_sends.py or newsletters.send_test for a test email. Every action is an editor's
+POST with the session's CSRF token (auth.Access) and lands in the audit log as ``user:<email>``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Form, Path, Request
+from starlette.responses import Response
+
+from cadence.errors import CadenceError, InputError, NotFound
+from cadence.operations import console_campaigns, lifecycle, newsletters
+from cadence.operations.staff_accounts import StaffIdentity
+from cadence.operations.test_sends import send_campaign_test
+from cadence.web.console.auth import Editor, Viewer
+from cadence.web.console.render import done_redirect, done_text, page
+from cadence.web.state import State, WebState
+
+router = APIRouter(prefix="/admin", include_in_schema=False)
+# A campaign id becomes a file name (campaigns/<id>.yaml): longer than any file name may be, it
+# is a 422, not an OSError (the staff API caps it the same way).
+CampaignId = Annotated[str, Path(max_length=200)]
+Id = Annotated[str, Form(max_length=200)]
+
+
+def _list_page(
+    request: Request, state: WebState, me: StaffIdentity, *, done: str = "", error: str = "", status: int = 200
+) -> Response:
+    found = console_campaigns.campaign_list(state.settings)
+    return page(request, "campaigns.html", {"found": found, "done": done, "error": error}, me=me, status=status)
+
+
+def _message(exc: CadenceError) -> str:
+    text = str(exc)
+    return text[:1].upper() + text[1:]
+
+
+@router.get("/campaigns")
+def campaigns(request: Request, state: State, me: Viewer, done: str = "", sig: str = "") -> Response:
+    return _list_page(request, state, me, done=done_text(me, done, sig))
+
+
+@router.get("/campaigns/{campaign_id}")
+def campaign(request: Request, state: State, me: Viewer, campaign_id: CampaignId) -> Response:
+    try:
+        shown = console_campaigns.campaign_page(state.settings, state.runtime.catalog, campaign_id, state.now())
+    except NotFound:
+        missing = {"title": "No results yet", "message": f"Nothing has been sent for {campaign_id} yet."}
+        return page(request, "message.html", missing, me=me, status=404)
+    context: dict[str, Any] = {"shown": shown, "campaign_id": campaign_id}
+    return page(request, "campaign.html", context, me=me)
+
+
+def _change(state: WebState, me: StaffIdentity, campaign_id: str, action: str) -> str:
+    """Pause, resume or cancel a drip or a newsletter; the sentence that says what happened."""
+    if console_campaigns.is_newsletter(state.settings, campaign_id):
+        operation = {"pause": newsletters.pause, "resume": newsletters.resume, "cancel": newsletters.cancel}[action]
+        new_state, copies = operation(state.settings, campaign_id, actor=me.actor, now=state.now())
+        return f"Newsletter {campaign_id} is {new_state} ({copies} copies {action}d)."
+    return lifecycle.change_state(state.settings, campaign_id, action, actor=me.actor).message
+
+
+def _act(request: Request, state: WebState, me: StaffIdentity, campaign_id: str, action: str) -> Response:
+    try:
+        done = _change(state, me, campaign_id, action)
+    except NotFound as exc:
+        return _list_page(request, state, me, error=_message(exc), status=404)
+    except InputError as exc:
+        return _list_page(request, state, me, error=_message(exc), status=400)
+    return done_redirect("/admin/campaigns", me, done)
+
+
+@router.post("/campaigns/{campaign_id}/pause")
+def pause(request: Request, state: State, me: Editor, campaign_id: CampaignId) -> Response:
+    return _act(request, state, me, campaign_id, "pause")
+
+
+@router.post("/campaigns/{campaign_id}/resume")
+def resume(request: Request, state: State, me: Editor, campaign_id: CampaignId) -> Response:
+    return _act(request, state, me, campaign_id, "resume")
+
+
+@router.post("/campaigns/{campaign_id}/cancel")
+def cancel(request: Request, state: State, me: Editor, campaign_id: CampaignId, confirm: Id = "") -> Response:
+    # Cancelling cannot be undone (operations/lifecycle.py): the name must be typed, as on
+    # GitHub's "delete repository", so a slip of the mouse cancels nothing.
+    if confirm.strip() != campaign_id:
+        error = f"To cancel, type the campaign's name exactly: {campaign_id}. Nothing was cancelled."
+        return _list_page(request, state, me, error=error, status=400)
+    return _act(request, state, me, campaign_id, "cancel")
+
+
+@router.post("/campaigns/{campaign_id}/schedule")
+def schedule(
+    request: Request,
+    state: State,
+    me: Editor,
+    campaign_id: CampaignId,
+    at: Annotated[str, Form(max_length=100)] = "",
+) -> Response:
+    """Schedule a newsletter file as it is now (its text is then locked): at its own send time,
+    or `at` (an instant with its offset, "YYYY-MM-DD HH:MM local", or "now")."""
+    try:
+        done = newsletters.schedule(state.settings, campaign_id, at=at.strip() or None, actor=me.actor, now=state.now())
+    except NotFound as exc:
+        return _list_page(request, state, me, error=_message(exc), status=404)
+    except CadenceError as exc:  # a problem in the file, a time in the past, nobody in the audience
+        return _list_page(request, state, me, error=_message(exc), status=400)
+    sentence = f"Newsletter {campaign_id} is scheduled for {done.recipients} reader(s), sending at {done.send_at}."
+    return done_redirect("/admin/campaigns", me, sentence)
+
+
+@router.post("/campaigns/{campaign_id}/test")
+def send_test(
+    request: Request,
+    state: State,
+    me: Editor,
+    campaign_id: CampaignId,
+    to: Annotated[str, Form(max_length=2000)] = "",
+    step: Id = "1",
+    segment: Id = "",
+) -> Response:
+    """A test email to `to` (default: the logged-in person's own address), subject "[TEST]"."""
+    to = to.strip() or me.email
+    try:
+        if console_campaigns.is_newsletter(state.settings, campaign_id):
+            sent = newsletters.send_test(state.runtime, campaign_id, [to], actor=me.actor, now=state.now())
+            done = f"Test sent to {sent} address(es)."
+        else:
+            chosen = segment.strip() or _first_segment(state, campaign_id)
+            result = send_campaign_test(
+                state.runtime,
+                campaign_id,
+                step=step.strip() or "1",
+                segment=chosen,
+                to=to,
+                subscriber_email=None,
+                actor=me.actor,
+            )
+            refused = f"; refused: {', '.join(result.refused)}" if result.refused else ""
+            done = f"Test of {result.step} ({result.segment}) sent to {', '.join(result.sent) or 'nobody'}{refused}."
+    except NotFound as exc:
+        return _list_page(request, state, me, error=_message(exc), status=404)
+    except CadenceError as exc:  # a bad address, the hourly cap, a campaign file that does not load
+        return _list_page(request, state, me, error=_message(exc), status=400)
+    return done_redirect("/admin/campaigns", me, done)
+
+
+def _first_segment(state: WebState, campaign_id: str) -> str:
+    campaign = state.runtime.catalog.get(campaign_id)  # NotFound / CampaignError for the caller
+    return campaign.segments[0].id
