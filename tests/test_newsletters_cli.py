@@ -95,7 +95,7 @@ def test_check_count_schedule_and_follow_a_newsletter(env: dict[str, str], tmp_p
     assert "is scheduled" in cadence(env, "newsletters", "resume", NEWSLETTER).out
     listed = json.loads(cadence(env, "newsletters", "list", "--json").out)
     assert [(n["id"], n["state"], n["recipients"]) for n in listed] == [(NEWSLETTER, "scheduled", 4)]
-    assert "4 unsent email(s) will never be sent" in cadence(env, "newsletters", "cancel", NEWSLETTER).out
+    assert "4 unsent email(s) will never be sent" in cadence(env, "newsletters", "cancel", NEWSLETTER, "--yes").out
     with transaction(load_settings(env).database_url) as session:
         audit = session.scalars(select(AuditEntry).order_by(AuditEntry.id)).all()
     assert [a.action for a in audit] == [

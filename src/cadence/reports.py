@@ -254,14 +254,15 @@ def campaign_status(settings: Settings, name: str, *, reasons: bool = False) -> 
     a name nobody knows is NotFound, with the closest names."""
     from cadence.db import campaign_states as states
     from cadence.operations.holds import file_problem
-    from cadence.operations.lifecycle import known_campaigns, resolve_campaign
+    from cadence.operations.lifecycle import known_campaigns, newsletter_names, resolve_campaign
 
     catalog = CampaignCatalog(settings.campaigns_dir)
     problem = file_problem(catalog, name)
     now = settings.clock().now()
     with transaction(settings.database_url) as session:
         if problem is not None:
-            resolve_campaign(name, known_campaigns(session, settings.campaigns_dir) - {""})
+            known = known_campaigns(session, settings.campaigns_dir) - {""}
+            resolve_campaign(name, known, newsletter_names(session, settings.campaigns_dir))
         campaign = catalog.get(name) if problem is None else None
         state = states.state_of(session, name)
         summary = states.enrollment_summary(session, [name]).get(name, (0, 0, 0, None))

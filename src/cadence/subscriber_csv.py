@@ -51,7 +51,16 @@ HEADER_ALIASES = {
     "timezone": "timezone",
     "time_zone": "timezone",
     "tz": "timezone",
+    # Tags, as Mailchimp exports them ("TAGS": `"vip","customer"`) and as `subscribers export`
+    # writes them (`vip,customer`): real tags, not an attribute named "tags" (issue 13 trial).
+    "tags": "tags",
+    "tag": "tags",
 }
+# Columns `cadence subscribers export` writes that Cadence itself keeps: re-importing an edited
+# export must not turn them into attributes (a subscriber's status changes only by confirm,
+# unsubscribe or suppress, never by import).
+EXPORT_COLUMNS = frozenset({"status", "source", "created_at", "confirmed_at", "unsubscribed_at"})
+_TAG = re.compile(r"^[a-z0-9][a-z0-9._:-]{0,99}$")
 DELIMITERS = (",", ";", "\t")
 # The last column of our own error report (subscriber_import.py): skipped when the report is
 # imported again after the fixes, instead of becoming an attribute.
@@ -224,6 +233,8 @@ def _sniff_delimiter(header_line: str) -> str:
 
 
 def _read_header(names: list[str]) -> _Header:
+    # A file with our export's columns is an edited export: its bookkeeping columns are ignored.
+    exported = {column_key(n) for n in names} >= EXPORT_COLUMNS
     fields: list[str] = []
     meaning: dict[str, str] = {}
     for number, name in enumerate(names, 1):
@@ -232,6 +243,9 @@ def _read_header(names: list[str]) -> _Header:
             continue
         key = column_key(name)
         field = HEADER_ALIASES.get(key, key)
+        if field in EXPORT_COLUMNS and exported:
+            fields.append(IGNORED)
+            continue
         if field and field in meaning:
             raise InputError(f"line 1: columns {meaning[field]!r} and {name.strip()!r} both mean {field}")
         if field:
@@ -322,6 +336,7 @@ def _check(
         return problems
     email = first_name = ""
     timezone: str | None = None
+    tags: tuple[str, ...] = ()
     attributes: dict[str, str] = {}
     values.setdefault("email", "")
     for field, value in values.items():
@@ -332,6 +347,8 @@ def _check(
                 first_name = check_text(value, "first_name")
             elif field == "timezone":
                 timezone = check_timezone(value or None)
+            elif field == "tags":
+                tags = _tags(value)
             elif value:
                 attributes[field] = check_text(value, field, 500)
         except InputError as exc:
@@ -342,7 +359,21 @@ def _check(
             problem("email", f"{email} already on line {earlier}")
     if problems:
         return problems
-    return CheckedRow(line, SubscriberInput(email, first_name, timezone, attributes), shown)
+    return CheckedRow(line, SubscriberInput(email, first_name, timezone, attributes, tags), shown)
+
+
+def _tags(value: str) -> tuple[str, ...]:
+    """``"vip","Race Day"`` or ``vip, race-day`` → ``("vip", "race-day")``: lowercased, spaces
+    as ``-`` (the tag rules of ``subscribers tag``)."""
+    tags: list[str] = []
+    for part in value.split(","):
+        tag = re.sub(r"\s+", "-", part.strip().strip('"').strip().lower())
+        if not tag:
+            continue
+        if not _TAG.match(tag):
+            raise InputError(f"{part.strip()!r} is not a tag (letters, digits, '-', '_', '.', ':'; up to 100)")
+        tags.append(tag)
+    return tuple(dict.fromkeys(tags))
 
 
 def _as_csv(record: list[str], delimiter: str) -> str:

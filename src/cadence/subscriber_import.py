@@ -26,7 +26,8 @@ attributes are already as stored count as unchanged and are not written.
 from __future__ import annotations
 
 import csv
-from collections.abc import Callable, Iterable, Sequence
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -36,6 +37,7 @@ from sqlalchemy.orm import Session
 
 from cadence.db import imports
 from cadence.db.session import session_factory
+from cadence.db.subscriber_search import add_tags
 from cadence.errors import InputError
 from cadence.subscriber_csv import ERROR_COLUMN, CheckedRow, Header, Problem, read_rows
 from cadence.subscribers import ImportResult, SubscriberInput, email_key, find_suppression
@@ -65,6 +67,12 @@ class ImportReport:
     error_report: Path | None = None
     committed: bool = False
     header: Header | None = None  # the file's header, for the column findings
+    tags_added: int = 0  # from a "Tags" column; a row whose only news is a tag counts unchanged
+    topics: tuple[str, ...] = ()  # --topic: every imported row joins these newsletter topics
+    topics_joined: int = 0
+    # attribute -> value -> rows, up to DISTINCT_VALUES values each: the segment rules' values
+    # are checked against them after the import (cadence.core.column_findings.value_findings).
+    values: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 class ImportRejected(InputError):
@@ -94,6 +102,7 @@ def import_csv(
     error_report: Path | None = None,
     chunk_size: int = CHUNK_SIZE,
     on_progress: Callable[[int, int], None] | None = None,
+    topics: Sequence[str] = (),
 ) -> ImportReport:
     """Import the CSV at `path` (see the module docstring). `error_report` is written when
     given (every bad row and every suppressed address). `on_progress(rows, bytes)` is called
@@ -105,7 +114,7 @@ def import_csv(
         raise InputError(f"{path}: is a directory, not a CSV file")
     if error_report is not None and error_report.resolve() == path.resolve():
         raise InputError(f"{error_report}: the error report would overwrite the file being imported")
-    report = ImportReport(source=str(path), error_report=error_report)
+    report = ImportReport(source=str(path), error_report=error_report, topics=tuple(topics))
     bytes_read = 0
 
     def count_bytes(n: int) -> None:
@@ -136,6 +145,7 @@ def import_csv(
             for item in read_rows(source, on_bytes=count_bytes, on_header=header_read):
                 report.rows += 1
                 if isinstance(item, CheckedRow):
+                    _count_values(report.values, item.subscriber.attributes)
                     chunk.append(item)
                     if len(chunk) >= chunk_size:
                         flush()
@@ -156,6 +166,19 @@ def import_csv(
         session.commit()
     report.committed = True
     return report
+
+
+DISTINCT_VALUES = 50  # per column: a free-text column (notes, dates) stops being counted there
+
+
+def _count_values(counts: dict[str, dict[str, int]], attributes: Mapping[str, Any]) -> None:
+    for attribute, value in attributes.items():
+        seen = counts.setdefault(attribute, {})
+        key = str(value).strip().lower()
+        if key in seen:
+            seen[key] += 1
+        elif len(seen) < DISTINCT_VALUES:
+            seen[key] = 1
 
 
 def store_rows(
@@ -226,6 +249,23 @@ def _store(
         report.updated += 1
     imports.insert_subscribers(session, inserts)
     imports.update_subscribers(session, updates)
+    # A "Tags" column (cadence.subscriber_csv): added once the rows exist, so new rows have ids.
+    tagged = {
+        key: row.subscriber.tags
+        for row, key, is_blocked in zip(chunk, keys, blocked, strict=True)
+        if (row.subscriber.tags or report.topics) and not is_blocked
+    }
+    if tagged:
+        ids = imports.existing_subscribers(session, list(tagged))
+        for topic in report.topics:  # --topic: consent given outside Cadence, recorded as "import"
+            report.topics_joined += imports.add_topics(session, [s.id for s in ids.values()], topic, now, "import")
+        by_tag: dict[str, list[int]] = defaultdict(list)
+        for key, tags in tagged.items():
+            for tag in tags:
+                if key in ids:
+                    by_tag[tag].append(ids[key].id)
+        for tag, subscriber_ids in by_tag.items():
+            report.tags_added += add_tags(session, subscriber_ids, [tag], now)
 
 
 def _stale(version: str, reason: str, keys: SuppressionKeys) -> bool:

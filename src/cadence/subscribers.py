@@ -244,6 +244,7 @@ class SubscriberInput:
     first_name: str = ""
     timezone: str | None = None
     attributes: Mapping[str, Any] = field(default_factory=dict)
+    tags: tuple[str, ...] = ()  # added to the subscriber's tags (an import never removes one)
 
 
 def upsert_subscriber(

@@ -107,6 +107,7 @@ def campaigns_enroll(
 ) -> None:
     """Enroll subscribers in a drip campaign (already enrolled ones are left alone)."""
     from cadence.catalog import CampaignCatalog
+    from cadence.cli.subscriber_tools import actor as staff_actor
     from cadence.db.session import transaction
     from cadence.operations.drip import enroll_chosen
     from cadence.operations.lifecycle import check_open_for_enrollment
@@ -122,7 +123,9 @@ def campaigns_enroll(
     now = settings.clock().now()  # one instant for the segment test and the enrollment
     with transaction(settings.database_url) as session:
         check_open_for_enrollment(session, campaign.id)
-        result = enroll_chosen(session, campaign, now, everyone=all_, segment=segment, emails=email or ())
+        result = enroll_chosen(
+            session, campaign, now, everyone=all_, segment=segment, emails=email or (), actor=staff_actor()
+        )
     console.print(
         f"[green]{result.enrolled} enrolled[/green], {result.resumed} resumed, {result.already} already enrolled, "
         f"{result.not_active} not active"

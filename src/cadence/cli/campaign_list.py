@@ -29,7 +29,8 @@ def campaigns_list(
     are hidden unless --all. Exit status 1 if a campaign is held (its file is missing or broken)."""
     from cadence.operations.campaign_overview import campaign_summaries
 
-    summaries = campaign_summaries(get_settings(), include_archived=all_)
+    settings = get_settings()
+    summaries = campaign_summaries(settings, include_archived=all_)
     if as_json:
         typer.echo(json.dumps([s.document() for s in summaries], indent=2))
     else:
@@ -42,6 +43,13 @@ def campaigns_list(
         if not summaries:
             table.add_row("(none)", "", "", "", "", "")
         Console().print(table)
+        if not summaries and not all_:
+            # A cold start in an empty folder showed "(none)" and nothing else (issue 13 trial).
+            Console(highlight=False).print(
+                f"No campaign files in {settings.campaigns_dir} (run cadence where your campaigns/ folder is, "
+                "or set CADENCE_CAMPAIGNS_DIR); archived ones: --all",
+                soft_wrap=True,
+            )
     if any(s.held for s in summaries):
         raise typer.Exit(1)
 

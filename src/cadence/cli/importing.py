@@ -36,6 +36,14 @@ def subscribers_import(
         list[str] | None,
         typer.Option("--campaign", help="Check the columns against this campaign's segments (default: every campaign)"),
     ] = None,
+    topic: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--topic",
+            help="Put everyone in the file on this newsletter topic, e.g. clinic-news (only people who agreed to "
+            "receive it; recorded as consent given at import)",
+        ),
+    ] = None,
 ) -> None:
     """Import or update subscribers from a CSV file. All or nothing unless --skip-invalid.
 
@@ -46,6 +54,7 @@ def subscribers_import(
     do not (a column named differently from what a segment expects puts everyone in the
     fallback segment).
     """
+    from cadence.cli.subscriber_tools import actor
     from cadence.config import get_settings
     from cadence.operations.drip import import_subscribers as import_csv
     from cadence.subscriber_import import ImportRejected
@@ -82,6 +91,9 @@ def subscribers_import(
                 skip_invalid=skip_invalid,
                 error_report=errors,
                 on_progress=show,
+                topics=topic or (),
+                sender_file=settings.sender_file,
+                actor=actor(),
             )
         except ImportRejected as rejected:
             _summary(console, rejected.report, time.monotonic() - started)
@@ -94,7 +106,7 @@ def subscribers_import(
 def _findings(console: Console, report: ImportReport, settings: Settings, names: list[str] | None) -> None:
     """Which columns the campaigns' segment rules read (cadence.core.column_findings)."""
     from cadence.catalog import CampaignCatalog
-    from cadence.core.column_findings import column_findings
+    from cadence.core.column_findings import column_findings, value_findings
     from cadence.errors import CadenceError
 
     if report.header is None:
@@ -126,6 +138,15 @@ def _findings(console: Console, report: ImportReport, settings: Settings, names:
                 f"land in {escape(missing.fallback)} for {found.campaign}",
                 soft_wrap=True,
             )
+    for unmatched in value_findings(report.values, campaigns):
+        shown = ", ".join(f"{value!r} ({rows:,} row{'s' if rows != 1 else ''})" for value, rows in unmatched.values[:5])
+        more = f" and {len(unmatched.values) - 5} more" if len(unmatched.values) > 5 else ""
+        console.print(
+            f"[yellow]warning:[/yellow] {unmatched.attribute}: no segment rule of {unmatched.campaign} accepts "
+            f"{escape(shown)}{more}; it looks for {escape(', '.join(map(repr, unmatched.wanted)))}, so those people "
+            f"land in {escape(unmatched.fallback)}: fix the values and import again",
+            soft_wrap=True,
+        )
 
 
 def _summary(console: Console, report: ImportReport, seconds: float) -> None:
@@ -143,6 +164,8 @@ def _summary(console: Console, report: ImportReport, seconds: float) -> None:
     console.print(
         f"[green]{report.created:,} created[/green], {report.updated:,} updated, {report.unchanged:,} unchanged, "
         f"{report.suppressed:,} skipped as suppressed{escape(suppressed)}, {report.rejected:,} rejected"
+        + (f", {report.tags_added:,} tag(s) added" if report.tags_added else "")
+        + (f", {report.topics_joined:,} joined {', '.join(report.topics)}" if report.topics else "")
         + _report_note(report),
         soft_wrap=True,
     )

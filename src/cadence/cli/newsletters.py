@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import getpass
 import json
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,7 +18,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from cadence.config import get_settings
-from cadence.errors import CampaignError
+from cadence.errors import CampaignError, UsageError
 
 newsletters_app = typer.Typer(
     help="Write, check, schedule and follow newsletters: one-off emails such as the monthly clinic news.",
@@ -151,8 +152,18 @@ def resume(name: Name, as_json: AsJson = False) -> None:
 
 
 @newsletters_app.command("cancel")
-def cancel(name: Name, as_json: AsJson = False) -> None:
-    """Stop for good: emails not yet sent are never sent. Cannot be undone."""
+def cancel(
+    name: Name,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation (needed in scripts)")] = False,
+    as_json: AsJson = False,
+) -> None:
+    """Stop for good: emails not yet sent are never sent. Cannot be undone. It asks for
+    confirmation, as `cadence campaigns cancel` does; scripts add --yes."""
+    if not yes:  # the same guard as campaigns cancel (issue 13 trial: one took --yes, one did not)
+        if not sys.stdin.isatty():
+            raise UsageError("cancel cannot be undone: add --yes to confirm (no terminal to ask)")
+        if not typer.confirm(f"Cancel {name} for good? Unsent emails will never be sent", default=False):
+            raise typer.Exit(1)
     _lifecycle("cancel", name, as_json)
 
 
@@ -166,8 +177,13 @@ def list_(as_json: AsJson = False) -> None:
         typer.echo(json.dumps(items, indent=2))
         return
     table = Table(title="Newsletters")
-    for column in ("Name", "State", "Subject", "Send at", "Readers", "Sent"):
+    # Lowercase like `campaigns list`; the name is what every other command takes, so it is never
+    # cut short ("clinic-news-2…" at 80 columns, issue 13 trial).
+    table.add_column("newsletter", no_wrap=True)
+    for column in ("state", "subject", "send at"):
         table.add_column(column)
+    for column in ("readers", "sent"):
+        table.add_column(column, justify="right")
     for item in items:
         table.add_row(
             *(escape(str(item.get(k, ""))) for k in ("id", "state", "subject", "send_at", "recipients", "sent"))
@@ -207,19 +223,24 @@ def status(name: Name, as_json: AsJson = False) -> None:
 @newsletters_app.command("send-test")
 def send_test(
     name: Name,
-    to: Annotated[list[str], typer.Option("--to", help="An address to send the test to (repeat for more, up to 10)")],
+    to: Annotated[
+        list[str],
+        typer.Option("--to", help="Where to send it: addresses separated by commas, or --to repeated (up to 10)"),
+    ],
 ) -> None:
     """Send the newsletter as it is now to yourself or your team, subject marked [TEST]. It goes
     out the real way but is not counted anywhere, and its links cannot unsubscribe anybody."""
     from cadence.operations import newsletters
     from cadence.runtime import Runtime
 
+    # Commas too, as `campaigns send-test --to a,b` takes them (issue 13 trial).
+    addresses = [a.strip() for value in to for a in value.split(",") if a.strip()]
     runtime = Runtime.from_settings(get_settings())
     try:
-        sent = newsletters.send_test(runtime, name, to, actor=_actor(), now=_now())
+        sent = newsletters.send_test(runtime, name, addresses, actor=_actor(), now=_now())
     finally:
         runtime.close()
-    _console().print(f"[green]Test sent[/green] to {sent} address(es)")
+    _console().print(f"[green]Test sent[/green] to {sent} address(es): {escape(', '.join(addresses))}")
 
 
 def validate_newsletter(name: str, campaigns_dir: Path, templates_dir: Path) -> None:

@@ -4,9 +4,12 @@ also registers the subscriber tools (cadence.cli.subscriber_tools)."""
 
 from __future__ import annotations
 
+import csv
 import json
+import sys
+from collections.abc import Callable
 from dataclasses import asdict
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeAlias
 
 import typer
 from rich.console import Console
@@ -16,6 +19,9 @@ from rich.table import Table
 from cadence.cli import subscriber_tools
 from cadence.cli.subscriber_tools import actor
 from cadence.errors import NotFound
+
+if TYPE_CHECKING:
+    from cadence.operations.results import ResultRow
 
 console = Console(highlight=False)
 tokens_app = typer.Typer(help="Keys for the staff API (scripts and other tools).", no_args_is_help=True)
@@ -32,12 +38,51 @@ def _pct(rate: float | None) -> str:
     return "–" if rate is None else f"{rate * 100:.1f}%"
 
 
+_CSV_COLUMNS = (
+    "email", "segment", "sent", "delivered", "failed", "bounced_hard", "bounced_soft", "complaints",
+    "unique_opens", "unique_clicks", "open_rate", "click_rate", "unsubscribed",
+)  # fmt: skip
+_WIDE = 150  # the whole report in one table needs about this many columns
+_Cell: TypeAlias = "tuple[str, Callable[[ResultRow], str]]"
+_SENDING: tuple[_Cell, ...] = (
+    ("sent", lambda r: f"{r.sent:,}"),
+    ("delivered", lambda r: f"{r.delivered:,}"),
+    ("failed", lambda r: f"{r.failed:,}"),
+    ("bounced hard/soft", lambda r: f"{r.hard_bounces:,}/{r.soft_bounces:,}"),
+    ("complaints", lambda r: f"{r.complaints:,}"),
+)
+_ENGAGEMENT: tuple[_Cell, ...] = (
+    ("opens", lambda r: f"{r.unique_opens:,}"),
+    ("open rate*", lambda r: _pct(r.open_rate)),
+    ("clicks", lambda r: f"{r.unique_clicks:,}"),
+    ("click rate", lambda r: _pct(r.click_rate)),
+    ("unsubscribed", lambda r: f"{r.unsubscribes:,}"),
+)
+
+
+def _print_results(title: str, rows: list[ResultRow], cells: tuple[_Cell, ...], *, split: bool) -> None:
+    table = Table(title=title)
+    table.add_column("email / segment" if split else "email", no_wrap=True)
+    if not split:
+        table.add_column("segment")
+    for header, _ in cells:
+        table.add_column(header, justify="right")
+    for row in rows:
+        email = f"{row.step}. {row.step_id}" if row.step else row.step_id
+        segment = row.segment or "(none yet)"
+        names = [f"{email}\n  {segment}"] if split else [email, segment]
+        last = len(rows) > 1 and row is rows[-2]  # a line above the totals
+        table.add_row(*names, *(value(row) for _, value in cells), end_section=last)
+    console.print(table)
+
+
 def report(
     campaign: Annotated[str, typer.Argument(help="The campaign's name, e.g. lower-back-pain")],
     since: Annotated[str | None, typer.Option("--since", help="From this day, YYYY-MM-DD (UTC)")] = None,
     until: Annotated[str | None, typer.Option("--until", help="Up to and including this day, YYYY-MM-DD")] = None,
     reasons: Annotated[bool, typer.Option("--reasons", help="Also why emails failed (slower on a big list)")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON")] = False,
+    as_csv: Annotated[bool, typer.Option("--csv", help="Print the rows as CSV, for a spreadsheet")] = False,
 ) -> None:
     """Results per email and segment: sent, delivered, failed, opens, clicks, unsubscribes,
     bounces and complaints, with rates, and the most clicked links."""
@@ -70,41 +115,27 @@ def report(
     if as_json:
         typer.echo(json.dumps(result.document(), indent=2))
         return
+    if as_csv:  # what a Mailchimp user downloads to a spreadsheet (issue 13): plain numbers
+        out = csv.writer(sys.stdout, lineterminator="\n")
+        out.writerow(_CSV_COLUMNS)
+        for row in [*result.rows, result.total]:
+            email = f"{row.step}. {row.step_id}" if row.step else row.step_id
+            rates = ("" if rate is None else f"{rate:.4f}" for rate in (row.open_rate, row.click_rate))
+            counts = (row.sent, row.delivered, row.failed, row.hard_bounces, row.soft_bounces, row.complaints)
+            out.writerow([email, row.segment or "(none yet)", *counts, row.unique_opens, row.unique_clicks, *rates,
+                          row.unsubscribes])  # fmt: skip
+        return
     period = f" from {result.since or 'the start'} to {result.until or 'now'}" if (since or until) else ""
-    table = Table(title=f"{escape(result.name)} ({result.campaign}){period}")
-    columns = (
-        "email",
-        "segment",
-        "sent",
-        "delivered",
-        "failed",
-        "opens",
-        "open rate*",
-        "clicks",
-        "click rate",
-        "unsubscribed",
-        "bounced hard/soft",
-        "complaints",
-    )
-    for i, column in enumerate(columns):
-        table.add_column(column, justify="left" if i < 2 else "right")
-    for row in [*result.rows, result.total]:
-        table.add_row(
-            f"{row.step}. {row.step_id}" if row.step else row.step_id,
-            row.segment or "(none yet)",
-            f"{row.sent:,}",
-            f"{row.delivered:,}",
-            f"{row.failed:,}",
-            f"{row.unique_opens:,}",
-            _pct(row.open_rate),
-            f"{row.unique_clicks:,}",
-            _pct(row.click_rate),
-            f"{row.unsubscribes:,}",
-            f"{row.hard_bounces:,}/{row.soft_bounces:,}",
-            f"{row.complaints:,}",
-            end_section=row is result.rows[-1] if result.rows else False,
-        )
-    console.print(table)
+    title = f"{escape(result.name)} ({result.campaign}){period}"
+    rows = [*result.rows, result.total]
+    if console.width >= _WIDE:
+        _print_results(title, rows, _SENDING + _ENGAGEMENT, split=False)
+    else:
+        # Twelve columns squeezed into 80 were cut to "ema…", "seg…" (issue 13 trial): on a
+        # terminal narrower than the whole table, sending and engagement are two tables, and
+        # each row names its email and, below it, its segment.
+        _print_results(f"{title}: sending", rows, _SENDING, split=True)
+        _print_results(f"{title}: opens, clicks, unsubscribes", rows, _ENGAGEMENT, split=True)
     console.print(f"* {result.opens_caveat}")
     if result.top_links:
         links = Table(title="Most clicked links (unique clicks)")
@@ -144,16 +175,38 @@ def audit(
     if as_json:
         typer.echo(json.dumps([asdict(e) for e in entries], indent=2, ensure_ascii=False))
         return
-    table = Table(title="Audit log (newest first)")
-    for column in ("when", "who", "did", "to", "detail"):
-        table.add_column(column)
+    # One entry per line, details below it: a five-column table cut every cell to "subscriber.e…"
+    # and printed Python dicts at 80 columns (issue 13 trial).
+    console.print(f"[bold]Audit log[/bold], newest first ({len(entries)} entries)")
     for e in entries:
-        table.add_row(e.at, escape(e.actor), e.action, escape(e.target), escape(_detail(e.detail)))
-    console.print(table)
+        console.print(f"{_when(e.at)}  {escape(e.actor)}  [bold]{e.action}[/bold]  {escape(e.target)}", soft_wrap=True)
+        if detail := _detail(e.detail):
+            console.print(f"    {escape(detail)}", soft_wrap=True)
 
 
-def _detail(detail: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={v}" for k, v in detail.items())
+def _when(at: str) -> str:
+    from datetime import datetime
+
+    try:
+        return f"{datetime.fromisoformat(at):%Y-%m-%d %H:%M %Z}".strip()
+    except ValueError:
+        return at
+
+
+def _detail(detail: dict[str, Any], prefix: str = "") -> str:
+    """``key=value`` pairs, nested ones as ``filter.status=active``; empty values left out."""
+    parts: list[str] = []
+    for key, value in detail.items():
+        if value is None or value == [] or value == {} or value == "":
+            continue
+        if isinstance(value, dict):
+            if nested := _detail(value, f"{prefix}{key}."):
+                parts.append(nested)
+        elif isinstance(value, list):
+            parts.append(f"{prefix}{key}={','.join(str(v) for v in value)}")
+        else:
+            parts.append(f"{prefix}{key}={value}")
+    return ", ".join(parts)
 
 
 @tokens_app.command("add")
@@ -193,10 +246,15 @@ def tokens_list(as_json: Annotated[bool, typer.Option("--json", help="Print the 
         return
     table = Table(title="API keys")
     for column in ("name", "scope", "made", "by", "last used", "revoked"):
-        table.add_column(column)
+        table.add_column(column, no_wrap=True)
     for t in tokens:
         table.add_row(
-            escape(t.name), t.scope, t.created_at, escape(t.created_by), t.last_used_at or "-", t.revoked_at or "-"
+            escape(t.name),
+            t.scope,
+            _when(t.created_at)[:10],  # days, not instants: six columns fit 80 (issue 13 trial)
+            escape(t.created_by),
+            _when(t.last_used_at or "-")[:10],
+            _when(t.revoked_at or "-")[:10],
         )
     console.print(table)
 

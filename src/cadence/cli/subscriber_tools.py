@@ -10,6 +10,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -185,25 +186,37 @@ def show(
         return
     console.print(f"[bold]{escape(profile.email)}[/bold] {escape(profile.first_name)} (id {profile.id})")
     console.print(f"status: {profile.status}" + (f", suppressed ({profile.suppressed})" if profile.suppressed else ""))
-    console.print(f"joined: {profile.created_at} ({escape(profile.source)}), confirmed: {profile.confirmed_at or '-'}")
+    joined = f"joined: {_when(profile.created_at)} ({escape(profile.source)})"
+    console.print(f"{joined}, confirmed: {_when(profile.confirmed_at)}")
     if profile.paused_until:
-        console.print(f"paused until {profile.paused_until}")
+        console.print(f"paused until {_when(profile.paused_until)}")
     answers = ", ".join(f"{k}={v}" for k, v in sorted(profile.attributes.items()))
     console.print(f"answers: {escape(answers) or '-'}")
     console.print(f"topics: {', '.join(profile.topics) or '-'}    tags: {', '.join(profile.tags) or '-'}")
     courses = Table(title="Campaigns")
-    for column in ("campaign", "state", "next email", "next send", "ended"):
+    for column in ("campaign", "segment", "state", "next email", "next send"):
         courses.add_column(column)
     for e in profile.enrollments:
-        ended = f"{e.ended_at} {e.end_reason}" if e.ended_at else ""
-        courses.add_row(e.campaign, e.state, e.next_step or "-", e.next_send_at or "-", escape(ended))
+        state = f"{e.state} {_when(e.ended_at)} {e.end_reason}".strip() if e.ended_at else e.state
+        courses.add_row(e.campaign, e.segment or "-", escape(state), e.next_step or "-", _when(e.next_send_at))
     console.print(courses)
-    timeline = Table(title="Timeline")
-    for column in ("when", "what", "campaign", "email", "detail"):
-        timeline.add_column(column)
+    # One line per event: a five-column table cut the times and names to "2026-12-06T11:06…" at
+    # 80 columns (issue 13 trial).
+    console.print("[bold]Timeline[/bold]" + ("" if profile.timeline else ": nothing sent yet"))
     for t in profile.timeline:
-        timeline.add_row(t.at, t.what, t.campaign, t.step, escape(t.detail))
-    console.print(timeline)
+        what = " · ".join(dict.fromkeys(part for part in (t.campaign, t.step) if part))  # a newsletter: once
+        detail = f"  ({escape(t.detail)})" if t.detail else ""
+        console.print(f"{_when(t.at)}  {t.what:<12} {escape(what)}{detail}", soft_wrap=True)
+
+
+def _when(at: str | None) -> str:
+    """``2026-12-07T12:30:00.123+00:00`` → ``2026-12-07 12:30 UTC``; None → ``-``."""
+    if not at:
+        return "-"
+    try:
+        return f"{datetime.fromisoformat(at):%Y-%m-%d %H:%M %Z}".strip()
+    except ValueError:
+        return at
 
 
 def export(
@@ -259,7 +272,8 @@ def erase_command(
             session, email, keys=SuppressionKeys.from_settings(settings), actor=actor(), now=settings.clock().now()
         )
     after_erase(get_settings().database_url)
-    console.print(f"[green]erased[/green] subscriber {erased}; the address stays blocked")
+    # The address as typed, and the id the audit log keeps for them (it keeps no address).
+    console.print(f"[green]erased[/green] {escape(email)}; the address stays blocked (audit log: subscriber:{erased})")
 
 
 def suppress_command(

@@ -147,4 +147,6 @@ class Campaign:
         for segment in self.segments:
             if segment.id == segment_id:
                 return segment
-        raise NotFound(f"campaign {self.id!r} has no segment {segment_id!r}")
+        # With the list, as enroll and send-test give it (issue 13 trial: search gave none).
+        listing = "; ".join(f"{s.id} ({s.name})" for s in self.segments)
+        raise NotFound(f"campaign {self.id!r} has no segment {segment_id!r}; segments: {listing}")

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from cadence.core.campaign import Campaign, Rule
+from cadence.core.segments import rule_matches
 
 # Columns that are not attributes: the importer maps them to the subscriber's own fields.
-OWN_FIELDS = ("email", "first_name", "timezone")
+OWN_FIELDS = ("email", "first_name", "timezone", "tags")  # tags: real tags (subscriber_csv)
 
 
 @dataclass(frozen=True)
@@ -122,3 +123,48 @@ def column_findings(
                 findings.missing.append(MissingAttribute(rule.attribute, fallback))
         found.append(findings)
     return found
+
+
+@dataclass(frozen=True)
+class UnmatchedValues:
+    """Values of a column that no ``eq``/``in`` rule on its attribute accepts: a file saying
+    ``trail`` where the rule wants ``trails`` puts those people in the fallback, silently
+    (issue 13 trial)."""
+
+    campaign: str
+    attribute: str
+    values: list[tuple[str, int]]  # (value, rows), most rows first
+    wanted: list[str]  # the values the rules compare with
+    fallback: str
+
+
+def value_findings(values: Mapping[str, Mapping[str, int]], campaigns: Sequence[Campaign]) -> list[UnmatchedValues]:
+    """Per campaign and attribute compared by ``eq``/``in`` rules: the file's values (`values`:
+    attribute → value → rows, as the importer counted them) that none of those rules accepts
+    although they resemble a value one of them wants (a misspelling, a singular)."""
+    found = []
+    for campaign in campaigns:
+        by_attribute: dict[str, list[tuple[Rule, str]]] = {}
+        for rule, fallback in _rules(campaign):
+            if rule.op in ("eq", "in") and rule.attribute in values:
+                by_attribute.setdefault(rule.attribute, []).append((rule, fallback))
+        for attribute, rules in by_attribute.items():
+            wanted = [str(v) for rule, _ in rules for v in _listed(rule.value)]
+            # Only values that look like a wanted one (``trail`` for ``trails``): the others, such
+            # as ``road``, are meant for the fallback option and are no mistake.
+            unmatched = [
+                (value, rows)
+                for value, rows in values[attribute].items()
+                if value
+                and not any(rule_matches(rule, {attribute: value}) for rule, _ in rules)
+                and difflib.get_close_matches(value, [w.lower() for w in wanted], n=1, cutoff=0.75)
+            ]
+            if not unmatched:
+                continue
+            unmatched.sort(key=lambda pair: (-pair[1], pair[0]))
+            found.append(UnmatchedValues(campaign.id, attribute, unmatched, list(dict.fromkeys(wanted)), rules[0][1]))
+    return found
+
+
+def _listed(value: object) -> list[object]:
+    return list(value) if isinstance(value, list | tuple) else [value]

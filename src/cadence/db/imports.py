@@ -20,7 +20,7 @@ from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from cadence.db.models import Subscriber, Suppression
+from cadence.db.models import Subscriber, SubscriberTopic, Suppression
 from cadence.db.queries import one_of
 
 _SUBSCRIBERS: Table = Subscriber.__table__  # type: ignore[assignment]  # Core statements: no ORM bookkeeping
@@ -131,3 +131,26 @@ def update_subscribers(session: Session, rows: Sequence[dict[str, Any]]) -> None
         .values({name: bindparam(f"new_{name}") for name in columns})
     )
     session.execute(statement, [{"row_id": row["id"], **{f"new_{n}": row[n] for n in columns}} for row in rows])
+
+
+def add_topics(session: Session, subscriber_ids: Sequence[int], topic: str, now: datetime, source: str) -> int:
+    """Put each subscriber on newsletter `topic` (``subscribers import --topic``), leaving the
+    ones already on it as they are: when they first agreed, and how, is the consent record
+    (GDPR Art. 7(1)). Returns the rows added."""
+    if not subscriber_ids:
+        return 0
+    have = set(
+        session.scalars(
+            select(SubscriberTopic.subscriber_id).where(
+                SubscriberTopic.topic == topic, SubscriberTopic.subscriber_id.in_(list(subscriber_ids))
+            )
+        )
+    )
+    new = [
+        SubscriberTopic(subscriber_id=i, topic=topic, joined_at=now, source=source)
+        for i in dict.fromkeys(subscriber_ids)
+        if i not in have
+    ]
+    session.add_all(new)
+    session.flush()
+    return len(new)

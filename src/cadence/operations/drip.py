@@ -27,10 +27,12 @@ from cadence.bounce_mail import BounceRunResult, fetch_imap_bounces, process_bou
 from cadence.config import Settings
 from cadence.core.campaign import Campaign
 from cadence.core.segments import choose_segment
+from cadence.db.audit import record_audit
 from cadence.db.enrollments import active_subscribers
 from cadence.db.models import Subscriber
+from cadence.db.session import transaction
 from cadence.engine import EnrollResult, TickResult
-from cadence.errors import UsageError
+from cadence.errors import InputError, UsageError
 from cadence.ledger import SendOutcome
 from cadence.reports import CampaignStatus
 from cadence.reports import campaign_status as _campaign_status
@@ -65,6 +67,7 @@ def enroll_chosen(
     everyone: bool = False,
     segment: str | None = None,
     emails: Sequence[str] = (),
+    actor: str | None = None,
 ) -> EnrollResult:
     """Enroll exactly one choice of people: every active subscriber, those in `segment` now
     (their answers today, as the send path decides), or the subscribers with `emails`.
@@ -80,7 +83,13 @@ def enroll_chosen(
         if segment is not None:
             today = now.date()
             people = [p for p in people if choose_segment(campaign.segments, p.attributes, today).id == segment]
-    return engine.enroll(session, campaign, people, now)
+    result = engine.enroll(session, campaign, people, now)
+    if actor is not None:  # a staff action: in the audit log, like pause and resume (issue 13)
+        chosen = "all" if everyone else f"segment {segment}" if segment is not None else f"{len(emails)} address(es)"
+        detail = {"chosen": chosen, "enrolled": result.enrolled, "resumed": result.resumed}
+        target = f"campaign:{campaign.id}"
+        record_audit(session, actor=actor, action="campaign.enroll", target=target, detail=detail, now=now)
+    return result
 
 
 def tick(
@@ -126,10 +135,21 @@ def import_subscribers(
     skip_invalid: bool = False,
     error_report: Path | None = None,
     on_progress: Callable[[int, int], None] | None = None,
+    topics: Sequence[str] = (),
+    sender_file: Path | None = None,
+    actor: str | None = None,
 ) -> ImportReport:
     """Import a CSV of any size (``subscriber_import.import_csv``: streamed, COPY on PostgreSQL,
-    every bad row reported with its line and field; all or nothing unless `skip_invalid`)."""
-    return import_csv(
+    every bad row reported with its line and field; all or nothing unless `skip_invalid`).
+    `topics`: newsletter topics of the sender file everyone in the file joins."""
+    if topics:
+        from cadence.form_files import load_sender
+
+        known = load_sender(sender_file).topics if sender_file is not None else {}
+        for topic in topics:
+            if topic not in known:
+                raise InputError(f"--topic: no newsletter topic {topic!r} (topics: {', '.join(known) or 'none'})")
+    report = import_csv(
         database_url,
         path,
         now,
@@ -137,7 +157,21 @@ def import_subscribers(
         skip_invalid=skip_invalid,
         error_report=error_report,
         on_progress=on_progress,
+        topics=topics,
     )
+    if actor is not None:  # a staff action: in the audit log (issue 13); a rejected import wrote nothing
+        detail = {
+            "file": path.name,
+            "created": report.created,
+            "updated": report.updated,
+            "rejected": report.rejected,
+            "topics": list(topics),
+        }
+        with transaction(database_url) as session:
+            record_audit(
+                session, actor=actor, action="subscribers.import", target="subscribers", detail=detail, now=now
+            )
+    return report
 
 
 def campaign_status(settings: Settings, name: str, *, reasons: bool = False) -> CampaignStatus:

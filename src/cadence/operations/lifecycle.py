@@ -30,6 +30,7 @@ from cadence.campaign_files import list_campaigns
 from cadence.clock import wall_now
 from cadence.config import Settings
 from cadence.db import campaign_states as states
+from cadence.db import newsletters as newsletter_rows
 from cadence.db.audit import record_audit
 from cadence.db.session import transaction
 from cadence.errors import InputError, NotFound
@@ -52,9 +53,13 @@ class LifecycleResult:
         return asdict(self)
 
 
-def resolve_campaign(name: str, known: Iterable[str]) -> str:
-    """`name` if it is a known campaign id; NotFound with the closest names and the list."""
-    ids = sorted(set(known))
+def resolve_campaign(name: str, known: Iterable[str], newsletters: Iterable[str] = ()) -> str:
+    """`name` if it is a known campaign id; NotFound with the closest names and the list. A
+    newsletter's name gets the newsletters command to use (its state is mirrored into the
+    campaign states, so without this `campaigns pause NEWSLETTER` changed the mirror only)."""
+    if name in set(newsletters):
+        raise NotFound(f"{name!r} is a newsletter, not a drip campaign: use `cadence newsletters status {name}`")
+    ids = sorted(set(known) - set(newsletters))
     if name in ids:
         return name
     close = difflib.get_close_matches(name, ids, n=3, cutoff=0.5)
@@ -170,6 +175,12 @@ def known_campaigns(session: Session, campaigns_dir: Path) -> set[str]:
     return {path.stem for path in list_campaigns(campaigns_dir)} | states.known_campaign_ids(session)
 
 
+def newsletter_names(session: Session, campaigns_dir: Path) -> set[str]:
+    """Every newsletter: a file in campaigns/newsletters/ or one scheduled at some point."""
+    files = {path.stem for path in (campaigns_dir / "newsletters").glob("*.y*ml")}
+    return files | {n.id for n in newsletter_rows.all_newsletters(session)}
+
+
 def change_state(settings: Settings, name: str, action: str, *, actor: str) -> LifecycleResult:
     """Run `action` (one of ``ACTIONS``) on campaign `name` in one transaction, its audit entry
     included; NotFound (with "did you mean") for a name nobody knows."""
@@ -179,7 +190,7 @@ def change_state(settings: Settings, name: str, action: str, *, actor: str) -> L
     with transaction(settings.database_url) as session:
         on_file = {path.stem for path in list_campaigns(settings.campaigns_dir)}
         known = on_file if name in on_file else known_campaigns(session, settings.campaigns_dir)
-        campaign_id = resolve_campaign(name, known)
+        campaign_id = resolve_campaign(name, known, newsletter_names(session, settings.campaigns_dir))
         if action == "pause":
             return pause(session, campaign_id, actor=actor, now=now)
         if action == "resume":

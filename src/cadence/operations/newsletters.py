@@ -209,7 +209,14 @@ def schedule(settings: Settings, name: str, *, at: str | None, actor: str, now: 
         transition(row.state, "schedule", newsletter.id)
         count = _count(session, loaded, now)
         if not count.recipients:
-            raise InputError(f"newsletter {newsletter.id!r}: nobody in the audience, nothing scheduled")
+            hint = ""
+            if newsletter.audience.topics:  # an imported list has no topics unless asked (issue 13 trial)
+                topics = ",".join(newsletter.audience.topics)
+                hint = (
+                    f" (it goes to people on the topics {topics}: they join at signup, or by "
+                    f"`cadence subscribers import FILE --topic {newsletter.audience.topics[0]}`)"
+                )
+            raise InputError(f"newsletter {newsletter.id!r}: nobody in the audience, nothing scheduled{hint}")
         copies = [
             (sid, segment_id, send_instant(send_time, tz, campaign.timezone, now))
             for sid, segment_id, tz in count.recipients

@@ -86,7 +86,9 @@ def export_subscribers(
             }
             if writer is not None:
                 attrs = [str(s.attributes.get(name, "")) for name in attribute_names]
-                writer.writerow([csv_cell(cell) for cell in (*row.values(), " ".join(tags[s.id]), *attrs)])
+                # Tags as "a,b": what `subscribers import` reads back as tags (issue 13 trial).
+                cells = (*row.values(), ",".join(tags[s.id]), *attrs)
+                writer.writerow([csv_cell(cell) for cell in cells])
             else:
                 out.write(
                     json.dumps({**row, "tags": tags[s.id], "attributes": s.attributes}, ensure_ascii=False) + "\n"

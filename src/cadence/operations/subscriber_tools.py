@@ -22,7 +22,7 @@ from cadence.core.segments import choose_segment
 from cadence.db import subscriber_search as sql
 from cadence.db.audit import record_audit
 from cadence.db.models import Subscriber
-from cadence.errors import InputError, NotFound
+from cadence.errors import CampaignError, InputError, NotFound
 
 # moves to cadence.operations.privacy (issue 12)
 from cadence.operations.privacy import erase, forget_old_pages
@@ -99,6 +99,7 @@ class EnrollmentView:
     next_send_at: str | None
     ended_at: str | None
     end_reason: str
+    segment: str = ""  # the segment their answers put them in today ('' when not running)
 
 
 @dataclass(frozen=True)
@@ -236,9 +237,15 @@ def subscriber_profile(
     for en in sql.enrollments_of(session, s.id):
         campaign_file = campaign_named(en.campaign_id)
         next_step: str | None = None
+        segment = ""
         if en.state == "active":
             steps = campaign_file.steps if campaign_file else ()
             next_step = steps[en.next_step].id if en.next_step < len(steps) else f"step {en.next_step + 1}"
+            if campaign_file is not None:  # "which segment did they land in" (issue 13 trial)
+                try:
+                    segment = choose_segment(campaign_file.segments, s.attributes, now.date()).id
+                except CampaignError:
+                    segment = ""
         enrollments.append(
             EnrollmentView(
                 en.campaign_id,
@@ -248,6 +255,7 @@ def subscriber_profile(
                 _iso(en.next_send_at),
                 _iso(en.ended_at),
                 en.end_reason,
+                segment,
             )
         )
     return SubscriberProfile(
