@@ -1,4 +1,4 @@
-"""Campaign results for staff: ``cadence report CAMPAIGN`` and ``GET /api/staff/report/{id}``.
+"""Campaign results for staff: ``cadence report CAMPAIGN`` and ``GET /api/admin/report/{id}``.
 
 Per step × segment: sent, delivered (sent minus bounced), failed, unique opens and clicks with
 their rates, unsubscribes, hard and soft bounces, complaints; the most clicked links; why
