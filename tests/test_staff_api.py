@@ -122,6 +122,9 @@ def test_search_show_tag_export_and_report(web: WebServer, tokens: dict[str, str
     report = call(web, "GET", f"/api/staff/report/{CAMPAIGN}?since=2026-12-01", tokens["read"])
     assert report.status_code == 200 and report.json()["total"]["unique_opens"] == 2
     assert "Apple Mail Privacy Protection" in report.json()["opens_caveat"]
+    assert "daily" not in report.json()
+    days = call(web, "GET", f"/api/admin/report/{CAMPAIGN}?daily=true", tokens["read"]).json()["daily"]
+    assert sum(d["opens"] for d in days) == 2 and {"day", "sent", "clicks", "unsubscribes", "bounces"} <= set(days[0])
     assert call(web, "GET", "/api/staff/report/nosuch", tokens["read"]).status_code == 404
     assert call(web, "GET", f"/api/staff/report/{CAMPAIGN}?since=soon", tokens["read"]).status_code == 422
 

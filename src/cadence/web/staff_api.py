@@ -289,9 +289,11 @@ def report(
     since: date | None = None,
     until: date | None = None,
     reasons: bool = False,
+    daily: bool = False,
 ) -> dict[str, Any]:
-    """Results per step × segment: sent, delivered, failed, unique opens (inflated by mail
-    privacy proxies) and clicks with rates, unsubscribes, bounces, complaints, top links."""
+    """Results per step × segment (a newsletter: per segment): sent, delivered, failed, unique
+    opens (inflated by mail privacy proxies) and clicks with rates, unsubscribes, bounces,
+    complaints, top links; with ``daily=true`` also the per-day series as ``daily``."""
     try:
         definition: Campaign | None = CampaignCatalog(state.settings.campaigns_dir, state.settings.templates_dir).get(
             campaign
@@ -302,7 +304,15 @@ def report(
         folded = results.catch_up(state.session)
         with state.session() as session:
             found = results.campaign_results(
-                session, campaign, definition, state.now(), since=since, until=until, folded=folded, reasons=reasons
+                session,
+                campaign,
+                definition,
+                state.now(),
+                since=since,
+                until=until,
+                folded=folded,
+                reasons=reasons,
+                daily=daily,
             )
     except NotFound as exc:
         raise _not_found(exc) from None
