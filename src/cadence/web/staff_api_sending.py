@@ -19,15 +19,18 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Path
 from pydantic import BaseModel, ConfigDict, Field
 
-from cadence.errors import CampaignError, InputError, NotFound
+from cadence.errors import CampaignError, InputError, NotFound, TemplateError, TransportError
 from cadence.operations import newsletters
 from cadence.operations.campaign_overview import campaign_summaries
 from cadence.operations.lifecycle import change_state
 from cadence.operations.test_sends import MAX_TEST_RECIPIENTS, send_campaign_test
-from cadence.web.staff_api import ERRORS, Reader, Writer
+from cadence.web.staff_api import ERRORS, ErrorOut, Reader, Writer
 from cadence.web.state import State
 
-router = APIRouter(tags=["staff: sending"], responses=ERRORS)
+router = APIRouter(
+    tags=["staff: sending"],
+    responses={**ERRORS, 503: {"model": ErrorOut, "description": "The mail server did not take the test email."}},
+)
 
 # Bounded: a name becomes campaigns/<name>.yaml, and past NAME_MAX (255) that was an OSError 500.
 Name = Annotated[str, Path(max_length=200)]
@@ -38,6 +41,8 @@ def _refused(exc: Exception) -> HTTPException:
     a request that cannot work (the message says why)."""
     if isinstance(exc, NotFound):
         return HTTPException(404, str(exc))
+    if isinstance(exc, TransportError):  # the mail server is down or refused: try again later
+        return HTTPException(503, f"the test was not sent: {exc}")
     return HTTPException(422, [{"loc": ["body"], "msg": str(exc), "type": "value_error"}])
 
 
@@ -120,7 +125,7 @@ def send_campaign_test_email(campaign: Name, body: CampaignTestIn, token: Writer
             subscriber_email=body.subscriber,
             actor=token.actor,
         )
-    except (NotFound, InputError, CampaignError) as exc:
+    except (NotFound, InputError, CampaignError, TemplateError, TransportError) as exc:
         raise _refused(exc) from None
     return result.document()
 
@@ -165,7 +170,7 @@ def newsletter_schedule(newsletter: Name, body: ScheduleIn, token: Writer, state
     sending started: replaces the version, audience and time."""
     try:
         done = newsletters.schedule(state.settings, newsletter, at=body.at, actor=token.actor, now=state.now())
-    except (NotFound, InputError, CampaignError) as exc:
+    except (NotFound, InputError, CampaignError, TemplateError) as exc:
         raise _refused(exc) from None
     return _plain(asdict(done))
 
@@ -208,7 +213,7 @@ def newsletter_send_test(newsletter: Name, body: NewsletterTestIn, token: Writer
     """Send it as it is now to the given addresses, subject marked [TEST]; never counted."""
     try:
         sent = newsletters.send_test(state.runtime, newsletter, body.to, actor=token.actor, now=state.now())
-    except (NotFound, InputError, CampaignError) as exc:
+    except (NotFound, InputError, CampaignError, TemplateError, TransportError) as exc:
         raise _refused(exc) from None
     return {"newsletter": newsletter, "sent": sent}
 
