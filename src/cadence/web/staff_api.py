@@ -1,4 +1,4 @@
-"""The staff API under ``/api/admin`` (issue 13 item 9; ``/api/staff`` stays as a deprecated
+"""The staff API under ``/api/admin`` (issue 13 item 9; ``/api/staff`` stays as an undocumented
 alias so existing scripts keep working): the staff's subscriber tools, results and audit log
 for scripts and other tools, with ``Authorization: Bearer <token>`` (``cadence tokens add``).
 The sending routes (campaigns, newsletters) are in :mod:`cadence.web.staff_api_sending`;
@@ -51,7 +51,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     429: {"model": ErrorOut, "description": "Too many requests."},
 }
 router = APIRouter(tags=["staff"], responses=ERRORS)
-PREFIXES = (("/api/admin", False), ("/api/staff", True))  # (prefix, deprecated alias)
+PREFIXES = (("/api/admin", True), ("/api/staff", False))  # (prefix, in /openapi.json)
 
 
 def _unauthorised(state: WebState, request: Request, detail: str) -> HTTPException:
