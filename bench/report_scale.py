@@ -18,6 +18,7 @@ What is timed:
 2. the report with nothing new (what staff see every time; the target is < 1 s);
 3. the report with 10,000 new events not yet folded (counted live), then folding them;
 4. the report for one week (--since/--until);
+4b. the report with the per-day series (--daily; --json has it too);
 5. ``cadence report lower-back-pain --json`` as a subprocess (Python start-up included).
 """
 
@@ -230,6 +231,9 @@ def main() -> None:
         week = [run_report(database_url, since=date(2026, 12, 9), until=date(2026, 12, 15)) for _ in range(3)]
         week_s = statistics.median([f + q for f, q, _ in week])
         log(f"report for one week: median {week_s:.3f} s")
+        daily = [run_report(database_url, daily=True) for _ in range(3)]
+        daily_s = statistics.median([f + q for f, q, _ in daily])
+        log(f"report with the per-day series (--daily, --json): median {daily_s:.3f} s")
         env = cadence_env(Path(tempfile.mkdtemp(prefix="cadence-report-")), CADENCE_DATABASE_URL=database_url)
         started = time.perf_counter()
         ran = subprocess.run(
@@ -254,6 +258,7 @@ def main() -> None:
         ["report with 10,000 new events counted live (median of 3)", f"{live_s:.3f} s"],
         ["fold those 10,000 events, then the report", f"{delta[0]:.3f} s + {delta[1]:.3f} s"],
         ["report for one week, --since/--until (median of 3)", f"{week_s:.3f} s"],
+        ["report with the per-day series, --daily / --json (median of 3)", f"{daily_s:.3f} s"],
         ["`cadence report lower-back-pain --json`, whole process", f"{cli_s:.2f} s"],
     ]
     body = "\n\n".join(

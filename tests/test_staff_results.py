@@ -3,9 +3,13 @@ SQLite and PostgreSQL, and through the installed command."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
+from dataclasses import replace
 from datetime import date, timedelta
 from functools import partial
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select, update
@@ -16,7 +20,14 @@ from cadence.db.migrate import upgrade
 from cadence.db.models import Delivery, Event
 from cadence.db.session import transaction
 from cadence.errors import InputError, NotFound
-from cadence.operations.results import OPENS_CAVEAT, ResultRow, campaign_results, catch_up
+from cadence.operations.results import (
+    CSV_COLUMNS,
+    DAILY_CSV_COLUMNS,
+    OPENS_CAVEAT,
+    ResultRow,
+    campaign_results,
+    catch_up,
+)
 from tests.support.cluster import ROOT, cadence_env
 from tests.support.staff import CAMPAIGN, LINK_A, LINK_B, T0, seed
 from tests.test_cli import cadence, one_error_line
@@ -33,12 +44,20 @@ def test_the_report_counts_each_step_and_segment_once_per_delivery(database_url:
     with transaction(database_url) as session:
         seed(session)
     with transaction(database_url) as session:
-        live = campaign_results(session, CAMPAIGN, LBP, T0)  # nothing folded yet: all counted live
+        live = campaign_results(session, CAMPAIGN, LBP, T0, daily=True)  # nothing folded yet: all counted live
     folded = catch_up(partial(transaction, database_url), lag=timedelta(0))
     assert folded == 8 + 5  # events and deliveries
     with transaction(database_url) as session:
-        report = campaign_results(session, CAMPAIGN, LBP, T0, folded=folded)
+        report = campaign_results(session, CAMPAIGN, LBP, T0, folded=folded, daily=True)
     assert report.rows == live.rows and report.top_links == live.top_links
+    # The per-day series: the same from the rollups as live, and it adds up to the totals.
+    assert report.daily == live.daily and report.daily
+    assert sum(d.sent for d in report.daily) == report.total.sent
+    assert sum(d.opens for d in report.daily) == report.total.unique_opens
+    assert sum(d.clicks for d in report.daily) == report.total.unique_clicks
+    assert sum(d.unsubscribes for d in report.daily) == report.total.unsubscribes
+    assert sum(d.bounces for d in report.daily) == report.total.hard_bounces + report.total.soft_bounces
+    assert report.kind == "drip" and "daily" not in replace(live, daily=None).document()
 
     trail = cell(report.rows, 1, "trail+no-race")
     assert (trail.sent, trail.delivered, trail.unique_opens, trail.open_rate) == (1, 1, 1, 1.0)  # two opens, one person
@@ -105,7 +124,7 @@ def test_the_report_counts_each_step_and_segment_once_per_delivery(database_url:
     assert later.total.clicks == 1
     with transaction(database_url) as session, pytest.raises(InputError, match="--since must not be after"):
         campaign_results(session, CAMPAIGN, LBP, T0, since=date(2026, 12, 9), until=date(2026, 12, 8))
-    with transaction(database_url) as session, pytest.raises(NotFound, match="no campaign 'nosuch'"):
+    with transaction(database_url) as session, pytest.raises(NotFound, match="no campaign or newsletter 'nosuch'"):
         campaign_results(session, "nosuch", None, T0)
 
 
@@ -136,12 +155,55 @@ def test_cadence_report_json_is_for_scripts(env: dict[str, str]) -> None:
     assert document["campaign"] == CAMPAIGN and document["since"] == "2026-12-07"
     assert document["total"]["sent"] == 4 and document["total"]["unique_opens"] == 2
     assert {link["url"] for link in document["top_links"]} == {LINK_A, LINK_B}
+    assert sum(d["sent"] for d in document["daily"]) == 4 and all(d["day"] >= "2026-12-07" for d in document["daily"])
+
+
+def test_cadence_report_csv_and_daily(env: dict[str, str], tmp_path: Path) -> None:
+    ran = cadence(env, "report", CAMPAIGN, "--csv")
+    assert ran.status == 0, ran
+    rows = list(csv.DictReader(io.StringIO(ran.out)))
+    assert list(rows[0]) == list(CSV_COLUMNS)  # stable column names, for spreadsheets and scripts
+    trail = next(r for r in rows if (r["step"], r["segment"]) == ("1", "trail+no-race"))
+    assert (trail["step_id"], trail["sent"], trail["unique_opens"], trail["open_rate"]) == (
+        "why-it-hurts",
+        "1",
+        "1",
+        "1.0",
+    )
+    assert next(r for r in rows if r["segment"] == "")["open_rate"] == ""  # nothing delivered: no rate
+    assert sum(int(r["sent"]) for r in rows) == 4
+
+    saved = tmp_path / "days.csv"
+    ran = cadence(env, "report", CAMPAIGN, "--csv", "--daily", "--out", str(saved))
+    assert ran.status == 0 and "saved in" in ran.out, ran
+    days = list(csv.DictReader(io.StringIO(saved.read_text())))
+    assert list(days[0]) == list(DAILY_CSV_COLUMNS) and sum(int(d["sent"]) for d in days) == 4
+    table = cadence(env, "report", CAMPAIGN, "--daily")
+    assert table.status == 0 and "Day by day" in table.out and days[0]["day"] in table.out
+    for args, status, message in (
+        (["--out", str(saved)], 2, "--out saves the spreadsheet: add --csv"),
+        (["--csv", "--out", str(tmp_path / "no" / "such" / "x.csv")], 1, "--out: cannot write"),
+    ):
+        refused = cadence(env, "report", CAMPAIGN, *args)
+        assert refused.status == status and message in one_error_line(refused), refused
+
+
+def test_cadence_report_of_a_newsletter_is_per_segment(env: dict[str, str]) -> None:
+    news = "clinic-news-2027-01"
+    assert cadence(env, "report", news).status == 1  # a draft: nothing to report yet
+    assert cadence(env, "newsletters", "schedule", news).status == 0
+    ran = cadence(env, "report", news, "--json")
+    assert ran.status == 0, ran
+    document = json.loads(ran.out)
+    assert document["kind"] == "newsletter" and document["total"]["queued"] == 1  # Ann asked for clinic news
+    assert [(r["step_id"], r["queued"]) for r in document["rows"]] == [(news, 1)] and document["rows"][0]["segment"]
+    assert sum(d["sent"] for d in document["daily"]) == 0
 
 
 @pytest.mark.parametrize(
     ("args", "status", "message"),
     [
-        (["report", "nosuch"], 1, "no campaign 'nosuch'"),
+        (["report", "nosuch"], 1, "no campaign or newsletter 'nosuch'"),
         (["report", CAMPAIGN, "--since", "yesterday"], 1, "--since: 'yesterday' is not a date (YYYY-MM-DD)"),
         (["report"], 2, "Missing argument 'campaign'"),
     ],

@@ -4,11 +4,11 @@ also registers the subscriber tools (cadence.cli.subscriber_tools)."""
 
 from __future__ import annotations
 
-import csv
+import io
 import json
-import sys
 from collections.abc import Callable
 from dataclasses import asdict
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeAlias
 
 import typer
@@ -18,7 +18,7 @@ from rich.table import Table
 
 from cadence.cli import subscriber_tools
 from cadence.cli.subscriber_tools import actor
-from cadence.errors import NotFound
+from cadence.errors import InputError, NotFound, UsageError
 
 if TYPE_CHECKING:
     from cadence.operations.results import ResultRow
@@ -38,10 +38,6 @@ def _pct(rate: float | None) -> str:
     return "–" if rate is None else f"{rate * 100:.1f}%"
 
 
-_CSV_COLUMNS = (
-    "email", "segment", "sent", "delivered", "failed", "bounced_hard", "bounced_soft", "complaints",
-    "unique_opens", "unique_clicks", "open_rate", "click_rate", "unsubscribed",
-)  # fmt: skip
 _WIDE = 150  # the whole report in one table needs about this many columns
 _Cell: TypeAlias = "tuple[str, Callable[[ResultRow], str]]"
 _SENDING: tuple[_Cell, ...] = (
@@ -77,15 +73,28 @@ def _print_results(title: str, rows: list[ResultRow], cells: tuple[_Cell, ...], 
 
 
 def report(
-    campaign: Annotated[str, typer.Argument(help="The campaign's name, e.g. lower-back-pain")],
+    campaign: Annotated[
+        str, typer.Argument(help="The campaign's or newsletter's name, e.g. lower-back-pain or clinic-news-2027-01")
+    ],
     since: Annotated[str | None, typer.Option("--since", help="From this day, YYYY-MM-DD (UTC)")] = None,
     until: Annotated[str | None, typer.Option("--until", help="Up to and including this day, YYYY-MM-DD")] = None,
     reasons: Annotated[bool, typer.Option("--reasons", help="Also why emails failed (slower on a big list)")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON")] = False,
-    as_csv: Annotated[bool, typer.Option("--csv", help="Print the rows as CSV, for a spreadsheet")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the report as JSON (with the day-by-day numbers)")
+    ] = False,
+    as_csv: Annotated[
+        bool, typer.Option("--csv", help="Print a spreadsheet (CSV): one line per email and segment, or per day")
+    ] = False,
+    daily: Annotated[
+        bool, typer.Option("--daily", help="Day by day: emails sent, opens, clicks, unsubscribes and bounces")
+    ] = False,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="With --csv: save the spreadsheet in this file instead of printing it")
+    ] = None,
 ) -> None:
-    """Results per email and segment: sent, delivered, failed, opens, clicks, unsubscribes,
-    bounces and complaints, with rates, and the most clicked links."""
+    """Results per email and segment (for a newsletter: per segment): sent, delivered, failed,
+    opens, clicks, unsubscribes, bounces and complaints, with rates, and the most clicked
+    links. --daily adds the numbers day by day; --csv gives a spreadsheet."""
     from functools import partial
 
     from cadence.catalog import CampaignCatalog
@@ -94,6 +103,10 @@ def report(
     from cadence.errors import CampaignError
     from cadence.operations.results import campaign_results, catch_up, parse_day
 
+    if as_json and as_csv:
+        raise UsageError("choose --json or --csv, not both")
+    if out is not None and not as_csv:
+        raise UsageError("--out saves the spreadsheet: add --csv")
     settings = get_settings()
     first, last = parse_day(since, "--since"), parse_day(until, "--until")
     try:
@@ -111,19 +124,13 @@ def report(
             until=last,
             folded=folded,
             reasons=reasons,
+            daily=daily or as_json,
         )
+    if as_csv:
+        _write_csv(result, out, daily=daily)
+        return
     if as_json:
         typer.echo(json.dumps(result.document(), indent=2))
-        return
-    if as_csv:  # what a Mailchimp user downloads to a spreadsheet (issue 13): plain numbers
-        out = csv.writer(sys.stdout, lineterminator="\n")
-        out.writerow(_CSV_COLUMNS)
-        for row in [*result.rows, result.total]:
-            email = f"{row.step}. {row.step_id}" if row.step else row.step_id
-            rates = ("" if rate is None else f"{rate:.4f}" for rate in (row.open_rate, row.click_rate))
-            counts = (row.sent, row.delivered, row.failed, row.hard_bounces, row.soft_bounces, row.complaints)
-            out.writerow([email, row.segment or "(none yet)", *counts, row.unique_opens, row.unique_clicks, *rates,
-                          row.unsubscribes])  # fmt: skip
         return
     period = f" from {result.since or 'the start'} to {result.until or 'now'}" if (since or until) else ""
     title = f"{escape(result.name)} ({result.campaign}){period}"
@@ -151,6 +158,30 @@ def report(
         for step, reason, n in result.failures:
             failures.add_row(str(step), escape(reason), f"{n:,}")
         console.print(failures)
+    if result.daily is not None:
+        days = Table(title="Day by day (UTC)")
+        for i, column in enumerate(("day", "sent", "opens*", "clicks", "unsubscribed", "bounced")):
+            days.add_column(column, justify="left" if i == 0 else "right")
+        for d in result.daily:
+            days.add_row(d.day, f"{d.sent:,}", f"{d.opens:,}", f"{d.clicks:,}", f"{d.unsubscribes:,}", f"{d.bounces:,}")
+        if not result.daily:
+            days.add_row("(nothing yet)", "", "", "", "", "")
+        console.print(days)
+
+
+def _write_csv(result: Any, out: Path | None, *, daily: bool) -> None:
+    from cadence.operations.results import write_csv
+
+    text = io.StringIO()
+    rows = write_csv(result, text, daily=daily)
+    if out is None:
+        typer.echo(text.getvalue(), nl=False)
+        return
+    try:  # written whole or not at all: the report is built in memory first (it is small)
+        out.write_text(text.getvalue(), encoding="utf-8", newline="")
+    except OSError as exc:
+        raise InputError(f"--out: cannot write {out}: {exc.strerror or exc}") from None
+    console.print(f"{rows} line(s) saved in {out}", markup=False)
 
 
 def audit(

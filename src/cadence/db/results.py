@@ -283,6 +283,60 @@ def campaign_has_deliveries(session: Session, campaign_id: str) -> bool:
     return session.scalar(select(Delivery.id).where(Delivery.campaign_id == campaign_id).limit(1)) is not None
 
 
+def delivery_kind(session: Session, campaign_id: str) -> str | None:
+    """``drip`` or ``newsletter`` (the ledger holds both, issue 13 item 1), None without rows.
+    One row by the (campaign, ...) index: a newsletter's id is its "campaign" id."""
+    query = select(Delivery.kind).where(Delivery.campaign_id == campaign_id).limit(1)
+    kind = session.scalar(query)
+    return None if kind is None else str(kind)
+
+
+def daily_counts(
+    session: Session, campaign_id: str, since: datetime | None, until: datetime | None
+) -> list[tuple[str, str, int]]:
+    """``(day, metric, count)`` for the per-day series, rollup + live like the report: the
+    rollup already has a day column (a few hundred rows per campaign); the live part is the
+    same watermark range and pending join as :func:`live_delivery_counts` and
+    :func:`live_event_counts`, grouped by day instead of by step. Never a scan of the ledger."""
+    since_day = since.date().isoformat() if since else None
+    until_day = (until.date() - timedelta(days=1)).isoformat() if until else None
+    counts: Counter[tuple[str, str]] = Counter()
+    query = select(ResultRollup.day, ResultRollup.metric, func.sum(ResultRollup.n))
+    query = query.where(ResultRollup.campaign_id == campaign_id)
+    if since_day is not None:
+        query = query.where(ResultRollup.day >= since_day)
+    if until_day is not None:
+        query = query.where(ResultRollup.day <= until_day)
+    for on_day, metric, n in session.execute(query.group_by(ResultRollup.day, ResultRollup.metric)):
+        counts[(str(on_day), str(metric))] += int(n or 0)
+    when = func.coalesce(Delivery.sent_at, Delivery.due_at)
+    period = [Delivery.campaign_id == campaign_id]
+    if since is not None:
+        period.append(when >= since)
+    if until is not None:
+        period.append(when < until)
+    day = _day(session, when)
+    above = select(day, Delivery.state, func.count()).where(Delivery.id > watermark(session, "deliveries"), *period)
+    pending = (
+        select(day, Delivery.state, func.count())
+        .select_from(RollupPending)
+        .join(Delivery, Delivery.id == RollupPending.delivery_id)
+        .where(*period)
+    )
+    for live in (above, pending):
+        for sent_day, state, n in session.execute(live.group_by(day, Delivery.state)):
+            counts[(str(sent_day), "queued" if state == "sending" else str(state))] += int(n)
+    where = Event.id > watermark(session, "events")
+    if since is not None:
+        where = and_(where, Event.created_at >= since)
+    if until is not None:
+        where = and_(where, Event.created_at < until)
+    events, _ = event_counts(session, where, campaign_id)
+    for (_, _, _, event_day, metric), n in events.items():
+        counts[(str(event_day), metric)] += n
+    return [(d, m, n) for (d, m), n in sorted(counts.items())]
+
+
 def failure_reasons(session: Session, campaign_id: str, limit: int = 50) -> list[tuple[int, str, int]]:
     """``(step index, last error, count)`` of failed deliveries, whatever their segment
     (failures before a segment was chosen have none). Failures are few; the results index

@@ -1,4 +1,4 @@
-"""Campaign results for staff: ``cadence report CAMPAIGN`` and ``GET /api/staff/report/{id}``.
+"""Campaign results for staff: ``cadence report CAMPAIGN`` and ``GET /api/admin/report/{id}``.
 
 Per step × segment: sent, delivered (sent minus bounced), failed, unique opens and clicks with
 their rates, unsubscribes, hard and soft bounces, complaints; the most clicked links; why
@@ -13,12 +13,13 @@ The SQL, and why it stays under a second at 6 million deliveries: :mod:`cadence.
 
 from __future__ import annotations
 
+import csv
 from collections import Counter
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Any
+from typing import Any, TextIO
 
 from sqlalchemy.orm import Session
 
@@ -58,6 +59,19 @@ class ResultRow:
 
 
 @dataclass(frozen=True)
+class DayRow:
+    """One UTC day of the whole campaign: emails sent that day, and the first open, click,
+    unsubscribe and bounce (hard or soft) of each email recorded that day."""
+
+    day: str  # YYYY-MM-DD
+    sent: int = 0
+    opens: int = 0
+    clicks: int = 0
+    unsubscribes: int = 0
+    bounces: int = 0
+
+
+@dataclass(frozen=True)
 class ResultsReport:
     campaign: str
     name: str
@@ -71,10 +85,14 @@ class ResultsReport:
     folded_events: int = 0
     generated_at: str = ""
     notes: list[str] = field(default_factory=list)
+    kind: str = "drip"  # or "newsletter": one step, a row per segment
+    daily: list[DayRow] | None = None  # asked for (daily=True): the per-day series
 
     def document(self) -> dict[str, Any]:
         """Plain JSON-ready data (``--json`` and the API)."""
         doc = asdict(self)
+        if self.daily is None:
+            del doc["daily"]
         doc["top_links"] = [{"url": url, "unique_clicks": n} for url, n in self.top_links]
         doc["failures"] = [{"step": s, "reason": r, "count": n} for s, r, n in self.failures]
         return doc
@@ -112,16 +130,20 @@ def campaign_results(
     until: date | None = None,
     folded: int = 0,
     reasons: bool = False,
+    daily: bool = False,
 ) -> ResultsReport:
     """The report of `campaign_id` (`campaign`: its definition, for step names and segment
     order; None when the file is gone but deliveries remain). `since`/`until`: days, inclusive
     (UTC). `reasons`: also why deliveries failed (reads every failed row: slower on a big
-    list). Call it first in a fresh transaction: it reads as of one instant."""
+    list). `daily`: also the per-day series (from the same rollups). A newsletter's id works
+    too (its copies are on the same ledger): one row per segment. Call it first in a fresh
+    transaction: it reads as of one instant."""
     sql.snapshot(session)
     if since is not None and until is not None and since > until:
         raise InputError("--since must not be after --until")
-    if campaign is None and not sql.campaign_has_deliveries(session, campaign_id):
-        raise NotFound(f"no campaign {campaign_id!r}")
+    kind = sql.delivery_kind(session, campaign_id)
+    if campaign is None and kind is None:
+        raise NotFound(f"no campaign or newsletter {campaign_id!r} with emails to report on")
     start = datetime.combine(since, time(), UTC) if since else None
     end = datetime.combine(until + timedelta(days=1), time(), UTC) if until else None
     since_day = since.isoformat() if since else None
@@ -136,6 +158,8 @@ def campaign_results(
         counts[(step, segment, metric)] += n
     cells = sorted({(s, g) for s, g, _ in counts}, key=_order(campaign))
     rows = [_row(campaign, step, segment, counts) for step, segment in cells]
+    if kind == "newsletter":  # its one "step" is the newsletter itself
+        rows = [replace(r, step_id=campaign_id) for r in rows]
     clicks: Counter[int] = Counter(dict(sql.link_counts(session, campaign_id, since_day, until_day)))
     clicks.update(dict(live_links))
     top = clicks.most_common(TOP_LINKS)
@@ -154,7 +178,60 @@ def campaign_results(
         failures=sorted(((s, r, n) for (s, r), n in failures.items()), key=lambda x: (x[0], -x[2])),
         folded_events=folded,
         generated_at=now.isoformat(),
+        kind=kind or "drip",
+        daily=_daily(sql.daily_counts(session, campaign_id, start, end)) if daily else None,
     )
+
+
+def _daily(counts: list[tuple[str, str, int]]) -> list[DayRow]:
+    metrics = {"sent": "sent", "open": "opens", "click": "clicks", "unsubscribe": "unsubscribes"}
+    metrics |= {"hard_bounce": "bounces", "soft_bounce": "bounces"}
+    days: dict[str, Counter[str]] = {}
+    for day, metric, n in counts:
+        if metric in metrics:
+            days.setdefault(day, Counter())[metrics[metric]] += n
+    return [DayRow(day, **found) for day, found in sorted(days.items())]
+
+
+# Stable CSV columns (scripts and spreadsheets key on them): change only by adding at the end.
+CSV_COLUMNS = (
+    "campaign",
+    "step",
+    "step_id",
+    "segment",
+    "sent",
+    "delivered",
+    "failed",
+    "queued",
+    "skipped",
+    "unique_opens",
+    "open_rate",
+    "unique_clicks",
+    "click_rate",
+    "clicks",
+    "unsubscribes",
+    "hard_bounces",
+    "soft_bounces",
+    "complaints",
+)
+DAILY_CSV_COLUMNS = ("campaign", "day", "sent", "opens", "clicks", "unsubscribes", "bounces")
+
+
+def write_csv(report: ResultsReport, out: TextIO, *, daily: bool = False) -> int:
+    """The report as CSV: one row per step × segment (no total row: a spreadsheet sums), or
+    with `daily` one row per day. Rates are fractions (0.25), empty when nothing was
+    delivered. Returns the rows written."""
+    writer = csv.writer(out, lineterminator="\n")
+    if daily:
+        writer.writerow(DAILY_CSV_COLUMNS)
+        for day in report.daily or []:
+            writer.writerow([report.campaign, *(getattr(day, c) for c in DAILY_CSV_COLUMNS[1:])])
+        return len(report.daily or [])
+    writer.writerow(CSV_COLUMNS)
+    for row in report.rows:
+        values = [getattr(row, c) for c in CSV_COLUMNS[1:]]
+        writer.writerow([report.campaign, *("" if v is None else v for v in values)])
+    return len(report.rows)
 
 
 def _order(campaign: Campaign | None) -> Callable[[tuple[int, str]], tuple[int, int, str]]:

@@ -1,5 +1,8 @@
-"""The staff API under ``/api/staff``: the staff's subscriber tools, results and audit log for
-scripts and other tools, with ``Authorization: Bearer <token>`` (``cadence tokens add``).
+"""The staff API under ``/api/admin`` (issue 13 item 9; ``/api/staff`` stays as an undocumented
+alias so existing scripts keep working): the staff's subscriber tools, results and audit log
+for scripts and other tools, with ``Authorization: Bearer <token>`` (``cadence tokens add``).
+The sending routes (campaigns, newsletters) are in :mod:`cadence.web.staff_api_sending`;
+``cadence.web.app`` mounts both routers under both prefixes.
 
 Every route names the scope it needs and the server checks it (``read`` < ``write`` < ``admin``;
 cadence.operations.staff_access): 401 without a valid token (with ``WWW-Authenticate: Bearer``,
@@ -39,15 +42,16 @@ class ErrorOut(BaseModel):
     detail: str
 
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
+ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorOut, "description": "The body is not JSON."},
     401: {"model": ErrorOut, "description": "No token, or not a valid one."},
     403: {"model": ErrorOut, "description": "The token's scope does not allow this."},
-    404: {"model": ErrorOut, "description": "No such subscriber or campaign."},
+    404: {"model": ErrorOut, "description": "No such subscriber, campaign or newsletter."},
     413: {"model": ErrorOut, "description": "The body is too large."},
     429: {"model": ErrorOut, "description": "Too many requests."},
 }
-router = APIRouter(prefix="/api/staff", tags=["staff"], responses=_ERRORS)
+router = APIRouter(tags=["staff"], responses=ERRORS)
+PREFIXES = (("/api/admin", True), ("/api/staff", False))  # (prefix, in /openapi.json)
 
 
 def _unauthorised(state: WebState, request: Request, detail: str) -> HTTPException:
@@ -285,9 +289,11 @@ def report(
     since: date | None = None,
     until: date | None = None,
     reasons: bool = False,
+    daily: bool = False,
 ) -> dict[str, Any]:
-    """Results per step × segment: sent, delivered, failed, unique opens (inflated by mail
-    privacy proxies) and clicks with rates, unsubscribes, bounces, complaints, top links."""
+    """Results per step × segment (a newsletter: per segment): sent, delivered, failed, unique
+    opens (inflated by mail privacy proxies) and clicks with rates, unsubscribes, bounces,
+    complaints, top links; with ``daily=true`` also the per-day series as ``daily``."""
     try:
         definition: Campaign | None = CampaignCatalog(state.settings.campaigns_dir, state.settings.templates_dir).get(
             campaign
@@ -298,7 +304,15 @@ def report(
         folded = results.catch_up(state.session)
         with state.session() as session:
             found = results.campaign_results(
-                session, campaign, definition, state.now(), since=since, until=until, folded=folded, reasons=reasons
+                session,
+                campaign,
+                definition,
+                state.now(),
+                since=since,
+                until=until,
+                folded=folded,
+                reasons=reasons,
+                daily=daily,
             )
     except NotFound as exc:
         raise _not_found(exc) from None
@@ -317,4 +331,4 @@ def audit(
         return [asdict(e) for e in staff_access.audit_entries(session, limit=limit, target=target)]
 
 
-__all__ = ["InputError", "router"]
+__all__ = ["ERRORS", "PREFIXES", "InputError", "router"]
