@@ -94,7 +94,7 @@ def report(
 ) -> None:
     """Results per email and segment (for a newsletter: per segment): sent, delivered, failed,
     opens, clicks, unsubscribes, bounces and complaints, with rates, and the most clicked
-    links. --daily adds the numbers day by day; --csv gives a spreadsheet."""
+    links. --daily adds the numbers day by day; --csv writes them for spreadsheets."""
     from functools import partial
 
     from cadence.catalog import CampaignCatalog
