@@ -43,7 +43,7 @@ typecheck: $(STAMP)
 
 ## test: install, then ruff, mypy --strict on src/, and the whole pytest suite
 test: $(STAMP) system-deps lint typecheck
-	$(BIN)/pytest -q -n 3 --dist loadfile
+	$(BIN)/pytest -q -n 3 --dist loadfile --durations=15
 
 bench: $(STAMP)
 	$(BIN)/python bench/send_throughput.py

@@ -2,7 +2,7 @@
 emails at the SMTP server stops growing within about a second of the pause, resume sends every
 remaining email exactly once, and a cancel stops the send the same way and skips the rest.
 
-1,500 emails here (the suite's time budget); the same scenario with 10,000 emails is
+800 emails here (the suite's time budget); the same scenario with 10,000 emails is
 bench/lifecycle_pause.py (tests/support/midsend.py holds it)."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from tests.support.midsend import run_mid_send
 from tests.support.services import postgres_database
 
 pytestmark = pytest.mark.slow
-N = 1500
+N = 800
 # The acceptance is "within about a second": a batch re-checks every 0.5 s, and a group of
 # sends (about 0.1 s) may be in flight. The margin is for a loaded 2-core CI machine.
 STOP_WITHIN = 1.5
