@@ -19,14 +19,16 @@ from sqlalchemy import Select, delete, exists, func, or_, select
 from sqlalchemy.orm import Session
 
 from cadence.db.models import (
-    Delivery,
-    Enrollment,
     Event,
     Subscriber,
     SubscriberTag,
-    SubscriberTopic,
     Suppression,
 )
+
+# A profile reads the same rows the subscriber's own export does: one copy of those queries.
+from cadence.db.self_service import deliveries_of as deliveries_of
+from cadence.db.self_service import enrollments_of as enrollments_of
+from cadence.db.self_service import topics_of as topics_of
 
 STREAM_CHUNK = 1000
 
@@ -86,26 +88,6 @@ def tags_of(session: Session, subscriber_ids: Iterable[int]) -> dict[int, list[s
 
 def by_email_key(session: Session, key: str) -> Subscriber | None:
     return session.scalar(select(Subscriber).where(Subscriber.email_key == key))
-
-
-def topics_of(session: Session, subscriber_id: int) -> list[SubscriberTopic]:
-    return list(
-        session.scalars(
-            select(SubscriberTopic)
-            .where(SubscriberTopic.subscriber_id == subscriber_id)
-            .order_by(SubscriberTopic.topic)
-        )
-    )
-
-
-def enrollments_of(session: Session, subscriber_id: int) -> list[Enrollment]:
-    return list(
-        session.scalars(select(Enrollment).where(Enrollment.subscriber_id == subscriber_id).order_by(Enrollment.id))
-    )
-
-
-def deliveries_of(session: Session, subscriber_id: int) -> list[Delivery]:
-    return list(session.scalars(select(Delivery).where(Delivery.subscriber_id == subscriber_id).order_by(Delivery.id)))
 
 
 def events_of(session: Session, subscriber_id: int, delivery_ids: Sequence[int]) -> list[Event]:
