@@ -10,7 +10,8 @@ The flow (see docs and ../shared/ARCHITECTURE.md):
 
 Guarantee: a (subscriber, step) is sent at most once, except when a worker dies after the
 server accepted a message and before the ``sent`` row committed; that window is one group of
-messages per worker process (at most ``CADENCE_COMMIT_EVERY``, default 20, and about 0.1 s of
+messages per sending thread of the worker (``cadence worker`` sends 4 batches at once by
+default; each group is at most ``CADENCE_COMMIT_EVERY``, default 20, and about 0.1 s of
 sending: see ``sending.GROUP_SECONDS``), and the duplicate carries the same Message-ID as the
 first copy. A database restart mid-send re-sends nothing: the worker keeps its batch's results
 and writes them once the database answers again (batch_ledger.py).

@@ -1,4 +1,4 @@
-"""SMTP submission with one long-lived connection per worker process (smtplib).
+"""SMTP submission with one long-lived connection per sending thread of a worker (smtplib).
 
 URLs (``CADENCE_EMAIL_URL``)::
 
