@@ -83,10 +83,12 @@ def prepare_and_send(runtime: Runtime, delivery_ids: Sequence[int], now: datetim
     `now` is the business clock, read once for the batch by the caller (the claim used it too)."""
     outcome = SendOutcome()
     try:
-        prepared = _load_and_prepare(runtime, delivery_ids, now, outcome)
-        # Dispatch by kind: newsletter copies (no enrollment, so not among the rows above) are
-        # checked and rendered by their own module, then sent and recorded with the rest.
-        prepared += newsletter_sending.load_and_prepare(runtime, delivery_ids, now, outcome)
+        prepared, others = _load_and_prepare(runtime, delivery_ids, now, outcome)
+        if others:
+            # Dispatch by kind: newsletter copies (no enrollment, so not among the drip rows) are
+            # checked and rendered by their own module, then sent and recorded with the rest. A
+            # batch of drip steps alone never pays for this second look.
+            prepared += newsletter_sending.load_and_prepare(runtime, others, now, outcome)
     except BaseException:
         # Link ids cached during a transaction that rolled back may not exist: forget them.
         _LINK_CACHE.clear()
@@ -97,8 +99,10 @@ def prepare_and_send(runtime: Runtime, delivery_ids: Sequence[int], now: datetim
 
 def _load_and_prepare(
     runtime: Runtime, delivery_ids: Sequence[int], now: datetime, outcome: SendOutcome
-) -> list[PreparedSend]:
-    """Lease-holding rows in, messages out: everything checked and rendered in one transaction."""
+) -> tuple[list[PreparedSend], list[int]]:
+    """Lease-holding rows in, messages out: everything checked and rendered in one transaction.
+    Also the ids that are not drip steps (newsletter copies among them, each loader takes its
+    own kind)."""
     with transaction(runtime.settings.database_url) as session:
         rows = send_batch.load_due(session, delivery_ids)  # the drip steps among them
         suppressed = send_batch.suppressed_addresses(session, {due.email for due in rows})
@@ -152,11 +156,11 @@ def _load_and_prepare(
                 _finish(delivery, "failed", f"render: {exc}")
                 _skip_step(enrollment, subscriber, campaign, due.step_index, now)
                 outcome.failed += 1
-        if len(rows) < len(delivery_ids):  # not drip steps: transactional emails (issue 12)
-            drip = {due.id for due in rows}
-            others = [i for i in delivery_ids if i not in drip]
+        drip = {due.id for due in rows}
+        others = [i for i in delivery_ids if i not in drip]
+        if others:  # not drip steps: transactional emails (issue 12) or newsletter copies
             prepared += prepare_transactional(runtime, session, others, now, outcome)
-    return prepared
+    return prepared, others
 
 
 def _ids_of(due: _Due) -> dict[str, Any]:
