@@ -80,6 +80,11 @@ ROUTES = {
     ("POST", "/admin/users"): "admin",
     ("POST", "/admin/users/{user_id}/disable"): "admin",
     ("POST", "/admin/users/{user_id}/reset"): "admin",
+    ("GET", "/admin/imports"): "viewer",
+    ("POST", "/admin/imports"): "editor",
+    ("GET", "/admin/imports/{job_id}"): "viewer",
+    ("GET", "/admin/imports/{job_id}/progress.json"): "viewer",
+    ("GET", "/admin/imports/{job_id}/errors.csv"): "editor",
 }
 
 
@@ -120,7 +125,7 @@ def test_without_a_session_pages_send_to_login_and_actions_are_refused(web: WebS
     for (method, path), level in ROUTES.items():
         if level == "public":
             continue
-        url = path.format(subscriber_id=seeded["first"], user_id=1, token="x", campaign_id="lower-back-pain")
+        url = path.format(subscriber_id=seeded["first"], user_id=1, token="x", campaign_id="lower-back-pain", job_id=1)
         answer = client.request(method, url, data={"csrf_token": token, "tag": "vip"} if method == "POST" else None)
         if method == "GET":
             assert (answer.status_code, answer.headers.get("location")) == (303, "/admin/login"), url
@@ -138,7 +143,7 @@ def test_a_viewer_is_refused_every_editor_and_admin_route_by_the_server(web: Web
     for (method, path), level in ROUTES.items():
         if level not in ("editor", "admin"):
             continue
-        url = path.format(subscriber_id=seeded["first"], user_id=1, campaign_id="lower-back-pain")
+        url = path.format(subscriber_id=seeded["first"], user_id=1, campaign_id="lower-back-pain", job_id=1)
         answer = viewer.request(
             method,
             url,

@@ -98,6 +98,12 @@ class Settings:
     # "auto" (the default) is "web" with the single-machine brokers (filesystem://, memory://) and
     # "worker" with Redis or AMQP. See send_transactional_in_web.
     transactional_send: str = "auto"
+    # Who runs a CSV import uploaded in the console (issue 14): "auto" is "web" (a thread of
+    # `cadence web`) with the single-machine brokers and "worker" (a Celery task) with Redis or
+    # AMQP, for the same reason as transactional_send. See run_imports_in_web.
+    import_run: str = "auto"
+    # The largest CSV the console accepts (CADENCE_IMPORT_MAX_MB): 1,000,000 rows are ~60 MB.
+    import_max_bytes: int = 200 * 1024 * 1024
     # Staff API (web/staff_api.py): requests per token per minute (CADENCE_STAFF_API_PER_MINUTE).
     staff_api_per_minute: int = 120
     extra: Mapping[str, str] = field(default_factory=dict)
@@ -141,6 +147,22 @@ class Settings:
         if self.transactional_send == "auto":
             return self.broker_url.startswith(("filesystem://", "memory://"))
         return self.transactional_send == "web"
+
+    @property
+    def run_imports_in_web(self) -> bool:
+        """Whether `cadence web` runs the imports uploaded to the console itself, in a thread of
+        its own, rather than queueing a Celery task. As with send_transactional_in_web: with the
+        single-machine brokers a newcomer may run `cadence web` alone, and nothing would ever
+        read the filesystem queue, so the upload would wait forever. With a shared broker a
+        worker runs it (the web process only streams the file to disk)."""
+        if self.import_run == "auto":
+            return self.broker_url.startswith(("filesystem://", "memory://"))
+        return self.import_run == "web"
+
+    @property
+    def imports_dir(self) -> Path:
+        """The console's uploaded CSV files and their error reports, named by job id only."""
+        return self.data_dir / "imports"
 
     @property
     def uses_redis_broker(self) -> bool:
@@ -382,6 +404,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         admin_session_hours=_int(env, "CADENCE_ADMIN_SESSION_HOURS", 12),
         transactional_send=_choice(env, "CADENCE_TRANSACTIONAL_SEND", "auto", ("auto", "web", "worker")),
         staff_api_per_minute=_int(env, "CADENCE_STAFF_API_PER_MINUTE", 120),
+        import_run=_choice(env, "CADENCE_IMPORT_RUN", "auto", ("auto", "web", "worker")),
+        import_max_bytes=_int(env, "CADENCE_IMPORT_MAX_MB", 200, minimum=1) * 1024 * 1024,
     )
 
 

@@ -362,6 +362,11 @@ def _check(
     return CheckedRow(line, SubscriberInput(email, first_name, timezone, attributes, tags), shown)
 
 
+def parse_tags(value: str) -> tuple[str, ...]:
+    """A comma-separated list of tags as a ``Tags`` column is read (InputError naming a bad one)."""
+    return _tags(value)
+
+
 def _tags(value: str) -> tuple[str, ...]:
     """``"vip","Race Day"`` or ``vip, race-day`` → ``("vip", "race-day")``: lowercased, spaces
     as ``-`` (the tag rules of ``subscribers tag``)."""

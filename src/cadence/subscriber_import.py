@@ -70,6 +70,7 @@ class ImportReport:
     tags_added: int = 0  # from a "Tags" column; a row whose only news is a tag counts unchanged
     topics: tuple[str, ...] = ()  # --topic: every imported row joins these newsletter topics
     topics_joined: int = 0
+    tags: tuple[str, ...] = ()  # tags every imported row gets (the console's "tag everyone")
     # attribute -> value -> rows, up to DISTINCT_VALUES values each: the segment rules' values
     # are checked against them after the import (cadence.core.column_findings.value_findings).
     values: dict[str, dict[str, int]] = field(default_factory=dict)
@@ -103,10 +104,14 @@ def import_csv(
     chunk_size: int = CHUNK_SIZE,
     on_progress: Callable[[int, int], None] | None = None,
     topics: Sequence[str] = (),
+    tags: Sequence[str] = (),
+    on_report: Callable[[ImportReport, int], None] | None = None,
 ) -> ImportReport:
     """Import the CSV at `path` (see the module docstring). `error_report` is written when
     given (every bad row and every suppressed address). `on_progress(rows, bytes)` is called
-    after each chunk. Raises InputError for a file that cannot be read as a subscriber CSV and
+    after each chunk, and `on_report(report, bytes)` with the counts so far (the console's job
+    page; in all-or-nothing mode they are not committed until the end). `tags`: added to every
+    imported row, as a ``Tags`` column would. Raises InputError for a file that cannot be read as a subscriber CSV and
     ImportRejected when an all-or-nothing import found bad rows."""
     if not path.exists():
         raise InputError(f"{path}: no such file")
@@ -114,7 +119,7 @@ def import_csv(
         raise InputError(f"{path}: is a directory, not a CSV file")
     if error_report is not None and error_report.resolve() == path.resolve():
         raise InputError(f"{error_report}: the error report would overwrite the file being imported")
-    report = ImportReport(source=str(path), error_report=error_report, topics=tuple(topics))
+    report = ImportReport(source=str(path), error_report=error_report, topics=tuple(topics), tags=tuple(tags))
     bytes_read = 0
 
     def count_bytes(n: int) -> None:
@@ -140,6 +145,8 @@ def import_csv(
             chunk.clear()
             if on_progress is not None:
                 on_progress(report.rows, bytes_read)
+            if on_report is not None:
+                on_report(report, bytes_read)
 
         try:
             for item in read_rows(source, on_bytes=count_bytes, on_header=header_read):
@@ -251,9 +258,9 @@ def _store(
     imports.update_subscribers(session, updates)
     # A "Tags" column (cadence.subscriber_csv): added once the rows exist, so new rows have ids.
     tagged = {
-        key: row.subscriber.tags
+        key: (*row.subscriber.tags, *report.tags)
         for row, key, is_blocked in zip(chunk, keys, blocked, strict=True)
-        if (row.subscriber.tags or report.topics) and not is_blocked
+        if (row.subscriber.tags or report.topics or report.tags) and not is_blocked
     }
     if tagged:
         ids = imports.existing_subscribers(session, list(tagged))
@@ -261,7 +268,7 @@ def _store(
             report.topics_joined += imports.add_topics(session, [s.id for s in ids.values()], topic, now, "import")
         by_tag: dict[str, list[int]] = defaultdict(list)
         for key, tags in tagged.items():
-            for tag in tags:
+            for tag in dict.fromkeys(tags):
                 if key in ids:
                     by_tag[tag].append(ids[key].id)
         for tag, subscriber_ids in by_tag.items():

@@ -26,15 +26,25 @@ from celery.signals import after_setup_logger, after_setup_task_logger, worker_p
 
 from cadence import logs, metrics
 from cadence.config import Settings, get_settings
-from cadence.operations import drip
+from cadence.operations import drip, import_jobs
 from cadence.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SEND_BATCH", "TICK", "enqueue_send", "make_celery", "process_app", "runtime"]
+__all__ = [
+    "IMPORT_JOB",
+    "SEND_BATCH",
+    "TICK",
+    "enqueue_import",
+    "enqueue_send",
+    "make_celery",
+    "process_app",
+    "runtime",
+]
 
 TICK = "cadence.tick"
 SEND_BATCH = "cadence.send_batch"
+IMPORT_JOB = "cadence.import_job"
 
 
 def broker_options(settings: Settings) -> dict[str, Any]:
@@ -95,11 +105,25 @@ def _register_tasks(app: Celery) -> None:
     def send_batch(delivery_ids: list[int]) -> int:
         return drip.deliver(runtime(), delivery_ids).sent
 
+    @app.task(name=IMPORT_JOB, shared=False, bind=True)
+    def import_job(self: Any, job_id: int) -> str:
+        # A console upload (operations/import_jobs.py): one thread of the worker for the file's
+        # length, its progress in the job row. Delivered twice, it runs once (claim_job).
+        current = runtime()
+        return import_jobs.run_import_job(
+            current.settings, current.clock, job_id, runner=f"worker {self.request.hostname or '?'}"
+        )
+
 
 def enqueue_send(app: Celery, delivery_ids: list[int]) -> None:
     """Queue one send task for `delivery_ids` (committed ledger rows: the tick calls this after
     its transaction)."""
     app.send_task(SEND_BATCH, args=[delivery_ids])
+
+
+def enqueue_import(app: Celery, job_id: int) -> None:
+    """Queue the import task of a committed job row (the console calls this after its commit)."""
+    app.send_task(IMPORT_JOB, args=[job_id])
 
 
 @lru_cache(maxsize=1)

@@ -72,9 +72,11 @@ class CadenceWeb(FastAPI):
     (caps and JSON checks, before anything parses a body), then HEAD answered as GET."""
 
     https = False
+    streamed_uploads: dict[str, int] = {}  # noqa: RUF012 - set per app in create_app
 
     def build_middleware_stack(self) -> ASGIApp:
-        return SecurityHeaders(BodyGuard(HeadAsGet(super().build_middleware_stack())), https=self.https)
+        guarded = BodyGuard(HeadAsGet(super().build_middleware_stack()), streamed=self.streamed_uploads)
+        return SecurityHeaders(guarded, https=self.https)
 
 
 def create_app(
@@ -140,6 +142,7 @@ def create_app(
     console = _optional_module("cadence.web.console")  # /admin: the staff console (issue 14)
     if console is not None:
         console.install(app, settings)
+        app.streamed_uploads = console.streamed_uploads(settings)  # the CSV import's upload
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
     _error_handlers(app)
     return app

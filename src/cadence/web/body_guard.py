@@ -20,6 +20,10 @@ them first, as one-line 4xx replies:
 The nesting is measured by a scan of the bytes before ``json.loads`` runs, so no recursion
 happens on hostile input; the checked body is then replayed to the app unchanged.
 
+- **streamed uploads** (the console's CSV import, ``streamed`` paths): not buffered here, since
+  a 1,000,000-row file is ~60 MB; they must declare a ``Content-Length`` within their own limit
+  (411 without one, 413 over it: uvicorn then never passes more than that), and the route
+  streams the body to disk itself (web/console/uploads.py).
 - **400** for a NUL character (U+0000) in the query string, a form, a JSON body or an API
   path (every method, GET included). PostgreSQL text cannot hold it, so psycopg raised
   ``DataError``: a 500 for the console's login form and search and most of the staff API
@@ -135,8 +139,9 @@ def _max_depth(text: str) -> int:
 class BodyGuard:
     """Pure ASGI middleware; see the module docstring."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, streamed: dict[str, int] | None = None) -> None:
         self.app = app
+        self.streamed = streamed or {}  # path -> its byte limit (see the module docstring)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and _nul_in_url(scope):
@@ -149,6 +154,15 @@ class BodyGuard:
         limit = body_limit(path)
         headers = dict(scope.get("headers") or [])
         declared = headers.get(b"content-length", b"").decode("latin-1").strip()
+        if path in self.streamed and scope["method"] == "POST":
+            allowed = self.streamed[path]
+            if not declared.isdigit():
+                await _reply(send, 411, "an upload must declare its Content-Length", path)
+            elif int(declared) > allowed:
+                await _reply(send, 413, f"the file is too large: at most {allowed // (1024 * 1024)} MB", path)
+            else:
+                await self.app(scope, receive, send)
+            return
         if declared.isdigit() and int(declared) > limit:
             await _reply(send, 413, f"request body too large: at most {limit} bytes here", path)
             return

@@ -7,11 +7,13 @@ Map::
     pages.py    /admin (dashboard), /admin/subscribers[/<id>] and their actions, /admin/audit
     campaigns.py /admin/campaigns[/<id>]: state, pause, resume, cancel, send test, results
     admin.py    /admin/users (admin), /admin/account (password, second factor)
+    imports.py  /admin/imports[/<id>]: upload a CSV, watch the import job, its error report
+    uploads.py  the import's multipart body streamed to the data dir
     render.py   the console frame, CSRF tokens in forms, setup links kept out of access logs
 
 ``install(app, settings)`` adds it to the web app unless ``CADENCE_ADMIN_ENABLED=false``.
-Pages use templates/console/ and static/console.css: no JavaScript at all, so the strict CSP of
-web/security.py applies unchanged.
+Pages use templates/console/ and static/console.css; the only JavaScript is the import job
+page's static/console-import.js (a file, so the strict CSP of web/security.py applies unchanged).
 """
 
 from __future__ import annotations
@@ -22,9 +24,10 @@ from fastapi import FastAPI, Request
 from starlette.responses import Response
 
 from cadence.config import Settings
-from cadence.web.console import admin, campaigns, login, pages
+from cadence.web.console import admin, campaigns, imports, login, pages
 from cadence.web.console.auth import ConsoleCsrf, ConsoleCsrfError, Forbidden, NotLoggedIn, identity_of
 from cadence.web.console.render import page, redact_setup_links, redirect
+from cadence.web.console.uploads import FORM_ROOM, UploadError
 from cadence.web.security import redact_path
 from cadence.web.state import get_state
 
@@ -35,7 +38,7 @@ def install(app: FastAPI, settings: Settings) -> None:
     if not settings.admin_enabled:
         return
     app.state.console_csrf = ConsoleCsrf(settings.secret_key, settings.base_url)
-    for router in (login.router, pages.router, campaigns.router, admin.router):
+    for router in (login.router, pages.router, campaigns.router, admin.router, imports.router):
         app.include_router(router)
     redact_setup_links()
 
@@ -68,9 +71,22 @@ def install(app: FastAPI, settings: Settings) -> None:
             status=403,
         )
 
+    @app.exception_handler(UploadError)
+    async def upload_failed(request: Request, exc: UploadError) -> Response:
+        me = identity_of(request, get_state(request))
+        message = str(exc)[:1].upper() + str(exc)[1:] + ". Nothing was imported."
+        return page(request, "message.html", {"title": "Upload refused", "message": message}, me=me, status=exc.status)
+
     @app.exception_handler(ConsoleCsrfError)
     async def csrf_failed(request: Request, exc: ConsoleCsrfError) -> Response:
         log.info("console: CSRF check failed for %s: %s", redact_path(request.url.path), exc)
         me = identity_of(request, get_state(request))
         message = "This form has expired or did not come from this console. Go back, reload the page and try again."
         return page(request, "message.html", {"title": "Form expired", "message": message}, me=me, status=403)
+
+
+def streamed_uploads(settings: Settings) -> dict[str, int]:
+    """The console paths whose bodies the body guard must not buffer, with their limits."""
+    if not settings.admin_enabled:
+        return {}
+    return {imports.UPLOAD_PATH: settings.import_max_bytes + FORM_ROOM}

@@ -9,6 +9,10 @@
   must also carry the session's synchronizer token (``csrf_token`` field), compared in constant
   time (OWASP CSRF Prevention Cheat Sheet), and come from our own origin if the browser says.
 
+``Access(role, upload=True)`` (the CSV import's form) checks the session and role *before* the
+body is read, then streams it to disk (uploads.py) and takes the CSRF token from it: a viewer's
+or a stranger's upload is refused without being stored.
+
 No session → a GET is sent to the login page, a POST gets 403; too low a role → 403. The check
 runs on the server for every route and action, whatever buttons a page shows (issue 14), and
 tests/test_console_web.py holds the table of every /admin route and its role, so a route added
@@ -118,10 +122,13 @@ def console_csrf(request: Request) -> ConsoleCsrf:
 class Access:
     """The dependency; see the module docstring. ``role`` is read by the route-table test."""
 
-    def __init__(self, role: str) -> None:
+    def __init__(self, role: str, *, upload: bool = False) -> None:
         if role not in LEVELS:
             raise ValueError(f"unknown console access level {role!r}")
+        if upload and role in ("public", "pending"):
+            raise ValueError("uploads need a logged-in role")
         self.role = role
+        self.upload = upload
 
     def __repr__(self) -> str:
         return f"Access({self.role!r})"
@@ -129,6 +136,8 @@ class Access:
     async def __call__(self, request: Request) -> StaffIdentity | None:
         state = get_state(request)
         posted = request.method == "POST"
+        if posted and self.upload:
+            return await self._upload(request, state)
         token = ""
         if posted:
             _same_origin(request, state)
@@ -149,6 +158,25 @@ class Access:
             raise Forbidden(f"this needs the {self.role} role; you are {me.role}")
         if posted and not (token and hmac.compare_digest(token.encode(), me.csrf_token.encode())):
             raise ConsoleCsrfError("csrf: the console form is missing its token or is from another session")
+        return me
+
+
+    async def _upload(self, request: Request, state: WebState) -> StaffIdentity:
+        from cadence.web.console.uploads import receive_upload
+
+        _same_origin(request, state)
+        me = identity_of(request, state)
+        if me is None or me.stage != "full":
+            raise NotLoggedIn("log in to the staff console")
+        if not role_allows(me.role, self.role):
+            raise Forbidden(f"this needs the {self.role} role; you are {me.role}")
+        settings = state.settings
+        upload = await receive_upload(request, settings.imports_dir, settings.import_max_bytes)
+        token = upload.value("csrf_token")
+        if not (token and hmac.compare_digest(token.encode(), me.csrf_token.encode())):
+            upload.discard()
+            raise ConsoleCsrfError("csrf: the console form is missing its token or is from another session")
+        request.state.upload = upload
         return me
 
 

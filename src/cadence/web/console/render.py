@@ -20,6 +20,7 @@ NAV = (
     ("/admin", "Dashboard", "viewer"),
     ("/admin/campaigns", "Campaigns", "viewer"),
     ("/admin/subscribers", "Subscribers", "viewer"),
+    ("/admin/imports", "Import", "viewer"),
     ("/admin/suppressions", "Suppressions and bounces", "viewer"),
     ("/admin/audit", "Audit log", "viewer"),
     ("/admin/users", "Users", "admin"),

@@ -1,0 +1,272 @@
+"""The console's Import page (issue 14) against the real ``cadence web``, a real Celery worker on
+Redis and headless Chromium: an editor uploads a file with good and bad rows, watches the job
+reach "done", downloads the error report (spreadsheet-safe) and finds the counts; a viewer sees
+no form and a viewer's POST is refused by the server; XSS payloads from a CSV stay text; files
+that are no subscriber CSV are refused naming the line and column; axe-core finds no serious
+problem. With the single-machine broker, ``cadence web`` alone runs the import (no worker)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from cadence.db.models import AuditEntry, Subscriber, SubscriberTag, SubscriberTopic
+from cadence.db.session import transaction
+from tests.support.axe import axe_script
+from tests.support.cluster import processes
+from tests.support.console import CHROMIUM, CHROMIUM_ARGS, PASSWORD, Console, new_user, session_client, set_password
+from tests.support.services import unavailable
+from tests.support.smtpd import SmtpSink
+from tests.support.web import WebServer, csrf_token
+
+XSS_NAME = '<img src=x onerror="alert(1)">Eve'
+XSS_TERRAIN = "<script>alert(2)</script>"
+GOOD_ROWS = 2000
+
+
+def people_csv(good: int = GOOD_ROWS) -> bytes:
+    """`good` valid rows, then bad ones (an invalid address, a bad time zone, a formula in a bad
+    row's name) and a row whose name and answer are XSS payloads; `;`-delimited with an
+    ``Email Address`` header and a BOM, as Excel in Europe writes it."""
+    out = io.StringIO()
+    writer = csv.writer(out, delimiter=";")
+    writer.writerow(["Email Address", "First Name", "Time zone", "terrain"])
+    for n in range(good):
+        writer.writerow([f"runner{n}@example.com", f"Runner{n}", "America/New_York", "trails" if n % 2 else "road"])
+    writer.writerow(["not-an-address", "Bad", "UTC", "road"])
+    writer.writerow(["tz@example.com", '=HYPERLINK("http://evil.example")', "Mars/Olympus", "road"])
+    writer.writerow(["eve@example.com", XSS_NAME, "UTC", XSS_TERRAIN])
+    return b"\xef\xbb\xbf" + out.getvalue().encode()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if not CHROMIUM.exists():
+        unavailable("Chromium at /usr/bin/chromium", "apt-get install chromium")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        launched = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+@pytest.fixture(scope="module")
+def worker_web(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[WebServer]:
+    """``cadence web`` with Redis as the broker (imports go to a worker) and a real
+    ``cadence worker`` beside it, sharing the data dir (where the uploads are)."""
+    tmp = tmp_path_factory.mktemp("import-web")
+    with (
+        SmtpSink() as sink,
+        WebServer(tmp, sink, extra_env={"CADENCE_BROKER_URL": redis_url, "CADENCE_IMPORT_MAX_MB": "2"}) as web,
+        processes(tmp / "logs") as procs,
+    ):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CADENCE_")} | web.env
+        procs.worker(env, concurrency=1)
+        yield web
+
+
+def log_in_browser(console: Console, web: WebServer, email: str, role: str) -> None:
+    with httpx.Client(base_url=web.base_url, headers=web.from_ip()) as client:
+        set_password(client, new_user(web, email, role))
+    page = console.page
+    page.goto(web.url("/admin/login"))
+    page.get_by_label("Email address").fill(email)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    page.get_by_role("heading", name="Dashboard").wait_for()
+
+
+def test_an_editor_imports_good_and_bad_rows_through_a_real_worker_and_gets_the_error_report(
+    worker_web: WebServer, browser: Any, tmp_path: Path
+) -> None:
+    web = worker_web
+    script = axe_script()
+    upload = tmp_path / "clinic list.csv"
+    upload.write_bytes(people_csv())
+    console = Console(browser, web)
+    page = console.page
+    try:
+        log_in_browser(console, web, "ed.editor@clinic.example", "editor")
+        page.get_by_role("link", name="Import").click()
+        page.get_by_role("heading", name="Upload a CSV file").wait_for()
+        console.accessible(script)
+        console.shoot("imports")
+        page.get_by_label("CSV file", exact=True).set_input_files(str(upload))
+        page.get_by_label("Load the valid rows, report the bad ones").check()
+        page.get_by_label("Tags to add to everyone in the file").fill("Spring Expo")
+        page.get_by_role("button", name="Upload and import").click()
+        page.get_by_role("heading", name="Import of clinic list.csv").wait_for()
+        # console-import.js polls progress.json and reloads once the worker is done.
+        page.locator("#job-state", has_text="done").wait_for(timeout=90_000)
+        assert page.locator("#rows-read").inner_text() == f"{GOOD_ROWS + 3:,}"
+        assert page.locator("#loaded").inner_text() == f"{GOOD_ROWS + 1:,}"  # Eve too: her row is valid
+        assert page.locator("#rejected").inner_text() == "2"
+        problems = page.locator("#problems").inner_text()
+        assert f"line {GOOD_ROWS + 2}: email" in problems and f"line {GOOD_ROWS + 3}: timezone" in problems
+        console.accessible(script)
+        console.shoot("import-job")
+
+        with page.expect_download() as download:
+            page.get_by_role("link", name="Download the error report (CSV)").click()
+        report = Path(download.value.path()).read_bytes()
+        assert report.startswith(b"\xef\xbb\xbf")
+        rows = list(csv.reader(io.StringIO(report.decode("utf-8-sig")), delimiter=";"))
+        assert rows[0] == ["Email Address", "First Name", "Time zone", "terrain", "error"]
+        assert [r[0] for r in rows[1:]] == ["not-an-address", "tz@example.com"]
+        assert rows[2][1] == '\'=HYPERLINK("http://evil.example")'  # inert in a spreadsheet
+        assert f"line {GOOD_ROWS + 3}" in rows[2][4] and "timezone" in rows[2][4]
+
+        # The XSS payloads from the file stay text on the job, list and subscriber pages.
+        with transaction(web.settings.database_url) as session:
+            eve = session.scalar(select(Subscriber).where(Subscriber.email_key == "eve@example.com"))
+            assert eve is not None and eve.first_name == XSS_NAME
+            tagged = session.scalars(select(SubscriberTag.tag).where(SubscriberTag.subscriber_id == eve.id)).all()
+            assert tagged == ["spring-expo"]
+            assert session.query(Subscriber).count() == GOOD_ROWS + 1
+            audit = session.scalars(select(AuditEntry).where(AuditEntry.action.like("subscribers.import%"))).all()
+        actions = {(a.actor, a.action) for a in audit}
+        assert {
+            ("user:ed.editor@clinic.example", "subscribers.import.queued"),
+            ("user:ed.editor@clinic.example", "subscribers.import"),
+            ("user:ed.editor@clinic.example", "subscribers.import.report"),
+        } <= actions
+        page.goto(web.url(f"/admin/subscribers/{eve.id}"))
+        assert page.locator("#subscriber-name").inner_text() == XSS_NAME
+        assert XSS_TERRAIN in page.locator("#attributes").inner_text()
+        page.goto(web.url("/admin/imports"))
+        assert "done" in page.locator("#imports").inner_text()
+        assert page.locator("#main img, #main script, #main svg").count() == 0
+        assert console.dialogs == [] and console.csp == []
+        log = (Path(web.tmp) / "logs" / "worker.log").read_text()
+        assert "cadence.import_job" in log  # the worker ran it, not the web process
+    finally:
+        console.close()
+
+
+def test_all_or_nothing_with_bad_rows_imports_nothing_and_says_which_lines(worker_web: WebServer) -> None:
+    editor = session_client(worker_web, "ana.editor@clinic.example", "editor")
+    token = csrf_token(editor.get("/admin/imports").text)
+    body = people_csv(good=50).replace(b"runner", b"whole")
+    sent = editor.post(
+        "/admin/imports", data={"csrf_token": token, "mode": "all"}, files={"file": ("whole.csv", body, "text/csv")}
+    )
+    assert sent.status_code == 303, sent.text
+    job = wait_for_job(editor, sent.headers["location"])
+    assert job["state"] == "rejected" and job["loaded"] == "0" and job["rejected"] == "2"
+    page = editor.get(sent.headers["location"]).text
+    assert "Nothing was imported" in page and "line 52: email" in page
+    with transaction(worker_web.settings.database_url) as session:
+        assert session.query(Subscriber).filter(Subscriber.email_key.like("whole%")).count() == 0
+
+
+def wait_for_job(client: httpx.Client, path: str, timeout: float = 90) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        job: dict[str, Any] = client.get(f"{path}/progress.json").json()
+        if job["finished"]:
+            return job
+        assert time.monotonic() < deadline, job
+        time.sleep(0.2)
+
+
+def test_a_viewer_sees_no_upload_form_and_the_server_refuses_a_viewers_upload(worker_web: WebServer) -> None:
+    viewer = session_client(worker_web, "vic.viewer@clinic.example", "viewer")
+    page = viewer.get("/admin/imports")
+    assert page.status_code == 200 and "Past imports" in page.text and 'type="file"' not in page.text
+    token = csrf_token(page.text)  # the logout form's: the viewer's own session token
+    refused = viewer.post(
+        "/admin/imports",
+        data={"csrf_token": token, "mode": "valid"},
+        files={"file": ("x.csv", b"email\nv@example.com\n")},
+    )
+    assert refused.status_code == 403 and "needs the editor role" in refused.text
+    assert [p.name for p in worker_web.settings.imports_dir.glob("upload-*")] == []
+    assert worker_web.subscriber("v@example.com") is None
+
+
+@pytest.mark.parametrize(
+    ("name", "body", "says"),
+    [
+        ("logo.png", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(200), "not a CSV file"),
+        ("utf16.csv", "email,name\r\na@example.com,A\r\n".encode("utf-16"), "line 1: the file is UTF-16"),
+        ("names.csv", b"name,city\nAnn,Richmond\n", "line 1: the header must have an &#39;email&#39; column"),
+        ("latin1.csv", b"Email,First name\n" + bytes([0xE9]) + b"x@example.com,Ren\n", "line 1, column"),
+    ],
+)
+def test_a_file_that_is_no_subscriber_csv_is_refused_naming_the_line(
+    worker_web: WebServer, name: str, body: bytes, says: str
+) -> None:
+    editor = session_client(worker_web, f"e-{name}@clinic.example", "editor")
+    token = csrf_token(editor.get("/admin/imports").text)
+    answer = editor.post("/admin/imports", data={"csrf_token": token, "mode": "all"}, files={"file": (name, body)})
+    if name == "latin1.csv":  # the header is fine: the job reports the bad byte by line and column
+        assert answer.status_code == 303
+        job = wait_for_job(editor, answer.headers["location"])
+        assert job["state"] == "rejected"
+        shown = editor.get(answer.headers["location"]).text
+        assert re.search(r"line 2: [^<]*byte 0xE9 at column 1 is not UTF-8", shown), shown
+        return
+    assert answer.status_code == 400, answer.text
+    assert says in answer.text, answer.text
+    assert list(worker_web.settings.imports_dir.glob("upload-*")) == []
+
+
+def test_uploads_over_the_limit_and_topics_without_consent_are_refused(worker_web: WebServer) -> None:
+    editor = session_client(worker_web, "lim.editor@clinic.example", "editor")
+    token = csrf_token(editor.get("/admin/imports").text)
+    big = b"email\n" + b"x@example.com\n" * 200_000  # 2.8 MB over the test's 2 MB limit
+    answer = editor.post("/admin/imports", data={"csrf_token": token}, files={"file": ("big.csv", big)})
+    assert answer.status_code == 413 and "at most 2 MB" in answer.text
+    topic = next(iter(worker_web_topics(worker_web)))
+    answer = editor.post(
+        "/admin/imports",
+        data={"csrf_token": token, "mode": "valid", "topic": topic},
+        files={"file": ("t.csv", b"email\nt@example.com\n")},
+    )
+    assert answer.status_code == 400 and "Consent: confirm that everyone in the file agreed" in answer.text
+    answer = editor.post(
+        "/admin/imports",
+        data={"csrf_token": token, "mode": "valid", "topic": topic, "consent": "yes"},
+        files={"file": ("t.csv", b"email\nt@example.com\n")},
+    )
+    assert wait_for_job(editor, answer.headers["location"])["state"] == "done"
+    with transaction(worker_web.settings.database_url) as session:
+        joined = session.scalars(
+            select(SubscriberTopic.topic).join(Subscriber).where(Subscriber.email_key == "t@example.com")
+        )
+        assert list(joined) == [topic]
+    assert list(worker_web.settings.imports_dir.glob("upload-*")) == []
+
+
+def worker_web_topics(web: WebServer) -> list[str]:
+    from cadence.form_files import load_sender
+
+    return list(load_sender(web.settings.sender_file).topics)
+
+
+def test_with_the_single_machine_broker_cadence_web_alone_runs_the_import(tmp_path: Path) -> None:
+    with SmtpSink() as sink, WebServer(tmp_path, sink, extra_env={"CADENCE_BROKER_URL": "filesystem://"}) as web:
+        editor = session_client(web, "solo.editor@clinic.example", "editor")
+        token = csrf_token(editor.get("/admin/imports").text)
+        answer = editor.post(
+            "/admin/imports",
+            data={"csrf_token": token, "mode": "valid"},
+            files={"file": ("solo.csv", people_csv(good=300))},
+        )
+        assert answer.status_code == 303, answer.text
+        job = wait_for_job(editor, answer.headers["location"])
+        assert (job["state"], job["loaded"], job["rejected"]) == ("done", "301", "2")
+        assert re.search(r"Imported: 301 new", editor.get(answer.headers["location"]).text)
