@@ -10,7 +10,8 @@ What this adds is the job row (db/import_jobs.py): the console's door stores the
 can show them live.
 
 Files live in ``<data dir>/imports/`` named by job id only (``17.csv``, ``17.errors.csv``): the
-name the browser gave the upload is shown to people, never used as a path. A worker on another
+name the browser gave the upload is shown to people, never used as a path. The upload is deleted
+once its job has finished; the error report stays for the job page's download. A worker on another
 machine needs that folder shared with ``cadence web`` (the job fails saying so otherwise).
 """
 
@@ -270,6 +271,9 @@ def run_import_job(settings: Settings, clock: Clock, job_id: int, *, runner: str
         record_audit(
             session, actor=actor, action="subscribers.import", target="subscribers", detail=detail, now=clock.now()
         )
+    # The upload holds everyone's data and is of no more use: the error report keeps the rows
+    # that need fixing. (Storage limitation, GDPR Art. 5(1)(e).)
+    source.unlink(missing_ok=True)
     log.info("import job %s: %s (%s rows)", job_id, state, f"{last.rows_read:,}")
     return state
 

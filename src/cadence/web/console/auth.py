@@ -160,7 +160,6 @@ class Access:
             raise ConsoleCsrfError("csrf: the console form is missing its token or is from another session")
         return me
 
-
     async def _upload(self, request: Request, state: WebState) -> StaffIdentity:
         from cadence.web.console.uploads import receive_upload
 
