@@ -213,7 +213,9 @@ read. Peak RSS is each process's `VmHWM` since it started (idle before the first
 The web process streams the upload to `imports/<job id>.csv` in the data dir
 (web/console/uploads.py), so its memory does not grow with the file. The worker runs the same
 streaming importer as `cadence subscribers import` (bench/import.py's section), plus a progress
-`UPDATE` of the job row at most twice a second in a transaction of its own. The 1-minute load
+`UPDATE` of the job row at most twice a second in a transaction of its own. The bench runs at
+`nice -n 19` (the house rule for this shared machine), so on a busy machine its rows/s measure
+mostly its share of the CPUs: bench/import.py's section gives the importer's own speed. The 1-minute load
 average of this shared 2-CPU machine was {load_before:.1f} before and {load_after:.1f} after.
 
 ### Machine

@@ -31,6 +31,8 @@ from tests.support.web import WebServer, csrf_token
 
 XSS_NAME = '<img src=x onerror="alert(1)">Eve'
 XSS_TERRAIN = "<script>alert(2)</script>"
+XSS_FILE = "<img src=x onerror=alert(7)>list.csv"  # the name the browser sends: shown, never run
+XSS_ADDRESS = "<script>alert(8)</script>"
 GOOD_ROWS = 2000
 
 
@@ -46,6 +48,7 @@ def people_csv(good: int = GOOD_ROWS) -> bytes:
     writer.writerow(["not-an-address", "Bad", "UTC", "road"])
     writer.writerow(["tz@example.com", '=HYPERLINK("http://evil.example")', "Mars/Olympus", "road"])
     writer.writerow(["eve@example.com", XSS_NAME, "UTC", XSS_TERRAIN])
+    writer.writerow([XSS_ADDRESS, XSS_NAME, "UTC", "road"])
     return b"\xef\xbb\xbf" + out.getvalue().encode()
 
 
@@ -94,7 +97,7 @@ def test_an_editor_imports_good_and_bad_rows_through_a_real_worker_and_gets_the_
 ) -> None:
     web = worker_web
     script = axe_script()
-    upload = tmp_path / "clinic list.csv"
+    upload = tmp_path / XSS_FILE
     upload.write_bytes(people_csv())
     console = Console(browser, web)
     page = console.page
@@ -108,14 +111,16 @@ def test_an_editor_imports_good_and_bad_rows_through_a_real_worker_and_gets_the_
         page.get_by_label("Load the valid rows, report the bad ones").check()
         page.get_by_label("Tags to add to everyone in the file").fill("Spring Expo")
         page.get_by_role("button", name="Upload and import").click()
-        page.get_by_role("heading", name="Import of clinic list.csv").wait_for()
+        page.get_by_role("heading", name=f"Import of {XSS_FILE}").wait_for()
         # console-import.js polls progress.json and reloads once the worker is done.
         page.locator("#job-state", has_text="done").wait_for(timeout=90_000)
-        assert page.locator("#rows-read").inner_text() == f"{GOOD_ROWS + 3:,}"
+        assert page.locator("#rows-read").inner_text() == f"{GOOD_ROWS + 4:,}"
         assert page.locator("#loaded").inner_text() == f"{GOOD_ROWS + 1:,}"  # Eve too: her row is valid
-        assert page.locator("#rejected").inner_text() == "2"
+        assert page.locator("#rejected").inner_text() == "3"
         problems = page.locator("#problems").inner_text()
         assert f"line {GOOD_ROWS + 2}: email" in problems and f"line {GOOD_ROWS + 3}: timezone" in problems
+        assert f"line {GOOD_ROWS + 5}: email" in problems
+        assert page.locator("#main img, #main script, #main svg").count() == 0
         console.accessible(script)
         console.shoot("import-job")
 
@@ -125,7 +130,7 @@ def test_an_editor_imports_good_and_bad_rows_through_a_real_worker_and_gets_the_
         assert report.startswith(b"\xef\xbb\xbf")
         rows = list(csv.reader(io.StringIO(report.decode("utf-8-sig")), delimiter=";"))
         assert rows[0] == ["Email Address", "First Name", "Time zone", "terrain", "error"]
-        assert [r[0] for r in rows[1:]] == ["not-an-address", "tz@example.com"]
+        assert [r[0] for r in rows[1:]] == ["not-an-address", "tz@example.com", XSS_ADDRESS]
         assert rows[2][1] == '\'=HYPERLINK("http://evil.example")'  # inert in a spreadsheet
         assert f"line {GOOD_ROWS + 3}" in rows[2][4] and "timezone" in rows[2][4]
 
@@ -147,7 +152,7 @@ def test_an_editor_imports_good_and_bad_rows_through_a_real_worker_and_gets_the_
         assert page.locator("#subscriber-name").inner_text() == XSS_NAME
         assert XSS_TERRAIN in page.locator("#attributes").inner_text()
         page.goto(web.url("/admin/imports"))
-        assert "done" in page.locator("#imports").inner_text()
+        assert "done" in page.locator("#imports").inner_text() and XSS_FILE in page.locator("#imports").inner_text()
         assert page.locator("#main img, #main script, #main svg").count() == 0
         assert console.dialogs == [] and console.csp == []
         log = (Path(web.tmp) / "logs" / "worker.log").read_text()
@@ -165,7 +170,7 @@ def test_all_or_nothing_with_bad_rows_imports_nothing_and_says_which_lines(worke
     )
     assert sent.status_code == 303, sent.text
     job = wait_for_job(editor, sent.headers["location"])
-    assert job["state"] == "rejected" and job["loaded"] == "0" and job["rejected"] == "2"
+    assert job["state"] == "rejected" and job["loaded"] == "0" and job["rejected"] == "3"
     page = editor.get(sent.headers["location"]).text
     assert "Nothing was imported" in page and "line 52: email" in page
     with transaction(worker_web.settings.database_url) as session:
@@ -268,5 +273,5 @@ def test_with_the_single_machine_broker_cadence_web_alone_runs_the_import(tmp_pa
         )
         assert answer.status_code == 303, answer.text
         job = wait_for_job(editor, answer.headers["location"])
-        assert (job["state"], job["loaded"], job["rejected"]) == ("done", "301", "2")
+        assert (job["state"], job["loaded"], job["rejected"]) == ("done", "301", "3")
         assert re.search(r"Imported: 301 new", editor.get(answer.headers["location"]).text)

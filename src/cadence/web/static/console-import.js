@@ -19,6 +19,8 @@
     var state = document.getElementById("job-state");
     state.textContent = data.state;
     state.className = "state state-" + data.state;
+    var waiting = document.getElementById("queued-hint");
+    if (waiting && data.state !== "queued") { waiting.hidden = true; }
   }
 
   function poll() {
