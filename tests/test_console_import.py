@@ -27,7 +27,7 @@ from tests.support.cluster import processes
 from tests.support.console import CHROMIUM, CHROMIUM_ARGS, PASSWORD, Console, new_user, session_client, set_password
 from tests.support.services import unavailable
 from tests.support.smtpd import SmtpSink
-from tests.support.web import WebServer, csrf_token
+from tests.support.web import START, WebServer, csrf_token
 
 XSS_NAME = '<img src=x onerror="alert(1)">Eve'
 XSS_TERRAIN = "<script>alert(2)</script>"
@@ -275,3 +275,60 @@ def test_with_the_single_machine_broker_cadence_web_alone_runs_the_import(tmp_pa
         job = wait_for_job(editor, answer.headers["location"])
         assert (job["state"], job["loaded"], job["rejected"]) == ("done", "301", "3")
         assert re.search(r"Imported: 301 new", editor.get(answer.headers["location"]).text)
+
+
+def test_a_job_runs_once_even_when_its_task_is_delivered_twice(database_url: str, tmp_path: Path) -> None:
+    """operations.import_jobs on SQLite and PostgreSQL: the second delivery of the task finds the
+    job taken and does nothing; a job whose runner went silent longer than the lease is taken
+    over (a worker killed mid-import); the upload is gone once the job ends."""
+    from datetime import timedelta
+
+    from cadence.clock import FileClock
+    from cadence.config import load_settings
+    from cadence.db.import_jobs import ImportJob
+    from cadence.db.migrate import upgrade
+    from cadence.operations import import_jobs
+
+    clock = FileClock(tmp_path / "clock")
+    clock.set(START)
+    settings = load_settings(
+        {
+            "CADENCE_DATA_DIR": str(tmp_path / "data"),
+            "CADENCE_DATABASE_URL": database_url,
+            "CADENCE_SECRET_KEY": "k" * 40,
+        }
+    )
+    upgrade(settings.database_url)
+    upload = tmp_path / "upload.part"
+    upload.write_bytes(people_csv(good=40))
+    with transaction(settings.database_url) as session:
+        job_id = import_jobs.queue_import(
+            session,
+            upload=upload,
+            imports_dir=settings.imports_dir,
+            file_name="C:\\Users\\ann\\clinic.csv",
+            mode="valid",
+            topics=[],
+            known_topics={},
+            tags="",
+            consent=False,
+            actor="user:ann@clinic.example",
+            now=clock.now(),
+        )
+    assert not upload.exists() and import_jobs.job_file(settings.imports_dir, job_id).exists()
+    assert import_jobs.run_import_job(settings, clock, job_id, runner="first") == "done"
+    assert import_jobs.run_import_job(settings, clock, job_id, runner="second") == ""
+    assert not import_jobs.job_file(settings.imports_dir, job_id).exists()
+    with transaction(settings.database_url) as session:
+        job = session.get(ImportJob, job_id)
+        assert job is not None
+        assert (job.file_name, job.runner, job.created, job.rejected) == ("clinic.csv", "first", 41, 3)
+        # A runner that stopped mid-import: silent for longer than the lease, the job is free again.
+        job.state, job.heartbeat_at = "running", clock.now()
+    import_jobs.job_file(settings.imports_dir, job_id).write_bytes(people_csv(good=40))
+    assert import_jobs.run_import_job(settings, clock, job_id, runner="third") == ""  # still fresh
+    clock.advance(timedelta(seconds=settings.lease_seconds + 1))
+    assert import_jobs.run_import_job(settings, clock, job_id, runner="third") == "done"
+    with transaction(settings.database_url) as session:
+        job = session.get(ImportJob, job_id)
+        assert job is not None and (job.runner, job.created, job.unchanged) == ("third", 0, 41)
