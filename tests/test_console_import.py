@@ -332,3 +332,39 @@ def test_a_job_runs_once_even_when_its_task_is_delivered_twice(database_url: str
     with transaction(settings.database_url) as session:
         job = session.get(ImportJob, job_id)
         assert job is not None and (job.runner, job.created, job.unchanged) == ("third", 0, 41)
+
+
+def test_without_javascript_a_running_job_page_reloads_itself(worker_web: WebServer, browser: Any) -> None:
+    """A job no worker has taken yet (a row queued here, no task sent): its page carries the
+    static script for browsers with JavaScript and a <noscript> refresh for the others; a
+    Chromium with JavaScript off does reload it by itself, and sees what it waits for."""
+    from cadence.db.import_jobs import insert_job
+
+    client = session_client(worker_web, "nojs.viewer@clinic.example", "viewer")
+    with transaction(worker_web.settings.database_url) as session:
+        job_id = insert_job(
+            session,
+            mode="valid",
+            file_name="waiting.csv",
+            size_bytes=10,
+            topics=[],
+            tags=[],
+            actor="user:x@clinic.example",
+            now=worker_web.clock.now(),
+        )
+    html = client.get(f"/admin/imports/{job_id}").text
+    assert '<noscript><meta http-equiv="refresh" content="3"></noscript>' in html
+    assert '<script src="/static/console-import.js" defer></script>' in html
+    context = browser.new_context(java_script_enabled=False)
+    try:
+        context.add_cookies(
+            [{"name": name, "value": value, "url": worker_web.base_url} for name, value in client.cookies.items()]
+        )
+        page = context.new_page()
+        page.goto(worker_web.url(f"/admin/imports/{job_id}"))
+        assert page.locator("#job-state").inner_text() == "queued"
+        assert "start cadence worker" in page.locator("#queued-hint").inner_text()
+        with page.expect_navigation(timeout=15_000):  # the refresh, with no script running
+            pass
+    finally:
+        context.close()
