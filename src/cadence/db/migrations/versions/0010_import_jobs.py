@@ -1,7 +1,7 @@
 """console imports: import_jobs
 
 Revision ID: 0010
-Revises: 0008
+Revises: 0009
 Create Date: 2026-12-06 13:00:00
 
 Issue 14: a CSV uploaded in the staff console is imported by a Celery task (or a thread of
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0010"
-down_revision = "0008"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 
