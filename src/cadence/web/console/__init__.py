@@ -6,12 +6,15 @@ Map::
     login.py    /admin/login (+ /login/code for TOTP), /admin/logout, /admin/setup/<token>
     pages.py    /admin (dashboard), /admin/subscribers[/<id>] and their actions, /admin/audit
     campaigns.py /admin/campaigns[/<id>]: state, pause, resume, cancel, send test, results
+    composer.py /admin/newsletters[/<id>]: the newsletter composer (stored drafts, live preview,
+                audience counts, send test, schedule); composer_form.py: its form <-> a draft
     admin.py    /admin/users (admin), /admin/account (password, second factor)
     render.py   the console frame, CSRF tokens in forms, setup links kept out of access logs
 
 ``install(app, settings)`` adds it to the web app unless ``CADENCE_ADMIN_ENABLED=false``.
-Pages use templates/console/ and static/console.css: no JavaScript at all, so the strict CSP of
-web/security.py applies unchanged.
+Pages use templates/console/ and static/console.css. The one script, static/composer.js, is a
+static file (script-src 'self': no inline code, no eval), so the strict CSP of web/security.py
+applies unchanged; every page works without it.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from fastapi import FastAPI, Request
 from starlette.responses import Response
 
 from cadence.config import Settings
-from cadence.web.console import admin, campaigns, login, pages
+from cadence.web.console import admin, campaigns, composer, login, pages
 from cadence.web.console.auth import ConsoleCsrf, ConsoleCsrfError, Forbidden, NotLoggedIn, identity_of
 from cadence.web.console.render import page, redact_setup_links, redirect
 from cadence.web.security import redact_path
@@ -35,7 +38,7 @@ def install(app: FastAPI, settings: Settings) -> None:
     if not settings.admin_enabled:
         return
     app.state.console_csrf = ConsoleCsrf(settings.secret_key, settings.base_url)
-    for router in (login.router, pages.router, campaigns.router, admin.router):
+    for router in (login.router, pages.router, campaigns.router, composer.router, admin.router):
         app.include_router(router)
     redact_setup_links()
 
@@ -43,6 +46,8 @@ def install(app: FastAPI, settings: Settings) -> None:
     async def not_logged_in(request: Request, exc: NotLoggedIn) -> Response:
         if request.method in ("GET", "HEAD"):
             return redirect("/admin/login")
+        if request.url.path.startswith("/admin/newsletters"):
+            return await composer.expired_page(request)
         return page(
             request,
             "message.html",
