@@ -47,6 +47,7 @@ __all__ = [
     "in_audience",
     "issue_label",
     "newsletter_from_data",
+    "newsletter_problems",
     "parse_send_time",
     "send_instant",
     "skip_reason",
@@ -119,6 +120,7 @@ class Newsletter:
     name: str = ""
     source: str = ""
     context: dict[str, Any] = field(default_factory=dict)
+    draft_version: int | None = None  # a stored draft's version (core/newsletter_draft.py); None: a file
 
 
 # ---------------------------------------------------------------------------- validation
@@ -217,20 +219,34 @@ def _zone_or_error(name: str) -> ZoneInfo:
         raise ValueError(f"{name!r} is not an IANA time zone such as America/New_York") from None
 
 
+def _validated(data: Any) -> tuple[_NewsletterModel | None, list[tuple[str, str]]]:
+    try:
+        return _NewsletterModel.model_validate(data), []
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            where = ".".join(str(part) for part in err["loc"]) or "(top level)"
+            problems.append((where, str(err["msg"]).removeprefix("Value error, ")))
+        return None, problems
+
+
+def newsletter_problems(data: Any) -> list[tuple[str, str]]:
+    """Every (field, message) wrong in a newsletter's data, as a file would be checked
+    (``("audience.rules.0.op", "Input should be 'eq', ...")``); empty: it is valid. For doors
+    that show each error beside its field (the staff API, the console's composer)."""
+    if not isinstance(data, dict):
+        return [("(top level)", "expected a mapping")]
+    return _validated(data)[1]
+
+
 def newsletter_from_data(data: Any, source: str) -> Newsletter:
     """Validate a parsed newsletter file. A CampaignError names the file and every bad field:
     ``campaigns/newsletters/x.yaml: audience.topics: ...``."""
     if not isinstance(data, dict):
         raise CampaignError(f"{source}: expected a mapping at the top level")
-    try:
-        model = _NewsletterModel.model_validate(data)
-    except ValidationError as exc:
-        lines = []
-        for err in exc.errors():
-            where = ".".join(str(part) for part in err["loc"]) or "(top level)"
-            message = str(err["msg"]).removeprefix("Value error, ")
-            lines.append(f"{source}: {where}: {message}")
-        raise CampaignError("\n".join(lines)) from None
+    model, problems = _validated(data)
+    if model is None:
+        raise CampaignError("\n".join(f"{source}: {where}: {message}" for where, message in problems))
     audience = model.audience
     return Newsletter(
         id=model.id,

@@ -9,6 +9,7 @@ change and its audit entry commit together. Sending itself is the tick and the w
 
 from __future__ import annotations
 
+import re
 import secrets
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -30,8 +31,10 @@ from cadence.core.newsletter import (
     send_instant,
     transition,
 )
+from cadence.core.newsletter_draft import NameTaken, VersionConflict, draft_newsletter
 from cadence.core.render import Renderer
 from cadence.db import newsletter_audience as audience_store
+from cadence.db import newsletter_drafts as drafts_store
 from cadence.db import newsletters as store
 from cadence.db.audit import record_audit
 from cadence.db.models import Newsletter as NewsletterRow
@@ -48,8 +51,11 @@ __all__ = [
     "Loaded",
     "audience",
     "cancel",
+    "count_audience",
+    "find",
     "list_all",
     "load",
+    "loaded_from",
     "pause",
     "preview",
     "resume",
@@ -59,6 +65,7 @@ __all__ = [
     "validate",
 ]
 
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 MAX_TEST_ADDRESSES = 10  # a test goes to the team, not to a list
 _LOCKED_STATES = ("sending", "sent", "paused")
 
@@ -73,11 +80,35 @@ class Loaded:
     renderer: Renderer
 
 
+def find(settings: Settings, name: str) -> Newsletter:
+    """The newsletter `name`: its file (``campaigns/newsletters/<name>.yaml``) or, if there is
+    none, the stored draft of that name (written through the API or the console; its current
+    version). Both kinds are then checked, scheduled, locked and sent by the same code."""
+    try:
+        return find_newsletter(name, settings.campaigns_dir)
+    except NotFound:
+        if not _NAME.match(name):
+            raise
+        with transaction(settings.database_url) as session:
+            stored = drafts_store.draft(session, name)
+            if stored is None:
+                raise
+            return draft_newsletter(stored.id, stored.document, version=stored.version)
+
+
 def load(settings: Settings, name: str, scheduled_at: datetime, *, for_sending: bool = False) -> Loaded:
-    """The newsletter `name` and its references. Its guide and site links point at the sample
-    host for review (validate, preview, a test), as the drips' review tools do
-    (cadence.guide_pages), and at ``CADENCE_BASE_URL`` `for_sending` (the locked version)."""
-    newsletter = find_newsletter(name, settings.campaigns_dir)
+    """The newsletter `name` (a file or a stored draft) and its references. Its guide and site
+    links point at the sample host for review (validate, preview, a test), as the drips' review
+    tools do (cadence.guide_pages), and at ``CADENCE_BASE_URL`` `for_sending` (the locked
+    version)."""
+    return loaded_from(settings, find(settings, name), scheduled_at, for_sending=for_sending)
+
+
+def loaded_from(
+    settings: Settings, newsletter: Newsletter, scheduled_at: datetime, *, for_sending: bool = False
+) -> Loaded:
+    """`newsletter` (read from anywhere: a file, a stored draft, a composer's unsaved fields)
+    with the drips it refers to, checked, and its renderer."""
     base_url = settings.base_url if for_sending else None
     based_on, counted = referenced_campaigns(
         newsletter, settings.campaigns_dir, settings.templates_dir, base_url=base_url
@@ -166,7 +197,11 @@ def _count(session: Any, loaded: Loaded, now: datetime) -> AudienceCount:
 
 def audience(settings: Settings, name: str, now: datetime) -> AudienceCount:
     """Who would get the newsletter if it were scheduled now, per segment."""
-    loaded = load(settings, name, now)
+    return count_audience(settings, load(settings, name, now), now)
+
+
+def count_audience(settings: Settings, loaded: Loaded, now: datetime) -> AudienceCount:
+    """Who would get `loaded` if it were scheduled now, per segment (nothing is written)."""
     with transaction(settings.database_url) as session:
         return _count(session, loaded, now)
 
@@ -186,18 +221,28 @@ class Scheduled:
     again: bool
 
 
-def schedule(settings: Settings, name: str, *, at: str | None, actor: str, now: datetime) -> Scheduled:
+def schedule(
+    settings: Settings,
+    name: str,
+    *,
+    at: str | None,
+    actor: str,
+    now: datetime,
+    expected_version: int | None = None,
+) -> Scheduled:
     """Check the newsletter, lock its version, and write one queued ledger row per recipient,
     due at the send time (in each recipient's zone for a local time). Scheduling again before
-    sending started replaces the version, the audience and the time; after, it is refused."""
-    loaded = load(settings, name, now)
+    sending started replaces the version, the audience and the time; after, it is refused.
+    For a stored draft, `expected_version` (if given) must be its current version."""
+    found = find(settings, name)  # once: both loads below must see the same version of a draft
+    loaded = loaded_from(settings, found, now)
     problems = validate_campaign(loaded.campaign, loaded.renderer)
     if problems:
         listed = "; ".join(str(p) for p in problems[:3])
         raise CampaignError(f"{loaded.newsletter.source}: not scheduled, {len(problems)} problem(s): {listed}")
     send_time = parse_send_time(at, "--at") if at else loaded.newsletter.send_time
     _not_in_the_past(send_time, now)
-    sendable = load(settings, name, now, for_sending=True)
+    sendable = loaded_from(settings, found, now, for_sending=True)
     newsletter, campaign = sendable.newsletter, sendable.campaign
     variant = sendable.renderer.variant(campaign, campaign.steps[0], EVERYONE)
     content_hash, content = lock(campaign, variant)
@@ -207,6 +252,7 @@ def schedule(settings: Settings, name: str, *, at: str | None, actor: str, now: 
             raise InputError(_edited_message(settings, row) or _started_message(row))
         again = row.state != "draft"
         transition(row.state, "schedule", newsletter.id)
+        _same_draft_version(session, newsletter, expected_version)
         count = _count(session, loaded, now)
         if not count.recipients:
             hint = ""
@@ -243,6 +289,25 @@ def schedule(settings: Settings, name: str, *, at: str | None, actor: str, now: 
             now=now,
         )
     return Scheduled(newsletter.id, len(copies), created, dropped, min(dues), max(dues), str(send_time), again)
+
+
+def _same_draft_version(session: Any, newsletter: Newsletter, expected: int | None) -> None:
+    """The version being locked is still the stored draft's current one (an edit saved while
+    this schedule was checking would otherwise be silently left out), and a file newsletter
+    does not share its name with a stored one. Called with the ``newsletters`` row locked;
+    db/newsletter_drafts.py explains the lock order."""
+    stored = drafts_store.locked_draft(session, newsletter.id)
+    if newsletter.draft_version is None:
+        if stored is not None:
+            raise NameTaken(
+                f"newsletter {newsletter.id!r} is both a file and a stored newsletter: rename or delete one"
+            )
+        return
+    if stored is None:
+        raise NotFound(f"newsletter {newsletter.id!r} was deleted meanwhile: nothing scheduled")
+    for version in (newsletter.draft_version, expected):
+        if version is not None and stored.version != version:
+            raise VersionConflict(newsletter.id, version, stored.version)
 
 
 def _not_in_the_past(send_time: SendTime, now: datetime) -> None:
@@ -343,6 +408,18 @@ def list_all(settings: Settings) -> list[dict[str, Any]]:
     for path in list_newsletters(settings.campaigns_dir):
         found[path.stem] = {"id": path.stem, "state": "draft", "subject": "", "send_at": "", "recipients": 0}
     with transaction(settings.database_url) as session:
+        for stored in drafts_store.all_drafts(session):
+            document = stored.document
+            found.setdefault(
+                stored.id,
+                {
+                    "id": stored.id,
+                    "state": "draft",
+                    "subject": str(document.get("subject") or ""),
+                    "send_at": str(document.get("send_at") or ""),
+                    "recipients": 0,
+                },
+            )
         rows = store.all_newsletters(session)
         counts = store.copy_counts(session, [r.id for r in rows])
         for row in rows:
@@ -363,7 +440,7 @@ def status(settings: Settings, name: str) -> dict[str, Any]:
     with transaction(settings.database_url) as session:
         row = session.get(NewsletterRow, name)
         if row is None:
-            find_newsletter(name, settings.campaigns_dir)  # NotFound if there is no such file either
+            find(settings, name)  # NotFound if there is no such file or stored draft either
             return {"id": name, "state": "draft", "recipients": 0}
         counts = store.copy_counts(session, [name]).get(name, {})
         state = _state_of(row, counts)
