@@ -2,8 +2,9 @@
 
 Each handler translates the form (web/console/composer_form.py) and calls one of the stored
 drafts' operations (operations/newsletter_drafts.py: create, update with the version it was
-based on, preview and audience counts of unsaved fields, send a test, schedule). Viewers read; every write is an editor's POST with
-the session's CSRF token (auth.Access), answered 403 for anyone less.
+based on, preview and audience counts of unsaved fields, send a test, schedule). Viewers read;
+every write is an editor's POST with the session's CSRF token (auth.Access), answered 403 for
+anyone less.
 
 A draft is never lost:
 
@@ -123,7 +124,12 @@ def _message(exc: CadenceError) -> str:
 
 
 def _refused(
-    request: Request, state: WebState, me: StaffIdentity, draft: StoredDraft | None, fields: forms.Fields, exc: CadenceError
+    request: Request,
+    state: WebState,
+    me: StaffIdentity,
+    draft: StoredDraft | None,
+    fields: forms.Fields,
+    exc: CadenceError,
 ) -> Response:
     """The page again after a refused save or action: the error, and the posted text kept."""
     if isinstance(exc, drafts.VersionConflict):
@@ -131,14 +137,28 @@ def _refused(
         conflict = {"version": current.version, "by": current.updated_by, "document": current.fields}
         # The form now names their version: saving again is a deliberate "mine replaces theirs".
         return _composer(
-            request, state, me, draft=current, fields=fields, clean=False, status=409,
-            conflict=conflict, expected_version=current.version,
+            request,
+            state,
+            me,
+            draft=current,
+            fields=fields,
+            clean=False,
+            status=409,
+            conflict=conflict,
+            expected_version=current.version,
         )
     problems = [(p.field, p.message) for p in exc.problems] if isinstance(exc, drafts.DraftInvalid) else []
     status = 404 if isinstance(exc, NotFound) else 409 if isinstance(exc, drafts.NameTaken) else 400
     return _composer(
-        request, state, me, draft=draft, fields=fields, clean=False, status=status,
-        error=_message(exc), problems=problems,
+        request,
+        state,
+        me,
+        draft=draft,
+        fields=fields,
+        clean=False,
+        status=status,
+        error=_message(exc),
+        problems=problems,
         expected_version=forms.one(fields, "expected_version") or (draft.version if draft else 0),
     )
 
@@ -222,7 +242,13 @@ def count(request: Request, state: State, me: Editor, fields: Posted) -> Respons
         return JSONResponse(counted.document())
     draft = _stored_or_none(state, draft_id) if draft_id else None
     return _composer(
-        request, state, me, draft=draft, fields=fields, clean=False, counts=counted,
+        request,
+        state,
+        me,
+        draft=draft,
+        fields=fields,
+        clean=False,
+        counts=counted,
         expected_version=forms.one(fields, "expected_version") or 0,
     )
 
@@ -255,9 +281,7 @@ def create(request: Request, state: State, me: Editor, fields: Posted) -> Respon
 
 
 @router.get("/newsletters/{draft_id}")
-def composer(
-    request: Request, state: State, me: Viewer, draft_id: DraftId, done: str = "", sig: str = ""
-) -> Response:
+def composer(request: Request, state: State, me: Viewer, draft_id: DraftId, done: str = "", sig: str = "") -> Response:
     try:
         draft = drafts.get(state.settings, draft_id)
     except NotFound:

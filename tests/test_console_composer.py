@@ -1,0 +1,282 @@
+"""The newsletter composer (issue 14) in real Chromium against a real ``cadence web``: the live
+preview in sandboxed frames at 375 and 600 px, live recipient counts, XSS payloads inert, a draft
+never lost (a version conflict, an expired session, a refused save, a save that never reached the
+server), a viewer who reads only (403 from the server for every write), and the page without
+JavaScript. One web server (SQLite, its SMTP sink) and one browser for the module; the whole
+journey with PostgreSQL, Redis and a worker is tests/test_console_journey.py."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from playwright.sync_api import expect
+
+from cadence.operations import newsletter_drafts as drafts
+from tests.support.axe import axe_script
+from tests.support.composer import (
+    XSS_BODY,
+    XSS_SUBJECT,
+    browser_login,
+    compose,
+    editor_client,
+    for_race_trainees,
+    readers,
+)
+from tests.support.console import CHROMIUM, CHROMIUM_ARGS, Console
+from tests.support.services import unavailable
+from tests.support.web import WebServer, csrf_token
+
+STORED = "cadence-composer:{}"
+
+
+@pytest.fixture(scope="module")
+def seeded(web: WebServer) -> None:
+    readers(web.settings, web.clock.now(), racing=3, other=2)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if not CHROMIUM.exists():
+        unavailable("Chromium at /usr/bin/chromium", "apt-get install chromium")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        launched = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+@pytest.fixture
+def console(browser: Any, web: WebServer) -> Iterator[Console]:
+    opened = Console(browser, web)
+    try:
+        yield opened
+    finally:
+        opened.close()
+
+
+def _draft(web: WebServer, name: str, body: str = "The first text.") -> None:
+    """A stored draft made by the operation itself (a colleague's, in effect)."""
+    fields = {
+        "based_on": "lower-back-pain",
+        "subject": f"About {name}",
+        "preheader": "A short note from the clinic",
+        "body": body,
+        "audience": {"topics": ["clinic-news"]},
+        "send_at": "now",
+    }
+    drafts.create(web.settings, name, fields, actor="cli:test", now=web.clock.now())
+
+
+def _kept(page: Any, name: str) -> str:
+    return str(page.evaluate("k => localStorage.getItem(k) || ''", STORED.format(name)))
+
+
+def test_an_editor_writes_with_a_live_preview_and_live_counts_and_nothing_in_it_runs(
+    web: WebServer, seeded: None, console: Console
+) -> None:
+    page = console.page
+    browser_login(page, web, "cora.composer@clinic.example", "editor")
+    page.get_by_role("link", name="Newsletters").click()
+    page.get_by_role("link", name="Write a new newsletter").click()
+    compose(page, name="race-week", subject=XSS_SUBJECT, preheader="Taper, sleep and your back", body=XSS_BODY)
+
+    # The preview follows the typing, in the newsletter layout, at both widths.
+    for which in ("phone", "desktop"):
+        frame = page.frame_locator(f'iframe[data-preview="{which}"]')
+        expect(frame.locator("body")).to_contain_text("Race week starts now", timeout=15_000)
+        expect(frame.locator("body")).to_contain_text("<script>alert('body')</script>")  # shown, as text
+    sizes = page.locator("iframe[data-preview]").evaluate_all(
+        "frames => frames.map(f => [f.getAttribute('sandbox'), f.clientWidth])"
+    )
+    assert sizes == [["", 375], ["", 600]]  # sandboxed: no allow-scripts, no allow-same-origin
+
+    # The counts follow the audience: the topic (5 readers), then only those training for a race.
+    page.get_by_label("Clinic news").check()
+    expect(page.locator("#count-total")).to_have_text("5")
+    for_race_trainees(page)
+    expect(page.locator("#count-total")).to_have_text("3")
+    assert "3 recipient(s)" in page.locator("#count-status").inner_text()
+
+    console.accessible(axe_script())
+    console.shoot("composer")
+    page.locator("#save").click()
+    expect(page.locator("#done")).to_have_text("Saved race-week, version 1.")
+    assert page.url.startswith(web.url("/admin/newsletters/race-week?"))
+    assert page.locator("#subject").input_value() == XSS_SUBJECT
+    assert _kept(page, "new") == "" and _kept(page, "race-week") == ""  # the server has it all
+
+    before = len(web.sink.messages)
+    page.locator("#test_to").fill("team@clinic.example")
+    page.locator("#send-test").click()
+    expect(page.locator("#done")).to_contain_text("sent a test to 1 address(es): team@clinic.example")
+    arrived = web.sink.wait_for(before + 1)[before]
+    message = email.message_from_bytes(arrived.data, policy=email.policy.default)
+    assert arrived.rcpt_tos == ("team@clinic.example",) and message["Subject"] == f"[TEST] {XSS_SUBJECT}"
+
+    page.goto(web.url(f"/admin/subscribers?q=reader-race0"))  # the reader named <img onerror=...>
+    assert console.dialogs == [] and console.csp == []
+
+
+def test_a_version_conflict_shows_both_versions_and_keeps_the_text(
+    web: WebServer, seeded: None, console: Console
+) -> None:
+    _draft(web, "conflict-demo", "Version one.")
+    page = console.page
+    browser_login(page, web, "ada.editor@clinic.example", "editor")
+    page.goto(web.url("/admin/newsletters/conflict-demo"))
+    page.locator("#body").fill("Ada's careful text.")
+
+    colleague = editor_client(web, "bea.editor@clinic.example")  # saves first
+    form = colleague.get("/admin/newsletters/conflict-demo").text
+    saved = colleague.post(
+        "/admin/newsletters/conflict-demo",
+        data={
+            "csrf_token": csrf_token(form),
+            "expected_version": "1",
+            "subject": "Bea's subject",
+            "body": "Bea's text.",
+            "topics": "clinic-news",
+            "send_mode": "now",
+        },
+    )
+    assert saved.status_code == 303
+
+    page.locator("#save").click()
+    expect(page.locator("#conflict")).to_be_visible()
+    assert page.locator("#theirs-body").inner_text() == "Bea's text."
+    assert page.locator("#theirs-subject").inner_text() == "Bea's subject"
+    assert page.locator("#yours-body").inner_text() == "Ada's careful text."
+    assert page.locator("#body").input_value() == "Ada's careful text."
+    assert drafts.get(web.settings, "conflict-demo").fields["body"] == "Bea's text."  # nothing overwritten
+
+    page.locator("#save").click()  # having seen theirs: hers replaces it, as version 3
+    expect(page.locator("#done")).to_have_text("Saved version 3.")
+    assert drafts.get(web.settings, "conflict-demo").fields["body"] == "Ada's careful text."
+    assert _kept(page, "conflict-demo") == ""
+
+
+def test_an_expired_session_loses_no_text(web: WebServer, seeded: None, console: Console) -> None:
+    _draft(web, "expiry-demo")
+    page = console.page
+    browser_login(page, web, "eve.editor@clinic.example", "editor")
+    page.goto(web.url("/admin/newsletters/expiry-demo"))
+    page.locator("#body").fill("Text typed before a long lunch.")
+    page.wait_for_function("k => (localStorage.getItem(k) || '').includes('long lunch')", arg=STORED.format("expiry-demo"))
+
+    web.clock.advance(timedelta(minutes=31))  # past the 30 minutes a session may sit idle
+    page.locator("#save").click()
+    expect(page.locator("#expired")).to_contain_text("Text typed before a long lunch.")  # shown back
+    assert drafts.get(web.settings, "expiry-demo").version == 1
+
+    browser_login(page, web, "eve.editor@clinic.example", "editor", new=False)
+    page.goto(web.url("/admin/newsletters/expiry-demo"))
+    expect(page.locator("#restored")).to_be_visible()  # this browser kept it
+    assert page.locator("#body").input_value() == "Text typed before a long lunch."
+    page.locator("#save").click()
+    expect(page.locator("#done")).to_have_text("Saved version 2.")
+    assert drafts.get(web.settings, "expiry-demo").fields["body"] == "Text typed before a long lunch."
+    assert _kept(page, "expiry-demo") == ""
+
+
+def test_a_refused_save_shows_the_error_and_a_lost_one_comes_back(
+    web: WebServer, seeded: None, console: Console
+) -> None:
+    _draft(web, "failing-demo")
+    page = console.page
+    browser_login(page, web, "fay.editor@clinic.example", "editor")
+    page.goto(web.url("/admin/newsletters/failing-demo"))
+
+    # Refused by the server: the error names the field, the text stays in the form.
+    page.locator("#body").fill("Words worth keeping.")
+    page.get_by_label("At one moment for everyone").check()
+    page.locator("#send_instant").fill("2027-01-12T09:00")
+    page.locator("#send_zone").fill("Mars/Olympus_Mons")
+    page.locator("#save").click()
+    expect(page.locator("#error")).to_contain_text("send_at")
+    assert page.locator("#body").input_value() == "Words worth keeping."
+    assert drafts.get(web.settings, "failing-demo").version == 1
+
+    # Never reached the server (the network dropped): the next visit offers the text back.
+    page.locator("#send_zone").fill("America/New_York")
+    page.locator("#body").fill("Words worth keeping, take two.")
+    page.wait_for_function("k => (localStorage.getItem(k) || '').includes('take two')", arg=STORED.format("failing-demo"))
+
+    def drop(route: Any) -> None:
+        if route.request.method == "POST":
+            route.abort("connectionreset")
+        else:
+            route.continue_()
+
+    page.route("**/admin/newsletters/failing-demo", drop)
+    with pytest.raises(Exception):  # noqa: B017, PT011 - the browser's navigation error
+        with page.expect_navigation():
+            page.locator("#save").click()
+    page.unroute("**/admin/newsletters/failing-demo")
+    page.goto(web.url("/admin/newsletters/failing-demo"))
+    expect(page.locator("#restored")).to_be_visible()
+    assert page.locator("#body").input_value() == "Words worth keeping, take two."
+    page.locator("#save").click()
+    expect(page.locator("#done")).to_have_text("Saved version 2.")
+
+
+def test_a_viewer_reads_and_every_write_is_refused_by_the_server(
+    web: WebServer, seeded: None, console: Console
+) -> None:
+    _draft(web, "viewer-demo")
+    page = console.page
+    browser_login(page, web, "val.viewer@clinic.example", "viewer")
+    page.goto(web.url("/admin/newsletters/viewer-demo"))
+    expect(page.locator("#read-only")).to_be_visible()
+    assert page.locator("#save, #schedule, #send-test, #count-button").count() == 0
+    assert page.locator("#body").is_disabled()
+    expect(page.frame_locator('iframe[data-preview="phone"]').locator("body")).to_contain_text("The first text.")
+
+    viewer = editor_client(web, "vic.viewer@clinic.example", "viewer")
+    token = csrf_token(viewer.get("/admin/newsletters/viewer-demo").text)
+    data = {"csrf_token": token, "expected_version": "1", "body": "Changed.", "topics": "clinic-news", "send_mode": "now"}
+    for path in ("", "/test", "/schedule"):
+        answer = viewer.post(f"/admin/newsletters/viewer-demo{path}", data=data)
+        assert answer.status_code == 403 and "needs the editor role" in answer.text, path
+    for path in ("/admin/newsletters/new", "/admin/newsletters/preview", "/admin/newsletters/count"):
+        assert viewer.post(path, data={**data, "new_id": "sneaky"}).status_code == 403, path
+    assert viewer.get("/admin/newsletters/new").status_code == 403
+    assert drafts.get(web.settings, "viewer-demo").version == 1
+    assert console.dialogs == [] and console.csp == []
+
+
+def test_without_javascript_saving_shows_the_preview_and_the_counts_come_from_the_server(
+    web: WebServer, seeded: None, browser: Any
+) -> None:
+    context = browser.new_context(java_script_enabled=False, extra_http_headers=web.from_ip())
+    page = context.new_page()
+    try:
+        browser_login(page, web, "nora.nojs@clinic.example", "editor")
+        page.goto(web.url("/admin/newsletters/new"))
+        compose(page, name="no-script", subject="Plain and simple", preheader="No script needed", body="Hello **you**.")
+        for_race_trainees(page)
+        page.locator("#count-button").click()
+        expect(page.locator("#count-total")).to_have_text("3")
+        assert page.locator("#body").input_value() == "Hello **you**."  # the text came back with the counts
+        page.locator("#save").click()
+        expect(page.locator("#done")).to_have_text("Saved no-script, version 1.")
+        frame = page.frame_locator('iframe[data-preview="desktop"]')
+        expect(frame.locator("body")).to_contain_text("Hello you.")
+    finally:
+        context.close()
+
+    client = editor_client(web, "pat.preview@clinic.example", "viewer")
+    answer = client.get("/admin/newsletters/no-script/preview?version=1")
+    policy = answer.headers["content-security-policy"]
+    assert answer.status_code == 200 and "Hello <strong>you</strong>" in answer.text
+    for directive in ("sandbox", "script-src 'none'", "frame-ancestors 'self'"):
+        assert directive in policy
+    assert answer.headers["x-frame-options"] == "SAMEORIGIN"
+    assert client.get("/admin/newsletters/no-script/preview?version=9").status_code == 404
