@@ -121,7 +121,7 @@ def test_an_editor_writes_with_a_live_preview_and_live_counts_and_nothing_in_it_
     message = email.message_from_bytes(arrived.data, policy=email.policy.default)
     assert arrived.rcpt_tos == ("team@clinic.example",) and message["Subject"] == f"[TEST] {XSS_SUBJECT}"
 
-    page.goto(web.url(f"/admin/subscribers?q=reader-race0"))  # the reader named <img onerror=...>
+    page.goto(web.url("/admin/subscribers?q=reader-race0"))  # the reader named <img onerror=...>
     assert console.dialogs == [] and console.csp == []
 
 
@@ -169,7 +169,9 @@ def test_an_expired_session_loses_no_text(web: WebServer, seeded: None, console:
     browser_login(page, web, "eve.editor@clinic.example", "editor")
     page.goto(web.url("/admin/newsletters/expiry-demo"))
     page.locator("#body").fill("Text typed before a long lunch.")
-    page.wait_for_function("k => (localStorage.getItem(k) || '').includes('long lunch')", arg=STORED.format("expiry-demo"))
+    page.wait_for_function(
+        "k => (localStorage.getItem(k) || '').includes('long lunch')", arg=STORED.format("expiry-demo")
+    )
 
     web.clock.advance(timedelta(minutes=31))  # past the 30 minutes a session may sit idle
     page.locator("#save").click()
@@ -207,7 +209,9 @@ def test_a_refused_save_shows_the_error_and_a_lost_one_comes_back(
     # Never reached the server (the network dropped): the next visit offers the text back.
     page.locator("#send_zone").fill("America/New_York")
     page.locator("#body").fill("Words worth keeping, take two.")
-    page.wait_for_function("k => (localStorage.getItem(k) || '').includes('take two')", arg=STORED.format("failing-demo"))
+    page.wait_for_function(
+        "k => (localStorage.getItem(k) || '').includes('take two')", arg=STORED.format("failing-demo")
+    )
 
     def drop(route: Any) -> None:
         if route.request.method == "POST":
@@ -216,9 +220,8 @@ def test_a_refused_save_shows_the_error_and_a_lost_one_comes_back(
             route.continue_()
 
     page.route("**/admin/newsletters/failing-demo", drop)
-    with pytest.raises(Exception):  # noqa: B017, PT011 - the browser's navigation error
-        with page.expect_navigation():
-            page.locator("#save").click()
+    with pytest.raises(Exception), page.expect_navigation():  # noqa: B017 - the browser's navigation error
+        page.locator("#save").click()
     page.unroute("**/admin/newsletters/failing-demo")
     page.goto(web.url("/admin/newsletters/failing-demo"))
     expect(page.locator("#restored")).to_be_visible()
@@ -241,7 +244,13 @@ def test_a_viewer_reads_and_every_write_is_refused_by_the_server(
 
     viewer = editor_client(web, "vic.viewer@clinic.example", "viewer")
     token = csrf_token(viewer.get("/admin/newsletters/viewer-demo").text)
-    data = {"csrf_token": token, "expected_version": "1", "body": "Changed.", "topics": "clinic-news", "send_mode": "now"}
+    data = {
+        "csrf_token": token,
+        "expected_version": "1",
+        "body": "Changed.",
+        "topics": "clinic-news",
+        "send_mode": "now",
+    }
     for path in ("", "/test", "/schedule"):
         answer = viewer.post(f"/admin/newsletters/viewer-demo{path}", data=data)
         assert answer.status_code == 403 and "needs the editor role" in answer.text, path

@@ -175,7 +175,10 @@ def _shown(value: Any) -> str:
 
 
 def rule_rows(fields: Mapping[str, list[str]]) -> int:
-    return max(RULE_ROWS, len(fields.get("rule_attribute", [])) + 1)
+    """Rows for the filters given and one more (the same count for posted and stored fields,
+    so composer.js sees the same form after a save)."""
+    given = [name for name in fields.get("rule_attribute", []) if name.strip()]
+    return max(RULE_ROWS, len(given) + 1)
 
 
 def content_fields(fields: Mapping[str, list[str]]) -> Fields:

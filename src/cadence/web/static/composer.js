@@ -58,13 +58,24 @@
   // not the other, and neither is part of the newsletter.
   var NOT_TEXT = { new_id: true, test_to: true };
 
+  // Filter rows count only when they name an attribute (the server shows them first, and one
+  // empty row more): ["", "terrain"] and ["terrain", ""] are the same choice.
+  var RULE = ["rule_attribute", "rule_op", "rule_value"];
+
   function sorted(o) {
     var out = {};
     Object.keys(o).sort().forEach(function (k) {
-      if (!NOT_TEXT[k] && o[k].join("") !== "") {
+      if (!NOT_TEXT[k] && RULE.indexOf(k) === -1 && o[k].join("") !== "") {
         out[k] = o[k];
       }
     });
+    out.rules = (o.rule_attribute || [])
+      .map(function (name, i) {
+        return [name, (o.rule_op || [])[i], (o.rule_value || [])[i]].join("\u0000");
+      })
+      .filter(function (row) {
+        return row.charAt(0) !== "\u0000";
+      });
     return out;
   }
 
