@@ -72,13 +72,11 @@ def newsletter_loader(templates: jinja2.BaseLoader) -> jinja2.BaseLoader:
 
 
 def _body_html(markdown: str) -> Markup:
-    """The Markdown body as HTML. It is literal text for phase 2 as well: a ``[[`` in it is
-    wrapped in a raw block, so a body cannot run per-subscriber code (core/render.py does the
-    same for campaign data)."""
-    html = _MD.render(markdown)
-    for opener in ("[[", "[%", "[#"):
-        html = html.replace(opener, "\x00" + opener + "\x01")
-    return Markup(html.replace("\x00", "[% raw %]").replace("\x01", "[% endraw %]"))
+    """The Markdown body as HTML. It is literal text for phase 2 as well: it reaches the
+    renderer as campaign data, whose ``[[``, ``[%`` and ``[#`` core/render.py's ``_shield``
+    wraps in raw blocks, so a body cannot run per-subscriber code. (Wrapping them here too
+    wrapped them twice, and readers saw "[% raw %]" in the email.)"""
+    return Markup(_MD.render(markdown))
 
 
 def render_campaign(newsletter: Newsletter, based_on: Campaign, scheduled_at: datetime) -> Campaign:

@@ -69,8 +69,10 @@ def insert_draft(
         "updated_at": now,
         "updated_by": actor[:200],
     }
-    done = session.execute(insert(NewsletterDraft).values(values).on_conflict_do_nothing(index_elements=["id"]))
-    if not done.rowcount:  # type: ignore[attr-defined]
+    statement = insert(NewsletterDraft).values(values).on_conflict_do_nothing(index_elements=["id"])
+    # RETURNING rather than rowcount: a row comes back only when one was inserted, alike on both
+    # databases (rowcount after ON CONFLICT DO NOTHING was not 0 here on PostgreSQL).
+    if session.execute(statement.returning(NewsletterDraft.id)).first() is None:
         return None
     # A draft deleted earlier under the same name left no history (delete_draft), so 1 is free.
     session.add(

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from jinja2 import FileSystemLoader
+from sqlalchemy.orm import Session
 
 from cadence.authoring import DEFAULT_SAMPLE_SUBSCRIBERS, Problem, validate_campaign, write_preview
 from cadence.config import Settings
@@ -80,28 +81,39 @@ class Loaded:
     renderer: Renderer
 
 
-def find(settings: Settings, name: str) -> Newsletter:
+def find(settings: Settings, name: str, *, session: Session | None = None) -> Newsletter:
     """The newsletter `name`: its file (``campaigns/newsletters/<name>.yaml``) or, if there is
     none, the stored draft of that name (written through the API or the console; its current
-    version). Both kinds are then checked, scheduled, locked and sent by the same code."""
+    version). Both kinds are then checked, scheduled, locked and sent by the same code. Pass
+    the caller's `session` when inside a transaction (SQLite allows one writer at a time)."""
     try:
         return find_newsletter(name, settings.campaigns_dir)
     except NotFound:
         if not _NAME.match(name):
             raise
-        with transaction(settings.database_url) as session:
-            stored = drafts_store.draft(session, name)
-            if stored is None:
-                raise
-            return draft_newsletter(stored.id, stored.document, version=stored.version)
+        if session is None:
+            with transaction(settings.database_url) as own:
+                return find(settings, name, session=own)
+        stored = drafts_store.draft(session, name)
+        if stored is None:
+            raise
+        return draft_newsletter(stored.id, stored.document, version=stored.version)
 
 
-def load(settings: Settings, name: str, scheduled_at: datetime, *, for_sending: bool = False) -> Loaded:
+def load(
+    settings: Settings,
+    name: str,
+    scheduled_at: datetime,
+    *,
+    for_sending: bool = False,
+    session: Session | None = None,
+) -> Loaded:
     """The newsletter `name` (a file or a stored draft) and its references. Its guide and site
     links point at the sample host for review (validate, preview, a test), as the drips' review
     tools do (cadence.guide_pages), and at ``CADENCE_BASE_URL`` `for_sending` (the locked
     version)."""
-    return loaded_from(settings, find(settings, name), scheduled_at, for_sending=for_sending)
+    found = find(settings, name, session=session)
+    return loaded_from(settings, found, scheduled_at, for_sending=for_sending)
 
 
 def loaded_from(
@@ -125,7 +137,7 @@ def validate(settings: Settings, name: str, now: datetime) -> tuple[Loaded, list
     with transaction(settings.database_url) as session:
         row = session.get(NewsletterRow, loaded.newsletter.id)
         if row is not None and row.state in _LOCKED_STATES and not problems:
-            edited = _edited_message(settings, row)
+            edited = _edited_message(settings, row, session)
             if edited:
                 problems.append(Problem(loaded.newsletter.source, None, edited))
     return loaded, problems
@@ -249,7 +261,7 @@ def schedule(
     with transaction(settings.database_url) as session:
         row = store.lock_newsletter(session, newsletter.id, now, actor)
         if row.state in _LOCKED_STATES:
-            raise InputError(_edited_message(settings, row) or _started_message(row))
+            raise InputError(_edited_message(settings, row, session) or _started_message(row))
         again = row.state != "draft"
         transition(row.state, "schedule", newsletter.id)
         _same_draft_version(session, newsletter, expected_version)
@@ -327,10 +339,10 @@ def _started_message(row: NewsletterRow) -> str:
     )
 
 
-def _edited_message(settings: Settings, row: NewsletterRow) -> str:
+def _edited_message(settings: Settings, row: NewsletterRow, session: Session) -> str:
     """A clear refusal if the file (or a template it uses) changed after sending started."""
     try:
-        loaded = load(settings, row.id, row.scheduled_at, for_sending=True)
+        loaded = load(settings, row.id, row.scheduled_at, for_sending=True, session=session)
         current, _ = lock(loaded.campaign, loaded.renderer.variant(loaded.campaign, loaded.campaign.steps[0], EVERYONE))
     except (CampaignError, NotFound, InputError) as exc:
         current = f"unreadable: {exc}"

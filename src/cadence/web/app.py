@@ -49,7 +49,18 @@ from cadence.config import Settings, get_settings
 from cadence.errors import InputError, TokenError
 from cadence.form_files import choose_default_form, load_forms, load_sender
 from cadence.runtime import Runtime
-from cadence.web import api, guide, links, manage, ops, pages, preferences, staff_api, staff_api_sending
+from cadence.web import (
+    api,
+    guide,
+    links,
+    manage,
+    ops,
+    pages,
+    preferences,
+    staff_api,
+    staff_api_drafts,
+    staff_api_sending,
+)
 from cadence.web.body_guard import BodyGuard, safe_validation_errors
 from cadence.web.ratelimit import RateLimited, make_limiter
 from cadence.web.security import (
@@ -132,7 +143,8 @@ def create_app(
     # so scripts written against it keep working, but left out of /openapi.json: one documented
     # name, and the schema fuzz test (tests/test_web_api.py) does not run every route twice.
     for prefix, documented in staff_api.PREFIXES:
-        for staff_router in (staff_api.router, staff_api_sending.router):
+        # The drafts first: /newsletters/drafts is not the newsletter named "drafts".
+        for staff_router in (staff_api.router, staff_api_drafts.router, staff_api_sending.router):
             app.include_router(staff_router, prefix=prefix, include_in_schema=documented)
     webhooks = _optional_module("cadence.web.webhooks")
     if webhooks is not None:
