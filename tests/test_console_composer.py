@@ -27,11 +27,9 @@ from tests.support.composer import (
     for_race_trainees,
     readers,
 )
-from tests.support.console import CHROMIUM, CHROMIUM_ARGS, Console
+from tests.support.console import CHROMIUM, CHROMIUM_ARGS, Console, log_in
 from tests.support.services import unavailable
 from tests.support.web import WebServer, csrf_token
-
-STORED = "cadence-composer:{}"
 
 
 @pytest.fixture(scope="module")
@@ -75,8 +73,13 @@ def _draft(web: WebServer, name: str, body: str = "The first text.") -> None:
     drafts.create(web.settings, name, fields, actor="cli:test", now=web.clock.now())
 
 
-def _kept(page: Any, name: str) -> str:
-    return str(page.evaluate("k => localStorage.getItem(k) || ''", STORED.format(name)))
+def _key(page: Any, which: str = "draftKey") -> str:
+    """This page's localStorage key for its draft (`newKey`: for a new one), per user."""
+    return str(page.locator("#composer").evaluate(f"form => form.dataset.{which}"))
+
+
+def _kept(page: Any, which: str = "draftKey") -> str:
+    return str(page.evaluate("k => localStorage.getItem(k) || ''", _key(page, which)))
 
 
 def test_an_editor_writes_with_a_live_preview_and_live_counts_and_nothing_in_it_runs(
@@ -111,7 +114,7 @@ def test_an_editor_writes_with_a_live_preview_and_live_counts_and_nothing_in_it_
     expect(page.locator("#done")).to_have_text("Saved race-week, version 1.")
     assert page.url.startswith(web.url("/admin/newsletters/race-week?"))
     assert page.locator("#subject").input_value() == XSS_SUBJECT
-    assert _kept(page, "new") == "" and _kept(page, "race-week") == ""  # the server has it all
+    assert _kept(page, "newKey") == "" and _kept(page) == ""  # the server has it all
 
     before = len(web.sink.messages)
     page.locator("#test_to").fill("team@clinic.example")
@@ -160,7 +163,7 @@ def test_a_version_conflict_shows_both_versions_and_keeps_the_text(
     page.locator("#save").click()  # having seen theirs: hers replaces it, as version 3
     expect(page.locator("#done")).to_have_text("Saved version 3.")
     assert drafts.get(web.settings, "conflict-demo").fields["body"] == "Ada's careful text."
-    assert _kept(page, "conflict-demo") == ""
+    assert _kept(page) == ""
 
 
 def test_an_expired_session_loses_no_text(web: WebServer, seeded: None, console: Console) -> None:
@@ -169,9 +172,7 @@ def test_an_expired_session_loses_no_text(web: WebServer, seeded: None, console:
     browser_login(page, web, "eve.editor@clinic.example", "editor")
     page.goto(web.url("/admin/newsletters/expiry-demo"))
     page.locator("#body").fill("Text typed before a long lunch.")
-    page.wait_for_function(
-        "k => (localStorage.getItem(k) || '').includes('long lunch')", arg=STORED.format("expiry-demo")
-    )
+    page.wait_for_function("k => (localStorage.getItem(k) || '').includes('long lunch')", arg=_key(page))
 
     web.clock.advance(timedelta(minutes=31))  # past the 30 minutes a session may sit idle
     page.locator("#save").click()
@@ -185,7 +186,7 @@ def test_an_expired_session_loses_no_text(web: WebServer, seeded: None, console:
     page.locator("#save").click()
     expect(page.locator("#done")).to_have_text("Saved version 2.")
     assert drafts.get(web.settings, "expiry-demo").fields["body"] == "Text typed before a long lunch."
-    assert _kept(page, "expiry-demo") == ""
+    assert _kept(page) == ""
 
 
 def test_a_refused_save_shows_the_error_and_a_lost_one_comes_back(
@@ -209,9 +210,7 @@ def test_a_refused_save_shows_the_error_and_a_lost_one_comes_back(
     # Never reached the server (the network dropped): the next visit offers the text back.
     page.locator("#send_zone").fill("America/New_York")
     page.locator("#body").fill("Words worth keeping, take two.")
-    page.wait_for_function(
-        "k => (localStorage.getItem(k) || '').includes('take two')", arg=STORED.format("failing-demo")
-    )
+    page.wait_for_function("k => (localStorage.getItem(k) || '').includes('take two')", arg=_key(page))
 
     def drop(route: Any) -> None:
         if route.request.method == "POST":
@@ -289,3 +288,32 @@ def test_without_javascript_saving_shows_the_preview_and_the_counts_come_from_th
         assert directive in policy
     assert answer.headers["x-frame-options"] == "SAMEORIGIN"
     assert client.get("/admin/newsletters/no-script/preview?version=9").status_code == 404
+
+
+def test_a_long_issue_saves_and_a_form_from_an_earlier_session_gives_its_text_back(
+    web: WebServer, seeded: None
+) -> None:
+    _draft(web, "long-demo")
+    client = editor_client(web, "lou.long@clinic.example")
+    token = csrf_token(client.get("/admin/newsletters/long-demo").text)
+    # ~95,000 characters, many of them 2- and 4-byte UTF-8: far past the 8 KB of other forms.
+    body = "Étirements et hanches 🏃 — " * 3_500
+    form = {"csrf_token": token, "expected_version": "1", "body": body, "topics": "clinic-news", "send_mode": "now"}
+    saved = client.post("/admin/newsletters/long-demo", data=form)
+    assert saved.status_code == 303, saved.text[:300]
+    assert drafts.get(web.settings, "long-demo").fields["body"] == body
+
+    too_long = client.post("/admin/newsletters/long-demo", data={**form, "expected_version": "2", "body": body * 2})
+    assert too_long.status_code == 400 and "body" in too_long.text  # refused by name, the text in the form
+    assert body[:200] in too_long.text
+    huge = client.post("/admin/newsletters/long-demo", data={**form, "body": "x" * 3_000_000})
+    assert huge.status_code == 413  # the composer's own cap (web/body_guard.py), still a cap
+
+    assert client.post("/admin/logout", data={"csrf_token": token}).status_code == 303
+    assert log_in(client, "lou.long@clinic.example").status_code == 303  # a new session, a new token
+    stale = client.post(
+        "/admin/newsletters/long-demo", data={**form, "expected_version": "2", "body": "Kept <b>me</b>"}
+    )
+    assert stale.status_code == 403 and "Form expired" in stale.text
+    assert "Kept &lt;b&gt;me&lt;/b&gt;" in stale.text
+    assert drafts.get(web.settings, "long-demo").version == 2

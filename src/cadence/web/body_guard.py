@@ -9,7 +9,8 @@ them first, as one-line 4xx replies:
 
 - **413** when ``Content-Length`` or the bytes actually received pass the limit for the path:
   :data:`FORM_LIMIT` for pages and the API (the largest honest signup is under 1 KB),
-  :data:`WEBHOOK_LIMIT` for ``/webhooks/*`` (a provider's bounce can quote the message);
+  :data:`WEBHOOK_LIMIT` for ``/webhooks/*`` (a provider's bounce can quote the message),
+  :data:`COMPOSER_LIMIT` for the console's newsletter composer (a whole issue's text);
 - nothing at all when the client disconnects before its body is complete: the part that
   arrived is never handed to the app as if it were the whole request (what Starlette's own
   ``ClientDisconnect`` guarantees, and this replay must keep);
@@ -37,6 +38,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 FORM_LIMIT = 8 * 1024
 WEBHOOK_LIMIT = 1024 * 1024
+# The console's newsletter composer posts a whole issue: a Markdown body of up to 100,000
+# characters (operations/newsletter_drafts), percent-encoded, up to 12 bytes each (a 4-byte
+# UTF-8 character as %XX%XX%XX%XX). Under the 8 KB of the other forms a long issue could never
+# be saved (a 413 for text the operation would accept).
+COMPOSER_LIMIT = 2 * 1024 * 1024
 MAX_DEPTH = 32
 _JSON_PATHS = ("/api/", "/webhooks/")
 
@@ -50,6 +56,8 @@ class ClientGone(Exception):
 
 
 def body_limit(path: str) -> int:
+    if path.startswith("/admin/newsletters"):
+        return COMPOSER_LIMIT
     return WEBHOOK_LIMIT if path.startswith("/webhooks/") else FORM_LIMIT
 
 

@@ -47,7 +47,8 @@ def install(app: FastAPI, settings: Settings) -> None:
         if request.method in ("GET", "HEAD"):
             return redirect("/admin/login")
         if request.url.path.startswith("/admin/newsletters"):
-            return await composer.expired_page(request)
+            reason = "Your session ended before this could be saved, so nothing was saved."
+            return await composer.expired_page(request, title="Please log in again", reason=reason)
         return page(
             request,
             "message.html",
@@ -76,6 +77,9 @@ def install(app: FastAPI, settings: Settings) -> None:
     @app.exception_handler(ConsoleCsrfError)
     async def csrf_failed(request: Request, exc: ConsoleCsrfError) -> Response:
         log.info("console: CSRF check failed for %s: %s", redact_path(request.url.path), exc)
+        if request.method == "POST" and request.url.path.startswith("/admin/newsletters"):
+            reason = "This form is from an earlier session (you logged in again since), so nothing was saved."
+            return await composer.expired_page(request, title="Form expired", reason=reason)
         me = identity_of(request, get_state(request))
         message = "This form has expired or did not come from this console. Go back, reload the page and try again."
         return page(request, "message.html", {"title": "Form expired", "message": message}, me=me, status=403)

@@ -35,10 +35,10 @@ from cadence.operations import newsletter_drafts as drafts
 from cadence.operations.newsletter_drafts import StoredDraft
 from cadence.operations.staff_accounts import StaffIdentity
 from cadence.web.console import composer_form as forms
-from cadence.web.console.auth import Editor, Viewer
+from cadence.web.console.auth import Editor, Viewer, identity_of
 from cadence.web.console.render import done_redirect, done_text, page
 from cadence.web.security import CSP
-from cadence.web.state import State, WebState
+from cadence.web.state import State, WebState, get_state
 from cadence.web.tracking import style_hashes
 
 router = APIRouter(prefix="/admin", include_in_schema=False)
@@ -348,12 +348,14 @@ def schedule(request: Request, state: State, me: Editor, draft_id: DraftId, fiel
     return done_redirect(f"/admin/newsletters/{draft_id}", me, sentence)
 
 
-async def expired_page(request: Request) -> Response:
-    """A composer POST after the session ended: 403, and the text it carried shown back (escaped,
-    read-only) so that nothing typed is lost even without JavaScript."""
+async def expired_page(request: Request, *, title: str, reason: str) -> Response:
+    """A composer POST that cannot be carried out (the session ended, or its form's token is
+    from an older session): 403, and the text it carried shown back (escaped, read-only), so
+    nothing typed is lost even without JavaScript."""
     fields = forms.fields_of(await request.form())
     kept = [(label, forms.one(fields, name)) for name, label in _KEPT if forms.one(fields, name)]
-    return page(request, "expired.html", {"kept": kept}, status=403)
+    me = identity_of(request, get_state(request))
+    return page(request, "expired.html", {"title": title, "reason": reason, "kept": kept}, me=me, status=403)
 
 
 _KEPT = (("new_id", "Short name"), ("subject", "Subject"), ("preheader", "Preheader"), ("body", "Body"))

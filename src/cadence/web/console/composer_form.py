@@ -41,7 +41,6 @@ _LISTS = {"in", "not_in"}
 _NUMBERS = {"gt", "gte", "lt", "lte", "within_weeks"}
 # Controls the composer posts that are not part of the newsletter.
 _NOT_CONTENT = {"csrf_token", "expected_version", "draft_id", "test_to"}
-MAX_FIELD = 100_000  # a Markdown body of a long issue fits many times over
 
 
 def fields_of(form: FormData) -> Fields:
@@ -49,7 +48,8 @@ def fields_of(form: FormData) -> Fields:
     out: Fields = {}
     for name, value in form.multi_items():
         if isinstance(value, str) and len(name) <= 100:
-            out.setdefault(name, []).append(value[:MAX_FIELD])
+            # Never cut: too long a text is the operation's to refuse, by name, with the text kept.
+            out.setdefault(name, []).append(value)
     return out
 
 
