@@ -317,3 +317,28 @@ def test_a_long_issue_saves_and_a_form_from_an_earlier_session_gives_its_text_ba
     assert stale.status_code == 403 and "Form expired" in stale.text
     assert "Kept &lt;b&gt;me&lt;/b&gt;" in stale.text
     assert drafts.get(web.settings, "long-demo").version == 2
+
+
+def test_scheduling_needs_a_chosen_send_time_not_an_empty_day(web: WebServer, seeded: None) -> None:
+    _draft(web, "when-demo")
+    client = editor_client(web, "wes.when@clinic.example")
+    token = csrf_token(client.get("/admin/newsletters/when-demo").text)
+    form = {
+        "csrf_token": token,
+        "expected_version": "1",
+        "subject": "About when-demo",
+        "preheader": "A short note from the clinic",
+        "body": "The first text.",
+        "topics": "clinic-news",
+        "send_mode": "local",
+        "send_local": "",
+    }
+    refused = client.post("/admin/newsletters/when-demo/schedule", data=form)
+    assert refused.status_code == 400 and "give the date and time" in refused.text
+    assert drafts.get(web.settings, "when-demo").state == "draft"
+    scheduled = client.post("/admin/newsletters/when-demo/schedule", data={**form, "send_local": "2026-12-08T09:00"})
+    assert scheduled.status_code == 303, scheduled.text[:500]
+    shown = client.get(scheduled.headers["location"]).text
+    assert "is scheduled for 5 reader(s), sending at 2026-12-08 09:00 local" in shown
+    assert drafts.get(web.settings, "when-demo").state == "scheduled"
+    assert 'id="save"' not in shown  # locked: read-only from now on

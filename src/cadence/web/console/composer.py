@@ -43,9 +43,9 @@ from cadence.web.tracking import style_hashes
 
 router = APIRouter(prefix="/admin", include_in_schema=False)
 DraftId = Annotated[str, Path(max_length=100)]
-BASED_ON = "lower-back-pain"
+BASED_ON = "lower-back-pain"  # the drip whose sender, links and segments a new draft uses
 # Paths under /admin/newsletters/ that are not a draft's name (their routes come first).
-_RESERVED = frozenset({"new", "preview", "count"})  # the drip whose sender, links and segments a new draft uses
+_RESERVED = frozenset({"new", "preview", "count"})
 
 
 async def _posted(request: Request) -> forms.Fields:
@@ -132,8 +132,8 @@ def _refused(
     exc: CadenceError,
 ) -> Response:
     """The page again after a refused save or action: the error, and the posted text kept."""
-    if isinstance(exc, drafts.VersionConflict):
-        current = drafts.get(state.settings, draft.id if draft is not None else "")
+    current = _stored_or_none(state, exc.newsletter_id) if isinstance(exc, drafts.VersionConflict) else None
+    if current is not None:
         conflict = {"version": current.version, "by": current.updated_by, "document": current.fields}
         # The form now names their version: saving again is a deliberate "mine replaces theirs".
         return _composer(
@@ -338,6 +338,10 @@ def send_test(request: Request, state: State, me: Editor, draft_id: DraftId, fie
 def schedule(request: Request, state: State, me: Editor, draft_id: DraftId, fields: Posted) -> Response:
     """Save, then schedule the saved version (its text is locked) at the send time it names."""
     try:
+        if not forms.send_time_chosen(fields):
+            # Without a send time the operation would send at once: that must be chosen, not
+            # fallen into by a day left empty.
+            raise InputError("send time: give the date and time, or choose “as soon as it is scheduled”")
         saved = _save(state, me, draft_id, fields)
         done = drafts.schedule(
             state.settings, draft_id, expected_version=saved.version, actor=me.actor, now=state.now()

@@ -39,8 +39,6 @@ OPS = (
 _NO_VALUE = {"exists", "missing", "truthy", "falsy"}
 _LISTS = {"in", "not_in"}
 _NUMBERS = {"gt", "gte", "lt", "lte", "within_weeks"}
-# Controls the composer posts that are not part of the newsletter.
-_NOT_CONTENT = {"csrf_token", "expected_version", "draft_id", "test_to"}
 
 
 def fields_of(form: FormData) -> Fields:
@@ -181,5 +179,6 @@ def rule_rows(fields: Mapping[str, list[str]]) -> int:
     return max(RULE_ROWS, len(given) + 1)
 
 
-def content_fields(fields: Mapping[str, list[str]]) -> Fields:
-    return {k: v for k, v in fields.items() if k not in _NOT_CONTENT}
+def send_time_chosen(fields: Mapping[str, list[str]]) -> bool:
+    """The form names a send time: "now", or a mode with its date and time filled in."""
+    return bool(_send_at(fields))
