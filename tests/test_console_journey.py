@@ -131,6 +131,8 @@ def test_an_editor_composes_tests_and_schedules_and_a_worker_sends_it_to_race_tr
 
             page.get_by_role("link", name="Dashboard").click()
             expect(page.locator("#sent-total")).to_have_text("4")
+            page.get_by_role("link", name="Campaigns").click()
+            expect(page.get_by_role("link", name=f"{NAME} in the composer")).to_be_visible()
             page.goto(web.url(f"/admin/campaigns/{NAME}"))
             results = page.locator("#results").inner_text()
             assert "trail+race" in results and "everyday+race" in results
