@@ -342,3 +342,22 @@ def test_scheduling_needs_a_chosen_send_time_not_an_empty_day(web: WebServer, se
     assert "is scheduled for 5 reader(s), sending at 2026-12-08 09:00 local" in shown
     assert drafts.get(web.settings, "when-demo").state == "scheduled"
     assert 'id="save"' not in shown  # locked: read-only from now on
+
+
+def test_a_save_keeps_the_fields_the_composer_does_not_show(web: WebServer, seeded: None) -> None:
+    fields = {
+        "based_on": "lower-back-pain",
+        "name": "Race week, December",
+        "issue_date": "December 2026",
+        "cta": {"url": "https://precisionbodywork.example/book", "label": "Book a visit"},
+        "subject": "Set by the API",
+        "audience": {"topics": ["clinic-news"]},
+    }
+    drafts.create(web.settings, "api-made", fields, actor="token:test", now=web.clock.now())
+    client = editor_client(web, "kim.keeps@clinic.example")
+    token = csrf_token(client.get("/admin/newsletters/api-made").text)
+    form = {"csrf_token": token, "expected_version": "1", "based_on": "lower-back-pain", "subject": "Edited here"}
+    assert client.post("/admin/newsletters/api-made", data={**form, "topics": "clinic-news"}).status_code == 303
+    saved = drafts.get(web.settings, "api-made").fields
+    assert saved["subject"] == "Edited here"
+    assert (saved["name"], saved["issue_date"], saved["cta"]) == (fields["name"], fields["issue_date"], fields["cta"])

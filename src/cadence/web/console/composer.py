@@ -60,10 +60,13 @@ Posted = Annotated[forms.Fields, Depends(_posted)]
 # ---------------------------------------------------------------------------- the page
 
 
-def _options(state: WebState) -> dict[str, Any]:
+def _options(state: WebState, based_on: str) -> dict[str, Any]:
     """What the audience builder offers: the sender's topics, the drip's segments, the
     attributes its rules read (a datalist: any attribute may be typed) and the rule tests."""
-    campaign = state.runtime.catalog.get(BASED_ON)
+    try:
+        campaign = state.runtime.catalog.get(based_on)
+    except CadenceError:  # the drip's file is gone or broken: saving names the problem
+        campaign = state.runtime.catalog.get(BASED_ON)
     attributes: dict[str, None] = {}
     for segment in campaign.segments:
         for rule in segment.rules:
@@ -106,7 +109,7 @@ def _composer(
         "saved_by": draft.updated_by if draft is not None else "",
         "state": draft.state if draft is not None else "",
         "form": fields,
-        "options": _options(state),
+        "options": _options(state, forms.one(fields, "based_on") or BASED_ON),
         "rule_rows": forms.rule_rows(fields),
         "editable": editable,
         "clean": clean,
@@ -294,7 +297,8 @@ def _save(state: WebState, me: StaffIdentity, draft_id: str, fields: forms.Field
     """Store the posted text as the next version of `draft_id` (VersionConflict if the version
     the form was based on is no longer the current one)."""
     expected = forms.one(fields, "expected_version")
-    document = forms.document_from_fields(fields, BASED_ON)
+    stored = _stored_or_none(state, draft_id)
+    document = forms.merged(stored.fields if stored else None, forms.document_from_fields(fields, BASED_ON))
     return drafts.update(
         state.settings,
         draft_id,

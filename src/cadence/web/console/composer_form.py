@@ -56,10 +56,16 @@ def one(fields: Mapping[str, list[str]], name: str) -> str:
     return values[0].strip()
 
 
-def document_from_fields(fields: Mapping[str, list[str]], based_on: str) -> dict[str, Any]:
+# The fields the composer shows and edits; others a draft may have (name, issue_date, timezone,
+# cta: set through the staff API) are carried over unchanged by a save (see `merged`).
+FORM_FIELDS = frozenset({"based_on", "subject", "preheader", "body", "audience", "send_at"})
+
+
+def document_from_fields(fields: Mapping[str, list[str]], default_based_on: str) -> dict[str, Any]:
     """The newsletter document the form describes (a file's fields less ``kind`` and ``id``:
     a draft's name is given apart). Empty controls are left out, so the validation names what
     is missing rather than a blank it was given."""
+    based_on = one(fields, "based_on") or default_based_on
     doc: dict[str, Any] = {"based_on": based_on}
     for name in ("subject", "preheader"):
         if one(fields, name):
@@ -137,9 +143,16 @@ def _send_at(fields: Mapping[str, list[str]]) -> str:
     return ""
 
 
+def merged(stored: Mapping[str, Any] | None, edited: Mapping[str, Any]) -> dict[str, Any]:
+    """`edited` (from the form) over the stored fields the form does not show. An update
+    replaces every field, so without this a save from the composer would drop them."""
+    kept = {k: v for k, v in (stored or {}).items() if k not in FORM_FIELDS}
+    return {**kept, **edited}
+
+
 def fields_from_document(doc: Mapping[str, Any]) -> Fields:
     """The form showing a stored document."""
-    fields: Fields = {name: [str(doc.get(name) or "")] for name in ("subject", "preheader", "body")}
+    fields: Fields = {name: [str(doc.get(name) or "")] for name in ("based_on", "subject", "preheader", "body")}
     audience = doc.get("audience") or {}
     fields["topics"] = [str(t) for t in audience.get("topics") or []]
     fields["tags"] = [", ".join(str(t) for t in audience.get("tags") or [])]
