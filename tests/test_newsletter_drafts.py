@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import threading
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ def complete(**changes: Any) -> dict[str, Any]:
         "subject": "April at the clinic",
         "preheader": "New evening hours, and a short routine for stiff hips after long runs.",
         "body": "## Evening hours\n\nWe now open until **8 pm** on Thursdays.\n\n- book online\n- or call us\n\n"
-    "Text, not code: [[ subscriber.email ]]",
+        "Text, not code: [[ subscriber.email ]]",
         "audience": {"topics": ["clinic-news"]},
         "send_at": "now",
     }
@@ -287,3 +288,31 @@ def test_a_test_send_of_a_stored_draft_goes_through_the_transport_and_is_never_c
     message = email.message_from_bytes(new[0].read_bytes())
     assert message["Subject"] == "[TEST] April at the clinic" and "me@example.org" in message["To"]
     assert rows(settings, NAME) == {}  # no ledger row
+
+
+def test_two_editors_saving_the_same_version_at_once_one_wins_and_the_other_is_told(
+    tmp_path: Path, database_url: str
+) -> None:
+    settings, _ = setup(tmp_path, database_url)
+    drafts.create(settings, NAME, complete(), actor=ACTOR, now=NOW)
+    barrier = threading.Barrier(2)
+    outcomes: dict[str, object] = {}
+
+    def save(who: str) -> None:
+        barrier.wait()
+        try:
+            outcomes[who] = drafts.update(
+                settings, NAME, complete(subject=f"By {who}"), expected_version=1, actor=who, now=NOW
+            ).version
+        except drafts.VersionConflict as exc:
+            outcomes[who] = exc
+
+    threads = [threading.Thread(target=save, args=(who,)) for who in ("user:a", "user:b")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert sorted(type(o).__name__ for o in outcomes.values()) == ["VersionConflict", "int"], outcomes
+    winner = next(who for who, o in outcomes.items() if o == 2)
+    assert drafts.get(settings, NAME).fields["subject"] == f"By {winner}"
+    assert [v.version for v in drafts.history(settings, NAME)] == [2, 1]

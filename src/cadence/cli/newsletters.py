@@ -30,6 +30,9 @@ AsJson = Annotated[bool, typer.Option("--json", help="Print the answer as JSON (
 
 
 def register(app: typer.Typer) -> None:
+    from cadence.cli.newsletter_drafts import drafts_app  # stored newsletters (API, console)
+
+    newsletters_app.add_typer(drafts_app, name="drafts")
     app.add_typer(newsletters_app, name="newsletters")
 
 

@@ -24,6 +24,7 @@ files and drip campaigns (the ledger's ``campaign_id``): a taken name is :class:
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -33,8 +34,9 @@ from jinja2 import FileSystemLoader
 
 from cadence.authoring import DEFAULT_SAMPLE_SUBSCRIBERS, validate_campaign
 from cadence.config import Settings
+from cadence.core.campaign import Campaign
 from cadence.core.message import Address
-from cadence.core.newsletter import effective_state
+from cadence.core.newsletter import Newsletter, effective_state
 from cadence.core.newsletter_draft import (
     DraftInvalid,
     DraftLocked,
@@ -53,7 +55,7 @@ from cadence.db.audit import record_audit
 from cadence.db.draft_models import NewsletterDraft, NewsletterDraftVersion
 from cadence.db.session import transaction
 from cadence.errors import CampaignError, NotFound
-from cadence.newsletter_content import EVERYONE, newsletter_loader
+from cadence.newsletter_content import EVERYONE, newsletter_loader, render_campaign
 from cadence.newsletter_files import NEWSLETTERS_FOLDER, referenced_campaigns
 from cadence.newsletter_sending import build_copy
 from cadence.operations import newsletters
@@ -458,16 +460,36 @@ def _version(row: NewsletterDraftVersion) -> DraftVersion:
 
 
 _RENDERERS: dict[str, Renderer] = {}  # per templates directory: the compiled layout is reused
+_REFERENCES: dict[tuple[Any, ...], tuple[float, Campaign, Campaign]] = {}
+REFERENCES_FOR_SECONDS = 2.0  # as Renderer re-checks its templates every few seconds (core/render.py)
 
 
-def _loaded(settings: Settings, newsletter: Any, now: datetime) -> newsletters.Loaded:
-    """As newsletters.loaded_from, with one renderer per templates directory kept between calls:
-    a composer previews on every keystroke, and the layout's templates (and the MJML of an
-    unchanged text) need not be compiled again each time (Renderer checks its cache entries
-    against the files' mtimes, core/render.py)."""
-    loaded = newsletters.loaded_from(settings, newsletter, now)
-    key = str(settings.templates_dir)
-    renderer = _RENDERERS.get(key)
+def _loaded(settings: Settings, newsletter: Newsletter, now: datetime) -> newsletters.Loaded:
+    """As :func:`cadence.operations.newsletters.loaded_from`, made for a composer that previews
+    on every keystroke: one renderer per templates directory is kept between calls (the layout's
+    compiled templates are reused; Renderer checks them against the files), and the drips the
+    newsletter refers to are read again at most every REFERENCES_FOR_SECONDS (parsing the
+    campaign's YAML was half of a preview's time: measured with cProfile, bench/draft_preview.py)."""
+    audience = newsletter.audience
+    key = (
+        str(settings.campaigns_dir),
+        str(settings.templates_dir),
+        newsletter.id,
+        newsletter.based_on,
+        audience.segments_campaign,
+        audience.segments,
+    )
+    clock = time.monotonic()
+    cached = _REFERENCES.get(key)
+    if cached is not None and clock - cached[0] < REFERENCES_FOR_SECONDS:
+        based_on, counted = cached[1], cached[2]
+    else:
+        based_on, counted = referenced_campaigns(newsletter, settings.campaigns_dir, settings.templates_dir)
+        if len(_REFERENCES) > 256:
+            _REFERENCES.clear()
+        _REFERENCES[key] = (clock, based_on, counted)
+    folder = str(settings.templates_dir)
+    renderer = _RENDERERS.get(folder)
     if renderer is None:
-        renderer = _RENDERERS.setdefault(key, Renderer(newsletter_loader(FileSystemLoader(key))))
-    return newsletters.Loaded(loaded.newsletter, loaded.counted, loaded.campaign, renderer)
+        renderer = _RENDERERS.setdefault(folder, Renderer(newsletter_loader(FileSystemLoader(folder))))
+    return newsletters.Loaded(newsletter, counted, render_campaign(newsletter, based_on, now), renderer)

@@ -452,7 +452,7 @@ def status(settings: Settings, name: str) -> dict[str, Any]:
     with transaction(settings.database_url) as session:
         row = session.get(NewsletterRow, name)
         if row is None:
-            find(settings, name)  # NotFound if there is no such file or stored draft either
+            find(settings, name, session=session)  # NotFound if there is no such file or stored draft either
             return {"id": name, "state": "draft", "recipients": 0}
         counts = store.copy_counts(session, [name]).get(name, {})
         state = _state_of(row, counts)

@@ -1,0 +1,55 @@
+"""``cadence newsletters drafts ...`` through the installed command: save (create, then a new
+version), a stale version and a wrong field as one error line with exit status 1, history, and a
+stored newsletter scheduled and followed by the usual ``cadence newsletters`` commands by name."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.test_cli import cadence, one_error_line
+from tests.test_newsletters_cli import deliveries, env, sink  # noqa: F401 - the module's fixtures
+
+FIELDS = """based_on: lower-back-pain
+subject: April at the clinic
+preheader: New evening hours, and a short routine for stiff hips after long runs.
+body: |
+  ## Evening hours
+
+  We now open until **8 pm** on Thursdays.
+send_at: now
+"""
+
+
+def test_a_stored_newsletter_saved_versioned_and_scheduled_from_the_command_line(
+    env: dict[str, str],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    fields = tmp_path / "april.yaml"
+    fields.write_text(FIELDS)
+    saved = cadence(env, "newsletters", "drafts", "save", "april-cli", str(fields))
+    assert saved.status == 0 and "version 1" in saved.out and "audience" in saved.out, saved
+
+    fields.write_text(FIELDS + "audience:\n  topics: [clinic-news]\n  rules: [{attribute: terrain, op: like}]\n")
+    bad = cadence(env, "newsletters", "drafts", "save", "april-cli", str(fields), "--version", "1")
+    assert bad.status == 1 and "audience.rules.0.op" in one_error_line(bad)
+    fields.write_text(FIELDS + "audience:\n  topics: [clinic-news]\n")
+    assert cadence(env, "newsletters", "drafts", "save", "april-cli", str(fields), "--version", "1").status == 0
+    stale = cadence(env, "newsletters", "drafts", "save", "april-cli", str(fields), "--version", "1")
+    assert stale.status == 1 and "is at version 2, not 1" in one_error_line(stale)
+    missing = cadence(env, "newsletters", "drafts", "save", "x", str(tmp_path / "nope.yaml"))
+    assert missing.status == 1 and "no such file" in one_error_line(missing)
+
+    history = json.loads(cadence(env, "newsletters", "drafts", "history", "april-cli", "--json").out)
+    assert [v["version"] for v in history] == [2, 1]
+    listed = cadence(env, "newsletters", "drafts", "list").out
+    assert "april-cli" in listed and "yes" in listed
+
+    before = deliveries(env)
+    scheduled = cadence(env, "newsletters", "schedule", "april-cli")
+    assert scheduled.status == 0, scheduled
+    assert deliveries(env) == before + 4  # the four readers of the clinic news
+    shown = json.loads(cadence(env, "newsletters", "drafts", "show", "april-cli").out)
+    assert (shown["state"], shown["locked"]) == ("scheduled", True)
+    locked = cadence(env, "newsletters", "drafts", "delete", "april-cli", "--version", "2")
+    assert locked.status == 1 and "is scheduled" in one_error_line(locked)
