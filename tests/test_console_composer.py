@@ -145,7 +145,7 @@ def test_a_version_conflict_shows_both_versions_and_keeps_the_text(
             "csrf_token": csrf_token(form),
             "expected_version": "1",
             "subject": "Bea's subject",
-            "body": "Bea's text.",
+            "body": "Bea's text. <script>alert('bea')</script>",
             "topics": "clinic-news",
             "send_mode": "now",
         },
@@ -154,16 +154,21 @@ def test_a_version_conflict_shows_both_versions_and_keeps_the_text(
 
     page.locator("#save").click()
     expect(page.locator("#conflict")).to_be_visible()
-    assert page.locator("#theirs-body").inner_text() == "Bea's text."
+    assert page.locator("#theirs-body").inner_text() == "Bea's text. <script>alert('bea')</script>"
     assert page.locator("#theirs-subject").inner_text() == "Bea's subject"
     assert page.locator("#yours-body").inner_text() == "Ada's careful text."
     assert page.locator("#body").input_value() == "Ada's careful text."
-    assert drafts.get(web.settings, "conflict-demo").fields["body"] == "Bea's text."  # nothing overwritten
+    assert drafts.get(web.settings, "conflict-demo").fields["body"].startswith("Bea's text.")  # not overwritten
+    console.accessible(axe_script())
 
     page.locator("#save").click()  # having seen theirs: hers replaces it, as version 3
     expect(page.locator("#done")).to_have_text("Saved version 3.")
     assert drafts.get(web.settings, "conflict-demo").fields["body"] == "Ada's careful text."
     assert _kept(page) == ""
+    page.get_by_role("link", name="All newsletters").click()
+    expect(page.locator("#draft-conflict-demo")).to_contain_text("ada.editor@clinic.example")
+    console.accessible(axe_script())
+    assert console.dialogs == [] and console.csp == []
 
 
 def test_an_expired_session_loses_no_text(web: WebServer, seeded: None, console: Console) -> None:
@@ -273,6 +278,10 @@ def test_without_javascript_saving_shows_the_preview_and_the_counts_come_from_th
         page.locator("#count-button").click()
         expect(page.locator("#count-total")).to_have_text("3")
         assert page.locator("#body").input_value() == "Hello **you**."  # the text came back with the counts
+        with context.expect_page() as opened:
+            page.locator("#preview-button").click()  # the unsaved text, in a tab of its own
+        expect(opened.value.locator("body")).to_contain_text("Hello you.")
+        opened.value.close()
         page.locator("#save").click()
         expect(page.locator("#done")).to_have_text("Saved no-script, version 1.")
         frame = page.frame_locator('iframe[data-preview="desktop"]')
