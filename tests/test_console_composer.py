@@ -27,7 +27,7 @@ from tests.support.composer import (
     for_race_trainees,
     readers,
 )
-from tests.support.console import CHROMIUM, CHROMIUM_ARGS, Console, log_in
+from tests.support.console import CHROMIUM, CHROMIUM_ARGS, PASSWORD, Console, log_in, new_user, set_password
 from tests.support.services import unavailable
 from tests.support.web import WebServer, csrf_token
 
@@ -184,9 +184,13 @@ def test_an_expired_session_loses_no_text(web: WebServer, seeded: None, console:
     expect(page.locator("#expired")).to_contain_text("Text typed before a long lunch.")  # shown back
     assert drafts.get(web.settings, "expiry-demo").version == 1
 
-    browser_login(page, web, "eve.editor@clinic.example", "editor", new=False)
-    page.goto(web.url("/admin/newsletters/expiry-demo"))
-    expect(page.locator("#restored")).to_be_visible()  # this browser kept it
+    page.locator("#log-in-again").click()  # ... and back to the draft, where this browser kept it
+    expect(page.locator("#return-to")).to_be_visible()
+    page.get_by_label("Email address").fill("eve.editor@clinic.example")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    expect(page.locator("#restored")).to_be_visible()
+    assert page.url == web.url("/admin/newsletters/expiry-demo")
     assert page.locator("#body").input_value() == "Text typed before a long lunch."
     page.locator("#save").click()
     expect(page.locator("#done")).to_have_text("Saved version 2.")
@@ -370,3 +374,30 @@ def test_a_save_keeps_the_fields_the_composer_does_not_show(web: WebServer, seed
     saved = drafts.get(web.settings, "api-made").fields
     assert saved["subject"] == "Edited here"
     assert (saved["name"], saved["issue_date"], saved["cta"]) == (fields["name"], fields["issue_date"], fields["cta"])
+
+
+def test_a_login_leads_back_only_to_a_composer_page(web: WebServer, seeded: None) -> None:
+    for n, (asked, lands) in enumerate(
+        [
+            ("/admin/newsletters/some-draft", "/admin/newsletters/some-draft"),
+            ("/admin/newsletters/new", "/admin/newsletters/new"),
+            ("https://evil.example/admin/newsletters", "/admin"),
+            ("//evil.example/admin/newsletters/x", "/admin"),
+            ("/admin/newsletters/../users", "/admin"),
+            ("/admin/newsletters/x\\evil", "/admin"),
+        ]
+    ):
+        email = f"olga{n}.open@clinic.example"  # one account each: the login limit counts per account
+        with web.client() as client:
+            set_password(client, new_user(web, email, "editor"))
+            form = client.get("/admin/login", params={"next": asked})
+            answer = client.post(
+                "/admin/login",
+                data={
+                    "csrf_token": csrf_token(form.text),
+                    "email": email,
+                    "password": PASSWORD,
+                    "next": asked,
+                },
+            )
+            assert (answer.status_code, answer.headers["location"]) == (303, lands), asked

@@ -36,6 +36,7 @@ from cadence.operations.newsletter_drafts import StoredDraft
 from cadence.operations.staff_accounts import StaffIdentity
 from cadence.web.console import composer_form as forms
 from cadence.web.console.auth import Editor, Viewer, identity_of
+from cadence.web.console.login import return_to
 from cadence.web.console.render import done_redirect, done_text, page
 from cadence.web.security import CSP
 from cadence.web.state import State, WebState, get_state
@@ -363,7 +364,10 @@ async def expired_page(request: Request, *, title: str, reason: str) -> Response
     fields = forms.fields_of(await request.form())
     kept = [(label, forms.one(fields, name)) for name, label in _KEPT if forms.one(fields, name)]
     me = identity_of(request, get_state(request))
-    return page(request, "expired.html", {"title": title, "reason": reason, "kept": kept}, me=me, status=403)
+    # Logging in again leads back to the draft (login.return_to), where composer.js offers the text.
+    back = return_to(f"/admin/newsletters/{forms.one(fields, 'draft_id') or 'new'}")
+    context = {"title": title, "reason": reason, "kept": kept, "back": back}
+    return page(request, "expired.html", context, me=me, status=403)
 
 
 _KEPT = (("new_id", "Short name"), ("subject", "Subject"), ("preheader", "Preheader"), ("body", "Body"))
