@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import email
 import email.policy
+import re
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
+import pyotp
 import pytest
 from playwright.sync_api import expect
 
@@ -401,3 +403,33 @@ def test_a_login_leads_back_only_to_a_composer_page(web: WebServer, seeded: None
                 },
             )
             assert (answer.status_code, answer.headers["location"]) == (303, lands), asked
+
+
+def test_with_a_code_app_the_login_still_leads_back_to_the_draft(web: WebServer, seeded: None) -> None:
+    client = editor_client(web, "tia.totp@clinic.example")
+    page = client.get("/admin/account").text
+    secret = re.search(r'id="totp-secret">([A-Z2-7]+)<', page).group(1)  # type: ignore[union-attr]
+    totp = pyotp.TOTP(secret)
+    now = web.clock.now()
+    form = {"csrf_token": csrf_token(page), "secret": secret, "code": totp.at(now), "current_password": PASSWORD}
+    assert client.post("/admin/account/totp", data=form).status_code == 303
+    fresh = web.client()
+    login = fresh.get("/admin/login", params={"next": "/admin/newsletters/a-draft"}).text
+    first = fresh.post(
+        "/admin/login",
+        data={
+            "csrf_token": csrf_token(login),
+            "email": "tia.totp@clinic.example",
+            "password": PASSWORD,
+            "next": "/admin/newsletters/a-draft",
+        },
+    )
+    assert first.headers["location"] == "/admin/login/code?next=/admin/newsletters/a-draft"
+    code_page = fresh.get(first.headers["location"]).text
+    assert 'name="next" value="/admin/newsletters/a-draft"' in code_page  # carried by the code form
+    later = totp.at(now + timedelta(seconds=30))
+    done = fresh.post(
+        "/admin/login/code",
+        data={"csrf_token": csrf_token(code_page), "code": later, "next": "/admin/newsletters/a-draft"},
+    )
+    assert done.headers["location"] == "/admin/newsletters/a-draft"
