@@ -182,6 +182,10 @@ def test_an_expired_session_loses_no_text(web: WebServer, seeded: None, console:
     page.wait_for_function("k => (localStorage.getItem(k) || '').includes('long lunch')", arg=_key(page))
 
     web.clock.advance(timedelta(minutes=31))  # past the 30 minutes a session may sit idle
+    other = console.context.new_page()  # the draft opened in another tab now: the login leads back
+    other.goto(web.url("/admin/newsletters/expiry-demo"))
+    assert other.url == web.url("/admin/login?next=/admin/newsletters/expiry-demo")
+    other.close()
     page.locator("#save").click()
     expect(page.locator("#expired")).to_contain_text("Text typed before a long lunch.")  # shown back
     assert drafts.get(web.settings, "expiry-demo").version == 1

@@ -144,7 +144,8 @@ def test_an_editor_composes_tests_and_schedules_and_a_worker_sends_it_to_race_tr
             assert stolen.get(f"/admin/newsletters/{NAME}").status_code == 200
             page.get_by_role("button", name="Log out").click()
             page.get_by_text("You are logged out").wait_for()
-            assert stolen.get(f"/admin/newsletters/{NAME}").headers.get("location") == "/admin/login"
+            refused = stolen.get(f"/admin/newsletters/{NAME}")
+            assert refused.headers.get("location") == f"/admin/login?next=/admin/newsletters/{NAME}"
             assert stolen.post(f"/admin/newsletters/{NAME}/schedule", data={"csrf_token": token}).status_code == 403
             assert console.dialogs == [] and console.csp == []
         finally:

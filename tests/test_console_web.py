@@ -135,7 +135,8 @@ def test_without_a_session_pages_send_to_login_and_actions_are_refused(web: WebS
         )
         answer = client.request(method, url, data={"csrf_token": token, "tag": "vip"} if method == "POST" else None)
         if method == "GET":
-            assert (answer.status_code, answer.headers.get("location")) == (303, "/admin/login"), url
+            # (a composer page adds ?next= to come back to: tests/test_console_composer.py)
+            assert (answer.status_code, answer.headers.get("location", "").split("?")[0]) == (303, "/admin/login"), url
         else:
             assert answer.status_code == 403, url
     with transaction(web.settings.database_url) as session:

@@ -20,6 +20,7 @@ applies unchanged; every page works without it.
 from __future__ import annotations
 
 import logging
+from urllib.parse import quote
 
 from fastapi import FastAPI, Request
 from starlette.responses import Response
@@ -27,6 +28,7 @@ from starlette.responses import Response
 from cadence.config import Settings
 from cadence.web.console import admin, campaigns, composer, login, pages
 from cadence.web.console.auth import ConsoleCsrf, ConsoleCsrfError, Forbidden, NotLoggedIn, identity_of
+from cadence.web.console.login import return_to
 from cadence.web.console.render import page, redact_setup_links, redirect
 from cadence.web.security import redact_path
 from cadence.web.state import get_state
@@ -45,7 +47,8 @@ def install(app: FastAPI, settings: Settings) -> None:
     @app.exception_handler(NotLoggedIn)
     async def not_logged_in(request: Request, exc: NotLoggedIn) -> Response:
         if request.method in ("GET", "HEAD"):
-            return redirect("/admin/login")
+            back = return_to(request.url.path)  # a composer page: back there after logging in
+            return redirect(f"/admin/login?next={quote(back, safe='/')}" if back else "/admin/login")
         if request.url.path.startswith("/admin/newsletters"):
             reason = "Your session ended before this could be saved, so nothing was saved."
             return await composer.expired_page(request, title="Please log in again", reason=reason)
