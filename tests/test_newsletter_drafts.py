@@ -139,9 +139,10 @@ def test_each_wrong_field_is_named_and_nothing_is_saved(tmp_path: Path, database
             drafts.update(settings, NAME, fields, expected_version=1, actor=ACTOR, now=NOW)
         assert field in [p.field for p in refused.value.problems], (field, refused.value.problems)
         assert str(refused.value).startswith(refused.value.problems[0].field)
-    with pytest.raises(drafts.DraftInvalid) as refused:
-        drafts.create(settings, "Bad Name!", complete(), actor=ACTOR, now=NOW)
-    assert [p.field for p in refused.value.problems] == ["id"]
+    for bad_name in ("Bad Name!", "drafts", "x" * 101):
+        with pytest.raises(drafts.DraftInvalid) as refused:
+            drafts.create(settings, bad_name, complete(), actor=ACTOR, now=NOW)
+        assert [p.field for p in refused.value.problems] == ["id"]
     assert counts(settings) == (1, 1)
     assert drafts.get(settings, NAME).version == 1
 

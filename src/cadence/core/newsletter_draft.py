@@ -32,6 +32,7 @@ from cadence.errors import CampaignError, InputError
 __all__ = [
     "EDITABLE_FIELDS",
     "MAX_BODY_CHARS",
+    "RESERVED_IDS",
     "DraftInvalid",
     "DraftLocked",
     "FieldProblem",
@@ -58,6 +59,9 @@ EDITABLE_FIELDS = (
 )
 MAX_BODY_CHARS = 100_000  # about 15,000 words: a newsletter, not a book; bounds what is stored per version
 _ID = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+# /api/admin/newsletters/drafts lists the stored newsletters: one named "drafts" could not be
+# reached at /api/admin/newsletters/{name} (web/staff_api_drafts.py).
+RESERVED_IDS = frozenset({"drafts"})
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 # What a preview or a live count shows for a field not written yet (or not valid yet).
 _PLACEHOLDERS: dict[str, Any] = {
@@ -119,6 +123,8 @@ def id_problems(newsletter_id: str) -> list[FieldProblem]:
     """What is wrong with a new newsletter's name (it becomes the ledger's campaign id)."""
     if not isinstance(newsletter_id, str) or not _ID.match(newsletter_id) or len(newsletter_id) > 100:
         return [FieldProblem("id", "use 1 to 100 lowercase letters, digits, - and _, starting with a letter or digit")]
+    if newsletter_id in RESERVED_IDS:
+        return [FieldProblem("id", f"{newsletter_id!r} is reserved (the staff API's own path); choose another")]
     return []
 
 
