@@ -121,6 +121,8 @@ def test_an_editor_composes_tests_and_schedules_and_a_worker_sends_it_to_race_tr
 
             page.locator("#schedule").click()
             expect(page.locator("#done")).to_contain_text(f"Newsletter {NAME} is scheduled for 4 reader(s)")
+            expect(page.locator("#read-only")).to_contain_text("its text is locked")  # editor or not
+            assert page.locator("#save, #schedule").count() == 0
             _wait_for(sink, 1 + 4, procs)
             sent_to = sorted(m.rcpt_tos[0] for m in sink.messages[1:])
             assert sent_to == [f"runner-race{i}@example.com" for i in range(4)]
