@@ -118,6 +118,15 @@ def test_hostile_text_is_kept_verbatim_and_previewed_escaped(web: WebServer, tok
     assert "&lt;img src=x onerror=alert(2)&gt;" in shown["html"]
 
 
+def test_an_issue_longer_than_a_form_is_saved(web: WebServer, tokens: dict[str, str]) -> None:
+    # The body guard's 8 KB form limit once applied here: no real issue could be saved.
+    body = "\n\n".join(f"Paragraph {n}: stretch your hips after long runs." for n in range(1500))
+    assert len(body) > 60_000
+    created = call(web, "POST", DRAFTS, tokens["write"], json={"id": "long-issue", "fields": {**FIELDS, "body": body}})
+    assert created.status_code == 201, created.text
+    assert call(web, "GET", f"{DRAFTS}/long-issue", tokens["read"]).json()["fields"]["body"] == body
+
+
 def test_live_preview_and_counts_without_saving(web: WebServer, tokens: dict[str, str]) -> None:
     reader = tokens["read"]
     half = {"fields": {"based_on": "lower-back-pain", "body": "# Draft in progress"}}

@@ -9,7 +9,8 @@ them first, as one-line 4xx replies:
 
 - **413** when ``Content-Length`` or the bytes actually received pass the limit for the path:
   :data:`FORM_LIMIT` for pages and the API (the largest honest signup is under 1 KB),
-  :data:`WEBHOOK_LIMIT` for ``/webhooks/*`` (a provider's bounce can quote the message);
+  :data:`WEBHOOK_LIMIT` for ``/webhooks/*`` (a provider's bounce can quote the message),
+  :data:`COMPOSER_LIMIT` for the console's newsletter composer (a whole issue's text);
 - nothing at all when the client disconnects before its body is complete: the part that
   arrived is never handed to the app as if it were the whole request (what Starlette's own
   ``ClientDisconnect`` guarantees, and this replay must keep);
@@ -41,6 +42,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 FORM_LIMIT = 8 * 1024
 WEBHOOK_LIMIT = 1024 * 1024
+# The console's newsletter composer posts a whole issue: a Markdown body of up to 100,000
+# characters (operations/newsletter_drafts), percent-encoded, up to 12 bytes each (a 4-byte
+# UTF-8 character as %XX%XX%XX%XX). Under the 8 KB of the other forms a long issue could never
+# be saved (a 413 for text the operation would accept).
+COMPOSER_LIMIT = 2 * 1024 * 1024
 MAX_DEPTH = 32
 _JSON_PATHS = ("/api/", "/webhooks/")
 
@@ -53,7 +59,14 @@ class ClientGone(Exception):
     """The client hung up before sending the body its headers announced."""
 
 
+# A newsletter's body is written in the composer or sent to the drafts API: an issue is easily
+# longer than a form's 8 KB, so both take the composer's limit.
+_NEWSLETTER_PATHS = ("/admin/newsletters", "/api/admin/newsletters", "/api/staff/newsletters")
+
+
 def body_limit(path: str) -> int:
+    if path.startswith(_NEWSLETTER_PATHS):
+        return COMPOSER_LIMIT
     return WEBHOOK_LIMIT if path.startswith("/webhooks/") else FORM_LIMIT
 
 

@@ -17,7 +17,7 @@ from fastapi import APIRouter, Form, Path, Request
 from starlette.responses import Response
 
 from cadence.errors import CadenceError, InputError, NotFound
-from cadence.operations import console_campaigns, lifecycle, newsletters
+from cadence.operations import console_campaigns, lifecycle, newsletter_drafts, newsletters
 from cadence.operations.staff_accounts import StaffIdentity
 from cadence.operations.test_sends import send_campaign_test
 from cadence.web.console.auth import Editor, Viewer
@@ -35,7 +35,9 @@ def _list_page(
     request: Request, state: WebState, me: StaffIdentity, *, done: str = "", error: str = "", status: int = 200
 ) -> Response:
     found = console_campaigns.campaign_list(state.settings)
-    return page(request, "campaigns.html", {"found": found, "done": done, "error": error}, me=me, status=status)
+    composed = {draft.id for draft in newsletter_drafts.list_drafts(state.settings)}  # written in the composer
+    context = {"found": found, "composed": composed, "done": done, "error": error}
+    return page(request, "campaigns.html", context, me=me, status=status)
 
 
 def _message(exc: CadenceError) -> str:

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from typing import Annotated
+from urllib.parse import quote
 
 from fastapi import APIRouter, Form, Request
 from starlette.responses import Response
@@ -41,15 +43,30 @@ def _limited(request: Request, state: State, email: str) -> int:
     return max(by_ip, by_account)
 
 
+# Where a login may lead back to: only the composer's own pages (a session that ended while
+# writing), matched whole, so no value can make the login an open redirect (OWASP "Unvalidated
+# Redirects and Forwards"). Anything else goes to the dashboard as before.
+_RETURN_TO = re.compile(r"^/admin/newsletters(?:/[a-z0-9][a-z0-9_-]{0,99})?$")
+
+
+def return_to(value: str) -> str:
+    """`value` if it is a page a login may lead back to, else ""."""
+    return value if _RETURN_TO.fullmatch(value) else ""
+
+
+def _after_login(value: str) -> str:
+    return return_to(value) or "/admin"
+
+
 def _agent(request: Request) -> str:
     return request.headers.get("user-agent", "")[:300]
 
 
 @router.get("/login")
-def login_form(request: Request, me: Anyone, done: str = "") -> Response:
+def login_form(request: Request, me: Anyone, done: str = "", next: str = "") -> Response:
     if me is not None and me.stage == "full":
-        return redirect("/admin")
-    return page(request, "login.html", {"done": done})
+        return redirect(_after_login(next))
+    return page(request, "login.html", {"done": done, "next": return_to(next)})
 
 
 @router.post("/login")
@@ -59,12 +76,14 @@ def login(
     me: Anyone,
     email: Annotated[str, Form(max_length=400)] = "",
     password: Annotated[str, Form(max_length=2000)] = "",
+    next: Annotated[str, Form(max_length=200)] = "",
 ) -> Response:
+    back = return_to(next)
     wait = _limited(request, state, email)
     if wait:
         minutes = max(1, -(-wait // 60))
         message = f"Too many login attempts. Try again in {minutes} minute{'s' if minutes > 1 else ''}."
-        response = page(request, "login.html", {"error": message, "email": email}, status=429)
+        response = page(request, "login.html", {"error": message, "email": email, "next": back}, status=429)
         response.headers["Retry-After"] = str(wait)
         return response
     with state.session() as session:
@@ -80,28 +99,41 @@ def login(
             agent=_agent(request),
         )
     if started is None:
-        return page(request, "login.html", {"error": str(accounts.LoginFailed()), "email": email}, status=401)
-    response = redirect("/admin/login/code" if started.stage == "password" else "/admin")
+        failed = {"error": str(accounts.LoginFailed()), "email": email, "next": back}
+        return page(request, "login.html", failed, status=401)
+    if started.stage == "password":
+        response = redirect("/admin/login/code" + (f"?next={quote(back, safe='/')}" if back else ""))
+    else:
+        response = redirect(_after_login(back))
     set_session_cookie(response, state, started.token)
     return response
 
 
 @router.get("/login/code")
-def code_form(request: Request, me: Pending) -> Response:
+def code_form(request: Request, me: Pending, next: str = "") -> Response:
     if me.stage == "full":
-        return redirect("/admin")
-    return _code_page(request, me)
+        return redirect(_after_login(next))
+    return _code_page(request, me, next=return_to(next))
 
 
-def _code_page(request: Request, me: accounts.StaffIdentity, error: str = "", status: int = 200) -> Response:
+def _code_page(
+    request: Request, me: accounts.StaffIdentity, error: str = "", status: int = 200, *, next: str = ""
+) -> Response:
     # The half-way session's token for the form; no menu (me.may() is False for every entry).
-    return page(request, "code.html", {"error": error}, me=me, status=status)
+    return page(request, "code.html", {"error": error, "next": next}, me=me, status=status)
 
 
 @router.post("/login/code")
-def code(request: Request, state: State, me: Pending, code: Annotated[str, Form(max_length=20)] = "") -> Response:
+def code(
+    request: Request,
+    state: State,
+    me: Pending,
+    code: Annotated[str, Form(max_length=20)] = "",
+    next: Annotated[str, Form(max_length=200)] = "",
+) -> Response:
+    back = return_to(next)
     if me.stage == "full":
-        return redirect("/admin")
+        return redirect(_after_login(back))
     # Per user, not per session: logging in again must not buy another five guesses.
     if state.limiter.hit(f"console-totp:{me.user_id}", TOTP_PER_USER):
         with state.session() as session:
@@ -120,8 +152,9 @@ def code(request: Request, state: State, me: Pending, code: Annotated[str, Form(
             agent=_agent(request),
         )
     if started is None:
-        return _code_page(request, me, "That code is not right. Use the newest code from your authenticator app.", 401)
-    response = redirect("/admin")
+        wrong = "That code is not right. Use the newest code from your authenticator app."
+        return _code_page(request, me, wrong, 401, next=back)
+    response = redirect(_after_login(back))
     set_session_cookie(response, state, started.token)
     return response
 

@@ -19,6 +19,7 @@ from cadence.web.state import get_state
 NAV = (
     ("/admin", "Dashboard", "viewer"),
     ("/admin/campaigns", "Campaigns", "viewer"),
+    ("/admin/newsletters", "Newsletters", "viewer"),
     ("/admin/subscribers", "Subscribers", "viewer"),
     ("/admin/imports", "Import", "viewer"),
     ("/admin/suppressions", "Suppressions and bounces", "viewer"),
