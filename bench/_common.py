@@ -279,7 +279,6 @@ def run_measured(args: list[str], env: dict[str, str]) -> tuple[float, float, fl
     return wall, int(values["PEAK_RSS_KIB"]) / 1024, float(values["CPU_S"]), out
 
 
-
 # --- bulk loading ------------------------------------------------------------------------------
 
 SEGMENT_ATTRIBUTES = (
@@ -556,8 +555,6 @@ def table(headers: list[str], rows: list[list[str]]) -> str:
     out = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
     out += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(out)
-
-
 
 
 def write_section(name: str, body: str) -> None:
