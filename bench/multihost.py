@@ -102,6 +102,7 @@ def main() -> None:
             f"{args.lease} s, at the next tick)",
         ],
         ["namespaces, links, forwarders left after the run", ", ".join(run.leftovers) or "none"],
+        ["timeline (s from the start)", ", ".join(f"{label} {t:.1f}" for label, t in run.timeline.items())],
     ]
     body = f"""## More than one machine: kill -9 a host mid-send (`bench/multihost.py`)
 

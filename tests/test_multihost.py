@@ -15,7 +15,7 @@ from tests.support.multihost import missing_tools, run_multihost
 from tests.support.services import postgres_database
 
 pytestmark = pytest.mark.slow
-N = 600
+N = 400
 
 
 def test_other_hosts_finish_a_send_when_one_host_dies(tmp_path: Path, redis_url: str) -> None:

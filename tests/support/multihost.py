@@ -229,6 +229,7 @@ class MultiHostRun:
     seconds: float = 0.0  # from the workers' first message to the last one
     after_kill_seconds: float = 0.0  # from the kill to the last message
     leftovers: list[str] = field(default_factory=list)
+    timeline: dict[str, float] = field(default_factory=dict)  # seconds from the start of the run
     logs: str = ""
 
     @property
@@ -259,7 +260,10 @@ def run_multihost(
 
     `database_url` and `redis_url` are this box's (127.0.0.1): the hosts get the same with the
     bridge address."""
+    began = time.monotonic()
+    marks: dict[str, float] = {}
     with HostNetwork(hosts, work / "logs") as net:
+        marks["network up"] = time.monotonic() - began
         bridged_db = database_url.replace("127.0.0.1", net.gateway).replace("localhost", net.gateway)
         bridged_redis = redis_url.replace("127.0.0.1", net.gateway).replace("localhost", net.gateway)
         with _BridgeSink(net.gateway) as sink:
@@ -274,6 +278,7 @@ def run_multihost(
             local = cadence_env(work / "data", CADENCE_DATABASE_URL=database_url, **common)
             settings = enrolled_runners(local, n, START, prefix="r")
             run = MultiHostRun(n, hosts, concurrency, settings.commit_every)
+            marks["subscribers enrolled"] = time.monotonic() - began
             remote = cadence_env(
                 work / "data",
                 CADENCE_DATABASE_URL=bridged_db,
@@ -300,8 +305,10 @@ def run_multihost(
                     run.logs = net.logs()
                     raise RuntimeError(f"no send under way after {timeout:.0f}s ({len(received)} received)")
                 time.sleep(0.02)
+            marks["first message"] = (received[0].received_at if received else time.monotonic()) - began
             os.killpg(workers[0].pid, signal.SIGKILL)
             killed = time.monotonic()
+            marks["h1 killed"] = killed - began
             workers[0].wait(timeout=10)
             run.killed_at = len(sink.messages)
             run.killed_host_sent = sum(1 for m in sink.messages if m.peer == first_host)
@@ -315,10 +322,13 @@ def run_multihost(
                     run.logs = net.logs()
                     raise RuntimeError(f"the other hosts did not finish: {counts}")
                 time.sleep(0.25)
+            marks["every row sent"] = time.monotonic() - began
             time.sleep(0.5)  # a straggler duplicate still on the wire
             messages = sink.messages
             run.logs = net.logs()
     run.leftovers = net.leftovers()  # after the teardown: nothing of ours may be left
+    marks["torn down"] = time.monotonic() - began
+    run.timeline = marks
 
     run.sent_rows = int(counts.pop("sent", 0))
     run.other_rows = {state: int(c) for state, c in counts.items()}
