@@ -107,8 +107,8 @@ def enroll_active(
     """Enroll every active subscriber (only those in `segment` now, if given: their answers
     today, as the send path chooses) with the same outcome per subscriber as :func:`enroll`,
     a page of `page_size` subscribers at a time: a few statements per page and no ORM object
-    per subscriber, so a million subscribers take minutes and flat memory (bench/scale.py; the
-    list-of-objects way needed ~10 KB and ~0.5 ms per subscriber)."""
+    per subscriber, so memory stays flat whatever the list's size (bench/scale.py; loading the
+    whole list as objects took 215 MB and 8 s for 20,000 subscribers, growing linearly)."""
     result = EnrollResult()
     today = now.date()
     first_due: dict[ZoneInfo, datetime | None] = {}  # the first step's time depends on the zone only
