@@ -107,8 +107,9 @@ def main() -> None:
     body = f"""## More than one machine: kill -9 a host mid-send (`bench/multihost.py`)
 
 `sudo python bench/multihost.py --n {args.n} --hosts {args.hosts} --concurrency {args.concurrency}`
-({wall:.0f} s wall; load average {load:.1f} at the start on this shared 2-CPU box: the rate
-below is this box's under that load, the SMTP server an aiosmtpd recorder in Python).
+({wall:.0f} s wall; load average {load:.1f} at the start on this shared 2-CPU box, run at niceness
+{os.nice(0)}: the rate below is this box's under that load, the SMTP server an aiosmtpd recorder
+in Python; the point here is what arrives, not how fast).
 
 {args.hosts} hosts, each a Linux network namespace with its own address on a bridge
 (`10.231.X.11`...), with nothing but its own loopback and a veth pair: the box's PostgreSQL and
