@@ -20,13 +20,15 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/cadence demo
 
-## system-deps: Debian packages the tests use for real (Chromium, SpamAssassin, rspamd, smtp-sink), if missing
+## system-deps: Debian packages the tests use for real (Chromium, SpamAssassin, rspamd, smtp-sink, socat and ip for the multi-host test), if missing
 system-deps:
 	@missing=""; \
 	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
 	command -v spamassassin >/dev/null || missing="$$missing spamassassin"; \
 	command -v rspamd >/dev/null || missing="$$missing rspamd"; \
 	[ -x /usr/sbin/smtp-sink ] || missing="$$missing postfix"; \
+	command -v socat >/dev/null || missing="$$missing socat"; \
+	command -v ip >/dev/null || missing="$$missing iproute2"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    echo "installing:$$missing"; \

@@ -244,6 +244,41 @@ class Workers:
         self.procs.clear()
 
 
+# --- one measured command ------------------------------------------------------------------
+
+
+def timed_child(args: list[str], env: dict[str, str]) -> tuple[float, str]:
+    """Run `args`; return (wall seconds, stdout). Fails loudly on a non-zero exit."""
+    started = time.perf_counter()
+    proc = subprocess.run(args, env=env, capture_output=True, text=True, check=False)
+    wall = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
+    return wall, proc.stdout
+
+
+def rss_wrapper(args: list[str]) -> list[str]:
+    """Run `args` under a tiny Python parent that prints the child's peak RSS (ru_maxrss, KiB)."""
+    code = (
+        "import os, sys, resource\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    os.execvp(sys.argv[1], sys.argv[1:])\n"
+        "_, status, usage = os.wait4(pid, 0)\n"
+        "print(f'PEAK_RSS_KIB={usage.ru_maxrss}')\n"
+        "print(f'CPU_S={usage.ru_utime + usage.ru_stime}')\n"
+        "sys.exit(os.waitstatus_to_exitcode(status))\n"
+    )
+    return [sys.executable, "-c", code, *args]
+
+
+def run_measured(args: list[str], env: dict[str, str]) -> tuple[float, float, float, str]:
+    """(wall s, peak RSS MB, CPU s of the process itself: not PostgreSQL's), stdout."""
+    wall, out = timed_child(rss_wrapper(args), env)
+    values = dict(line.split("=", 1) for line in out.splitlines() if line.startswith(("PEAK_RSS_KIB=", "CPU_S=")))
+    return wall, int(values["PEAK_RSS_KIB"]) / 1024, float(values["CPU_S"]), out
+
+
 # --- bulk loading ------------------------------------------------------------------------------
 
 SEGMENT_ATTRIBUTES = (
@@ -520,8 +555,6 @@ def table(headers: list[str], rows: list[list[str]]) -> str:
     out = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
     out += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(out)
-
-
 
 
 def write_section(name: str, body: str) -> None:

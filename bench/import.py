@@ -22,7 +22,6 @@ import random
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -33,6 +32,7 @@ from _common import (
     machine_info,
     machine_markdown,
     postgres_database,
+    run_measured,
     sqlalchemy_url,
     table,
     write_section,
@@ -53,38 +53,6 @@ def generate(path: Path, rows: int) -> None:
                 f"runner{i}@example{i % 97}.com,{rng.choice(FIRST)},{rng.choice(ZONES)},"
                 f"{rng.choice(TERRAINS)},{'yes' if rng.random() < 0.3 else 'no'}\n"
             )
-
-
-def timed_child(args: list[str], env: dict[str, str]) -> tuple[float, str]:
-    """Run `args`; return (wall seconds, stdout). Fails loudly on a non-zero exit."""
-    started = time.perf_counter()
-    proc = subprocess.run(args, env=env, capture_output=True, text=True, check=False)
-    wall = time.perf_counter() - started
-    if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
-    return wall, proc.stdout
-
-
-def rss_wrapper(args: list[str]) -> list[str]:
-    """Run `args` under a tiny Python parent that prints the child's peak RSS (ru_maxrss, KiB)."""
-    code = (
-        "import os, sys, resource\n"
-        "pid = os.fork()\n"
-        "if pid == 0:\n"
-        "    os.execvp(sys.argv[1], sys.argv[1:])\n"
-        "_, status, usage = os.wait4(pid, 0)\n"
-        "print(f'PEAK_RSS_KIB={usage.ru_maxrss}')\n"
-        "print(f'CPU_S={usage.ru_utime + usage.ru_stime}')\n"
-        "sys.exit(os.waitstatus_to_exitcode(status))\n"
-    )
-    return [sys.executable, "-c", code, *args]
-
-
-def run(args: list[str], env: dict[str, str]) -> tuple[float, float, float, str]:
-    """(wall s, peak RSS MB, CPU s of the process itself: not PostgreSQL's), stdout."""
-    wall, out = timed_child(rss_wrapper(args), env)
-    values = dict(line.split("=", 1) for line in out.splitlines() if line.startswith(("PEAK_RSS_KIB=", "CPU_S=")))
-    return wall, int(values["PEAK_RSS_KIB"]) / 1024, float(values["CPU_S"]), out
 
 
 COPY_CHILD = """
@@ -117,7 +85,7 @@ def main() -> None:
         subprocess.run([cadence, "db", "upgrade"], env=env, check=True, capture_output=True)
 
         log("COPY baseline")
-        copy_s, copy_rss, copy_cpu, copy_out = run([sys.executable, "-c", COPY_CHILD, pg, str(csv_path)], env)
+        copy_s, copy_rss, copy_cpu, copy_out = run_measured([sys.executable, "-c", COPY_CHILD, pg, str(csv_path)], env)
         assert int(copy_out.splitlines()[0]) == args.rows, copy_out
         log(f"COPY: {copy_s:.1f} s")
 
@@ -125,7 +93,7 @@ def main() -> None:
         load_before = os.getloadavg()[0]
         for label in ("import into an empty table (all created)", "same file again (all unchanged)"):
             log(label)
-            wall, peak, cpu, out = run([cadence, "subscribers", "import", str(csv_path)], env)
+            wall, peak, cpu, out = run_measured([cadence, "subscribers", "import", str(csv_path)], env)
             summary = next(line for line in out.splitlines() if "created" in line)
             log(f"{wall:.1f} s, {cpu:.1f} CPU s, peak RSS {peak:.0f} MB: {summary}")
             results.append((label, wall, peak, cpu, summary))

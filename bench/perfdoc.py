@@ -21,6 +21,8 @@ numbers across runs.
 | `bench/render.py` | per-email rendering: compiled variants vs MJML per subscriber |
 | `bench/message.py` | MIME building and DKIM signing vs the standard library and dkimpy; SMTP connection reuse |
 | `bench/vs_listmonk.py` | Cadence vs listmonk v6.2.0 and postfix's C client: emails/s, peak RSS/PSS, CPU per email |
+| `bench/scale.py` | a million subscribers end to end: import, enroll, tick, send |
+| `bench/multihost.py` | workers on three hosts (network namespaces), one killed with SIGKILL mid-send |
 """
 
 

@@ -33,6 +33,7 @@ from cadence.clock import wall_now
 from cadence.core import drip_policy
 from cadence.core.campaign import Campaign
 from cadence.core.schedule import subscriber_zone
+from cadence.core.segments import choose_segment
 from cadence.db import enrollments, queries
 from cadence.db.models import Enrollment, Event, Subscriber
 from cadence.db.session import transaction
@@ -47,6 +48,7 @@ __all__ = [
     "TickResult",
     "deliver",
     "enroll",
+    "enroll_active",
     "find_subscriber",
     "record_event",
     "tick",
@@ -81,11 +83,7 @@ def enroll(session: Session, campaign: Campaign, subscribers: Sequence[Subscribe
         tz = subscriber_zone(subscriber.timezone, campaign)
         enrollment = existing.get(subscriber.id)
         if enrollment is not None:
-            if drip_policy.may_resume(enrollment.state, enrollment.next_step, len(campaign.steps)):
-                _resume(session, enrollment, campaign, now=now, tz=tz)
-                result.resumed += 1
-            else:
-                result.already += 1
+            _enrolled_before(session, enrollment, campaign, now=now, tz=tz, result=result)
             continue
         session.add(
             Enrollment(
@@ -101,6 +99,50 @@ def enroll(session: Session, campaign: Campaign, subscribers: Sequence[Subscribe
         result.enrolled += 1
     session.flush()
     return result
+
+
+def enroll_active(
+    session: Session, campaign: Campaign, now: datetime, *, segment: str | None = None, page_size: int = 5000
+) -> EnrollResult:
+    """Enroll every active subscriber (only those in `segment` now, if given: their answers
+    today, as the send path chooses) with the same outcome per subscriber as :func:`enroll`,
+    a page of `page_size` subscribers at a time: a few statements per page and no ORM object
+    per subscriber, so memory stays flat whatever the list's size (bench/scale.py; loading the
+    whole list as objects took 215 MB and 8 s for 20,000 subscribers, growing linearly)."""
+    result = EnrollResult()
+    today = now.date()
+    first_due: dict[ZoneInfo, datetime | None] = {}  # the first step's time depends on the zone only
+    for page in enrollments.active_subscriber_pages(session, page_size):
+        if segment is not None:
+            page = [p for p in page if choose_segment(campaign.segments, p.attributes, today).id == segment]
+        existing = enrollments.enrollments_of(session, campaign.id, [p.id for p in page])
+        new: list[tuple[int, datetime | None]] = []
+        for subscriber in page:
+            tz = subscriber_zone(subscriber.timezone, campaign)
+            enrollment = existing.get(subscriber.id)
+            if enrollment is not None:
+                _enrolled_before(session, enrollment, campaign, now=now, tz=tz, result=result)
+                continue
+            if tz not in first_due:
+                first_due[tz] = drip_policy.first_step_due(campaign, enrolled_at=now, tz=tz)
+            new.append((subscriber.id, first_due[tz]))
+        inserted = enrollments.insert_enrollments(session, campaign.id, new, now)
+        result.enrolled += inserted
+        result.already += len(new) - inserted  # enrolled meanwhile (a signup confirmed)
+        session.flush()  # the resumed ones; flushed objects are dropped from the session's weak map
+    return result
+
+
+def _enrolled_before(
+    session: Session, enrollment: Enrollment, campaign: Campaign, *, now: datetime, tz: ZoneInfo, result: EnrollResult
+) -> None:
+    """A subscriber who has an enrollment in `campaign` already: it resumes if it was cancelled
+    (they unsubscribed and are active again), otherwise it is left alone."""
+    if drip_policy.may_resume(enrollment.state, enrollment.next_step, len(campaign.steps)):
+        _resume(session, enrollment, campaign, now=now, tz=tz)
+        result.resumed += 1
+    else:
+        result.already += 1
 
 
 def _resume(session: Session, enrollment: Enrollment, campaign: Campaign, *, now: datetime, tz: ZoneInfo) -> None:

@@ -68,6 +68,7 @@ class ReceivedMessage:
     connection: int  # 1-based number of the connection it arrived on
     tls: bool
     login: str | None
+    peer: str = ""  # the client's IP address (which "host" sent it: tests/support/multihost.py)
 
 
 @dataclass(frozen=True)
@@ -381,6 +382,7 @@ class SmtpSink:
                     connection=getattr(protocol, "cadence_connection", 0),
                     tls=session.ssl is not None or _is_tls(protocol),
                     login=auth.login.decode() if isinstance(auth, LoginPassword) else None,
+                    peer=str(session.peer[0]) if isinstance(session.peer, tuple) else "",
                 )
             )
             self._lock.notify_all()

@@ -26,9 +26,7 @@ from cadence import engine
 from cadence.bounce_mail import BounceRunResult, fetch_imap_bounces, process_bounce_dir
 from cadence.config import Settings
 from cadence.core.campaign import Campaign
-from cadence.core.segments import choose_segment
 from cadence.db.audit import record_audit
-from cadence.db.enrollments import active_subscribers
 from cadence.db.models import Subscriber
 from cadence.db.session import transaction
 from cadence.engine import EnrollResult, TickResult
@@ -77,13 +75,9 @@ def enroll_chosen(
     if segment is not None:
         campaign.segment(segment)  # NotFound names the segment
     if emails:
-        people = [engine.find_subscriber(session, e) for e in emails]
-    else:
-        people = active_subscribers(session)
-        if segment is not None:
-            today = now.date()
-            people = [p for p in people if choose_segment(campaign.segments, p.attributes, today).id == segment]
-    result = engine.enroll(session, campaign, people, now)
+        result = engine.enroll(session, campaign, [engine.find_subscriber(session, e) for e in emails], now)
+    else:  # everyone, or a segment of everyone: a page at a time (a list can hold millions)
+        result = engine.enroll_active(session, campaign, now, segment=segment)
     if actor is not None:  # a staff action: in the audit log, like pause and resume (issue 13)
         chosen = "all" if everyone else f"segment {segment}" if segment is not None else f"{len(emails)} address(es)"
         detail = {"chosen": chosen, "enrolled": result.enrolled, "resumed": result.resumed}
