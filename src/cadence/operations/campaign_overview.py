@@ -16,8 +16,10 @@ from cadence.campaign_files import list_campaigns
 from cadence.catalog import CampaignCatalog
 from cadence.config import Settings
 from cadence.db import campaign_states as states
+from cadence.db.results import snapshot
 from cadence.db.session import transaction
 from cadence.operations.holds import file_problem
+from cadence.operations.results import catch_up
 
 __all__ = ["CampaignSummary", "campaign_summaries", "held_reason"]
 
@@ -61,7 +63,11 @@ def held_reason(catalog: CampaignCatalog, campaign_id: str) -> str | None:
 
 def campaign_summaries(settings: Settings, *, include_archived: bool = False) -> list[CampaignSummary]:
     catalog = CampaignCatalog(settings.campaigns_dir, base_url=settings.base_url)
+    # Delivery counts come from the results rollups (db/results.py): fold what is new first, as
+    # `cadence report` does, then read the rollups and the live rows as of one instant.
+    catch_up(lambda: transaction(settings.database_url))
     with transaction(settings.database_url) as session:
+        snapshot(session)
         ids = {p.stem for p in list_campaigns(settings.campaigns_dir)} | states.known_campaign_ids(session)
         saved = states.all_states(session)
         people = states.enrollment_summary(session)
