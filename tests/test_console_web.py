@@ -71,6 +71,7 @@ ROUTES = {
     ("POST", "/admin/subscribers/{subscriber_id}/erase"): "admin",
     ("GET", "/admin/campaigns"): "viewer",
     ("GET", "/admin/campaigns/{campaign_id}"): "viewer",
+    ("GET", "/admin/campaigns/{campaign_id}/preview/{step}/{segment_id}"): "viewer",
     ("POST", "/admin/campaigns/{campaign_id}/pause"): "editor",
     ("POST", "/admin/campaigns/{campaign_id}/resume"): "editor",
     ("POST", "/admin/campaigns/{campaign_id}/cancel"): "editor",
@@ -81,6 +82,7 @@ ROUTES = {
     ("POST", "/admin/users/{user_id}/disable"): "admin",
     ("POST", "/admin/users/{user_id}/reset"): "admin",
 }
+PATH_PARAMS = {"user_id": 1, "token": "x", "campaign_id": "lower-back-pain", "step": 1, "segment_id": "trail"}
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +122,7 @@ def test_without_a_session_pages_send_to_login_and_actions_are_refused(web: WebS
     for (method, path), level in ROUTES.items():
         if level == "public":
             continue
-        url = path.format(subscriber_id=seeded["first"], user_id=1, token="x", campaign_id="lower-back-pain")
+        url = path.format(**PATH_PARAMS, subscriber_id=seeded["first"])
         answer = client.request(method, url, data={"csrf_token": token, "tag": "vip"} if method == "POST" else None)
         if method == "GET":
             assert (answer.status_code, answer.headers.get("location")) == (303, "/admin/login"), url
@@ -138,7 +140,7 @@ def test_a_viewer_is_refused_every_editor_and_admin_route_by_the_server(web: Web
     for (method, path), level in ROUTES.items():
         if level not in ("editor", "admin"):
             continue
-        url = path.format(subscriber_id=seeded["first"], user_id=1, campaign_id="lower-back-pain")
+        url = path.format(**PATH_PARAMS, subscriber_id=seeded["first"])
         answer = viewer.request(
             method,
             url,
