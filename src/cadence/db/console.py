@@ -115,12 +115,18 @@ def search_subscribers(
         where.append(Subscriber.status == status)
     if tag:
         where.append(exists().where(SubscriberTag.subscriber_id == Subscriber.id, SubscriberTag.tag == tag))
-    capped = select(Subscriber.id).where(*where).limit(cap).subquery()
-    total = int(session.scalar(select(func.count()).select_from(capped)) or 0)
-    query = select(Subscriber).where(*where)
-    if before is not None:
-        query = query.where(Subscriber.id < before)
-    return total, list(session.scalars(query.order_by(Subscriber.id.desc()).limit(limit)))
+    # One search answers both the count and the page when it can: the newest `cap` matching ids.
+    # A trigram lookup of a whole address reads the long posting lists of its common parts
+    # ("@example.com" is in every address of the bench's million): doing it once, not twice.
+    ids = list(session.scalars(select(Subscriber.id).where(*where).order_by(Subscriber.id.desc()).limit(cap)))
+    below = [i for i in ids if before is None or i < before]
+    if len(ids) < cap or len(below) >= limit:  # every match, or a full page, is in hand
+        page = below[:limit]
+    else:  # a page reaching past the newest `cap` matches
+        older = select(Subscriber.id).where(*where, Subscriber.id < before).order_by(Subscriber.id.desc())
+        page = list(session.scalars(older.limit(limit)))
+    found = {person.id: person for person in session.scalars(select(Subscriber).where(Subscriber.id.in_(page)))}
+    return len(ids), [found[i] for i in page if i in found]
 
 
 def subscriber(session: Session, subscriber_id: int) -> Subscriber | None:
