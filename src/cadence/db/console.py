@@ -5,11 +5,13 @@ Why these shapes:
 
 - Counts are grouped in SQL (``GROUP BY``), never by loading rows: the dashboard must stay one
   round trip per figure however large the ledger grows.
-- ``date(sent_at)`` is the one date function SQLite and PostgreSQL both have; it returns text on
-  SQLite and a date on PostgreSQL, so callers get ISO strings either way. Days are UTC days.
-- The subscriber search is a plain ``LIKE`` on the lowercased address and name with the wildcards
-  of the query escaped; the subscriber-tools work (issue 13) brings the indexed search that a
-  million rows need, and the console will call it instead.
+- The last 30 days' failures, bounces and complaints are read through indexes that hold only
+  those rows (migration 0011), not by reading every delivery and event of the period.
+- The subscriber search is a ``LIKE`` on the lowercased address and name with the wildcards of
+  the query escaped, which the pg_trgm indexes of migration 0011 answer on PostgreSQL; pages are
+  keyset pages and the count is capped (:func:`search_subscribers`).
+- Emails sent per day and per campaign are not counted here but in the results rollups
+  (db/results.py), people per campaign in db/enrollment_tallies.py: both without a scan.
 """
 
 from __future__ import annotations
@@ -35,16 +37,6 @@ from cadence.db.models import (
 )
 
 
-def sent_per_day(session: Session, since: datetime) -> dict[str, int]:
-    """``{"2026-12-01": 12, ...}``: deliveries sent per UTC day since `since` (days with none
-    are absent)."""
-    day = func.date(Delivery.sent_at)
-    rows = session.execute(
-        select(day, func.count()).where(Delivery.state == "sent", Delivery.sent_at >= since).group_by(day)
-    )
-    return {str(found): int(count) for found, count in rows}
-
-
 def events_since(session: Session, since: datetime, kinds: tuple[str, ...]) -> Counter[str]:
     rows = session.execute(
         select(Event.kind, func.count()).where(Event.created_at >= since, Event.kind.in_(kinds)).group_by(Event.kind)
@@ -58,19 +50,6 @@ def failed_since(session: Session, since: datetime, *, limit: int) -> tuple[int,
     total = int(session.scalar(select(func.count()).where(*where)) or 0)
     newest = list(session.scalars(select(Delivery).where(*where).order_by(Delivery.id.desc()).limit(limit)))
     return total, newest
-
-
-def delivery_totals_by_campaign(session: Session) -> dict[str, Counter[str]]:
-    """``{campaign_id: Counter({"sent": n, "queued": n, "failed": n, ...})}`` (``sending``
-    counts as queued: a worker holds it)."""
-    rows = session.execute(
-        select(Delivery.campaign_id, Delivery.state, func.count()).group_by(Delivery.campaign_id, Delivery.state)
-    )
-    totals: dict[str, Counter[str]] = {}
-    for campaign_id, state, count in rows:
-        key = "queued" if state == "sending" else str(state)
-        totals.setdefault(str(campaign_id), Counter())[key] += int(count)
-    return totals
 
 
 def active_enrollments_by_campaign(session: Session) -> dict[str, int]:
