@@ -290,3 +290,14 @@ def test_a_slash_redirect_stays_on_our_site_whatever_the_host_header_says(web: W
         for path in ("//evil.example/", "//admin/", "/nothing-here/"):
             answer = client.get(f"{web.base_url}{path}", headers=hostile)  # the full URL: a raw path
             assert answer.status_code == 404, (path, answer.status_code, answer.headers.get("location"))
+
+
+def test_the_subscriber_filters_refuse_an_unknown_status_in_one_sentence(web: WebServer) -> None:
+    client = session_client(web, "fil.viewer@clinic.example", "viewer")
+    refused = client.get("/admin/subscribers", params={"status": "gone<b>", "q": "evil"})
+    assert refused.status_code == 400
+    assert "Status: &#39;gone&lt;b&gt;&#39; is not one of pending" in refused.text and "<b>" not in refused.text
+    found = client.get("/admin/subscribers", params={"status": "active", "q": "evil", "tag": ""})
+    assert found.status_code == 200 and "=evil@example.com" in found.text
+    assert client.get("/admin/subscribers", params={"tag": "not a tag!"}).status_code == 400
+    assert client.get("/admin/subscribers", params={"before": 2**63}).status_code in (404, 422)  # not a 500

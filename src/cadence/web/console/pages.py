@@ -55,7 +55,7 @@ def subscribers(
             found = console_reads.search_subscribers(session, q, filters=filters, before=before)
     except InputError as exc:
         empty = console_reads.SubscriberPage(q.strip()[:200], filters, 0, [], None, True)
-        context |= {"found": empty, "error": _field_error(exc)}
+        context |= {"found": empty, "error": str(exc)[:1].upper() + str(exc)[1:]}  # names the filter
         return page(request, "subscribers.html", context, me=me, status=400)
     return page(request, "subscribers.html", {**context, "found": found}, me=me)
 
