@@ -191,6 +191,11 @@ def test_the_subscriber_search_filters_and_pages_by_id(database_url: str) -> Non
         assert sorted(s.id for s in pats.subscribers) == odd_thirds and pats.total == len(odd_thirds)
         vips = console_reads.search_subscribers(session, "walker", filters=console_reads.SearchFilters(tag=" VIP "))
         assert sorted(s.id for s in vips.subscribers) == ids[:7] and vips.filters.tag == "vip"
+        # A whole address (its local part looked up, the rest checked) or its end: still "contains".
+        assert [s.email for s in console_reads.search_subscribers(session, "ALKER1@Example.com").subscribers] == [
+            "walker1@example.com"
+        ]
+        assert console_reads.search_subscribers(session, "1@example.com").total == 12  # 1, 11, 21 ... 111
         # LIKE wildcards in the text are literal.
         assert console_reads.search_subscribers(session, "walker_1%").total == 0
         with pytest.raises(InputError, match="status: 'gone' is not one of"):
