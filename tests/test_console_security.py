@@ -267,3 +267,37 @@ def test_a_campaign_name_too_long_for_a_file_name_is_a_422_not_a_500(web: WebSer
     answer = httpx.get(web.url("/api/staff/report/" + "x" * 3000), headers=bearer, timeout=10)
     assert answer.status_code == 422, answer.text
     assert httpx.get(web.url("/api/staff/report/no-such-campaign"), headers=bearer).status_code == 404
+
+
+def test_a_slash_redirect_stays_on_our_site_whatever_the_host_header_says(web: WebServer) -> None:
+    """Starlette's trailing-slash redirect built its Location from the Host header: behind a
+    proxy that passes any Host, /admin/ sent people to evil.example (open redirect)."""
+    hostile = {"Host": "evil.example"}
+    with httpx.Client(base_url=web.base_url, headers=web.from_ip(), follow_redirects=False) as client:
+        for asked, expected in [
+            ("/admin/", "/admin"),
+            ("/admin/subscribers/?q=runner", "/admin/subscribers?q=runner"),
+            ("/admin/login/", "/admin/login"),
+            ("/subscribe/", "/subscribe"),
+            ("/manage/", "/manage"),
+        ]:
+            answer = client.get(asked, headers=hostile)
+            assert answer.status_code == 307, (asked, answer.status_code)
+            assert answer.headers["location"] == expected, asked
+            assert "evil" not in answer.headers["location"]
+            assert client.get(answer.headers["location"]).status_code in (200, 303), asked
+        # A path that would redirect to "//host" (another site, to a browser) is a plain 404.
+        for path in ("//evil.example/", "//admin/", "/nothing-here/"):
+            answer = client.get(f"{web.base_url}{path}", headers=hostile)  # the full URL: a raw path
+            assert answer.status_code == 404, (path, answer.status_code, answer.headers.get("location"))
+
+
+def test_the_subscriber_filters_refuse_an_unknown_status_in_one_sentence(web: WebServer) -> None:
+    client = session_client(web, "fil.viewer@clinic.example", "viewer")
+    refused = client.get("/admin/subscribers", params={"status": "gone<b>", "q": "evil"})
+    assert refused.status_code == 400
+    assert "Status: &#39;gone&lt;b&gt;&#39; is not one of pending" in refused.text and "<b>" not in refused.text
+    found = client.get("/admin/subscribers", params={"status": "active", "q": "evil", "tag": ""})
+    assert found.status_code == 200 and "=evil@example.com" in found.text
+    assert client.get("/admin/subscribers", params={"tag": "not a tag!"}).status_code == 400
+    assert client.get("/admin/subscribers", params={"before": 2**63}).status_code in (404, 422)  # not a 500

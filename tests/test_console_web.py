@@ -71,6 +71,7 @@ ROUTES = {
     ("POST", "/admin/subscribers/{subscriber_id}/erase"): "admin",
     ("GET", "/admin/campaigns"): "viewer",
     ("GET", "/admin/campaigns/{campaign_id}"): "viewer",
+    ("GET", "/admin/campaigns/{campaign_id}/preview/{step}/{segment_id}"): "viewer",
     ("POST", "/admin/campaigns/{campaign_id}/pause"): "editor",
     ("POST", "/admin/campaigns/{campaign_id}/resume"): "editor",
     ("POST", "/admin/campaigns/{campaign_id}/cancel"): "editor",
@@ -95,6 +96,15 @@ ROUTES = {
     ("GET", "/admin/imports/{job_id}"): "viewer",
     ("GET", "/admin/imports/{job_id}/progress.json"): "viewer",
     ("GET", "/admin/imports/{job_id}/errors.csv"): "editor",
+}
+PATH_PARAMS = {
+    "user_id": 1,
+    "token": "x",
+    "campaign_id": "lower-back-pain",
+    "step": 1,
+    "segment_id": "trail",
+    "draft_id": "x",
+    "job_id": 1,
 }
 
 
@@ -135,9 +145,7 @@ def test_without_a_session_pages_send_to_login_and_actions_are_refused(web: WebS
     for (method, path), level in ROUTES.items():
         if level == "public":
             continue
-        url = path.format(
-            subscriber_id=seeded["first"], user_id=1, token="x", campaign_id="lower-back-pain", draft_id="x", job_id=1
-        )
+        url = path.format(**PATH_PARAMS, subscriber_id=seeded["first"])
         answer = client.request(method, url, data={"csrf_token": token, "tag": "vip"} if method == "POST" else None)
         if method == "GET":
             # (a composer page adds ?next= to come back to: tests/test_console_composer.py)
@@ -156,9 +164,7 @@ def test_a_viewer_is_refused_every_editor_and_admin_route_by_the_server(web: Web
     for (method, path), level in ROUTES.items():
         if level not in ("editor", "admin"):
             continue
-        url = path.format(
-            subscriber_id=seeded["first"], user_id=1, campaign_id="lower-back-pain", draft_id="x", job_id=1
-        )
+        url = path.format(**PATH_PARAMS, subscriber_id=seeded["first"])
         answer = viewer.request(
             method,
             url,

@@ -288,6 +288,29 @@ def preview_file_name(campaign: Campaign, step: Step, segment: Segment) -> str:
     return f"{number:02d}-{step.id}--{segment.id}.html"
 
 
+def preview_email(
+    campaign: Campaign,
+    renderer: Renderer,
+    step: Step,
+    segment: Segment,
+    *,
+    subscriber: Mapping[str, Any] = DEFAULT_SAMPLE_SUBSCRIBERS[0],
+) -> tuple[CompiledVariant, RenderedEmail]:
+    """One cell of the preview grid: the step's email as this segment gets it, for the sample
+    `subscriber`, with sample links. TemplateError if it does not render. The preview folder
+    (:func:`write_preview`) and the console's preview grid both show exactly this."""
+    variant = renderer.variant(campaign, step, segment)
+    return variant, render_email(variant, subscriber=subscriber, links=SAMPLE_LINKS)
+
+
+def find_cell(campaign: Campaign, step_number: int, segment_id: str) -> tuple[Step, Segment] | None:
+    """The grid's step (1-based) and segment, or None if the campaign has no such cell."""
+    if not 1 <= step_number <= len(campaign.steps):
+        return None
+    segment = next((s for s in campaign.segments if s.id == segment_id), None)
+    return None if segment is None else (campaign.steps[step_number - 1], segment)
+
+
 def write_preview(
     campaign: Campaign,
     renderer: Renderer,
@@ -308,8 +331,7 @@ def write_preview(
         cells = []
         for segment in segments:
             try:
-                variant = renderer.variant(campaign, step, segment)
-                email = render_email(variant, subscriber=subscriber, links=SAMPLE_LINKS)
+                variant, email = preview_email(campaign, renderer, step, segment, subscriber=subscriber)
             except TemplateError as exc:
                 cells.append(f'<td><pre class="error">{html.escape(str(exc))}</pre></td>')
                 continue

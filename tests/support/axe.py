@@ -57,10 +57,13 @@ def axe_script() -> Path:
     return script
 
 
-def serious_violations(page: Any, script: Path) -> list[str]:
-    """Run axe on the page as it is; the serious and critical violations, one line each."""
+def serious_violations(page: Any, script: Path, *, frames: bool = True) -> list[str]:
+    """Run axe on the page as it is; the serious and critical violations, one line each.
+    `frames=False`: not inside the page's frames (sandboxed frames without scripts cannot run
+    axe, which then waits for each of them; the frame elements themselves are still checked)."""
     page.add_script_tag(path=str(script))
-    results = page.evaluate("async () => await axe.run(document, {resultTypes: ['violations']})")
+    options = "{resultTypes: ['violations']" + ("" if frames else ", iframes: false") + "}"
+    results = page.evaluate(f"async () => await axe.run(document, {options})")
     found = []
     for violation in results["violations"]:
         if violation.get("impact") in BLOCKING:

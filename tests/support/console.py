@@ -201,12 +201,13 @@ class Console:
         self.axe_page.on("dialog", lambda d: (self.dialogs.append(d.message), d.dismiss()))
         self.web = web
 
-    def accessible(self, script: Path) -> None:
-        """axe on the page the browser shows now, opened in the CSP-free context."""
+    def accessible(self, script: Path, *, frames: bool = True) -> None:
+        """axe on the page the browser shows now, opened in the CSP-free context (`frames`:
+        tests/support/axe.serious_violations)."""
         self.axe_context.clear_cookies()
         self.axe_context.add_cookies(self.context.cookies())
         self.axe_page.goto(self.page.url)
-        problems = serious_violations(self.axe_page, script)
+        problems = serious_violations(self.axe_page, script, frames=frames)
         assert problems == [], f"{self.page.url}:\n" + "\n".join(problems)
 
     def shoot(self, name: str) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
     ForeignKey,
     Index,
@@ -105,6 +106,8 @@ class Enrollment(Base):
             postgresql_where=text("state = 'active' AND next_send_at IS NOT NULL"),
             sqlite_where=text("state = 'active' AND next_send_at IS NOT NULL"),
         ),
+        # People per campaign and state for the console (migration 0011): an index-only scan.
+        Index("ix_enrollments_campaign_state", "campaign_id", "state", "next_send_at"),
         {"sqlite_autoincrement": True},
     )
 
@@ -118,6 +121,20 @@ class Enrollment(Base):
     last_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     end_reason: Mapped[str] = mapped_column(String(100), default="")
+
+
+class EnrollmentTally(Base):
+    """Net changes of the number of enrollments per campaign, state and "waiting" (next send
+    scheduled), appended by triggers on PostgreSQL; their sum is the count
+    (db/enrollment_tallies.py, migration 0011)."""
+
+    __tablename__ = "enrollment_tallies"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    campaign_id: Mapped[str] = mapped_column(String(100))
+    state: Mapped[str] = mapped_column(String(20))
+    waiting: Mapped[bool] = mapped_column(Boolean)
+    n: Mapped[int] = mapped_column(BigInteger)
 
 
 class Delivery(Base):
@@ -168,6 +185,13 @@ class Delivery(Base):
             postgresql_where=text("state = 'failed'"),
             sqlite_where=text("state = 'failed'"),
         ),
+        # The dashboard's "failed in the last 30 days" (migration 0011).
+        Index(
+            "ix_deliveries_failed_created",
+            "created_at",
+            postgresql_where=text("state = 'failed'"),
+            sqlite_where=text("state = 'failed'"),
+        ),
         {"sqlite_autoincrement": True},  # web-view and unsubscribe links carry delivery ids
     )
 
@@ -207,7 +231,11 @@ class Event(Base):
     __tablename__ = "events"
     # "Is this the first open (click, bounce...) of its delivery?": how the results rollup counts
     # unique opens and clicks without a DISTINCT over millions of rows (db/results.py).
-    __table_args__ = (Index("ix_events_delivery_kind", "delivery_id", "kind", "id"),)
+    # The console's bounces and complaints of the last 30 days (migration 0011).
+    __table_args__ = (
+        Index("ix_events_delivery_kind", "delivery_id", "kind", "id"),
+        Index("ix_events_kind_created", "kind", "created_at"),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     subscriber_id: Mapped[int | None] = mapped_column(ForeignKey("subscribers.id", ondelete="CASCADE"), index=True)
@@ -301,6 +329,7 @@ class AuditEntry(Base):
     password, token or full message body; ``detail`` is a small JSON object."""
 
     __tablename__ = "audit_log"
+    __table_args__ = (Index("ix_audit_log_actor_at", "actor", "at"),)  # one person's entries (0011)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)

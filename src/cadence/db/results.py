@@ -349,3 +349,78 @@ def failure_reasons(session: Session, campaign_id: str, limit: int = 50) -> list
         .limit(limit)
     )
     return [(int(s), str(e or ""), int(n)) for s, e, n in session.execute(query)]
+
+
+# --- the console's dashboard and campaign list (issue 14: pages under 300 ms at 6M deliveries) --
+# The same rollup + live split as the report, over every campaign at once: the rollup is a few
+# hundred rows per campaign, the live part a primary-key range above the watermark and the small
+# pending table. Exact for the same reasons as the report (module docstring), read in one
+# snapshot (call :func:`snapshot` first). Erased subscribers' emails stay counted, as in the
+# report: they were sent.
+
+
+def sent_per_day(session: Session, since: datetime) -> dict[str, int]:
+    """``{"2026-12-01": 12, ...}``: deliveries (every campaign and kind) sent per UTC day since
+    `since` (a UTC midnight); days with none are absent."""
+    counts: Counter[str] = Counter()
+    since_day = since.date().isoformat()
+    rollup = (
+        select(ResultRollup.day, func.sum(ResultRollup.n))
+        .where(ResultRollup.metric == "sent", ResultRollup.day >= since_day)
+        .group_by(ResultRollup.day)
+    )
+    for on_day, n in session.execute(rollup):
+        counts[str(on_day)] += int(n or 0)
+    day = _day(session, Delivery.sent_at)
+    sent = (Delivery.state == "sent", Delivery.sent_at >= since)
+    above = select(day, func.count()).where(Delivery.id > watermark(session, "deliveries"), *sent)
+    pending = (
+        select(day, func.count())
+        .select_from(RollupPending)
+        .join(Delivery, Delivery.id == RollupPending.delivery_id)
+        .where(*sent)
+    )
+    for live in (above, pending):
+        for on_day, n in session.execute(live.group_by(day)):
+            counts[str(on_day)] += int(n)
+    return dict(counts)
+
+
+def state_counts(session: Session) -> dict[str, Counter[str]]:
+    """``{campaign_id: Counter({"sent": n, "failed": n, "skipped": n, "queued": n, ...})}``
+    over the whole ledger (every kind: a newsletter's id and the transactional pseudo-campaign
+    are campaign ids too); ``sending`` counts as queued (a worker holds it)."""
+    totals: dict[str, Counter[str]] = {}
+    rollup = (
+        select(ResultRollup.campaign_id, ResultRollup.metric, func.sum(ResultRollup.n))
+        .where(ResultRollup.metric.in_(FINAL))
+        .group_by(ResultRollup.campaign_id, ResultRollup.metric)
+    )
+    for campaign_id, metric, n in session.execute(rollup):
+        totals.setdefault(str(campaign_id), Counter())[str(metric)] += int(n or 0)
+    columns = (Delivery.campaign_id, Delivery.state)
+    above = select(*columns, func.count()).where(Delivery.id > watermark(session, "deliveries"))
+    pending = select(*columns, func.count()).select_from(RollupPending).join(
+        Delivery, Delivery.id == RollupPending.delivery_id
+    )
+    for live in (above, pending):
+        for campaign_id, state, n in session.execute(live.group_by(*columns)):
+            key = "queued" if state == "sending" else str(state)
+            totals.setdefault(str(campaign_id), Counter())[key] += int(n)
+    return totals
+
+
+def campaign_ids(session: Session) -> set[str]:
+    """Every campaign id of the ledger (any kind), from the rollups (a deleted row's campaign
+    stays known: its emails were sent) and the rows not folded yet."""
+    ids = set(session.scalars(select(ResultRollup.campaign_id).distinct()))
+    above = select(Delivery.campaign_id).where(Delivery.id > watermark(session, "deliveries")).distinct()
+    pending = (
+        select(Delivery.campaign_id)
+        .select_from(RollupPending)
+        .join(Delivery, Delivery.id == RollupPending.delivery_id)
+        .distinct()
+    )
+    for live in (above, pending):
+        ids |= {str(i) for i in session.scalars(live)}
+    return ids

@@ -8,16 +8,20 @@ Archived campaigns are left out unless asked for.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from cadence.campaign_files import list_campaigns
 from cadence.catalog import CampaignCatalog
 from cadence.config import Settings
 from cadence.db import campaign_states as states
+from cadence.db.results import snapshot
 from cadence.db.session import transaction
 from cadence.operations.holds import file_problem
+from cadence.operations.results import catch_up
 
 __all__ = ["CampaignSummary", "campaign_summaries", "held_reason"]
 
@@ -59,9 +63,20 @@ def held_reason(catalog: CampaignCatalog, campaign_id: str) -> str | None:
     return f"file missing/broken: {problem}" if problem is not None else None
 
 
+@functools.cache
+def _catalog(campaigns_dir: Path, base_url: str) -> CampaignCatalog:
+    """One catalog per folder for the process: it reloads a campaign only when its file changes,
+    where a new one parsed every YAML file on each call (80 ms of a console page, issue 14)."""
+    return CampaignCatalog(campaigns_dir, base_url=base_url)
+
+
 def campaign_summaries(settings: Settings, *, include_archived: bool = False) -> list[CampaignSummary]:
-    catalog = CampaignCatalog(settings.campaigns_dir, base_url=settings.base_url)
+    catalog = _catalog(settings.campaigns_dir, settings.base_url)
+    # Delivery counts come from the results rollups (db/results.py): fold what is new first, as
+    # `cadence report` does, then read the rollups and the live rows as of one instant.
+    catch_up(lambda: transaction(settings.database_url))
     with transaction(settings.database_url) as session:
+        snapshot(session)
         ids = {p.stem for p in list_campaigns(settings.campaigns_dir)} | states.known_campaign_ids(session)
         saved = states.all_states(session)
         people = states.enrollment_summary(session)

@@ -24,6 +24,7 @@ from typing import Any, TextIO
 from sqlalchemy.orm import Session
 
 from cadence.core.campaign import Campaign
+from cadence.db import enrollment_tallies
 from cadence.db import results as sql
 from cadence.errors import InputError, NotFound
 from cadence.reports import reason_label
@@ -117,7 +118,9 @@ def catch_up(sessions: Callable[[], AbstractContextManager[Session]], *, lag: ti
     transaction of its own (`sessions` opens one). Returns the rows read. The report is exact
     without it; folding keeps it fast."""
     with sessions() as session:
-        return sql.fold(session, lag=lag)
+        folded = sql.fold(session, lag=lag)
+        enrollment_tallies.compact(session)  # the console's people counts (same idea: keep it small)
+        return folded
 
 
 def campaign_results(

@@ -71,6 +71,7 @@ from cadence.web.security import (
     parse_networks,
     redact_access_logs,
     redact_path,
+    relative_slash_redirects,
 )
 from cadence.web.state import STATIC_DIR, TEMPLATES_DIR, WebLimits, WebState, get_state
 
@@ -157,6 +158,7 @@ def create_app(
         app.streamed_uploads = console.streamed_uploads(settings)  # the CSV import's upload
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
     _error_handlers(app)
+    relative_slash_redirects(app.router)  # not Starlette's: it trusts the Host header
     return app
 
 

@@ -37,12 +37,13 @@ import logging
 import re
 import secrets
 from collections.abc import Sequence
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from itsdangerous import BadData, URLSafeTimedSerializer
 from starlette.datastructures import MutableHeaders
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Match, Router
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cadence.errors import InputError
@@ -268,3 +269,34 @@ def redact_access_logs() -> None:
     logger = logging.getLogger("uvicorn.access")
     if not any(isinstance(f, RedactTokens) for f in logger.filters):
         logger.addFilter(RedactTokens())
+
+
+def relative_slash_redirects(router: Router) -> None:
+    """Redirect ``/admin/`` to ``/admin`` (and ``/x`` to ``/x/``) with a *relative* Location.
+
+    Starlette's own slash redirect (``Router.redirect_slashes``) builds an absolute URL from the
+    request's Host header, so behind a proxy that passes any Host, ``Host: evil.example`` turns
+    our link into a redirect to evil.example (an open redirect, CWE-601; found in the console's
+    security review, issue 14). A path-absolute reference is a valid Location (RFC 9110
+    §10.2.2) that the browser resolves against the URL it asked for, whatever Host said. A path
+    that would start with ``//`` (a network-path reference, i.e. another host) is never
+    redirected: it is a 404.
+    """
+    router.redirect_slashes = False
+    not_found = router.default
+
+    async def default(scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] == "http" and path not in ("", "/"):
+            other = dict(scope)
+            other["path"] = path.rstrip("/") if path.endswith("/") else path + "/"
+            target = other["path"]
+            safe = target.startswith("/") and not target.startswith(("//", "/\\"))
+            if safe and any(route.matches(other)[0] is not Match.NONE for route in router.routes):
+                query = scope.get("query_string", b"").decode("latin-1")
+                location = quote(target, safe="/:@!$&'()*+,;=-._~") + (f"?{query}" if query else "")
+                await Response(status_code=307, headers={"Location": location})(scope, receive, send)
+                return
+        await not_found(scope, receive, send)
+
+    router.default = default

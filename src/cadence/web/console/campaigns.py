@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Path, Request
-from starlette.responses import Response
+from starlette.responses import HTMLResponse, Response
 
 from cadence.errors import CadenceError, InputError, NotFound
 from cadence.operations import console_campaigns, lifecycle, newsletter_drafts, newsletters
@@ -23,6 +23,7 @@ from cadence.operations.test_sends import send_campaign_test
 from cadence.web.console.auth import Editor, Viewer
 from cadence.web.console.render import done_redirect, done_text, page
 from cadence.web.state import State, WebState
+from cadence.web.tracking import style_hashes
 
 router = APIRouter(prefix="/admin", include_in_schema=False)
 # A campaign id becomes a file name (campaigns/<id>.yaml): longer than any file name may be, it
@@ -57,8 +58,48 @@ def campaign(request: Request, state: State, me: Viewer, campaign_id: CampaignId
     except NotFound:
         missing = {"title": "No results yet", "message": f"Nothing has been sent for {campaign_id} yet."}
         return page(request, "message.html", missing, me=me, status=404)
-    context: dict[str, Any] = {"shown": shown, "campaign_id": campaign_id}
+    grid = console_campaigns.preview_grid(state.settings.campaigns_dir, state.runtime.renderer, campaign_id)
+    context: dict[str, Any] = {"shown": shown, "campaign_id": campaign_id, "grid": grid}
     return page(request, "campaign.html", context, me=me)
+
+
+@router.get("/campaigns/{campaign_id}/preview/{step}/{segment_id}")
+def preview(
+    request: Request,
+    state: State,
+    me: Viewer,
+    campaign_id: CampaignId,
+    step: Annotated[int, Path(ge=1, le=10_000)],
+    segment_id: Annotated[str, Path(max_length=200)],
+) -> Response:
+    """One email of the preview grid, for a frame of the campaign page. The frame is sandboxed
+    (no scripts, an opaque origin: the email cannot read the console's cookies or pages), and
+    this response carries a policy of its own besides: nothing but the email's own inline styles
+    (by hash, as the web view allows them: tracking.style_hashes) and images, no script, no
+    form, framed only by the console (``frame-ancestors 'self'``), sandboxed again if opened on
+    its own."""
+    status = 200
+    try:
+        body = console_campaigns.preview_html(
+            state.runtime.catalog, state.runtime.renderer, campaign_id, step, segment_id
+        )
+    except NotFound as exc:
+        body, status = _preview_problem(state, "Not found", _message(exc)), 404
+    except CadenceError as exc:  # a template error, a file that does not load: said in the frame
+        body = _preview_problem(state, "This email does not render", _message(exc))
+    origin = state.settings.base_url.rstrip("/")
+    policy = (
+        f"default-src 'none'; style-src 'unsafe-hashes' {' '.join(style_hashes(body))}; "
+        f"img-src {origin} https: data:; font-src https: data:; base-uri 'none'; form-action 'none'; "
+        "frame-ancestors 'self'; sandbox"
+    )
+    headers = {"Content-Security-Policy": policy, "X-Frame-Options": "SAMEORIGIN"}
+    return HTMLResponse(body, status_code=status, headers=headers)
+
+
+def _preview_problem(state: WebState, title: str, message: str) -> str:
+    template = state.templates.get_template("console/preview_problem.html")
+    return template.render(title=title, message=message)
 
 
 def _change(state: WebState, me: StaffIdentity, campaign_id: str, action: str) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Path, Query, Request
 from sqlalchemy.orm import Session
@@ -32,18 +32,32 @@ PageNumber = Annotated[int, Query(le=1_000_000)]
 
 @router.get("")
 def dashboard(request: Request, state: State, me: Viewer) -> Response:
-    with state.session() as session:
-        board = console_reads.dashboard(session, state.runtime.catalog, state.now())
+    board = console_reads.dashboard(state.session, state.runtime.catalog, state.now())
     return page(request, "dashboard.html", {"board": board}, me=me)
 
 
 @router.get("/subscribers")
 def subscribers(
-    request: Request, state: State, me: Viewer, q: str = "", page_number: PageNumber = 1, done: str = "", sig: str = ""
+    request: Request,
+    state: State,
+    me: Viewer,
+    q: Annotated[str, Query(max_length=1000)] = "",
+    status: Annotated[str, Query(max_length=40)] = "",
+    tag: Annotated[str, Query(max_length=200)] = "",
+    before: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
+    done: str = "",
+    sig: str = "",
 ) -> Response:
-    with state.session() as session:
-        found = console_reads.search_subscribers(session, q, page_number)
-    return page(request, "subscribers.html", {"found": found, "done": done_text(me, done, sig)}, me=me)
+    filters = console_reads.SearchFilters(status, tag)
+    context: dict[str, Any] = {"done": done_text(me, done, sig), "statuses": subscriber_tools.STATUSES}
+    try:
+        with state.session() as session:
+            found = console_reads.search_subscribers(session, q, filters=filters, before=before)
+    except InputError as exc:
+        empty = console_reads.SubscriberPage(q.strip()[:200], filters, 0, [], None, True)
+        context |= {"found": empty, "error": str(exc)[:1].upper() + str(exc)[1:]}  # names the filter
+        return page(request, "subscribers.html", context, me=me, status=400)
+    return page(request, "subscribers.html", {**context, "found": found}, me=me)
 
 
 def _profile(
