@@ -21,6 +21,7 @@ from cadence.core.bar_chart import BarChart, bar_chart
 from cadence.db import console as store
 from cadence.db.models import AuditEntry, Delivery, Enrollment, Subscriber, SubscriberTopic, Suppression
 from cadence.errors import CadenceError, NotFound
+from cadence.operations.subscriber_tools import describe_event
 
 DAYS = 30
 # Bulk-sender limits. Complaints: Gmail and Yahoo require a spam rate under 0.3 % from February
@@ -203,6 +204,10 @@ class SubscriberProfile:
     timeline: list[TimelineEntry]
 
 
+def _plain(data: dict[str, Any]) -> str:
+    return ", ".join(f"{k}: {_text(v)}" for k, v in sorted(data.items()))
+
+
 def _text(value: Any) -> str:
     return value if isinstance(value, str) else repr(value)
 
@@ -218,9 +223,7 @@ def subscriber_profile(session: Session, subscriber_id: int, *, limit: int = 200
         for d in store.subscriber_deliveries(session, subscriber_id, limit=limit)
     ]
     timeline += [
-        TimelineEntry(
-            e.created_at, e.kind, "", "", "", ", ".join(f"{k}: {_text(v)}" for k, v in sorted(e.data.items()))
-        )
+        TimelineEntry(e.created_at, e.kind, "", "", "", describe_event(e.kind, e.data) or _plain(e.data))
         for e in store.subscriber_events(session, subscriber_id, limit=limit)
     ]
     timeline.sort(key=lambda entry: entry.at, reverse=True)

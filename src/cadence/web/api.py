@@ -193,7 +193,7 @@ def build_router(form: SignupForm, others: Iterable[SignupForm] = ()) -> APIRout
         attributes = _attributes(form, answers.form_values())  # type: ignore[attr-defined]
         with state.session() as session:
             subscriber = subscriber_for_preferences(session, state.settings.secret_key, token)
-            update_answers(session, subscriber, attributes, state.now())
+            update_answers(session, subscriber, attributes, state.now(), how="api")
         return _preferences(state, token)
 
     @router.post(
@@ -206,7 +206,7 @@ def build_router(form: SignupForm, others: Iterable[SignupForm] = ()) -> APIRout
         """Pause every email for 2, 4 or 8 weeks."""
         with state.session() as session:
             subscriber = subscriber_for_preferences(session, state.settings.secret_key, token)
-            pause(session, subscriber, body.weeks, state.now())
+            pause(session, subscriber, body.weeks, state.now(), how="api")
         return _preferences(state, token)
 
     @router.delete("/preferences/{token}/pause", response_model=PreferencesOut, responses=_NOT_FOUND)
@@ -214,7 +214,7 @@ def build_router(form: SignupForm, others: Iterable[SignupForm] = ()) -> APIRout
         """End a pause now."""
         with state.session() as session:
             subscriber = subscriber_for_preferences(session, state.settings.secret_key, token)
-            resume(session, subscriber, state.now())
+            resume(session, subscriber, state.now(), how="api")
         return _preferences(state, token)
 
     @router.post(
