@@ -162,3 +162,11 @@ def test_a_test_send_can_carry_a_chosen_readers_data(env: dict[str, str], sink: 
         env, "newsletters", "send-test", NEWSLETTER, "--to", "me@example.com", "--subscriber", "x@example.com"
     )
     assert unknown.status == 1 and "no subscriber 'x@example.com'" in one_error_line(unknown)
+
+
+def test_campaigns_and_newsletters_are_listed_under_the_same_id_key(env: dict[str, str]) -> None:
+    campaigns = json.loads(cadence(env, "campaigns", "list", "--json").out)
+    newsletters = json.loads(cadence(env, "newsletters", "list", "--json").out)
+    assert "lower-back-pain" in [c["id"] for c in campaigns]
+    assert NEWSLETTER in [n["id"] for n in newsletters]
+    assert all(c["campaign"] == c["id"] for c in campaigns)  # the older key of campaigns list, kept

@@ -180,7 +180,7 @@ def test_campaigns_listed_paused_resumed_test_sent_and_cancelled_only_when_confi
 ) -> None:
     reader, writer = _token(web, "campaign-reader", "read"), _token(web, "campaign-writer", "write")
     listed = call(web, "GET", "/api/admin/campaigns", reader)
-    assert listed.status_code == 200 and CAMPAIGN in [c["campaign"] for c in listed.json()]
+    assert listed.status_code == 200 and CAMPAIGN in [c["id"] for c in listed.json()]
     assert call(web, "GET", f"/api/staff/campaigns/{CAMPAIGN}", reader).json()["state"] == "running"  # the alias
     assert call(web, "GET", "/api/admin/campaigns/nosuch", reader).status_code == 404
     assert call(web, "GET", "/api/admin/campaigns", None).status_code == 401
