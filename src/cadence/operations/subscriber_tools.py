@@ -262,6 +262,11 @@ def subscriber_profile(
             (e.created_at, 2, TimelineEntry(e.created_at.isoformat(), e.kind, campaign, step, detail[:200]))
         )
     timeline.sort(key=lambda t: (t[0], t[1]))
+    # While a step is in the workers' hands (queued, or postponed to its window or past a pause)
+    # the enrollment's own next_send_at is empty by design (no second tick may claim it): its
+    # next email goes out at the delivery's not_before. Shown as such, so a person waiting for
+    # their window no longer reads as "queued, no next send time" (issue 13 trial, Paris).
+    in_flight = {d.enrollment_id: d.not_before for d in deliveries if d.state in ("queued", "sending")}
     enrollments = []
     for en in sql.enrollments_of(session, s.id):
         campaign_file = campaign_named(en.campaign_id)
@@ -281,7 +286,7 @@ def subscriber_profile(
                 en.state,
                 en.enrolled_at.isoformat(),
                 next_step,
-                _iso(en.next_send_at),
+                _iso(en.next_send_at or (in_flight.get(en.id) if en.state == "active" else None)),
                 _iso(en.ended_at),
                 en.end_reason,
                 segment,
