@@ -79,8 +79,13 @@ def _print_results(title: str, rows: list[ResultRow], cells: tuple[_Cell, ...], 
 
 def report(
     campaign: Annotated[
-        str, typer.Argument(help="The campaign's or newsletter's name, e.g. lower-back-pain or clinic-news-2027-01")
-    ],
+        str | None,
+        typer.Argument(
+            help="The campaign's or newsletter's name, e.g. lower-back-pain or clinic-news-2027-01 (leave it out "
+            "for the list)",
+            show_default=False,
+        ),
+    ] = None,
     since: Annotated[str | None, typer.Option("--since", help="From this day, YYYY-MM-DD (UTC)")] = None,
     until: Annotated[str | None, typer.Option("--until", help="Up to and including this day, YYYY-MM-DD")] = None,
     reasons: Annotated[bool, typer.Option("--reasons", help="Also why emails failed (slower on a big list)")] = False,
@@ -109,6 +114,8 @@ def report(
     from cadence.errors import CampaignError
     from cadence.operations.results import campaign_results, catch_up, parse_day
 
+    if campaign is None:
+        raise UsageError(_choose_one(get_settings()))
     if as_json and as_csv:
         raise UsageError("choose --json or --csv, not both")
     if out is not None and not as_csv:
@@ -182,6 +189,16 @@ def report(
         if not result.daily:
             days.add_row("(nothing yet)", "", "", "", "", "")
         console.print(days)
+
+
+def _choose_one(settings: Any) -> str:
+    """`cadence report` without a name: what there is to report on, in one line (exit 2)."""
+    from cadence.campaign_files import list_campaigns
+    from cadence.newsletter_files import list_newsletters
+
+    drips = ", ".join(path.stem for path in list_campaigns(settings.campaigns_dir)) or "none"
+    letters = ", ".join(path.stem for path in list_newsletters(settings.campaigns_dir)) or "none"
+    return f"give the name of a campaign ({drips}) or of a newsletter ({letters}), e.g. cadence report NAME"
 
 
 def _write_csv(result: Any, out: Path | None, *, daily: bool) -> None:
