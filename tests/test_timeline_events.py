@@ -9,12 +9,15 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import select
 
+from cadence.db.models import Delivery
+from cadence.db.session import transaction
 from cadence.operations.subscriber_tools import describe_event
 from cadence.tokens import make_token
 from tests.support.console import CHROMIUM, CHROMIUM_ARGS, Console
@@ -116,6 +119,20 @@ def test_the_console_profile_shows_them_as_rows(web: WebServer, lived: dict[str,
         mine = [row for row in rows if row.split("\t")[1].strip() in ("answers_changed", "resume", "pause")]
         assert [row.split("\t")[1].strip() for row in mine] == ["answers_changed", "resume", "pause"]  # newest first
         assert "terrain: trails → roads" in mine[0] and "4 weeks, until" in mine[2]
+        # Her next lesson is in the workers' hands, postponed to its window: the campaigns table
+        # gives that time, not "—" (the enrollment's own next send time is empty meanwhile).
+        window = datetime(2026, 12, 9, 12, 0, tzinfo=UTC)
+        with transaction(web.settings.database_url) as session:
+            sent = session.scalars(select(Delivery).where(Delivery.subscriber_id == lived["id"])).one()
+            session.add(
+                Delivery(
+                    enrollment_id=sent.enrollment_id, subscriber_id=lived["id"], campaign_id=sent.campaign_id,
+                    step_id="", step_index=1, segment_id="", state="queued", attempts=0, due_at=window,
+                    not_before=window, message_id="", content_hash="", last_error="", created_at=web.clock.now(),
+                )
+            )  # fmt: skip
+        page.reload()
+        assert page.locator("td.next-send").first.inner_text() == "2026-12-09 12:00 UTC"
         assert console.csp == [] and console.dialogs == []
     finally:
         console.close()
