@@ -161,7 +161,8 @@ def test_an_archived_campaign_is_hidden_from_the_list_unless_all(env1: dict[str,
     listed = cadence(env, "campaigns", "list", "--json")
     assert listed.status == 0 and json.loads(listed.out) == []
     every = json.loads(cadence(env, "campaigns", "list", "--all", "--json").out)
-    assert [(c["campaign"], c["state"], c["enrolled"]) for c in every] == [(CAMPAIGN, "archived", 3)]
+    assert [(c["id"], c["state"], c["enrolled"]) for c in every] == [(CAMPAIGN, "archived", 3)]
+    assert every[0]["campaign"] == CAMPAIGN  # the older key, kept for scripts
     assert [a.action for a in rows(env)[2]] == ["campaign.cancel", "campaign.archive"]
     refused = cadence(env, "campaigns", "enroll", CAMPAIGN, "--all")
     assert refused.status == 1 and "archived: nobody can be enrolled" in one_error_line(refused)

@@ -145,3 +145,28 @@ def test_a_test_send_goes_out_for_real_marked_and_uncounted(env: dict[str, str],
     assert message["Subject"] == "[TEST] Hills, hips and your low back"
     assert "/u/" not in str(message["List-Unsubscribe"])  # a tester cannot unsubscribe anybody
     assert deliveries(env) == before  # no ledger row, nothing in the reports
+
+
+def test_a_test_send_can_carry_a_chosen_readers_data(env: dict[str, str], sink: SmtpSink) -> None:
+    sink.clear()
+    ran = cadence(
+        env, "newsletters", "send-test", NEWSLETTER, "--to", "me@example.com", "--subscriber", "r1@example.com"
+    )
+    assert ran.status == 0 and "with the data of r1@example.com" in " ".join(ran.out.split()), ran
+    [received] = sink.wait_for(1)
+    assert received.rcpt_tos == ("me@example.com",)  # to the tester, never to the reader
+    message = email.message_from_bytes(received.data, policy=email.policy.default)
+    assert message["Subject"].startswith("[TEST] ")
+    assert "Hi R1," in message.get_body(preferencelist=("plain",)).get_content()  # type: ignore[union-attr]
+    unknown = cadence(
+        env, "newsletters", "send-test", NEWSLETTER, "--to", "me@example.com", "--subscriber", "x@example.com"
+    )
+    assert unknown.status == 1 and "no subscriber 'x@example.com'" in one_error_line(unknown)
+
+
+def test_campaigns_and_newsletters_are_listed_under_the_same_id_key(env: dict[str, str]) -> None:
+    campaigns = json.loads(cadence(env, "campaigns", "list", "--json").out)
+    newsletters = json.loads(cadence(env, "newsletters", "list", "--json").out)
+    assert "lower-back-pain" in [c["id"] for c in campaigns]
+    assert NEWSLETTER in [n["id"] for n in newsletters]
+    assert all(c["campaign"] == c["id"] for c in campaigns)  # the older key of campaigns list, kept

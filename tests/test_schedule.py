@@ -143,3 +143,64 @@ def test_subscriber_zone_falls_back_to_the_campaign_zone() -> None:
     assert subscriber_zone(None, campaign) == NY
     assert subscriber_zone("Not/AZone", campaign) == NY
 
+
+
+# Windows at night, across midnight and inside DST gaps, in zones whose clocks change at 02:00
+# (Paris), at midnight (Santiago, Beirut, Havana) or by half an hour (Lord Howe): the probe that
+# looked for the Paris subscriber "queued with no next send time" (issue 13 trial).
+DST_ZONES = ["Europe/Paris", "America/Santiago", "Asia/Beirut", "America/Havana", "Australia/Lord_Howe"]
+NIGHT_WINDOWS = [
+    SendWindow(time(7), time(9), frozenset(range(6))),
+    SendWindow(time(0), time(2)),
+    SendWindow(time(23), time(1)),
+    SendWindow(time(2), time(3)),  # wholly inside Paris's spring-forward gap on 29 March 2026
+    SendWindow(time(0, 30), time(1, 30)),  # wholly inside Santiago's and Beirut's midnight gaps
+    SendWindow(time(22), time(2)),
+]
+DST_WEEKS = [utc(2026, 3, 25), utc(2026, 4, 1), utc(2026, 9, 2), utc(2026, 9, 23), utc(2026, 10, 21)]
+
+
+def _inside(at: datetime, window: SendWindow, tz: ZoneInfo) -> bool:
+    local_day = at.astimezone(tz).date()
+    for day in (local_day - timedelta(days=1), local_day):
+        if day.weekday() not in window.weekdays:
+            continue
+        opens = datetime.combine(day, window.start).replace(tzinfo=tz).astimezone(UTC)
+        close_day = day + timedelta(days=1) if window.end <= window.start else day
+        closes = datetime.combine(close_day, window.end).replace(tzinfo=tz).astimezone(UTC)
+        if opens <= at < closes:
+            return True
+    return False
+
+
+@pytest.mark.parametrize("zone", DST_ZONES)
+@pytest.mark.parametrize("window", NIGHT_WINDOWS, ids=lambda w: f"{w.start:%H%M}-{w.end:%H%M}")
+def test_every_send_time_is_inside_a_window_that_exists_and_is_never_postponed_twice(
+    zone: str, window: SendWindow
+) -> None:
+    from cadence.core.drip_policy import postpone_until
+
+    tz = ZoneInfo(zone)
+    for week in DST_WEEKS:
+        for quarter in range(0, 8 * 24 * 4, 3):  # every 45 minutes over eight days
+            start = week + timedelta(minutes=15 * quarter)
+            due = next_send_at(start, window, tz)
+            assert due >= start and _inside(due, window, tz), (start, due)
+            assert next_send_at(due, window, tz) == due  # a due time is a fixed point
+            # Sent when due: not postponed. Sent late (a backlog): postponed once, to a time
+            # at which it is then sent.
+            assert postpone_until(now=due, due_at=due, paused_until=None, window=window, tz=tz) is None
+            late = due + timedelta(hours=2)
+            later = postpone_until(now=late, due_at=due, paused_until=None, window=window, tz=tz)
+            if later is not None:
+                assert later > late
+                assert postpone_until(now=later, due_at=due, paused_until=None, window=window, tz=tz) is None
+
+
+def test_a_window_wholly_inside_the_spring_forward_gap_skips_that_day() -> None:
+    paris = ZoneInfo("Europe/Paris")
+    night = SendWindow(time(2), time(3))
+    # Saturday 28 March 03:00 Paris, after that night's window: Sunday's 02:00-03:00 does not
+    # exist (clocks jump from 02:00 to 03:00), so the next window is Monday's.
+    got = next_send_at(utc(2026, 3, 28, 2, 0), night, paris)
+    assert got == utc(2026, 3, 30, 0, 0) and got.astimezone(paris).hour == 2

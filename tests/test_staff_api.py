@@ -8,6 +8,7 @@ import csv
 import io
 import json
 from collections.abc import Iterator
+from email import message_from_bytes, policy
 from pathlib import Path
 
 import httpx
@@ -179,7 +180,7 @@ def test_campaigns_listed_paused_resumed_test_sent_and_cancelled_only_when_confi
 ) -> None:
     reader, writer = _token(web, "campaign-reader", "read"), _token(web, "campaign-writer", "write")
     listed = call(web, "GET", "/api/admin/campaigns", reader)
-    assert listed.status_code == 200 and CAMPAIGN in [c["campaign"] for c in listed.json()]
+    assert listed.status_code == 200 and CAMPAIGN in [c["id"] for c in listed.json()]
     assert call(web, "GET", f"/api/staff/campaigns/{CAMPAIGN}", reader).json()["state"] == "running"  # the alias
     assert call(web, "GET", "/api/admin/campaigns/nosuch", reader).status_code == 404
     assert call(web, "GET", "/api/admin/campaigns", None).status_code == 401
@@ -247,12 +248,22 @@ def test_a_newsletter_counted_scheduled_paused_resumed_tested_and_cancelled(web:
     tested = call(web, "POST", f"/api/admin/newsletters/{news}/send-test", writer, json={"to": ["me@example.org"]})
     assert tested.status_code == 200 and tested.json()["sent"] == 1, tested.text
     assert len(web_sink.wait_for(before + 1)) == before + 1
+    # Filled with a chosen subscriber's data (Ann's greeting), still marked and uncounted.
+    as_ann = {"to": ["me@example.org"], "subscriber": "ann@example.com"}
+    tested = call(web, "POST", f"/api/admin/newsletters/{news}/send-test", writer, json=as_ann)
+    assert tested.status_code == 200 and tested.json()["data_of"] == "ann@example.com", tested.text
+    html = message_from_bytes(web_sink.wait_for(before + 2)[-1].data, policy=policy.default)
+    assert "Hi Ann," in html.get_body(preferencelist=("plain",)).get_content()  # type: ignore[union-attr]
+    nobody = {"to": ["me@example.org"], "subscriber": "nobody@example.com"}
+    missing = call(web, "POST", f"/api/admin/newsletters/{news}/send-test", writer, json=nobody)
+    assert missing.status_code == 404 and "nobody@example.com" in missing.json()["detail"]
     bad = call(web, "POST", f"/api/admin/newsletters/{news}/send-test", writer, json={"to": ["x"]})
     assert bad.status_code == 422
     assert call(web, "POST", f"/api/admin/newsletters/{news}/cancel", writer, json={"confirm": "x"}).status_code == 422
     cancelled = call(web, "POST", f"/api/admin/newsletters/{news}/cancel", writer, json={"confirm": news})
     assert cancelled.status_code == 200 and cancelled.json()["state"] == "cancelled"
     assert call(web, "GET", f"/api/admin/newsletters/{news}", reader).json()["state"] == "cancelled"
-    assert _audited(web, reader, f"newsletter:{news}", 5) == [
-        ("token:news-writer", f"newsletter.{a}") for a in ("cancel", "send_test", "resume", "pause", "schedule")
+    assert _audited(web, reader, f"newsletter:{news}", 6) == [
+        ("token:news-writer", f"newsletter.{a}")
+        for a in ("cancel", "send_test", "send_test", "resume", "pause", "schedule")
     ]

@@ -205,7 +205,7 @@ def test_cadence_report_of_a_newsletter_is_per_segment(env: dict[str, str]) -> N
     [
         (["report", "nosuch"], 1, "no campaign or newsletter 'nosuch'"),
         (["report", CAMPAIGN, "--since", "yesterday"], 1, "--since: 'yesterday' is not a date (YYYY-MM-DD)"),
-        (["report"], 2, "Missing argument 'campaign'"),
+        (["report"], 2, "give the name of a campaign (lower-back-pain) or of a newsletter"),
     ],
 )
 def test_cadence_report_refuses_bad_input_in_one_line(

@@ -150,7 +150,7 @@ def test_validate_names_the_file_line_and_field_of_every_bad_form(tmp_path: Path
     for name, (_, message) in BAD_FORMS.items():
         assert f"forms/{name}{message}" in out, (name, out)
     assert (
-        "forms/runners.yaml:41: error: question 'terrain': segment rule 'terrain eq trails' of 'lower-back-pain' "
+        "forms/runners.yaml:45: error: question 'terrain': segment rule 'terrain eq trails' of 'lower-back-pain' "
         "compares to 'trails', which no choice gives" in out
     )
     assert "6 problem(s) in the signup forms or the sender file" in out

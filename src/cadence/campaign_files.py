@@ -1,7 +1,7 @@
 """Load campaign files (YAML) into :class:`cadence.core.campaign.Campaign`, validated by pydantic.
 
-A bad file fails with the file, the field and the reason, e.g.
-``campaigns/x.yaml: steps.2.delay: '3 days' is not a duration like 2d, 36h, 1d12h or 90m``.
+A bad file fails with the file, its line, the field and the reason, e.g.
+``campaigns/x.yaml:80: steps.2.delay: '3 days' is not a duration like 2d, 36h, 1d12h or 90m``.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, EmailStr, Field, ValidationError, fi
 
 from cadence.core.campaign import (
     Campaign,
+    ExitGoal,
     Facet,
     FacetOption,
     Rule,
@@ -157,6 +158,31 @@ class StepModel(_Model):
         return value
 
 
+class ExitGoalModel(_Model):
+    """``exit_goal:`` the conversion that ends the drip early (core/campaign.ExitGoal)."""
+
+    tags: list[str] = Field(default_factory=list)
+    rules: list[RuleModel] = Field(default_factory=list)
+    match: Literal["all", "any"] = "any"
+
+    @field_validator("tags")
+    @classmethod
+    def _tag_names(cls, value: list[str]) -> list[str]:
+        bad = [tag for tag in value if not tag.strip()]
+        if bad:
+            raise ValueError("a tag name must not be empty")
+        return [tag.strip().lower() for tag in value]  # tags are stored lowercased (subscriber_tools)
+
+    @model_validator(mode="after")
+    def _something_to_reach(self) -> ExitGoalModel:
+        if not self.tags and not self.rules:
+            raise ValueError(
+                "give tags (e.g. tags: [booked], set by staff or the booking system) or rules "
+                "(e.g. rules: [{attribute: booked, op: truthy}]): an exit goal with neither is never reached"
+            )
+        return self
+
+
 class TrackingModel(_Model):
     opens: bool = True
     clicks: bool = True
@@ -177,6 +203,18 @@ class CampaignModel(_Model):
     facets: list[FacetModel] = Field(default_factory=list)
     steps: list[StepModel] = Field(min_length=1)
     exit_goals: list[str] = Field(default_factory=list)
+    exit_goal: ExitGoalModel | None = None
+
+    @field_validator("exit_goal", mode="before")
+    @classmethod
+    def _goal_is_a_condition(cls, value: Any) -> Any:
+        # `exit_goal: booked` is the likeliest slip: say what the mapping looks like.
+        if isinstance(value, str | list):
+            raise ValueError(
+                f"{value!r}: write the goal as a condition, e.g. exit_goal: {{tags: [booked]}} or "
+                "exit_goal: {rules: [{attribute: booked, op: truthy}]}"
+            )
+        return value
 
     @field_validator("timezone")
     @classmethod
@@ -222,21 +260,52 @@ class CampaignModel(_Model):
         return self
 
 
-def _format_error(source: str, exc: ValidationError) -> str:
+def line_of(text: str | None, loc: tuple[int | str, ...]) -> int | None:
+    """The 1-based line of the YAML node at `loc` (pydantic's error location) in `text`, or of
+    the deepest part of it that exists (a missing key: its mapping). None without text."""
+    if not text:
+        return None
+    try:
+        node = yaml.compose(text)
+    except yaml.YAMLError:
+        return None
+    if node is None:
+        return None
+    line = int(node.start_mark.line)
+    for part in loc:
+        child = None
+        if isinstance(node, yaml.MappingNode):
+            child = next((v for k, v in node.value if getattr(k, "value", None) == str(part)), None)
+            if child is not None:
+                key = next(k for k, v in node.value if v is child)
+                line = int(key.start_mark.line)
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and 0 <= part < len(node.value):
+            child = node.value[part]
+            line = int(child.start_mark.line)
+        if child is None:
+            break
+        node = child
+    return line + 1
+
+
+def _format_error(source: str, exc: ValidationError, text: str | None = None) -> str:
     lines = []
     for err in exc.errors():
         where = ".".join(str(part) for part in err["loc"]) or "(top level)"
-        lines.append(f"{source}: {where}: {err['msg']}")
+        line = line_of(text, tuple(err["loc"]))
+        at = f":{line}" if line is not None else ""  # file:line, as for a YAML syntax error
+        lines.append(f"{source}{at}: {where}: {err['msg']}")
     return "\n".join(lines)
 
 
-def campaign_from_data(data: Any, source: str) -> Campaign:
+def campaign_from_data(data: Any, source: str, text: str | None = None) -> Campaign:
+    """The campaign `data` describes; `text` (the file's YAML) lets errors name their line."""
     if not isinstance(data, dict):
         raise CampaignError(f"{source}: expected a mapping at the top level")
     try:
         model = CampaignModel.model_validate(data)
     except ValidationError as exc:
-        raise CampaignError(_format_error(source, exc)) from None
+        raise CampaignError(_format_error(source, exc, text)) from None
     window = model.send_window
     facets = tuple(
         Facet(
@@ -277,10 +346,18 @@ def campaign_from_data(data: Any, source: str) -> Campaign:
         facets=facets,
         steps=tuple(Step(s.id, s.template, parse_duration(s.delay), s.after) for s in model.steps),
         exit_goals=frozenset(model.exit_goals),
+        exit_goal=_exit_goal(model.exit_goal),
         context=dict(model.context),
         tracking=Tracking(model.tracking.opens, model.tracking.clicks, dict(model.tracking.utm)),
         source=source,
     )
+
+
+def _exit_goal(model: ExitGoalModel | None) -> ExitGoal | None:
+    if model is None:
+        return None
+    rules = tuple(Rule(r.attribute, r.op, r.value) for r in model.rules)
+    return ExitGoal(tags=tuple(model.tags), rules=rules, match=model.match)
 
 
 def load_campaign(
@@ -302,7 +379,7 @@ def load_campaign(
         mark = getattr(exc, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""
         raise CampaignError(f"{source}{line}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
-    campaign = campaign_from_data(data, source)
+    campaign = campaign_from_data(data, source, text)
     campaign = _with_sender(campaign, sender_file or path.parent / SENDER_FILE_NAME)
     context, guide_links = resolve_links(
         campaign.context, campaign_id=campaign.id, base_url=base_url or SAMPLE_BASE_URL, source=source

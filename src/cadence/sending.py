@@ -110,6 +110,7 @@ def _load_and_prepare(
         next_due: dict[tuple[str, int, str | None, datetime], drip_policy.NextStep] = {}
         prepared: list[PreparedSend] = []
         stopped = campaign_states.stopped_among(session.connection(), [due.id for due in rows])
+        tags: dict[int, set[str]] | None = None  # read once, when a campaign's exit goal names tags
         for due in rows:
             if due.id in stopped:  # paused: back to the queue untouched; cancelled: never sent
                 delivery, enrollment, _ = _rows_of(session, due)
@@ -134,9 +135,13 @@ def _load_and_prepare(
                 _hold(_rows_of(session, due)[0])
                 outcome.postponed += 1
                 continue
-            reason = _skip_reason(due, campaign, suppressed)
+            if campaign.exit_goal is not None and campaign.exit_goal.tags and tags is None:
+                tags = send_batch.tags_of(session, [d.subscriber_id for d in rows])
+            reason = _skip_reason(due, campaign, suppressed, (tags or {}).get(due.subscriber_id, set()), now)
             if reason:
                 delivery, enrollment, _ = _rows_of(session, due)
+                if reason == drip_policy.GOAL_REACHED:
+                    send_batch.record_goal_reached(session, due, campaign.steps[due.step_index].id, now)
                 _finish(delivery, "skipped", reason)
                 state, end_reason = drip_policy.enrollment_end_after_skip(due.step_index, len(campaign.steps), reason)
                 _end(enrollment, state, end_reason, now)
@@ -247,14 +252,18 @@ def _send_prepared(runtime: Runtime, prepared: list[PreparedSend], now: datetime
             start += size
 
 
-def _skip_reason(due: _Due, campaign: Campaign, suppressed: set[str]) -> str:
-    """Why `due` must not be sent at all (`suppressed`: the batch's suppressed addresses)."""
+def _skip_reason(due: _Due, campaign: Campaign, suppressed: set[str], tags: set[str], now: datetime) -> str:
+    """Why `due` must not be sent at all (`suppressed`: the batch's suppressed addresses;
+    `tags`: the subscriber's, read only when the campaign's exit goal names tags)."""
+    tz = subscriber_zone(due.timezone, campaign)
+    goal = drip_policy.exit_goal_reached(campaign.exit_goal, due.attributes, tags, now.astimezone(tz).date())
     return drip_policy.skip_reason(
         subscriber_status=due.status,
         suppressed=due.email in suppressed,
         enrollment_state=due.enrollment_state,
         step_index=due.step_index,
         step_count=len(campaign.steps),
+        goal_reached=goal,
     )
 
 

@@ -170,22 +170,27 @@ def worker(
         int,
         typer.Option(
             min=1,
-            help="Batches sent at the same time: while one waits for the mail server or the database,"
-            " another is prepared (a thread each; a process each with --pool prefork)",
+            help="How many groups of emails this process sends at once: while one group waits for the mail"
+            " server or the database, the next is being prepared",
         ),
     ] = 4,
     pool: Annotated[
         str | None,
         typer.Option(
-            help="threads: the batches run in this one process (the default); solo: one batch at a time"
-            " (the default with --concurrency 1); prefork: a parent process and one process per batch"
-            " (more memory)"
+            help="How those groups run: threads (all in this one process; the default), solo (one group at"
+            " a time; the default with --concurrency 1) or prefork (a separate process for each group; more"
+            " memory)"
         ),
     ] = None,
-    loglevel: Annotated[str, typer.Option(help="Celery log level")] = "INFO",
+    loglevel: Annotated[
+        str, typer.Option(help="How much it writes to its log: DEBUG, INFO, WARNING or ERROR")
+    ] = "INFO",
 ) -> None:
-    """Start a worker that sends the queued emails: one process, 4 batches at a time. Run one or
-    two per machine; every worker shares the queue, and a stopped worker loses nothing."""
+    """Start sending: this process sends the emails whose time has come, four groups at once,
+    and keeps running until you stop it (run it as a service). Start one or two on each
+    machine: they share the work, and stopping one loses nothing, another picks its emails up."""
+    # Plain words on purpose (issue 13 item 7): --help is read by the people who start it, not
+    # by Celery users; how it works is in docs/architecture.md and the comments below.
     from cadence.metrics import start_process_metrics
 
     chosen = pool or ("solo" if concurrency == 1 else "threads")
@@ -213,9 +218,16 @@ def worker(
 
 
 @app.command()
-def scheduler(loglevel: Annotated[str, typer.Option(help="Celery log level")] = "INFO") -> None:
-    """Start Celery beat, which queues a tick every CADENCE_TICK_SECONDS. Run exactly one; a
-    second one by mistake cannot double-send (the tick takes a lock and the ledger is unique)."""
+def scheduler(
+    loglevel: Annotated[
+        str, typer.Option(help="How much it writes to its log: DEBUG, INFO, WARNING or ERROR")
+    ] = "INFO",
+) -> None:
+    """Start the clock of the whole system: every 30 seconds (CADENCE_TICK_SECONDS) it looks for
+    emails whose time has come and hands them to the workers. Run exactly one and keep it
+    running; a second one started by mistake does no harm: nothing is ever sent twice."""
+    # Celery beat queueing the tick task; the tick takes an advisory lock and the ledger is
+    # unique per (enrollment, step), which is why a second scheduler cannot double-send.
     from cadence.tasks import process_app
 
     settings = get_settings()

@@ -4,14 +4,17 @@ bar on a terminal (rows/s, time left; nothing when the output is a file or a pip
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
+
+from cadence.errors import InputError
 
 if TYPE_CHECKING:
     from cadence.config import Settings
@@ -44,6 +47,10 @@ def subscribers_import(
             "receive it; recorded as consent given at import)",
         ),
     ] = None,
+    as_json: Annotated[
+        bool,
+        typer.Option("--json", help="Print the summary as JSON for a script (no progress bar)"),
+    ] = False,
 ) -> None:
     """Import or update subscribers from a CSV file. All or nothing unless --skip-invalid.
 
@@ -52,7 +59,8 @@ def subscribers_import(
     subscribers are updated, never resubscribed; suppressed addresses are skipped and named.
     The summary says which columns the campaigns' segments read, and warns about columns they
     do not (a column named differently from what a segment expects puts everyone in the
-    fallback segment).
+    fallback segment). --json prints the same summary as data, also when nothing was imported
+    (then with exit status 1).
     """
     from cadence.cli.subscriber_tools import actor
     from cadence.config import get_settings
@@ -73,7 +81,7 @@ def subscribers_import(
         TextColumn("{task.fields[rows]:,} rows, {task.fields[rate]:,.0f} rows/s"),
         TimeRemainingColumn(),
         console=console,
-        disable=not console.is_terminal,
+        disable=as_json or not console.is_terminal,
         transient=True,
     ) as progress:
         bar = progress.add_task("import", total=total, rows=0, rate=0.0)
@@ -96,11 +104,68 @@ def subscribers_import(
                 actor=actor(),
             )
         except ImportRejected as rejected:
+            if as_json:
+                typer.echo(
+                    json.dumps(_document(rejected.report, time.monotonic() - started, settings, campaign), indent=2)
+                )
+                last = str(rejected).splitlines()[-1]  # "N of M rows have problems: nothing was imported..."
+                raise ImportRejectedLine(last) from None
             _summary(console, rejected.report, time.monotonic() - started)
             _findings(console, rejected.report, settings, campaign)
             raise
+    if as_json:
+        typer.echo(json.dumps(_document(report, time.monotonic() - started, settings, campaign), indent=2))
+        return
     _summary(console, report, time.monotonic() - started)
     _findings(console, report, settings, campaign)
+
+
+class ImportRejectedLine(InputError):
+    """With --json the problems are in the document; stderr gets the one-line verdict."""
+
+
+def _document(report: ImportReport, seconds: float, settings: Settings, names: list[str] | None) -> dict[str, Any]:
+    """The summary as data: counts, the first problems (line, field, reason), and what the
+    campaigns' segment rules make of the columns and values (the same checks as the text)."""
+    from dataclasses import asdict
+
+    from cadence.catalog import CampaignCatalog
+    from cadence.core.column_findings import column_findings, value_findings
+    from cadence.errors import CadenceError
+
+    document: dict[str, Any] = {
+        "file": report.source,
+        "imported": report.committed,
+        "rows": report.rows,
+        "created": report.created,
+        "updated": report.updated,
+        "unchanged": report.unchanged,
+        "suppressed": report.suppressed,
+        "suppressed_addresses": list(report.suppressed_addresses),
+        "rejected": report.rejected,
+        "problem_count": report.problem_count,
+        "problems": [{"line": p.line, "field": p.field, "reason": p.reason} for p in report.problems],
+        "error_report": str(report.error_report) if report.error_report else None,
+        "tags_added": report.tags_added,
+        "topics": list(report.topics),
+        "topics_joined": report.topics_joined,
+        "seconds": round(seconds, 3),
+        "rows_per_second": round(report.rows / seconds) if seconds > 0 else None,
+        "columns": [],
+        "unmatched_values": [],
+        "warning": None,
+    }
+    if report.header is None:
+        return document
+    catalog = CampaignCatalog(settings.campaigns_dir, settings.templates_dir)
+    try:
+        campaigns = [catalog.get(name) for name in names] if names else catalog.all()
+    except CadenceError as exc:
+        document["warning"] = f"columns not checked against the campaigns: {exc}"
+        return document
+    document["columns"] = [asdict(f) for f in column_findings(report.header.names, report.header.fields, campaigns)]
+    document["unmatched_values"] = [asdict(u) for u in value_findings(report.values, campaigns)]
+    return document
 
 
 def _findings(console: Console, report: ImportReport, settings: Settings, names: list[str] | None) -> None:

@@ -230,9 +230,14 @@ def send_test(
         list[str],
         typer.Option("--to", help="Where to send it: addresses separated by commas, or --to repeated (up to 10)"),
     ],
+    subscriber: Annotated[
+        str | None,
+        typer.Option("--subscriber", help="Fill it with this subscriber's name and answers instead of a sample's"),
+    ] = None,
 ) -> None:
     """Send the newsletter as it is now to yourself or your team, subject marked [TEST]. It goes
-    out the real way but is not counted anywhere, and its links cannot unsubscribe anybody."""
+    out the real way but is not counted anywhere, and its links cannot unsubscribe anybody.
+    --subscriber shows it as that person would read it."""
     from cadence.operations import newsletters
     from cadence.runtime import Runtime
 
@@ -240,10 +245,13 @@ def send_test(
     addresses = [a.strip() for value in to for a in value.split(",") if a.strip()]
     runtime = Runtime.from_settings(get_settings())
     try:
-        sent = newsletters.send_test(runtime, name, addresses, actor=_actor(), now=_now())
+        sent = newsletters.send_test(
+            runtime, name, addresses, actor=_actor(), now=_now(), subscriber_email=subscriber
+        )
     finally:
         runtime.close()
-    _console().print(f"[green]Test sent[/green] to {sent} address(es): {escape(', '.join(addresses))}")
+    data_of = f" with the data of {subscriber}" if subscriber else ""
+    _console().print(f"[green]Test sent[/green] to {sent} address(es){escape(data_of)}: {escape(', '.join(addresses))}")
 
 
 def validate_newsletter(name: str, campaigns_dir: Path, templates_dir: Path) -> None:

@@ -38,7 +38,7 @@ def _pct(rate: float | None) -> str:
     return "–" if rate is None else f"{rate * 100:.1f}%"
 
 
-_WIDE = 150  # the whole report in one table needs about this many columns
+_WIDE = 185  # the whole report in one table needs about this many columns
 _Cell: TypeAlias = "tuple[str, Callable[[ResultRow], str]]"
 _SENDING: tuple[_Cell, ...] = (
     ("sent", lambda r: f"{r.sent:,}"),
@@ -53,6 +53,11 @@ _ENGAGEMENT: tuple[_Cell, ...] = (
     ("clicks", lambda r: f"{r.unique_clicks:,}"),
     ("click rate", lambda r: _pct(r.click_rate)),
     ("unsubscribed", lambda r: f"{r.unsubscribes:,}"),
+)
+# A drip's conversions: people who reached its exit goal with this email as their last one.
+_GOAL: tuple[_Cell, ...] = (
+    ("exit goal reached", lambda r: f"{r.exit_goal_reached:,}"),
+    ("goal rate", lambda r: _pct(r.goal_rate)),
 )
 
 
@@ -74,8 +79,13 @@ def _print_results(title: str, rows: list[ResultRow], cells: tuple[_Cell, ...], 
 
 def report(
     campaign: Annotated[
-        str, typer.Argument(help="The campaign's or newsletter's name, e.g. lower-back-pain or clinic-news-2027-01")
-    ],
+        str | None,
+        typer.Argument(
+            help="The campaign's or newsletter's name, e.g. lower-back-pain or clinic-news-2027-01 (leave it out "
+            "for the list)",
+            show_default=False,
+        ),
+    ] = None,
     since: Annotated[str | None, typer.Option("--since", help="From this day, YYYY-MM-DD (UTC)")] = None,
     until: Annotated[str | None, typer.Option("--until", help="Up to and including this day, YYYY-MM-DD")] = None,
     reasons: Annotated[bool, typer.Option("--reasons", help="Also why emails failed (slower on a big list)")] = False,
@@ -93,8 +103,9 @@ def report(
     ] = None,
 ) -> None:
     """Results per email and segment (for a newsletter: per segment): sent, delivered, failed,
-    opens, clicks, unsubscribes, bounces and complaints, with rates, and the most clicked
-    links. --daily adds the numbers day by day; --csv writes them for spreadsheets."""
+    opens, clicks, unsubscribes, bounces, complaints and the people who reached the exit goal
+    (a booking), with rates, and the most clicked links. --daily adds the numbers day by day;
+    --csv writes them for spreadsheets."""
     from functools import partial
 
     from cadence.catalog import CampaignCatalog
@@ -103,6 +114,8 @@ def report(
     from cadence.errors import CampaignError
     from cadence.operations.results import campaign_results, catch_up, parse_day
 
+    if campaign is None:
+        raise UsageError(_choose_one(get_settings()))
     if as_json and as_csv:
         raise UsageError("choose --json or --csv, not both")
     if out is not None and not as_csv:
@@ -135,15 +148,24 @@ def report(
     period = f" from {result.since or 'the start'} to {result.until or 'now'}" if (since or until) else ""
     title = f"{escape(result.name)} ({result.campaign}){period}"
     rows = [*result.rows, result.total]
+    engagement = _ENGAGEMENT + (_GOAL if result.kind == "drip" else ())
     if console.width >= _WIDE:
-        _print_results(title, rows, _SENDING + _ENGAGEMENT, split=False)
+        _print_results(title, rows, _SENDING + engagement, split=False)
     else:
         # Twelve columns squeezed into 80 were cut to "ema…", "seg…" (issue 13 trial): on a
         # terminal narrower than the whole table, sending and engagement are two tables, and
         # each row names its email and, below it, its segment.
         _print_results(f"{title}: sending", rows, _SENDING, split=True)
         _print_results(f"{title}: opens, clicks, unsubscribes", rows, _ENGAGEMENT, split=True)
+        if result.kind == "drip":
+            _print_results(f"{title}: exit goal reached", rows, _GOAL, split=True)
     console.print(f"* {result.opens_caveat}")
+    if result.exit_goal:
+        console.print(
+            f"Exit goal: {result.exit_goal}. Counted at the last email each person had received when they reached "
+            "it; the rate is of the people sent that email (the total's: of those sent the first).",
+            markup=False,
+        )
     if result.top_links:
         links = Table(title="Most clicked links (unique clicks)")
         links.add_column("link")
@@ -167,6 +189,16 @@ def report(
         if not result.daily:
             days.add_row("(nothing yet)", "", "", "", "", "")
         console.print(days)
+
+
+def _choose_one(settings: Any) -> str:
+    """`cadence report` without a name: what there is to report on, in one line (exit 2)."""
+    from cadence.campaign_files import list_campaigns
+    from cadence.newsletter_files import list_newsletters
+
+    drips = ", ".join(path.stem for path in list_campaigns(settings.campaigns_dir)) or "none"
+    letters = ", ".join(path.stem for path in list_newsletters(settings.campaigns_dir)) or "none"
+    return f"give the name of a campaign ({drips}) or of a newsletter ({letters}), e.g. cadence report NAME"
 
 
 def _write_csv(result: Any, out: Path | None, *, daily: bool) -> None:

@@ -158,7 +158,8 @@ def show(
     as_json: Annotated[bool, typer.Option("--json", help="Print the profile as JSON")] = False,
 ) -> None:
     """Everything about one subscriber: status, answers, topics, tags, courses, and every
-    email and event (sent, opened, clicked, bounced, unsubscribed) with its time."""
+    email and event (sent, opened, clicked, bounced, unsubscribed, paused, resumed, answers
+    changed) with its time."""
     from cadence.catalog import CampaignCatalog
     from cadence.core.campaign import Campaign as CampaignModel
     from cadence.operations.subscriber_tools import subscriber_profile

@@ -95,6 +95,28 @@ class Segment:
 
 
 @dataclass(frozen=True, slots=True)
+class ExitGoal:
+    """What ends a subscriber's drip early: the conversion it works towards (a booking).
+
+    The same rule language as segments, plus the staff's tags, as a Customer.io "conversion
+    goal" reads: a subscriber has reached the goal when any of `tags` is theirs or the `rules`
+    hold, and `match` says how the conditions combine (``any``: one is enough, the default;
+    ``all``: every tag and every rule). Checked when each step is due
+    (``core/drip_policy.skip_reason``), so a tag set between two emails stops the next one.
+    """
+
+    tags: tuple[str, ...] = ()
+    rules: tuple[Rule, ...] = ()
+    match: Literal["all", "any"] = "any"
+
+    def describe(self) -> str:
+        """One line for people: ``tag booked, or booked is truthy``."""
+        parts = [f"tag {tag}" for tag in self.tags]
+        parts += [f"{r.attribute} {r.op}" + ("" if r.value is None else f" {r.value}") for r in self.rules]
+        return (", or " if self.match == "any" else ", and ").join(parts)
+
+
+@dataclass(frozen=True, slots=True)
 class Step:
     """One email of a drip. ``delay`` counts from the previous step's send (or enrollment)."""
 
@@ -125,7 +147,10 @@ class Campaign:
     send_window: SendWindow = SendWindow()
     reply_to: str | None = None
     description: str = ""
+    # Event kinds that end an enrollment the moment they are recorded (engine.record_event).
     exit_goals: frozenset[str] = frozenset()
+    # The condition on attributes and tags checked when each step is due (see ExitGoal).
+    exit_goal: ExitGoal | None = None
     context: dict[str, Any] = field(default_factory=dict)
     tracking: Tracking = Tracking()
     facets: tuple[Facet, ...] = ()

@@ -13,7 +13,8 @@ The rules, in the order a delivery meets them:
 enroll                      :func:`first_step_due`: the first step's delay from enrollment,
                             moved into the send window in the subscriber's zone
 resume (re-enroll)          :func:`may_resume`, :func:`resume_due`, :func:`resume_action`
-skip (never send)           :func:`skip_reason`, then :func:`enrollment_end_after_skip`
+skip (never send)           :func:`skip_reason` (:func:`exit_goal_reached` among its reasons),
+                            then :func:`enrollment_end_after_skip`
 postpone (not yet)          :func:`postpone_until`: paused, or past the window grace
 next step                   :func:`next_step_after`: counted from this send (or enrollment)
 retry (transient failure)   :func:`retry_at`: exponential backoff with full jitter, at least the
@@ -33,23 +34,26 @@ expired"; they stay SQL because the database must apply them atomically.
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import Literal
+from datetime import date, datetime, timedelta
+from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
-from cadence.core.campaign import Campaign, SendWindow
+from cadence.core.campaign import Campaign, ExitGoal, SendWindow
 from cadence.core.schedule import next_send_at, step_due_at
+from cadence.core.segments import rule_matches
 
 __all__ = [
     "FIRST_RECONNECT_DELAY",
+    "GOAL_REACHED",
     "MAX_RECONNECT_DELAY",
     "OUTAGE_BACKOFF",
     "WINDOW_GRACE",
     "NextStep",
     "ResumeAction",
     "enrollment_end_after_skip",
+    "exit_goal_reached",
     "first_step_due",
     "lease_renewal_due",
     "lease_safe_until",
@@ -78,6 +82,9 @@ OUTAGE_BACKOFF = timedelta(minutes=2)
 # the server nothing (issue #9).
 FIRST_RECONNECT_DELAY = 0.25
 MAX_RECONNECT_DELAY = 5.0
+# The skip reason (and, as "goal reached", the enrollment's end reason) of a step not sent
+# because the subscriber reached the campaign's exit goal (issue 13 item 6).
+GOAL_REACHED = "exit goal reached"
 
 
 # ---------------------------------------------------------------------------- enroll and resume
@@ -144,11 +151,32 @@ def resume_action(delivery_state: str | None, next_step: int, step_count: int) -
 # ---------------------------------------------------------------------------- at send time
 
 
+def exit_goal_reached(goal: ExitGoal | None, attributes: Mapping[str, Any], tags: Collection[str], today: date) -> bool:
+    """Whether a subscriber with these `attributes` and staff `tags` has reached `goal` (None:
+    the campaign has none). Tags compare case-insensitively, as staff type them; rules read
+    attributes exactly as segment rules do (``core/segments.rule_matches``), on the send date."""
+    if goal is None:
+        return False
+    have = {tag.lower() for tag in tags}
+    results = [tag.lower() in have for tag in goal.tags]
+    results += [rule_matches(rule, attributes, today) for rule in goal.rules]
+    if not results:
+        return False
+    return any(results) if goal.match == "any" else all(results)
+
+
 def skip_reason(
-    *, subscriber_status: str, suppressed: bool, enrollment_state: str, step_index: int, step_count: int
+    *,
+    subscriber_status: str,
+    suppressed: bool,
+    enrollment_state: str,
+    step_index: int,
+    step_count: int,
+    goal_reached: bool = False,
 ) -> str:
     """Why a leased delivery must not be sent at all, or "" if it may be. Checked at send time,
-    not at enqueue time (ARCHITECTURE.md): an unsubscribe after the tick is honoured."""
+    not at enqueue time (ARCHITECTURE.md): an unsubscribe after the tick is honoured, and so is
+    a booking (`goal_reached`, from :func:`exit_goal_reached`) recorded after the last email."""
     if subscriber_status != "active":
         return f"subscriber is {subscriber_status}"
     if suppressed:
@@ -157,15 +185,20 @@ def skip_reason(
         return f"enrollment is {enrollment_state}"
     if step_index >= step_count:
         return "step no longer exists in the campaign"
+    if goal_reached:
+        return GOAL_REACHED
     return ""
 
 
 def enrollment_end_after_skip(step_index: int, step_count: int, reason: str) -> tuple[str, str]:
     """(state, end reason) of the enrollment of a skipped delivery. It never stays active with
     nothing scheduled (it would wait for ever): completed if the campaign lost the step,
-    cancelled otherwise."""
+    exited when the subscriber reached the exit goal (the drip did its job), cancelled
+    otherwise."""
     if step_index >= step_count:
         return "completed", "the campaign has fewer steps now"
+    if reason == GOAL_REACHED:
+        return "exited", "goal reached"
     return "cancelled", reason
 
 

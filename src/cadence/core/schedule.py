@@ -3,7 +3,8 @@
 Pure functions; `now` and every other instant are arguments (aware datetimes in UTC in, UTC out).
 Windows are local wall-clock hours. Around DST changes we reason in local wall time and convert
 with ``zoneinfo``: a window opening at a time that does not exist that day (spring forward)
-opens as far after the gap's start as it was meant to (RFC 5545 §3.3.5); an ambiguous time (fall back) uses its first
+opens as far after the gap's start as it was meant to (RFC 5545 §3.3.5), and a window that lies
+wholly inside the gap does not exist that day; an ambiguous time (fall back) uses its first
 occurrence (``fold=0``), so a window never opens twice in one night (PEP 495).
 """
 
@@ -56,7 +57,12 @@ def next_send_at(earliest: datetime, window: SendWindow, tz: ZoneInfo) -> dateti
         if day.weekday() not in window.weekdays:
             continue
         opens, closes = _window_bounds(day, window, tz)
-        if earliest < closes:
+        # A window wholly inside a spring-forward gap (02:00-03:00 in Paris on the last Sunday
+        # of March) opens and closes at the same instant: it does not exist that day. Returning
+        # its opening sent the email at the window's end, and a delivery late by more than the
+        # grace was postponed to it and then postponed once more (found probing DST and
+        # midnight windows, issue 13 "Paris" note; tests/test_schedule.py).
+        if earliest < closes and opens < closes:
             return max(earliest, opens)
     raise ValueError("no send window found in the next two weeks")  # unreachable with weekdays
 

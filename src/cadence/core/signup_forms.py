@@ -96,6 +96,11 @@ class PageModel(_Model):
     confirm: str = Field(min_length=1)
     confirmed: str = "Thank you. You're on the list."
     answers_heading: str = "Your answers"
+    # The preference page's "Take a break" card: the line above the pause buttons, and the one
+    # after "Emails are paused until <date>." Empty: a plain default that fits any list
+    # (PAUSE_COPY, or DRIP_PAUSE_COPY when the form joins a drip).
+    pause: str = ""
+    paused: str = ""
 
 
 class JoinsModel(_Model):
@@ -198,6 +203,16 @@ class PageCopy:
     confirm: str
     confirmed: str
     answers_heading: str
+    pause: str = ""
+    paused: str = ""
+
+
+# The preference page's pause copy when the form file says nothing: our own plain words.
+PAUSE_COPY = ("Need a break? Pause every email for a few weeks.", "They start again by themselves after that.")
+DRIP_PAUSE_COPY = (
+    "Need a break? Pause every email for a few weeks; the series waits for you.",
+    "The series picks up where it stopped.",
+)
 
 
 @dataclass(frozen=True)
@@ -283,11 +298,12 @@ def form_from_data(data: Any, name: str, source: str, text: str = "") -> SignupF
         for q in model.questions
     )
     p = model.page
+    pause, paused = DRIP_PAUSE_COPY if model.joins.drip else PAUSE_COPY
     return SignupForm(
         name=name,
         page=PageCopy(
             p.title, p.eyebrow, p.heading, p.lede, tuple(p.receive), p.button, p.note, p.confirm, p.confirmed,
-            p.answers_heading,
+            p.answers_heading, p.pause or pause, p.paused or paused,
         ),
         consent=consent_wording(model.consent.text, tuple(model.consent.topics)),
         questions=questions,

@@ -224,9 +224,10 @@ class Delivery(Base):
 
 
 class Event(Base):
-    """Something that happened to a subscriber or a delivery: open, click, booked (an exit
-    goal), bounce, complaint, unsubscribe. ``dedupe_key`` (unique) makes webhook events apply
-    once even when the provider delivers them twice."""
+    """Something that happened to a subscriber or a delivery: open, click, bounce, complaint,
+    unsubscribe, exit_goal (on the last email sent before the goal was reached), pause, resume,
+    answers_changed (the subscriber's own actions, for the staff timeline). ``dedupe_key``
+    (unique) makes webhook events apply once even when the provider delivers them twice."""
 
     __tablename__ = "events"
     # "Is this the first open (click, bounce...) of its delivery?": how the results rollup counts

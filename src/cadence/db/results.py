@@ -46,7 +46,9 @@ from cadence.db.models import (
     RollupWatermark,
 )
 
-UNIQUE_KINDS = ("open", "click", "unsubscribe", "hard_bounce", "soft_bounce", "complaint")
+# "exit_goal": a subscriber reached the campaign's exit goal, on the row of the last email they
+# had been sent (db/send_batch.record_goal_reached): one per enrollment, counted like the rest.
+UNIQUE_KINDS = ("open", "click", "unsubscribe", "hard_bounce", "soft_bounce", "complaint", "exit_goal")
 FINAL = ("sent", "failed", "skipped")
 DEFAULT_LAG = timedelta(minutes=10)
 

@@ -25,15 +25,18 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from cadence.db.models import Delivery, Enrollment, Subscriber, Suppression
+from cadence.db.models import Delivery, Enrollment, Event, Subscriber, SubscriberTag, Suppression
 from cadence.db.queries import one_of
 from cadence.suppression_keys import plain_hash
 
 __all__ = [
+    "GOAL_EVENT",
     "DueRow",
     "load_due",
+    "record_goal_reached",
     "rows_of",
     "suppressed_addresses",
+    "tags_of",
 ]
 
 
@@ -103,6 +106,47 @@ def suppressed_addresses(session: Session, emails: Iterable[str]) -> set[str]:
     is_suppressed = one_of(Suppression.email_hash, sorted(set(hash_of.values())), dialect)
     found = set(session.scalars(select(Suppression.email_hash).where(is_suppressed)))
     return {email for email, digest in hash_of.items() if digest in found}
+
+
+def tags_of(session: Session, subscriber_ids: Iterable[int]) -> dict[int, set[str]]:
+    """The staff tags of these subscribers (an exit goal may name one): one query per batch, and
+    only for a batch whose campaign's goal has tags."""
+    ids = sorted(set(subscriber_ids))
+    found: dict[int, set[str]] = {i: set() for i in ids}
+    if not ids:
+        return found
+    dialect = session.get_bind().dialect.name
+    whose = one_of(SubscriberTag.subscriber_id, ids, dialect)
+    query = select(SubscriberTag.subscriber_id, SubscriberTag.tag).where(whose)
+    for subscriber_id, tag in session.execute(query):
+        found[subscriber_id].add(tag)
+    return found
+
+
+# The event a reached exit goal leaves: the report counts it at the step × segment of the email
+# the subscriber had last received (db/results.py, metric "exit_goal"), the timeline shows it.
+GOAL_EVENT = "exit_goal"
+
+
+def record_goal_reached(session: Session, due: DueRow, step_id: str, now: datetime) -> None:
+    """Record that `due`'s subscriber reached the exit goal before `step_id` went out. The event
+    belongs to the last step they were sent (the email that converted them), or to this skipped
+    step when they converted before the first email."""
+    last_sent = session.scalar(
+        select(Delivery.id)
+        .where(Delivery.enrollment_id == due.enrollment_id, Delivery.state == "sent")
+        .order_by(Delivery.step_index.desc())
+        .limit(1)
+    )
+    session.add(
+        Event(
+            subscriber_id=due.subscriber_id,
+            delivery_id=last_sent if last_sent is not None else due.id,
+            kind=GOAL_EVENT,
+            data={"campaign": due.campaign_id, "before_step": step_id},
+            created_at=now,
+        )
+    )
 
 
 def rows_of(session: Session, due: DueRow) -> tuple[Delivery, Enrollment, Subscriber]:

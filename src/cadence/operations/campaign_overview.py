@@ -42,7 +42,12 @@ class CampaignSummary:
     skipped: int
 
     def document(self) -> dict[str, Any]:
+        """JSON-ready. Campaigns and newsletters are both named by ``id`` in every list (``cadence
+        campaigns list --json``, ``newsletters list --json``, ``GET /api/admin/campaigns`` and
+        ``/newsletters``); ``campaign`` is the same value under the key this list had before,
+        kept so scripts written against it keep working (issue 13 trial)."""
         return {
+            "id": self.id,
             "campaign": self.id,
             "name": self.name,
             "state": self.state,

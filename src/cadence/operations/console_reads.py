@@ -25,7 +25,7 @@ from cadence.db import results as results_sql
 from cadence.db.models import AuditEntry, Delivery, Enrollment, Subscriber, SubscriberTopic, Suppression
 from cadence.errors import CadenceError, InputError, NotFound
 from cadence.operations import results
-from cadence.operations.subscriber_tools import STATUSES, check_tag
+from cadence.operations.subscriber_tools import STATUSES, check_tag, describe_event
 
 DAYS = 30
 # Bulk-sender limits. Complaints: Gmail and Yahoo require a spam rate under 0.3 % from February
@@ -245,6 +245,13 @@ class SubscriberProfile:
     topics: list[SubscriberTopic]
     enrollments: list[Enrollment]
     timeline: list[TimelineEntry]
+    # enrollment id -> when its step in the workers' hands (queued, or postponed to its window)
+    # goes out: the enrollment's own next_send_at is empty meanwhile, by design.
+    in_flight: dict[int, datetime] = field(default_factory=dict)
+
+
+def _plain(data: dict[str, Any]) -> str:
+    return ", ".join(f"{k}: {_text(v)}" for k, v in sorted(data.items()))
 
 
 def _text(value: Any) -> str:
@@ -257,14 +264,18 @@ def subscriber_profile(session: Session, subscriber_id: int, *, limit: int = 200
     person = store.subscriber(session, subscriber_id)
     if person is None:
         raise NotFound(f"no subscriber with id {subscriber_id}")
+    deliveries = store.subscriber_deliveries(session, subscriber_id, limit=limit)
     timeline = [
         TimelineEntry(d.sent_at or d.created_at, f"{d.kind} email", d.campaign_id, d.step_id, d.state, d.last_error)
-        for d in store.subscriber_deliveries(session, subscriber_id, limit=limit)
+        for d in deliveries
     ]
+    in_flight = {
+        d.enrollment_id: d.not_before
+        for d in deliveries
+        if d.enrollment_id is not None and d.state in ("queued", "sending")
+    }
     timeline += [
-        TimelineEntry(
-            e.created_at, e.kind, "", "", "", ", ".join(f"{k}: {_text(v)}" for k, v in sorted(e.data.items()))
-        )
+        TimelineEntry(e.created_at, e.kind, "", "", "", describe_event(e.kind, e.data) or _plain(e.data))
         for e in store.subscriber_events(session, subscriber_id, limit=limit)
     ]
     timeline.sort(key=lambda entry: entry.at, reverse=True)
@@ -276,6 +287,7 @@ def subscriber_profile(session: Session, subscriber_id: int, *, limit: int = 200
         store.subscriber_topics(session, subscriber_id),
         store.subscriber_enrollments(session, subscriber_id),
         timeline,
+        in_flight,
     )
 
 

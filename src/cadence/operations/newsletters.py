@@ -40,6 +40,7 @@ from cadence.db import newsletters as store
 from cadence.db.audit import record_audit
 from cadence.db.models import Newsletter as NewsletterRow
 from cadence.db.session import transaction
+from cadence.engine import find_subscriber
 from cadence.errors import CampaignError, InputError, NotFound
 from cadence.newsletter_content import EVERYONE, lock, newsletter_loader, render_campaign
 from cadence.newsletter_files import find_newsletter, list_newsletters, referenced_campaigns
@@ -477,10 +478,20 @@ def status(settings: Settings, name: str) -> dict[str, Any]:
 # ---------------------------------------------------------------------------- test send
 
 
-def send_test(runtime: Runtime, name: str, to: list[str], *, actor: str, now: datetime) -> int:
+def send_test(
+    runtime: Runtime,
+    name: str,
+    to: list[str],
+    *,
+    actor: str,
+    now: datetime,
+    subscriber_email: str | None = None,
+) -> int:
     """Send the newsletter as its file is now to `to`, subject marked ``[TEST]``, through the
-    real transport; no ledger row, nothing counted in the reports. Links point at the neutral
-    ``/manage`` page (a tester's click must not unsubscribe anybody)."""
+    real transport; no ledger row, nothing counted in the reports. Filled with a sample
+    reader's data, or with the subscriber `subscriber_email`'s (name, answers: what they would
+    read), as a drip's test send can be. Links point at the neutral ``/manage`` page (a
+    tester's click must not unsubscribe anybody, least of all the subscriber whose data it is)."""
     if not to:
         raise InputError("--to: give at least one address")
     if len(to) > MAX_TEST_ADDRESSES:
@@ -488,6 +499,11 @@ def send_test(runtime: Runtime, name: str, to: list[str], *, actor: str, now: da
     addresses = [normalise_email(address, "--to") for address in to]
     settings = runtime.settings
     loaded = load(settings, name, now, for_sending=True)
+    data: dict[str, Any] | None = None
+    if subscriber_email is not None:
+        with transaction(settings.database_url) as session:
+            found = find_subscriber(session, subscriber_email)
+            data = {"first_name": found.first_name, "email": found.email, "attributes": dict(found.attributes or {})}
     variant = loaded.renderer.variant(loaded.campaign, loaded.campaign.steps[0], EVERYONE)
     manage = f"{settings.base_url}/manage"
     links = {"unsubscribe": manage, "preferences": manage, "web_view": manage}
@@ -500,7 +516,7 @@ def send_test(runtime: Runtime, name: str, to: list[str], *, actor: str, now: da
             delivery_id=10**12 + secrets.randbits(32),  # never a real delivery's Message-ID
             secret_key=settings.secret_key,
             to=Address(address),
-            subscriber={**sample, "email": address},
+            subscriber=data if data is not None else {**sample, "email": address},
             links=links,
             link_url=None,
             pixel_url=None,
@@ -516,7 +532,7 @@ def send_test(runtime: Runtime, name: str, to: list[str], *, actor: str, now: da
             actor=actor,
             action="newsletter.send_test",
             target=f"newsletter:{loaded.newsletter.id}",
-            detail={"to": addresses, "refused": len(refused)},
+            detail={"to": addresses, "refused": len(refused), "data_of": "subscriber" if data else "sample"},
             now=now,
         )
     if refused:

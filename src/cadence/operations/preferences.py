@@ -62,28 +62,44 @@ def unsubscribe_everything(
     return changed
 
 
-def update_answers(session: Session, subscriber: Subscriber, answers: Mapping[str, str], now: datetime) -> None:
-    """Replace the answers (by attribute, as :meth:`SignupForm.check_answers` gives them).
-    Nothing else to do: the send path chooses the segment (and so the variant) when each email
-    is sent (sending.py, "check at send time")."""
-    subscriber.attributes = {**subscriber.attributes, **answers}
+def update_answers(
+    session: Session, subscriber: Subscriber, answers: Mapping[str, str], now: datetime, *, how: str = ""
+) -> None:
+    """Replace the answers (by attribute, as :meth:`SignupForm.check_answers` gives them). The
+    send path chooses the segment (and so the variant) when each email is sent (sending.py,
+    "check at send time"); what changed is recorded as an ``answers_changed`` event, so the
+    staff timeline can tell why the emails changed (issue 13 item 4)."""
+    before = dict(subscriber.attributes or {})
+    changes = {
+        key: {"from": before.get(key), "to": value} for key, value in answers.items() if before.get(key) != value
+    }
+    subscriber.attributes = {**before, **answers}
     subscriber.updated_at = now
+    if changes:
+        record_event(session, subscriber, "answers_changed", now, data={"changes": changes, "how": how})
     session.flush()
 
 
-def pause(session: Session, subscriber: Subscriber, weeks: int, now: datetime) -> datetime:
-    """Hold every email for `weeks` (2, 4 or 8); the send path postpones due steps until then."""
+def pause(session: Session, subscriber: Subscriber, weeks: int, now: datetime, *, how: str = "") -> datetime:
+    """Hold every email for `weeks` (2, 4 or 8); the send path postpones due steps until then.
+    Recorded as a ``pause`` event (the timeline shows it)."""
     if weeks not in PAUSE_WEEKS:
         raise InputError(f"weeks: choose {', '.join(map(str, PAUSE_WEEKS))}")
     subscriber.paused_until = now + timedelta(weeks=weeks)
     subscriber.updated_at = now
+    until = subscriber.paused_until.isoformat()
+    record_event(session, subscriber, "pause", now, data={"weeks": weeks, "until": until, "how": how})
     session.flush()
     return subscriber.paused_until
 
 
-def resume(session: Session, subscriber: Subscriber, now: datetime) -> None:
+def resume(session: Session, subscriber: Subscriber, now: datetime, *, how: str = "") -> None:
+    """End a pause now; a ``resume`` event when there was one to end (resuming twice is one)."""
+    was = subscriber.paused_until
     subscriber.paused_until = None
     subscriber.updated_at = now
+    if was is not None and was > now:
+        record_event(session, subscriber, "resume", now, data={"was_paused_until": was.isoformat(), "how": how})
     session.flush()
 
 

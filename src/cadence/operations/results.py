@@ -1,8 +1,10 @@
 """Campaign results for staff: ``cadence report CAMPAIGN`` and ``GET /api/admin/report/{id}``.
 
 Per step × segment: sent, delivered (sent minus bounced), failed, unique opens and clicks with
-their rates, unsubscribes, hard and soft bounces, complaints; the most clicked links; why
-deliveries failed. Plain dataclasses, so the CLI, the API and the console show the same numbers.
+their rates, unsubscribes, hard and soft bounces, complaints, exit goal reached (people who
+reached the campaign's goal, a booking, after this step was their last email; its rate is of
+those sent this step); the most clicked links; why deliveries failed. Plain dataclasses, so
+the CLI, the API and the console show the same numbers.
 
 Opens are **inflated**: Apple Mail Privacy Protection (iOS 15+) and some corporate filters fetch
 every image, the tracking pixel included, when the message arrives, so an "open" may be a proxy
@@ -57,6 +59,9 @@ class ResultRow:
     hard_bounces: int = 0
     soft_bounces: int = 0
     complaints: int = 0
+    # Reached the exit goal with this step as their last email (segment "": before the first).
+    exit_goal_reached: int = 0
+    goal_rate: float | None = None
 
 
 @dataclass(frozen=True)
@@ -88,6 +93,7 @@ class ResultsReport:
     notes: list[str] = field(default_factory=list)
     kind: str = "drip"  # or "newsletter": one step, a row per segment
     daily: list[DayRow] | None = None  # asked for (daily=True): the per-day series
+    exit_goal: str = ""  # the drip's exit goal in words ("" if it has none)
 
     def document(self) -> dict[str, Any]:
         """Plain JSON-ready data (``--json`` and the API)."""
@@ -183,6 +189,7 @@ def campaign_results(
         generated_at=now.isoformat(),
         kind=kind or "drip",
         daily=_daily(sql.daily_counts(session, campaign_id, start, end)) if daily else None,
+        exit_goal=campaign.exit_goal.describe() if campaign and campaign.exit_goal else "",
     )
 
 
@@ -216,6 +223,8 @@ CSV_COLUMNS = (
     "hard_bounces",
     "soft_bounces",
     "complaints",
+    "exit_goal_reached",
+    "goal_rate",
 )
 DAILY_CSV_COLUMNS = ("campaign", "day", "sent", "opens", "clicks", "unsubscribes", "bounces")
 
@@ -267,13 +276,18 @@ def _row(campaign: Campaign | None, step: int, segment: str, counts: Counter[tup
         hard_bounces=m("hard_bounce"),
         soft_bounces=m("soft_bounce"),
         complaints=m("complaint"),
+        exit_goal_reached=m("exit_goal"),
+        goal_rate=_rate(m("exit_goal"), sent),
     )
 
 
 def _total(rows: list[ResultRow]) -> ResultRow:
     names = ("sent", "delivered", "failed", "queued", "skipped", "unique_opens", "unique_clicks", "clicks")
-    more = ("unsubscribes", "hard_bounces", "soft_bounces", "complaints")
+    more = ("unsubscribes", "hard_bounces", "soft_bounces", "complaints", "exit_goal_reached")
     sums = {n: sum(getattr(r, n) for r in rows) for n in (*names, *more)}
+    # The whole campaign's goal rate is of the people it reached (sent its first step), not of
+    # every email sent: one person converts once.
+    reached = sum(r.sent for r in rows if r.step == 1)
     return ResultRow(
         step=0,
         step_id="all steps",
@@ -281,4 +295,5 @@ def _total(rows: list[ResultRow]) -> ResultRow:
         **sums,
         open_rate=_rate(sums["unique_opens"], sums["delivered"]),
         click_rate=_rate(sums["unique_clicks"], sums["delivered"]),
+        goal_rate=_rate(sums["exit_goal_reached"], reached),
     )

@@ -10,7 +10,7 @@ Python (a campaign's segment, attribute rules) are applied to the stream, so mem
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
@@ -79,6 +79,35 @@ class SubscriberSummary:
 class SearchPage:
     subscribers: list[SubscriberSummary]
     next_after: int | None  # pass as `after` for the next page; None on the last page
+
+
+def describe_event(kind: str, data: Mapping[str, Any]) -> str:
+    """An event's detail in a few words for the timeline (CLI, console, staff API): the link of
+    a click, the dates of a pause, the answers that changed, how it happened."""
+    how = str(data.get("how") or "")
+    by = f" ({how})" if how else ""
+    if kind == "click":
+        return str(data.get("url", ""))
+    if kind == "pause":
+        return f"{data.get('weeks')} weeks, until {str(data.get('until', ''))[:10]}{by}"
+    if kind == "resume":
+        return f"had been paused until {str(data.get('was_paused_until', ''))[:10]}{by}"
+    if kind == "answers_changed":
+        changes = data.get("changes")
+        if isinstance(changes, Mapping):
+            parts = [
+                f"{key}: {_shown(change.get('from'))} → {_shown(change.get('to'))}"
+                for key, change in sorted(changes.items())
+                if isinstance(change, Mapping)
+            ]
+            return ", ".join(parts) + by
+    if kind == "exit_goal":
+        return f"exit goal of {data.get('campaign', '')} reached before {data.get('before_step', '')}"
+    return str(data.get("how", data.get("detail", "")))
+
+
+def _shown(value: Any) -> str:
+    return "(none)" if value in (None, "") else str(value)
 
 
 @dataclass(frozen=True)
@@ -228,11 +257,16 @@ def subscriber_profile(
             )
     for e in sql.events_of(session, s.id, list(step_names)):
         campaign, step = step_names.get(e.delivery_id or -1, ("", ""))
-        detail = str(e.data.get("url", "")) if e.kind == "click" else str(e.data.get("how", e.data.get("detail", "")))
+        detail = describe_event(e.kind, e.data)
         timeline.append(
             (e.created_at, 2, TimelineEntry(e.created_at.isoformat(), e.kind, campaign, step, detail[:200]))
         )
     timeline.sort(key=lambda t: (t[0], t[1]))
+    # While a step is in the workers' hands (queued, or postponed to its window or past a pause)
+    # the enrollment's own next_send_at is empty by design (no second tick may claim it): its
+    # next email goes out at the delivery's not_before. Shown as such, so a person waiting for
+    # their window no longer reads as "queued, no next send time" (issue 13 trial, Paris).
+    in_flight = {d.enrollment_id: d.not_before for d in deliveries if d.state in ("queued", "sending")}
     enrollments = []
     for en in sql.enrollments_of(session, s.id):
         campaign_file = campaign_named(en.campaign_id)
@@ -252,7 +286,7 @@ def subscriber_profile(
                 en.state,
                 en.enrolled_at.isoformat(),
                 next_step,
-                _iso(en.next_send_at),
+                _iso(en.next_send_at or (in_flight.get(en.id) if en.state == "active" else None)),
                 _iso(en.ended_at),
                 en.end_reason,
                 segment,

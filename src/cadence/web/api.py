@@ -6,13 +6,17 @@ send without a CORS preflight we never grant. Tokens from the emails authorise e
 signing up; signing up is limited per IP and per address like the form, and answers the same
 way whatever the address's state.
 
-The signup and answers bodies are those of the default signup form (its file's questions, see
-web/forms.answers_model), so :func:`build_router` is called with the form when the app is made.
+Every signup form is served: ``/api/subscribe`` and ``/api/consent`` are the default form's
+(the answers and preference bodies too), ``/api/subscribe/<form>`` and ``/api/consent/<form>``
+each form's, as ``/subscribe/<form>`` serves its page (issue 12). Each form has its own
+body model (its file's questions, see web/forms.answers_model), so :func:`build_router` is
+called with the forms when the app is made and the OpenAPI document shows each form's body.
 No ``from __future__ import annotations`` here: FastAPI must see the form's models, made at run
 time, as real annotations of the routes defined in :func:`build_router`.
 """
 
 import time
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, Literal, cast
 
@@ -31,7 +35,7 @@ from cadence.operations.preferences import (
 )
 from cadence.operations.privacy import erase, export_data, forget_old_pages, subscriber_for_data_link
 from cadence.operations.signup import Answers, SignupContext, SignupData
-from cadence.web.forms import SignupFields, answers_model, form_values, signup_model
+from cadence.web.forms import SignupFields, answers_model, form_values, model_prefix, signup_model
 from cadence.web.manage import send_data_link
 from cadence.web.security import client_ip
 from cadence.web.state import State, WebState, limit_posts
@@ -74,47 +78,33 @@ def _attributes(form: SignupForm, values: dict[str, str]) -> Answers:
     return Answers(attributes)
 
 
-def build_router(form: SignupForm) -> APIRouter:
-    """The ``/api`` routes, with the signup and answers bodies of `form` (the default form)."""
-    AnswersIn = answers_model(form)
-    SignupIn = signup_model(form, AnswersIn)
+def _signup_routes(router: APIRouter, form: SignupForm, *, default: bool) -> None:
+    """``/subscribe`` and ``/consent`` of `form` (under ``/<form name>`` unless it is the default)."""
+    suffix = "" if default else f"/{form.name}"
+    prefix = model_prefix(form, default)
+    AnswersIn = answers_model(form, prefix)
+    SignupIn = signup_model(form, AnswersIn, prefix, consent_path=f"/api/consent{suffix}")
+    which = "the default signup form" if default else f"the signup form {form.name!r}"
 
-    class PreferencesOut(BaseModel):
-        email: str
-        first_name: str
-        status: str
-        answers: AnswersIn | None  # type: ignore[valid-type]
-        paused_until: datetime | None
-
-    router = APIRouter(prefix="/api", tags=["subscribers"])
-
-    @router.get("/consent", response_model=ConsentOut)
     def consent_wording() -> ConsentOut:
-        """The consent wording to show next to a signup button, and its version."""
         return ConsentOut(version=form.consent.version, text=form.consent.text)
 
-    @router.post(
-        "/subscribe",
-        status_code=202,
-        response_model=StatusOut,
-        dependencies=Limited,
-        responses={**_UNREADABLE, **_LIMITED},
-    )
+    consent_wording.__doc__ = f"The consent wording of {which} to show next to its button, and its version."
+    router.get(f"/consent{suffix}", response_model=ConsentOut, name=f"consent{suffix}")(consent_wording)
+
     def subscribe(
         body: SignupIn,  # type: ignore[valid-type]
         request: Request,
         state: State,
         background: BackgroundTasks,
     ) -> StatusOut:
-        """Sign up (double opt-in). The answer is the same for every address: new, already
-        subscribed, unsubscribed or suppressed."""
         started = time.monotonic()
         signup = cast(SignupFields, body)
         data = SignupData(signup.email, signup.first_name, _attributes(form, form_values(body, AnswersIn)))
         where = SignupContext(
             ip=client_ip(request),
             user_agent=request.headers.get("user-agent", ""),
-            form_id="api:subscribe",
+            form_id=f"api:subscribe{suffix}",
             page_url=signup.page_url or "",
             form=form.name,
             consent=form.consent,
@@ -124,6 +114,37 @@ def build_router(form: SignupForm) -> APIRouter:
         return StatusOut(
             status="pending_confirmation", detail="If this address can be subscribed, a link is on its way."
         )
+
+    subscribe.__doc__ = (
+        f"Sign up on {which} (double opt-in). The answer is the same for every address: new, "
+        "already subscribed, unsubscribed or suppressed."
+    )
+    router.post(
+        f"/subscribe{suffix}",
+        status_code=202,
+        response_model=StatusOut,
+        dependencies=Limited,
+        responses={**_UNREADABLE, **_LIMITED},
+        name=f"subscribe{suffix}",
+    )(subscribe)
+
+
+def build_router(form: SignupForm, others: Iterable[SignupForm] = ()) -> APIRouter:
+    """The ``/api`` routes: signup for the default `form` and for each of `others`; the
+    preference bodies are the default form's answers."""
+    AnswersIn = answers_model(form)
+
+    class PreferencesOut(BaseModel):
+        email: str
+        first_name: str
+        status: str
+        answers: AnswersIn | None  # type: ignore[valid-type]
+        paused_until: datetime | None
+
+    router = APIRouter(prefix="/api", tags=["subscribers"])
+    _signup_routes(router, form, default=True)
+    for other in others:  # the default form too, under its name, as /subscribe/<name> serves it
+        _signup_routes(router, other, default=False)
 
     @router.post(
         "/confirm/{token}", response_model=StatusOut, dependencies=Limited, responses={**_NOT_FOUND, **_LIMITED}
@@ -172,7 +193,7 @@ def build_router(form: SignupForm) -> APIRouter:
         attributes = _attributes(form, answers.form_values())  # type: ignore[attr-defined]
         with state.session() as session:
             subscriber = subscriber_for_preferences(session, state.settings.secret_key, token)
-            update_answers(session, subscriber, attributes, state.now())
+            update_answers(session, subscriber, attributes, state.now(), how="api")
         return _preferences(state, token)
 
     @router.post(
@@ -185,7 +206,7 @@ def build_router(form: SignupForm) -> APIRouter:
         """Pause every email for 2, 4 or 8 weeks."""
         with state.session() as session:
             subscriber = subscriber_for_preferences(session, state.settings.secret_key, token)
-            pause(session, subscriber, body.weeks, state.now())
+            pause(session, subscriber, body.weeks, state.now(), how="api")
         return _preferences(state, token)
 
     @router.delete("/preferences/{token}/pause", response_model=PreferencesOut, responses=_NOT_FOUND)
@@ -193,7 +214,7 @@ def build_router(form: SignupForm) -> APIRouter:
         """End a pause now."""
         with state.session() as session:
             subscriber = subscriber_for_preferences(session, state.settings.secret_key, token)
-            resume(session, subscriber, state.now())
+            resume(session, subscriber, state.now(), how="api")
         return _preferences(state, token)
 
     @router.post(

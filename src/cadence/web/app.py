@@ -138,7 +138,7 @@ def create_app(
         forms=forms,
         default_form=default_form,
     )
-    api_router = api.build_router(default_form)
+    api_router = api.build_router(default_form, [forms[name] for name in sorted(forms)])
     for router in (pages.router, preferences.router, manage.router, links.router, api_router, ops.router):
         app.include_router(router)
     app.include_router(guide.router)  # /guide/<campaign>/<page>: the campaign's guide pages (issue 11)

@@ -9,6 +9,7 @@ yes/no question a boolean, a month ``YYYY-MM``.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from datetime import date, datetime
 from typing import Annotated, Any, ClassVar, Literal, cast
@@ -145,8 +146,15 @@ def form_values_text(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-def answers_model(form: SignupForm) -> type[AnswersModel]:
-    """The pydantic model of `form`'s answers (named ``Answers`` in the OpenAPI document)."""
+def model_prefix(form: SignupForm, default: bool) -> str:
+    """How `form`'s models are named in the OpenAPI document: ``Answers`` and ``SignupIn`` for
+    the default form (the names clients already use), ``ClinicNewsAnswers``... for the others
+    (one schema per form: they ask different questions)."""
+    return "" if default else "".join(part.capitalize() for part in re.split(r"[-_]", form.name))
+
+
+def answers_model(form: SignupForm, prefix: str = "") -> type[AnswersModel]:
+    """The pydantic model of `form`'s answers (named ``<prefix>Answers`` in the OpenAPI document)."""
     fields: dict[str, Any] = {}
     for question in form.questions:
         description = " ".join(part for part in (question.label, question.help) if part)
@@ -167,7 +175,7 @@ def answers_model(form: SignupForm) -> type[AnswersModel]:
             fields[question.id] = (annotation, Field(description=description))
         else:
             fields[question.id] = (annotation | None, Field(default=None, description=description))
-    model: type[AnswersModel] = create_model("Answers", __base__=AnswersModel, **fields)
+    model: type[AnswersModel] = create_model(f"{prefix}Answers", __base__=AnswersModel, **fields)
     model.form = form
     return model
 
@@ -178,6 +186,7 @@ class SignupFields(BaseModel):
     consent record."""
 
     current_consent: ClassVar[str] = ""
+    consent_path: ClassVar[str] = "/api/consent"  # where a client reads this form's wording
 
     email: str = Field(max_length=320, json_schema_extra={"format": "email"}, examples=["runner@example.com"])
     first_name: str = Field(default="", max_length=100)
@@ -198,7 +207,7 @@ class SignupFields(BaseModel):
     @classmethod
     def _consent_version(cls, value: str) -> str:
         if value != cls.current_consent:
-            raise ValueError(f"the current consent wording is {cls.current_consent!r} (GET /api/consent)")
+            raise ValueError(f"the current consent wording is {cls.current_consent!r} (GET {cls.consent_path})")
         return value
 
     @field_validator("first_name")
@@ -219,18 +228,21 @@ class SignupFields(BaseModel):
             raise ValueError(str(exc)) from None
 
 
-def signup_model(form: SignupForm, answers: type[AnswersModel]) -> type[SignupFields]:
+def signup_model(
+    form: SignupForm, answers: type[AnswersModel], prefix: str = "", consent_path: str = "/api/consent"
+) -> type[SignupFields]:
     """The API's signup body for `form`: its answers and :class:`SignupFields`."""
     version = form.consent.version
     model = cast(
         type[SignupFields],
         create_model(
-            "SignupIn",
+            f"{prefix}SignupIn",
             __base__=(answers, SignupFields),
             consent_version=(str, Field(json_schema_extra={"enum": [version]})),
         ),
     )
     model.current_consent = version
+    model.consent_path = consent_path
     return model
 
 

@@ -98,7 +98,7 @@ def save_answers(token: str, request: Request, state: State, fields: Posted) -> 
         # Every bad field gets its message, as on the signup form; nothing is saved then.
         answers, errors = form.check_answers(posted)
         if not errors:
-            update_answers(session, subscriber, answers, state.now())
+            update_answers(session, subscriber, answers, state.now(), how="page")
     if errors:
         return _page(state, request, token, errors=errors, posted=posted)
     return _back(token, "saved")
@@ -112,9 +112,10 @@ def pause_emails(
     with state.session() as session:
         subscriber = subscriber_for_preferences(session, state.settings.secret_key, token)
         if weeks == "resume":
-            resume(session, subscriber, state.now())
+            resume(session, subscriber, state.now(), how="page")
             return _back(token, "resumed")
-        pause(session, subscriber, int(weeks) if weeks in {str(w) for w in PAUSE_WEEKS} else 0, state.now())
+        weeks_chosen = int(weeks) if weeks in {str(w) for w in PAUSE_WEEKS} else 0
+        pause(session, subscriber, weeks_chosen, state.now(), how="page")
     return _back(token, "paused")
 
 

@@ -206,16 +206,19 @@ def newsletter_cancel(newsletter: Name, body: ConfirmIn, token: Writer, state: S
 class NewsletterTestIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     to: list[str] = Field(min_length=1, max_length=newsletters.MAX_TEST_ADDRESSES)
+    subscriber: str | None = Field(default=None, max_length=320, description="Fill it with this subscriber's data")
 
 
 @router.post("/newsletters/{newsletter}/send-test")
 def newsletter_send_test(newsletter: Name, body: NewsletterTestIn, token: Writer, state: State) -> dict[str, Any]:
     """Send it as it is now to the given addresses, subject marked [TEST]; never counted."""
     try:
-        sent = newsletters.send_test(state.runtime, newsletter, body.to, actor=token.actor, now=state.now())
+        sent = newsletters.send_test(
+            state.runtime, newsletter, body.to, actor=token.actor, now=state.now(), subscriber_email=body.subscriber
+        )
     except (NotFound, InputError, CampaignError, TemplateError, TransportError) as exc:
         raise _refused(exc) from None
-    return {"newsletter": newsletter, "sent": sent}
+    return {"newsletter": newsletter, "sent": sent, "data_of": body.subscriber or "sample"}
 
 
 def _plain(document: dict[str, Any]) -> dict[str, Any]:
