@@ -98,7 +98,7 @@ def test_ids_and_pages_past_the_integer_range_are_not_a_server_error(web: WebSer
     admin = session_client(web, "ada.admin@clinic.example", "admin")
     for path in (
         f"/admin/subscribers/{huge}",
-        f"/admin/subscribers?page_number={huge}",
+        f"/admin/subscribers?before={huge}",  # the list pages by id since the 1M-row work
         f"/admin/audit?page_number={huge}",
         "/admin/subscribers/99999999999",
     ):
