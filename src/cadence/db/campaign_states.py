@@ -28,6 +28,7 @@ from sqlalchemy import Connection, and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from cadence.db.models import CampaignState, Delivery, Enrollment, Newsletter
+from cadence.db.queries import one_of
 
 RUNNING, PAUSED, CANCELLED, ARCHIVED = "running", "paused", "cancelled", "archived"
 # States in which nothing of the campaign may be claimed, enqueued or sent.
@@ -202,7 +203,7 @@ def stopped_among(conn: Connection, delivery_ids: Sequence[int]) -> dict[int, st
     rows = conn.execute(
         select(Delivery.id, CampaignState.state)
         .join(CampaignState, CampaignState.campaign_id == Delivery.campaign_id)
-        .where(Delivery.id.in_(list(delivery_ids)), CampaignState.state.in_(STOPPED))
+        .where(one_of(Delivery.id, delivery_ids, conn.dialect.name), CampaignState.state.in_(STOPPED))
     )
     return {int(i): str(s) for i, s in rows}
 
