@@ -139,7 +139,26 @@ def main() -> None:
 
                 shim = types.SimpleNamespace(perf_counter=time.process_time, strftime=time.strftime)
                 _common.time = send_throughput.time = shim  # type: ignore[assignment]
-                profile = send_throughput.profile_deliver(runtime, one_run(*sets[args.repeats]))
+                batches = one_run(*sets[args.repeats])
+                extra = _common.Buckets()  # the parts of "load" and of the send loop, below prepare_and_send
+                from cadence import batch_ledger, newsletter_sending, sending
+                from cadence.db import campaign_states, send_batch
+
+                for owner, name in (
+                    (send_batch, "load_due"),
+                    (send_batch, "suppressed_addresses"),
+                    (campaign_states, "stopped_among"),
+                    (sending, "_send_prepared"),
+                    (batch_ledger.BatchLedger, "record"),
+                    (newsletter_sending, "load_and_prepare"),
+                ):
+                    extra.patch(owner, name)
+                try:
+                    profile = send_throughput.profile_deliver(runtime, batches)
+                finally:
+                    extra.unpatch()
+                for name, seconds in sorted(extra.time.items(), key=lambda item: -item[1]):
+                    print(f"{seconds / profile.emails * 1e6:7.1f} µs  (inclusive of wrapped children) {name}")
                 for _, label, us, calls in profile.rows():
                     print(f"{us:7.1f} µs  {calls:5.2f}/email  {label}")
                 print(f"{profile.total_s / profile.emails * 1e6:7.1f} µs  total (CPU, with the wrappers' own cost)")
