@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from dkim.canonicalization import Relaxed
 from dkim.util import parse_tag_value
 
-from cadence.core.dkim import DEFAULT_SIGNED_HEADERS, DkimSigner, relaxed_body, relaxed_header
+from cadence.core.dkim import DEFAULT_SIGNED_HEADERS, DkimSigner, parse_header_block, relaxed_body, relaxed_header
 from cadence.core.message import Address, OutgoingMessage, build_mime, make_message_id
 from cadence.errors import ConfigError
 from cadence.transports.smtp import SmtpTransport
@@ -184,6 +184,48 @@ def test_relaxed_header_canonicalization_matches_dkimpy_on_adversarial_whitespac
         value = b"".join(rng.choice(alphabet) for _ in range(rng.randint(0, 40)))
         [(cname, cvalue)] = Relaxed.canonicalize_headers([(name, value)])
         assert relaxed_header(name, value) == cname + b":" + cvalue, (name, value)
+
+
+def test_header_blocks_are_parsed_exactly_as_dkimpy_parses_them() -> None:
+    rng = random.Random(5322)
+    lines = [
+        b"Subject: a  b", b"To:x", b" folded", b"\tfolded", b"From x y", b"X-A:", b"Bad Name: v", b":empty",
+        b"a:b:c", b"", b"nocolon", b"D\xc3\xa9j\xc3\xa0: v", b"Lone\rCR: v", b"  ",
+    ]  # fmt: skip
+    blocks = [build_mime(message(), date=DATE).split(b"\r\n\r\n", 1)[0] + b"\r\n"]
+    for _ in range(3000):
+        chosen = [rng.choice(lines) for _ in range(rng.randint(1, 6))]
+        blocks.append(rng.choice([b"\r\n", b"\n"]).join(chosen) + rng.choice([b"\r\n", b"\n", b""]))
+    for block in blocks:
+        try:
+            expected = dkim.rfc822_parse(block + b"\r\n")[0]
+        except (dkim.MessageFormatError, IndexError) as exc:
+            with pytest.raises(type(exc)):
+                parse_header_block(block)
+            continue
+        assert parse_header_block(block) == expected, block
+
+
+@pytest.mark.parametrize("timestamp", [None, 0, 1714548600, 10**12])
+def test_the_remembered_field_layout_gives_the_field_dkimpy_folding_gives(
+    signer: DkimSigner, timestamp: int | None
+) -> None:
+    rng = random.Random(timestamp)
+    for domain, selector in ((DOMAIN, SELECTOR), ("a" * 60 + ".example", "s" * 30)):
+        one = DkimSigner(
+            signer._key.private_bytes(  # type: ignore[union-attr]
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            ),
+            selector,
+            domain,
+        )
+        for _ in range(5):
+            bodyhash = base64.b64encode(rng.randbytes(32))
+            headers = rng.randbytes(80)
+            assert one.signature_header(headers, bodyhash, timestamp) == one._signature_header_by_folding(
+                headers, bodyhash, timestamp
+            )
+        assert one._layouts[timestamp].usable
 
 
 def test_keys_that_cannot_sign_rsa_sha256_are_configuration_errors(key_pem: bytes) -> None:

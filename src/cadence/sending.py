@@ -22,7 +22,7 @@ from cadence import metrics, newsletter_sending
 from cadence.batch_ledger import BatchLedger
 from cadence.clock import wall_now
 from cadence.core import drip_policy
-from cadence.core.campaign import Campaign
+from cadence.core.campaign import Campaign, Segment
 from cadence.core.message import Address, OutgoingMessage, build_mime, make_message_id
 from cadence.core.render import render_email
 from cadence.core.schedule import subscriber_zone
@@ -108,6 +108,7 @@ def _load_and_prepare(
         suppressed = send_batch.suppressed_addresses(session, {due.email for due in rows})
         campaigns: dict[str, Campaign | str] = {}  # one catalog look-up (two stats) per batch
         next_due: dict[tuple[str, int, str | None, datetime], drip_policy.NextStep] = {}
+        segment_of: dict[tuple[str, tuple[tuple[str, type, Any], ...]], Segment] = {}
         prepared: list[PreparedSend] = []
         stopped = campaign_states.stopped_among(session.connection(), [due.id for due in rows])
         tags: dict[int, set[str]] | None = None  # read once, when a campaign's exit goal names tags
@@ -154,7 +155,7 @@ def _load_and_prepare(
                 outcome.postponed += 1
                 continue
             try:
-                prepared.append(_prepare(runtime, session, due, campaign, now, next_due))
+                prepared.append(_prepare(runtime, session, due, campaign, now, next_due, segment_of))
             except CadenceError as exc:  # a template or an address broke after validation
                 log.error("delivery %s cannot be built: %s", due.id, exc, extra=_ids_of(due))
                 delivery, enrollment, subscriber = _rows_of(session, due)
@@ -285,10 +286,11 @@ def _prepare(
     campaign: Campaign,
     now: datetime,
     next_due: dict[tuple[str, int, str | None, datetime], drip_policy.NextStep],
+    segment_of: dict[tuple[str, tuple[tuple[str, type, Any], ...]], Segment],
 ) -> PreparedSend:
     settings = runtime.settings
     step = campaign.steps[due.step_index]
-    segment = choose_segment(campaign.segments, due.attributes, now.date())
+    segment = _segment(campaign, due.attributes, now, segment_of)
     variant = runtime.renderer.variant(campaign, step, segment)
     base = settings.base_url
     unsubscribe_url = f"{base}/u/{make_token(settings.secret_key, 'unsubscribe', [due.subscriber_id, due.id])}"
@@ -361,6 +363,30 @@ def _prepare(
         next_step=following.index,
         next_send_at=following.due_at,
     )
+
+
+def _segment(
+    campaign: Campaign,
+    attributes: dict[str, Any],
+    now: datetime,
+    seen: dict[tuple[str, tuple[tuple[str, type, Any], ...]], Segment],
+) -> Segment:
+    """choose_segment, decided once per batch for subscribers with the same attributes.
+
+    The choice depends only on the attributes and the send date (fixed for a batch), and a list
+    that answered one signup form shares a handful of answer combinations: one decision per
+    combination instead of one per email (~15 µs each, issue 15). Attributes holding lists or
+    other unhashable values are decided every time.
+    """
+    try:
+        # The type too: 1, 1.0 and True are equal keys, and a rule may tell them apart.
+        key = (campaign.id, tuple((name, type(value), value) for name, value in sorted(attributes.items())))
+        segment = seen.get(key)
+    except TypeError:  # a list or dict among the values
+        return choose_segment(campaign.segments, attributes, now.date())
+    if segment is None:
+        segment = seen[key] = choose_segment(campaign.segments, attributes, now.date())
+    return segment
 
 
 def _click_tracker(

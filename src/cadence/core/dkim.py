@@ -30,6 +30,7 @@ import base64
 import hashlib
 import re
 from collections.abc import Sequence
+from functools import lru_cache
 
 import dkim
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -45,6 +46,7 @@ __all__ = [
     "DkimSigners",
     "body_hash",
     "key_algorithm",
+    "parse_header_block",
     "relaxed_body",
     "relaxed_header",
 ]
@@ -147,7 +149,45 @@ def _signed_headers(headers: list[list[bytes]], include: Sequence[bytes]) -> byt
     """The relaxed fields named by ``h=``, in dkimpy's selection order (the last unused instance
     of each name, RFC 6376 §5.4.2), concatenated: what precedes the signature field in the hash.
     Selecting before canonicalizing is equivalent: rfc822_parse names carry no trailing space."""
-    return b"".join(relaxed_header(name, value) for name, value in dkim.select_headers(headers, include))
+    return b"".join(_relaxed_field(name, value) for name, value in dkim.select_headers(headers, include))
+
+
+# Most signed fields are the same in every message of a campaign (From, Reply-To, Subject, Date,
+# MIME-Version, List-Id, List-Unsubscribe-Post): their canonical form is remembered. The
+# per-recipient ones (To, Message-ID, List-Unsubscribe, the boundary) churn through the cache.
+_relaxed_field = lru_cache(maxsize=1024)(relaxed_header)
+
+
+# A field name as rfc822_parse's ``([\x21-\x7e]+?):`` reads it: printable ASCII up to the first colon.
+_FIELD_NAME = re.compile(rb"[\x21-\x39\x3b-\x7e]+")
+
+
+def parse_header_block(block: bytes) -> list[list[bytes]]:
+    """``dkim.rfc822_parse(block + CRLF)[0]``: the ``[name, value]`` fields of a header block.
+
+    build_mime's header blocks (CRLF line ends only, one field per line plus folded
+    continuations) are split here with ``bytes.split`` and ``partition`` (~3 µs instead of ~17 µs
+    for dkimpy's regex split and a regex match per line, issue 15); anything else (a bare LF, an
+    empty line, a line that is not ``name:`` or a continuation) goes to rfc822_parse itself, so
+    the answer is always dkimpy's. tests/test_dkim.py compares the two on adversarial blocks.
+    """
+    if block.endswith(b"\r\n") and block.count(b"\n") == block.count(b"\r\n"):
+        headers: list[list[bytes]] = []
+        for line in block[:-2].split(b"\r\n"):
+            first = line[:1]
+            if first == b" " or first == b"\t":
+                if not headers:
+                    break
+                headers[-1][1] += line + b"\r\n"
+                continue
+            name, colon, value = line.partition(b":")
+            if not colon or not _FIELD_NAME.fullmatch(name):
+                break
+            headers.append([name, value + b"\r\n"])
+        else:
+            return headers
+    headers, _ = dkim.rfc822_parse(block + b"\r\n")
+    return headers
 
 
 def _split(message: bytes) -> tuple[list[list[bytes]], bytes]:
@@ -203,6 +243,8 @@ class DkimSigner:
         self._include = tuple(h.encode("ascii") for h in include)
         self._selector = selector.encode("ascii")
         self._domain = domain.encode("idna")
+        self._key_bytes = (key.key_size + 7) // 8 if isinstance(key, rsa.RSAPrivateKey) else 64
+        self._layouts: dict[int | None, _Layout] = {}
 
     def sign(self, message: bytes, *, timestamp: int | None = None) -> bytes:
         """Return the ``DKIM-Signature:`` header field, folded and ending in CRLF, to prepend.
@@ -216,8 +258,7 @@ class DkimSigner:
     def sign_parts(self, header_block: bytes, body: bytes, *, timestamp: int | None = None) -> bytes:
         """:meth:`sign` for a caller holding the header block (ending in CRLF) and a body that
         uses only CRLF line ends, as build_mime does; skips re-splitting the message."""
-        headers, _ = dkim.rfc822_parse(header_block + b"\r\n")
-        return self._sign(headers, body, timestamp)
+        return self._sign(parse_header_block(header_block), body, timestamp)
 
     def _sign(self, headers: list[list[bytes]], body: bytes, timestamp: int | None) -> bytes:
         return self.signature_header(_signed_headers(headers, self._include), body_hash(body), timestamp)
@@ -225,6 +266,28 @@ class DkimSigner:
     def signature_header(self, signed_headers: bytes, bodyhash: bytes, timestamp: int | None) -> bytes:
         """The DKIM-Signature field, given the canonical ``h=`` fields from ``_signed_headers``
         and the ``bh=`` value from :func:`body_hash` (both shareable by signers of one message)."""
+        layout = self._layouts.get(timestamp)
+        if layout is None:
+            if len(self._layouts) >= 64:  # one timestamp per batch: keep the recent ones
+                self._layouts.clear()
+            layout = self._layouts[timestamp] = _Layout.measure(self, timestamp)
+        if layout.fits(bodyhash):
+            hasher = hashlib.sha256(signed_headers)
+            hasher.update(layout.canonical_before_bh)
+            hasher.update(bodyhash)
+            hasher.update(layout.canonical_after_bh)
+            signature = base64.b64encode(self._key_sign(hasher.digest()))
+            if len(signature) == layout.signature_length:
+                return layout.fill(bodyhash, signature)
+        return self._signature_header_by_folding(signed_headers, bodyhash, timestamp)
+
+    def _key_sign(self, digest: bytes) -> bytes:
+        if isinstance(self._key, rsa.RSAPrivateKey):
+            return self._key.sign(digest, padding.PKCS1v15(), utils.Prehashed(hashes.SHA256()))
+        # RFC 8463 §3: PureEdDSA over the SHA-256 digest of the headers, as dkimpy verifies it.
+        return self._key.sign(digest)
+
+    def _fields(self, bodyhash: bytes, timestamp: int | None, b: bytes) -> list[tuple[bytes, bytes]]:
         # The same tags in the same order as dkim.DKIM.sign (dkimpy 1.1), so the header text,
         # and therefore the signature, is identical for the same t=.
         fields: list[tuple[bytes, bytes]] = [
@@ -238,27 +301,94 @@ class DkimSigner:
         ]
         if timestamp is not None:
             fields.append((b"t", str(int(timestamp)).encode("ascii")))
-        fields += [
-            (b"h", b" : ".join(self._include)),
-            (b"bh", bodyhash),
-            # dkimpy's trick: a 60-char placeholder makes b= fold onto its own line, so putting
-            # the real value in later does not move the folds of the tags before it.
-            (b"b", b"0" * 60),
-        ]
-        # dkim.DomainSigner.gen_header: fold, empty b=, then hash the selected headers and the
-        # signature header itself (without its trailing CRLF) -- RFC 6376 §3.7.
-        value = dkim.fold(b"; ".join(b"=".join(f) for f in fields), namelen=len(b"DKIM-Signature"))
+        fields += [(b"h", b" : ".join(self._include)), (b"bh", bodyhash), (b"b", b)]
+        return fields
+
+    def _canonical_unsigned(self, bodyhash: bytes, timestamp: int | None) -> bytes:
+        """The signature field as it is hashed (RFC 6376 §3.7): dkim.DomainSigner.gen_header
+        folds it with dkimpy's trick (a 60-char b= placeholder makes b= fold onto its own line,
+        so putting the real value in later does not move the folds before it), empties b= and
+        canonicalizes it (relaxed), without its trailing CRLF."""
+        value = dkim.fold(
+            b"; ".join(b"=".join(f) for f in self._fields(bodyhash, timestamp, b"0" * 60)),
+            namelen=len(b"DKIM-Signature"),
+        )
         value = dkim.RE_BTAG.sub(b"\\1", value)
-        hasher = hashlib.sha256(signed_headers)
-        hasher.update(relaxed_header(b"DKIM-Signature", b" " + value)[:-2])
-        if isinstance(self._key, rsa.RSAPrivateKey):
-            signature = self._key.sign(hasher.digest(), padding.PKCS1v15(), utils.Prehashed(hashes.SHA256()))
-        else:
-            # RFC 8463 §3: PureEdDSA over the SHA-256 digest of the headers, as dkimpy verifies it.
-            signature = self._key.sign(hasher.digest())
-        fields[-1] = (b"b", base64.b64encode(signature))
-        value = b"; ".join(b"=".join(f) for f in fields) + b"\r\n"
+        return relaxed_header(b"DKIM-Signature", b" " + value)[:-2]
+
+    def _folded(self, bodyhash: bytes, timestamp: int | None, signature: bytes) -> bytes:
+        value = b"; ".join(b"=".join(f) for f in self._fields(bodyhash, timestamp, signature)) + b"\r\n"
         return b"DKIM-Signature: " + bytes(dkim.fold(value, namelen=len(b"DKIM-Signature"), linesep=b"\r\n"))
+
+    def _signature_header_by_folding(self, signed_headers: bytes, bodyhash: bytes, timestamp: int | None) -> bytes:
+        """signature_header the way dkimpy builds it, step by step (the reference; _Layout
+        replays it for the usual case)."""
+        hasher = hashlib.sha256(signed_headers)
+        hasher.update(self._canonical_unsigned(bodyhash, timestamp))
+        return self._folded(bodyhash, timestamp, base64.b64encode(self._key_sign(hasher.digest())))
+
+
+# Stand-ins for bh= and b= when a layout is measured: neither is WSP, CR, LF nor base64.
+_BH_MARK, _B_MARK = 0x01, 0x02
+_BASE64 = re.compile(rb"[A-Za-z0-9+/]+=*")
+
+
+class _Layout:
+    """Where bh= and b= land in one signer's DKIM-Signature field for one ``t=`` (issue 15).
+
+    Folding (dkim.fold) and relaxed canonicalization depend only on where the spaces are and on
+    lengths, and base64 values hold no spaces and have a fixed length (44 characters for a
+    SHA-256 ``bh=``, 344 for an RSA-2048 ``b=``, 88 for Ed25519). So the field is built once by
+    the reference code with stand-in bytes in place of both values, and each message only pours
+    its own values into the same places: ~25 µs less per signature than folding twice and
+    canonicalizing. A layout whose stand-ins did not come out whole (a fold inside ``bh=``) is
+    not used; tests/test_dkim.py compares both paths.
+    """
+
+    def __init__(self, canonical: bytes | None, folded: bytes, bh_length: int, signature_length: int) -> None:
+        self.usable = canonical is not None
+        before, _, after = (canonical or b"").partition(bytes([_BH_MARK]) * bh_length)
+        self.canonical_before_bh, self.canonical_after_bh = before, after
+        self.bh_length, self.signature_length = bh_length, signature_length
+        # The folded field as literal pieces and (which value, from, to) slices of the values.
+        self._pieces: list[bytes | tuple[int, int, int]] = []
+        used = {_BH_MARK: 0, _B_MARK: 0}
+        i = 0
+        while i < len(folded):
+            mark = folded[i]
+            if mark in used:
+                j = i
+                while j < len(folded) and folded[j] == mark:
+                    j += 1
+                self._pieces.append((mark, used[mark], used[mark] + j - i))
+                used[mark] += j - i
+            else:
+                j = i
+                while j < len(folded) and folded[j] not in used:
+                    j += 1
+                self._pieces.append(folded[i:j])
+            i = j
+        if used != {_BH_MARK: bh_length, _B_MARK: signature_length}:
+            self.usable = False
+
+    @classmethod
+    def measure(cls, signer: DkimSigner, timestamp: int | None) -> _Layout:
+        bh_length = 44  # base64 of a SHA-256 digest
+        signature_length = 88 if signer.algorithm == ED25519_SHA256 else 4 * -(-(signer._key_bytes) // 3)
+        canonical = signer._canonical_unsigned(bytes([_BH_MARK]) * bh_length, timestamp)
+        if canonical.count(bytes([_BH_MARK])) != bh_length or bytes([_BH_MARK]) * bh_length not in canonical:
+            canonical_or_none: bytes | None = None
+        else:
+            canonical_or_none = canonical
+        folded = signer._folded(bytes([_BH_MARK]) * bh_length, timestamp, bytes([_B_MARK]) * signature_length)
+        return cls(canonical_or_none, folded, bh_length, signature_length)
+
+    def fits(self, bodyhash: bytes) -> bool:
+        return self.usable and len(bodyhash) == self.bh_length and _BASE64.fullmatch(bodyhash) is not None
+
+    def fill(self, bodyhash: bytes, signature: bytes) -> bytes:
+        values = {_BH_MARK: bodyhash, _B_MARK: signature}
+        return b"".join(p if isinstance(p, bytes) else values[p[0]][p[1] : p[2]] for p in self._pieces)
 
 
 class DkimSigners:
@@ -281,8 +411,7 @@ class DkimSigners:
 
     def sign_parts(self, header_block: bytes, body: bytes, *, timestamp: int | None = None) -> bytes:
         """:meth:`DkimSigner.sign_parts` for every signer."""
-        headers, _ = dkim.rfc822_parse(header_block + b"\r\n")
-        return self._sign(headers, body, timestamp)
+        return self._sign(parse_header_block(header_block), body, timestamp)
 
     def _sign(self, headers: list[list[bytes]], body: bytes, timestamp: int | None) -> bytes:
         bodyhash = body_hash(body)

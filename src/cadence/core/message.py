@@ -200,6 +200,7 @@ def _fold(name: str, tokens: list[str], separators: list[str] | None = None) -> 
     return "".join(out)
 
 
+@lru_cache(maxsize=1024)  # a subject is usually the same for a whole variant
 def _unstructured(name: str, value: str) -> str:
     """An unstructured header (Subject, extra headers): folded ASCII, else encoded-words."""
     check_header_text(name, value)
@@ -227,7 +228,12 @@ def format_address(address: Address, *, field_name: str = "address") -> str:
 
 
 def _mailbox_header(name: str, address: Address) -> str:
-    return _fold(name, list(_mailbox_tokens(name, address.email, address.name)))
+    return _mailbox_field(name, address.email, address.name)
+
+
+@lru_cache(maxsize=4096)  # From is the same for a whole campaign
+def _mailbox_field(name: str, email: str, display_name: str) -> str:
+    return _fold(name, list(_mailbox_tokens(name, email, display_name)))
 
 
 @lru_cache(maxsize=64)

@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session
 from cadence.db import enrollment_tallies as tallies
 from cadence.db import results
 from cadence.db.models import CampaignState, Delivery, Enrollment, Newsletter
+from cadence.db.queries import one_of
 from cadence.db.transactional import TRANSACTIONAL_CAMPAIGN
 
 RUNNING, PAUSED, CANCELLED, ARCHIVED = "running", "paused", "cancelled", "archived"
@@ -221,7 +222,7 @@ def stopped_among(conn: Connection, delivery_ids: Sequence[int]) -> dict[int, st
     rows = conn.execute(
         select(Delivery.id, CampaignState.state)
         .join(CampaignState, CampaignState.campaign_id == Delivery.campaign_id)
-        .where(Delivery.id.in_(list(delivery_ids)), CampaignState.state.in_(STOPPED))
+        .where(one_of(Delivery.id, delivery_ids, conn.dialect.name), CampaignState.state.in_(STOPPED))
     )
     return {int(i): str(s) for i, s in rows}
 

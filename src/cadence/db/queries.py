@@ -246,7 +246,9 @@ def renew_lease_on(conn: Connection, ids: Sequence[int], until: datetime, token:
     if ids:
         conn.execute(
             update(Delivery)
-            .where(Delivery.id.in_(list(ids)), Delivery.state == "sending", Delivery.lease_token == token)
+            .where(
+                one_of(Delivery.id, ids, conn.dialect.name), Delivery.state == "sending", Delivery.lease_token == token
+            )
             .values(lease_expires_at=until)
         )
 
@@ -300,7 +302,9 @@ def no_longer_sendable(conn: Connection, prepared: Sequence[Pending], token: str
     ids = [p.delivery_id for p in prepared]
     still_mine = set(
         conn.scalars(
-            select(Delivery.id).where(Delivery.id.in_(ids), Delivery.state == "sending", Delivery.lease_token == token)
+            select(Delivery.id).where(
+                one_of(Delivery.id, ids, conn.dialect.name), Delivery.state == "sending", Delivery.lease_token == token
+            )
         )
     )
     lost = set(ids) - still_mine
@@ -310,7 +314,7 @@ def no_longer_sendable(conn: Connection, prepared: Sequence[Pending], token: str
             .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
             .outerjoin(Enrollment, Enrollment.id == Delivery.enrollment_id)
             .where(
-                Delivery.id.in_(list(still_mine)),
+                one_of(Delivery.id, sorted(still_mine), conn.dialect.name),
                 or_(
                     Subscriber.status.in_(("bounced", "complained")),
                     and_(
