@@ -38,7 +38,7 @@ from sqlalchemy.orm import Session
 from cadence import metrics
 from cadence.core.subscriber_fields import email_hash, email_key
 from cadence.db.enrollments import subscriber_by_email_key
-from cadence.db.events import claim_event_key as claim_event_key  # web/account.py, web/webhooks.py use it from here
+from cadence.db.events import claim_event_key as claim_event_key  # for privacy.py and web/webhooks.py
 from cadence.db.events import delivery_by_provider_id, soft_bounce_counted
 from cadence.db.models import Delivery, Subscriber
 from cadence.subscribers import is_suppressed, suppress, unsubscribe

@@ -1,9 +1,9 @@
 """A subscriber's fields checked at the door: address, name, time zone, and the shape every door
 hands to the subscriber operations (:class:`SubscriberInput`).
 
-Pure (no database, no clock): the CSV reader (core/subscriber_csv.py), the web forms, the CLI and
-the staff tools all check a field the same way and get the same message, naming the field. The
-operations that store subscribers are in operations/ (cadence.subscribers until the re-layout).
+Pure (no database, no clock): the CSV reader (subscriber_csv.py), the web forms, the CLI and the
+staff tools all check a field the same way and get the same message, naming the field. The
+operations that store subscribers are in cadence.subscribers.
 """
 
 from __future__ import annotations
