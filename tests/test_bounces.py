@@ -19,10 +19,11 @@ from cadence import engine
 from cadence.bounce_mail import fetch_imap_bounces, parse_dsn, process_bounce_dir
 from cadence.bounces import BounceEvent, apply_bounce_events, claim_event_key
 from cadence.core.campaign import Campaign
+from cadence.core.subscriber_fields import SubscriberInput, email_hash
 from cadence.db.migrate import upgrade
 from cadence.db.models import Delivery, Enrollment, Event, Subscriber, Suppression
 from cadence.db.session import transaction
-from cadence.subscribers import SubscriberInput, email_hash, import_subscribers, is_suppressed
+from cadence.subscribers import import_subscribers, is_suppressed
 from tests.support.keys import TEST_KEYS
 
 NOW = datetime(2026, 3, 10, 9, tzinfo=UTC)

@@ -16,11 +16,12 @@ from sqlalchemy import select
 
 from cadence import engine
 from cadence.config import load_settings
+from cadence.core.subscriber_fields import SubscriberInput
 from cadence.db.migrate import upgrade
 from cadence.db.models import Delivery, Enrollment, Subscriber
 from cadence.db.session import transaction
 from cadence.runtime import Runtime
-from cadence.subscribers import SubscriberInput, import_subscribers, suppress
+from cadence.subscribers import import_subscribers, suppress
 from tests.support.cluster import ROOT, cadence_env
 from tests.support.keys import TEST_KEYS
 

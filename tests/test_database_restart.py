@@ -22,12 +22,13 @@ from sqlalchemy.exc import OperationalError
 from cadence import engine
 from cadence.clock import FileClock
 from cadence.config import load_settings
+from cadence.core.subscriber_fields import SubscriberInput
 from cadence.db.migrate import upgrade
 from cadence.db.models import Delivery, Subscriber, Suppression
 from cadence.db.session import transaction
 from cadence.engine import enroll
 from cadence.runtime import Runtime
-from cadence.subscribers import SubscriberInput, import_subscribers
+from cadence.subscribers import import_subscribers
 from tests.support.cluster import cadence_env, enrolled_runners, processes
 from tests.support.keys import TEST_KEYS
 from tests.support.pgserver import PrivateServer

@@ -24,12 +24,13 @@ from cadence.clock import FileClock
 from cadence.config import load_settings
 from cadence.core.dkim import DEFAULT_SIGNED_HEADERS, DkimSigner, DkimSigners
 from cadence.core.message import Address, OutgoingMessage, build_mime, make_message_id
+from cadence.core.subscriber_fields import SubscriberInput
 from cadence.db.migrate import upgrade
 from cadence.db.models import Subscriber
 from cadence.db.session import transaction
 from cadence.errors import ConfigError
 from cadence.runtime import Runtime
-from cadence.subscribers import SubscriberInput, import_subscribers
+from cadence.subscribers import import_subscribers
 from tests.support.cluster import cadence_env
 from tests.support.dns_server import DnsServer
 from tests.support.keys import TEST_KEYS

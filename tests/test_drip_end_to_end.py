@@ -26,12 +26,13 @@ from cadence.clock import FileClock
 from cadence.config import load_settings
 from cadence.core.campaign import Campaign
 from cadence.core.render import Renderer, render_email
+from cadence.core.subscriber_fields import SubscriberInput
 from cadence.db.migrate import upgrade
 from cadence.db.models import Delivery, Subscriber
 from cadence.db.session import transaction
 from cadence.engine import enroll
 from cadence.simulation import ClockDriver
-from cadence.subscribers import SubscriberInput, import_subscribers
+from cadence.subscribers import import_subscribers
 from tests.support.cluster import ROOT, cadence_env, processes
 from tests.support.keys import TEST_KEYS
 from tests.support.services import postgres_database

@@ -8,10 +8,11 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 from alembic import command
 
+from cadence.core.subscriber_fields import SubscriberInput
 from cadence.db.migrate import alembic_config, upgrade
 from cadence.db.models import Base
 from cadence.db.session import engine_for, transaction
-from cadence.subscribers import SubscriberInput, import_subscribers
+from cadence.subscribers import import_subscribers
 from tests.support.keys import TEST_KEYS
 
 

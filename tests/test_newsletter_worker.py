@@ -19,12 +19,13 @@ from sqlalchemy import func, select
 
 from cadence.clock import FileClock
 from cadence.config import load_settings
+from cadence.core.subscriber_fields import SubscriberInput
 from cadence.db.migrate import upgrade
 from cadence.db.models import Delivery, Subscriber, SubscriberTopic
 from cadence.db.session import transaction
 from cadence.errors import InputError
 from cadence.operations import newsletters
-from cadence.subscribers import SubscriberInput, import_subscribers, unsubscribe
+from cadence.subscribers import import_subscribers, unsubscribe
 from tests.support.cluster import cadence_env, processes
 from tests.support.keys import TEST_KEYS
 from tests.support.services import postgres_database

@@ -20,13 +20,14 @@ from sqlalchemy.exc import IntegrityError
 from cadence import engine
 from cadence.clock import FileClock
 from cadence.config import Settings, load_settings
+from cadence.core.subscriber_fields import SubscriberInput
 from cadence.db.migrate import upgrade
 from cadence.db.models import AuditEntry, Delivery, Link, Subscriber, SubscriberTag, SubscriberTopic
 from cadence.db.session import transaction
 from cadence.errors import InputError
 from cadence.operations import newsletters
 from cadence.runtime import Runtime
-from cadence.subscribers import SubscriberInput, import_subscribers, suppress, unsubscribe
+from cadence.subscribers import import_subscribers, suppress, unsubscribe
 from cadence.tokens import link_signature, make_token
 from cadence.web.tracking import record_open, resolve_click, web_view
 from tests.support.cluster import ROOT, cadence_env

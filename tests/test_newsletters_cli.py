@@ -15,10 +15,11 @@ import pytest
 from sqlalchemy import func, select
 
 from cadence.config import load_settings
+from cadence.core.subscriber_fields import SubscriberInput
 from cadence.db.migrate import upgrade
 from cadence.db.models import AuditEntry, Delivery, Subscriber, SubscriberTopic
 from cadence.db.session import transaction
-from cadence.subscribers import SubscriberInput, import_subscribers
+from cadence.subscribers import import_subscribers
 from tests.support.cluster import cadence_env
 from tests.support.keys import TEST_KEYS
 from tests.support.smtpd import SmtpSink

@@ -10,12 +10,13 @@ import pytest
 from sqlalchemy import select
 
 from cadence.campaign_files import find_campaign
+from cadence.core.subscriber_fields import SubscriberInput
 from cadence.db.migrate import upgrade
 from cadence.db.models import Enrollment, Subscriber
 from cadence.db.session import transaction
 from cadence.engine import enroll
 from cadence.operations.signup import Answers, SignupContext, SignupData, confirm, read_confirmation_token, sign_up
-from cadence.subscribers import SubscriberInput, unsubscribe, upsert_subscriber
+from cadence.subscribers import unsubscribe, upsert_subscriber
 from cadence.tokens import make_token
 from tests.support.cluster import ROOT
 from tests.support.keys import TEST_KEYS

@@ -15,11 +15,12 @@ import pytest
 from sqlalchemy import func, select
 
 from cadence.config import load_settings
+from cadence.core.subscriber_fields import SubscriberInput
 from cadence.db.audit import record_audit
 from cadence.db.migrate import upgrade
 from cadence.db.models import AuditEntry, Delivery
 from cadence.db.session import transaction
-from cadence.subscribers import SubscriberInput, import_subscribers
+from cadence.subscribers import import_subscribers
 from tests.support.cluster import cadence_env
 from tests.support.keys import TEST_KEYS
 from tests.support.smtpd import SmtpSink

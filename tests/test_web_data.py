@@ -12,9 +12,10 @@ from typing import TypeVar
 import httpx
 from sqlalchemy import select
 
+from cadence.core.subscriber_fields import SubscriberInput
 from cadence.db.models import Delivery, Event, Subscriber
 from cadence.db.session import transaction
-from cadence.subscribers import SubscriberInput, import_subscribers
+from cadence.subscribers import import_subscribers
 from cadence.suppression_keys import SuppressionKeys
 from cadence.tokens import link_signature
 from cadence.web.ratelimit import Limit, RedisLimiter

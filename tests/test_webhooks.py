@@ -19,10 +19,10 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from cadence.config import Settings, load_settings
+from cadence.core.subscriber_fields import email_hash
 from cadence.db.migrate import upgrade
 from cadence.db.models import Delivery, Event, Subscriber, Suppression
 from cadence.db.session import transaction
-from cadence.subscribers import email_hash
 from cadence.web.webhooks import router
 from tests.support.cluster import cadence_env
 

@@ -36,11 +36,12 @@ from typing import Any, Literal
 from sqlalchemy.orm import Session
 
 from cadence import metrics
+from cadence.core.subscriber_fields import email_hash, email_key
 from cadence.db.enrollments import subscriber_by_email_key
-from cadence.db.events import claim_event_key as claim_event_key  # web/account.py, web/webhooks.py use it from here
+from cadence.db.events import claim_event_key as claim_event_key  # for privacy.py and web/webhooks.py
 from cadence.db.events import delivery_by_provider_id, soft_bounce_counted
 from cadence.db.models import Delivery, Subscriber
-from cadence.subscribers import email_hash, email_key, is_suppressed, suppress, unsubscribe
+from cadence.subscribers import is_suppressed, suppress, unsubscribe
 
 log = logging.getLogger(__name__)
 

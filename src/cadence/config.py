@@ -31,6 +31,7 @@ __all__ = [
     "export_unbuffered_output",
     "get_settings",
     "load_settings",
+    "os_user",
     "process_environment",
     "process_metrics_dir",
 ]

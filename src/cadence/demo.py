@@ -20,22 +20,22 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-from sqlalchemy import delete, func, select
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError
 
 from cadence.catalog import CampaignCatalog
 from cadence.clock import FileClock, wall_now
 from cadence.config import Settings, load_settings, process_environment
+from cadence.core.subscriber_fields import email_hash, email_key
+from cadence.db import demo as demo_store
+from cadence.db import suppressions
 from cadence.db.migrate import upgrade
-from cadence.db.models import Subscriber, Suppression
-from cadence.db.session import engine_for, transaction
+from cadence.db.session import engine_for, sqlite_file, transaction
 from cadence.engine import enroll
 from cadence.errors import InputError, UsageError
 from cadence.reports import campaign_counts, status_table, step_totals
 from cadence.simulation import ClockDriver
 from cadence.simulation import Progress as SimProgress
-from cadence.subscribers import email_hash, email_key, import_subscribers, parse_subscriber_csv
+from cadence.subscriber_csv import parse_subscriber_csv
+from cadence.subscribers import import_subscribers
 from cadence.suppression_keys import SuppressionKeys
 
 CAMPAIGN = "lower-back-pain"
@@ -51,11 +51,8 @@ def _start_of_next_monday(now: datetime) -> datetime:
 def sqlite_file_in_data_dir(settings: Settings) -> Path | None:
     """The SQLite database file, if the database is one and lives inside the data directory
     (the default): the only database ``--fresh`` may delete."""
-    url = make_url(settings.database_url)
-    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
-        return None
-    path = Path(url.database).resolve()
-    return path if path.is_relative_to(settings.data_dir.resolve()) else None
+    path = sqlite_file(settings.database_url)
+    return path if path is not None and path.is_relative_to(settings.data_dir.resolve()) else None
 
 
 def _prepare(settings: Settings, fresh: bool, force: bool = False) -> list[str]:
@@ -67,7 +64,7 @@ def _prepare(settings: Settings, fresh: bool, force: bool = False) -> list[str]:
     if fresh and database_file is not None and database_file.exists() and not force:
         # The default data dir serves real work too: never delete someone's subscribers to make
         # room for fictional runners without being told to (a marketer's trial, issue 13).
-        others = _subscribers_besides(settings, keys)
+        others = demo_store.count_others(settings.database_url, keys)
         if others:
             raise InputError(
                 f"{database_file} holds {others} subscriber(s) who are not demo runners, and the demo "
@@ -88,22 +85,9 @@ def _prepare(settings: Settings, fresh: bool, force: bool = False) -> list[str]:
         # data: remove only the demo's own fictional runners (their enrollments and deliveries
         # go with them, ON DELETE CASCADE) and their suppressions.
         with transaction(settings.database_url) as session:
-            session.execute(delete(Subscriber).where(Subscriber.email_key.in_(keys)))
-            session.execute(delete(Suppression).where(Suppression.email_hash.in_([email_hash(k) for k in keys])))
+            demo_store.delete_runners(session, keys)
+            suppressions.delete_for(session, [email_hash(k) for k in keys])
     return [r.email for r in rows]
-
-
-def _subscribers_besides(settings: Settings, demo_keys: list[str]) -> int:
-    """How many subscribers other than the demo's runners the database holds (0 if it has no
-    schema yet)."""
-    try:
-        with transaction(settings.database_url) as session:
-            query = select(func.count()).select_from(Subscriber).where(Subscriber.email_key.not_in(demo_keys))
-            return int(session.scalar(query) or 0)
-    except DBAPIError:  # no tables yet: nothing to lose
-        return 0
-    finally:
-        engine_for(settings.database_url).dispose()
 
 
 def _children(settings: Settings, env: dict[str, str]) -> list[subprocess.Popen[bytes]]:
@@ -156,9 +140,7 @@ def run_demo(
             start,
             keys=SuppressionKeys.from_settings(settings),
         )
-        people = list(
-            session.scalars(select(Subscriber).where(Subscriber.email_key.in_([email_key(e) for e in emails])))
-        )
+        people = demo_store.runners(session, [email_key(e) for e in emails])
         enrolled = enroll(session, campaign, people, start)
     ids = [p.id for p in people]
     total = enrolled.enrolled * len(campaign.steps)

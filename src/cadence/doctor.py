@@ -45,14 +45,13 @@ def run_checks(settings: Settings) -> list[Check]:
 
 def check_held_campaigns(settings: Settings) -> Check:
     """Campaigns with people in them whose file is missing or broken: their emails wait (issue 13)."""
-    from sqlalchemy.exc import SQLAlchemyError
-
+    from cadence.db.session import DatabaseError
     from cadence.operations.holds import held_by_file
 
     name = "held campaigns"
     try:
         held = held_by_file(settings)
-    except (SQLAlchemyError, OSError) as exc:
+    except (DatabaseError, OSError) as exc:
         return Check(name, "warn", f"cannot read the database: {type(exc).__name__}", "see the database schema check")
     if not held:
         return passed(name, "every campaign with people in it has a readable file")

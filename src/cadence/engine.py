@@ -313,7 +313,7 @@ def record_event(
 
 
 def find_subscriber(session: Session, email: str) -> Subscriber:
-    from cadence.subscribers import email_key
+    from cadence.core.subscriber_fields import email_key
 
     subscriber = enrollments.subscriber_by_email_key(session, email_key(email))
     if subscriber is None:

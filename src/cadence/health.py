@@ -50,15 +50,14 @@ def safe_url(url: str) -> str:
 
 def check_schema(settings: Settings) -> Check:
     """The database is reachable and at the head of our migrations."""
-    from sqlalchemy.exc import SQLAlchemyError
-
     from cadence.db.migrate import schema_revisions
+    from cadence.db.session import DatabaseError
 
     name = "database schema"
     where = safe_url(settings.database_url)
     try:
         current, heads, ahead = schema_revisions(settings.database_url)
-    except (SQLAlchemyError, OSError) as exc:
+    except (DatabaseError, OSError) as exc:
         reason = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
         fix = "check CADENCE_DATABASE_URL and that the server runs"
         return Check(name, "fail", f"database unreachable at {where}: {reason}", fix)

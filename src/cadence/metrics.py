@@ -17,6 +17,7 @@ right whichever process changed the rows, and cost nothing between scrapes.
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import shutil
 import threading
@@ -37,6 +38,7 @@ from prometheus_client import (
     start_http_server,
     values,
 )
+from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
@@ -44,7 +46,11 @@ from cadence.config import Settings, export_process_metrics_dir, process_metrics
 from cadence.errors import ConfigError
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from cadence.ledger import SendOutcome
+
+log = logging.getLogger(__name__)
 
 # Seconds per message from the transport's point of view: ~0.3 ms to a local relay with
 # pipelining (docs/performance.md) up to the seconds a slow provider API can take.
@@ -236,3 +242,32 @@ def exposition(*extra: Collector) -> tuple[bytes, str]:
     """The text exposition of this run's metrics plus `extra` collectors, and its content type."""
     with _render_lock:  # MultiProcessCollector reads files other processes are writing
         return generate_latest(_registry(*extra)), CONTENT_TYPE_LATEST
+
+
+class PendingWorkCollector(Collector):
+    """Gauges read from the database at scrape time (cadence.db.stats: indexed, cheap), at the
+    business time `now` of the scrape; ``cadence_database_up`` says whether they could be read."""
+
+    def __init__(self, database_url: str, now: datetime) -> None:
+        self.database_url = database_url
+        self.now = now
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        from cadence.db.stats import read_pending_work
+
+        up = GaugeMetricFamily("cadence_database_up", "1 if the pending-work counts could be read")
+        work = read_pending_work(self.database_url, self.now)
+        if work is None:
+            log.warning("metrics: cannot read pending work")
+            up.add_metric([], 0)
+            yield up
+            return
+        up.add_metric([], 1)
+        yield up
+        for name, value, text in (
+            ("cadence_enrollments_due", work.due, "Active enrollments whose next step is due now"),
+            ("cadence_deliveries_queued", work.queued, "Deliveries waiting for a worker (first attempt)"),
+            ("cadence_deliveries_leased", work.leased, "Deliveries a worker holds right now (state sending)"),
+            ("cadence_deliveries_retrying", work.retrying, "Deliveries waiting for another attempt"),
+        ):
+            yield GaugeMetricFamily(name, text, value=value)

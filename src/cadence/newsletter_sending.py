@@ -28,6 +28,7 @@ from cadence.core.campaign import Campaign
 from cadence.core.message import Address, OutgoingMessage, build_mime, make_message_id
 from cadence.core.newsletter import skip_reason
 from cadence.core.render import CompiledVariant, render_email
+from cadence.core.subscriber_fields import email_hash
 from cadence.core.uri_parity import balance_uri_count, uri_count
 from cadence.db import newsletter_audience as audience_store
 from cadence.db import newsletters as store
@@ -37,7 +38,6 @@ from cadence.errors import CadenceError
 from cadence.ledger import PreparedSend, SendOutcome
 from cadence.newsletter_content import locked_variant
 from cadence.runtime import Runtime
-from cadence.subscribers import email_hash
 from cadence.tokens import link_signature, make_token
 
 __all__ = [

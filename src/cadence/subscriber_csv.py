@@ -31,8 +31,8 @@ from array import array
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
+from cadence.core.subscriber_fields import SubscriberInput, check_text, check_timezone, email_key, normalise_email
 from cadence.errors import InputError
-from cadence.subscribers import SubscriberInput, check_text, check_timezone, email_key, normalise_email
 
 # Normalised header name (see column_key) → the field it means.
 HEADER_ALIASES = {
@@ -389,3 +389,22 @@ def _as_csv(record: list[str], delimiter: str) -> str:
 
 def _missing(field: str) -> str:
     raise InputError(f"{field}: empty")
+
+
+def parse_subscriber_csv(text: str, source: str = "CSV") -> list[SubscriberInput]:
+    """Parse and check a whole CSV held in memory (the demo's, a test's); raise one InputError
+    listing every problem, each as ``source: line N: field: reason``. Files of any size stream
+    through cadence.subscriber_import instead; both read rows with :func:`read_rows`."""
+    rows: list[SubscriberInput] = []
+    problems: list[str] = []
+    try:
+        for item in read_rows(io.BytesIO(text.encode("utf-8"))):
+            if isinstance(item, CheckedRow):
+                rows.append(item.subscriber)
+            else:
+                problems.extend(f"{source}: {problem}" for problem in item)
+    except InputError as exc:
+        raise InputError(f"{source}: {exc}") from None
+    if problems:
+        raise InputError("\n".join(problems))
+    return rows

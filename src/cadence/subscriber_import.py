@@ -35,12 +35,13 @@ from typing import IO, Any
 
 from sqlalchemy.orm import Session
 
+from cadence.core.subscriber_fields import SubscriberInput, email_key
 from cadence.db import imports
 from cadence.db.session import session_factory
 from cadence.db.subscriber_search import add_tags
 from cadence.errors import InputError
 from cadence.subscriber_csv import ERROR_COLUMN, CheckedRow, Header, Problem, read_rows
-from cadence.subscribers import ImportResult, SubscriberInput, email_key, find_suppression
+from cadence.subscribers import ImportResult, find_suppression
 from cadence.suppression_keys import PLAIN, SuppressionKeys
 
 CHUNK_SIZE = 1000

@@ -1,4 +1,5 @@
-"""Subscriber use cases: add, import, unsubscribe, suppress. Plain functions over a Session.
+"""Subscriber use cases: add, import, unsubscribe, suppress. Plain functions over a Session; the
+SQL is in db/suppressions.py, the checks of each field in core/subscriber_fields.py.
 
 A suppressed address (bounced, complained, erased) receives nothing from any path, and a
 re-import never brings back someone who unsubscribed: imports only add or update attributes.
@@ -11,128 +12,30 @@ suppression is never lifted.
 
 from __future__ import annotations
 
-import functools
-import io
-import unicodedata
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from cadence.core.message import check_header_text, validate_addr_spec
-from cadence.db.models import Enrollment, Subscriber, Suppression
-from cadence.errors import InputError
-from cadence.suppression_keys import PLAIN, SuppressionKeys, plain_hash
+from cadence.core.subscriber_fields import SubscriberInput, email_hash, email_key, normalise_email
+from cadence.db import suppressions
+from cadence.db.enrollments import subscriber_by_email_key
+from cadence.db.models import Subscriber, Suppression
+from cadence.suppression_keys import PLAIN, SuppressionKeys
 
-_CONTROL = {"\r", "\n", "\x00"}
-
-
-def email_key(email: str) -> str:
-    return email.strip().lower()
-
-
-def email_hash(email: str) -> str:
-    """The plain suppression hash: SHA-256 of the lowercased address (``hash_version`` sha256)."""
-    return plain_hash(email_key(email))
-
-
-def normalise_email(email: str, field_name: str = "email") -> str:
-    """A syntactically valid address (RFC 5321/5322 via email-validator) that our message builder
-    can also send to (a plain ASCII local part: no SMTPUTF8), or InputError. Checking here, at
-    the door, means an address can never be stored and then fail at every send."""
-    if any(ch in email for ch in _CONTROL):
-        raise InputError(f"{field_name}: contains a line break or NUL")
-    fast = _plain_address(email.strip())
-    if fast is not None:
-        return fast
-    try:
-        # No DNS here: imports of thousands of rows must not wait on the network.
-        normalized = validate_email(email.strip(), check_deliverability=False).normalized
-    except EmailNotValidError as exc:
-        raise InputError(f"{field_name}: {email!r} is not a valid email address ({exc})") from None
-    validate_addr_spec(field_name, normalized)
-    return normalized
-
-
-def _plain_address(email: str) -> str | None:
-    """The common case in one regex and a cached domain check: an ASCII dot-atom ``local@domain``
-    comes out exactly as email-validator normalises it (local part kept, domain normalised),
-    at ~1/20 of its cost: email-validator spends most of its ~200 µs on the domain (IDNA), and
-    a list of a million addresses has a few thousand domains (bench/import.py). Anything else
-    (quoted local parts, IDN, errors) returns None and takes the full path, so the result
-    and the error messages stay email-validator's."""
-    if not email.isascii():
-        return None
-    try:
-        validate_addr_spec("email", email)  # dot-atom local part, LDH labels, RFC 5321 lengths
-    except InputError:
-        return None
-    local, _, domain = email.rpartition("@")
-    normalised_domain = _domain_as_normalised(domain)
-    return None if normalised_domain is None else f"{local}@{normalised_domain}"
-
-
-@functools.lru_cache(maxsize=65536)
-def _domain_as_normalised(domain: str) -> str | None:
-    try:
-        return validate_email(f"postmaster@{domain}", check_deliverability=False).domain
-    except EmailNotValidError:
-        return None
-
-
-def check_timezone(name: str | None, field_name: str = "timezone") -> str | None:
-    if not name:
-        return None
-    try:
-        ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise InputError(f"{field_name}: {name!r} is not an IANA time zone such as America/New_York") from None
-    return name
-
-
-# Joiners some scripts need inside words (Persian, Hindi, Sinhala...): allowed between two
-# letters or marks, nowhere else (a loose form of RFC 5892's CONTEXTJ rule).
-_JOINERS = {"\u200c", "\u200d"}
-_REFUSED_CATEGORIES = {"Cc", "Cf", "Cs", "Zl", "Zp"}
-
-
-def check_text(value: str, field_name: str, limit: int = 200) -> str:
-    """`value` normalised to NFC and stripped, or InputError naming the field (and the code
-    point, never the value): no controls (Cc), no invisible format characters (Cf: bidi
-    overrides such as U+202E, zero-width spaces, U+FEFF), no lone surrogates (Cs), no line or
-    paragraph separators. Such characters reach ``To:`` display names and greetings, where they
-    reverse or hide text (issue 10; Unicode TR 36 §2.1). Zero-width (non-)joiners are kept
-    between letters, where scripts such as Persian need them."""
-    if any(ch in value for ch in _CONTROL):
-        raise InputError(f"{field_name}: contains a line break or NUL")
-    check_header_text(field_name, value)  # names end up in To: headers (its message for CR, LF...)
-    value = unicodedata.normalize("NFC", value)
-    for index, ch in enumerate(value):
-        if ch == "\ufffd":  # what invalid UTF-8 in a form decodes to: the text was lost on the way
-            raise InputError(f"{field_name}: contains a character that is not valid text (U+FFFD); type plain text")
-        if unicodedata.category(ch) not in _REFUSED_CATEGORIES:
-            continue
-        if (
-            ch in _JOINERS
-            and 0 < index < len(value) - 1
-            and _is_letter(value[index - 1])
-            and _is_letter(value[index + 1])
-        ):
-            continue
-        kind = "a control" if unicodedata.category(ch) == "Cc" else "an invisible formatting"
-        raise InputError(f"{field_name}: contains {kind} character (U+{ord(ch):04X}); type plain text")
-    if len(value) > limit:
-        raise InputError(f"{field_name}: is longer than {limit} characters")
-    return value.strip()
-
-
-def _is_letter(ch: str) -> bool:
-    return unicodedata.category(ch)[0] in ("L", "M")
+__all__ = [
+    "ImportResult",
+    "end_enrollments",
+    "find_suppression",
+    "import_subscribers",
+    "is_suppressed",
+    "lift_erase_suppression",
+    "suppress",
+    "suppress_erased",
+    "unsubscribe",
+    "upsert_subscriber",
+]
 
 
 def is_suppressed(session: Session, email: str, keys: SuppressionKeys | None = None) -> bool:
@@ -140,7 +43,7 @@ def is_suppressed(session: Session, email: str, keys: SuppressionKeys | None = N
     on the list: an erased person has no row to send to); every door that adds people passes
     `keys` so erased addresses are refused too."""
     if keys is None:
-        return session.scalar(select(Suppression.id).where(Suppression.email_hash == email_hash(email))) is not None
+        return suppressions.has_row(session, email_hash(email))
     return find_suppression(session, email, keys) is not None
 
 
@@ -149,7 +52,7 @@ def find_suppression(session: Session, email: str, keys: SuppressionKeys) -> str
     Erase rows found under an older key, or from before keyed hashes (plain ``erased`` rows),
     are re-hashed under the current key on the way: that is how keys rotate."""
     candidates = keys.candidates(email)
-    rows = list(session.scalars(select(Suppression).where(Suppression.email_hash.in_(list(candidates)))))
+    rows = suppressions.rows_for(session, candidates)
     if not rows:
         return None
     reasons = {row.reason for row in rows}
@@ -176,7 +79,7 @@ def suppress_erased(session: Session, email: str, now: datetime, keys: Suppressi
     """What an erase leaves: one keyed row for the address. A bounce or complaint row already
     there keeps its reason (it must go on blocking) but is re-hashed under the key and loses its
     provider text (which often quotes the address); otherwise the row says ``erased``."""
-    rows = list(session.scalars(select(Suppression).where(Suppression.email_hash.in_(list(keys.candidates(email))))))
+    rows = suppressions.rows_for(session, keys.candidates(email))
     non_erased = sorted({r.reason for r in rows} - {"erased"})
     for row in rows:
         session.delete(row)
@@ -195,22 +98,18 @@ def lift_erase_suppression(session: Session, email: str, keys: SuppressionKeys) 
         return True
     if reason != "erased":
         return False
-    session.execute(
-        delete(Suppression).where(
-            Suppression.email_hash.in_(list(keys.candidates(email))), Suppression.reason == "erased"
-        )
-    )
+    suppressions.delete_erased(session, keys.candidates(email))
     return True
 
 
 def suppress(session: Session, email: str, reason: str, now: datetime, detail: str = "") -> None:
     """Add `email` to the suppression list (idempotent) and stop everything it was enrolled in."""
     key = email_hash(email)
-    if session.scalar(select(Suppression.id).where(Suppression.email_hash == key)) is None:
+    if not suppressions.has_row(session, key):
         session.add(
             Suppression(email_hash=key, hash_version=PLAIN, reason=reason, detail=detail[:2000], created_at=now)
         )
-    subscriber = session.scalar(select(Subscriber).where(Subscriber.email_key == email_key(email)))
+    subscriber = subscriber_by_email_key(session, email_key(email))
     if subscriber is not None:
         if subscriber.status in ("active", "pending"):
             subscriber.status = {"complaint": "complained", "hard_bounce": "bounced"}.get(reason, "bounced")
@@ -219,11 +118,8 @@ def suppress(session: Session, email: str, reason: str, now: datetime, detail: s
 
 
 def end_enrollments(session: Session, subscriber_id: int, now: datetime, reason: str) -> None:
-    session.execute(
-        update(Enrollment)
-        .where(Enrollment.subscriber_id == subscriber_id, Enrollment.state == "active")
-        .values(state="cancelled", next_send_at=None, ended_at=now, end_reason=reason)
-    )
+    """Cancel every active enrollment of the subscriber (`reason` is kept on each)."""
+    suppressions.end_active_enrollments(session, subscriber_id, now, reason)
 
 
 def unsubscribe(session: Session, subscriber: Subscriber, now: datetime, how: str) -> bool:
@@ -236,15 +132,6 @@ def unsubscribe(session: Session, subscriber: Subscriber, now: datetime, how: st
     subscriber.updated_at = now
     end_enrollments(session, subscriber.id, now, f"unsubscribed ({how})")
     return True
-
-
-@dataclass(frozen=True)
-class SubscriberInput:
-    email: str
-    first_name: str = ""
-    timezone: str | None = None
-    attributes: Mapping[str, Any] = field(default_factory=dict)
-    tags: tuple[str, ...] = ()  # added to the subscriber's tags (an import never removes one)
 
 
 def upsert_subscriber(
@@ -263,7 +150,7 @@ def upsert_subscriber(
     email = normalise_email(data.email)
     if is_suppressed(session, email, keys):
         return None
-    subscriber = session.scalar(select(Subscriber).where(Subscriber.email_key == email_key(email)))
+    subscriber = subscriber_by_email_key(session, email_key(email))
     if subscriber is None:
         subscriber = Subscriber(
             email=email,
@@ -287,27 +174,6 @@ def upsert_subscriber(
     subscriber.attributes = {**subscriber.attributes, **data.attributes}
     subscriber.updated_at = now
     return subscriber
-
-
-def parse_subscriber_csv(text: str, source: str = "CSV") -> list[SubscriberInput]:
-    """Parse and check a whole CSV held in memory (the demo's, a test's); raise one InputError
-    listing every problem, each as ``source: line N: field: reason``. Files of any size stream
-    through cadence.subscriber_import instead; both read rows with cadence.subscriber_csv."""
-    from cadence.subscriber_csv import CheckedRow, read_rows
-
-    rows: list[SubscriberInput] = []
-    problems: list[str] = []
-    try:
-        for item in read_rows(io.BytesIO(text.encode("utf-8"))):
-            if isinstance(item, CheckedRow):
-                rows.append(item.subscriber)
-            else:
-                problems.extend(f"{source}: {problem}" for problem in item)
-    except InputError as exc:
-        raise InputError(f"{source}: {exc}") from None
-    if problems:
-        raise InputError("\n".join(problems))
-    return rows
 
 
 @dataclass

@@ -42,11 +42,12 @@ def enrolled_runners(env: dict[str, str], n: int, now: datetime, prefix: str = "
 
     from cadence.catalog import CampaignCatalog
     from cadence.config import load_settings
+    from cadence.core.subscriber_fields import SubscriberInput
     from cadence.db.migrate import upgrade
     from cadence.db.models import Subscriber
     from cadence.db.session import transaction
     from cadence.engine import enroll
-    from cadence.subscribers import SubscriberInput, import_subscribers
+    from cadence.subscribers import import_subscribers
     from tests.support.keys import TEST_KEYS
 
     settings = load_settings(env)

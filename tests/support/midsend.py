@@ -24,13 +24,14 @@ from sqlalchemy import func, select
 
 from cadence.clock import FileClock
 from cadence.config import Settings, load_settings
+from cadence.core.subscriber_fields import SubscriberInput
 from cadence.db.migrate import upgrade
 from cadence.db.models import Delivery, Subscriber
 from cadence.db.session import transaction
 from cadence.engine import enroll
 from cadence.operations.lifecycle import change_state
 from cadence.runtime import Runtime
-from cadence.subscribers import SubscriberInput, import_subscribers
+from cadence.subscribers import import_subscribers
 from tests.support.cluster import ROOT, cadence_env, processes
 from tests.support.keys import TEST_KEYS
 from tests.support.smtpd import SmtpSink

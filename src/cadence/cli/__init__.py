@@ -12,8 +12,6 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
-from rich.table import Table
-from sqlalchemy import func
 
 from cadence.cli.importing import subscribers_import
 from cadence.cli.options import parse_attrs
@@ -59,16 +57,11 @@ def _options(
 def db_upgrade() -> None:
     """Create or migrate the database schema (Alembic)."""
     from cadence.db.migrate import upgrade
+    from cadence.db.session import display_url
 
     settings = get_settings()
     upgrade(settings.database_url)
-    console.print(f"[green]Database is up to date[/green] ({_safe_url(settings.database_url)})")
-
-
-def _safe_url(url: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    return make_url(url).render_as_string(hide_password=True)
+    console.print(f"[green]Database is up to date[/green] ({display_url(settings.database_url)})")
 
 
 @subscribers_app.command("add")
@@ -79,8 +72,9 @@ def subscribers_add(
     tz: Annotated[str | None, typer.Option("--tz", help="IANA time zone, e.g. America/New_York")] = None,
 ) -> None:
     """Add (or update) one subscriber; staff-added subscribers are active at once."""
+    from cadence.core.subscriber_fields import SubscriberInput, check_text, check_timezone
     from cadence.db.session import transaction
-    from cadence.subscribers import SubscriberInput, check_text, check_timezone, upsert_subscriber
+    from cadence.subscribers import upsert_subscriber
     from cadence.suppression_keys import SuppressionKeys
 
     settings = get_settings()
@@ -322,4 +316,4 @@ if __name__ == "__main__":  # pragma: no cover
     export_unbuffered_output()
     main()
 
-__all__ = ["Table", "app", "func", "main"]
+__all__ = ["app", "main"]

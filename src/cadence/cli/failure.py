@@ -82,34 +82,15 @@ def describe(exc: BaseException) -> str:
     words a user can act on; anything else (a bug) by its type, with a pointer to --debug."""
     if isinstance(exc, CadenceError):
         return str(exc)
-    database = _database_problem(exc)
+    from cadence.db.session import database_problem  # imports SQLAlchemy: only when failing
+
+    database = database_problem(exc)
     if database is not None:
         return database
     if isinstance(exc, OSError) and exc.filename is not None:
         return f"{exc.filename}: {exc.strerror or exc}"
     first_line = (str(exc).strip().splitlines() or [""])[0]
     return f"unexpected {type(exc).__name__}: {first_line} (run `cadence --debug ...` for the traceback)"
-
-
-def _database_problem(exc: BaseException) -> str | None:
-    try:
-        from sqlalchemy.exc import DBAPIError
-    except ImportError:  # pragma: no cover (a dependency)
-        return None
-    if not isinstance(exc, DBAPIError):
-        return None
-    original = exc.orig
-    sqlstate = getattr(original, "sqlstate", None)  # psycopg 3
-    text = str(original).strip().splitlines()[0] if str(original).strip() else type(original).__name__
-    # SQLite words these in its messages; PostgreSQL gives SQLSTATE 42P01 / 42703.
-    if sqlstate == "42P01" or text.startswith("no such table"):
-        return "the database is not initialised: run `cadence db upgrade`"
-    if sqlstate == "42703" or text.startswith("no such column") or "has no column named" in text:
-        return "the database schema is older than this Cadence: run `cadence db upgrade`"
-    cannot_connect = (sqlstate or "").startswith("08") or (sqlstate is None and "connect" in text.lower())
-    if exc.connection_invalidated or cannot_connect or text.startswith("unable to open database file"):
-        return f"cannot reach the database of CADENCE_DATABASE_URL: {text}"
-    return f"database error: {text}"
 
 
 def _click_error(exc: Exception) -> int:

@@ -18,9 +18,9 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
-from sqlalchemy.orm import Session
 
 from cadence.errors import InputError, NotFound, UsageError
+from cadence.operations.work import Session
 
 console = Console(highlight=False)
 

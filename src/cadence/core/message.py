@@ -39,6 +39,7 @@ __all__ = [
     "Address",
     "OutgoingMessage",
     "build_mime",
+    "check_header_text",
     "format_address",
     "make_message_id",
     "provider_headers",

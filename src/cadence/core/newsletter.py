@@ -79,10 +79,6 @@ class SendTime:
     local_day: date | None = None
     local_time: time | None = None
 
-    @property
-    def is_local(self) -> bool:
-        return self.local_day is not None
-
     def __str__(self) -> str:
         if self.local_day is not None and self.local_time is not None:
             return f"{self.local_day.isoformat()} {self.local_time:%H:%M} local"

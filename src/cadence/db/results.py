@@ -281,10 +281,6 @@ def link_urls(session: Session, link_ids: list[int]) -> dict[int, str]:
     return {int(i): str(u) for i, u in session.execute(select(Link.id, Link.url).where(Link.id.in_(link_ids)))}
 
 
-def campaign_has_deliveries(session: Session, campaign_id: str) -> bool:
-    return session.scalar(select(Delivery.id).where(Delivery.campaign_id == campaign_id).limit(1)) is not None
-
-
 def delivery_kind(session: Session, campaign_id: str) -> str | None:
     """``drip`` or ``newsletter`` (the ledger holds both, issue 13 item 1), None without rows.
     One row by the (campaign, ...) index: a newsletter's id is its "campaign" id."""

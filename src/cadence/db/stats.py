@@ -14,8 +14,10 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import Connection, and_, func, literal_column, select
+from sqlalchemy.exc import SQLAlchemyError
 
 from cadence.db.models import Delivery, Enrollment
+from cadence.db.session import engine_for
 
 
 @dataclass(frozen=True)
@@ -48,3 +50,13 @@ def pending_work(conn: Connection, now: datetime) -> PendingWork:
     return PendingWork(
         due=int(due or 0), queued=counts["queued"], leased=counts["sending"], retrying=counts["retrying"]
     )
+
+
+def read_pending_work(database_url: str, now: datetime) -> PendingWork | None:
+    """:func:`pending_work` on a connection of its own, or None if the database cannot answer:
+    a scrape must report the database as down (``cadence_database_up 0``), not fail."""
+    try:
+        with engine_for(database_url).connect() as conn:
+            return pending_work(conn, now)
+    except SQLAlchemyError:
+        return None

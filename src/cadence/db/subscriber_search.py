@@ -98,10 +98,6 @@ def events_of(session: Session, subscriber_id: int, delivery_ids: Sequence[int])
     return list(session.scalars(select(Event).where(where).order_by(Event.created_at, Event.id)))
 
 
-def suppressions_for(session: Session, digests: Sequence[str]) -> list[Suppression]:
-    return list(session.scalars(select(Suppression).where(Suppression.email_hash.in_(list(digests)))))
-
-
 def add_suppression(session: Session, digest: str, version: str, reason: str, detail: str, now: datetime) -> bool:
     """A plain-hash suppression row, unless one exists. True if added."""
     if session.scalar(select(Suppression.id).where(Suppression.email_hash == digest)) is not None:

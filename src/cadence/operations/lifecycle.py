@@ -35,7 +35,19 @@ from cadence.db.audit import record_audit
 from cadence.db.session import transaction
 from cadence.errors import InputError, NotFound
 
-__all__ = ["ACTIONS", "LifecycleResult", "archive", "cancel", "change_state", "pause", "resolve_campaign", "resume"]
+__all__ = [
+    "ACTIONS",
+    "LifecycleResult",
+    "archive",
+    "cancel",
+    "change_state",
+    "check_open_for_enrollment",
+    "known_campaigns",
+    "newsletter_names",
+    "pause",
+    "resolve_campaign",
+    "resume",
+]
 
 
 @dataclass(frozen=True)

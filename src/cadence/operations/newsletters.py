@@ -34,6 +34,7 @@ from cadence.core.newsletter import (
 )
 from cadence.core.newsletter_draft import NameTaken, VersionConflict, draft_newsletter
 from cadence.core.render import Renderer
+from cadence.core.subscriber_fields import email_hash, normalise_email
 from cadence.db import newsletter_audience as audience_store
 from cadence.db import newsletter_drafts as drafts_store
 from cadence.db import newsletters as store
@@ -46,7 +47,6 @@ from cadence.newsletter_content import EVERYONE, lock, newsletter_loader, render
 from cadence.newsletter_files import find_newsletter, list_newsletters, referenced_campaigns
 from cadence.newsletter_sending import build_copy
 from cadence.runtime import Runtime
-from cadence.subscribers import email_hash, normalise_email
 
 __all__ = [
     "AudienceCount",

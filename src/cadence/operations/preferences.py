@@ -12,11 +12,12 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session
 
+from cadence.core.subscriber_fields import email_key
 from cadence.db import self_service as store
 from cadence.db.models import Subscriber
 from cadence.engine import record_event
 from cadence.errors import InputError, TokenError
-from cadence.subscribers import email_key, unsubscribe
+from cadence.subscribers import unsubscribe
 from cadence.tokens import make_token, read_token
 
 _INVALID = "this link is not valid"

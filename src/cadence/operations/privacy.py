@@ -12,7 +12,6 @@ Event ``dedupe_key`` by the first export or erase, so a second use finds it take
 
 from __future__ import annotations
 
-import secrets
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -24,15 +23,10 @@ from cadence.db.models import Subscriber
 from cadence.errors import TokenError
 from cadence.subscribers import suppress_erased
 from cadence.suppression_keys import SuppressionKeys
-from cadence.tokens import make_sealed_token, read_sealed_token
+from cadence.tokens import read_sealed_token
 
 _INVALID = "this link is not valid"
 DATA_LINK_AGE = timedelta(minutes=30)
-
-
-def data_link_token(secret_key: str, subscriber: Subscriber, now: datetime) -> str:
-    """A fresh data link token for `subscriber`: ``[subscriber_id, nonce]``, sealed at `now`."""
-    return make_sealed_token(secret_key, "data", [subscriber.id, secrets.token_urlsafe(16)], now)
 
 
 def subscriber_for_data_link(session: Session, secret_key: str, token: str, now: datetime, *, use: bool) -> Subscriber:

@@ -39,12 +39,13 @@ from sqlalchemy.orm import Session
 from cadence.catalog import CampaignCatalog
 from cadence.core.campaign import Campaign
 from cadence.core.signup_forms import ConsentWording, SignupForm
+from cadence.core.subscriber_fields import email_key
 from cadence.db import self_service as store
 from cadence.db.models import Subscriber
 from cadence.db.session import transaction
 from cadence.engine import enroll
 from cadence.errors import NotFound, TokenError
-from cadence.subscribers import email_key, find_suppression, lift_erase_suppression
+from cadence.subscribers import find_suppression, lift_erase_suppression
 from cadence.suppression_keys import SuppressionKeys
 from cadence.tokens import make_sealed_token, read_sealed_token
 

@@ -86,7 +86,7 @@ def prepare_transactional(
 
 
 def _awaiting_confirmation(row: TransactionalRow) -> bool:
-    """The subscriber's latest signup waits for its confirmation (web/subscription.py writes
+    """The subscriber's latest signup waits for its confirmation (operations/signup.py writes
     the consent record this reads)."""
     return (
         row.status in ("pending", "unsubscribed")

@@ -19,10 +19,10 @@ from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
 from cadence.core.message import validate_addr_spec
 from cadence.core.signup_forms import MONTH, SignupForm
+from cadence.core.subscriber_fields import check_text, normalise_email
 from cadence.errors import InputError
 from cadence.operations.preferences import PAUSE_WEEKS
 from cadence.operations.signup import Answers, SignupData
-from cadence.subscribers import check_text, normalise_email
 
 __all__ = [
     "FIELD_MESSAGES",

@@ -331,4 +331,4 @@ def audit(
         return [asdict(e) for e in staff_access.audit_entries(session, limit=limit, target=target)]
 
 
-__all__ = ["ERRORS", "PREFIXES", "InputError", "router"]
+__all__ = ["ERRORS", "PREFIXES", "ErrorOut", "InputError", "Reader", "Writer", "router"]

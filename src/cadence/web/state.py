@@ -26,6 +26,7 @@ from starlette.responses import Response
 from cadence.config import Settings
 from cadence.core.sender import Sender
 from cadence.core.signup_forms import SignupForm
+from cadence.core.subscriber_fields import email_key
 from cadence.operations.signup import (
     Confirmation,
     ConfirmResult,
@@ -41,7 +42,6 @@ from cadence.operations.signup import (
 from cadence.operations.transactional import send_transactional as queue_and_send
 from cadence.operations.work import Session, transaction
 from cadence.runtime import Runtime
-from cadence.subscribers import email_key
 from cadence.suppression_keys import SuppressionKeys
 from cadence.web.ratelimit import Limit, Limiter, RateLimited
 from cadence.web.security import Csrf, client_ip, rate_limit_key

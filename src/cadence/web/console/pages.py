@@ -11,12 +11,12 @@ from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Path, Query, Request
-from sqlalchemy.orm import Session
 from starlette.responses import Response
 
 from cadence.errors import InputError, NotFound
 from cadence.operations import console_reads, subscriber_export, subscriber_tools
 from cadence.operations.staff_accounts import StaffIdentity
+from cadence.operations.work import Session
 from cadence.web.console.auth import Admin, Editor, Viewer
 from cadence.web.console.render import done_redirect, done_text, page
 from cadence.web.state import State, WebState
