@@ -593,9 +593,9 @@ TICK_LABELS = [
 
 def instrument_tick(buckets: Buckets, database_url: str) -> None:
     """Time engine.tick's parts (exclusive) into `buckets`; undo with ``buckets.unpatch()``."""
-    from cadence import engine
     from cadence.db import queries
     from cadence.db.session import engine_for
+    from cadence.operations import enrollment as engine
 
     for name in (
         "try_tick_lock",

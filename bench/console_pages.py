@@ -178,10 +178,10 @@ def server_calls(database_url: str, env: dict[str, str], middle: int) -> dict[st
     """The operation each page's route calls, by page label (what a page costs on the server)."""
     from jinja2 import FileSystemLoader
 
-    from cadence.catalog import CampaignCatalog
     from cadence.config import load_settings
     from cadence.core.render import Renderer
     from cadence.db.session import transaction
+    from cadence.files.catalog import CampaignCatalog
     from cadence.operations import console_campaigns, console_reads
 
     settings = load_settings(env)

@@ -3,7 +3,7 @@
     python bench/cpu_per_email.py [--n 2000] [--batch 250] [--dkim none|rsa|ed25519|both] [--cprofile]
 
 Wall-clock rates on a shared 2-core machine swing with other people's work; the CPU time a
-process spends per email does much less. This runs ``engine.deliver`` on real PostgreSQL and a
+process spends per email does much less. This runs ``enrollment.deliver`` on real PostgreSQL and a
 real ``smtp-sink`` (as a worker would, warm: variants compiled, connections open) and prints:
 
 - this process's user + system CPU per email (``time.process_time``): the worker's cost;
@@ -48,7 +48,7 @@ def _used(before: CpuSnapshot, after: CpuSnapshot, pids: set[int]) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=2000, help="emails measured (default 2000)")
-    parser.add_argument("--batch", type=int, default=250, help="deliveries per engine.deliver call")
+    parser.add_argument("--batch", type=int, default=250, help="deliveries per enrollment.deliver call")
     parser.add_argument("--dkim", choices=("none", "rsa", "ed25519", "both"), default="none")
     parser.add_argument("--repeats", type=int, default=3, help="measured runs; each is printed, the lowest counts")
     parser.add_argument("--cprofile", action="store_true", help="a cProfile of one more run on stderr")
@@ -77,10 +77,10 @@ def main() -> None:
 
             import psycopg
 
-            from cadence import engine
             from cadence.config import load_settings
             from cadence.db.migrate import upgrade
-            from cadence.runtime import Runtime
+            from cadence.operations import enrollment
+            from cadence.operations.runtime import Runtime
 
             settings = load_settings(env)
             upgrade(settings.database_url)
@@ -94,8 +94,8 @@ def main() -> None:
 
             def one_run(lo: int, hi: int) -> list[list[int]]:
                 enroll_ids(conn, lo, hi, BENCH_NOW, BENCH_NOW)
-                batches = engine.tick(runtime, claim_limit=100_000).batches
-                engine.deliver(runtime, batches[0])  # warm-up: compile variants, connect
+                batches = enrollment.tick(runtime, claim_limit=100_000).batches
+                enrollment.deliver(runtime, batches[0])  # warm-up: compile variants, connect
                 return batches[1:]
 
             def backends() -> set[int]:
@@ -116,7 +116,7 @@ def main() -> None:
                 pids = backends()
                 before = cpu_snapshot()
                 cpu0, wall0 = time.process_time(), time.perf_counter()
-                sent = sum(engine.deliver(runtime, batch).sent for batch in batches)
+                sent = sum(enrollment.deliver(runtime, batch).sent for batch in batches)
                 cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
                 after = cpu_snapshot()
 
@@ -141,8 +141,10 @@ def main() -> None:
                 _common.time = send_throughput.time = shim  # type: ignore[assignment]
                 batches = one_run(*sets[args.repeats])
                 extra = _common.Buckets()  # the parts of "load" and of the send loop, below prepare_and_send
-                from cadence import batch_ledger, newsletter_sending, sending
                 from cadence.db import campaign_states, send_batch
+                from cadence.operations import batch_ledger
+                from cadence.operations import delivery as sending
+                from cadence.operations import newsletter_copies as newsletter_sending
 
                 for owner, name in (
                     (send_batch, "load_due"),
@@ -171,7 +173,7 @@ def main() -> None:
                 profiler = cProfile.Profile(time.process_time)  # CPU, not waits
                 profiler.enable()
                 for batch in batches:
-                    engine.deliver(runtime, batch)
+                    enrollment.deliver(runtime, batch)
                 profiler.disable()
                 pstats.Stats(profiler, stream=sys.stderr).sort_stats("tottime").print_stats(40)
                 pstats.Stats(profiler, stream=sys.stderr).sort_stats("cumulative").print_stats(50)

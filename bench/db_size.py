@@ -38,7 +38,7 @@ TABLES = ("deliveries", "subscribers", "enrollments", "events", "suppressions", 
 def _campaign_ids() -> tuple[list[str], list[str]]:
     """The drip's real step and segment ids (their lengths are part of a row's size)."""
     from _common import ROOT
-    from cadence.catalog import CampaignCatalog
+    from cadence.files.catalog import CampaignCatalog
 
     campaign = CampaignCatalog(ROOT / "campaigns").get(CAMPAIGN_ID)
     return [step.id for step in campaign.steps], [segment.id for segment in campaign.segments]

@@ -32,16 +32,16 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from cadence.authoring import DEFAULT_SAMPLE_SUBSCRIBERS  # noqa: E402
 from cadence.config import load_settings  # noqa: E402
 from cadence.core.message import Address  # noqa: E402
+from cadence.core.newsletter_content import EVERYONE  # noqa: E402
 from cadence.core.newsletter_draft import sketch_newsletter  # noqa: E402
 from cadence.db.migrate import upgrade  # noqa: E402
 from cadence.db.models import Subscriber, SubscriberTopic  # noqa: E402
 from cadence.db.session import transaction  # noqa: E402
-from cadence.newsletter_content import EVERYONE  # noqa: E402
-from cadence.newsletter_sending import build_copy  # noqa: E402
 from cadence.operations import newsletter_drafts, newsletters  # noqa: E402
+from cadence.operations.newsletter_copies import build_copy  # noqa: E402
+from cadence.review.previews import DEFAULT_SAMPLE_SUBSCRIBERS  # noqa: E402
 from perfdoc import write_section  # noqa: E402
 
 NOW = datetime(2027, 1, 5, 12, 0, tzinfo=UTC)

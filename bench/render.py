@@ -39,9 +39,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from cadence.campaign_files import load_campaign  # noqa: E402
 from cadence.core.campaign import Campaign, Segment, Step  # noqa: E402
 from cadence.core.render import Renderer, compile_variant, render_email, resolve_template  # noqa: E402
+from cadence.files.campaigns import load_campaign  # noqa: E402
 from perfdoc import write_section  # noqa: E402
 
 LINKS = {

@@ -143,9 +143,9 @@ def fill(url: str, subscribers: int) -> dict[str, float]:
 
 def run_report(database_url: str, *, lag: timedelta | None = None, **period: object) -> tuple[float, float, int]:
     """(seconds to fold, seconds for the report, rows folded), as `cadence report` runs it."""
-    from cadence.catalog import CampaignCatalog
     from cadence.db.results import DEFAULT_LAG
     from cadence.db.session import transaction
+    from cadence.files.catalog import CampaignCatalog
     from cadence.operations.results import campaign_results, catch_up
 
     campaign = CampaignCatalog(ROOT / "campaigns", ROOT / "templates").get(CAMPAIGN_ID)

@@ -215,7 +215,7 @@ def main() -> None:
             use_env(env)  # the ticks run in this process (below), with the workers' settings
             from cadence.config import load_settings
             from cadence.operations import drip
-            from cadence.runtime import Runtime
+            from cadence.operations.runtime import Runtime
             from cadence.tasks import enqueue_send, make_celery
 
             settings = load_settings(env)

@@ -193,7 +193,7 @@ def tick_and_enqueue(
 ) -> tuple[int, float, float]:
     """engine.tick in this process, then one send task per batch (what tick_task does), again
     until the tick has nothing left. Returns (batches, tick seconds, enqueue seconds)."""
-    from cadence import engine
+    from cadence.operations import enrollment as engine
 
     batches, tick_s, enqueue_s = 0, 0.0, 0.0
     while True:
@@ -350,9 +350,11 @@ class Profile:
 
 def profile_deliver(runtime: Any, batches: list[list[int]], capture: list[Message] | None = None) -> Profile:
     """engine.deliver over `batches` in this process with every send-path function timed."""
-    from cadence import batch_ledger, engine, sending
     from cadence.db import queries
     from cadence.db.session import engine_for
+    from cadence.operations import batch_ledger
+    from cadence.operations import delivery as sending
+    from cadence.operations import enrollment as engine
 
     transport = runtime.transport
     if capture is not None:
@@ -477,11 +479,11 @@ def main() -> None:
 
             import psycopg
 
-            from cadence import engine
             from cadence.config import load_settings
             from cadence.core.schedule import step_due_at
             from cadence.db.migrate import upgrade
-            from cadence.runtime import Runtime
+            from cadence.operations import enrollment as engine
+            from cadence.operations.runtime import Runtime
             from cadence.tasks import make_celery
 
             settings = load_settings(env)
@@ -517,7 +519,7 @@ def main() -> None:
             # collide on uq_links_url_hash and one whole batch fails (kept 'sending' until its
             # lease expires). In production the rows exist after a step's first send.
             from cadence.db.session import transaction
-            from cadence.sending import ensure_links
+            from cadence.operations.delivery import ensure_links
 
             with transaction(settings.database_url) as session:
                 for segment in campaign.segments:

@@ -239,11 +239,11 @@ def measure(size: int, due: int, repeats: int, tmp: Path) -> dict[str, Any]:
     with postgres_database() as pg_url:
         env = cadence_env(tmp / "data", CADENCE_DATABASE_URL=pg_url, CADENCE_EMAIL_URL="outbox://")
         use_env(env)
-        from cadence import engine
         from cadence.config import load_settings
         from cadence.db.migrate import upgrade
         from cadence.db.session import engine_for
-        from cadence.runtime import Runtime
+        from cadence.operations import enrollment as engine
+        from cadence.operations.runtime import Runtime
 
         settings = load_settings(env)
         upgrade(settings.database_url)

@@ -440,8 +440,8 @@ def main() -> None:
             from cadence.config import load_settings
             from cadence.db.migrate import upgrade
             from cadence.db.session import transaction
-            from cadence.runtime import Runtime
-            from cadence.sending import ensure_links
+            from cadence.operations.delivery import ensure_links
+            from cadence.operations.runtime import Runtime
             from cadence.tasks import make_celery
 
             settings = load_settings(env)
@@ -468,7 +468,7 @@ def main() -> None:
 
             # One real message (this process, through the sink) gives listmonk's body and the C client's bytes.
             enroll_ids(conn, *sample_set, BENCH_NOW, BENCH_NOW)
-            from cadence import engine
+            from cadence.operations import enrollment as engine
 
             ids = [i for b in engine.tick(runtime).batches for i in b]
             captured: list[tuple[str, str, bytes]] = []

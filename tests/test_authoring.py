@@ -14,11 +14,11 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from cadence.authoring import Problem, simulate_timeline, validate_campaign, write_preview
-from cadence.campaign_files import load_campaign
 from cadence.cli.authoring import register
 from cadence.core.campaign import Campaign, Segment, Step, Tracking
 from cadence.core.render import Renderer
+from cadence.files.campaigns import load_campaign
+from cadence.review.previews import Problem, simulate_timeline, validate_campaign, write_preview
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "templates"

@@ -15,15 +15,15 @@ import pytest
 from flufl.bounce import all_failures
 from sqlalchemy import delete, func, select
 
-from cadence import engine
-from cadence.bounce_mail import fetch_imap_bounces, parse_dsn, process_bounce_dir
-from cadence.bounces import BounceEvent, apply_bounce_events, claim_event_key
 from cadence.core.campaign import Campaign
 from cadence.core.subscriber_fields import SubscriberInput, email_hash
 from cadence.db.migrate import upgrade
 from cadence.db.models import Delivery, Enrollment, Event, Subscriber, Suppression
 from cadence.db.session import transaction
-from cadence.subscribers import import_subscribers, is_suppressed
+from cadence.inbound.bounce_mailbox import fetch_imap_bounces, parse_dsn, process_bounce_dir
+from cadence.operations import enrollment
+from cadence.operations.bounce_events import BounceEvent, apply_bounce_events, claim_event_key
+from cadence.operations.subscribers import import_subscribers, is_suppressed
 from tests.support.keys import TEST_KEYS
 
 NOW = datetime(2026, 3, 10, 9, tzinfo=UTC)
@@ -276,7 +276,7 @@ def test_a_suppressed_address_comes_back_through_neither_enroll_nor_import(sqlit
     with transaction(sqlite_db) as session:
         apply_bounce_events(session, [event], NOW, soft_limit=3)
     with transaction(sqlite_db) as session:
-        enrolled = engine.enroll(session, campaign, [session.get_one(Subscriber, person)], NOW)
+        enrolled = enrollment.enroll(session, campaign, [session.get_one(Subscriber, person)], NOW)
         imported = import_subscribers(session, [SubscriberInput("GONE@example.org", "Back again")], NOW, keys=TEST_KEYS)
         assert is_suppressed(session, "gone@example.org")
     assert (enrolled.enrolled, enrolled.not_active) == (0, 1)

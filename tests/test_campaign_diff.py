@@ -15,10 +15,10 @@ import jinja2
 import pytest
 from PIL import Image, ImageChops
 
-from cadence.authoring import email_grid, preview_file_name
-from cadence.campaign_files import load_campaign
 from cadence.core.render import Renderer
-from cadence.visual_diff import GAP
+from cadence.files.campaigns import load_campaign
+from cadence.review.previews import email_grid, preview_file_name
+from cadence.review.visual_diff import GAP
 from tests.support.cluster import cadence_env
 from tests.support.services import unavailable
 

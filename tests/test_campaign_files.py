@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cadence.campaign_files import find_campaign, load_campaign
 from cadence.errors import CampaignError, NotFound
+from cadence.files.campaigns import find_campaign, load_campaign
 
 ROOT = Path(__file__).resolve().parents[1]
 GOOD = yaml.safe_load((ROOT / "campaigns" / "lower-back-pain.yaml").read_text())

@@ -13,15 +13,15 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from cadence import engine
 from cadence.clock import FileClock
 from cadence.config import load_settings
 from cadence.core.subscriber_fields import SubscriberInput
 from cadence.db.migrate import upgrade
 from cadence.db.models import Subscriber
 from cadence.db.session import transaction
-from cadence.runtime import Runtime
-from cadence.subscribers import import_subscribers, unsubscribe
+from cadence.operations import enrollment
+from cadence.operations.runtime import Runtime
+from cadence.operations.subscribers import import_subscribers, unsubscribe
 from tests.support.cluster import cadence_env
 from tests.support.keys import TEST_KEYS
 from tests.support.smtpd import SmtpSink
@@ -57,15 +57,15 @@ def env(tmp_path: Path, database_url: str) -> dict[str, str]:
         with transaction(settings.database_url) as session:
             rows = [SubscriberInput(f"{p}@example.com", p, "America/New_York", {"terrain": "trails"}) for p in people]
             import_subscribers(session, rows, START, keys=TEST_KEYS)
-            engine.enroll(
+            enrollment.enroll(
                 session, runtime.catalog.get("lower-back-pain"), list(session.scalars(select(Subscriber))), START
             )
-        batches = engine.tick(runtime).batches
+        batches = enrollment.tick(runtime).batches
         with transaction(settings.database_url) as session:
             for name in ("left1", "left2"):
-                unsubscribe(session, engine.find_subscriber(session, f"{name}@example.com"), START, "test")
+                unsubscribe(session, enrollment.find_subscriber(session, f"{name}@example.com"), START, "test")
         for batch in batches:
-            engine.deliver(runtime, batch)
+            enrollment.deliver(runtime, batch)
         runtime.close()
         assert len(sink.messages) == 3
     return env

@@ -14,14 +14,14 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from cadence import engine
 from cadence.config import load_settings
 from cadence.core.subscriber_fields import SubscriberInput
 from cadence.db.migrate import upgrade
 from cadence.db.models import Delivery, Enrollment, Subscriber
 from cadence.db.session import transaction
-from cadence.runtime import Runtime
-from cadence.subscribers import import_subscribers, suppress
+from cadence.operations import enrollment as engine
+from cadence.operations.runtime import Runtime
+from cadence.operations.subscribers import import_subscribers, suppress
 from tests.support.cluster import ROOT, cadence_env
 from tests.support.keys import TEST_KEYS
 
@@ -258,7 +258,7 @@ def test_demo_on_an_existing_data_dir_starts_from_a_clean_database_and_outbox(tm
 
 
 def test_demo_fresh_deletes_only_a_sqlite_file_inside_the_data_dir(tmp_path: Path) -> None:
-    from cadence.demo import sqlite_file_in_data_dir
+    from cadence.operations.demo import sqlite_file_in_data_dir
 
     data = tmp_path / "data"
     inside = load_settings(cadence_env(data))

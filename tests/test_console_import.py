@@ -257,7 +257,7 @@ def test_uploads_over_the_limit_and_topics_without_consent_are_refused(worker_we
 
 
 def worker_web_topics(web: WebServer) -> list[str]:
-    from cadence.form_files import load_sender
+    from cadence.files.forms import load_sender
 
     return list(load_sender(web.settings.sender_file).topics)
 

@@ -15,7 +15,6 @@ import pytest
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
-from cadence.catalog import CampaignCatalog
 from cadence.config import load_settings
 from cadence.db import campaign_states, enrollment_tallies
 from cadence.db.migrate import upgrade
@@ -23,6 +22,7 @@ from cadence.db.models import Delivery, Enrollment, EnrollmentTally, Event, Subs
 from cadence.db.session import transaction
 from cadence.db.transactional import TRANSACTIONAL_CAMPAIGN
 from cadence.errors import InputError
+from cadence.files.catalog import CampaignCatalog
 from cadence.operations import console_reads
 from cadence.operations.campaign_overview import campaign_summaries
 from cadence.operations.results import catch_up

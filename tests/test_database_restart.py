@@ -19,16 +19,16 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
-from cadence import engine
 from cadence.clock import FileClock
 from cadence.config import load_settings
 from cadence.core.subscriber_fields import SubscriberInput
 from cadence.db.migrate import upgrade
 from cadence.db.models import Delivery, Subscriber, Suppression
 from cadence.db.session import transaction
-from cadence.engine import enroll
-from cadence.runtime import Runtime
-from cadence.subscribers import import_subscribers
+from cadence.operations import enrollment
+from cadence.operations.enrollment import enroll
+from cadence.operations.runtime import Runtime
+from cadence.operations.subscribers import import_subscribers
 from tests.support.cluster import cadence_env, enrolled_runners, processes
 from tests.support.keys import TEST_KEYS
 from tests.support.pgserver import PrivateServer
@@ -131,14 +131,14 @@ def test_a_worker_gives_up_once_its_lease_could_run_out_and_nothing_is_lost(tmp_
                 import_subscribers(session, rows, START, keys=TEST_KEYS)
                 people = list(session.scalars(select(Subscriber)))
                 enroll(session, runtime.catalog.get("lower-back-pain"), people, START)
-            [ids] = engine.tick(runtime).batches
+            [ids] = enrollment.tick(runtime).batches
             with pytest.raises(OperationalError):
-                engine.deliver(runtime, ids)
+                enrollment.deliver(runtime, ids)
             assert stopped
             pg.start()
             time.sleep(2.5)  # the lease runs out: another worker may take the rows over now
-            for batch in engine.tick(runtime).batches:
-                engine.deliver(runtime, batch)
+            for batch in enrollment.tick(runtime).batches:
+                enrollment.deliver(runtime, batch)
             runtime.close()
             with transaction(settings.database_url) as session:
                 assert session.scalar(select(func.count()).where(Delivery.state == "sent")) == 8

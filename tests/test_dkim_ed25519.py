@@ -19,7 +19,6 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from dkim.util import parse_tag_value
 from sqlalchemy import select
 
-from cadence import engine
 from cadence.clock import FileClock
 from cadence.config import load_settings
 from cadence.core.dkim import DEFAULT_SIGNED_HEADERS, DkimSigner, DkimSigners
@@ -29,8 +28,9 @@ from cadence.db.migrate import upgrade
 from cadence.db.models import Subscriber
 from cadence.db.session import transaction
 from cadence.errors import ConfigError
-from cadence.runtime import Runtime
-from cadence.subscribers import import_subscribers
+from cadence.operations import enrollment
+from cadence.operations.runtime import Runtime
+from cadence.operations.subscribers import import_subscribers
 from tests.support.cluster import cadence_env
 from tests.support.dns_server import DnsServer
 from tests.support.keys import TEST_KEYS
@@ -161,10 +161,10 @@ def test_both_keys_from_settings_sign_every_sent_email_and_an_altered_list_unsub
         with transaction(settings.database_url) as session:
             import_subscribers(session, people, clock.now(), keys=TEST_KEYS)
             subscribers = list(session.scalars(select(Subscriber)))
-            engine.enroll(session, runtime.catalog.get("lower-back-pain"), subscribers, clock.now())
+            enrollment.enroll(session, runtime.catalog.get("lower-back-pain"), subscribers, clock.now())
         for _ in range(48):  # step 1 goes out at the subscriber's send hour: within two days
-            for batch in engine.tick(runtime).batches:
-                engine.deliver(runtime, batch)
+            for batch in enrollment.tick(runtime).batches:
+                enrollment.deliver(runtime, batch)
             if sink.messages:
                 break
             clock.advance(timedelta(hours=1))

@@ -21,7 +21,6 @@ import pytest
 from jinja2 import FileSystemLoader
 from sqlalchemy import select
 
-from cadence.campaign_files import find_campaign
 from cadence.clock import FileClock
 from cadence.config import load_settings
 from cadence.core.campaign import Campaign
@@ -30,9 +29,10 @@ from cadence.core.subscriber_fields import SubscriberInput
 from cadence.db.migrate import upgrade
 from cadence.db.models import Delivery, Subscriber
 from cadence.db.session import transaction
-from cadence.engine import enroll
-from cadence.simulation import ClockDriver
-from cadence.subscribers import import_subscribers
+from cadence.files.campaigns import find_campaign
+from cadence.operations.enrollment import enroll
+from cadence.operations.simulation import ClockDriver
+from cadence.operations.subscribers import import_subscribers
 from tests.support.cluster import ROOT, cadence_env, processes
 from tests.support.keys import TEST_KEYS
 from tests.support.services import postgres_database

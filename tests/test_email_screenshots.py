@@ -11,9 +11,9 @@ from pathlib import Path
 import jinja2
 import pytest
 
-from cadence.authoring import SAMPLE_LINKS, Screenshot, screenshot_emails
-from cadence.campaign_files import load_campaign
 from cadence.core.render import Renderer, render_email
+from cadence.files.campaigns import load_campaign
+from cadence.review.previews import SAMPLE_LINKS, Screenshot, screenshot_emails
 from tests.support.services import unavailable
 
 REPO = Path(__file__).resolve().parents[1]

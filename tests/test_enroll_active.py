@@ -12,14 +12,15 @@ from typing import Any
 
 from sqlalchemy import event, select, update
 
-from cadence.catalog import CampaignCatalog
 from cadence.core import drip_policy
 from cadence.core.schedule import subscriber_zone
+from cadence.core.subscriber_fields import SubscriberInput
 from cadence.db.migrate import upgrade
 from cadence.db.models import Enrollment, Subscriber
 from cadence.db.session import engine_for, transaction
-from cadence.engine import EnrollResult, enroll, enroll_active
-from cadence.subscribers import SubscriberInput, import_subscribers
+from cadence.files.catalog import CampaignCatalog
+from cadence.operations.enrollment import EnrollResult, enroll, enroll_active
+from cadence.operations.subscribers import import_subscribers
 from tests.support.cluster import ROOT
 from tests.support.keys import TEST_KEYS
 

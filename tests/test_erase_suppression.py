@@ -14,13 +14,13 @@ from pathlib import Path
 from sqlalchemy import select
 
 from cadence.core.subscriber_fields import SubscriberInput, email_hash
+from cadence.core.suppression_keys import PLAIN, SuppressionKeys
 from cadence.db.migrate import upgrade
 from cadence.db.models import Subscriber, Suppression
 from cadence.db.session import transaction
 from cadence.operations.privacy import erase
 from cadence.operations.signup import Answers, SignupContext, SignupData, confirm, read_confirmation_token, sign_up
-from cadence.subscribers import find_suppression, import_subscribers, is_suppressed, suppress
-from cadence.suppression_keys import PLAIN, SuppressionKeys
+from cadence.operations.subscribers import find_suppression, import_subscribers, is_suppressed, suppress
 from tests.support.smtpd import SmtpSink
 from tests.support.web import WebServer, csrf_token, data_link, find_url, parse, signup_form, subscribe_and_confirm
 

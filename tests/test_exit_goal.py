@@ -22,11 +22,11 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from cadence.campaign_files import find_campaign
 from cadence.core.campaign import ExitGoal, Rule
 from cadence.core.drip_policy import GOAL_REACHED, enrollment_end_after_skip, exit_goal_reached, skip_reason
 from cadence.db.models import Delivery, Enrollment, Event, Subscriber
 from cadence.db.session import transaction
+from cadence.files.campaigns import find_campaign
 from tests.support.cluster import ROOT
 from tests.support.console import CHROMIUM, CHROMIUM_ARGS, Console
 from tests.support.services import unavailable

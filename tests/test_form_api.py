@@ -12,10 +12,10 @@ import httpx
 import pytest
 from sqlalchemy import select
 
+from cadence.core.tokens import make_token
 from cadence.db.models import Enrollment, SubscriberTopic
 from cadence.db.session import transaction
-from cadence.form_files import load_form
-from cadence.tokens import make_token
+from cadence.files.forms import load_form
 from tests.support.console import CHROMIUM, CHROMIUM_ARGS
 from tests.support.services import unavailable
 from tests.support.smtpd import SmtpSink

@@ -22,12 +22,12 @@ import httpx
 import jinja2
 import pytest
 
-from cadence.authoring import SAMPLE_LINKS, validate_campaign
-from cadence.campaign_files import load_campaign
 from cadence.core.campaign import Segment, Step
 from cadence.core.render import Renderer, render_email
 from cadence.errors import CampaignError
-from cadence.guide_pages import SAMPLE_BASE_URL, list_pages, read_page
+from cadence.files.campaigns import load_campaign
+from cadence.files.guide_pages import SAMPLE_BASE_URL, list_pages, read_page
+from cadence.review.previews import SAMPLE_LINKS, validate_campaign
 from tests.support.services import unavailable
 from tests.support.smtpd import SmtpSink
 from tests.support.web import WebServer, body, parse, subscribe_and_confirm

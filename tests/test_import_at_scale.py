@@ -18,14 +18,14 @@ import pytest
 from email_validator import validate_email
 from sqlalchemy import func, select
 
+from cadence.core.subscriber_csv import SeenAddresses, column_key
 from cadence.core.subscriber_fields import _plain_address, normalise_email
 from cadence.db.migrate import upgrade
 from cadence.db.models import Subscriber
 from cadence.db.session import transaction
 from cadence.errors import InputError
-from cadence.subscriber_csv import SeenAddresses, column_key
-from cadence.subscriber_import import ImportRejected, import_csv
-from cadence.subscribers import suppress, unsubscribe
+from cadence.operations.subscriber_import import ImportRejected, import_csv
+from cadence.operations.subscribers import suppress, unsubscribe
 from tests.support.cluster import cadence_env
 from tests.support.keys import TEST_KEYS
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from cadence.catalog import CampaignCatalog
 from cadence.config import load_settings
 from cadence.core.column_findings import column_findings
 from cadence.db.migrate import upgrade
+from cadence.files.catalog import CampaignCatalog
 from tests.support.cluster import ROOT, cadence_env
 from tests.test_cli import CADENCE
 

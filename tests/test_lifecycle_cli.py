@@ -14,15 +14,15 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from cadence import engine
 from cadence.config import load_settings
 from cadence.core.subscriber_fields import SubscriberInput
 from cadence.db.migrate import upgrade
 from cadence.db.models import AuditEntry, CampaignState, Delivery, Enrollment, Subscriber
 from cadence.db.session import transaction
-from cadence.doctor import check_held_campaigns
-from cadence.runtime import Runtime
-from cadence.subscribers import import_subscribers
+from cadence.monitoring.doctor import check_held_campaigns
+from cadence.operations import enrollment as engine
+from cadence.operations.runtime import Runtime
+from cadence.operations.subscribers import import_subscribers
 from tests.support.cluster import ROOT, cadence_env
 from tests.support.keys import TEST_KEYS
 from tests.test_cli import START, cadence, one_error_line

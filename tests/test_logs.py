@@ -14,11 +14,11 @@ import pytest
 from sqlalchemy import func, select
 
 from cadence.clock import FileClock
+from cadence.core.tokens import make_token
 from cadence.db.migrate import upgrade
 from cadence.db.models import Delivery
 from cadence.db.session import transaction
-from cadence.logs import redact
-from cadence.tokens import make_token
+from cadence.monitoring.logs import redact
 from tests.support.cluster import cadence_env, enrolled_runners, processes
 from tests.support.smtpd import SmtpSink
 from tests.support.web import CONSENT, WebServer
@@ -78,7 +78,7 @@ def test_a_worker_logs_json_lines_with_ids_and_no_addresses_or_tokens(tmp_path: 
     assert any("beat: Starting" in str(line["message"]) for line in json_lines(scheduler_log))
     lines = json_lines(worker_log)
     assert {"ts", "level", "logger", "message"} <= set(lines[0])
-    batches = [line for line in lines if line["logger"] == "cadence.engine"]
+    batches = [line for line in lines if line["logger"] == "cadence.operations.enrollment"]
     logged_ids = sorted(i for line in batches for i in line["delivery_ids"])  # type: ignore[attr-defined]
     assert logged_ids == sorted(d for _, d in pairs)
     assert "@example.com" not in worker_log

@@ -12,7 +12,7 @@ from cadence.core.subscriber_fields import SubscriberInput
 from cadence.db.migrate import alembic_config, upgrade
 from cadence.db.models import Base
 from cadence.db.session import engine_for, transaction
-from cadence.subscribers import import_subscribers
+from cadence.operations.subscribers import import_subscribers
 from tests.support.keys import TEST_KEYS
 
 

@@ -13,10 +13,10 @@ from pathlib import Path
 import jinja2
 import pytest
 
-from cadence.authoring import SAMPLE_LINKS, screenshot_emails, validate_campaign
-from cadence.campaign_files import load_campaign
 from cadence.core.campaign import Campaign, Segment, Step
 from cadence.core.render import RenderedEmail, Renderer, render_email
+from cadence.files.campaigns import load_campaign
+from cadence.review.previews import SAMPLE_LINKS, screenshot_emails, validate_campaign
 from tests.support.services import unavailable
 from tests.test_originality import ARTICLE, runs
 

@@ -21,7 +21,7 @@ from cadence.db.session import transaction
 from cadence.errors import InputError, NotFound
 from cadence.operations import newsletter_drafts as drafts
 from cadence.operations import newsletters
-from cadence.runtime import Runtime
+from cadence.operations.runtime import Runtime
 from tests.test_newsletters import ACTOR, NOW, rows, send_due, setup
 
 NAME = "april-news"

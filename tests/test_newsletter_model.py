@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 
-from cadence.campaign_files import load_campaign
 from cadence.core.campaign import Rule
 from cadence.core.newsletter import (
     Audience,
@@ -22,6 +21,7 @@ from cadence.core.newsletter import (
 )
 from cadence.core.segments import compose_segments
 from cadence.errors import CampaignError, InputError
+from cadence.files.campaigns import load_campaign
 from tests.support.cluster import ROOT
 
 SOURCE = "campaigns/newsletters/n.yaml"

@@ -25,7 +25,7 @@ from cadence.db.models import Delivery, Subscriber, SubscriberTopic
 from cadence.db.session import transaction
 from cadence.errors import InputError
 from cadence.operations import newsletters
-from cadence.subscribers import import_subscribers, unsubscribe
+from cadence.operations.subscribers import import_subscribers, unsubscribe
 from tests.support.cluster import cadence_env, processes
 from tests.support.keys import TEST_KEYS
 from tests.support.services import postgres_database

@@ -17,19 +17,18 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from cadence import engine
 from cadence.clock import FileClock
 from cadence.config import Settings, load_settings
 from cadence.core.subscriber_fields import SubscriberInput
+from cadence.core.tokens import link_signature, make_token
 from cadence.db.migrate import upgrade
 from cadence.db.models import AuditEntry, Delivery, Link, Subscriber, SubscriberTag, SubscriberTopic
 from cadence.db.session import transaction
 from cadence.errors import InputError
-from cadence.operations import newsletters
-from cadence.runtime import Runtime
-from cadence.subscribers import import_subscribers, suppress, unsubscribe
-from cadence.tokens import link_signature, make_token
-from cadence.web.tracking import record_open, resolve_click, web_view
+from cadence.operations import enrollment, newsletters
+from cadence.operations.runtime import Runtime
+from cadence.operations.subscribers import import_subscribers, suppress, unsubscribe
+from cadence.operations.tracking import record_open, resolve_click, web_view
 from tests.support.cluster import ROOT, cadence_env
 from tests.support.keys import TEST_KEYS
 from tests.support.services import unavailable
@@ -106,8 +105,8 @@ def send_due(settings: Settings, clock: FileClock) -> list[bytes]:
     """One tick and its batches, in this process, into the outbox; the new emails."""
     runtime = Runtime.from_settings(replace(settings, clock_spec=str(clock)))
     before = set((settings.outbox_dir).glob("*.eml")) if settings.outbox_dir.exists() else set()
-    for batch in engine.tick(runtime).batches:
-        engine.deliver(runtime, batch)
+    for batch in enrollment.tick(runtime).batches:
+        enrollment.deliver(runtime, batch)
     runtime.close()
     return [p.read_bytes() for p in sorted(set(settings.outbox_dir.glob("*.eml")) - before)]
 

@@ -19,7 +19,7 @@ from cadence.core.subscriber_fields import SubscriberInput
 from cadence.db.migrate import upgrade
 from cadence.db.models import AuditEntry, Delivery, Subscriber, SubscriberTopic
 from cadence.db.session import transaction
-from cadence.subscribers import import_subscribers
+from cadence.operations.subscribers import import_subscribers
 from tests.support.cluster import cadence_env
 from tests.support.keys import TEST_KEYS
 from tests.support.smtpd import SmtpSink

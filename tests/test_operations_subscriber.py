@@ -9,12 +9,13 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select
 
-from cadence.catalog import CampaignCatalog
+from cadence.core.tokens import make_token
 from cadence.db.migrate import upgrade
 from cadence.db.models import Enrollment, Subscriber, SubscriberTopic
 from cadence.db.session import transaction
 from cadence.errors import InputError, TokenError
-from cadence.form_files import load_forms
+from cadence.files.catalog import CampaignCatalog
+from cadence.files.forms import load_forms
 from cadence.operations.preferences import pause, resume, subscriber_for_preferences, update_answers
 from cadence.operations.privacy import erase, export_data
 from cadence.operations.signup import (
@@ -28,7 +29,6 @@ from cadence.operations.signup import (
     sign_up,
     signup_form_name,
 )
-from cadence.tokens import make_token
 from tests.support.keys import TEST_KEYS
 from tests.support.web import REPO
 

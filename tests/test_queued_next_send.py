@@ -14,10 +14,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from cadence import engine
 from cadence.clock import FileClock
 from cadence.config import load_settings
-from cadence.runtime import Runtime
+from cadence.operations import enrollment as engine
+from cadence.operations.runtime import Runtime
 from tests.support.cluster import cadence_env
 from tests.support.smtpd import SmtpSink
 from tests.test_cli import cadence

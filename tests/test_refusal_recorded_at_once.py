@@ -15,15 +15,15 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from cadence.catalog import CampaignCatalog
 from cadence.clock import FileClock
 from cadence.config import load_settings
 from cadence.core.subscriber_fields import SubscriberInput, email_hash
 from cadence.db.migrate import upgrade
 from cadence.db.models import Delivery, Subscriber, Suppression
 from cadence.db.session import transaction
-from cadence.engine import enroll
-from cadence.subscribers import import_subscribers
+from cadence.files.catalog import CampaignCatalog
+from cadence.operations.enrollment import enroll
+from cadence.operations.subscribers import import_subscribers
 from cadence.transports.base import SendResult
 from cadence.transports.smtp import SmtpTransport
 from tests.support.cluster import cadence_env, processes

@@ -9,15 +9,15 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from cadence.campaign_files import find_campaign
 from cadence.core.subscriber_fields import SubscriberInput
+from cadence.core.tokens import make_token
 from cadence.db.migrate import upgrade
 from cadence.db.models import Enrollment, Subscriber
 from cadence.db.session import transaction
-from cadence.engine import enroll
+from cadence.files.campaigns import find_campaign
+from cadence.operations.enrollment import enroll
 from cadence.operations.signup import Answers, SignupContext, SignupData, confirm, read_confirmation_token, sign_up
-from cadence.subscribers import unsubscribe, upsert_subscriber
-from cadence.tokens import make_token
+from cadence.operations.subscribers import unsubscribe, upsert_subscriber
 from tests.support.cluster import ROOT
 from tests.support.keys import TEST_KEYS
 

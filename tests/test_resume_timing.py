@@ -7,14 +7,14 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 
-from cadence.campaign_files import find_campaign
 from cadence.core.schedule import step_due_at, subscriber_zone
 from cadence.core.subscriber_fields import SubscriberInput
 from cadence.db.migrate import upgrade
 from cadence.db.models import Delivery, Enrollment
 from cadence.db.session import transaction
-from cadence.engine import enroll
-from cadence.subscribers import upsert_subscriber
+from cadence.files.campaigns import find_campaign
+from cadence.operations.enrollment import enroll
+from cadence.operations.subscribers import upsert_subscriber
 from tests.support.cluster import ROOT
 from tests.support.keys import TEST_KEYS
 

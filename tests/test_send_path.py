@@ -14,16 +14,16 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from cadence import engine
 from cadence.clock import FileClock
 from cadence.config import load_settings
 from cadence.core.subscriber_fields import SubscriberInput
 from cadence.db.migrate import upgrade
 from cadence.db.models import Delivery, Enrollment, Subscriber
 from cadence.db.session import transaction
+from cadence.operations import enrollment as engine
+from cadence.operations.runtime import Runtime
 from cadence.operations.subscriber_tools import tag_subscribers
-from cadence.runtime import Runtime
-from cadence.subscribers import import_subscribers, suppress, unsubscribe
+from cadence.operations.subscribers import import_subscribers, suppress, unsubscribe
 from tests.support.cluster import cadence_env
 from tests.support.keys import TEST_KEYS
 from tests.support.smtpd import ReceivedMessage, SmtpSink
@@ -240,7 +240,7 @@ def test_451s_are_retried_and_delivered_550s_fail_and_suppress_and_nobody_else_i
     assert rows["p1@example.com"] == ("sent", 3)
     assert rows["p2@example.com"][0] == "failed"
     assert all(rows[f"p{i}@example.com"] == ("sent", 1) for i in (0, 3, 4, 5))
-    from cadence.subscribers import is_suppressed
+    from cadence.operations.subscribers import is_suppressed
 
     with transaction(runtime.settings.database_url) as session:
         assert is_suppressed(session, "p2@example.com")
@@ -361,7 +361,7 @@ def test_a_refused_message_fails_the_step_without_suppressing_the_address(
     with transaction(runtime.settings.database_url) as session:
         rows = dict(session.execute(select(Delivery.subscriber_id, Delivery.state)).all())  # type: ignore[arg-type]
         enrollments = list(session.scalars(select(Enrollment)))
-        from cadence.subscribers import is_suppressed
+        from cadence.operations.subscribers import is_suppressed
 
         assert not is_suppressed(session, "p0@example.com") and not is_suppressed(session, "p1@example.com")
         assert {s.status for s in session.scalars(select(Subscriber))} == {"active"}
@@ -417,7 +417,7 @@ def test_a_worker_that_lost_its_lease_cannot_mark_rows_another_worker_now_owns(
     from cadence.core.message import Address, OutgoingMessage
     from cadence.db import queries
     from cadence.db.session import engine_for
-    from cadence.ledger import PreparedSend, record_results
+    from cadence.operations.send_results import PreparedSend, record_results
     from cadence.transports.base import SendResult
 
     runtime = make_runtime(tmp_path, database_url, sink)

@@ -22,15 +22,15 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy import select
 
-from cadence import engine
 from cadence.clock import FileClock
 from cadence.config import load_settings
 from cadence.core.subscriber_fields import SubscriberInput
 from cadence.db.migrate import upgrade
 from cadence.db.models import Subscriber
 from cadence.db.session import transaction
-from cadence.runtime import Runtime
-from cadence.subscribers import import_subscribers
+from cadence.operations import enrollment
+from cadence.operations.runtime import Runtime
+from cadence.operations.subscribers import import_subscribers
 from tests.support.cluster import cadence_env
 from tests.support.keys import TEST_KEYS
 from tests.support.rspamd import Rspamd, rspamd_installed
@@ -78,10 +78,10 @@ def received(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[ReceivedMes
         with transaction(settings.database_url) as session:
             import_subscribers(session, PEOPLE, clock.now(), keys=TEST_KEYS)
             people = list(session.scalars(select(Subscriber)))
-            engine.enroll(session, runtime.catalog.get("lower-back-pain"), people, clock.now())
+            enrollment.enroll(session, runtime.catalog.get("lower-back-pain"), people, clock.now())
         for _ in range(24 * 25):  # 25 days in hours: the course and its day-21 check-in
-            for batch in engine.tick(runtime).batches:
-                engine.deliver(runtime, batch)
+            for batch in enrollment.tick(runtime).batches:
+                enrollment.deliver(runtime, batch)
             clock.advance(timedelta(hours=1))
         runtime.close()
         messages = sink.wait_for(3 * STEPS)

@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select, update
 
-from cadence.catalog import CampaignCatalog
 from cadence.config import load_settings
 from cadence.db.migrate import upgrade
 from cadence.db.models import Delivery, Event
 from cadence.db.session import transaction
 from cadence.errors import InputError, NotFound
+from cadence.files.catalog import CampaignCatalog
 from cadence.operations.results import (
     CSV_COLUMNS,
     DAILY_CSV_COLUMNS,

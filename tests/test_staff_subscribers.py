@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from cadence.catalog import CampaignCatalog
 from cadence.config import load_settings, os_user
 from cadence.db.migrate import upgrade
 from cadence.db.models import AuditEntry, Enrollment
 from cadence.db.session import transaction
 from cadence.errors import InputError, NotFound
+from cadence.files.catalog import CampaignCatalog
 from cadence.operations import subscriber_tools as tools
 from cadence.operations.subscriber_export import export_subscribers
 from cadence.operations.subscriber_tools import SegmentFilter, SubscriberFilter

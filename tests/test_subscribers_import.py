@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
+from cadence.core.subscriber_csv import parse_subscriber_csv
 from cadence.db.migrate import upgrade
 from cadence.db.models import Subscriber
 from cadence.db.session import transaction
 from cadence.errors import InputError
-from cadence.subscriber_csv import parse_subscriber_csv
-from cadence.subscribers import import_subscribers, suppress, unsubscribe
+from cadence.operations.subscribers import import_subscribers, suppress, unsubscribe
 from tests.support.keys import TEST_KEYS
 
 NOW = datetime(2026, 12, 1, 12, tzinfo=UTC)

@@ -16,10 +16,10 @@ import httpx
 import pytest
 from sqlalchemy import select
 
+from cadence.core.tokens import make_token
 from cadence.db.models import Delivery
 from cadence.db.session import transaction
 from cadence.operations.subscriber_tools import describe_event
-from cadence.tokens import make_token
 from tests.support.console import CHROMIUM, CHROMIUM_ARGS, Console
 from tests.support.services import unavailable
 from tests.support.web import SECRET, WebServer, csrf_token

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 from itsdangerous import Signer
 
+from cadence.core.tokens import check_link_signature, link_signature, make_token, read_token
 from cadence.errors import TokenError
-from cadence.tokens import check_link_signature, link_signature, make_token, read_token
 
 KEY = "test-secret-key-0123456789abcdef"
 

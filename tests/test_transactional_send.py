@@ -14,8 +14,6 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from cadence import engine
-from cadence.bounces import BounceEvent, apply_bounce_events
 from cadence.clock import FileClock, wall_now
 from cadence.config import load_settings
 from cadence.db import queries
@@ -23,10 +21,12 @@ from cadence.db.migrate import upgrade
 from cadence.db.models import Delivery, Event, Subscriber, Suppression
 from cadence.db.session import transaction
 from cadence.errors import ConfigError, InputError
+from cadence.operations import enrollment
+from cadence.operations.bounce_events import BounceEvent, apply_bounce_events
 from cadence.operations.drip import campaign_status
+from cadence.operations.runtime import Runtime
 from cadence.operations.signup import Answers, SignupContext, SignupData, confirm, read_confirmation_token, sign_up
 from cadence.operations.transactional import queue_transactional, send_transactional
-from cadence.runtime import Runtime
 from tests.support.cluster import cadence_env
 from tests.support.keys import TEST_KEYS
 from tests.support.smtpd import ReceivedMessage, SmtpSink
@@ -131,7 +131,7 @@ def test_a_refusal_for_now_is_retried_by_the_scheduler_and_a_hard_bounce_suppres
 
     assert isinstance(runtime.clock, FileClock)
     runtime.clock.advance(timedelta(hours=1))
-    sent = sum(engine.deliver(runtime, batch).sent for batch in engine.tick(runtime).batches)
+    sent = sum(enrollment.deliver(runtime, batch).sent for batch in enrollment.tick(runtime).batches)
     assert sent == 1 and {row.id: row.state for row in rows(runtime)} == {busy: "sent", gone: "failed"}
     assert parse(sink.wait_for(1)[0])["To"] == "busy@example.com"
 
@@ -162,7 +162,7 @@ def test_a_confirmation_still_queued_when_the_person_confirmed_is_skipped(runtim
         signup_id = session.get(Subscriber, subscriber_id).consent["signup_id"]  # type: ignore[union-attr]
         # Confirmed (from an earlier email) before this one went out.
         confirm(session, [subscriber_id, signup_id], now, ip="192.0.2.7", user_agent="t", campaign=None, keys=TEST_KEYS)
-    outcome = engine.deliver(runtime, [delivery_id])
+    outcome = enrollment.deliver(runtime, [delivery_id])
     assert (outcome.sent, outcome.skipped) == (0, 1)
     [row] = rows(runtime)
     assert row.state == "skipped" and row.last_error == "signup no longer waits for confirmation"

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 
-from cadence.tokens import make_token
+from cadence.core.tokens import make_token
 from tests.support.smtpd import SmtpSink
 from tests.support.web import CONSENT, SECRET, WebServer, find_url, fresh_ip, parse
 

@@ -13,11 +13,11 @@ import httpx
 from sqlalchemy import select
 
 from cadence.core.subscriber_fields import SubscriberInput
+from cadence.core.suppression_keys import SuppressionKeys
+from cadence.core.tokens import link_signature
 from cadence.db.models import Delivery, Event, Subscriber
 from cadence.db.session import transaction
-from cadence.subscribers import import_subscribers
-from cadence.suppression_keys import SuppressionKeys
-from cadence.tokens import link_signature
+from cadence.operations.subscribers import import_subscribers
 from cadence.web.ratelimit import Limit, RedisLimiter
 from tests.support.keys import TEST_KEYS
 from tests.support.smtpd import SmtpSink
@@ -124,11 +124,11 @@ def test_erasing_leaves_no_trace_of_the_address_and_blocks_reimport(web: WebServ
 
 
 def test_signup_confirm_and_erase_work_on_postgresql(postgres_url: str) -> None:
-    from cadence.catalog import CampaignCatalog
     from cadence.db.migrate import upgrade
+    from cadence.files.catalog import CampaignCatalog
     from cadence.operations.privacy import erase
     from cadence.operations.signup import Answers, SignupContext, SignupData, confirm, read_confirmation_token, sign_up
-    from cadence.subscribers import is_suppressed
+    from cadence.operations.subscribers import is_suppressed
     keys = TEST_KEYS
     from tests.support.web import REPO
 

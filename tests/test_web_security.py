@@ -17,9 +17,9 @@ import httpx
 import pytest
 from sqlalchemy import select
 
+from cadence.core.tokens import link_signature, make_token
 from cadence.db.models import Event
 from cadence.db.session import transaction
-from cadence.tokens import link_signature, make_token
 from tests.support.services import unavailable
 from tests.support.smtpd import ReceivedMessage, SmtpSink
 from tests.support.web import (

@@ -7,7 +7,7 @@ import time
 
 import httpx
 
-from cadence.tokens import make_token
+from cadence.core.tokens import make_token
 from tests.support.smtpd import ReceivedMessage, SmtpSink
 from tests.support.web import SECRET, WebServer, csrf_token, find_url, fresh_ip, parse, signup_form
 

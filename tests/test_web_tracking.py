@@ -5,10 +5,10 @@ from __future__ import annotations
 import httpx
 from sqlalchemy import select
 
+from cadence.core.tokens import link_signature, make_token
 from cadence.db.models import Event
 from cadence.db.session import transaction
-from cadence.tokens import link_signature, make_token
-from cadence.web.tracking import PIXEL_GIF
+from cadence.operations.tracking import PIXEL_GIF
 from tests.support.web import SECRET, WebServer
 
 STORED = "https://precisionbodywork.example/book?utm_source=cadence"

@@ -9,9 +9,9 @@ import httpx
 import pytest
 from sqlalchemy import select
 
+from cadence.core.tokens import make_token
 from cadence.db.models import Event
 from cadence.db.session import transaction
-from cadence.tokens import make_token
 from tests.support.web import SECRET, WebServer, fresh_ip
 
 ONE_CLICK = {"List-Unsubscribe": "One-Click"}

@@ -24,10 +24,10 @@ from typing import Any
 from celery import Celery
 from celery.signals import after_setup_logger, after_setup_task_logger, worker_process_shutdown, worker_shutdown
 
-from cadence import logs, metrics
 from cadence.config import Settings, get_settings
+from cadence.monitoring import logs, metrics
 from cadence.operations import drip, import_jobs
-from cadence.runtime import Runtime
+from cadence.operations.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ def make_celery(settings: Settings) -> Celery:
     tests build one for the settings they chose, and importing this module reads nothing."""
     app = Celery("cadence", broker=settings.broker_url)
     if settings.broker_url.startswith("filesystem://"):
-        app.conf.broker_transport = "cadence.broker_fs:Transport"
+        app.conf.broker_transport = "cadence.worker.broker_fs:Transport"
     app.conf.update(
         broker_transport_options=broker_options(settings),
         broker_connection_retry_on_startup=True,
@@ -165,7 +165,7 @@ def runtime() -> Runtime:
 @after_setup_logger.connect
 @after_setup_task_logger.connect
 def _log_format(logger: logging.Logger, **_: Any) -> None:
-    if get_settings().log_format == "json":  # CADENCE_LOG_FORMAT; see cadence.logs
+    if get_settings().log_format == "json":  # CADENCE_LOG_FORMAT; see cadence.monitoring.logs
         logs.use_json(logger)
 
 

@@ -40,14 +40,14 @@ def enrolled_runners(env: dict[str, str], n: int, now: datetime, prefix: str = "
     York and enroll them all in the lower-back-pain course at `now`; returns the settings."""
     from sqlalchemy import select
 
-    from cadence.catalog import CampaignCatalog
     from cadence.config import load_settings
     from cadence.core.subscriber_fields import SubscriberInput
     from cadence.db.migrate import upgrade
     from cadence.db.models import Subscriber
     from cadence.db.session import transaction
-    from cadence.engine import enroll
-    from cadence.subscribers import import_subscribers
+    from cadence.files.catalog import CampaignCatalog
+    from cadence.operations.enrollment import enroll
+    from cadence.operations.subscribers import import_subscribers
     from tests.support.keys import TEST_KEYS
 
     settings = load_settings(env)

@@ -10,9 +10,10 @@ import httpx
 from sqlalchemy import select
 
 from cadence.config import Settings
+from cadence.core.subscriber_fields import SubscriberInput
 from cadence.db.models import Subscriber, SubscriberTopic
 from cadence.db.session import transaction
-from cadence.subscribers import SubscriberInput, import_subscribers
+from cadence.operations.subscribers import import_subscribers
 from tests.support.console import PASSWORD, XSS_NAME, new_user, set_password
 from tests.support.keys import TEST_KEYS
 from tests.support.web import WebServer

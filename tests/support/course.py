@@ -8,9 +8,9 @@ from typing import Any
 
 import jinja2
 
-from cadence.campaign_files import load_campaign
 from cadence.core.campaign import Campaign
 from cadence.core.render import Renderer
+from cadence.files.campaigns import load_campaign
 
 REPO = Path(__file__).resolve().parents[2]
 LINKS = {

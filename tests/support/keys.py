@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from cadence.suppression_keys import SuppressionKeys
+from cadence.core.suppression_keys import SuppressionKeys
 
 TEST_KEYS = SuppressionKeys.from_secrets("test-suppression-secret-0123456789")

@@ -28,10 +28,10 @@ from cadence.core.subscriber_fields import SubscriberInput
 from cadence.db.migrate import upgrade
 from cadence.db.models import Delivery, Subscriber
 from cadence.db.session import transaction
-from cadence.engine import enroll
+from cadence.operations.enrollment import enroll
 from cadence.operations.lifecycle import change_state
-from cadence.runtime import Runtime
-from cadence.subscribers import import_subscribers
+from cadence.operations.runtime import Runtime
+from cadence.operations.subscribers import import_subscribers
 from tests.support.cluster import ROOT, cadence_env, processes
 from tests.support.keys import TEST_KEYS
 from tests.support.smtpd import SmtpSink

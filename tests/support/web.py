@@ -42,7 +42,7 @@ from cadence.clock import FileClock
 from cadence.config import Settings, load_settings
 from cadence.db.models import Delivery, Enrollment, Link, Subscriber
 from cadence.db.session import transaction
-from cadence.form_files import load_form
+from cadence.files.forms import load_form
 from tests.support.smtpd import ReceivedMessage, SmtpSink
 
 REPO = Path(__file__).resolve().parents[2]
@@ -170,14 +170,14 @@ class WebServer:
     @property
     def runtime(self) -> Any:
         if self._runtime is None:
-            from cadence.runtime import Runtime
+            from cadence.operations.runtime import Runtime
 
             self._runtime = Runtime.from_settings(self.settings)
         return self._runtime
 
     def drive(self) -> int:
         """One scheduler tick and the sends it queued; returns how many were sent."""
-        from cadence import engine
+        from cadence.operations import enrollment as engine
 
         sent = 0
         for batch in engine.tick(self.runtime).batches:

@@ -19,7 +19,7 @@ from cadence.config import get_settings
 from cadence.errors import InputError, UsageError
 
 if TYPE_CHECKING:
-    from cadence.engine import TickResult
+    from cadence.operations.enrollment import TickResult
 
 app = typer.Typer(help="Cadence: email newsletters and drip campaigns.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
@@ -73,9 +73,9 @@ def subscribers_add(
 ) -> None:
     """Add (or update) one subscriber; staff-added subscribers are active at once."""
     from cadence.core.subscriber_fields import SubscriberInput, check_text, check_timezone
+    from cadence.core.suppression_keys import SuppressionKeys
     from cadence.db.session import transaction
-    from cadence.subscribers import upsert_subscriber
-    from cadence.suppression_keys import SuppressionKeys
+    from cadence.operations.subscribers import upsert_subscriber
 
     settings = get_settings()
     data = SubscriberInput(email, check_text(name, "--name"), check_timezone(tz, "--tz"), parse_attrs(attr or []))
@@ -100,9 +100,9 @@ def campaigns_enroll(
     email: Annotated[list[str] | None, typer.Option("--email", help="One subscriber, repeatable")] = None,
 ) -> None:
     """Enroll subscribers in a drip campaign (already enrolled ones are left alone)."""
-    from cadence.catalog import CampaignCatalog
     from cadence.cli.subscriber_tools import actor as staff_actor
     from cadence.db.session import transaction
+    from cadence.files.catalog import CampaignCatalog
     from cadence.operations.drip import enroll_chosen
     from cadence.operations.lifecycle import check_open_for_enrollment
     from cadence.operations.test_sends import resolve_segment
@@ -185,7 +185,7 @@ def worker(
     machine: they share the work, and stopping one loses nothing, another picks its emails up."""
     # Plain words on purpose (issue 13 item 7): --help is read by the people who start it, not
     # by Celery users; how it works is in docs/architecture.md and the comments below.
-    from cadence.metrics import start_process_metrics
+    from cadence.monitoring.metrics import start_process_metrics
 
     chosen = pool or ("solo" if concurrency == 1 else "threads")
     if chosen not in ("solo", "prefork", "threads"):
@@ -246,7 +246,7 @@ def tick() -> None:
     from functools import partial
 
     from cadence.operations import drip
-    from cadence.runtime import Runtime
+    from cadence.operations.runtime import Runtime
     from cadence.tasks import enqueue_send, process_app
 
     result = drip.tick(Runtime.from_settings(get_settings()), enqueue=partial(enqueue_send, process_app()))
@@ -282,7 +282,7 @@ def demo(
 ) -> None:
     """Run the lower-back-pain drip for 30 fictional runners with a real worker and scheduler.
     It refuses to wipe a database that holds other subscribers unless --force."""
-    from cadence.demo import run_demo
+    from cadence.operations.demo import run_demo
 
     run_demo(console, speed=speed, fresh=fresh, force=force)
 

@@ -1,4 +1,4 @@
-"""``cadence campaigns validate | preview | simulate | diff``: the staff tools of :mod:`cadence.authoring`.
+"""``cadence campaigns validate | preview | simulate | diff``: the staff tools of :mod:`cadence.review.previews`.
 
 Directories default to the settings (``CADENCE_CAMPAIGNS_DIR``, ``CADENCE_TEMPLATES_DIR``) and
 can be overridden per command. Errors of ours print one line and exit with status 1.
@@ -72,7 +72,7 @@ def _dirs(campaigns_dir: Path | None, templates_dir: Path | None) -> tuple[Path,
 
 
 def _load(name: str, campaigns_dir: Path | None, templates_dir: Path | None) -> tuple[Campaign, Path, Renderer]:
-    from cadence.campaign_files import find_campaign
+    from cadence.files.campaigns import find_campaign
 
     campaigns, templates = _dirs(campaigns_dir, templates_dir)
     # Without templates_dir: a missing template is reported by the renderer with the others.
@@ -104,7 +104,7 @@ def validate(
     A newsletter name (campaigns/newsletters/NAME.yaml) checks that newsletter.
     Exits 1 if anything must be fixed; warnings alone do not fail."""
     campaigns, templates = _dirs(campaigns_dir, templates_dir)
-    from cadence.newsletter_files import is_newsletter
+    from cadence.files.newsletters import is_newsletter
 
     if name is not None and is_newsletter(name, campaigns):
         from cadence.cli.newsletters import validate_newsletter
@@ -118,7 +118,7 @@ def validate(
 
 
 def _load_every_campaign(campaigns: Path) -> bool:
-    from cadence.campaign_files import list_campaigns, load_campaign
+    from cadence.files.campaigns import list_campaigns, load_campaign
 
     failed = False
     for path in list_campaigns(campaigns):
@@ -133,7 +133,7 @@ def _load_every_campaign(campaigns: Path) -> bool:
 def _validate_forms(campaigns: Path, from_settings: bool) -> bool:
     """Print the forms' and sender file's problems; True if one is an error."""
     from cadence.config import get_settings
-    from cadence.form_files import check_forms
+    from cadence.files.forms import check_forms
 
     sender = get_settings().sender_file if from_settings else campaigns / "sender.yaml"
     problems = check_forms(campaigns / "forms", sender, campaigns)
@@ -151,9 +151,9 @@ def _validate_forms(campaigns: Path, from_settings: bool) -> bool:
 
 
 def _validate_campaign(name: str, campaigns: Path, templates: Path) -> bool:
-    from cadence.authoring import DEFAULT_SAMPLE_SUBSCRIBERS, SAMPLE_LINKS, validate_campaign
-    from cadence.campaign_files import find_campaign
     from cadence.core.render import render_email
+    from cadence.files.campaigns import find_campaign
+    from cadence.review.previews import DEFAULT_SAMPLE_SUBSCRIBERS, SAMPLE_LINKS, validate_campaign
 
     # Without templates_dir: a missing template is reported by the renderer with the others.
     campaign = find_campaign(name, campaigns)
@@ -196,7 +196,7 @@ def preview(
     templates_dir: TemplatesDir = None,
 ) -> None:
     """Write every email and an index.html grid (steps down, segments across, phone and desktop)."""
-    from cadence.authoring import screenshot_emails, write_preview
+    from cadence.review.previews import screenshot_emails, write_preview
 
     campaign, _, renderer = _load(name, campaigns_dir, templates_dir)
     if out is None:
@@ -229,9 +229,9 @@ def simulate(
     templates_dir: TemplatesDir = None,
 ) -> None:
     """When each email would reach one subscriber, if every step goes out when it is due."""
-    from cadence.authoring import simulate_timeline
-    from cadence.campaign_files import find_campaign
     from cadence.core.schedule import subscriber_zone
+    from cadence.files.campaigns import find_campaign
+    from cadence.review.previews import simulate_timeline
 
     if (email is None) == (not attr):
         raise UsageError("give either --email E or one or more --attr key=value")
@@ -259,7 +259,7 @@ def simulate(
 def _subscriber(email: str) -> tuple[dict[str, Any], str | None]:
     from cadence.config import get_settings
     from cadence.db.session import transaction
-    from cadence.engine import find_subscriber
+    from cadence.operations.enrollment import find_subscriber
 
     with transaction(get_settings().database_url) as session:
         subscriber = find_subscriber(session, email)

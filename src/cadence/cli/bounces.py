@@ -3,7 +3,7 @@
 DIR is a maildir or a folder of ``.eml`` files; processed messages move to ``DIR/processed``.
 ``--imap`` also reads the UNSEEN messages of ``CADENCE_BOUNCE_IMAP_URL``
 (``imaps://user:password@host/INBOX``) and flags them seen. Safe to run again, or from cron:
-every bounce is applied once (cadence.bounces).
+every bounce is applied once (cadence.operations.bounce_events).
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from cadence.bounce_mail import IMAP_URL_VARIABLE, BounceRunResult
 from cadence.config import get_settings
 from cadence.errors import ConfigError, UsageError
+from cadence.inbound.bounce_mailbox import IMAP_URL_VARIABLE, BounceRunResult
 from cadence.operations.drip import record_bounce_folder, record_bounce_mailbox
 
 console = Console()

@@ -19,8 +19,8 @@ from cadence.cli.authoring import CampaignsDir, TemplatesDir, _console, _dirs, _
 from cadence.errors import CadenceError, InputError, NotFound
 
 if TYPE_CHECKING:
-    from cadence.campaign_diff import CampaignDiff
     from cadence.core.campaign import Campaign
+    from cadence.review.campaign_diff import CampaignDiff
 
 
 def diff(
@@ -59,7 +59,7 @@ def _run(
     campaigns_dir: Path | None,
     templates_dir: Path | None,
 ) -> bool:
-    from cadence.campaign_diff import checkout_revision, compare_campaign, describe, load_campaigns
+    from cadence.review.campaign_diff import checkout_revision, compare_campaign, describe, load_campaigns
 
     campaigns, templates = _dirs(campaigns_dir, templates_dir)
     if not campaigns.is_dir():
@@ -107,9 +107,9 @@ def _pictures(
     """The preview grid of the working tree, and beside it diff.html with the changed emails."""
     from jinja2 import FileSystemLoader
 
-    from cadence.authoring import write_preview
     from cadence.core.render import Renderer
-    from cadence.visual_diff import picture_changes, write_diff_page
+    from cadence.review.previews import write_preview
+    from cadence.review.visual_diff import picture_changes, write_diff_page
 
     if out is None:
         from cadence.config import get_settings

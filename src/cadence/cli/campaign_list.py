@@ -70,8 +70,8 @@ def send_test(
     subject starts with [TEST]; links in it never unsubscribe anyone; nothing is counted in the
     campaign's results. At most 20 addresses at a time and 100 test emails per hour in all."""
     from cadence.cli.lifecycle import actor
+    from cadence.operations.runtime import Runtime
     from cadence.operations.test_sends import send_campaign_test
-    from cadence.runtime import Runtime
 
     runtime = Runtime.from_settings(get_settings())
     try:

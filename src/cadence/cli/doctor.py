@@ -1,4 +1,4 @@
-"""``cadence doctor``: check the configuration and the world around it (cadence.doctor).
+"""``cadence doctor``: check the configuration and the world around it (cadence.monitoring.doctor).
 
 Registered into the main CLI by ``cadence.cli`` (``register(app)``).
 """
@@ -21,7 +21,7 @@ def doctor() -> None:
     from rich.markup import escape
 
     from cadence.config import get_settings
-    from cadence.doctor import run_checks
+    from cadence.monitoring.doctor import run_checks
 
     console = Console(soft_wrap=True, highlight=False)
     checks = run_checks(get_settings())

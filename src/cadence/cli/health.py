@@ -27,7 +27,7 @@ def worker_health(
     from rich.console import Console
 
     from cadence.config import get_settings
-    from cadence.health import check_workers
+    from cadence.monitoring.health import check_workers
 
     check = check_workers(get_settings(), timeout=timeout, hostname=hostname)
     if check.status == "fail":

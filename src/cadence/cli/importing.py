@@ -1,4 +1,4 @@
-"""``cadence subscribers import FILE``: the door to cadence.subscriber_import, with a progress
+"""``cadence subscribers import FILE``: the door to cadence.operations.subscriber_import, with a progress
 bar on a terminal (rows/s, time left; nothing when the output is a file or a pipe) and a summary.
 """
 
@@ -18,7 +18,7 @@ from cadence.errors import InputError
 
 if TYPE_CHECKING:
     from cadence.config import Settings
-    from cadence.subscriber_import import ImportReport
+    from cadence.operations.subscriber_import import ImportReport
 
 
 def subscribers_import(
@@ -64,9 +64,9 @@ def subscribers_import(
     """
     from cadence.cli.subscriber_tools import actor
     from cadence.config import get_settings
+    from cadence.core.suppression_keys import SuppressionKeys
     from cadence.operations.drip import import_subscribers as import_csv
-    from cadence.subscriber_import import ImportRejected
-    from cadence.suppression_keys import SuppressionKeys
+    from cadence.operations.subscriber_import import ImportRejected
 
     settings = get_settings()
     if errors is None and skip_invalid:
@@ -129,9 +129,9 @@ def _document(report: ImportReport, seconds: float, settings: Settings, names: l
     campaigns' segment rules make of the columns and values (the same checks as the text)."""
     from dataclasses import asdict
 
-    from cadence.catalog import CampaignCatalog
     from cadence.core.column_findings import column_findings, value_findings
     from cadence.errors import CadenceError
+    from cadence.files.catalog import CampaignCatalog
 
     document: dict[str, Any] = {
         "file": report.source,
@@ -170,9 +170,9 @@ def _document(report: ImportReport, seconds: float, settings: Settings, names: l
 
 def _findings(console: Console, report: ImportReport, settings: Settings, names: list[str] | None) -> None:
     """Which columns the campaigns' segment rules read (cadence.core.column_findings)."""
-    from cadence.catalog import CampaignCatalog
     from cadence.core.column_findings import column_findings, value_findings
     from cadence.errors import CadenceError
+    from cadence.files.catalog import CampaignCatalog
 
     if report.header is None:
         return

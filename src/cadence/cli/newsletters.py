@@ -239,7 +239,7 @@ def send_test(
     out the real way but is not counted anywhere, and its links cannot unsubscribe anybody.
     --subscriber shows it as that person would read it."""
     from cadence.operations import newsletters
-    from cadence.runtime import Runtime
+    from cadence.operations.runtime import Runtime
 
     # Commas too, as `campaigns send-test --to a,b` takes them (issue 13 trial).
     addresses = [a.strip() for value in to for a in value.split(",") if a.strip()]

@@ -108,10 +108,10 @@ def report(
     --csv writes them for spreadsheets."""
     from functools import partial
 
-    from cadence.catalog import CampaignCatalog
     from cadence.config import get_settings
     from cadence.db.session import transaction
     from cadence.errors import CampaignError
+    from cadence.files.catalog import CampaignCatalog
     from cadence.operations.results import campaign_results, catch_up, parse_day
 
     if campaign is None:
@@ -193,8 +193,8 @@ def report(
 
 def _choose_one(settings: Any) -> str:
     """`cadence report` without a name: what there is to report on, in one line (exit 2)."""
-    from cadence.campaign_files import list_campaigns
-    from cadence.newsletter_files import list_newsletters
+    from cadence.files.campaigns import list_campaigns
+    from cadence.files.newsletters import list_newsletters
 
     drips = ", ".join(path.stem for path in list_campaigns(settings.campaigns_dir)) or "none"
     letters = ", ".join(path.stem for path in list_newsletters(settings.campaigns_dir)) or "none"

@@ -89,8 +89,8 @@ def _filter(
     campaign: str | None,
     attr: list[str] | None,
 ) -> Any:
-    from cadence.catalog import CampaignCatalog
     from cadence.cli.options import parse_attrs
+    from cadence.files.catalog import CampaignCatalog
     from cadence.operations.subscriber_tools import (
         SegmentFilter,
         SubscriberFilter,
@@ -160,10 +160,10 @@ def show(
     """Everything about one subscriber: status, answers, topics, tags, courses, and every
     email and event (sent, opened, clicked, bounced, unsubscribed, paused, resumed, answers
     changed) with its time."""
-    from cadence.catalog import CampaignCatalog
     from cadence.core.campaign import Campaign as CampaignModel
+    from cadence.core.suppression_keys import SuppressionKeys
+    from cadence.files.catalog import CampaignCatalog
     from cadence.operations.subscriber_tools import subscriber_profile
-    from cadence.suppression_keys import SuppressionKeys
 
     with _transaction() as (session, settings):
         catalog = CampaignCatalog(settings.campaigns_dir, settings.templates_dir)
@@ -263,8 +263,8 @@ def erase_command(
     """Erase a subscriber and everything about them, as their own erase link does (GDPR). The
     address stays blocked so no import brings it back; only their own signup lifts it."""
     from cadence.config import get_settings
+    from cadence.core.suppression_keys import SuppressionKeys
     from cadence.operations.subscriber_tools import after_erase, erase_subscriber
-    from cadence.suppression_keys import SuppressionKeys
 
     if not yes:
         raise UsageError("erasing cannot be undone: add --yes")
@@ -291,8 +291,8 @@ def suppress_command(
 
 def unsuppress_command(email: Annotated[str, typer.Argument(help="The email address")]) -> None:
     """Allow emails to this address again (after a staff suppression, a bounce or a complaint)."""
+    from cadence.core.suppression_keys import SuppressionKeys
     from cadence.operations.subscriber_tools import unsuppress_subscriber
-    from cadence.suppression_keys import SuppressionKeys
 
     with _transaction() as (session, settings):
         change = unsuppress_subscriber(

@@ -26,8 +26,8 @@ def web(
     import uvicorn
 
     from cadence.config import get_settings
-    from cadence.logs import uvicorn_log_config
-    from cadence.metrics import start_process_metrics
+    from cadence.monitoring.logs import uvicorn_log_config
+    from cadence.monitoring.metrics import start_process_metrics
 
     settings = get_settings()  # fail now, with the variable's name, rather than in a worker process
     start_process_metrics("web", settings)

@@ -1,6 +1,6 @@
 """The campaign model: what a drip is, independent of where it was written down.
 
-Loading and validating campaign files (YAML) lives in :mod:`cadence.campaign_files`; this module
+Loading and validating campaign files (YAML) lives in :mod:`cadence.files.campaigns`; this module
 only holds the frozen, already-valid objects the rest of the core works with.
 """
 
@@ -156,7 +156,7 @@ class Campaign:
     facets: tuple[Facet, ...] = ()
     source: str = ""  # the file it came from, for error messages
     # (field, page) of each ``guide:<page>`` link in `context`, already resolved to a URL there;
-    # validation checks the page files exist (cadence.guide_pages, issue 11).
+    # validation checks the page files exist (cadence.files.guide_pages, issue 11).
     guide_links: tuple[tuple[str, str], ...] = ()
 
     def step(self, step_id: str) -> Step:

@@ -1,6 +1,6 @@
 """Checks of a signup form against the other files it names (issue 12): the drip it joins must
 exist and read its answers, its topics must be the sender's. Pure: given loaded objects, returns
-:class:`FormProblem` findings; ``cadence campaigns validate`` prints them (cadence.form_files)."""
+:class:`FormProblem` findings; ``cadence campaigns validate`` prints them (cadence.files.forms)."""
 
 from __future__ import annotations
 

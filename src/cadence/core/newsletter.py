@@ -1,6 +1,6 @@
 """The newsletter model: a one-off send to an audience at a send time (issue 13).
 
-Pure: no I/O, every instant is an argument. Reading the files is :mod:`cadence.newsletter_files`;
+Pure: no I/O, every instant is an argument. Reading the files is :mod:`cadence.files.newsletters`;
 the states, audience and send-time rules that every door and the send path share live here, so
 "who gets it", "when" and "what may happen next" are each decided in one place.
 

@@ -4,7 +4,7 @@ the page copy, and what a confirmed signup joins (a drip and newsletter topics).
 Pure: :func:`form_from_text` takes the file's text and name and returns a :class:`SignupForm`, or
 raises :class:`~cadence.errors.CampaignError` naming the file, the field and its line
 (``campaigns/forms/runners.yaml:14: questions.0.choices: ...``). Reading files is
-:mod:`cadence.form_files`' job; checking a form against the drip it joins is
+:mod:`cadence.files.forms`' job; checking a form against the drip it joins is
 :mod:`cadence.core.form_checks`'.
 
 The consent wording is versioned as it always was: ``signup-v1-`` and the first 12 hex digits of

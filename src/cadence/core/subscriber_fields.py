@@ -3,7 +3,7 @@ hands to the subscriber operations (:class:`SubscriberInput`).
 
 Pure (no database, no clock): the CSV reader (subscriber_csv.py), the web forms, the CLI and the
 staff tools all check a field the same way and get the same message, naming the field. The
-operations that store subscribers are in cadence.subscribers.
+operations that store subscribers are in cadence.operations.subscribers.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from email_validator import EmailNotValidError, validate_email
 
 from cadence.core.message import check_header_text, validate_addr_spec
+from cadence.core.suppression_keys import plain_hash
 from cadence.errors import InputError
-from cadence.suppression_keys import plain_hash
 
 __all__ = [
     "SubscriberInput",

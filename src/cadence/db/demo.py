@@ -1,5 +1,5 @@
 """The SQL of ``cadence demo``: its fictional runners found, counted apart from everyone else, and
-removed before a fresh run (cadence.demo decides when).
+removed before a fresh run (cadence.operations.demo decides when).
 
 Why by ``email_key``: the demo knows its runners only by address, and ``email_key`` is UNIQUE, so
 each statement is one index lookup per runner (~30), whatever the size of the list around them.

@@ -1,4 +1,4 @@
-"""The reads behind enrolling, resuming and exit goals (engine.py decides; these fetch).
+"""The reads behind enrolling, resuming and exit goals (operations/enrollment.py decides; these fetch).
 
 Why they look like this: each reads a handful of rows through an index (UNIQUE (subscriber_id,
 campaign_id), UNIQUE (enrollment_id, step_index), UNIQUE dedupe_key, UNIQUE email_key), so the

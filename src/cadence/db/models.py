@@ -253,7 +253,7 @@ class Suppression(Base):
 
     ``hash_version`` says which: ``sha256`` (plain; bounces and complaints of people on the
     list) or ``hmac-sha256:<key fingerprint>`` (keyed; what an erase leaves, issue 10). See
-    cadence.suppression_keys. One row per address and key: its reason is the strongest known.
+    cadence.core.suppression_keys. One row per address and key: its reason is the strongest known.
     """
 
     __tablename__ = "suppressions"

@@ -148,7 +148,7 @@ def skip_unsent_except(session: Session, newsletter_id: str, keep: set[int], rea
 
 def hold_rows(session: Session, newsletter_id: str) -> int:
     """Pause: every queued copy is held (the tick skips ``held`` rows). Copies a worker holds
-    now are held by the send path when it sees the pause (newsletter_sending.py)."""
+    now are held by the send path when it sees the pause (operations/newsletter_copies.py)."""
     result = session.execute(
         update(Delivery)
         .where(_NEWSLETTER_KIND, Delivery.campaign_id == newsletter_id, Delivery.state == "queued")
@@ -170,7 +170,7 @@ def release_rows(session: Session, newsletter_id: str) -> int:
 
 def cancel_rows(session: Session, newsletter_id: str, reason: str) -> int:
     """Cancel: every copy not yet leased is skipped, never sent. Leased ones are skipped by the
-    send path, which reads the newsletter's state before it renders (newsletter_sending.py)."""
+    send path, which reads the newsletter's state before it renders (operations/newsletter_copies.py)."""
     result = session.execute(
         update(Delivery)
         .where(_NEWSLETTER_KIND, Delivery.campaign_id == newsletter_id, Delivery.state.in_(("queued", "held")))
@@ -236,7 +236,7 @@ class LeasedCopy:
 
 def leased_copies(session: Session, delivery_ids: Sequence[int]) -> list[LeasedCopy]:
     """The newsletter copies among `delivery_ids` (a send batch may mix kinds), with their
-    subscribers as they are now. Plain columns: no ORM objects per email (sending.py says why)."""
+    subscribers as they are now. Plain columns: no ORM objects per email (operations/delivery.py says why)."""
     dialect = session.get_bind().dialect.name
     rows = session.execute(
         select(

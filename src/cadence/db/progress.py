@@ -1,4 +1,4 @@
-"""Counts for watching a group of subscribers go through a drip (simulation.py drives the
+"""Counts for watching a group of subscribers go through a drip (operations/simulation.py drives the
 ``cadence demo`` and the end-to-end tests with them).
 
 Why they look like this: the driver moves a simulated clock only when nothing is owed at the

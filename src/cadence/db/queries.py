@@ -43,8 +43,8 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import QueryableAttribute, Session
 
+from cadence.core.suppression_keys import plain_hash
 from cadence.db.models import Delivery, Enrollment, Link, Subscriber, Suppression, UTCDateTime
-from cadence.suppression_keys import plain_hash
 
 
 class Pending(Protocol):

@@ -1,5 +1,5 @@
 """What a send batch reads: its leased drip deliveries with their subscribers and enrollments,
-and which of their addresses are suppressed. The send path is ``sending.py``; its SQL is here.
+and which of their addresses are suppressed. The send path is ``operations/delivery.py``; its SQL is here.
 
 Why it looks like this:
 
@@ -11,7 +11,7 @@ Why it looks like this:
   enrollment-less) delivery is not returned, and the send path hands the ids it did not find
   to the loader of their kind (db/transactional.py).
 - Suppressions are looked up by plain hash (``sha256``), one query per batch: the keyed hashes
-  an erase leaves (suppression_keys.py) only matter when someone signs up again, and then the
+  an erase leaves (core/suppression_keys.py) only matter when someone signs up again, and then the
   signup checks them.
 """
 
@@ -25,9 +25,9 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from cadence.core.suppression_keys import plain_hash
 from cadence.db.models import Delivery, Enrollment, Event, Subscriber, SubscriberTag, Suppression
 from cadence.db.queries import one_of
-from cadence.suppression_keys import plain_hash
 
 __all__ = [
     "GOAL_EVENT",

@@ -1,9 +1,9 @@
 """The SQL of what stops email to a person: the suppression list, and the enrollments a suppression
-or an unsubscribe ends (operations in cadence.subscribers decide; these read and write).
+or an unsubscribe ends (operations in cadence.operations.subscribers decide; these read and write).
 
 Why they look like this: every lookup is by ``email_hash``, which is indexed, and a person has at
 most a few rows (a plain bounce row, a keyed erase row under the current key, perhaps one under
-an older key: suppression_keys.py), so the rows come back whole and the caller re-keys them in
+an older key: core/suppression_keys.py), so the rows come back whole and the caller re-keys them in
 place. The send path reads suppressions for a whole batch in one statement instead
 (send_batch.suppressed_addresses).
 """

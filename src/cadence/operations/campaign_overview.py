@@ -14,12 +14,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from cadence.campaign_files import list_campaigns
-from cadence.catalog import CampaignCatalog
 from cadence.config import Settings
 from cadence.db import campaign_states as states
 from cadence.db.results import snapshot
 from cadence.db.session import transaction
+from cadence.files.campaigns import list_campaigns
+from cadence.files.catalog import CampaignCatalog
 from cadence.operations.holds import file_problem
 from cadence.operations.results import catch_up
 

@@ -11,16 +11,16 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from cadence import authoring
-from cadence.catalog import CampaignCatalog
 from cadence.config import Settings
 from cadence.core.bar_chart import BarChart, bar_chart
 from cadence.core.campaign import Campaign, Segment, Step
 from cadence.core.render import Renderer
 from cadence.db.session import transaction
 from cadence.errors import CadenceError, NotFound
+from cadence.files.catalog import CampaignCatalog
 from cadence.operations import newsletters, results
 from cadence.operations.campaign_overview import CampaignSummary, campaign_summaries
+from cadence.review import previews as authoring
 
 # The funnel of one step: each stage is a subset of the one before (delivered = sent minus
 # bounces; opens and clicks are unique people, counted on delivered copies: operations/results).

@@ -17,13 +17,13 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from cadence.campaign_files import list_campaigns
-from cadence.catalog import CampaignCatalog
 from cadence.core.bar_chart import BarChart, bar_chart
 from cadence.db import console as store
 from cadence.db import results as results_sql
 from cadence.db.models import AuditEntry, Delivery, Enrollment, Subscriber, SubscriberTopic, Suppression
 from cadence.errors import CadenceError, InputError, NotFound
+from cadence.files.campaigns import list_campaigns
+from cadence.files.catalog import CampaignCatalog
 from cadence.operations import results
 from cadence.operations.subscriber_tools import STATUSES, check_tag, describe_event
 

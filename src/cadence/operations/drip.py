@@ -6,8 +6,9 @@ operations/transactional.py, ``web/``. Each takes its collaborators explicitly: 
 db/) or the runtime (settings, clock, catalog, renderer, transport), and the business time
 `now` where the caller decides it.
 
-Several are a thin delegation to the module that does the work today (``engine.py``,
-``reports.py``, ``bounce_mail.py``, ``subscriber_import.py``): moving those bodies here would
+Several are a thin delegation to the module that does the work today (``operations/enrollment.py``,
+``operations/campaign_progress.py``, ``inbound/bounce_mailbox.py``, ``subscriber_import.py``): moving those bodies here
+would
 collide with the branches that change the send path and the tick at the same time (campaign
 lifecycle, newsletters, performance; issue 12). The doors already go through this package, so
 that move changes no door.
@@ -22,21 +23,21 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from cadence import engine
-from cadence.bounce_mail import BounceRunResult, fetch_imap_bounces, process_bounce_dir
 from cadence.config import Settings
 from cadence.core.campaign import Campaign
+from cadence.core.suppression_keys import SuppressionKeys
 from cadence.db.audit import record_audit
 from cadence.db.models import Subscriber
 from cadence.db.session import transaction
-from cadence.engine import EnrollResult, TickResult
 from cadence.errors import InputError, UsageError
-from cadence.ledger import SendOutcome
-from cadence.reports import CampaignStatus
-from cadence.reports import campaign_status as _campaign_status
-from cadence.runtime import Runtime
-from cadence.subscriber_import import ImportReport, import_csv
-from cadence.suppression_keys import SuppressionKeys
+from cadence.inbound.bounce_mailbox import BounceRunResult, fetch_imap_bounces, process_bounce_dir
+from cadence.operations import enrollment as engine
+from cadence.operations.campaign_progress import CampaignStatus
+from cadence.operations.campaign_progress import campaign_status as _campaign_status
+from cadence.operations.enrollment import EnrollResult, TickResult
+from cadence.operations.runtime import Runtime
+from cadence.operations.send_results import SendOutcome
+from cadence.operations.subscriber_import import ImportReport, import_csv
 
 __all__ = [
     "campaign_status",
@@ -137,7 +138,7 @@ def import_subscribers(
     every bad row reported with its line and field; all or nothing unless `skip_invalid`).
     `topics`: newsletter topics of the sender file everyone in the file joins."""
     if topics:
-        from cadence.form_files import load_sender
+        from cadence.files.forms import load_sender
 
         known = load_sender(sender_file).topics if sender_file is not None else {}
         for topic in topics:

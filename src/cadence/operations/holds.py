@@ -15,12 +15,12 @@ from typing import Protocol
 
 from sqlalchemy.orm import Session
 
-from cadence.catalog import CampaignCatalog
 from cadence.config import Settings
 from cadence.core.campaign import Campaign
 from cadence.db import campaign_states
 from cadence.db.session import transaction
 from cadence.errors import CadenceError
+from cadence.files.catalog import CampaignCatalog
 
 log = logging.getLogger(__name__)
 

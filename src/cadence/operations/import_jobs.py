@@ -1,7 +1,7 @@
 """CSV imports started from the staff console (issue 14): queue one, run it with its progress in
 the database, read its error report back made safe for a spreadsheet.
 
-The import itself is the CLI's (:func:`cadence.subscriber_import.import_csv`: streamed in chunks
+The import itself is the CLI's (:func:`cadence.operations.subscriber_import.import_csv`: streamed in chunks
 of 1,000 rows, COPY on PostgreSQL, all or nothing or the valid rows with an error report), so a
 1,000,000-row file takes the same bounded memory here as from ``cadence subscribers import``.
 What this adds is the job row (db/import_jobs.py): the console's door stores the upload and calls
@@ -33,15 +33,15 @@ from sqlalchemy.orm import Session
 
 from cadence.clock import Clock
 from cadence.config import Settings
+from cadence.core.subscriber_csv import parse_tags, read_rows
+from cadence.core.suppression_keys import SuppressionKeys
 from cadence.db import import_jobs as sql
 from cadence.db.audit import record_audit
 from cadence.db.import_jobs import FINISHED, ImportJob, Progress
 from cadence.db.session import engine_for, transaction
 from cadence.errors import InputError
 from cadence.operations.subscriber_export import csv_cell
-from cadence.subscriber_csv import parse_tags, read_rows
-from cadence.subscriber_import import ImportRejected, ImportReport, import_csv
-from cadence.suppression_keys import SuppressionKeys
+from cadence.operations.subscriber_import import ImportRejected, ImportReport, import_csv
 
 __all__ = [
     "FINISHED",

@@ -26,7 +26,6 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session
 
-from cadence.campaign_files import list_campaigns
 from cadence.clock import wall_now
 from cadence.config import Settings
 from cadence.db import campaign_states as states
@@ -34,6 +33,7 @@ from cadence.db import newsletters as newsletter_rows
 from cadence.db.audit import record_audit
 from cadence.db.session import transaction
 from cadence.errors import InputError, NotFound
+from cadence.files.campaigns import list_campaigns
 
 __all__ = [
     "ACTIONS",

@@ -32,11 +32,11 @@ from typing import Any
 
 from jinja2 import FileSystemLoader
 
-from cadence.authoring import DEFAULT_SAMPLE_SUBSCRIBERS, validate_campaign
 from cadence.config import Settings
 from cadence.core.campaign import Campaign
 from cadence.core.message import Address
 from cadence.core.newsletter import Newsletter, effective_state
+from cadence.core.newsletter_content import EVERYONE, newsletter_loader, render_campaign
 from cadence.core.newsletter_draft import (
     DraftInvalid,
     DraftLocked,
@@ -55,11 +55,11 @@ from cadence.db.audit import record_audit
 from cadence.db.draft_models import NewsletterDraft, NewsletterDraftVersion
 from cadence.db.session import transaction
 from cadence.errors import CampaignError, NotFound
-from cadence.newsletter_content import EVERYONE, newsletter_loader, render_campaign
-from cadence.newsletter_files import NEWSLETTERS_FOLDER, referenced_campaigns
-from cadence.newsletter_sending import build_copy
+from cadence.files.newsletters import NEWSLETTERS_FOLDER, referenced_campaigns
 from cadence.operations import newsletters
-from cadence.runtime import Runtime
+from cadence.operations.newsletter_copies import build_copy
+from cadence.operations.runtime import Runtime
+from cadence.review.previews import DEFAULT_SAMPLE_SUBSCRIBERS, validate_campaign
 
 __all__ = [
     "DraftInvalid",

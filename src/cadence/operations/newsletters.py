@@ -4,7 +4,7 @@ list, report, send a test (issue 13). Every door (CLI today, API and console nex
 Each takes the settings (the database and the directories), `now` from the caller's clock and,
 for changes, the `actor` written to the audit log (``cli:<os user>``, ``user:<email>``...). A
 change and its audit entry commit together. Sending itself is the tick and the workers'
-(newsletter_sending.py): scheduling only writes the ledger rows, each with its own ``not_before``.
+(operations/newsletter_copies.py): scheduling only writes the ledger rows, each with its own ``not_before``.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from typing import Any
 from jinja2 import FileSystemLoader
 from sqlalchemy.orm import Session
 
-from cadence.authoring import DEFAULT_SAMPLE_SUBSCRIBERS, Problem, validate_campaign, write_preview
 from cadence.config import Settings
 from cadence.core.campaign import Campaign
 from cadence.core.message import Address, build_mime
@@ -32,6 +31,7 @@ from cadence.core.newsletter import (
     send_instant,
     transition,
 )
+from cadence.core.newsletter_content import EVERYONE, lock, newsletter_loader, render_campaign
 from cadence.core.newsletter_draft import NameTaken, VersionConflict, draft_newsletter
 from cadence.core.render import Renderer
 from cadence.core.subscriber_fields import email_hash, normalise_email
@@ -41,12 +41,12 @@ from cadence.db import newsletters as store
 from cadence.db.audit import record_audit
 from cadence.db.models import Newsletter as NewsletterRow
 from cadence.db.session import transaction
-from cadence.engine import find_subscriber
 from cadence.errors import CampaignError, InputError, NotFound
-from cadence.newsletter_content import EVERYONE, lock, newsletter_loader, render_campaign
-from cadence.newsletter_files import find_newsletter, list_newsletters, referenced_campaigns
-from cadence.newsletter_sending import build_copy
-from cadence.runtime import Runtime
+from cadence.files.newsletters import find_newsletter, list_newsletters, referenced_campaigns
+from cadence.operations.enrollment import find_subscriber
+from cadence.operations.newsletter_copies import build_copy
+from cadence.operations.runtime import Runtime
+from cadence.review.previews import DEFAULT_SAMPLE_SUBSCRIBERS, Problem, validate_campaign, write_preview
 
 __all__ = [
     "AudienceCount",
@@ -111,7 +111,7 @@ def load(
 ) -> Loaded:
     """The newsletter `name` (a file or a stored draft) and its references. Its guide and site
     links point at the sample host for review (validate, preview, a test), as the drips' review
-    tools do (cadence.guide_pages), and at ``CADENCE_BASE_URL`` `for_sending` (the locked
+    tools do (cadence.files.guide_pages), and at ``CADENCE_BASE_URL`` `for_sending` (the locked
     version)."""
     found = find(settings, name, session=session)
     return loaded_from(settings, found, scheduled_at, for_sending=for_sending)

@@ -13,12 +13,12 @@ from datetime import datetime, timedelta
 from sqlalchemy.orm import Session
 
 from cadence.core.subscriber_fields import email_key
+from cadence.core.tokens import make_token, read_token
 from cadence.db import self_service as store
 from cadence.db.models import Subscriber
-from cadence.engine import record_event
 from cadence.errors import InputError, TokenError
-from cadence.subscribers import unsubscribe
-from cadence.tokens import make_token, read_token
+from cadence.operations.enrollment import record_event
+from cadence.operations.subscribers import unsubscribe
 
 _INVALID = "this link is not valid"
 PAUSE_WEEKS = (2, 4, 8)
@@ -67,7 +67,7 @@ def update_answers(
     session: Session, subscriber: Subscriber, answers: Mapping[str, str], now: datetime, *, how: str = ""
 ) -> None:
     """Replace the answers (by attribute, as :meth:`SignupForm.check_answers` gives them). The
-    send path chooses the segment (and so the variant) when each email is sent (sending.py,
+    send path chooses the segment (and so the variant) when each email is sent (operations/delivery.py,
     "check at send time"); what changed is recorded as an ``answers_changed`` event, so the
     staff timeline can tell why the emails changed (issue 13 item 4)."""
     before = dict(subscriber.attributes or {})

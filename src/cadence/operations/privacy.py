@@ -17,13 +17,13 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from cadence.bounces import claim_event_key
+from cadence.core.suppression_keys import SuppressionKeys
+from cadence.core.tokens import read_sealed_token
 from cadence.db import self_service as store
 from cadence.db.models import Subscriber
 from cadence.errors import TokenError
-from cadence.subscribers import suppress_erased
-from cadence.suppression_keys import SuppressionKeys
-from cadence.tokens import read_sealed_token
+from cadence.operations.bounce_events import claim_event_key
+from cadence.operations.subscribers import suppress_erased
 
 _INVALID = "this link is not valid"
 DATA_LINK_AGE = timedelta(minutes=30)
@@ -116,7 +116,7 @@ def export_data(session: Session, subscriber: Subscriber) -> dict[str, Any]:
 def erase(session: Session, subscriber: Subscriber, now: datetime, keys: SuppressionKeys) -> None:
     """Erase the subscriber (GDPR Art. 17): first a suppression under a keyed hash, so no import
     can bring the address back and nobody without the secret can test an address against it
-    (cadence.suppression_keys), then the row; enrollments, deliveries, topics and their events
+    (cadence.core.suppression_keys), then the row; enrollments, deliveries, topics and their events
     go with it (ON DELETE CASCADE, db/models.py). Only the person's own confirmed signup lifts it."""
     # An earlier bounce or complaint row is re-keyed and loses the provider's text (which
     # often quotes the address): after erasure only the keyed hash remains.

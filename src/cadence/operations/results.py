@@ -29,7 +29,7 @@ from cadence.core.campaign import Campaign
 from cadence.db import enrollment_tallies
 from cadence.db import results as sql
 from cadence.errors import InputError, NotFound
-from cadence.reports import reason_label
+from cadence.operations.campaign_progress import reason_label
 
 OPENS_CAVEAT = (
     "Opens are inflated: Apple Mail Privacy Protection and some mail filters load the tracking "

@@ -18,7 +18,7 @@ Rules (and why):
   user agent, on which form and page, which exact wording (version + SHA-256), and when and
   from where it was confirmed. The wording and what a confirmed signup joins come from the
   form file (``campaigns/forms/<form>.yaml``, :mod:`cadence.core.signup_forms`).
-- A confirm token carries ``[subscriber_id, signup_id]``, sealed (encrypted, cadence.tokens) so
+- A confirm token carries ``[subscriber_id, signup_id]``, sealed (encrypted, cadence.core.tokens) so
   the link shows no internal id, and dated on the business clock: a link from an older signup,
   one already used, or one older than 7 days cannot (re)subscribe anyone.
 """
@@ -36,18 +36,18 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from cadence.catalog import CampaignCatalog
 from cadence.core.campaign import Campaign
 from cadence.core.signup_forms import ConsentWording, SignupForm
 from cadence.core.subscriber_fields import email_key
+from cadence.core.suppression_keys import SuppressionKeys
+from cadence.core.tokens import make_sealed_token, read_sealed_token
 from cadence.db import self_service as store
 from cadence.db.models import Subscriber
 from cadence.db.session import transaction
-from cadence.engine import enroll
 from cadence.errors import NotFound, TokenError
-from cadence.subscribers import find_suppression, lift_erase_suppression
-from cadence.suppression_keys import SuppressionKeys
-from cadence.tokens import make_sealed_token, read_sealed_token
+from cadence.files.catalog import CampaignCatalog
+from cadence.operations.enrollment import enroll
+from cadence.operations.subscribers import find_suppression, lift_erase_suppression
 
 log = logging.getLogger(__name__)
 

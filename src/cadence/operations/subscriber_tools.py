@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from cadence.core.campaign import Campaign
 from cadence.core.segments import choose_segment
 from cadence.core.subscriber_fields import email_key, normalise_email
+from cadence.core.suppression_keys import PLAIN, SuppressionKeys, plain_hash
 from cadence.db import subscriber_search as sql
 from cadence.db.audit import record_audit
 from cadence.db.models import Subscriber
@@ -27,8 +28,7 @@ from cadence.errors import CampaignError, InputError, NotFound
 
 # moves to cadence.operations.privacy (issue 12)
 from cadence.operations.privacy import erase, forget_old_pages
-from cadence.subscribers import end_enrollments, find_suppression
-from cadence.suppression_keys import PLAIN, SuppressionKeys, plain_hash
+from cadence.operations.subscribers import end_enrollments, find_suppression
 
 STATUSES = ("pending", "active", "unsubscribed", "bounced", "complained")
 STAFF_REASON = "staff"  # the reason of a suppression a person on the staff added

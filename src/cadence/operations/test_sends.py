@@ -24,7 +24,6 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from cadence.authoring import DEFAULT_SAMPLE_SUBSCRIBERS, SAMPLE_LINKS
 from cadence.core.campaign import Campaign, Segment, Step
 from cadence.core.dkim import DkimSigner, DkimSigners
 from cadence.core.message import Address, OutgoingMessage, build_mime, validate_addr_spec
@@ -33,9 +32,10 @@ from cadence.core.segments import choose_segment
 from cadence.db.audit import record_audit
 from cadence.db.session import transaction
 from cadence.db.test_sends import test_recipients_since
-from cadence.engine import find_subscriber
 from cadence.errors import InputError, NotFound, UsageError
-from cadence.runtime import Runtime
+from cadence.operations.enrollment import find_subscriber
+from cadence.operations.runtime import Runtime
+from cadence.review.previews import DEFAULT_SAMPLE_SUBSCRIBERS, SAMPLE_LINKS
 from cadence.transports.base import SendResult, Transport
 
 __all__ = [

@@ -22,13 +22,13 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
-from cadence import engine
 from cadence.clock import wall_now
 from cadence.core.transactional_mail import MESSAGES, TransactionalMessage
 from cadence.db.session import transaction
 from cadence.db.transactional import insert_transactional
 from cadence.errors import InputError
-from cadence.runtime import Runtime
+from cadence.operations import enrollment
+from cadence.operations.runtime import Runtime
 
 __all__ = [
     "hand_over",
@@ -63,7 +63,7 @@ def queue_transactional(
 
 def hand_over(runtime: Runtime, delivery_ids: Sequence[int]) -> None:
     """After the commit: a send task for `delivery_ids` (``runtime.enqueue``), or, when this
-    process has none, send them here now through ``engine.deliver``, the worker's own function
+    process has none, send them here now through ``enrollment.deliver``, the worker's own function
     (same claim, lease, render, transport and ledger). Never raises: a
     row that could not be handed over or sent is queued still, and the scheduler gives it to a
     worker (after one lease if it was counted as enqueued; at its retry time if it failed)."""
@@ -75,7 +75,7 @@ def hand_over(runtime: Runtime, delivery_ids: Sequence[int]) -> None:
             runtime.enqueue(ids)
         else:
             with _SENDING_HERE:
-                outcome = engine.deliver(runtime, ids)
+                outcome = enrollment.deliver(runtime, ids)
             if outcome.sent < len(ids):
                 # Ids and counts only: a refusal quotes the address, and logs must not keep one that
                 # an erase is meant to remove (issue 10). The reason is in the ledger row.

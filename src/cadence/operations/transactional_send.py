@@ -27,14 +27,14 @@ from cadence.core import transactional_mail
 from cadence.core.message import build_mime, make_message_id
 from cadence.core.sender import Sender
 from cadence.core.signup_forms import SignupForm
+from cadence.core.tokens import make_sealed_token, make_token
 from cadence.core.transactional_mail import TransactionalMessage
 from cadence.db.send_batch import suppressed_addresses
 from cadence.db.transactional import TransactionalRow, finish_transactional, transactional_rows
 from cadence.errors import CadenceError
-from cadence.form_files import choose_default_form, load_forms, load_sender
-from cadence.ledger import PreparedSend, SendOutcome
-from cadence.runtime import Runtime
-from cadence.tokens import make_sealed_token, make_token
+from cadence.files.forms import choose_default_form, load_forms, load_sender
+from cadence.operations.runtime import Runtime
+from cadence.operations.send_results import PreparedSend, SendOutcome
 
 __all__ = [
     "prepare_transactional",

@@ -42,9 +42,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from cadence import metrics
 from cadence.core.message import OutgoingMessage
 from cadence.errors import TransientSendError
+from cadence.monitoring import metrics
 from cadence.transports.base import RefusalHook, SendResult, Transport
 
 if TYPE_CHECKING:

@@ -4,7 +4,7 @@ view, click and open tracking, and the same actions as a JSON API under ``/api``
 ``create_app(settings)`` builds it; ``cadence web`` serves it with uvicorn. Pages are rendered on
 the server (Jinja2, ``web/templates``) with one stylesheet and no JavaScript, so the strict
 Content-Security-Policy costs nothing. Routes are thin: they parse, call the plain functions of
-``cadence.operations`` (signup, preferences, privacy) and ``web/tracking.py``, and render.
+``cadence.operations`` (signup, preferences, privacy) and ``operations/tracking.py``, and render.
 
 The signup forms are data: every ``campaigns/forms/<name>.yaml`` is served at
 ``/subscribe/<name>``, the default one (CADENCE_DEFAULT_FORM, the only form, or the one marked
@@ -47,8 +47,8 @@ from starlette.types import ASGIApp
 from cadence import __version__
 from cadence.config import Settings, get_settings
 from cadence.errors import InputError, TokenError
-from cadence.form_files import choose_default_form, load_forms, load_sender
-from cadence.runtime import Runtime
+from cadence.files.forms import choose_default_form, load_forms, load_sender
+from cadence.operations.runtime import Runtime
 from cadence.web import (
     api,
     guide,

@@ -1,5 +1,5 @@
 """``/guide/<campaign>/<page>``: the public pages of a campaign's guide, the Markdown files under
-``campaigns/<campaign>/guide/`` (:mod:`cadence.guide_pages`), in the subscriber pages' frame.
+``campaigns/<campaign>/guide/`` (:mod:`cadence.files.guide_pages`), in the subscriber pages' frame.
 
 Public and cacheable like the signup form: no token, no form, no personal data. An unknown
 campaign or page, or a name that is not a page name (``..``, a dot, an encoded slash), is the
@@ -12,7 +12,7 @@ from fastapi import APIRouter, Request
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from cadence.guide_pages import list_pages, page_file, read_page
+from cadence.files.guide_pages import list_pages, page_file, read_page
 from cadence.web.state import State
 
 router = APIRouter(include_in_schema=False)

@@ -5,9 +5,9 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
+from cadence.operations.tracking import PIXEL_GIF, CampaignGone, record_open, resolve_click, web_view
 from cadence.web.security import CSP
 from cadence.web.state import State, WebState
-from cadence.web.tracking import PIXEL_GIF, CampaignGone, record_open, resolve_click, web_view
 
 router = APIRouter(include_in_schema=False)
 

@@ -11,8 +11,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from starlette.responses import Response
 
-from cadence import metrics
-from cadence.health import any_failed, check_broker, check_schema
+from cadence.monitoring import metrics
+from cadence.monitoring.health import any_failed, check_broker, check_schema
 from cadence.web.state import get_state
 
 router = APIRouter(include_in_schema=False)

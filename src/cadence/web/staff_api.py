@@ -26,9 +26,9 @@ from fastapi.responses import StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
-from cadence.catalog import CampaignCatalog
 from cadence.core.campaign import Campaign
 from cadence.errors import CampaignError, InputError, NotFound
+from cadence.files.catalog import CampaignCatalog
 from cadence.operations import results, staff_access, subscriber_export, subscriber_tools
 from cadence.operations.staff_access import TokenInfo
 from cadence.web.ratelimit import Limit, RateLimited

@@ -27,6 +27,8 @@ from cadence.config import Settings
 from cadence.core.sender import Sender
 from cadence.core.signup_forms import SignupForm
 from cadence.core.subscriber_fields import email_key
+from cadence.core.suppression_keys import SuppressionKeys
+from cadence.operations.runtime import Runtime
 from cadence.operations.signup import (
     Confirmation,
     ConfirmResult,
@@ -41,8 +43,6 @@ from cadence.operations.signup import (
 )
 from cadence.operations.transactional import send_transactional as queue_and_send
 from cadence.operations.work import Session, transaction
-from cadence.runtime import Runtime
-from cadence.suppression_keys import SuppressionKeys
 from cadence.web.ratelimit import Limit, Limiter, RateLimited
 from cadence.web.security import Csrf, client_ip, rate_limit_key
 

@@ -1,8 +1,8 @@
 """Provider webhooks: bounces, spam complaints and unsubscribes from Postmark and Mailgun.
 
 ``router`` is included by the web app (``app.include_router(router)``). Each request is
-authenticated, parsed into :class:`cadence.bounces.BounceEvent` values and applied by
-:func:`cadence.bounces.apply_bounce_events`, so an event delivered twice is applied once.
+authenticated, parsed into :class:`cadence.operations.bounce_events.BounceEvent` values and applied by
+:func:`cadence.operations.bounce_events.apply_bounce_events`, so an event delivered twice is applied once.
 
 ``POST /webhooks/postmark``
     Bounce, SpamComplaint and SubscriptionChange webhooks. Postmark authenticates with HTTP Basic
@@ -37,11 +37,11 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
 from starlette.concurrency import run_in_threadpool
 
-from cadence.bounces import BounceEvent, BounceKind, apply_bounce_events, claim_event_key
 from cadence.clock import wall_now
 from cadence.config import Settings, get_settings
 from cadence.db.session import transaction
 from cadence.errors import InputError, TokenError
+from cadence.operations.bounce_events import BounceEvent, BounceKind, apply_bounce_events, claim_event_key
 
 # Not in /openapi.json: these endpoints are for two providers, not part of the subscriber API.
 router = APIRouter(prefix="/webhooks", tags=["webhooks"], include_in_schema=False)

@@ -20,10 +20,10 @@ from cadence.errors import CadenceError, InputError, NotFound
 from cadence.operations import console_campaigns, lifecycle, newsletter_drafts, newsletters
 from cadence.operations.staff_accounts import StaffIdentity
 from cadence.operations.test_sends import send_campaign_test
+from cadence.operations.tracking import style_hashes
 from cadence.web.console.auth import Editor, Viewer
 from cadence.web.console.render import done_redirect, done_text, page
 from cadence.web.state import State, WebState
-from cadence.web.tracking import style_hashes
 
 router = APIRouter(prefix="/admin", include_in_schema=False)
 # A campaign id becomes a file name (campaigns/<id>.yaml): longer than any file name may be, it

@@ -34,13 +34,13 @@ from cadence.errors import CadenceError, InputError, NotFound
 from cadence.operations import newsletter_drafts as drafts
 from cadence.operations.newsletter_drafts import StoredDraft
 from cadence.operations.staff_accounts import StaffIdentity
+from cadence.operations.tracking import style_hashes
 from cadence.web.console import composer_form as forms
 from cadence.web.console.auth import Editor, Viewer, identity_of
 from cadence.web.console.login import return_to
 from cadence.web.console.render import done_redirect, done_text, page
 from cadence.web.security import CSP
 from cadence.web.state import State, WebState, get_state
-from cadence.web.tracking import style_hashes
 
 router = APIRouter(prefix="/admin", include_in_schema=False)
 DraftId = Annotated[str, Path(max_length=100)]

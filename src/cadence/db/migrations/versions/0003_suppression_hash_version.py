@@ -5,7 +5,7 @@ Revises: 0002
 Create Date: 2026-12-06 07:30:00
 
 Issue 10: the suppression left by an erase becomes an HMAC under a key derived from the secret
-(cadence.suppression_keys). The rows already there are plain SHA-256 and cannot be converted
+(cadence.core.suppression_keys). The rows already there are plain SHA-256 and cannot be converted
 here (that needs the addresses, which an erase deleted, and the secret, which migrations do not
 see): they get ``hash_version = 'sha256'`` and stay honoured, and an erased one is re-hashed
 under the key the next time its address is seen (subscribers.find_suppression).

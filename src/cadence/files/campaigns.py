@@ -30,7 +30,7 @@ from cadence.core.campaign import (
 )
 from cadence.core.segments import compose_segments
 from cadence.errors import CampaignError, NotFound
-from cadence.guide_pages import SAMPLE_BASE_URL, resolve_links
+from cadence.files.guide_pages import SAMPLE_BASE_URL, resolve_links
 
 _DURATION = re.compile(r"^\s*(?:(\d+)\s*w)?\s*(?:(\d+)\s*d)?\s*(?:(\d+)\s*h)?\s*(?:(\d+)\s*m)?\s*$")
 _WEEKDAYS = {"mon": 0, "tue": 1, "wed": 2, "thu": 3, "fri": 4, "sat": 5, "sun": 6}
@@ -366,7 +366,7 @@ def load_campaign(
     """Read and validate one campaign file. With `templates_dir`, step templates must exist.
     ``guide:<page>`` and ``site:/<path>`` links in its context become URLs under `base_url`
     (``CADENCE_BASE_URL`` when sending; by default the sample host the review tools use); see
-    :mod:`cadence.guide_pages`. The sender's details (`sender_file`, by default ``sender.yaml``
+    :mod:`cadence.files.guide_pages`. The sender's details (`sender_file`, by default ``sender.yaml``
     beside the campaign) become ``context.clinic``; keys the campaign sets itself win."""
     source = str(path)
     try:

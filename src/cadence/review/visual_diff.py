@@ -2,7 +2,7 @@
 and desktop widths, and a third panel with the pixels that differ in red; and a ``diff.html``
 page beside the preview grid that lists every change with its pictures.
 
-Screenshots come from :func:`cadence.authoring.screenshot_emails` (the system's headless
+Screenshots come from :func:`cadence.review.previews.screenshot_emails` (the system's headless
 Chromium, nothing fetched); the comparison is Pillow's ``ImageChops.difference``.
 """
 
@@ -14,8 +14,8 @@ from pathlib import Path
 
 from PIL import Image, ImageChops
 
-from cadence.authoring import screenshot_emails
-from cadence.campaign_diff import CampaignDiff, EmailChange, describe
+from cadence.review.campaign_diff import CampaignDiff, EmailChange, describe
+from cadence.review.previews import screenshot_emails
 
 WIDTHS = (375, 600)
 MARK = (230, 0, 80)  # the red of the differing pixels

@@ -30,7 +30,7 @@ from cadence.core import drip_policy
 from cadence.core.message import OutgoingMessage
 from cadence.db import ledger as db_ledger
 from cadence.db.ledger import ledger_connection
-from cadence.subscribers import suppress
+from cadence.operations.subscribers import suppress
 from cadence.transports.base import SendResult
 
 __all__ = [

@@ -4,7 +4,7 @@ SQL is in db/suppressions.py, the checks of each field in core/subscriber_fields
 A suppressed address (bounced, complained, erased) receives nothing from any path, and a
 re-import never brings back someone who unsubscribed: imports only add or update attributes.
 
-Erased addresses are suppressed by a keyed hash (cadence.suppression_keys), so every door that
+Erased addresses are suppressed by a keyed hash (cadence.core.suppression_keys), so every door that
 must refuse them (imports, staff adds, signups) passes the :class:`SuppressionKeys`. Only a
 confirmed double opt-in lifts an erase suppression (operations/signup.py); a bounce or complaint
 suppression is never lifted.
@@ -19,10 +19,10 @@ from datetime import datetime
 from sqlalchemy.orm import Session
 
 from cadence.core.subscriber_fields import SubscriberInput, email_hash, email_key, normalise_email
+from cadence.core.suppression_keys import PLAIN, SuppressionKeys
 from cadence.db import suppressions
 from cadence.db.enrollments import subscriber_by_email_key
 from cadence.db.models import Subscriber, Suppression
-from cadence.suppression_keys import PLAIN, SuppressionKeys
 
 __all__ = [
     "ImportResult",
@@ -188,7 +188,7 @@ def import_subscribers(
     session: Session, rows: Iterable[SubscriberInput], now: datetime, *, keys: SuppressionKeys
 ) -> ImportResult:
     """Upsert checked rows in `session`: suppressed addresses skipped, statuses never changed,
-    rows with nothing new counted unchanged (cadence.subscriber_import.store_rows)."""
-    from cadence.subscriber_import import store_rows
+    rows with nothing new counted unchanged (cadence.operations.subscriber_import.store_rows)."""
+    from cadence.operations.subscriber_import import store_rows
 
     return store_rows(session, rows, now, keys=keys)

@@ -2,7 +2,7 @@
 
 The fields are validated by the pure model (core/newsletter.py); here we read the file and check
 what it points at: the drip it is based on, the drip whose segments it names, its template.
-Every error names the file and the field, like campaign files do (campaign_files.py).
+Every error names the file and the field, like campaign files do (files/campaigns.py).
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ from pathlib import Path
 
 import yaml
 
-from cadence.campaign_files import find_campaign
 from cadence.core.campaign import Campaign
 from cadence.core.newsletter import Newsletter, newsletter_from_data
 from cadence.errors import CampaignError, NotFound
+from cadence.files.campaigns import find_campaign
 
 __all__ = [
     "NEWSLETTERS_FOLDER",

@@ -62,7 +62,7 @@ HEADER_ALIASES = {
 EXPORT_COLUMNS = frozenset({"status", "source", "created_at", "confirmed_at", "unsubscribed_at"})
 _TAG = re.compile(r"^[a-z0-9][a-z0-9._:-]{0,99}$")
 DELIMITERS = (",", ";", "\t")
-# The last column of our own error report (subscriber_import.py): skipped when the report is
+# The last column of our own error report (operations/subscriber_import.py): skipped when the report is
 # imported again after the fixes, instead of becoming an attribute.
 ERROR_COLUMN = "error"
 IGNORED = "-"  # the meaning of a column read and dropped on purpose
@@ -394,7 +394,7 @@ def _missing(field: str) -> str:
 def parse_subscriber_csv(text: str, source: str = "CSV") -> list[SubscriberInput]:
     """Parse and check a whole CSV held in memory (the demo's, a test's); raise one InputError
     listing every problem, each as ``source: line N: field: reason``. Files of any size stream
-    through cadence.subscriber_import instead; both read rows with :func:`read_rows`."""
+    through cadence.operations.subscriber_import instead; both read rows with :func:`read_rows`."""
     rows: list[SubscriberInput] = []
     problems: list[str] = []
     try:

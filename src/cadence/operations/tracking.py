@@ -1,7 +1,7 @@
 """Click and open tracking, and the web view of a sent email.
 
 Click URLs are ``/c/<delivery_id>/<link_id>/<sig>`` and the pixel ``/o/<delivery_id>/<sig>.gif``
-(sending.py). The redirect target is always the stored :class:`~cadence.db.models.Link` row, never
+(operations/delivery.py). The redirect target is always the stored :class:`~cadence.db.models.Link` row, never
 anything from the request, so the tracker cannot be used as an open redirect (OWASP "Unvalidated
 Redirects and Forwards"); the HMAC binds the link to the delivery, so ids cannot be swapped.
 Events are deduplicated (one ``click`` per delivery and link, one ``open`` per delivery): mail
@@ -20,15 +20,15 @@ from urllib.parse import urlsplit
 
 from sqlalchemy.orm import Session
 
-from cadence import newsletter_sending
 from cadence.core.campaign import Campaign
 from cadence.core.render import CompiledVariant, render_email
 from cadence.core.segments import choose_segment
+from cadence.core.tokens import check_link_signature, read_token
 from cadence.db.models import Delivery, Link, Subscriber
-from cadence.engine import record_event
 from cadence.errors import NotFound, TokenError
-from cadence.runtime import Runtime
-from cadence.tokens import check_link_signature, read_token
+from cadence.operations import newsletter_copies
+from cadence.operations.enrollment import record_event
+from cadence.operations.runtime import Runtime
 
 # The smallest transparent GIF (GIF89a, 1x1, one transparent colour): 43 bytes.
 PIXEL_GIF = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
@@ -87,7 +87,7 @@ def record_open(runtime: Runtime, session: Session, delivery_id: int, signature:
 def _tracks(runtime: Runtime, delivery: Delivery, what: str) -> bool:
     """Whether the campaign tracks `what` *now*: switching tracking off also stops recording for
     emails already sent. A newsletter copy has tracked links only if its locked version tracks
-    them (newsletter_sending.py), so a valid signed link is always recorded."""
+    them (operations/newsletter_copies.py), so a valid signed link is always recorded."""
     if delivery.kind == "newsletter":
         return True
     try:
@@ -134,7 +134,7 @@ def web_view(runtime: Runtime, session: Session, token: str) -> WebView:
         raise TokenError("this link is not valid")
     if delivery.kind == "newsletter":
         # A newsletter copy is shown as it was sent: from the newsletter's locked version.
-        locked = newsletter_sending.web_view_variant(session, delivery.campaign_id)
+        locked = newsletter_copies.web_view_variant(session, delivery.campaign_id)
         if locked is None:
             raise CampaignGone(f"newsletter {delivery.campaign_id!r} is gone")
         variant = locked[1]

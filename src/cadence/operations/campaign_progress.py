@@ -17,12 +17,12 @@ from typing import Any
 from rich.table import Table
 from sqlalchemy.orm import Session
 
-from cadence.catalog import CampaignCatalog
 from cadence.config import Settings
 from cadence.core.campaign import Campaign
 from cadence.core.segments import choose_segment
 from cadence.db import reports as db_reports
 from cadence.db.session import transaction
+from cadence.files.catalog import CampaignCatalog
 
 STATES = ("due", "queued", "sent", "failed")
 # Per step, over every delivery of it: `queued` includes deliveries a worker is sending now.

@@ -23,7 +23,7 @@ from cadence.core.render import CompiledVariant, RenderedEmail, Renderer, render
 from cadence.core.schedule import step_due_at
 from cadence.core.segments import choose_segment
 from cadence.errors import TemplateError
-from cadence.guide_pages import guide_link_problems
+from cadence.files.guide_pages import guide_link_problems
 
 SUBJECT_MAX = 70  # longer subjects are cut off in most inbox list views
 GMAIL_CLIP_BYTES = 102 * 1024  # Gmail clips HTML bodies over 102 KB, hiding the footer and unsubscribe

@@ -2,7 +2,7 @@
 
 Every source is turned into :class:`BounceEvent` values and goes through one function::
 
-    bounce mail (maildir, .eml folder, IMAP; cadence.bounce_mail) ─ parse_dsn ─┐
+    bounce mail (maildir, .eml folder, IMAP; cadence.inbound.bounce_mailbox) ─ parse_dsn ─┐
     Postmark / Mailgun webhooks (cadence.web.webhooks) ───────┴─► apply_bounce_events(session, events, now)
 
 Decisions:
@@ -10,13 +10,13 @@ Decisions:
 - **Once.** An event's ``provider_event_id`` becomes ``Event.dedupe_key`` and is inserted with
   ``ON CONFLICT DO NOTHING`` *before* any effect, in the caller's transaction: a provider retry,
   a file read twice or two web workers racing on the same event change nothing the second time.
-- **Hard bounce, complaint** → :func:`cadence.subscribers.suppress` at once.
+- **Hard bounce, complaint** → :func:`cadence.operations.subscribers.suppress` at once.
 - **Soft bounce** → ``Subscriber.soft_bounces += 1``, at most once per delivery (Mailgun reports
   every failed attempt of one message), suppressed (``soft_bounce_limit``) when the count
   reaches ``soft_limit``. A later successful send does not reset the count: "sent" means a relay
   or provider accepted the message, which says nothing about the mailbox, so the count is
   "soft bounces ever, one per message".
-- **Unsubscribe** → :func:`cadence.subscribers.unsubscribe` (a status, not a suppression).
+- **Unsubscribe** → :func:`cadence.operations.subscribers.unsubscribe` (a status, not a suppression).
 - **Unknown address** (no subscriber, no delivery of ours) → recorded, nothing suppressed:
   bounces of mail we never sent (backscatter from forged senders) must not grow our list.
 - **Which delivery**: only the exact Message-ID we stored, the provider's message id, or a
@@ -35,13 +35,13 @@ from typing import Any, Literal
 
 from sqlalchemy.orm import Session
 
-from cadence import metrics
 from cadence.core.subscriber_fields import email_hash, email_key
 from cadence.db.enrollments import subscriber_by_email_key
 from cadence.db.events import claim_event_key as claim_event_key  # for privacy.py and web/webhooks.py
 from cadence.db.events import delivery_by_provider_id, soft_bounce_counted
 from cadence.db.models import Delivery, Subscriber
-from cadence.subscribers import is_suppressed, suppress, unsubscribe
+from cadence.monitoring import metrics
+from cadence.operations.subscribers import is_suppressed, suppress, unsubscribe
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 A worker that sent messages knows what happened to them; a database restart must not make it
 forget. Every write of a batch goes through :class:`BatchLedger`: one transaction on a
-connection held for the batch (:func:`cadence.ledger.ledger_connection`). When that connection
+connection held for the batch (:func:`cadence.operations.send_results.ledger_connection`). When that connection
 is lost (the server restarted or failed over, the network dropped), the worker:
 
 1. keeps every result of the batch in memory (it has them all: the batch is a few hundred rows);
@@ -11,7 +11,7 @@ is lost (the server restarted or failed over, the network dropped), the worker:
    (the error propagates and the rows return after their lease: the documented duplicate
    window);
 3. once the database answers, rewrites the results the database does not have. On PostgreSQL
-   the ledger commits asynchronously (ledger.py), so a server crash can forget the last commits
+   the ledger commits asynchronously (operations/send_results.py), so a server crash can forget the last commits
    before it: every delivery of the batch still ``sending`` under this claim's token whose
    result the worker holds is recorded again, and the lease on the rest is renewed;
 4. runs the interrupted write again, and the batch goes on.
@@ -39,7 +39,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from cadence.clock import wall_now
 from cadence.core import drip_policy
 from cadence.db import queries
-from cadence.ledger import PreparedSend, SendOutcome, ledger_connection, record_results
+from cadence.operations.send_results import PreparedSend, SendOutcome, ledger_connection, record_results
 from cadence.transports.base import RefusalHook, SendResult
 
 __all__ = [
@@ -74,7 +74,7 @@ class BatchLedger:
         self._ids = list(delivery_ids)
         self._token = token
         self._lease = lease
-        self._now = now  # the business clock, fixed per batch (ledger.py)
+        self._now = now  # the business clock, fixed per batch (operations/send_results.py)
         self._max_attempts = max_attempts
         self._recorded: list[Pair] = []  # every result written so far (perhaps lost by a crash)
         self._refusals_recorded: set[int] = set()  # delivery ids recorded through `refusal_hook`

@@ -1,6 +1,6 @@
 """Bounce mail: RFC 3464 delivery status notifications read from a folder or an IMAP mailbox,
-turned into :class:`cadence.bounces.BounceEvent` values and applied by
-:func:`cadence.bounces.apply_bounce_events` (see that module for what each kind does)."""
+turned into :class:`cadence.operations.bounce_events.BounceEvent` values and applied by
+:func:`cadence.operations.bounce_events.apply_bounce_events` (see that module for what each kind does)."""
 
 from __future__ import annotations
 
@@ -24,9 +24,9 @@ from urllib.parse import SplitResult, unquote, urlsplit
 
 from flufl.bounce import all_failures
 
-from cadence.bounces import ApplyResult, BounceEvent, BounceKind, apply_bounce_events
 from cadence.db.session import transaction
 from cadence.errors import ConfigError, InputError
+from cadence.operations.bounce_events import ApplyResult, BounceEvent, BounceKind, apply_bounce_events
 
 log = logging.getLogger(__name__)
 

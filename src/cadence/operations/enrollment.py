@@ -28,7 +28,6 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy.orm import Session
 
-from cadence import metrics
 from cadence.clock import wall_now
 from cadence.core import drip_policy
 from cadence.core.campaign import Campaign
@@ -38,10 +37,11 @@ from cadence.db import enrollments, queries
 from cadence.db.models import Enrollment, Event, Subscriber
 from cadence.db.session import transaction
 from cadence.errors import NotFound
-from cadence.ledger import SendOutcome
+from cadence.monitoring import metrics
+from cadence.operations.delivery import prepare_and_send
 from cadence.operations.holds import held_campaigns
-from cadence.runtime import Runtime
-from cadence.sending import prepare_and_send
+from cadence.operations.runtime import Runtime
+from cadence.operations.send_results import SendOutcome
 
 __all__ = [
     "EnrollResult",

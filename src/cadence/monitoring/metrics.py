@@ -48,7 +48,7 @@ from cadence.errors import ConfigError
 if TYPE_CHECKING:
     from datetime import datetime
 
-    from cadence.ledger import SendOutcome
+    from cadence.operations.send_results import SendOutcome
 
 log = logging.getLogger(__name__)
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cadence.campaign_files import SENDER_FILE_NAME, find_campaign, list_campaigns
 from cadence.core.campaign import Campaign
 from cadence.errors import NotFound
+from cadence.files.campaigns import SENDER_FILE_NAME, find_campaign, list_campaigns
 
 
 class CampaignCatalog:

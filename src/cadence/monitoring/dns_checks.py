@@ -22,7 +22,7 @@ import dns.resolver
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from cadence.health import Check, passed
+from cadence.monitoring.health import Check, passed
 
 _TIMEOUT = 5.0
 _MAX_LOOKUPS = 10  # RFC 7208 §4.6.4: more DNS-querying terms than this is a permerror

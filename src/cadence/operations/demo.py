@@ -21,22 +21,22 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-from cadence.catalog import CampaignCatalog
 from cadence.clock import FileClock, wall_now
 from cadence.config import Settings, load_settings, process_environment
+from cadence.core.subscriber_csv import parse_subscriber_csv
 from cadence.core.subscriber_fields import email_hash, email_key
+from cadence.core.suppression_keys import SuppressionKeys
 from cadence.db import demo as demo_store
 from cadence.db import suppressions
 from cadence.db.migrate import upgrade
 from cadence.db.session import engine_for, sqlite_file, transaction
-from cadence.engine import enroll
 from cadence.errors import InputError, UsageError
-from cadence.reports import campaign_counts, status_table, step_totals
-from cadence.simulation import ClockDriver
-from cadence.simulation import Progress as SimProgress
-from cadence.subscriber_csv import parse_subscriber_csv
-from cadence.subscribers import import_subscribers
-from cadence.suppression_keys import SuppressionKeys
+from cadence.files.catalog import CampaignCatalog
+from cadence.operations.campaign_progress import campaign_counts, status_table, step_totals
+from cadence.operations.enrollment import enroll
+from cadence.operations.simulation import ClockDriver
+from cadence.operations.simulation import Progress as SimProgress
+from cadence.operations.subscribers import import_subscribers
 
 CAMPAIGN = "lower-back-pain"
 STEP = timedelta(minutes=30)

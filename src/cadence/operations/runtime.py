@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING
 
 from jinja2 import FileSystemLoader
 
-from cadence.catalog import CampaignCatalog
 from cadence.clock import Clock
 from cadence.config import Settings
 from cadence.core.render import Renderer
+from cadence.files.catalog import CampaignCatalog
 from cadence.transports.base import Transport
 from cadence.transports.registry import open_transport
 

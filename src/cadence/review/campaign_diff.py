@@ -1,10 +1,10 @@
 """``cadence campaigns diff``: every email of a campaign at the working tree against a git revision.
 
 Campaigns are code, so a change to a template is reviewed like code: which of the emails changed
-(the step x segment grid of :func:`cadence.authoring.email_grid`, the one the preview shows), and
+(the step x segment grid of :func:`cadence.review.previews.email_grid`, the one the preview shows), and
 how: the subject, the plain text, the links added or removed, or only the look. The revision's
 ``campaigns/`` and ``templates/`` are read with ``git archive`` into a temporary directory; the
-user's checkout is never touched. Pictures of the changed emails: :mod:`cadence.visual_diff`.
+user's checkout is never touched. Pictures of the changed emails: :mod:`cadence.review.visual_diff`.
 """
 
 from __future__ import annotations
@@ -22,11 +22,11 @@ from typing import Any, Literal
 
 from jinja2 import FileSystemLoader
 
-from cadence.authoring import DEFAULT_SAMPLE_SUBSCRIBERS, SAMPLE_LINKS, email_grid, preview_file_name
-from cadence.campaign_files import list_campaigns, load_campaign
 from cadence.core.campaign import Campaign
 from cadence.core.render import RenderedEmail, Renderer, render_email
 from cadence.errors import CadenceError, InputError, TemplateError
+from cadence.files.campaigns import list_campaigns, load_campaign
+from cadence.review.previews import DEFAULT_SAMPLE_SUBSCRIBERS, SAMPLE_LINKS, email_grid, preview_file_name
 
 Status = Literal["added", "removed", "changed"]
 _HREF = re.compile(r"""\bhref\s*=\s*(["'])(.*?)\1""", re.IGNORECASE | re.DOTALL)

@@ -15,11 +15,11 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 import requests
 
-from cadence.catalog import CampaignCatalog
 from cadence.config import Settings
-from cadence.dns_checks import DnsLookup, check_domains
 from cadence.errors import CadenceError
-from cadence.health import PROBE_TIMEOUT, Check, check_broker, check_schema, passed, safe_url
+from cadence.files.catalog import CampaignCatalog
+from cadence.monitoring.dns_checks import DnsLookup, check_domains
+from cadence.monitoring.health import PROBE_TIMEOUT, Check, check_broker, check_schema, passed, safe_url
 
 _LOCAL = {"localhost", "127.0.0.1", "::1"}
 

@@ -18,8 +18,6 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from cadence import metrics, newsletter_sending
-from cadence.batch_ledger import BatchLedger
 from cadence.clock import wall_now
 from cadence.core import drip_policy
 from cadence.core.campaign import Campaign, Segment
@@ -27,16 +25,19 @@ from cadence.core.message import Address, OutgoingMessage, build_mime, make_mess
 from cadence.core.render import render_email
 from cadence.core.schedule import subscriber_zone
 from cadence.core.segments import choose_segment
+from cadence.core.tokens import link_signature, make_token
 from cadence.core.uri_parity import balance_uri_count, uri_count
 from cadence.db import campaign_states, queries, send_batch
 from cadence.db.models import Delivery, Enrollment, Subscriber
 from cadence.db.send_batch import DueRow as _Due
 from cadence.db.session import engine_for, transaction
 from cadence.errors import CadenceError, ConfigError, NotFound, TransientSendError, TransportError
-from cadence.ledger import PreparedSend, SendOutcome
+from cadence.monitoring import metrics
+from cadence.operations import newsletter_copies
+from cadence.operations.batch_ledger import BatchLedger
+from cadence.operations.runtime import Runtime
+from cadence.operations.send_results import PreparedSend, SendOutcome
 from cadence.operations.transactional_send import prepare_transactional
-from cadence.runtime import Runtime
-from cadence.tokens import link_signature, make_token
 
 __all__ = [
     "GROUP_SECONDS",
@@ -88,7 +89,7 @@ def prepare_and_send(runtime: Runtime, delivery_ids: Sequence[int], now: datetim
             # Dispatch by kind: newsletter copies (no enrollment, so not among the drip rows) are
             # checked and rendered by their own module, then sent and recorded with the rest. A
             # batch of drip steps alone never pays for this second look.
-            prepared += newsletter_sending.load_and_prepare(runtime, others, now, outcome)
+            prepared += newsletter_copies.load_and_prepare(runtime, others, now, outcome)
     except BaseException:
         # Link ids cached during a transaction that rolled back may not exist: forget them.
         _LINK_CACHE.clear()
@@ -170,7 +171,7 @@ def _load_and_prepare(
 
 
 def _ids_of(due: _Due) -> dict[str, Any]:
-    """The ids a structured log line carries (cadence.logs); never the address."""
+    """The ids a structured log line carries (cadence.monitoring.logs); never the address."""
     return {"delivery_id": due.id, "campaign_id": due.campaign_id, "subscriber_id": due.subscriber_id}
 
 

@@ -1,6 +1,6 @@
 """Import subscribers from a CSV file of any size: ``cadence subscribers import``.
 
-The file streams through :mod:`cadence.subscriber_csv` (one record at a time, every field
+The file streams through :mod:`cadence.core.subscriber_csv` (one record at a time, every field
 checked) into chunks of ``chunk_size`` rows, each stored in a few statements
 (:mod:`cadence.db.imports`). Memory stays bounded whatever the file's size.
 
@@ -35,14 +35,14 @@ from typing import IO, Any
 
 from sqlalchemy.orm import Session
 
+from cadence.core.subscriber_csv import ERROR_COLUMN, CheckedRow, Header, Problem, read_rows
 from cadence.core.subscriber_fields import SubscriberInput, email_key
+from cadence.core.suppression_keys import PLAIN, SuppressionKeys
 from cadence.db import imports
 from cadence.db.session import session_factory
 from cadence.db.subscriber_search import add_tags
 from cadence.errors import InputError
-from cadence.subscriber_csv import ERROR_COLUMN, CheckedRow, Header, Problem, read_rows
-from cadence.subscribers import ImportResult, find_suppression
-from cadence.suppression_keys import PLAIN, SuppressionKeys
+from cadence.operations.subscribers import ImportResult, find_suppression
 
 CHUNK_SIZE = 1000
 SHOWN_PROBLEMS = 100  # kept in memory for the message; the error report has every one
@@ -219,7 +219,7 @@ def _store(
     keys = [email_key(row.subscriber.email) for row in chunk]
     # Every digest a suppression of each address may be stored under: plain SHA-256 (bounces,
     # complaints) and the keyed hashes an erase leaves, under the current and older secrets
-    # (cadence.suppression_keys).
+    # (cadence.core.suppression_keys).
     candidates = [suppression_keys.candidates(key) for key in keys]
     found = imports.suppressed_hashes(session, [d for c in candidates for d in c])
     blocked = [not found.keys().isdisjoint(c) for c in candidates]
@@ -257,7 +257,7 @@ def _store(
         report.updated += 1
     imports.insert_subscribers(session, inserts)
     imports.update_subscribers(session, updates)
-    # A "Tags" column (cadence.subscriber_csv): added once the rows exist, so new rows have ids.
+    # A "Tags" column (cadence.core.subscriber_csv): added once the rows exist, so new rows have ids.
     tagged = {
         key: (*row.subscriber.tags, *report.tags)
         for row, key, is_blocked in zip(chunk, keys, blocked, strict=True)

@@ -73,7 +73,7 @@ def check_forms(
 ) -> list[FormProblem]:
     """Every problem of the forms and the sender file: bad files, unknown drips or topics, and
     answers that reach no segment rule of the drip they join (see ``check_against_drip``)."""
-    from cadence.campaign_files import find_campaign, list_campaigns
+    from cadence.files.campaigns import find_campaign, list_campaigns
 
     problems: list[FormProblem] = []
     topics: set[str] = set()

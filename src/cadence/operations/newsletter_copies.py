@@ -1,16 +1,16 @@
 """The send path's newsletter half: check and render leased newsletter copies (issue 13).
 
-:func:`cadence.sending.prepare_and_send` hands every batch here too (its one dispatch point);
+:func:`cadence.operations.delivery.prepare_and_send` hands every batch here too (its one dispatch point);
 this module takes the batch's ``kind = 'newsletter'`` rows, decides each one *now*, and
-returns rendered :class:`~cadence.ledger.PreparedSend` items that go out through the drips' own
-group sending, rate limits, ledger recording and crash handling (sending.py, batch_ledger.py).
+returns rendered :class:`~cadence.operations.send_results.PreparedSend` items that go out through the drips' own
+group sending, rate limits, ledger recording and crash handling (operations/delivery.py, batch_ledger.py).
 
 At send time, for each copy (core/newsletter.py decides, this module only reads and writes):
 - the newsletter cancelled → skipped; paused → held (back in the queue on resume, no attempt
   used);
 - the subscriber unsubscribed, bounced, complained, or the address suppressed since scheduling
   → skipped; a topic the audience asked for withdrawn → skipped;
-- otherwise rendered from the newsletter's locked version (newsletter_content.py), never from
+- otherwise rendered from the newsletter's locked version (core/newsletter_content.py), never from
   the file as it is now, with the drips' unsubscribe, preference and web-view links, click
   tracking, open pixel and List-Unsubscribe (RFC 8058 one-click) headers.
 """
@@ -27,18 +27,18 @@ from sqlalchemy.orm import Session
 from cadence.core.campaign import Campaign
 from cadence.core.message import Address, OutgoingMessage, build_mime, make_message_id
 from cadence.core.newsletter import skip_reason
+from cadence.core.newsletter_content import locked_variant
 from cadence.core.render import CompiledVariant, render_email
 from cadence.core.subscriber_fields import email_hash
+from cadence.core.tokens import link_signature, make_token
 from cadence.core.uri_parity import balance_uri_count, uri_count
 from cadence.db import newsletter_audience as audience_store
 from cadence.db import newsletters as store
 from cadence.db import queries
 from cadence.db.session import transaction
 from cadence.errors import CadenceError
-from cadence.ledger import PreparedSend, SendOutcome
-from cadence.newsletter_content import locked_variant
-from cadence.runtime import Runtime
-from cadence.tokens import link_signature, make_token
+from cadence.operations.runtime import Runtime
+from cadence.operations.send_results import PreparedSend, SendOutcome
 
 __all__ = [
     "build_copy",
@@ -114,7 +114,7 @@ def _prepare(
 ) -> PreparedSend:
     settings = runtime.settings
     base, key = settings.base_url, settings.secret_key
-    # The same signed links as a drip step (sending.py): the unsubscribe token names the
+    # The same signed links as a drip step (operations/delivery.py): the unsubscribe token names the
     # subscriber and this delivery, so the unsubscribe is counted against this newsletter.
     unsubscribe = f"{base}/u/{make_token(key, 'unsubscribe', [copy.subscriber_id, copy.id])}"
     links = {
@@ -195,7 +195,7 @@ def build_copy(
 
 
 def web_view_variant(session: Session, newsletter_id: str) -> tuple[Campaign, CompiledVariant] | None:
-    """The locked version of a newsletter, for the web view of a sent copy (web/tracking.py)."""
+    """The locked version of a newsletter, for the web view of a sent copy (operations/tracking.py)."""
     newsletter = store.newsletters_by_id(session, [newsletter_id]).get(newsletter_id)
     if newsletter is None:
         return None
