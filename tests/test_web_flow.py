@@ -1,7 +1,7 @@
 """End to end in a real browser: a trail runner signs up, confirms, gets the trail variant,
 switches to race training in the preference center, gets the race variant, unsubscribes in one
 click and gets nothing more. Headless Chromium (the system's, never a download) drives the real
-``cadence web``; the drip is driven by engine.tick + engine.deliver in this process.
+``cadence web``; the drip is driven by enrollment.tick + enrollment.deliver in this process.
 
 Screenshots of every page at 375 and 1280 px go to $CADENCE_SCREENSHOTS_DIR when set (that is how
 docs/screenshots/web-*.png are made), else to the test's temporary directory.

@@ -11,7 +11,7 @@ Kinds, chosen by ``CADENCE_CLOCK``:
   the file, and every worker process sees the change at once.
 
 This is the only module that reads the time (issue 12). An operation reads its clock once and
-passes that `now` down (a batch: ``engine.deliver``; a tick: ``engine.tick``), so every
+passes that `now` down (a batch: ``enrollment.deliver``; a tick: ``enrollment.tick``), so every
 decision of one operation is made at the same instant. :func:`wall_now` is the other kind of
 time: real time, for leases.
 """

@@ -2,7 +2,7 @@
 
 This is the one answer to "where is drip timing decided?" (issue 12). ``core/schedule.py`` does
 the calendar math (delays, send windows, time zones); this module decides with it. The adapters
-(``engine.enroll``, ``sending``, ``ledger``, ``batch_ledger``) read rows, ask here, and write the
+(``enrollment.enroll``, ``delivery``, ``send_results``, ``batch_ledger``) read rows, ask here, and write the
 answer; they hold no timing rule of their own. Every instant is an argument: ``now`` is the
 business clock (fixed once per batch), ``wall_now`` the real time (leases are about processes,
 not about the schedule: ``clock.wall_now``).

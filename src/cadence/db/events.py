@@ -1,5 +1,5 @@
 """The writes and reads behind recording events: bounces, complaints, webhook events, the
-single-use keys of data links (operations/bounce_events.py and engine.record_event decide what an event means).
+single-use keys of data links (operations/bounce_events.py and enrollment.record_event decide what an event means).
 
 Why they look like this:
 

@@ -1,6 +1,6 @@
 """The ledger's writes after a send: set-based UPDATEs on a connection held for one batch.
 
-``ledger.record_results`` decides what each result means (sent, retry, failed, next step); the
+``operations/send_results.record_results`` decides what each result means (sent, retry, failed, next step); the
 statements that write it are here. Why they are shaped like this (bench/send_throughput.py,
 docs/performance.md): recording through the ORM (three ``session.get`` per email, attribute
 sets, autoflush) cost ~1.5 ms per email, more than the SMTP conversation, so a group is a few
@@ -205,7 +205,7 @@ def write_group(
     failed: list[dict[str, Any]],
 ) -> None:
     """The rest of a group's results, one executemany per kind of change (the ``b_*``
-    parameters of the statements above; ledger.record_results builds them)."""
+    parameters of the statements above; send_results.record_results builds them)."""
     for statement, rows in (
         (_MARK_SENT, sent),
         (_ADVANCE, advanced),

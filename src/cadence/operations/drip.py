@@ -6,12 +6,10 @@ operations/transactional.py, ``web/``. Each takes its collaborators explicitly: 
 db/) or the runtime (settings, clock, catalog, renderer, transport), and the business time
 `now` where the caller decides it.
 
-Several are a thin delegation to the module that does the work today (``operations/enrollment.py``,
-``operations/campaign_progress.py``, ``inbound/bounce_mailbox.py``, ``subscriber_import.py``): moving those bodies here
-would
-collide with the branches that change the send path and the tick at the same time (campaign
-lifecycle, newsletters, performance; issue 12). The doors already go through this package, so
-that move changes no door.
+Several are a thin delegation to the module beside it that does the work (enrollment.py,
+campaign_progress.py, subscriber_import.py, and inbound/bounce_mailbox.py for bounce mail): the
+doors need one entry point per operation, and those modules are the send path's own, shared with
+the workers.
 """
 
 from __future__ import annotations
@@ -31,7 +29,7 @@ from cadence.db.models import Subscriber
 from cadence.db.session import transaction
 from cadence.errors import InputError, UsageError
 from cadence.inbound.bounce_mailbox import BounceRunResult, fetch_imap_bounces, process_bounce_dir
-from cadence.operations import enrollment as engine
+from cadence.operations import enrollment
 from cadence.operations.campaign_progress import CampaignStatus
 from cadence.operations.campaign_progress import campaign_status as _campaign_status
 from cadence.operations.enrollment import EnrollResult, TickResult
@@ -53,9 +51,9 @@ __all__ = [
 
 
 def enroll(session: Session, campaign: Campaign, subscribers: Sequence[Subscriber], now: datetime) -> EnrollResult:
-    """Put active `subscribers` into `campaign` at `now` (``engine.enroll``: first step timed
+    """Put active `subscribers` into `campaign` at `now` (``enrollment.enroll``: first step timed
     by core/drip_policy.py; a cancelled enrollment resumes)."""
-    return engine.enroll(session, campaign, subscribers, now)
+    return enrollment.enroll(session, campaign, subscribers, now)
 
 
 def enroll_chosen(
@@ -76,9 +74,9 @@ def enroll_chosen(
     if segment is not None:
         campaign.segment(segment)  # NotFound names the segment
     if emails:
-        result = engine.enroll(session, campaign, [engine.find_subscriber(session, e) for e in emails], now)
+        result = enrollment.enroll(session, campaign, [enrollment.find_subscriber(session, e) for e in emails], now)
     else:  # everyone, or a segment of everyone: a page at a time (a list can hold millions)
-        result = engine.enroll_active(session, campaign, now, segment=segment)
+        result = enrollment.enroll_active(session, campaign, now, segment=segment)
     if actor is not None:  # a staff action: in the audit log, like pause and resume (issue 13)
         chosen = "all" if everyone else f"segment {segment}" if segment is not None else f"{len(emails)} address(es)"
         detail = {"chosen": chosen, "enrolled": result.enrolled, "resumed": result.resumed}
@@ -91,21 +89,21 @@ def tick(
     runtime: Runtime, *, enqueue: Callable[[list[int]], None] | None, now: datetime | None = None
 ) -> TickResult:
     """Claim due enrollments into ledger rows and hand their ids to `enqueue` after each
-    round's commit (``engine.tick``)."""
-    return engine.tick(runtime, now=now, enqueue=enqueue)
+    round's commit (``enrollment.tick``)."""
+    return enrollment.tick(runtime, now=now, enqueue=enqueue)
 
 
 def deliver(runtime: Runtime, delivery_ids: Sequence[int]) -> SendOutcome:
-    """Send the given deliveries, drip steps and transactional emails alike (``engine.deliver``:
+    """Send the given deliveries, drip steps and transactional emails alike (``enrollment.deliver``:
     lease, re-check now, render, send, record). Safe to call twice with the same ids."""
-    return engine.deliver(runtime, delivery_ids)
+    return enrollment.deliver(runtime, delivery_ids)
 
 
 def record_event(
     session: Session, subscriber: Subscriber, kind: str, now: datetime, **options: Any
 ) -> bool:
-    """Store an event; an exit goal ends the enrollments it names (``engine.record_event``)."""
-    return engine.record_event(session, subscriber, kind, now, **options)
+    """Store an event; an exit goal ends the enrollments it names (``enrollment.record_event``)."""
+    return enrollment.record_event(session, subscriber, kind, now, **options)
 
 
 def record_bounce_folder(settings: Settings, folder: Path, now: datetime) -> BounceRunResult:

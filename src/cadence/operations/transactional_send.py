@@ -1,6 +1,6 @@
 """The send path's part for transactional deliveries: re-check, rebuild the link, render.
 
-``sending.prepare_and_send`` calls :func:`prepare_transactional` for the leased ids that are not
+``delivery.prepare_and_send`` calls :func:`prepare_transactional` for the leased ids that are not
 drip steps; what it returns is sent, recorded, retried and bounce-mapped by the same code as a
 drip email (the same transport, rate limit, DKIM signer, ledger and Message-ID scheme).
 
