@@ -2,10 +2,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.support.services import postgres_database, redis_database
+from tests.support.services import postgres_database, redis_database, unavailable
 from tests.support.smtpd import SmtpSink
 from tests.support.web import WebServer
 
@@ -47,3 +48,22 @@ def web(tmp_path_factory: pytest.TempPathFactory, web_sink: SmtpSink) -> Iterato
     with WebServer(tmp_path_factory.mktemp("web"), web_sink) as server:
         yield server
 
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Headless Chromium (the system's, /usr/bin/chromium) for the console and page tests of
+    one module; a module that needs other launch options defines its own."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.support.console import CHROMIUM, CHROMIUM_ARGS  # (imports the web app: only here)
+
+    if not CHROMIUM.exists():
+        unavailable("Chromium at /usr/bin/chromium", "apt-get install chromium")
+
+    with sync_playwright() as p:
+        launched = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield launched
+        finally:
+            launched.close()

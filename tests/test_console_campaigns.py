@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterator
 from email import message_from_bytes
 from email.header import decode_header, make_header
 from typing import Any
@@ -20,8 +19,7 @@ from cadence.db.models import AuditEntry, CampaignState, Event, Link, Subscriber
 from cadence.db.session import transaction
 from cadence.operations import newsletters
 from tests.support.axe import axe_script
-from tests.support.console import CHROMIUM, CHROMIUM_ARGS, PASSWORD, XSS_NAME, Console, new_user, seed, session_client
-from tests.support.services import unavailable
+from tests.support.console import PASSWORD, XSS_NAME, Console, new_user, seed, session_client
 from tests.support.web import WebServer, csrf_token
 
 XSS_URL = 'https://clinic.example/"><script>alert(7)</script><img src=x onerror=alert(8)>'
@@ -46,20 +44,6 @@ def seeded(web: WebServer) -> dict[str, int]:
             Event(subscriber_id=ids["first"], delivery_id=sent, kind="click", data={"link_id": link.id}, created_at=now)
         )
     return ids
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if not CHROMIUM.exists():
-        unavailable("Chromium at /usr/bin/chromium", "apt-get install chromium")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        launched = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield launched
-        finally:
-            launched.close()
 
 
 def _state(web: WebServer, campaign_id: str) -> str | None:

@@ -29,28 +29,13 @@ from tests.support.composer import (
     for_race_trainees,
     readers,
 )
-from tests.support.console import CHROMIUM, CHROMIUM_ARGS, PASSWORD, Console, log_in, new_user, set_password
-from tests.support.services import unavailable
+from tests.support.console import PASSWORD, Console, log_in, new_user, set_password
 from tests.support.web import WebServer, csrf_token
 
 
 @pytest.fixture(scope="module")
 def seeded(web: WebServer) -> None:
     readers(web.settings, web.clock.now(), racing=3, other=2)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if not CHROMIUM.exists():
-        unavailable("Chromium at /usr/bin/chromium", "apt-get install chromium")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        launched = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield launched
-        finally:
-            launched.close()
 
 
 @pytest.fixture

@@ -24,8 +24,7 @@ from cadence.db.models import AuditEntry, Subscriber, SubscriberTag, SubscriberT
 from cadence.db.session import transaction
 from tests.support.axe import axe_script
 from tests.support.cluster import processes
-from tests.support.console import CHROMIUM, CHROMIUM_ARGS, PASSWORD, Console, new_user, session_client, set_password
-from tests.support.services import unavailable
+from tests.support.console import PASSWORD, Console, new_user, session_client, set_password
 from tests.support.smtpd import SmtpSink
 from tests.support.web import START, WebServer, csrf_token
 
@@ -50,20 +49,6 @@ def people_csv(good: int = GOOD_ROWS) -> bytes:
     writer.writerow(["eve@example.com", XSS_NAME, "UTC", XSS_TERRAIN])
     writer.writerow([XSS_ADDRESS, XSS_NAME, "UTC", "road"])
     return b"\xef\xbb\xbf" + out.getvalue().encode()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if not CHROMIUM.exists():
-        unavailable("Chromium at /usr/bin/chromium", "apt-get install chromium")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        launched = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield launched
-        finally:
-            launched.close()
 
 
 @pytest.fixture(scope="module")

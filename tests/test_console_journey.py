@@ -13,7 +13,6 @@ from __future__ import annotations
 import email
 import email.policy
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +24,8 @@ from cadence.operations import newsletters
 from tests.support.axe import axe_script
 from tests.support.cluster import cadence_env, processes
 from tests.support.composer import browser_login, compose, editor_client, readers
-from tests.support.console import CHROMIUM, CHROMIUM_ARGS, Console
-from tests.support.services import postgres_database, unavailable
+from tests.support.console import Console
+from tests.support.services import postgres_database
 from tests.support.smtpd import SmtpSink
 from tests.support.web import WebServer, csrf_token
 
@@ -38,20 +37,6 @@ BODY = (
     "- walk the first minutes of race morning.\n\n"
     "Questions? [Book a short call](https://precisionbodywork.example/book)."
 )
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if not CHROMIUM.exists():
-        unavailable("Chromium at /usr/bin/chromium", "apt-get install chromium")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        launched = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield launched
-        finally:
-            launched.close()
 
 
 def _wait_for(sink: SmtpSink, count: int, procs: Any, timeout: float = 90) -> None:

@@ -14,8 +14,7 @@ from typing import Any
 import pytest
 
 from tests.support.axe import axe_script
-from tests.support.console import CHROMIUM, CHROMIUM_ARGS, PASSWORD, Console, new_user, session_client
-from tests.support.services import unavailable
+from tests.support.console import PASSWORD, Console, new_user, session_client
 from tests.support.smtpd import SmtpSink
 from tests.support.web import REPO, WebServer
 
@@ -51,20 +50,6 @@ def web(tmp_path_factory: pytest.TempPathFactory, web_sink: SmtpSink) -> Iterato
     extra = {"CADENCE_CAMPAIGNS_DIR": str(campaigns), "CADENCE_TEMPLATES_DIR": str(templates)}
     with WebServer(tmp, web_sink, extra_env=extra) as server:
         yield server
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if not CHROMIUM.exists():
-        unavailable("Chromium at /usr/bin/chromium", "apt-get install chromium")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        launched = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield launched
-        finally:
-            launched.close()
 
 
 def _log_in(console: Console, web: WebServer, email: str) -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -27,8 +26,6 @@ from cadence.web.console.auth import Access
 from tests.support.axe import axe_script
 from tests.support.cluster import ROOT
 from tests.support.console import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
     PASSWORD,
     XSS_ATTRIBUTES,
     XSS_NAME,
@@ -41,7 +38,6 @@ from tests.support.console import (
     session_client,
     set_password,
 )
-from tests.support.services import unavailable
 from tests.support.web import WebServer, csrf_token, fresh_ip
 
 # Every /admin route and the level its Access dependency demands. A new route must be added here,
@@ -111,20 +107,6 @@ PATH_PARAMS = {
 @pytest.fixture(scope="module")
 def seeded(web: WebServer) -> dict[str, int]:
     return seed(web)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if not CHROMIUM.exists():
-        unavailable("Chromium at /usr/bin/chromium", "apt-get install chromium")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        launched = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield launched
-        finally:
-            launched.close()
 
 
 def test_every_admin_route_declares_its_role(web: WebServer) -> None:

@@ -28,8 +28,7 @@ from cadence.db.models import Delivery, Enrollment, Event, Subscriber
 from cadence.db.session import transaction
 from cadence.files.campaigns import find_campaign
 from tests.support.cluster import ROOT
-from tests.support.console import CHROMIUM, CHROMIUM_ARGS, Console
-from tests.support.services import unavailable
+from tests.support.console import Console
 from tests.support.smtpd import SmtpSink
 from tests.support.web import WebServer
 from tests.test_cli import cadence
@@ -225,20 +224,6 @@ def test_report_counts_the_goal_at_the_step_they_converted_in_every_format(
 
     api = call(web, "GET", f"/api/admin/report/{CAMPAIGN}", converted["token"]).json()
     assert api["total"]["exit_goal_reached"] == 1 and api["exit_goal"] == "tag booked"
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if not CHROMIUM.exists():
-        unavailable("Chromium at /usr/bin/chromium", "apt-get install chromium")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        launched = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield launched
-        finally:
-            launched.close()
 
 
 def test_the_console_campaign_page_shows_exit_goal_reached(

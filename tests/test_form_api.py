@@ -5,19 +5,15 @@ person signed up on, seen in Chromium. Against a real ``cadence web`` and SMTP s
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
-import pytest
 from sqlalchemy import select
 
 from cadence.core.tokens import make_token
 from cadence.db.models import Enrollment, SubscriberTopic
 from cadence.db.session import transaction
 from cadence.files.forms import load_form
-from tests.support.console import CHROMIUM, CHROMIUM_ARGS
-from tests.support.services import unavailable
 from tests.support.smtpd import SmtpSink
 from tests.support.web import CONSENT, REPO, SECRET, WebServer, find_url, parse
 
@@ -75,20 +71,6 @@ def test_openapi_documents_each_forms_body(web: WebServer) -> None:
     assert "terrain" in schemas["SignupIn"]["properties"]  # the default form's name is unchanged
     news = schemas["ClinicNewsSignupIn"]["properties"]
     assert "terrain" not in news and news["consent_version"]["enum"] == [NEWS.consent.version]
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if not CHROMIUM.exists():
-        unavailable("Chromium at /usr/bin/chromium", "apt-get install chromium")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        launched = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield launched
-        finally:
-            launched.close()
 
 
 def test_the_pause_copy_is_the_forms_own(web: WebServer, browser: Any) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -20,8 +19,7 @@ from cadence.core.tokens import make_token
 from cadence.db.models import Delivery
 from cadence.db.session import transaction
 from cadence.operations.subscriber_tools import describe_event
-from tests.support.console import CHROMIUM, CHROMIUM_ARGS, Console
-from tests.support.services import unavailable
+from tests.support.console import Console
 from tests.support.web import SECRET, WebServer, csrf_token
 from tests.test_cli import cadence
 from tests.test_console_campaigns import _log_in
@@ -93,20 +91,6 @@ def test_the_staff_api_profile_has_them_too(web: WebServer, lived: dict[str, Any
     assert got.status_code == 200, got.text
     kinds = [t["what"] for t in got.json()["timeline"]]
     assert kinds.count("pause") == 1 and kinds.count("resume") == 1 and kinds.count("answers_changed") == 1
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if not CHROMIUM.exists():
-        unavailable("Chromium at /usr/bin/chromium", "apt-get install chromium")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        launched = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield launched
-        finally:
-            launched.close()
 
 
 def test_the_console_profile_shows_them_as_rows(web: WebServer, lived: dict[str, Any], browser: Any) -> None:
