@@ -360,6 +360,23 @@ def _exit_goal(model: ExitGoalModel | None) -> ExitGoal | None:
     return ExitGoal(tags=tuple(model.tags), rules=rules, match=model.match)
 
 
+def read_yaml_file(path: Path, kind: str) -> tuple[str, Any]:
+    """The text of a campaign or newsletter file and its YAML, or one line naming the file (and
+    the line, where YAML says which) of what is wrong: a missing file is NotFound, bad YAML a
+    CampaignError, so `campaigns validate` reports either as one line and exits 1."""
+    source = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise NotFound(f"{source}: no such {kind} file") from None
+    try:
+        return text, yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        raise CampaignError(f"{source}{line}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
+
+
 def load_campaign(
     path: Path, templates_dir: Path | None = None, *, base_url: str | None = None, sender_file: Path | None = None
 ) -> Campaign:
@@ -369,16 +386,7 @@ def load_campaign(
     :mod:`cadence.files.guide_pages`. The sender's details (`sender_file`, by default ``sender.yaml``
     beside the campaign) become ``context.clinic``; keys the campaign sets itself win."""
     source = str(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise NotFound(f"{source}: no such campaign file") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark is not None else ""
-        raise CampaignError(f"{source}{line}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    text, data = read_yaml_file(path, "campaign")
     campaign = campaign_from_data(data, source, text)
     campaign = _with_sender(campaign, sender_file or path.parent / SENDER_FILE_NAME)
     context, guide_links = resolve_links(

@@ -15,7 +15,7 @@ import yaml
 from cadence.core.campaign import Campaign
 from cadence.core.newsletter import Newsletter, newsletter_from_data
 from cadence.errors import CampaignError, NotFound
-from cadence.files.campaigns import find_campaign
+from cadence.files.campaigns import find_campaign, read_yaml_file
 
 __all__ = [
     "NEWSLETTERS_FOLDER",
@@ -33,16 +33,7 @@ _ID = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 def load_newsletter(path: Path) -> Newsletter:
     """Read and validate one newsletter file; the id must be the file's name."""
     source = str(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise NotFound(f"{source}: no such newsletter file") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark is not None else ""
-        raise CampaignError(f"{source}{line}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    _, data = read_yaml_file(path, "newsletter")
     newsletter = newsletter_from_data(data, source)
     if newsletter.id != path.stem:
         # Staff name a newsletter by its file; a different id inside would make two names for one.
