@@ -18,8 +18,12 @@ from rich.table import Table
 
 from cadence.config import get_settings
 from cadence.errors import ConfigError, UsageError
-from cadence.inbound.bounce_mailbox import IMAP_URL_VARIABLE, BounceRunResult
-from cadence.operations.drip import record_bounce_folder, record_bounce_mailbox
+from cadence.inbound.bounce_mailbox import (
+    IMAP_URL_VARIABLE,
+    BounceRunResult,
+    record_bounce_folder,
+    record_bounce_mailbox,
+)
 
 console = Console()
 

@@ -24,6 +24,7 @@ from urllib.parse import SplitResult, unquote, urlsplit
 
 from flufl.bounce import all_failures
 
+from cadence.config import Settings
 from cadence.db.session import transaction
 from cadence.errors import ConfigError, InputError
 from cadence.operations.bounce_events import ApplyResult, BounceEvent, BounceKind, apply_bounce_events
@@ -302,3 +303,19 @@ def _process_raw(
         return
     with transaction(database_url) as session:
         result.events.add(apply_bounce_events(session, [event], now, soft_limit=soft_limit))
+
+
+# What `cadence bounces process` calls. This module is a door, like web/webhooks.py: it reads
+# bounce mail and hands each report to operations/bounce_events.py; nothing in operations/
+# imports it (issue 12: nothing below imports upward).
+def record_bounce_folder(settings: Settings, folder: Path, now: datetime) -> BounceRunResult:
+    """Apply the bounce and complaint reports (RFC 3464, ARF) in a maildir or folder of .eml
+    files: hard bounces and complaints suppress, soft bounces count towards the limit."""
+    url, limit = settings.database_url, settings.soft_bounce_limit
+    return process_bounce_dir(folder, database_url=url, now=now, soft_limit=limit)
+
+
+def record_bounce_mailbox(settings: Settings, imap_url: str, now: datetime) -> BounceRunResult:
+    """The same for the unseen messages of an IMAP mailbox."""
+    url, limit = settings.database_url, settings.soft_bounce_limit
+    return fetch_imap_bounces(imap_url, database_url=url, now=now, soft_limit=limit)

@@ -1,5 +1,6 @@
 """The send-side operations a person or a timer triggers: enroll, tick, deliver, record an event,
-record bounces, import subscribers, report a campaign's progress.
+import subscribers, report a campaign's progress (bounce mail: inbound/bounce_mailbox.py, a door
+like the webhooks, over operations/bounce_events.py).
 
 The doors call these: ``tasks.py`` (the Celery tasks), ``cli/`` and, through
 operations/transactional.py, ``web/``. Each takes its collaborators explicitly: a session (from
@@ -7,7 +8,7 @@ db/) or the runtime (settings, clock, catalog, renderer, transport), and the bus
 `now` where the caller decides it.
 
 Several are a thin delegation to the module beside it that does the work (enrollment.py,
-campaign_progress.py, subscriber_import.py, and inbound/bounce_mailbox.py for bounce mail): the
+campaign_progress.py, subscriber_import.py): the
 doors need one entry point per operation, and those modules are the send path's own, shared with
 the workers.
 """
@@ -28,7 +29,6 @@ from cadence.db.audit import record_audit
 from cadence.db.models import Subscriber
 from cadence.db.session import transaction
 from cadence.errors import InputError, UsageError
-from cadence.inbound.bounce_mailbox import BounceRunResult, fetch_imap_bounces, process_bounce_dir
 from cadence.operations import enrollment
 from cadence.operations.campaign_progress import CampaignStatus
 from cadence.operations.campaign_progress import campaign_status as _campaign_status
@@ -43,8 +43,6 @@ __all__ = [
     "enroll",
     "enroll_chosen",
     "import_subscribers",
-    "record_bounce_folder",
-    "record_bounce_mailbox",
     "record_event",
     "tick",
 ]
@@ -106,17 +104,6 @@ def record_event(
     return enrollment.record_event(session, subscriber, kind, now, **options)
 
 
-def record_bounce_folder(settings: Settings, folder: Path, now: datetime) -> BounceRunResult:
-    """Apply the bounce and complaint reports (RFC 3464, ARF) in a maildir or folder of .eml
-    files: hard bounces and complaints suppress, soft bounces count towards the limit."""
-    url, limit = settings.database_url, settings.soft_bounce_limit
-    return process_bounce_dir(folder, database_url=url, now=now, soft_limit=limit)
-
-
-def record_bounce_mailbox(settings: Settings, imap_url: str, now: datetime) -> BounceRunResult:
-    """The same for the unseen messages of an IMAP mailbox."""
-    url, limit = settings.database_url, settings.soft_bounce_limit
-    return fetch_imap_bounces(imap_url, database_url=url, now=now, soft_limit=limit)
 
 
 def import_subscribers(
