@@ -53,3 +53,19 @@ def test_a_stored_newsletter_saved_versioned_and_scheduled_from_the_command_line
     assert (shown["state"], shown["locked"]) == ("scheduled", True)
     locked = cadence(env, "newsletters", "drafts", "delete", "april-cli", "--version", "2")
     assert locked.status == 1 and "is scheduled" in one_error_line(locked)
+
+
+def test_scheduling_without_a_send_time_asks_for_one_and_sends_nothing(
+    env: dict[str, str],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    # A marketer's trial: a draft with no send_at, scheduled with no --at, went out at once.
+    fields = tmp_path / "untimed.yaml"
+    fields.write_text(FIELDS.replace("send_at: now\n", "") + "audience:\n  topics: [clinic-news]\n")
+    assert cadence(env, "newsletters", "drafts", "save", "untimed", str(fields)).status == 0
+    before = deliveries(env)
+    refused = cadence(env, "newsletters", "schedule", "untimed")
+    assert refused.status == 1 and "no send time" in one_error_line(refused) and "--at" in refused.err
+    assert deliveries(env) == before
+    assert cadence(env, "newsletters", "schedule", "untimed", "--at", "now").status == 0
+    assert deliveries(env) == before + 4

@@ -117,6 +117,9 @@ class Newsletter:
     source: str = ""
     context: dict[str, Any] = field(default_factory=dict)
     draft_version: int | None = None  # a stored draft's version (core/newsletter_draft.py); None: a file
+    # False when the file or draft names no send_at: scheduling then needs a time (--at), so that
+    # forgetting one never sends at once (a marketer's trial: "schedule" sent a draft immediately).
+    send_time_given: bool = True
 
 
 # ---------------------------------------------------------------------------- validation
@@ -261,6 +264,7 @@ def newsletter_from_data(data: Any, source: str) -> Newsletter:
             match=audience.match,
         ),
         send_time=parse_send_time(model.send_at) if model.send_at else SendTime(),
+        send_time_given=bool(model.send_at),
         issue_date=model.issue_date,
         timezone=model.timezone,
         cta_url=model.cta.url if model.cta else None,

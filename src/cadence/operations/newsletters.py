@@ -253,6 +253,11 @@ def schedule(
     if problems:
         listed = "; ".join(str(p) for p in problems[:3])
         raise CampaignError(f"{loaded.newsletter.source}: not scheduled, {len(problems)} problem(s): {listed}")
+    if not at and not loaded.newsletter.send_time_given:
+        raise InputError(
+            f"{loaded.newsletter.id}: no send time: give one with --at "
+            '("2027-01-12 09:00 local", an instant with its offset, or now) or as send_at'
+        )
     send_time = parse_send_time(at, "--at") if at else loaded.newsletter.send_time
     _not_in_the_past(send_time, now)
     sendable = loaded_from(settings, found, now, for_sending=True)
