@@ -208,6 +208,10 @@ def test_a_newsletter_is_paused_tested_and_cancelled_from_the_campaigns_page(
     )
     assert f"Newsletter {NEWSLETTER} is scheduled for 2 reader(s)" in scheduled.text
     assert newsletters.status(web.settings, NEWSLETTER)["state"] == "scheduled"
+    # The dashboard lists it too (a marketer's trial found scheduled newsletters nowhere there).
+    board = editor.get("/admin").text
+    row = board.split(f'id="newsletter-{NEWSLETTER}"')[1].split("</tr>")[0]
+    assert "scheduled" in row and "<td>2</td>" in row  # its state and its two readers
     paused = editor.post(f"/admin/campaigns/{NEWSLETTER}/pause", data={"csrf_token": token}, follow_redirects=True)
     assert f"Newsletter {NEWSLETTER} is paused (2 copies paused)." in paused.text
     assert newsletters.status(web.settings, NEWSLETTER)["state"] == "paused"

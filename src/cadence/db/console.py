@@ -30,11 +30,20 @@ from cadence.db.models import (
     Delivery,
     Enrollment,
     Event,
+    Newsletter,
     Subscriber,
     SubscriberTag,
     SubscriberTopic,
     Suppression,
 )
+
+
+def newsletters_for_dashboard(session: Session, since: datetime, *, limit: int) -> list[Newsletter]:
+    """Newsletters still to go out (scheduled, sending, paused) and those scheduled since `since`,
+    newest first: a handful of rows, whatever the size of the ledger."""
+    to_come = Newsletter.state.in_(("scheduled", "sending", "paused"))
+    query = select(Newsletter).where(or_(to_come, Newsletter.scheduled_at >= since))
+    return list(session.scalars(query.order_by(Newsletter.scheduled_at.desc()).limit(limit)))
 
 
 def events_since(session: Session, since: datetime, kinds: tuple[str, ...]) -> Counter[str]:

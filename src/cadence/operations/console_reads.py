@@ -73,6 +73,18 @@ class CampaignRow:
 
 
 @dataclass(frozen=True)
+class NewsletterRow:
+    id: str
+    subject: str
+    state: str  # scheduled, sending, sent, paused, cancelled
+    send_at: str  # as scheduled: an instant, "<day> <time> local" or "now"
+    recipients: int
+    sent: int
+    queued: int
+    failed: int
+
+
+@dataclass(frozen=True)
 class Attention:
     kind: str  # failed, missing-file, invalid-file, paused, complaint-rate, bounce-rate
     text: str
@@ -90,11 +102,32 @@ class Dashboard:
     campaigns: list[CampaignRow]
     attention: list[Attention]
     recent_failures: list[Delivery] = field(default_factory=list)
+    newsletters: list[NewsletterRow] = field(default_factory=list)
 
 
-def _campaign_rows(session: Session, catalog: CampaignCatalog) -> list[CampaignRow]:
+def _newsletter_rows(session: Session, since: datetime, totals: dict[str, Counter[str]]) -> list[NewsletterRow]:
+    """The dashboard's newsletters: those to come and those of the last 30 days (a marketer's
+    trial found scheduled newsletters nowhere on the dashboard). `totals`: results_sql.state_counts."""
+    rows = []
+    for letter in store.newsletters_for_dashboard(session, since, limit=10):
+        count = totals.get(letter.id, Counter())
+        rows.append(
+            NewsletterRow(
+                letter.id,
+                letter.subject,
+                letter.state,
+                letter.send_at,
+                letter.recipients,
+                count.get("sent", 0),
+                count.get("queued", 0),
+                count.get("failed", 0),
+            )
+        )
+    return rows
+
+
+def _campaign_rows(session: Session, catalog: CampaignCatalog, totals: dict[str, Counter[str]]) -> list[CampaignRow]:
     states = store.campaign_states(session)
-    totals = results_sql.state_counts(session)
     active = store.active_enrollments_by_campaign(session)
     files = [path.stem for path in list_campaigns(catalog.campaigns_dir)]
     rows = []
@@ -151,7 +184,8 @@ def _dashboard(session: Session, catalog: CampaignCatalog, now: datetime) -> Das
     events = store.events_since(session, since, BOUNCE_KINDS + COMPLAINT_KINDS)
     bounce = Rate("Bounce rate", sum(events[k] for k in BOUNCE_KINDS), sent, BOUNCE_LIMIT)
     complaint = Rate("Complaint rate", sum(events[k] for k in COMPLAINT_KINDS), sent, COMPLAINT_LIMIT)
-    campaigns = _campaign_rows(session, catalog)
+    totals = results_sql.state_counts(session)  # per campaign or newsletter id, for both tables
+    campaigns = _campaign_rows(session, catalog, totals)
     failed, recent = store.failed_since(session, since, limit=5)
     attention: list[Attention] = []
     if failed:
@@ -180,7 +214,8 @@ def _dashboard(session: Session, catalog: CampaignCatalog, now: datetime) -> Das
                     f"{rate.name} {rate.value:.2%} is over the {rate.limit:.1%} limit",
                 )
             )
-    return Dashboard(now, points, bar_chart(points), sent, bounce, complaint, campaigns, attention, recent)
+    letters = _newsletter_rows(session, since, totals)
+    return Dashboard(now, points, bar_chart(points), sent, bounce, complaint, campaigns, attention, recent, letters)
 
 
 @dataclass(frozen=True)
