@@ -422,3 +422,26 @@ def test_with_a_code_app_the_login_still_leads_back_to_the_draft(web: WebServer,
         data={"csrf_token": csrf_token(code_page), "code": later, "next": "/admin/newsletters/a-draft"},
     )
     assert done.headers["location"] == "/admin/newsletters/a-draft"
+
+
+def test_the_composer_fits_a_phone_once_the_counts_are_in(web: WebServer, seeded: None, console: Console) -> None:
+    """At 375 px the form scrolls down, never sideways: a fieldset is as wide as its widest
+    content by default (min-inline-size: min-content, HTML's rendering rules), so the segments
+    table with its counts pushed the audience part 30 px past the screen (found by trying it on
+    a phone). The previews scroll inside their own frames' boxes."""
+    page = console.page
+    browser_login(page, web, "pia.phone@clinic.example", "editor")
+    page.set_viewport_size({"width": 375, "height": 812})
+    page.goto(web.url("/admin/newsletters/new"))
+    compose(page, name="race-phone", subject="Race week", preheader="Taper, sleep and your back", body="Hi.")
+    for_race_trainees(page)
+    page.locator('#segments input[value="trail+race-soon"]').check()
+    expect(page.locator("#count-total")).not_to_have_text("–")
+    overflowing = page.evaluate(
+        """() => [...document.querySelectorAll('#composer *')]
+              .filter(el => !el.closest('.previews figure'))  // each preview scrolls in its own box
+              .filter(el => el.getBoundingClientRect().right > document.documentElement.clientWidth + 1)
+              .map(el => el.tagName + (el.id ? '#' + el.id : ''))"""
+    )
+    assert overflowing == []
+    assert page.evaluate("document.documentElement.scrollWidth") <= 375

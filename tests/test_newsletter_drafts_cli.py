@@ -53,3 +53,23 @@ def test_a_stored_newsletter_saved_versioned_and_scheduled_from_the_command_line
     assert (shown["state"], shown["locked"]) == ("scheduled", True)
     locked = cadence(env, "newsletters", "drafts", "delete", "april-cli", "--version", "2")
     assert locked.status == 1 and "is scheduled" in one_error_line(locked)
+
+
+def test_a_wrong_shape_says_what_to_write_not_a_class_name(
+    env: dict[str, str],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """A marketer's first try (a list of segments, no based_on) is told the shape to write, with
+    an example, and not pydantic's "instance of _SegmentsModel" (found by trying it cold)."""
+    fields = tmp_path / "race.yaml"
+    fields.write_text(
+        "subject: Race prep\npreheader: Taper week\nbody: Time to **taper**.\n"
+        "audience:\n  topics: [clinic-news]\n  segments: [trail+race, everyday+race]\n"
+    )
+    bad = cadence(env, "newsletters", "drafts", "save", "race-cli", str(fields))
+    line = one_error_line(bad)
+    assert bad.status == 1, bad
+    assert "based_on: required" in line and "based_on: lower-back-pain" in line, line
+    assert "audience.segments: expected" in line and "include: [" in line, line
+    assert "_SegmentsModel" not in line and "Field required" not in line, line
+    assert cadence(env, "newsletters", "drafts", "show", "race-cli").status == 1  # nothing saved
