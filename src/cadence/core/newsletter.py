@@ -221,7 +221,9 @@ def _zone_or_error(name: str) -> ZoneInfo:
 _FIELD_HINTS = {
     "based_on": "the drip whose sender, clinic details, segments and tracking it uses, e.g. based_on: lower-back-pain",
     "audience": "who gets it, e.g. audience: {topics: [clinic-news]}",
-    "audience.segments": "a drip and its segment ids, e.g. segments: {campaign: lower-back-pain, include: [trail+race, everyday+race]}",
+    "audience.segments": (
+        "a drip and its segment ids, e.g. segments: {campaign: lower-back-pain, include: [trail+race, everyday+race]}"
+    ),
     "cta": "a button, e.g. cta: {url: https://..., label: Book a visit}",
 }
 
