@@ -445,3 +445,14 @@ def test_the_composer_fits_a_phone_once_the_counts_are_in(web: WebServer, seeded
     )
     assert overflowing == []
     assert page.evaluate("document.documentElement.scrollWidth") <= 375
+
+
+def test_the_body_hint_says_the_greeting_is_added_and_placeholders_are_not_filled(web: WebServer, seeded: None) -> None:
+    """Trying it cold, a marketer wrote "Hi {{ first_name }}," and got "Hi Jordan," then the
+    braces as typed (a stored body is Markdown only, kept inside {% raw %}): the label says so."""
+    client = editor_client(web, "gil.greeting@clinic.example", "editor")
+    answer = client.get("/admin/newsletters/new")
+    assert answer.status_code == 200
+    label = re.search(r'<label for="body">(.*?)</label>', answer.text, re.S)
+    assert label is not None
+    assert "added for you" in label.group(1) and "{{ … }}</code> is shown as typed" in label.group(1)
