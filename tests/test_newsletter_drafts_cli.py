@@ -73,3 +73,20 @@ def test_a_wrong_shape_says_what_to_write_not_a_class_name(
     assert "audience.segments: expected" in line and "include: [" in line, line
     assert "_SegmentsModel" not in line and "Field required" not in line, line
     assert cadence(env, "newsletters", "drafts", "show", "race-cli").status == 1  # nothing saved
+
+
+def test_the_readme_file_of_fields_saves_as_written(
+    env: dict[str, str],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """The README's example of a file of fields (For marketing staff, 5.) is the one a marketer
+    copies: it saves, ready to schedule, for the race trainees."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    start = readme.index("e.g. `race-news.yaml`:\n\n```yaml\n") + len("e.g. `race-news.yaml`:\n\n```yaml\n")
+    fields = tmp_path / "race-news.yaml"
+    fields.write_text(readme[start : readme.index("```", start)])
+    saved = cadence(env, "newsletters", "drafts", "save", "race-news", str(fields))
+    assert saved.status == 0, saved
+    shown = json.loads(cadence(env, "newsletters", "drafts", "show", "race-news").out)
+    assert shown["missing"] == [], shown
+    assert shown["fields"]["audience"]["segments"]["include"][0] == "trail+race-soon"
