@@ -422,3 +422,37 @@ def test_with_a_code_app_the_login_still_leads_back_to_the_draft(web: WebServer,
         data={"csrf_token": csrf_token(code_page), "code": later, "next": "/admin/newsletters/a-draft"},
     )
     assert done.headers["location"] == "/admin/newsletters/a-draft"
+
+
+def test_the_composer_fits_a_phone_once_the_counts_are_in(web: WebServer, seeded: None, console: Console) -> None:
+    """At 375 px the form scrolls down, never sideways: a fieldset is as wide as its widest
+    content by default (min-inline-size: min-content, HTML's rendering rules), so the segments
+    table with its counts pushed the audience part 30 px past the screen (found by trying it on
+    a phone). The previews scroll inside their own frames' boxes."""
+    page = console.page
+    browser_login(page, web, "pia.phone@clinic.example", "editor")
+    page.set_viewport_size({"width": 375, "height": 812})
+    page.goto(web.url("/admin/newsletters/new"))
+    compose(page, name="race-phone", subject="Race week", preheader="Taper, sleep and your back", body="Hi.")
+    for_race_trainees(page)
+    page.locator('#segments input[value="trail+race-soon"]').check()
+    expect(page.locator("#count-total")).not_to_have_text("–")
+    overflowing = page.evaluate(
+        """() => [...document.querySelectorAll('#composer *')]
+              .filter(el => !el.closest('.previews figure'))  // each preview scrolls in its own box
+              .filter(el => el.getBoundingClientRect().right > document.documentElement.clientWidth + 1)
+              .map(el => el.tagName + (el.id ? '#' + el.id : ''))"""
+    )
+    assert overflowing == []
+    assert page.evaluate("document.documentElement.scrollWidth") <= 375
+
+
+def test_the_body_hint_says_the_greeting_is_added_and_placeholders_are_not_filled(web: WebServer, seeded: None) -> None:
+    """Trying it cold, a marketer wrote "Hi {{ first_name }}," and got "Hi Jordan," then the
+    braces as typed (a stored body is Markdown only, kept inside {% raw %}): the label says so."""
+    client = editor_client(web, "gil.greeting@clinic.example", "editor")
+    answer = client.get("/admin/newsletters/new")
+    assert answer.status_code == 200
+    label = re.search(r'<label for="body">(.*?)</label>', answer.text, re.S)
+    assert label is not None
+    assert "added for you" in label.group(1) and "{{ … }}</code> is shown as typed" in label.group(1)

@@ -69,3 +69,38 @@ def test_scheduling_without_a_send_time_asks_for_one_and_sends_nothing(
     assert deliveries(env) == before
     assert cadence(env, "newsletters", "schedule", "untimed", "--at", "now").status == 0
     assert deliveries(env) == before + 4
+def test_a_wrong_shape_says_what_to_write_not_a_class_name(
+    env: dict[str, str],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """A marketer's first try (a list of segments, no based_on) is told the shape to write, with
+    an example, and not pydantic's "instance of _SegmentsModel" (found by trying it cold)."""
+    fields = tmp_path / "race.yaml"
+    fields.write_text(
+        "subject: Race prep\npreheader: Taper week\nbody: Time to **taper**.\n"
+        "audience:\n  topics: [clinic-news]\n  segments: [trail+race, everyday+race]\n"
+    )
+    bad = cadence(env, "newsletters", "drafts", "save", "race-cli", str(fields))
+    line = one_error_line(bad)
+    assert bad.status == 1, bad
+    assert "based_on: required" in line and "based_on: lower-back-pain" in line, line
+    assert "audience.segments: expected" in line and "include: [" in line, line
+    assert "_SegmentsModel" not in line and "Field required" not in line, line
+    assert cadence(env, "newsletters", "drafts", "show", "race-cli").status == 1  # nothing saved
+
+
+def test_the_readme_file_of_fields_saves_as_written(
+    env: dict[str, str],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """The README's example of a file of fields (For marketing staff, 5.) is the one a marketer
+    copies: it saves, ready to schedule, for the race trainees."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    start = readme.index("e.g. `race-news.yaml`:\n\n```yaml\n") + len("e.g. `race-news.yaml`:\n\n```yaml\n")
+    fields = tmp_path / "race-news.yaml"
+    fields.write_text(readme[start : readme.index("```", start)])
+    saved = cadence(env, "newsletters", "drafts", "save", "race-news", str(fields))
+    assert saved.status == 0, saved
+    shown = json.loads(cadence(env, "newsletters", "drafts", "show", "race-news").out)
+    assert shown["missing"] == [], shown
+    assert shown["fields"]["audience"]["segments"]["include"][0] == "trail+race-soon"

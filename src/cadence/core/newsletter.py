@@ -218,6 +218,29 @@ def _zone_or_error(name: str) -> ZoneInfo:
         raise ValueError(f"{name!r} is not an IANA time zone such as America/New_York") from None
 
 
+# What to write, for the fields whose shape a marketer cannot guess from pydantic's own words
+# ("Field required", "Input should be a valid dictionary or instance of _SegmentsModel" names a
+# class of ours, not what goes in the file).
+_FIELD_HINTS = {
+    "based_on": "the drip whose sender, clinic details, segments and tracking it uses, e.g. based_on: lower-back-pain",
+    "audience": "who gets it, e.g. audience: {topics: [clinic-news]}",
+    "audience.segments": (
+        "a drip and its segment ids, e.g. segments: {campaign: lower-back-pain, include: [trail+race, everyday+race]}"
+    ),
+    "cta": "a button, e.g. cta: {url: https://..., label: Book a visit}",
+}
+
+
+def _message(where: str, err: Any) -> str:
+    message = str(err["msg"]).removeprefix("Value error, ")
+    hint = _FIELD_HINTS.get(where)
+    if err["type"] == "missing":
+        return f"required: {hint}" if hint else "required"
+    if err["type"] == "model_type":
+        return f"expected {hint}" if hint else "expected a mapping (name: value lines)"
+    return message
+
+
 def _validated(data: Any) -> tuple[_NewsletterModel | None, list[tuple[str, str]]]:
     try:
         return _NewsletterModel.model_validate(data), []
@@ -225,7 +248,7 @@ def _validated(data: Any) -> tuple[_NewsletterModel | None, list[tuple[str, str]
         problems = []
         for err in exc.errors():
             where = ".".join(str(part) for part in err["loc"]) or "(top level)"
-            problems.append((where, str(err["msg"]).removeprefix("Value error, ")))
+            problems.append((where, _message(where, err)))
         return None, problems
 
 
