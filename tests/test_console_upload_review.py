@@ -12,6 +12,10 @@ fixed, each pinned by the request that showed it.
   the event loop per anonymous request (every other request waited), and 2 MB of ``[],``
   became 690,000 lists to parse. The scan is now C-speed string work, and an API body may hold
   at most 10,000 arrays and objects. Unclosed brackets (``[`` x 100,000) still answer 400.
+- The composer's "session ended" page shows back the text a POST carried (so a writer whose
+  session ended loses nothing). Any site could make a browser POST there, so it showed words of
+  the attacker's choosing on our console's address; now only a POST from our own origin (or
+  without an Origin, not a browser) gets its text back.
 """
 
 from __future__ import annotations
@@ -107,3 +111,16 @@ def test_json_that_only_looks_hostile_inside_its_strings_passes_the_guard(web: W
         ).status_code
         == 401
     )
+
+
+def test_a_form_posted_from_another_site_is_not_shown_back_on_the_composers_expired_page(web: WebServer) -> None:
+    bait = "Your account is locked: call 555-0100 and read out your code"
+    form = {"csrf_token": "x", "new_id": "bait", "subject": bait, "body": bait}
+    for origin in ("https://evil.example", "null"):
+        answer = httpx.post(web.url("/admin/newsletters/new"), data=form, headers={"origin": origin})
+        assert answer.status_code == 403
+        assert bait not in answer.text
+    # The writer's own expired form (our origin) still gets its text back: nothing typed is lost.
+    ours = httpx.post(web.url("/admin/newsletters/new"), data=form, headers={"origin": web.base_url})
+    assert ours.status_code == 403
+    assert bait in ours.text
