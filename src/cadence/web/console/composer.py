@@ -25,6 +25,7 @@ console, even if the layout let it through.
 from __future__ import annotations
 
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 from starlette.datastructures import FormData
@@ -361,13 +362,27 @@ async def expired_page(request: Request, *, title: str, reason: str) -> Response
     """A composer POST that cannot be carried out (the session ended, or its form's token is
     from an older session): 403, and the text it carried shown back (escaped, read-only), so
     nothing typed is lost even without JavaScript."""
-    fields = forms.fields_of(await request.form())
+    state = get_state(request)
+    fields: forms.Fields = {}
+    if _from_here(request, state):
+        fields = forms.fields_of(await request.form())
     kept = [(label, forms.one(fields, name)) for name, label in _KEPT if forms.one(fields, name)]
-    me = identity_of(request, get_state(request))
+    me = identity_of(request, state)
     # Logging in again leads back to the draft (login.return_to), where composer.js offers the text.
     back = return_to(f"/admin/newsletters/{forms.one(fields, 'draft_id') or 'new'}")
     context = {"title": title, "reason": reason, "kept": kept, "back": back}
     return page(request, "expired.html", context, me=me, status=403)
+
+
+def _from_here(request: Request, state: WebState) -> bool:
+    """Whether the browser says the form came from our own pages. Any site can make a browser
+    POST a form here; shown back on our page, its text was words of the attacker's choosing
+    under our name and address (content injection, OWASP WSTG-CLNT-03; hostile review). Browsers
+    send Origin with every POST (Fetch standard), "null" from privacy-sensitive contexts: only
+    our own origin, or none (not a browser, so nobody to mislead), gets its text back."""
+    origin = request.headers.get("origin")
+    parts = urlsplit(state.settings.base_url)
+    return origin is None or origin.lower() == f"{parts.scheme}://{parts.netloc}".lower()
 
 
 _KEPT = (("new_id", "Short name"), ("subject", "Subject"), ("preheader", "Preheader"), ("body", "Body"))

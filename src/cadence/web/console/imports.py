@@ -66,6 +66,10 @@ def upload(request: Request, state: State, me: EditorUpload) -> Response:
     received: Upload = request.state.upload
     chosen = {"mode": received.value("mode"), "topics": received.values("topic"), "tags": received.value("tags")}
     if received.path is None or not received.file_name:
+        # A file part with an empty name (what a browser sends when no file was chosen, and what
+        # anyone can send with content) was still streamed to disk: delete it, or every such
+        # POST leaves up to CADENCE_IMPORT_MAX_MB of people's data in imports/ for good.
+        received.discard()
         return _imports_page(request, state, me, error="Choose a CSV file to import.", status=400, chosen=chosen)
     try:
         with state.session() as session:
@@ -85,6 +89,9 @@ def upload(request: Request, state: State, me: EditorUpload) -> Response:
     except InputError as exc:
         received.discard()
         return _imports_page(request, state, me, error=_sentence(exc), status=400, chosen=chosen)
+    except BaseException:
+        received.discard()  # the job was not queued (a database error, say): nothing keeps the file
+        raise
     _start(request, state, job_id)
     return redirect(f"/admin/imports/{job_id}")
 
