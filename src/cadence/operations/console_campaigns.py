@@ -44,7 +44,7 @@ def campaign_list(settings: Settings) -> CampaignList:
 
 
 def is_newsletter(settings: Settings, campaign_id: str) -> bool:
-    return any(item["id"] == campaign_id for item in newsletters.list_all(settings))
+    return newsletters.exists(settings, campaign_id)
 
 
 def definition(catalog: CampaignCatalog, campaign_id: str) -> Campaign | None:

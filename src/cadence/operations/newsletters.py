@@ -420,6 +420,15 @@ def _state_of(row: NewsletterRow, counts: dict[str, int]) -> str:
 # ---------------------------------------------------------------------------- list, status
 
 
+def exists(settings: Settings, name: str) -> bool:
+    """Whether `name` is a newsletter (a file, a stored draft or a scheduled one): a file check
+    and two primary-key reads, where :func:`list_all` would count every newsletter's copies."""
+    if any(path.stem == name for path in list_newsletters(settings.campaigns_dir)):
+        return True
+    with transaction(settings.database_url) as session:
+        return session.get(NewsletterRow, name) is not None or drafts_store.draft(session, name) is not None
+
+
 def list_all(settings: Settings) -> list[dict[str, Any]]:
     """Every newsletter: scheduled ones from the database, drafts from their files."""
     found: dict[str, dict[str, Any]] = {}
