@@ -55,6 +55,9 @@ def main() -> None:
     parser.add_argument(
         "--breakdown", action="store_true", help="CPU per email of each send-path function (send_throughput's buckets)"
     )
+    parser.add_argument(
+        "--memory", action="store_true", help="also the Python memory one batch holds at its peak (tracemalloc)"
+    )
     parser.add_argument("--dump", type=Path, help="write the MIME bytes of the last message sent to this file")
     args = parser.parse_args()
 
@@ -86,7 +89,7 @@ def main() -> None:
             upgrade(settings.database_url)
             runtime = Runtime.from_settings(settings)
             conn = psycopg.connect(pg_url, autocommit=True)
-            runs = args.repeats + (1 if args.cprofile else 0) + (1 if args.breakdown else 0)
+            runs = args.repeats + (1 if args.cprofile else 0) + (1 if args.breakdown else 0) + (1 if args.memory else 0)
             sets = [
                 copy_subscribers(conn, i * (args.n + args.batch), args.n + args.batch, BENCH_NOW) for i in range(runs)
             ]
@@ -164,6 +167,18 @@ def main() -> None:
                 for _, label, us, calls in profile.rows():
                     print(f"{us:7.1f} µs  {calls:5.2f}/email  {label}")
                 print(f"{profile.total_s / profile.emails * 1e6:7.1f} µs  total (CPU, with the wrappers' own cost)")
+
+            if args.memory:
+                # What one batch holds at its peak, in Python objects (tracemalloc counts what
+                # Python allocates; the process's RSS adds the allocator's slack on top).
+                import tracemalloc
+
+                batches = one_run(*sets[args.repeats + (1 if args.breakdown else 0)])[:1]
+                tracemalloc.start()
+                enrollment.deliver(runtime, batches[0])
+                _, peak = tracemalloc.get_traced_memory()
+                tracemalloc.stop()
+                print(f"one batch of {len(batches[0])}: {peak / 2**20:.1f} MB of Python objects at its peak")
 
             if args.cprofile:
                 import cProfile

@@ -191,29 +191,38 @@ def states(conn: Any) -> dict[str, int]:
 def tick_and_enqueue(
     runtime: Any, app: Any, claim_limit: int | None, buckets: Buckets | None = None
 ) -> tuple[int, float, float]:
-    """engine.tick in this process, then one send task per batch (what tick_task does), again
-    until the tick has nothing left. Returns (batches, tick seconds, enqueue seconds)."""
+    """engine.tick in this process, queueing one send task per batch after each round commits,
+    exactly as the scheduler's tick task does (`enqueue=`): workers start on the first round's
+    batches while the next round is claimed. Again until the tick has nothing left. Returns
+    (batches, tick seconds without the enqueueing, enqueue seconds)."""
     from cadence.operations import enrollment as engine
+    from cadence.tasks import enqueue_send
 
     batches, tick_s, enqueue_s = 0, 0.0, 0.0
+
+    def enqueue(ids: list[int]) -> None:
+        nonlocal enqueue_s
+        t = time.perf_counter()
+        enqueue_send(app, ids)
+        enqueue_s += time.perf_counter() - t
+
     while True:
         if buckets is not None:
             instrument_tick(buckets, runtime.settings.database_url)
         t0 = time.perf_counter()
+        queued_before = enqueue_s
         try:
-            result = engine.tick(runtime, claim_limit=claim_limit or DEFAULT_CLAIM_LIMIT, max_rounds=MAX_ROUNDS)
+            result = engine.tick(
+                runtime, claim_limit=claim_limit or DEFAULT_CLAIM_LIMIT, max_rounds=MAX_ROUNDS, enqueue=enqueue
+            )
         finally:
             t1 = time.perf_counter()
             if buckets is not None:
                 buckets.unpatch()
-        for batch in result.batches:
-            app.send_task("cadence.send_batch", args=[batch])
-        t2 = time.perf_counter()
         if result.locked_out:
             raise SystemExit("tick lock held by someone else")
         batches += len(result.batches)
-        tick_s += t1 - t0
-        enqueue_s += t2 - t1
+        tick_s += t1 - t0 - (enqueue_s - queued_before)
         if result.claimed < (claim_limit or DEFAULT_CLAIM_LIMIT) * MAX_ROUNDS:  # it stopped on its own: all done
             return batches, tick_s, enqueue_s
 

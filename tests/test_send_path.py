@@ -417,7 +417,7 @@ def test_a_worker_that_lost_its_lease_cannot_mark_rows_another_worker_now_owns(
     from cadence.core.message import Address, OutgoingMessage
     from cadence.db import queries
     from cadence.db.session import engine_for
-    from cadence.operations.send_results import PreparedSend, record_results
+    from cadence.operations.send_results import PreparedSend, composed, record_results
     from cadence.transports.base import SendResult
 
     runtime = make_runtime(tmp_path, database_url, sink)
@@ -432,7 +432,18 @@ def test_a_worker_that_lost_its_lease_cannot_mark_rows_another_worker_now_owns(
         assert queries.claim_deliveries(session, [delivery_id], now, later, timedelta(seconds=600), "token-b")
     message = OutgoingMessage(Address("s@example.com"), Address("p0@example.com"), "s", "<p>h</p>", "t", "<m@x>")
     stale = PreparedSend(
-        delivery_id, "token-a", message, b"", "why-it-hurts", "trail", "h", 1, None, "p0@example.com", 1, None
+        delivery_id,
+        "token-a",
+        message.message_id,
+        composed(message, b""),
+        "why-it-hurts",
+        "trail",
+        "h",
+        1,
+        None,
+        "p0@example.com",
+        1,
+        None,
     )
     with engine_for(runtime.settings.database_url).begin() as conn:
         outcome = record_results(conn, [stale], [SendResult("sent")], now, max_attempts=8)
@@ -440,3 +451,29 @@ def test_a_worker_that_lost_its_lease_cannot_mark_rows_another_worker_now_owns(
     with transaction(runtime.settings.database_url) as session:
         row = session.get(Delivery, delivery_id)
         assert row is not None and row.state == "sending" and row.lease_token == "token-b"
+
+
+def test_an_email_that_cannot_be_built_fails_alone_and_its_series_goes_on(
+    tmp_path: Path, database_url: str, sink: SmtpSink
+) -> None:
+    """Emails are built group by group while the batch is sent (PreparedSend.compose, issue 15):
+    one that cannot be built (here an address stored before validation existed, with a space)
+    is recorded as failed, its series moves on to the next step, and the rest of its group and
+    batch are sent."""
+    runtime = make_runtime(tmp_path, database_url, sink)
+    ids = add_people(runtime, 5)
+    with transaction(runtime.settings.database_url) as session:
+        broken = session.get(Subscriber, ids[1])
+        assert broken is not None
+        broken.email = "p 1@example.com"
+    [batch] = engine.tick(runtime).batches
+    outcome = engine.deliver(runtime, batch)
+    assert (outcome.sent, outcome.failed) == (4, 1)
+    sink.wait_for(4)
+    assert sorted(r for m in sink.messages for r in m.rcpt_tos) == [f"p{i}@example.com" for i in (0, 2, 3, 4)]
+    with transaction(runtime.settings.database_url) as session:
+        failed = session.scalars(select(Delivery).where(Delivery.subscriber_id == ids[1])).one()
+        assert failed.state == "failed" and failed.last_error.startswith("render: To:")
+        enrollment = session.scalars(select(Enrollment).where(Enrollment.subscriber_id == ids[1])).one()
+        assert enrollment.state == "active" and enrollment.next_step == 1 and enrollment.next_send_at is not None
+    assert engine.deliver(runtime, batch).sent == 0  # redelivered task: nothing again

@@ -22,7 +22,7 @@ from cadence.clock import wall_now
 from cadence.core import drip_policy
 from cadence.core.campaign import Campaign, Segment
 from cadence.core.message import Address, OutgoingMessage, build_mime, make_message_id
-from cadence.core.render import render_email
+from cadence.core.render import CompiledVariant, render_email
 from cadence.core.schedule import subscriber_zone
 from cadence.core.segments import choose_segment
 from cadence.core.tokens import link_signature, make_token
@@ -36,8 +36,9 @@ from cadence.monitoring import metrics
 from cadence.operations import newsletter_copies
 from cadence.operations.batch_ledger import BatchLedger
 from cadence.operations.runtime import Runtime
-from cadence.operations.send_results import PreparedSend, SendOutcome
+from cadence.operations.send_results import Composed, PreparedSend, SendOutcome
 from cadence.operations.transactional_send import prepare_transactional
+from cadence.transports.base import SendResult
 
 __all__ = [
     "GROUP_SECONDS",
@@ -224,11 +225,10 @@ def _send_prepared(runtime: Runtime, prepared: list[PreparedSend], now: datetime
             group = prepared[start : start + size]
             if not group:
                 break
+            built, messages, broken = _compose_group(group)
             started = time.monotonic()
             try:
-                results = runtime.transport.send_many(
-                    [(p.message, p.mime) for p in group], on_refused=ledger.refusal_hook(group)
-                )
+                results = runtime.transport.send_many(messages, on_refused=ledger.refusal_hook(built)) if built else []
             except (TransportError, ConfigError, OSError) as exc:
                 # Nothing of this group went out (the server is unreachable, the transport is
                 # misconfigured): put the rest of the batch back without counting an attempt, so
@@ -248,10 +248,36 @@ def _send_prepared(runtime: Runtime, prepared: list[PreparedSend], now: datetime
                     log.warning("transport unavailable, %d deliveries retry later: %s", len(prepared) - start, exc)
                     return
                 raise
-            _Pace.observe(time.monotonic() - started, len(group))
-            metrics.observe_send(time.monotonic() - started, len(group), settings.email_url)
-            outcome.add(ledger.record(group, results))
+            if built:
+                _Pace.observe(time.monotonic() - started, len(built))
+                metrics.observe_send(time.monotonic() - started, len(built), settings.email_url)
+            outcome.add(ledger.record([*built, *(p for p, _ in broken)], [*results, *(r for _, r in broken)]))
             start += size
+
+
+def _compose_group(
+    group: Sequence[PreparedSend],
+) -> tuple[list[PreparedSend], list[Composed], list[tuple[PreparedSend, SendResult]]]:
+    """Build the group's emails: the ones built with their messages, and the ones that could not
+    be (a template or an address that broke after validation), each with its failed result:
+    that step is lost and the series goes on (drip_policy.series_goes_on_after_failure)."""
+    built: list[PreparedSend] = []
+    messages: list[Composed] = []
+    broken: list[tuple[PreparedSend, SendResult]] = []
+    for prepared in group:
+        try:
+            messages.append(prepared.compose())
+        except CadenceError as exc:
+            log.error(
+                "delivery %s cannot be built: %s",
+                prepared.delivery_id,
+                exc,
+                extra={"delivery_id": prepared.delivery_id},
+            )
+            broken.append((prepared, SendResult("failed", detail=f"render: {exc}")))
+            continue
+        built.append(prepared)
+    return built, messages, broken
 
 
 def _skip_reason(due: _Due, campaign: Campaign, suppressed: set[str], tags: set[str], now: datetime) -> str:
@@ -289,10 +315,54 @@ def _prepare(
     next_due: dict[tuple[str, int, str | None, datetime], drip_policy.NextStep],
     segment_of: dict[tuple[str, tuple[tuple[str, type, Any], ...]], Segment],
 ) -> PreparedSend:
+    """What this delivery will send and what follows it. The email itself is rendered and built
+    when its group is sent (``PreparedSend.compose``); what needs the database (the tracked
+    links' ids) or may refuse the whole variant (compiling it) is done here."""
     settings = runtime.settings
     step = campaign.steps[due.step_index]
     segment = _segment(campaign, due.attributes, now, segment_of)
     variant = runtime.renderer.variant(campaign, step, segment)
+    link_url = _click_tracker(runtime, session, variant.links, due.id) if campaign.tracking.clicks else None
+    domain = campaign.sender_email.rsplit("@", 1)[1]
+    message_id = make_message_id(due.id, settings.secret_key, domain)
+    # If this one is sent now, the next is due then. The same for everyone of the batch in one
+    # zone who enrolled at the same moment (the usual bulk enrollment): the policy runs once per
+    # such group, not per email.
+    key = (campaign.id, due.step_index, due.timezone, due.enrolled_at)
+    following = next_due.get(key)
+    if following is None:
+        tz = subscriber_zone(due.timezone, campaign)
+        following = drip_policy.next_step_after(
+            campaign, due.step_index, enrolled_at=due.enrolled_at, sent_at=now, tz=tz
+        )
+        next_due[key] = following
+    return PreparedSend(
+        delivery_id=due.id,
+        lease_token=due.lease_token or "",
+        message_id=message_id,
+        compose=partial(_compose, runtime, due, campaign, variant, link_url, message_id, now),
+        step_id=step.id,
+        segment_id=segment.id,
+        content_hash=variant.content_hash,
+        attempts=due.attempts,
+        enrollment_id=due.enrollment_id,
+        subscriber_email=due.email,
+        next_step=following.index,
+        next_send_at=following.due_at,
+    )
+
+
+def _compose(
+    runtime: Runtime,
+    due: _Due,
+    campaign: Campaign,
+    variant: CompiledVariant,
+    link_url: Callable[[int, str], str] | None,
+    message_id: str,
+    now: datetime,
+) -> Composed:
+    """Render and build one drip email (called just before its group is sent)."""
+    settings = runtime.settings
     base = settings.base_url
     unsubscribe_url = f"{base}/u/{make_token(settings.secret_key, 'unsubscribe', [due.subscriber_id, due.id])}"
     links = {
@@ -300,7 +370,6 @@ def _prepare(
         "preferences": f"{base}/p/{make_token(settings.secret_key, 'preferences', due.subscriber_id)}",
         "web_view": f"{base}/v/{make_token(settings.secret_key, 'webview', due.id)}",
     }
-    link_url = _click_tracker(runtime, session, variant.links, due.id) if campaign.tracking.clicks else None
     rendered = render_email(
         variant,
         subscriber={
@@ -331,39 +400,15 @@ def _prepare(
         subject=rendered.subject,
         html=html,
         text=text,
-        message_id=make_message_id(due.id, settings.secret_key, domain),
+        message_id=message_id,
         reply_to=campaign.reply_to,
         list_id=f"{campaign.name} <{campaign.id}.{domain}>",
         list_unsubscribe_url=unsubscribe_url,
         list_unsubscribe_mailto=f"mailto:unsubscribe@{domain}?subject=unsubscribe",
-        metadata={"delivery_id": str(due.id), "campaign": campaign.id, "step": step.id},
+        metadata={"delivery_id": str(due.id), "campaign": campaign.id, "step": campaign.steps[due.step_index].id},
     )
     mime = build_mime(message, date=now, signer=runtime.signer) if runtime.transport.needs_mime else b""
-    # If this one is sent now, the next is due then. The same for everyone of the batch in one
-    # zone who enrolled at the same moment (the usual bulk enrollment): the policy runs once per
-    # such group, not per email.
-    key = (campaign.id, due.step_index, due.timezone, due.enrolled_at)
-    following = next_due.get(key)
-    if following is None:
-        tz = subscriber_zone(due.timezone, campaign)
-        following = drip_policy.next_step_after(
-            campaign, due.step_index, enrolled_at=due.enrolled_at, sent_at=now, tz=tz
-        )
-        next_due[key] = following
-    return PreparedSend(
-        delivery_id=due.id,
-        lease_token=due.lease_token or "",
-        message=message,
-        mime=mime,
-        step_id=step.id,
-        segment_id=segment.id,
-        content_hash=variant.content_hash,
-        attempts=due.attempts,
-        enrollment_id=due.enrollment_id,
-        subscriber_email=due.email,
-        next_step=following.index,
-        next_send_at=following.due_at,
-    )
+    return message, mime
 
 
 def _segment(

@@ -38,7 +38,7 @@ from cadence.db import queries
 from cadence.db.session import transaction
 from cadence.errors import CadenceError
 from cadence.operations.runtime import Runtime
-from cadence.operations.send_results import PreparedSend, SendOutcome
+from cadence.operations.send_results import Composed, PreparedSend, SendOutcome
 
 __all__ = [
     "build_copy",
@@ -128,23 +128,27 @@ def _prepare(
         return f"{base}/c/{copy.id}/{link_id}/{link_signature(key, 'click', copy.id, link_id)}"
 
     pixel = f"{base}/o/{copy.id}/{link_signature(key, 'open', copy.id)}.gif" if campaign.tracking.opens else None
-    message = build_copy(
-        campaign,
-        variant,
-        delivery_id=copy.id,
-        secret_key=key,
-        to=Address(copy.email, copy.first_name),
-        subscriber={"first_name": copy.first_name, "email": copy.email, "attributes": copy.attributes},
-        links=links,
-        link_url=tracked if campaign.tracking.clicks else None,
-        pixel_url=pixel,
-    )
-    mime = build_mime(message, date=now, signer=runtime.signer) if runtime.transport.needs_mime else b""
+
+    def compose() -> Composed:  # when its group is sent (PreparedSend's docstring says why)
+        message = build_copy(
+            campaign,
+            variant,
+            delivery_id=copy.id,
+            secret_key=key,
+            to=Address(copy.email, copy.first_name),
+            subscriber={"first_name": copy.first_name, "email": copy.email, "attributes": copy.attributes},
+            links=links,
+            link_url=tracked if campaign.tracking.clicks else None,
+            pixel_url=pixel,
+        )
+        return message, build_mime(message, date=now, signer=runtime.signer) if runtime.transport.needs_mime else b""
+
+    domain = campaign.sender_email.rsplit("@", 1)[1]
     return PreparedSend(
         delivery_id=copy.id,
         lease_token=copy.lease_token or "",
-        message=message,
-        mime=mime,
+        message_id=make_message_id(copy.id, key, domain),
+        compose=compose,
         step_id=campaign.id,
         segment_id=copy.segment_id,
         content_hash=content_hash,

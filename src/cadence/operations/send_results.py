@@ -18,7 +18,7 @@ death of the worker (or an outage longer than the lease) can, with the same Mess
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -34,20 +34,31 @@ from cadence.operations.subscribers import suppress
 from cadence.transports.base import SendResult
 
 __all__ = [
+    "Composed",
     "PreparedSend",
     "SendOutcome",
+    "composed",
     "ledger_connection",
     "record_results",
 ]
 
+Composed = tuple[OutgoingMessage, bytes]  # the message and its MIME bytes (b"" for HTTP APIs)
+
+
 @dataclass(frozen=True, slots=True)
 class PreparedSend:
-    """One rendered message and everything needed to record what happens to it."""
+    """One checked delivery and everything needed to send it and record what happens to it.
+
+    The message itself is built by ``compose`` when its group is sent, not when the batch is
+    prepared (issue 15): a batch of 250 rendered emails held ~10 MB (HTML, text and MIME of
+    ~40 KB each) for as long as it took to send; built group by group, a sending thread holds
+    one group. ``compose`` may raise a :class:`~cadence.errors.CadenceError` (a template or an
+    address that broke after validation): that delivery is recorded as failed."""
 
     delivery_id: int
     lease_token: str
-    message: OutgoingMessage
-    mime: bytes
+    message_id: str
+    compose: Callable[[], Composed]
     step_id: str
     segment_id: str
     content_hash: str
@@ -56,6 +67,11 @@ class PreparedSend:
     subscriber_email: str
     next_step: int
     next_send_at: datetime | None  # None: that was the last step
+
+
+def composed(message: OutgoingMessage, mime: bytes) -> Callable[[], Composed]:
+    """A ``compose`` for a message that was built already (transactional emails, tests)."""
+    return lambda: (message, mime)
 
 
 @dataclass
@@ -97,7 +113,7 @@ def record_results(
                 "b_step_id": prepared.step_id,
                 "b_segment_id": prepared.segment_id,
                 "b_content_hash": prepared.content_hash,
-                "b_message_id": prepared.message.message_id,
+                "b_message_id": prepared.message_id,
                 "b_provider_id": result.provider_message_id,
             }
             sent.append(delivery_row)
@@ -137,7 +153,7 @@ def record_results(
                     p.step_id,
                     p.segment_id,
                     p.content_hash,
-                    p.message.message_id,
+                    p.message_id,
                     r.provider_message_id,
                     p.next_step,
                     p.next_send_at,

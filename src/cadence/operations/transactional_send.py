@@ -34,7 +34,7 @@ from cadence.db.transactional import TransactionalRow, finish_transactional, tra
 from cadence.errors import CadenceError
 from cadence.files.forms import choose_default_form, load_forms, load_sender
 from cadence.operations.runtime import Runtime
-from cadence.operations.send_results import PreparedSend, SendOutcome
+from cadence.operations.send_results import PreparedSend, SendOutcome, composed
 
 __all__ = [
     "prepare_transactional",
@@ -122,8 +122,8 @@ def _prepare_one(runtime: Runtime, row: TransactionalRow, sender: Sender, what: 
     return PreparedSend(
         delivery_id=row.id,
         lease_token=row.lease_token or "",
-        message=outgoing,
-        mime=mime,
+        message_id=outgoing.message_id,
+        compose=composed(outgoing, mime),  # small, and built where its failure is handled
         step_id=row.message,
         segment_id=row.form,
         content_hash="",
