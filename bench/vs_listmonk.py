@@ -57,10 +57,12 @@ from _common import (
     BENCH_NOW,
     CAMPAIGN_ID,
     ROOT,
+    CpuSnapshot,
     Sink,
     Workers,
     cadence_env,
     copy_subscribers,
+    cpu_snapshot,
     enroll_ids,
     log,
     machine_info,
@@ -105,6 +107,15 @@ def _cpu_s(pid: int) -> float:
     except (OSError, IndexError):
         return 0.0
     return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def _cpu_of(before: CpuSnapshot, after: CpuSnapshot, wanted: Callable[[int, str], bool]) -> float:
+    """CPU seconds the processes `wanted` (pid, command name) used between two snapshots."""
+    return sum(
+        secs - before.procs[pid][2]
+        for pid, (comm, _, secs) in after.procs.items()
+        if pid in before.procs and wanted(pid, comm)
+    )
 
 
 def _pgid(pid: int) -> int:
@@ -208,6 +219,11 @@ class Run:
     load: float
     detail: str = ""
     cpu_s: float = 0.0  # CPU seconds of the side's processes during the run (smtp-source: none)
+    pg_cpu_s: float | None = None  # PostgreSQL's processes during the measured run (Cadence only)
+    sink_cpu_s: float = 0.0  # the smtp-sink's CPU seconds during the run
+
+    def us(self, seconds: float | None) -> str:
+        return "—" if seconds is None else f"{seconds / self.emails * 1e6:,.0f}"
 
     @property
     def rate(self) -> float:
@@ -285,10 +301,12 @@ class CadenceBench:
                 sink_before = self.sink.messages()
                 load = os.getloadavg()[0]
                 memory.mark()
+                cpu_before = cpu_snapshot()
                 start = time.perf_counter()
                 tick_and_enqueue(self.runtime, self.app, None)
                 samples = wait_sent(self.conn, workers, n, start, timeout=max(600.0, n / 20))
                 seconds = samples[-1][0]
+                cpu_after = cpu_snapshot()
                 memory.sample()
             time.sleep(0.3)  # smtp-sink updates its counter when "." is received
             got = self.sink.messages() - sink_before
@@ -305,6 +323,11 @@ class CadenceBench:
         rss, pss = memory.total_mb()
         run = Run("Cadence", setting.key, seconds, n, rss, pss, len(memory.peaks), load, memory.detail())
         run.cpu_s = memory.cpu_seconds()
+        # PostgreSQL's backends (every "postgres" process: the tick's, the workers', the bench's
+        # own polling, which is small) and the sink, over the measured run: what an email costs
+        # the machine beyond the workers.
+        run.pg_cpu_s = _cpu_of(cpu_before, cpu_after, lambda _, comm: comm == "postgres")
+        run.sink_cpu_s = _cpu_of(cpu_before, cpu_after, lambda pid, _: pid == self.sink.pid)
         log(
             f"Cadence {setting.key}: {run.rate:.0f}/s, {rss:.0f} MB RSS ({pss:.0f} PSS) [{run.detail}], load {load:.1f}"
         )
@@ -323,6 +346,7 @@ def listmonk_run(sink: Sink, body: Path, n: int, conns: int, subject: str, sende
         }
 
     sink_before = sink.messages()
+    cpu_before = cpu_snapshot()
     with MemorySampler(find) as memory:
         done = subprocess.run(
             [
@@ -333,6 +357,7 @@ def listmonk_run(sink: Sink, body: Path, n: int, conns: int, subject: str, sende
             ],
             capture_output=True, text=True, check=False,
         )  # fmt: skip
+    sink_cpu = _cpu_of(cpu_before, cpu_snapshot(), lambda pid, _: pid == sink.pid)
     if done.returncode != 0:
         raise SystemExit(f"listmonk driver failed ({done.returncode}):\n{done.stderr[-3000:]}")
     result = json.loads(done.stdout.strip().splitlines()[-1])
@@ -344,6 +369,7 @@ def listmonk_run(sink: Sink, body: Path, n: int, conns: int, subject: str, sende
     rss = max(float(result["peak_rss_mb"]), memory.total_mb()[0])
     run = Run("listmonk", str(conns), float(result["seconds_engine"]), n, rss, pss, 1, float(result["load1_before"]))
     run.cpu_s = memory.cpu_seconds()  # its whole life: start-up, rendering and sending
+    run.sink_cpu_s = sink_cpu  # its PostgreSQL time is not measured: the driver loads subscribers too
     log(f"listmonk {conns} conns: {run.rate:.0f}/s, {rss:.0f} MB RSS ({pss:.0f} PSS), load {run.load:.1f}")
     return run
 
@@ -351,6 +377,7 @@ def listmonk_run(sink: Sink, body: Path, n: int, conns: int, subject: str, sende
 def smtp_source_run(sink: Sink, message: Path, n: int, sessions: int) -> Run:
     sink_before = sink.messages()
     load = os.getloadavg()[0]
+    cpu_before = cpu_snapshot()
     start = time.perf_counter()
     subprocess.run(
         [SMTP_SOURCE, "-d", "-s", str(sessions), "-m", str(n), "-F", str(message), "-M", "bench",
@@ -358,12 +385,15 @@ def smtp_source_run(sink: Sink, message: Path, n: int, sessions: int) -> Run:
         check=True, stdout=subprocess.DEVNULL,
     )  # fmt: skip
     seconds = time.perf_counter() - start
+    sink_cpu = _cpu_of(cpu_before, cpu_snapshot(), lambda pid, _: pid == sink.pid)
     time.sleep(0.3)
     got = sink.messages() - sink_before
     if got != n:
         raise SystemExit(f"smtp-source: the sink counted {got} of {n}")
     log(f"smtp-source {sessions} sessions: {n / seconds:.0f}/s, load {load:.1f}")
-    return Run("smtp-source", str(sessions), seconds, n, 0.0, 0.0, 1, load)
+    run = Run("smtp-source", str(sessions), seconds, n, 0.0, 0.0, 1, load)
+    run.sink_cpu_s = sink_cpu
+    return run
 
 
 # --- the body ------------------------------------------------------------------------------------
@@ -530,6 +560,8 @@ def report(
                 "system": r.system, "setting": r.setting, "seconds": round(r.seconds, 3),
                 "emails_per_s": round(r.rate, 1), "peak_rss_mb": round(r.rss_mb, 1), "peak_pss_mb": round(r.pss_mb, 1),
                 "processes": r.processes, "load1": r.load, "cpu_us_per_email": round(r.cpu_s / r.emails * 1e6),
+                "postgres_cpu_us_per_email": None if r.pg_cpu_s is None else round(r.pg_cpu_s / r.emails * 1e6),
+                "sink_cpu_us_per_email": round(r.sink_cpu_s / r.emails * 1e6),
             }
             for runs in results.values() for r in runs
         ],
@@ -558,10 +590,10 @@ def report(
             if system == "smtp-source"
             else f"{m.rss_mb:,.0f} MB ({m.pss_mb:,.0f} MB PSS), {m.processes} process(es)"
         )
-        cpu = "—" if system == "smtp-source" else f"{m.cpu_s / m.emails * 1e6:,.0f}"
+        cpu = "—" if system == "smtp-source" else m.us(m.cpu_s)
         rows.append(
             [f"**{system}**" if m is cadence_best else system, what, f"**{m.rate:,.0f}**", fmt_rates(runs), memory,
-             cpu, ", ".join(f"{r.load:.1f}" for r in runs)]
+             cpu, m.us(m.pg_cpu_s), m.us(m.sink_cpu_s), ", ".join(f"{r.load:.1f}" for r in runs)]
         )  # fmt: skip
     sweep_text = ", ".join(f"{r.setting} → {r.rate:,.0f}/s ({r.load:.1f})" for r in sweep_runs)
     html_kb, text_kb, mime_kb = sizes
@@ -579,12 +611,14 @@ process max(VmHWM, sampled VmRSS) and the peak of `smaps_rollup` Pss, every 0.1 
 the side's processes (Cadence: every `cadence worker` process; Redis and PostgreSQL are shared
 and not counted for either side). CPU: user + system time of the same processes
 (`/proc/<pid>/stat`) per email: Cadence's workers during the measured run, listmonk's process over
-its whole run (start-up included; PostgreSQL's and the sink's CPU are not counted). Load: the
+its whole run (start-up included). Beside it, what an email costs the rest of the machine: every
+PostgreSQL process's CPU during Cadence's measured run (PG; listmonk's is not measured, its driver
+loads its subscribers in the same run), and the sink's (both). Load: the
 1-minute load average at the start of each run
 (2 CPUs, other engineers' work shares them).
 
-| sender | setting | emails/s (median) | runs | peak memory (median run) | CPU µs/email | load average per run |
-|---|---|---|---|---|---|---|
+| sender | setting | emails/s (median) | runs | peak memory (median run) | CPU µs/email | PG µs | sink µs | load |
+|---|---|---|---|---|---|---|---|---|
 {chr(10).join("| " + " | ".join(r) + " |" for r in rows)}
 
 **Cadence's best / listmonk's best: {ratio:.2f}×** (goal ≥ 1.2×), with {mem:.0%} of its peak memory
