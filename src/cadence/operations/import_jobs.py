@@ -208,8 +208,10 @@ def check_findings(
 
 def confirm_import(session: Session, job_id: int, *, actor: str, now: datetime) -> bool:
     """The editor read the check and wants the import: pending → queued (audit-logged). False
-    when it was not pending (confirmed twice, cancelled, expired): the caller starts nothing."""
-    if not sql.confirm_job(session, job_id, now=now):
+    when it was not pending (confirmed twice, cancelled, expired) or its file has no rows (the
+    check page offers no button then): the caller starts nothing."""
+    job = sql.get_job(session, job_id)
+    if job is None or (job.findings or {}).get("rows") == 0 or not sql.confirm_job(session, job_id, now=now):
         return False
     record_audit(
         session, actor=actor, action="subscribers.import.queued", target="subscribers", detail={"job": job_id}, now=now
