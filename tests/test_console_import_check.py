@@ -243,3 +243,54 @@ def test_error_reports_and_unconfirmed_uploads_are_deleted_after_their_time(
     assert client.get(f"{path}/progress.json").json()["report_deleted_at"] is not None
     with transaction(web.settings.database_url) as session:
         assert session.scalar(select(Subscriber.id).where(Subscriber.email_key == "good@retention.example"))
+
+
+def test_the_next_import_deletes_old_error_reports_too(database_url: str, tmp_path: Path) -> None:
+    """operations.import_jobs on SQLite and PostgreSQL: a job's end applies the retention (for an
+    instance whose staff never open the imports pages); the job row stays and says when."""
+    from cadence.clock import FileClock
+    from cadence.operations import import_jobs
+    from tests.support.web import START
+
+    clock = FileClock(tmp_path / "clock")
+    clock.set(START)
+    settings = load_settings(
+        cadence_env(tmp_path / "data", CADENCE_DATABASE_URL=database_url, CADENCE_IMPORT_REPORT_DAYS="7")
+    )
+    upgrade(settings.database_url)
+
+    def imported(name: str) -> int:
+        upload = tmp_path / "upload.part"
+        upload.write_bytes(f"email,terrain\n{name}@example.com,trails\nnot-an-address,road\n".encode())
+        with transaction(settings.database_url) as session:
+            job_id = import_jobs.queue_import(
+                session,
+                upload=upload,
+                imports_dir=settings.imports_dir,
+                file_name=f"{name}.csv",
+                mode="valid",
+                topics=[],
+                known_topics={},
+                tags="",
+                consent=False,
+                actor="user:ann@clinic.example",
+                now=clock.now(),
+                campaigns_dir=settings.campaigns_dir,
+                templates_dir=settings.templates_dir,
+            )
+            assert import_jobs.confirm_import(session, job_id, actor="user:ann@clinic.example", now=clock.now())
+        assert import_jobs.run_import_job(settings, clock, job_id, runner="test") == "done"
+        return job_id
+
+    first = imported("first")
+    assert import_jobs.report_file(settings.imports_dir, first).exists()
+    clock.advance(timedelta(days=7, minutes=1))
+    second = imported("second")
+    assert not import_jobs.report_file(settings.imports_dir, first).exists()
+    assert import_jobs.report_file(settings.imports_dir, second).exists()
+    with transaction(settings.database_url) as session:
+        old, new = sql.get_job(session, first), sql.get_job(session, second)
+        assert old is not None and new is not None
+        assert (old.has_report, old.report_deleted_at, old.state) == (False, clock.now(), "done")
+        assert (new.has_report, new.report_deleted_at) == (True, None)
+        assert old.findings is not None and old.findings["stage"] == "import"

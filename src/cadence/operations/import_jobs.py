@@ -395,6 +395,10 @@ def run_import_job(settings: Settings, clock: Clock, job_id: int, *, runner: str
     # The upload holds everyone's data and is of no more use: the error report keeps the rows
     # that need fixing. (Storage limitation, GDPR Art. 5(1)(e).)
     source.unlink(missing_ok=True)
+    # Older reports go too, here as well as when the pages are read: an instance whose staff
+    # never open the imports list still deletes them at its next import.
+    with transaction(url) as session:
+        expire_files(session, settings.imports_dir, now=clock.now(), report_days=settings.import_report_days)
     log.info("import job %s: %s (%s rows)", job_id, state, f"{last.rows_read:,}")
     return state
 
