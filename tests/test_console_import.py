@@ -161,6 +161,7 @@ def test_all_or_nothing_with_bad_rows_imports_nothing_and_says_which_lines(worke
         "/admin/imports", data={"csrf_token": token, "mode": "all"}, files={"file": ("whole.csv", body, "text/csv")}
     )
     assert sent.status_code == 303, sent.text
+    assert "With “all or nothing”, these rows stop the whole import" in editor.get(sent.headers["location"]).text
     job = wait_for_job(editor, confirm(editor, sent))
     assert job["state"] == "rejected" and job["loaded"] == "0" and job["rejected"] == "3"
     page = editor.get(sent.headers["location"]).text
