@@ -377,3 +377,39 @@ def test_without_javascript_a_running_job_page_reloads_itself(worker_web: WebSer
             pass
     finally:
         context.close()
+
+
+def test_a_job_whose_worker_died_shows_interrupted_and_a_worker_runs_it_again(worker_web: WebServer) -> None:
+    """With Redis and a worker: a job "running" on a worker that was killed (its heartbeat older
+    than CADENCE_LEASE_SECONDS) shows "interrupted" naming that worker; the button queues the task
+    again and the real worker re-claims it (db.import_jobs.claim_job's stale rule)."""
+    from datetime import timedelta
+
+    from cadence.db import import_jobs as sql
+
+    web = worker_web
+    editor = session_client(web, "stale.editor@clinic.example", "editor")
+    with transaction(web.settings.database_url) as session:
+        job_id = sql.insert_job(
+            session,
+            mode="valid",
+            file_name="killed.csv",
+            size_bytes=50,
+            topics=[],
+            tags=[],
+            actor="user:stale.editor@clinic.example",
+            now=web.clock.now(),
+        )
+        assert sql.claim_job(session, job_id, runner="worker gone@host", now=web.clock.now(), stale_before=START)
+    web.settings.imports_dir.mkdir(parents=True, exist_ok=True)
+    (web.settings.imports_dir / f"{job_id}.csv").write_text("email\nkilled.worker@example.com\n")
+    path = f"/admin/imports/{job_id}"
+    assert editor.get(f"{path}/progress.json").json()["state"] == "running"
+    web.clock.advance(timedelta(seconds=web.settings.lease_seconds + 1))
+    page = editor.get(path).text
+    assert "interrupted" in editor.get(f"{path}/progress.json").json()["state"]
+    assert "its worker (worker gone@host)" in page and "Run the import again" in page
+    assert editor.post(f"{path}/resume", data={"csrf_token": csrf_token(page)}).status_code == 303
+    job = wait_for_job(editor, path)
+    assert (job["state"], job["created"]) == ("done", "1")
+    assert web.subscriber("killed.worker@example.com") is not None

@@ -157,6 +157,23 @@ def cancel_job(session: Session, job_id: int, *, now: datetime, message: str) ->
     return bool(cancelled.rowcount)  # type: ignore[attr-defined]
 
 
+def requeue_stale(session: Session, job_id: int, *, now: datetime, stale_before: datetime) -> bool:
+    """A job whose runner went silent before `stale_before` back to queued, its heartbeat now (so
+    it no longer looks interrupted while it waits for its new runner); False when it was not
+    stale (finished meanwhile, or its runner wrote again). One UPDATE, the condition in its WHERE."""
+    requeued = session.execute(
+        update(ImportJob)
+        .where(
+            ImportJob.id == job_id,
+            ImportJob.state.in_(("running", "queued")),
+            ImportJob.heartbeat_at < stale_before,
+        )
+        .values(state="queued", heartbeat_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(requeued.rowcount)  # type: ignore[attr-defined]
+
+
 def pending_before(session: Session, before: datetime) -> list[int]:
     """Jobs uploaded before `before` and never confirmed nor cancelled."""
     query = select(ImportJob.id).where(ImportJob.state == "pending", ImportJob.created_at < before)

@@ -247,12 +247,10 @@ def is_stale(job: ImportJob, now: datetime, *, lease_seconds: float, runs_here: 
 
 
 def resume_import(session: Session, job_id: int, *, actor: str, now: datetime, lease_seconds: float) -> bool:
-    """Record that `actor` starts a stale job again (audit-logged); False if it is not stale.
-    The run itself re-claims it (db.import_jobs.claim_job takes a running job whose heartbeat
-    is older than the lease) and imports the whole file again: rows already stored by the dead
-    run are counted unchanged, never duplicated (the import is an upsert)."""
-    job = sql.get_job(session, job_id)
-    if job is None or not is_stale(job, now, lease_seconds=lease_seconds, runs_here=False):
+    """Put a stale job back in the queue for `actor` (audit-logged); False if it is not stale.
+    The caller hands it to a runner, which imports the whole file again: rows already stored
+    by the dead run are counted unchanged, never duplicated (the import is an upsert)."""
+    if not sql.requeue_stale(session, job_id, now=now, stale_before=now - timedelta(seconds=lease_seconds)):
         return False
     record_audit(
         session, actor=actor, action="subscribers.import.resumed", target="subscribers", detail={"job": job_id}, now=now
