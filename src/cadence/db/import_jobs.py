@@ -2,9 +2,11 @@
 what the job page shows while it runs and after.
 
 The table is in this module with its SQL (as ``staff_models.py`` sits beside ``staff.py``): the
-only writers are the upload (:func:`insert_job`) and the process running the import
-(:func:`claim_job`, :func:`save_progress`, :func:`finish_job`). Progress is written in short
-transactions of its own, never in the import's: an all-or-nothing import holds one transaction
+only writers are the upload and the editor's check (:func:`insert_job`, :func:`confirm_job`,
+:func:`cancel_job`), the process running the import (:func:`claim_job`, :func:`save_progress`,
+:func:`finish_job`), an editor re-running a job whose runner died (:func:`requeue_stale`) and the
+retention (:func:`report_deleted`). Progress is written in short transactions of its own, never
+in the import's: an all-or-nothing import holds one transaction
 for the whole file, and the job page must see the counts move while it does.
 """
 

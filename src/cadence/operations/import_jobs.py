@@ -395,8 +395,11 @@ def run_import_job(settings: Settings, clock: Clock, job_id: int, *, runner: str
     source.unlink(missing_ok=True)
     # Older reports go too, here as well as when the pages are read: an instance whose staff
     # never open the imports list still deletes them at its next import.
-    with transaction(url) as session:
-        expire_files(session, settings.imports_dir, now=clock.now(), report_days=settings.import_report_days)
+    try:
+        with transaction(url) as session:
+            expire_files(session, settings.imports_dir, now=clock.now(), report_days=settings.import_report_days)
+    except Exception:  # this job is done whatever happens here; the pages try again
+        log.exception("import job %s: could not delete old error reports", job_id)
     log.info("import job %s: %s (%s rows)", job_id, state, f"{last.rows_read:,}")
     return state
 
