@@ -86,7 +86,11 @@ def upload_and_wait(client: Any, csv_path: Path, mode: str, worker: int, web: in
     upload_s = time.monotonic() - started
     assert answer.status_code == 303, answer.text[:2000]
     job_path = answer.headers["location"]
-    log(f"uploaded in {upload_s:.1f} s: {job_path}")
+    log(f"uploaded and checked in {upload_s:.1f} s: {job_path}")
+    # The check page's "Import" button (the first CHECK_ROWS rows were read at upload).
+    check = client.get(job_path).text
+    confirmed = client.post(f"{job_path}/start", data={"csrf_token": csrf_token(check)})
+    assert confirmed.status_code == 303, confirmed.text[:2000]
     seen_rows: list[str] = []
     while True:
         job = client.get(f"{job_path}/progress.json").json()

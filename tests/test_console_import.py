@@ -95,8 +95,15 @@ def test_an_editor_imports_good_and_bad_rows_through_a_real_worker_and_gets_the_
         page.get_by_label("CSV file", exact=True).set_input_files(str(upload))
         page.get_by_label("Load the valid rows, report the bad ones").check()
         page.get_by_label("Tags to add to everyone in the file").fill("Spring Expo")
-        page.get_by_role("button", name="Upload and import").click()
+        page.get_by_role("button", name="Upload and check").click()
         page.get_by_role("heading", name=f"Import of {XSS_FILE}").wait_for()
+        # The check: nothing imported yet, the rows counted, the bad ones flagged, one click to go on.
+        assert page.locator("#job-state").inner_text() == "pending"
+        assert (
+            f"The file has {GOOD_ROWS + 4:,} rows; 3 of them have problems" in page.locator("#check-rows").inner_text()
+        )
+        console.accessible(script)
+        page.get_by_role("button", name=f"Import {GOOD_ROWS + 4:,} rows").click()
         # console-import.js polls progress.json and reloads once the worker is done.
         page.locator("#job-state", has_text="done").wait_for(timeout=90_000)
         assert page.locator("#rows-read").inner_text() == f"{GOOD_ROWS + 4:,}"
@@ -154,12 +161,25 @@ def test_all_or_nothing_with_bad_rows_imports_nothing_and_says_which_lines(worke
         "/admin/imports", data={"csrf_token": token, "mode": "all"}, files={"file": ("whole.csv", body, "text/csv")}
     )
     assert sent.status_code == 303, sent.text
-    job = wait_for_job(editor, sent.headers["location"])
+    assert "With “all or nothing”, these rows stop the whole import" in editor.get(sent.headers["location"]).text
+    job = wait_for_job(editor, confirm(editor, sent))
     assert job["state"] == "rejected" and job["loaded"] == "0" and job["rejected"] == "3"
     page = editor.get(sent.headers["location"]).text
     assert "Nothing was imported" in page and "line 52: email" in page
     with transaction(worker_web.settings.database_url) as session:
         assert session.query(Subscriber).filter(Subscriber.email_key.like("whole%")).count() == 0
+
+
+def confirm(client: httpx.Client, uploaded: httpx.Response) -> str:
+    """Press the check page's "Import" button (a plain form) for the upload that answered
+    `uploaded`; the job page's path."""
+    assert uploaded.status_code == 303, uploaded.text
+    path = uploaded.headers["location"]
+    check = client.get(path)
+    assert "Check before importing" in check.text and client.get(f"{path}/progress.json").json()["state"] == "pending"
+    started = client.post(f"{path}/start", data={"csrf_token": csrf_token(check.text)})
+    assert (started.status_code, started.headers["location"]) == (303, path), started.text
+    return path
 
 
 def wait_for_job(client: httpx.Client, path: str, timeout: float = 90) -> dict[str, Any]:
@@ -204,7 +224,7 @@ def test_a_file_that_is_no_subscriber_csv_is_refused_naming_the_line(
     answer = editor.post("/admin/imports", data={"csrf_token": token, "mode": "all"}, files={"file": (name, body)})
     if name == "latin1.csv":  # the header is fine: the job reports the bad byte by line and column
         assert answer.status_code == 303
-        job = wait_for_job(editor, answer.headers["location"])
+        job = wait_for_job(editor, confirm(editor, answer))
         assert job["state"] == "rejected"
         shown = editor.get(answer.headers["location"]).text
         assert re.search(r"line 2: [^<]*byte 0xE9 at column 1 is not UTF-8", shown), shown
@@ -232,7 +252,7 @@ def test_uploads_over_the_limit_and_topics_without_consent_are_refused(worker_we
         data={"csrf_token": token, "mode": "valid", "topic": topic, "consent": "yes"},
         files={"file": ("t.csv", b"email\nt@example.com\n")},
     )
-    assert wait_for_job(editor, answer.headers["location"])["state"] == "done"
+    assert wait_for_job(editor, confirm(editor, answer))["state"] == "done"
     with transaction(worker_web.settings.database_url) as session:
         joined = session.scalars(
             select(SubscriberTopic.topic).join(Subscriber).where(Subscriber.email_key == "t@example.com")
@@ -256,8 +276,7 @@ def test_with_the_single_machine_broker_cadence_web_alone_runs_the_import(tmp_pa
             data={"csrf_token": token, "mode": "valid"},
             files={"file": ("solo.csv", people_csv(good=300))},
         )
-        assert answer.status_code == 303, answer.text
-        job = wait_for_job(editor, answer.headers["location"])
+        job = wait_for_job(editor, confirm(editor, answer))
         assert (job["state"], job["loaded"], job["rejected"]) == ("done", "301", "3")
         assert re.search(r"Imported: 301 new", editor.get(answer.headers["location"]).text)
 
@@ -299,8 +318,13 @@ def test_a_job_runs_once_even_when_its_task_is_delivered_twice(database_url: str
             consent=False,
             actor="user:ann@clinic.example",
             now=clock.now(),
+            campaigns_dir=settings.campaigns_dir,
+            templates_dir=settings.templates_dir,
         )
     assert not upload.exists() and import_jobs.job_file(settings.imports_dir, job_id).exists()
+    assert import_jobs.run_import_job(settings, clock, job_id, runner="early") == ""  # not confirmed yet
+    with transaction(settings.database_url) as session:
+        assert import_jobs.confirm_import(session, job_id, actor="user:ann@clinic.example", now=clock.now())
     assert import_jobs.run_import_job(settings, clock, job_id, runner="first") == "done"
     assert import_jobs.run_import_job(settings, clock, job_id, runner="second") == ""
     assert not import_jobs.job_file(settings.imports_dir, job_id).exists()
@@ -353,3 +377,39 @@ def test_without_javascript_a_running_job_page_reloads_itself(worker_web: WebSer
             pass
     finally:
         context.close()
+
+
+def test_a_job_whose_worker_died_shows_interrupted_and_a_worker_runs_it_again(worker_web: WebServer) -> None:
+    """With Redis and a worker: a job "running" on a worker that was killed (its heartbeat older
+    than CADENCE_LEASE_SECONDS) shows "interrupted" naming that worker; the button queues the task
+    again and the real worker re-claims it (db.import_jobs.claim_job's stale rule)."""
+    from datetime import timedelta
+
+    from cadence.db import import_jobs as sql
+
+    web = worker_web
+    editor = session_client(web, "stale.editor@clinic.example", "editor")
+    with transaction(web.settings.database_url) as session:
+        job_id = sql.insert_job(
+            session,
+            mode="valid",
+            file_name="killed.csv",
+            size_bytes=50,
+            topics=[],
+            tags=[],
+            actor="user:stale.editor@clinic.example",
+            now=web.clock.now(),
+        )
+        assert sql.claim_job(session, job_id, runner="worker gone@host", now=web.clock.now(), stale_before=START)
+    web.settings.imports_dir.mkdir(parents=True, exist_ok=True)
+    (web.settings.imports_dir / f"{job_id}.csv").write_text("email\nkilled.worker@example.com\n")
+    path = f"/admin/imports/{job_id}"
+    assert editor.get(f"{path}/progress.json").json()["state"] == "running"
+    web.clock.advance(timedelta(seconds=web.settings.lease_seconds + 1))
+    page = editor.get(path).text
+    assert "interrupted" in editor.get(f"{path}/progress.json").json()["state"]
+    assert "its worker (worker gone@host)" in page and "Run the import again" in page
+    assert editor.post(f"{path}/resume", data={"csrf_token": csrf_token(page)}).status_code == 303
+    job = wait_for_job(editor, path)
+    assert (job["state"], job["created"]) == ("done", "1")
+    assert web.subscriber("killed.worker@example.com") is not None

@@ -92,6 +92,9 @@ ROUTES = {
     ("GET", "/admin/imports/{job_id}"): "viewer",
     ("GET", "/admin/imports/{job_id}/progress.json"): "viewer",
     ("GET", "/admin/imports/{job_id}/errors.csv"): "editor",
+    ("POST", "/admin/imports/{job_id}/start"): "editor",
+    ("POST", "/admin/imports/{job_id}/cancel"): "editor",
+    ("POST", "/admin/imports/{job_id}/resume"): "editor",
 }
 PATH_PARAMS = {
     "user_id": 1,

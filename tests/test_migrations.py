@@ -65,3 +65,45 @@ def test_0003_marks_existing_suppressions_as_plain_sha256_and_goes_down_and_up(d
     upgrade(database_url)
     columns = {c["name"] for c in sa.inspect(engine_for(database_url)).get_columns("suppressions")}
     assert "hash_version" in columns
+
+
+def test_0012_adds_the_import_job_findings_and_goes_down_and_up_keeping_the_jobs(database_url: str) -> None:
+    """A job row from before 0012 keeps everything and shows no findings; after it, findings
+    (JSON) and the report's deletion time are stored and read back; down and up again."""
+    config = alembic_config()
+    with engine_for(database_url).begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0011")
+    counters = "rows_read, bytes_read, created, updated, unchanged, rejected, suppressed, problem_count, tags_added"
+    counters += ", topics_joined"
+    with engine_for(database_url).begin() as connection:
+        connection.execute(
+            sa.text(
+                "INSERT INTO import_jobs (state, mode, file_name, size_bytes, topics, tags, actor, created_at, runner, "
+                f"{counters}, rows_per_second, problems, message, delimiter, has_report) VALUES ('done', 'valid', "
+                "'old.csv', 10, '[]', '[]', 'user:a@example.com', '2026-12-01 12:00:00', 'web', "
+                "3, 10, 3, 0, 0, 0, 0, 0, 0, 0, 1.0, '[]', '', ',', false)"
+            )
+        )
+    upgrade(database_url)
+    from cadence.db.import_jobs import ImportJob
+
+    with transaction(database_url) as session:
+        job = session.scalars(sa.select(ImportJob)).one()
+        assert (job.file_name, job.created, job.findings, job.report_deleted_at) == ("old.csv", 3, None, None)
+        job.findings = {"stage": "import", "warnings": ["column 'Runs on' (runs_on) is stored, but ..."]}
+        job.report_deleted_at = datetime(2026, 12, 31, tzinfo=UTC)
+    with transaction(database_url) as session:
+        job = session.scalars(sa.select(ImportJob)).one()
+        assert job.findings == {"stage": "import", "warnings": ["column 'Runs on' (runs_on) is stored, but ..."]}
+        assert job.report_deleted_at == datetime(2026, 12, 31, tzinfo=UTC)
+    with engine_for(database_url).begin() as connection:
+        config.attributes["connection"] = connection
+        command.downgrade(config, "0011")
+    columns = {c["name"] for c in sa.inspect(engine_for(database_url)).get_columns("import_jobs")}
+    assert "findings" not in columns and "report_deleted_at" not in columns
+    with engine_for(database_url).connect() as connection:
+        assert connection.execute(sa.text("SELECT file_name FROM import_jobs")).scalar() == "old.csv"
+    upgrade(database_url)
+    columns = {c["name"] for c in sa.inspect(engine_for(database_url)).get_columns("import_jobs")}
+    assert {"findings", "report_deleted_at"} <= columns

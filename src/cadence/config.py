@@ -105,6 +105,9 @@ class Settings:
     import_run: str = "auto"
     # The largest CSV the console accepts (CADENCE_IMPORT_MAX_MB): 1,000,000 rows are ~60 MB.
     import_max_bytes: int = 200 * 1024 * 1024
+    # How long a console import's error report (people's rejected rows) is kept after the import
+    # ends (CADENCE_IMPORT_REPORT_DAYS; storage limitation, GDPR Art. 5(1)(e)).
+    import_report_days: int = 30
     # Staff API (web/staff_api.py): requests per token per minute (CADENCE_STAFF_API_PER_MINUTE).
     staff_api_per_minute: int = 120
     extra: Mapping[str, str] = field(default_factory=dict)
@@ -407,6 +410,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         staff_api_per_minute=_int(env, "CADENCE_STAFF_API_PER_MINUTE", 120),
         import_run=_choice(env, "CADENCE_IMPORT_RUN", "auto", ("auto", "web", "worker")),
         import_max_bytes=_int(env, "CADENCE_IMPORT_MAX_MB", 200, minimum=1) * 1024 * 1024,
+        import_report_days=_int(env, "CADENCE_IMPORT_REPORT_DAYS", 30, minimum=1),
     )
 
 

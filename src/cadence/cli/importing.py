@@ -18,6 +18,7 @@ from cadence.errors import InputError
 
 if TYPE_CHECKING:
     from cadence.config import Settings
+    from cadence.operations.import_findings import ImportFindings
     from cadence.operations.subscriber_import import ImportReport
 
 
@@ -124,15 +125,11 @@ class ImportRejectedLine(InputError):
     """With --json the problems are in the document; stderr gets the one-line verdict."""
 
 
-def _document(report: ImportReport, seconds: float, settings: Settings, names: list[str] | None) -> dict[str, Any]:
+def _document(
+    report: ImportReport, seconds: float, settings: Settings, campaign_names: list[str] | None
+) -> dict[str, Any]:
     """The summary as data: counts, the first problems (line, field, reason), and what the
     campaigns' segment rules make of the columns and values (the same checks as the text)."""
-    from dataclasses import asdict
-
-    from cadence.core.column_findings import column_findings, value_findings
-    from cadence.errors import CadenceError
-    from cadence.files.catalog import CampaignCatalog
-
     document: dict[str, Any] = {
         "file": report.source,
         "imported": report.committed,
@@ -155,63 +152,28 @@ def _document(report: ImportReport, seconds: float, settings: Settings, names: l
         "unmatched_values": [],
         "warning": None,
     }
-    if report.header is None:
-        return document
-    catalog = CampaignCatalog(settings.campaigns_dir, settings.templates_dir)
-    try:
-        campaigns = [catalog.get(name) for name in names] if names else catalog.all()
-    except CadenceError as exc:
-        document["warning"] = f"columns not checked against the campaigns: {exc}"
-        return document
-    document["columns"] = [asdict(f) for f in column_findings(report.header.names, report.header.fields, campaigns)]
-    document["unmatched_values"] = [asdict(u) for u in value_findings(report.values, campaigns)]
+    document.update(_checked(report, settings, campaign_names).document())
     return document
 
 
-def _findings(console: Console, report: ImportReport, settings: Settings, names: list[str] | None) -> None:
-    """Which columns the campaigns' segment rules read (cadence.core.column_findings)."""
-    from cadence.core.column_findings import column_findings, value_findings
-    from cadence.errors import CadenceError
-    from cadence.files.catalog import CampaignCatalog
+def _checked(report: ImportReport, settings: Settings, names: list[str] | None) -> ImportFindings:
+    from cadence.operations.import_findings import import_findings
 
-    if report.header is None:
-        return
-    catalog = CampaignCatalog(settings.campaigns_dir, settings.templates_dir)
-    try:
-        campaigns = [catalog.get(name) for name in names] if names else catalog.all()
-    except CadenceError as exc:
-        console.print(f"[yellow]warning:[/yellow] columns not checked against the campaigns: {escape(str(exc))}")
-        return
-    for found in column_findings(report.header.names, report.header.fields, campaigns):
-        if found.read:
-            read = ", ".join(f"{column!r}" + (f" ({a})" if a != column else "") for column, a in found.read)
-            console.print(f"{found.campaign}: its segments read {escape(read)}", soft_wrap=True)
-        for unused in found.unused:
-            line = f"[yellow]warning:[/yellow] column {escape(repr(unused.column))} ({unused.attribute}) is "
-            if unused.suggestion is not None:
-                line += (
-                    f"not read by any segment of {found.campaign}: did you mean {unused.suggestion.attribute!r}? "
-                    f"(the segment rule {escape(unused.suggestion.rule)}). As it is, everyone in this file lands "
-                    f"in the fallback; rename the column to {unused.suggestion.attribute} and import again"
-                )
-            else:
-                line += f"stored, but no segment of {found.campaign} reads it"
-            console.print(line, soft_wrap=True)
-        for missing in found.missing:
-            console.print(
-                f"[yellow]warning:[/yellow] no column gives {missing.attribute!r}: new subscribers from this file "
-                f"land in {escape(missing.fallback)} for {found.campaign}",
-                soft_wrap=True,
-            )
-    for unmatched in value_findings(report.values, campaigns):
-        shown = ", ".join(f"{value!r} ({rows:,} row{'s' if rows != 1 else ''})" for value, rows in unmatched.values[:5])
-        more = f" and {len(unmatched.values) - 5} more" if len(unmatched.values) > 5 else ""
-        console.print(
-            f"[yellow]warning:[/yellow] {unmatched.attribute}: no segment rule of {unmatched.campaign} accepts "
-            f"{escape(shown)}{more}; it looks for {escape(', '.join(map(repr, unmatched.wanted)))}, so those people "
-            f"land in {escape(unmatched.fallback)}: fix the values and import again",
-            soft_wrap=True,
-        )
+    return import_findings(
+        report.header,
+        report.values,
+        campaigns_dir=settings.campaigns_dir,
+        templates_dir=settings.templates_dir,
+        campaign_names=names or (),
+    )
+
+
+def _findings(console: Console, report: ImportReport, settings: Settings, names: list[str] | None) -> None:
+    """Which columns the campaigns' segment rules read (cadence.operations.import_findings, the
+    console's sentences too)."""
+    for finding in _checked(report, settings, names).messages:
+        prefix = "[yellow]warning:[/yellow] " if finding.level == "warning" else ""
+        console.print(prefix + escape(finding.text), soft_wrap=True)
 
 
 def _summary(console: Console, report: ImportReport, seconds: float) -> None:

@@ -2,9 +2,11 @@
 what the job page shows while it runs and after.
 
 The table is in this module with its SQL (as ``staff_models.py`` sits beside ``staff.py``): the
-only writers are the upload (:func:`insert_job`) and the process running the import
-(:func:`claim_job`, :func:`save_progress`, :func:`finish_job`). Progress is written in short
-transactions of its own, never in the import's: an all-or-nothing import holds one transaction
+only writers are the upload and the editor's check (:func:`insert_job`, :func:`confirm_job`,
+:func:`cancel_job`), the process running the import (:func:`claim_job`, :func:`save_progress`,
+:func:`finish_job`), an editor re-running a job whose runner died (:func:`requeue_stale`) and the
+retention (:func:`report_deleted`). Progress is written in short transactions of its own, never
+in the import's: an all-or-nothing import holds one transaction
 for the whole file, and the job page must see the counts move while it does.
 """
 
@@ -20,12 +22,13 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from cadence.db.models import Base, BigId, UTCDateTime
 
-STATES = ("queued", "running", "done", "rejected", "failed")
-FINISHED = ("done", "rejected", "failed")
+STATES = ("pending", "queued", "running", "done", "rejected", "failed", "cancelled")
+FINISHED = ("done", "rejected", "failed", "cancelled")
 
 
 class ImportJob(Base):
-    """One console import. ``state``: queued → running → done (the rows are in), rejected (an
+    """One console import. ``state``: pending (uploaded and checked, waiting for the editor to
+    confirm it; or cancelled) → queued → running → done (the rows are in), rejected (an
     all-or-nothing import found bad rows: nothing written) or failed (the file as a whole could
     not be read, or the process broke). ``mode``: ``all`` (all or nothing) or ``valid`` (load the
     valid rows, report the rest). ``file_name`` is the upload's name as the browser sent it, for
@@ -62,6 +65,10 @@ class ImportJob(Base):
     message: Mapped[str] = mapped_column(Text)  # why it failed or was rejected
     delimiter: Mapped[str] = mapped_column(String(4))  # the file's, for reading the error report
     has_report: Mapped[bool] = mapped_column(Boolean)
+    # What the campaigns' segment rules make of the columns and values (ImportFindings.document()
+    # and the rows checked): from the check before the import, then from the whole file.
+    findings: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    report_deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # CADENCE_IMPORT_REPORT_DAYS
 
 
 _COUNTERS = (
@@ -100,10 +107,15 @@ def insert_job(
     tags: Sequence[str],
     actor: str,
     now: datetime,
+    state: str = "queued",
+    findings: dict[str, Any] | None = None,
 ) -> int:
-    """A queued job; its id (the caller names the stored file after it)."""
+    """A queued (or `state`: pending) job; its id (the caller names the stored file after it)."""
+    if state not in ("pending", "queued"):
+        raise ValueError(f"not a starting state: {state!r}")
     job = ImportJob(
-        state="queued",
+        state=state,
+        findings=findings,
         mode=mode,
         file_name=file_name[:300],
         size_bytes=size_bytes,
@@ -122,6 +134,68 @@ def insert_job(
     session.add(job)
     session.flush()
     return job.id
+
+
+def confirm_job(session: Session, job_id: int, *, now: datetime) -> bool:
+    """pending → queued (the editor confirmed the check); False if it was not pending. The
+    heartbeat starts here, so a queued job nobody takes can be told apart (see is_stale)."""
+    confirmed = session.execute(
+        update(ImportJob)
+        .where(ImportJob.id == job_id, ImportJob.state == "pending")
+        .values(state="queued", heartbeat_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(confirmed.rowcount)  # type: ignore[attr-defined]
+
+
+def cancel_job(session: Session, job_id: int, *, now: datetime, message: str) -> bool:
+    """pending → cancelled; False if it was not pending (confirmed meanwhile, or gone)."""
+    cancelled = session.execute(
+        update(ImportJob)
+        .where(ImportJob.id == job_id, ImportJob.state == "pending")
+        .values(state="cancelled", finished_at=now, message=message)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(cancelled.rowcount)  # type: ignore[attr-defined]
+
+
+def requeue_stale(session: Session, job_id: int, *, now: datetime, stale_before: datetime) -> bool:
+    """A job whose runner went silent before `stale_before` back to queued, its heartbeat now (so
+    it no longer looks interrupted while it waits for its new runner); False when it was not
+    stale (finished meanwhile, or its runner wrote again). One UPDATE, the condition in its WHERE."""
+    requeued = session.execute(
+        update(ImportJob)
+        .where(
+            ImportJob.id == job_id,
+            ImportJob.state.in_(("running", "queued")),
+            ImportJob.heartbeat_at < stale_before,
+        )
+        .values(state="queued", heartbeat_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(requeued.rowcount)  # type: ignore[attr-defined]
+
+
+def pending_before(session: Session, before: datetime) -> list[int]:
+    """Jobs uploaded before `before` and never confirmed nor cancelled."""
+    query = select(ImportJob.id).where(ImportJob.state == "pending", ImportJob.created_at < before)
+    return list(session.scalars(query))
+
+
+def reports_before(session: Session, before: datetime) -> list[int]:
+    """Finished jobs, before `before`, whose error report is still kept."""
+    query = select(ImportJob.id).where(ImportJob.has_report.is_(True), ImportJob.finished_at < before)
+    return list(session.scalars(query))
+
+
+def report_deleted(session: Session, job_ids: Sequence[int], *, now: datetime) -> None:
+    if job_ids:
+        session.execute(
+            update(ImportJob)
+            .where(ImportJob.id.in_(job_ids))
+            .values(has_report=False, report_deleted_at=now)
+            .execution_options(synchronize_session=False)
+        )
 
 
 def claim_job(session: Session, job_id: int, *, runner: str, now: datetime, stale_before: datetime) -> bool:
@@ -164,7 +238,9 @@ def finish_job(
     problems: Sequence[str] = (),
     delimiter: str = ",",
     has_report: bool = False,
+    findings: dict[str, Any] | None = None,
 ) -> None:
+    """The end of a run; `findings` replace the check's when given (the whole file's)."""
     if state not in FINISHED:
         raise ValueError(f"not a finished state: {state!r}")
     session.execute(
@@ -178,6 +254,7 @@ def finish_job(
             problems=list(problems),
             delimiter=delimiter,
             has_report=has_report,
+            **({"findings": findings} if findings is not None else {}),
             **progress.values(),
         )
         .execution_options(synchronize_session=False)

@@ -176,6 +176,31 @@ def import_csv(
     return report
 
 
+def scan_csv(path: Path, *, limit: int) -> tuple[ImportReport, bool]:
+    """Read the first `limit` rows of `path` as the import would (every field checked, the values
+    counted) and write nothing: the console's check before an import. The report, and whether
+    that was the whole file. InputError for a file that cannot be read as a subscriber CSV."""
+    report = ImportReport(source=str(path))
+
+    def header_read(header: Header) -> None:
+        report.header = header
+
+    with path.open("rb") as source:
+        for item in read_rows(source, on_header=header_read):
+            if report.rows >= limit:
+                return report, False
+            report.rows += 1
+            if isinstance(item, CheckedRow):
+                _count_values(report.values, item.subscriber.attributes)
+                continue
+            report.rejected += 1
+            for problem in item:
+                report.problem_count += 1
+                if len(report.problems) < SHOWN_PROBLEMS:
+                    report.problems.append(problem)
+    return report, True
+
+
 DISTINCT_VALUES = 50  # per column: a free-text column (notes, dates) stops being counted there
 
 
