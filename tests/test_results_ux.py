@@ -105,3 +105,98 @@ def test_the_console_results_table_labels_the_skip_and_fits_1280_and_375(
     finally:
         console.close()
 
+
+
+# --------------------------------------------------------------------------- the timeline (item 2)
+# These run after the results tests above: they queue more emails, which the report would count.
+
+NEWSLETTER = "clinic-news-2027-01"
+
+
+@pytest.fixture(scope="module")
+def pending(web: WebServer, converted: dict[str, Any]) -> dict[str, Any]:  # noqa: F811
+    """Lesson 3 queued for Ben and Cy by a tick (not sent yet: the workers have not run); then
+    Ben books. And a newsletter copy queued for Cy four days ahead, at 09:00 in New York."""
+    from cadence.db.newsletters import insert_copies
+    from cadence.db.session import transaction
+    from cadence.operations import enrollment as engine
+
+    queued: list[Any] = []
+    for _ in range(6):  # lesson 3 is due 3 days after lesson 2, in the send window
+        web.clock.advance(timedelta(days=1))
+        queued += [i for batch in engine.tick(web.runtime).batches for i in batch]
+        if len(queued) == 2:
+            break
+    assert len(queued) == 2, queued
+    tagged = call(
+        web, "POST", "/api/admin/subscribers/tags", converted["token"],
+        json={"emails": ["ben@example.com"], "add": ["booked"]},
+    )  # fmt: skip
+    assert tagged.status_code == 200, tagged.text
+    cy = web.subscriber("cy@example.com")
+    assert cy is not None
+    due = (web.clock.now() + timedelta(days=4)).replace(hour=14, minute=0, second=0, microsecond=0)
+    with transaction(web.settings.database_url) as session:
+        assert insert_copies(session, NEWSLETTER, [(cy.id, "everyone", due)], web.clock.now()) == 1
+    return {"cy": cy.id, "ben": web.subscriber("ben@example.com").id, "due": due}  # type: ignore[union-attr]
+
+
+def _timeline(web: WebServer, address: str) -> list[dict[str, Any]]:  # noqa: F811
+    shown = cadence(env_of(web), "subscribers", "show", address, "--json")
+    assert shown.status == 0, shown
+    timeline: list[dict[str, Any]] = json.loads(shown.out)["timeline"]
+    return timeline
+
+
+def test_after_the_goal_no_bare_queued_line_remains(web: WebServer, converted: dict[str, Any]) -> None:  # noqa: F811
+    timeline = _timeline(web, "ana@example.com")
+    assert "queued" not in [t["what"] for t in timeline], timeline
+    skipped = [t for t in timeline if t["step"] == "hips-first"]
+    assert [(t["what"], t["detail"]) for t in skipped] == [("skipped", "exit goal reached")]
+
+
+def test_pending_emails_say_when_they_go_or_that_they_will_be_skipped(
+    web: WebServer, converted: dict[str, Any], pending: dict[str, Any]  # noqa: F811
+) -> None:
+    cy = _timeline(web, "cy@example.com")
+    assert "queued" not in [t["what"] for t in cy]
+    copy = next(t for t in cy if t["campaign"] == NEWSLETTER)
+    due = pending["due"]
+    assert (copy["what"], copy["at"]) == ("scheduled", due.isoformat())  # when it goes, not when queued
+    assert copy["detail"] == f"for {due:%Y-%m-%d} 09:00 America/New_York"  # in her zone
+    lesson = next(t for t in cy if t["step"] == "adjust-the-load")
+    assert lesson["what"] == "scheduled" and lesson["detail"].endswith("America/New_York"), lesson
+
+    ben = next(t for t in _timeline(web, "ben@example.com") if t["step"] == "adjust-the-load")
+    assert ben["what"] == "will be skipped" and ben["detail"].startswith("exit goal reached; was due "), ben
+
+    api = call(web, "GET", "/api/admin/subscribers/cy@example.com", converted["token"]).json()
+    assert next(t for t in api["timeline"] if t["campaign"] == NEWSLETTER) == copy
+
+    table = cadence(env_of(web), "subscribers", "show", "cy@example.com")
+    line = next(x for x in table.out.splitlines() if NEWSLETTER in x)
+    assert "scheduled" in line and f"for {due:%Y-%m-%d} 09:00 America/New_York" in line, table.out
+
+
+def test_the_console_timeline_shows_scheduled_and_will_be_skipped(
+    web: WebServer, pending: dict[str, Any], browser: Any  # noqa: F811
+) -> None:
+    console = Console(browser, web)
+    page = console.page
+    try:
+        _log_in(console, web, "tim.viewer@clinic.example", "viewer")
+        page.goto(web.url(f"/admin/subscribers/{pending['cy']}"))
+        rows = [r.split("\t") for r in page.locator("#timeline tbody tr").all_inner_texts()]
+        copy = next(r for r in rows if r[2].strip() == NEWSLETTER)
+        due = pending["due"]
+        assert copy[0].strip() == f"{due:%Y-%m-%d %H:%M}"  # the UTC column: when it goes
+        assert [c.strip() for c in copy[4:6]] == ["scheduled", f"for {due:%Y-%m-%d} 09:00 America/New_York"]
+        assert all(r[4].strip() != "queued" for r in rows), rows
+
+        page.goto(web.url(f"/admin/subscribers/{pending['ben']}"))
+        rows = [r.split("\t") for r in page.locator("#timeline tbody tr").all_inner_texts()]
+        lesson = next(r for r in rows if r[3].strip() == "adjust-the-load")
+        assert lesson[4].strip() == "will be skipped" and "exit goal reached" in lesson[5], lesson
+        assert console.csp == [] and console.dialogs == []
+    finally:
+        console.close()
