@@ -107,6 +107,45 @@ def test_the_console_results_table_labels_the_skip_and_fits_1280_and_375(
 
 
 
+
+def test_goal_skips_are_counted_the_same_live_and_folded(database_url: str) -> None:
+    """The SQL of the new count, on SQLite and PostgreSQL: a goal skip counted live (above the
+    watermark) and from the rollup after a fold gives the same row; other skips stay apart."""
+    from functools import partial
+
+    from sqlalchemy import select
+
+    from cadence.core.drip_policy import GOAL_REACHED
+    from cadence.db.migrate import upgrade
+    from cadence.db.models import Delivery
+    from cadence.db.session import transaction
+    from cadence.operations.results import campaign_results, catch_up
+    from tests.support.staff import T0, seed
+    from tests.test_staff_results import LBP
+
+    upgrade(database_url)
+    with transaction(database_url) as session:
+        seed(session)
+        ann = session.scalars(select(Delivery).where(Delivery.step_index == 1)).one()
+        for state, error in (("skipped", GOAL_REACHED), ("skipped", "subscriber is unsubscribed")):
+            session.add(
+                Delivery(
+                    enrollment_id=ann.enrollment_id, subscriber_id=ann.subscriber_id, campaign_id=CAMPAIGN,
+                    step_id="", step_index=2 if error == GOAL_REACHED else 3, segment_id="", state=state,
+                    attempts=0, due_at=T0, not_before=T0, message_id="", content_hash="", last_error=error,
+                    created_at=T0, sent_at=T0,
+                )
+            )  # fmt: skip
+    with transaction(database_url) as session:
+        live = campaign_results(session, CAMPAIGN, LBP, T0)
+    catch_up(partial(transaction, database_url), lag=timedelta(0))
+    with transaction(database_url) as session:
+        folded = campaign_results(session, CAMPAIGN, LBP, T0)
+    assert folded.rows == live.rows
+    labels = {(r.step, r.segment_label): (r.skipped, r.skipped_exit_goal) for r in folded.rows if not r.segment}
+    assert labels == {(1, "not sent: 1 failed"): (0, 0), (3, GOAL_LABEL): (1, 1), (4, "not sent: 1 skipped"): (1, 0)}
+
+
 # --------------------------------------------------------------------------- the timeline (item 2)
 # These run after the results tests above: they queue more emails, which the report would count.
 
