@@ -489,7 +489,7 @@ def test_a_test_send_as_a_chosen_subscriber_works_without_javascript(
             before = len(web.sink.messages)
             page.get_by_label("As this subscriber").fill(unknown)
             page.locator("#send-test").click()
-            expect(page.locator("#error")).to_contain_text(f"As subscriber: no subscriber '{unknown}'")
+            expect(page.locator("#error")).to_contain_text(f"As this subscriber: no subscriber '{unknown}'")
             assert page.get_by_label("As this subscriber").input_value() == unknown  # kept for correcting
             assert len(web.sink.messages) == before  # nothing sent
     finally:

@@ -302,30 +302,31 @@ def send_test(
     actor: str,
     now: datetime,
     subscriber: str | None = None,
+    subscriber_field: str = "subscriber",
 ) -> int:
     """Send the stored newsletter as saved now to `to` (at most
     :data:`cadence.operations.newsletters.MAX_TEST_ADDRESSES`), subject marked ``[TEST]``,
     through the real transport; no ledger row, never counted; audit-logged. `subscriber` (an
     address or a subscriber id; empty: a sample reader) fills it with that person's data, as
     ``cadence newsletters test --subscriber`` does. Returns how many were sent. Raises NotFound,
-    DraftInvalid (not complete), InputError (addresses, an unknown subscriber: nothing is sent),
-    TransportError."""
+    DraftInvalid (not complete), InputError (addresses; an unknown subscriber, naming
+    `subscriber_field` as the form or API calls it: nothing is sent), TransportError."""
     chosen = (subscriber or "").strip()
     with transaction(runtime.settings.database_url) as session:
         if drafts_store.draft(session, newsletter_id) is None:
             raise NotFound(f"no stored newsletter {newsletter_id!r}")
-        email = _subscriber_email(session, chosen) if chosen else None
+        email = _subscriber_email(session, chosen, subscriber_field) if chosen else None
     return newsletters.send_test(runtime, newsletter_id, list(to), actor=actor, now=now, subscriber_email=email)
 
 
-def _subscriber_email(session: Session, chosen: str) -> str:
+def _subscriber_email(session: Session, chosen: str, field_name: str) -> str:
     """The address of the subscriber `chosen` names (their address, or their id as the console's
     subscriber pages show it); InputError naming the field otherwise."""
     found = console_store.subscriber(session, int(chosen)) if chosen.isdigit() else None
     if found is None and not chosen.isdigit():
         found = subscriber_by_email_key(session, email_key(chosen))
     if found is None:
-        raise InputError(f"as subscriber: no subscriber {chosen!r} (give their address or id)")
+        raise InputError(f"{field_name}: no subscriber {chosen!r} (give their address or id)")
     return found.email
 
 

@@ -336,7 +336,15 @@ def send_test(request: Request, state: State, me: Editor, draft_id: DraftId, fie
     subscriber = forms.one(fields, "test_subscriber").strip()
     try:
         saved = _save(state, me, draft_id, fields)
-        sent = drafts.send_test(state.runtime, draft_id, to, actor=me.actor, now=state.now(), subscriber=subscriber)
+        sent = drafts.send_test(
+            state.runtime,
+            draft_id,
+            to,
+            actor=me.actor,
+            now=state.now(),
+            subscriber=subscriber,
+            subscriber_field="As this subscriber",  # the field's label on the page
+        )
     except CadenceError as exc:
         return _refused(request, state, me, _stored_or_none(state, draft_id), fields, exc)
     data_of = f" with the data of {subscriber}" if subscriber else ""
