@@ -456,3 +456,41 @@ def test_the_body_hint_says_the_greeting_is_added_and_placeholders_are_not_fille
     label = re.search(r'<label for="body">(.*?)</label>', answer.text, re.S)
     assert label is not None
     assert "added for you" in label.group(1) and "{{ … }}</code> is shown as typed" in label.group(1)
+
+
+def test_a_test_send_as_a_chosen_subscriber_works_without_javascript(
+    web: WebServer, seeded: None, browser: Any
+) -> None:
+    """Results item 4: "as this subscriber" (address or id) fills the test with their data, as
+    `cadence newsletters send-test --subscriber` does; an unknown one is refused by name and
+    nothing is sent. A plain form field: no JavaScript needed."""
+    _draft(web, "as-reader", body="A note for you.")
+    easy = web.subscriber("reader-easy1@example.com")
+    assert easy is not None
+    context = browser.new_context(java_script_enabled=False, extra_http_headers=web.from_ip())
+    page = context.new_page()
+    try:
+        browser_login(page, web, "sam.subscriber@clinic.example", "editor")
+        for chosen in ("reader-easy1@example.com", str(easy.id)):
+            page.goto(web.url("/admin/newsletters/as-reader"))
+            before = len(web.sink.messages)
+            page.locator("#test_to").fill("team@clinic.example")
+            page.get_by_label("As this subscriber").fill(chosen)
+            page.locator("#send-test").click()
+            expect(page.locator("#done")).to_contain_text(f"sent a test with the data of {chosen} to 1 address(es)")
+            arrived = web.sink.wait_for(before + 1)[before]
+            assert arrived.rcpt_tos == ("team@clinic.example",)  # to the tester, never to the reader
+            message = email.message_from_bytes(arrived.data, policy=email.policy.default)
+            text = message.get_body(preferencelist=("plain",)).get_content()  # type: ignore[union-attr]
+            assert "Hi Easy1," in text and "Jordan" not in text, text
+
+        for unknown in ("nobody@example.com", "999999"):
+            page.goto(web.url("/admin/newsletters/as-reader"))
+            before = len(web.sink.messages)
+            page.get_by_label("As this subscriber").fill(unknown)
+            page.locator("#send-test").click()
+            expect(page.locator("#error")).to_contain_text(f"As this subscriber: no subscriber '{unknown}'")
+            assert page.get_by_label("As this subscriber").input_value() == unknown  # kept for correcting
+            assert len(web.sink.messages) == before  # nothing sent
+    finally:
+        context.close()

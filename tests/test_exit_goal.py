@@ -236,9 +236,9 @@ def test_the_console_campaign_page_shows_exit_goal_reached(
         page.goto(web.url(f"/admin/campaigns/{CAMPAIGN}"))
         page.get_by_role("heading", name="Results per step and segment").wait_for()
         headers = page.locator("#results thead th").all_inner_texts()
-        assert headers[-2:] == ["Exit goal reached", "Goal rate"]
+        assert headers[-1].split() == ["Exit", "goal", "reached", "and", "goal", "rate"]  # the rate under the count
         trail = page.locator("#results tbody tr", has_text="trail+no-race").first.inner_text().split("\t")
-        assert [c.strip() for c in trail[-2:]] == ["1", "50.0 %"]
+        assert trail[-1].split("\n")[:2] == ["1", "50.0 %"]
         assert "Exit goal: tag booked" in page.locator("#exit-goal").inner_text()
         assert console.csp == [] and console.dialogs == []
     finally:

@@ -149,6 +149,19 @@ def test_a_draft_scheduled_through_the_api_is_locked_and_sent_once(
     tested = call(web, "POST", f"{DRAFTS}/june-news/send-test", writer, json={"to": ["me@example.org"]})
     assert tested.status_code == 200 and tested.json()["sent"] == 1
     before = len(web_sink.messages)
+    # Results item 4: "as this subscriber", as the composer's (their address or id); nothing is
+    # sent for an unknown one.
+    test_to = f"{DRAFTS}/june-news/send-test"
+    unknown = call(web, "POST", test_to, writer, json={"to": ["me@example.org"], "subscriber": "x@no.example"})
+    assert unknown.status_code == 422 and "subscriber: no subscriber 'x@no.example'" in unknown.text, unknown.text
+    assert len(web_sink.messages) == before
+    as_ann = call(web, "POST", test_to, writer, json={"to": ["me@example.org"], "subscriber": "ann@example.com"})
+    assert as_ann.status_code == 200 and as_ann.json()["sent"] == 1, as_ann.text
+    arrived = web_sink.wait_for(before + 1)[before]
+    assert arrived.rcpt_tos == ("me@example.org",)  # to the tester, never to Ann
+    text = message_from_bytes(arrived.data, policy=default).get_body(preferencelist=("plain",))
+    assert text is not None and "Hi Ann," in text.get_content()  # her data
+    before = len(web_sink.messages)
     stale = call(web, "POST", f"{DRAFTS}/june-news/schedule", writer, json={"version": 7})
     assert stale.status_code == 409 and stale.json()["current_version"] == 1
     scheduled = call(web, "POST", f"{DRAFTS}/june-news/schedule", writer, json={"version": 1})

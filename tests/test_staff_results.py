@@ -67,6 +67,7 @@ def test_the_report_counts_each_step_and_segment_once_per_delivery(database_url:
     assert (everyday.unsubscribes, everyday.complaints, everyday.unique_opens, everyday.open_rate) == (1, 1, 0, 0.0)
     before_segment = cell(report.rows, 1, "")  # refused before a segment was chosen: still counted
     assert (before_segment.failed, before_segment.sent, before_segment.open_rate) == (1, 0, None)
+    assert before_segment.segment_label == "not sent: 1 failed"  # never a blank segment (results item 1)
     assert cell(report.rows, 2, "trail+no-race").unique_opens == 1
     assert (report.total.sent, report.total.failed, report.total.unique_opens) == (4, 1, 2)
     assert sorted(report.top_links) == sorted([(LINK_A, 1), (LINK_B, 1)])
@@ -143,7 +144,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 def test_cadence_report_prints_the_table_the_caveat_and_the_links(env: dict[str, str]) -> None:
     ran = cadence(env, "report", CAMPAIGN, "--reasons")
     assert ran.status == 0, ran
-    assert "1. why-it-hurts" in ran.out and "trail+no-race" in ran.out and "(none yet)" in ran.out
+    assert "1. why-it-hurts" in ran.out and "trail+no-race" in ran.out and "not sent: 1 failed" in ran.out
     assert "Apple Mail Privacy Protection" in ran.out
     assert LINK_A in ran.out and "Why emails failed" in ran.out
 

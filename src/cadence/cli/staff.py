@@ -70,7 +70,7 @@ def _print_results(title: str, rows: list[ResultRow], cells: tuple[_Cell, ...], 
         table.add_column(header, justify="right")
     for row in rows:
         email = f"{row.step}. {row.step_id}" if row.step else row.step_id
-        segment = row.segment or "(none yet)"
+        segment = row.segment_label or row.segment
         names = [f"{email}\n  {segment}"] if split else [email, segment]
         last = len(rows) > 1 and row is rows[-2]  # a line above the totals
         table.add_row(*names, *(value(row) for _, value in cells), end_section=last)

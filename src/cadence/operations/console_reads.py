@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from cadence.core.bar_chart import BarChart, bar_chart
+from cadence.core.campaign import Campaign
 from cadence.db import console as store
 from cadence.db import results as results_sql
 from cadence.db.models import AuditEntry, Delivery, Enrollment, Subscriber, SubscriberTopic, Suppression
@@ -25,7 +26,14 @@ from cadence.errors import CadenceError, InputError, NotFound
 from cadence.files.campaigns import list_campaigns
 from cadence.files.catalog import CampaignCatalog
 from cadence.operations import results
-from cadence.operations.subscriber_tools import STATUSES, check_tag, describe_event
+from cadence.operations.subscriber_tools import (
+    PENDING,
+    STATUSES,
+    check_tag,
+    describe_event,
+    pending_outlook,
+    step_name,
+)
 
 DAYS = 30
 # Bulk-sender limits. Complaints: Gmail and Yahoo require a spam rate under 0.3 % from February
@@ -283,6 +291,7 @@ class SubscriberProfile:
     # enrollment id -> when its step in the workers' hands (queued, or postponed to its window)
     # goes out: the enrollment's own next_send_at is empty meanwhile, by design.
     in_flight: dict[int, datetime] = field(default_factory=dict)
+    suppressed: str | None = None  # why the address is suppressed (as `suppression` said)
 
 
 def _plain(data: dict[str, Any]) -> str:
@@ -293,17 +302,42 @@ def _text(value: Any) -> str:
     return value if isinstance(value, str) else repr(value)
 
 
-def subscriber_profile(session: Session, subscriber_id: int, *, limit: int = 200) -> SubscriberProfile:
+def subscriber_profile(
+    session: Session,
+    subscriber_id: int,
+    *,
+    limit: int = 200,
+    campaign_named: Callable[[str], Campaign | None] = lambda _: None,
+    suppression: Callable[[str], str | None] = lambda _: None,
+) -> SubscriberProfile:
     """One subscriber with their tags, topics, enrollments and the newest `limit` deliveries and
-    events as one timeline, newest first. NotFound if there is no such subscriber (erased)."""
+    events as one timeline, newest first. NotFound if there is no such subscriber (erased).
+    An email not sent yet is shown at the time it will go, "scheduled" or "will be skipped"
+    (subscriber_tools.pending_outlook: `campaign_named` for the exit goal; `suppression`: why an
+    address is suppressed, or None)."""
     person = store.subscriber(session, subscriber_id)
     if person is None:
         raise NotFound(f"no subscriber with id {subscriber_id}")
     deliveries = store.subscriber_deliveries(session, subscriber_id, limit=limit)
-    timeline = [
-        TimelineEntry(d.sent_at or d.created_at, f"{d.kind} email", d.campaign_id, d.step_id, d.state, d.last_error)
-        for d in deliveries
-    ]
+    enrollments = store.subscriber_enrollments(session, subscriber_id)
+    states = {en.id: en.state for en in enrollments}
+    tags = store.subscriber_tags(session, subscriber_id)
+    suppressed = suppression(person.email)
+    timeline = []
+    for d in deliveries:
+        at, state, detail = d.sent_at or d.created_at, d.state, d.last_error
+        campaign = campaign_named(d.campaign_id) if d.enrollment_id is not None else None
+        if d.state in PENDING:
+            at = d.not_before
+            state, detail = pending_outlook(
+                d,
+                person,
+                suppressed=suppressed is not None,
+                enrollment_state=states.get(d.enrollment_id, "ended") if d.enrollment_id is not None else None,
+                campaign=campaign,
+                tags=tags,
+            )
+        timeline.append(TimelineEntry(at, f"{d.kind} email", d.campaign_id, step_name(d, campaign), state, detail))
     in_flight = {
         d.enrollment_id: d.not_before
         for d in deliveries
@@ -318,11 +352,12 @@ def subscriber_profile(session: Session, subscriber_id: int, *, limit: int = 200
     return SubscriberProfile(
         person,
         attributes,
-        store.subscriber_tags(session, subscriber_id),
+        tags,
         store.subscriber_topics(session, subscriber_id),
-        store.subscriber_enrollments(session, subscriber_id),
+        enrollments,
         timeline,
         in_flight,
+        suppressed,
     )
 
 

@@ -31,6 +31,7 @@ from datetime import datetime
 from typing import Any
 
 from jinja2 import FileSystemLoader
+from sqlalchemy.orm import Session
 
 from cadence.config import Settings
 from cadence.core.campaign import Campaign
@@ -49,12 +50,15 @@ from cadence.core.newsletter_draft import (
     sketch_newsletter,
 )
 from cadence.core.render import Renderer
+from cadence.core.subscriber_fields import email_key
+from cadence.db import console as console_store
 from cadence.db import newsletter_drafts as drafts_store
 from cadence.db import newsletters as newsletter_store
 from cadence.db.audit import record_audit
 from cadence.db.draft_models import NewsletterDraft, NewsletterDraftVersion
+from cadence.db.enrollments import subscriber_by_email_key
 from cadence.db.session import transaction
-from cadence.errors import CampaignError, NotFound
+from cadence.errors import CampaignError, InputError, NotFound
 from cadence.files.newsletters import NEWSLETTERS_FOLDER, referenced_campaigns
 from cadence.operations import newsletters
 from cadence.operations.newsletter_copies import build_copy
@@ -290,16 +294,40 @@ def schedule(
     return newsletters.schedule(settings, newsletter_id, at=at, actor=actor, now=now, expected_version=expected_version)
 
 
-def send_test(runtime: Runtime, newsletter_id: str, to: Sequence[str], *, actor: str, now: datetime) -> int:
+def send_test(
+    runtime: Runtime,
+    newsletter_id: str,
+    to: Sequence[str],
+    *,
+    actor: str,
+    now: datetime,
+    subscriber: str | None = None,
+    subscriber_field: str = "subscriber",
+) -> int:
     """Send the stored newsletter as saved now to `to` (at most
     :data:`cadence.operations.newsletters.MAX_TEST_ADDRESSES`), subject marked ``[TEST]``,
-    through the real transport; no ledger row, never counted; audit-logged. Returns how many
-    were sent. Raises NotFound, DraftInvalid (not complete), InputError (addresses),
-    TransportError."""
+    through the real transport; no ledger row, never counted; audit-logged. `subscriber` (an
+    address or a subscriber id; empty: a sample reader) fills it with that person's data, as
+    ``cadence newsletters test --subscriber`` does. Returns how many were sent. Raises NotFound,
+    DraftInvalid (not complete), InputError (addresses; an unknown subscriber, naming
+    `subscriber_field` as the form or API calls it: nothing is sent), TransportError."""
+    chosen = (subscriber or "").strip()
     with transaction(runtime.settings.database_url) as session:
         if drafts_store.draft(session, newsletter_id) is None:
             raise NotFound(f"no stored newsletter {newsletter_id!r}")
-    return newsletters.send_test(runtime, newsletter_id, list(to), actor=actor, now=now)
+        email = _subscriber_email(session, chosen, subscriber_field) if chosen else None
+    return newsletters.send_test(runtime, newsletter_id, list(to), actor=actor, now=now, subscriber_email=email)
+
+
+def _subscriber_email(session: Session, chosen: str, field_name: str) -> str:
+    """The address of the subscriber `chosen` names (their address, or their id as the console's
+    subscriber pages show it); InputError naming the field otherwise."""
+    found = console_store.subscriber(session, int(chosen)) if chosen.isdigit() else None
+    if found is None and not chosen.isdigit():
+        found = subscriber_by_email_key(session, email_key(chosen))
+    if found is None:
+        raise InputError(f"{field_name}: no subscriber {chosen!r} (give their address or id)")
+    return found.email
 
 
 # ---------------------------------------------------------------------------- live, unsaved

@@ -40,7 +40,8 @@ TOP_LINKS = 10
 
 @dataclass(frozen=True)
 class ResultRow:
-    """One step × segment (segment "" = failed before a segment was chosen)."""
+    """One step × segment (segment "": not sent, so no segment was chosen: waiting, skipped or
+    failed before one was; :attr:`segment_label` says which, for people)."""
 
     step: int  # 1-based
     step_id: str
@@ -62,6 +63,9 @@ class ResultRow:
     # Reached the exit goal with this step as their last email (segment "": before the first).
     exit_goal_reached: int = 0
     goal_rate: float | None = None
+    # Of `skipped`: not sent because the subscriber had already reached the exit goal.
+    skipped_exit_goal: int = 0
+    segment_label: str = ""  # the segment, or what a row without one holds (segment_label())
 
 
 @dataclass(frozen=True)
@@ -166,7 +170,7 @@ def campaign_results(
     for step, segment, metric, n in live_events:
         counts[(step, segment, metric)] += n
     cells = sorted({(s, g) for s, g, _ in counts}, key=_order(campaign))
-    rows = [_row(campaign, step, segment, counts) for step, segment in cells]
+    rows = [_labelled(_row(campaign, step, segment, counts)) for step, segment in cells]
     if kind == "newsletter":  # its one "step" is the newsletter itself
         rows = [replace(r, step_id=campaign_id) for r in rows]
     clicks: Counter[int] = Counter(dict(sql.link_counts(session, campaign_id, since_day, until_day)))
@@ -225,6 +229,8 @@ CSV_COLUMNS = (
     "complaints",
     "exit_goal_reached",
     "goal_rate",
+    "skipped_exit_goal",
+    "segment_label",
 )
 DAILY_CSV_COLUMNS = ("campaign", "day", "sent", "opens", "clicks", "unsubscribes", "bounces")
 
@@ -278,12 +284,36 @@ def _row(campaign: Campaign | None, step: int, segment: str, counts: Counter[tup
         complaints=m("complaint"),
         exit_goal_reached=m("exit_goal"),
         goal_rate=_rate(m("exit_goal"), sent),
+        skipped_exit_goal=m(sql.GOAL_SKIPPED),
+        segment_label=segment,
     )
+
+
+def segment_label(row: ResultRow) -> str:
+    """The segment column for people. A segment is chosen when an email is sent, so a row
+    without one holds emails not sent: say which (a blank "(none yet)" row next to "exit goal
+    reached" read as a missing segment in the marketer's cold trial)."""
+    if row.segment:
+        return row.segment
+    parts = []
+    if row.skipped_exit_goal:
+        parts.append(f"{row.skipped_exit_goal:,} exit goal reached")
+    if row.skipped - row.skipped_exit_goal:
+        parts.append(f"{row.skipped - row.skipped_exit_goal:,} skipped")
+    if row.failed:
+        parts.append(f"{row.failed:,} failed")
+    if row.queued:
+        parts.append(f"{row.queued:,} waiting")
+    return "not sent: " + ", ".join(parts) if parts else "not sent"
+
+
+def _labelled(row: ResultRow) -> ResultRow:
+    return replace(row, segment_label=segment_label(row))
 
 
 def _total(rows: list[ResultRow]) -> ResultRow:
     names = ("sent", "delivered", "failed", "queued", "skipped", "unique_opens", "unique_clicks", "clicks")
-    more = ("unsubscribes", "hard_bounces", "soft_bounces", "complaints", "exit_goal_reached")
+    more = ("unsubscribes", "hard_bounces", "soft_bounces", "complaints", "exit_goal_reached", "skipped_exit_goal")
     sums = {n: sum(getattr(r, n) for r in rows) for n in (*names, *more)}
     # The whole campaign's goal rate is of the people it reached (sent its first step), not of
     # every email sent: one person converts once.
@@ -292,6 +322,7 @@ def _total(rows: list[ResultRow]) -> ResultRow:
         step=0,
         step_id="all steps",
         segment="all segments",
+        segment_label="all segments",
         **sums,
         open_rate=_rate(sums["unique_opens"], sums["delivered"]),
         click_rate=_rate(sums["unique_clicks"], sums["delivered"]),

@@ -10,20 +10,22 @@ Python (a campaign's segment, attribute rules) are applied to the stream, so mem
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy.orm import Session
 
 from cadence.core.campaign import Campaign
+from cadence.core.drip_policy import exit_goal_reached, skip_reason
 from cadence.core.segments import choose_segment
 from cadence.core.subscriber_fields import email_key, normalise_email
 from cadence.core.suppression_keys import PLAIN, SuppressionKeys, plain_hash
 from cadence.db import subscriber_search as sql
 from cadence.db.audit import record_audit
-from cadence.db.models import Subscriber
+from cadence.db.models import Delivery, Subscriber
 from cadence.errors import CampaignError, InputError, NotFound
 
 # moves to cadence.operations.privacy (issue 12)
@@ -107,6 +109,60 @@ def describe_event(kind: str, data: Mapping[str, Any]) -> str:
     return str(data.get("how", data.get("detail", "")))
 
 
+PENDING = ("queued", "sending")  # in the workers' hands: not sent yet
+
+
+def local_time(at: datetime, timezone: str | None) -> str:
+    """``2026-12-10 09:00 Europe/Paris``: `at` in the subscriber's zone (UTC without one)."""
+    try:
+        zone = ZoneInfo(timezone) if timezone else UTC
+    except (ZoneInfoNotFoundError, ValueError):
+        zone = UTC
+    moment = at if at.tzinfo else at.replace(tzinfo=UTC)
+    return f"{moment.astimezone(zone):%Y-%m-%d %H:%M} {timezone if zone is not UTC else 'UTC'}"
+
+
+def step_name(delivery: Delivery, campaign: Campaign | None) -> str:
+    """The step's id for people: the tick queues a row before its step id is filled in at send
+    time, so a queued or skipped row may have none yet; the campaign file has it."""
+    if delivery.step_id:
+        return delivery.step_id
+    steps = campaign.steps if campaign is not None else ()
+    return steps[delivery.step_index].id if delivery.step_index < len(steps) else f"step {delivery.step_index + 1}"
+
+
+def pending_outlook(
+    delivery: Delivery,
+    subscriber: Subscriber,
+    *,
+    suppressed: bool,
+    enrollment_state: str | None,
+    campaign: Campaign | None,
+    tags: Collection[str],
+) -> tuple[str, str]:
+    """What will become of a delivery not sent yet, for the timeline: ``("scheduled", "for
+    <its time in the subscriber's zone>")``, or ``("will be skipped", "<why>; was due ...")``
+    when the send path's own rule (core.drip_policy.skip_reason, checked at send time) already
+    says it will not go: the enrollment ended, the goal is reached, they unsubscribed. A bare
+    "queued" at the day it was queued read as "sending today" and as still pending after the
+    goal was reached (the marketer's cold trial)."""
+    when = local_time(delivery.not_before, subscriber.timezone)
+    drip = enrollment_state is not None
+    steps = len(campaign.steps) if campaign is not None else delivery.step_index + 1  # unknown: assume it exists
+    goal = campaign.exit_goal if drip and campaign is not None else None
+    reason = skip_reason(
+        subscriber_status=subscriber.status,
+        suppressed=suppressed,
+        enrollment_state=enrollment_state or "active",
+        step_index=delivery.step_index if drip else 0,
+        step_count=steps if drip else 1,
+        goal_reached=exit_goal_reached(goal, subscriber.attributes or {}, tags, delivery.not_before.date()),
+    )
+    if reason:
+        return "will be skipped", f"{reason}; was due {when}"
+    return "scheduled", f"for {when}"
+
+
 def _shown(value: Any) -> str:
     return "(none)" if value in (None, "") else str(value)
 
@@ -114,7 +170,7 @@ def _shown(value: Any) -> str:
 @dataclass(frozen=True)
 class TimelineEntry:
     at: str
-    what: str  # queued, sent, failed, skipped, open, click, hard_bounce, unsubscribe...
+    what: str  # scheduled, will be skipped, sent, failed, skipped, open, click, hard_bounce, unsubscribe...
     campaign: str = ""
     step: str = ""
     detail: str = ""
@@ -243,24 +299,36 @@ def subscriber_profile(
     record_audit(session, actor=actor, action="subscriber.view", target=f"subscriber:{s.id}", now=now)
     deliveries = sql.deliveries_of(session, s.id)
     step_names = {d.id: (d.campaign_id, d.step_id) for d in deliveries}
+    suppressed = find_suppression(session, s.email, keys)
+    tags = sql.tags_of(session, [s.id])[s.id]
+    enrollment_rows = sql.enrollments_of(session, s.id)
+    states = {en.id: en.state for en in enrollment_rows}
     timeline: list[tuple[datetime, int, TimelineEntry]] = []
     for d in deliveries:
-        timeline.append((d.created_at, 0, TimelineEntry(d.created_at.isoformat(), "queued", d.campaign_id, d.step_id)))
-        if d.state == "sent" and d.sent_at is not None:
-            detail = f"segment {d.segment_id}" if d.segment_id else ""
-            timeline.append(
-                (d.sent_at, 1, TimelineEntry(d.sent_at.isoformat(), "sent", d.campaign_id, d.step_id, detail))
+        campaign = campaign_named(d.campaign_id) if d.enrollment_id is not None else None
+        step = step_name(d, campaign)
+        if d.state in PENDING:  # when it will go, in their zone (or why it will not)
+            what, detail = pending_outlook(
+                d,
+                s,
+                suppressed=suppressed is not None,
+                enrollment_state=states.get(d.enrollment_id, "ended") if d.enrollment_id is not None else None,
+                campaign=campaign,
+                tags=tags,
             )
+            at = d.not_before
+            timeline.append((at, 1, TimelineEntry(at.isoformat(), what, d.campaign_id, step, detail)))
+        elif d.state == "sent" and d.sent_at is not None:
+            detail = f"segment {d.segment_id}" if d.segment_id else ""
+            timeline.append((d.sent_at, 1, TimelineEntry(d.sent_at.isoformat(), "sent", d.campaign_id, step, detail)))
         elif d.state in ("failed", "skipped"):
             at = d.sent_at or d.not_before
-            timeline.append(
-                (at, 1, TimelineEntry(at.isoformat(), d.state, d.campaign_id, d.step_id, d.last_error[:200]))
-            )
+            timeline.append((at, 1, TimelineEntry(at.isoformat(), d.state, d.campaign_id, step, d.last_error[:200])))
     for e in sql.events_of(session, s.id, list(step_names)):
-        campaign, step = step_names.get(e.delivery_id or -1, ("", ""))
+        campaign_id, step = step_names.get(e.delivery_id or -1, ("", ""))
         detail = describe_event(e.kind, e.data)
         timeline.append(
-            (e.created_at, 2, TimelineEntry(e.created_at.isoformat(), e.kind, campaign, step, detail[:200]))
+            (e.created_at, 2, TimelineEntry(e.created_at.isoformat(), e.kind, campaign_id, step, detail[:200]))
         )
     timeline.sort(key=lambda t: (t[0], t[1]))
     # While a step is in the workers' hands (queued, or postponed to its window or past a pause)
@@ -269,7 +337,7 @@ def subscriber_profile(
     # their window no longer reads as "queued, no next send time" (issue 13 trial, Paris).
     in_flight = {d.enrollment_id: d.not_before for d in deliveries if d.state in ("queued", "sending")}
     enrollments = []
-    for en in sql.enrollments_of(session, s.id):
+    for en in enrollment_rows:
         campaign_file = campaign_named(en.campaign_id)
         next_step: str | None = None
         segment = ""
@@ -304,11 +372,11 @@ def subscriber_profile(
         confirmed_at=_iso(s.confirmed_at),
         unsubscribed_at=_iso(s.unsubscribed_at),
         paused_until=_iso(s.paused_until),
-        suppressed=find_suppression(session, s.email, keys),
+        suppressed=suppressed,
         attributes=dict(s.attributes),
         consent=dict(s.consent),
         topics=[t.topic for t in sql.topics_of(session, s.id)],
-        tags=sql.tags_of(session, [s.id])[s.id],
+        tags=tags,
         enrollments=enrollments,
         timeline=[entry for _, _, entry in timeline],
     )

@@ -113,6 +113,9 @@ class ScheduleIn(BaseModel):
 class TestIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     to: list[str] = Field(min_length=1, max_length=MAX_TEST_ADDRESSES)
+    subscriber: str | None = Field(
+        default=None, max_length=320, description="Fill it with this subscriber's data (their address or id)"
+    )
 
 
 def _answer(exc: Exception) -> HTTPException | JSONResponse:
@@ -261,7 +264,9 @@ def preview_saved(draft: Name, token: Reader, state: State) -> Any:
 def send_test(draft: Name, body: TestIn, token: Writer, state: State) -> Any:
     """Send the saved version to the given addresses, subject marked [TEST]; never counted."""
     try:
-        sent = drafts.send_test(state.runtime, draft, body.to, actor=token.actor, now=state.now())
+        sent = drafts.send_test(
+            state.runtime, draft, body.to, actor=token.actor, now=state.now(), subscriber=body.subscriber
+        )
     except _REFUSED as exc:
         return _refuse(exc)
     return {"newsletter": draft, "sent": sent}

@@ -329,14 +329,26 @@ def save(request: Request, state: State, me: Editor, draft_id: DraftId, fields: 
 
 @router.post("/newsletters/{draft_id}/test")
 def send_test(request: Request, state: State, me: Editor, draft_id: DraftId, fields: Posted) -> Response:
-    """Save, then send the saved version to the given addresses, subject marked [TEST]."""
+    """Save, then send the saved version to the given addresses, subject marked [TEST]; with
+    "as subscriber" filled in with that person's data (a plain form field: works without
+    JavaScript)."""
     to = [a.strip() for a in forms.one(fields, "test_to").replace(";", ",").split(",") if a.strip()] or [me.email]
+    subscriber = forms.one(fields, "test_subscriber").strip()
     try:
         saved = _save(state, me, draft_id, fields)
-        sent = drafts.send_test(state.runtime, draft_id, to, actor=me.actor, now=state.now())
+        sent = drafts.send_test(
+            state.runtime,
+            draft_id,
+            to,
+            actor=me.actor,
+            now=state.now(),
+            subscriber=subscriber,
+            subscriber_field="As this subscriber",  # the field's label on the page
+        )
     except CadenceError as exc:
         return _refused(request, state, me, _stored_or_none(state, draft_id), fields, exc)
-    sentence = f"Saved version {saved.version} and sent a test to {sent} address(es): {', '.join(to)}."
+    data_of = f" with the data of {subscriber}" if subscriber else ""
+    sentence = f"Saved version {saved.version} and sent a test{data_of} to {sent} address(es): {', '.join(to)}."
     return done_redirect(f"/admin/newsletters/{draft_id}", me, sentence)
 
 

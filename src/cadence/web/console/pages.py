@@ -13,7 +13,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Form, Path, Query, Request
 from starlette.responses import Response
 
-from cadence.errors import InputError, NotFound
+from cadence.core.campaign import Campaign
+from cadence.errors import CampaignError, InputError, NotFound
 from cadence.operations import console_reads, subscriber_export, subscriber_tools
 from cadence.operations.staff_accounts import StaffIdentity
 from cadence.operations.work import Session
@@ -60,6 +61,15 @@ def subscribers(
     return page(request, "subscribers.html", {**context, "found": found}, me=me)
 
 
+def _campaign_or_none(state: WebState, name: str) -> Campaign | None:
+    """The campaign's definition for the timeline's "will be skipped" (its exit goal), None when
+    its file is gone or broken (the send path holds such deliveries)."""
+    try:
+        return state.runtime.catalog.get(name)
+    except (NotFound, CampaignError):
+        return None
+
+
 def _profile(
     request: Request,
     state: WebState,
@@ -71,10 +81,15 @@ def _profile(
 ) -> Response:
     try:
         with state.session() as session:
-            profile = console_reads.subscriber_profile(session, subscriber_id)
-            suppressed = subscriber_tools.suppression_reason(
-                session, profile.subscriber.email, keys=state.suppression_keys
+            profile = console_reads.subscriber_profile(
+                session,
+                subscriber_id,
+                campaign_named=lambda name: _campaign_or_none(state, name),
+                suppression=lambda email: subscriber_tools.suppression_reason(
+                    session, email, keys=state.suppression_keys
+                ),
             )
+            suppressed = profile.suppressed
     except NotFound:
         return page(
             request,

@@ -54,9 +54,9 @@
     return JSON.stringify(sorted(a)) === JSON.stringify(sorted(b));
   }
 
-  // Compared without the short name and the test addresses: a new draft's page has the one and
+  // Compared without the short name and the test fields: a new draft's page has the one and
   // not the other, and neither is part of the newsletter.
-  var NOT_TEXT = { new_id: true, test_to: true };
+  var NOT_TEXT = { new_id: true, test_to: true, test_subscriber: true };
 
   // Filter rows count only when they name an attribute (the server shows them first, and one
   // empty row more): ["", "terrain"] and ["terrain", ""] are the same choice.
