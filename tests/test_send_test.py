@@ -18,7 +18,7 @@ from cadence.config import load_settings
 from cadence.core.subscriber_fields import SubscriberInput
 from cadence.db.audit import record_audit
 from cadence.db.migrate import upgrade
-from cadence.db.models import AuditEntry, Delivery
+from cadence.db.models import AuditEntry, Delivery, Subscriber
 from cadence.db.session import transaction
 from cadence.operations.subscribers import import_subscribers
 from tests.support.cluster import cadence_env
@@ -88,6 +88,24 @@ def test_a_test_send_can_use_a_subscribers_data_and_segment(env: dict[str, str],
     assert "Zoë" in parsed.get_body(("plain",)).get_content()
 
 
+def test_a_test_send_names_the_subscriber_by_id_too(env: dict[str, str], sink: SmtpSink) -> None:
+    """As the console's "As this subscriber": the id its subscriber pages show works as well as
+    the address; the email is hers (name, segment) and goes only to --to."""
+    with transaction(load_settings(env).database_url) as session:
+        zoe_id = session.scalar(select(Subscriber.id).where(Subscriber.email == "zoe@example.com"))
+    ran = cadence(env, "campaigns", "send-test", CAMPAIGN, "--step", "1", "--subscriber", str(zoe_id),
+                  "--to", "me@clinic.example", "--json")  # fmt: skip
+    assert ran.status == 0, ran
+    result = json.loads(ran.out)
+    assert (result["segment"], result["data_of"], result["sent"]) == (
+        "trail+no-race", "zoe@example.com", ["me@clinic.example"]
+    )
+    [message] = sink.wait_for(1)
+    assert message.rcpt_tos == ("me@clinic.example",)
+    text = email.message_from_bytes(message.data, policy=email.policy.default).get_body(("plain",)).get_content()
+    assert "Zoë" in text and "Why the trails make it show" in text  # her name, her segment's paragraph
+
+
 @pytest.mark.parametrize(
     ("args", "status", "message"),
     [
@@ -100,9 +118,12 @@ def test_a_test_send_can_use_a_subscribers_data_and_segment(env: dict[str, str],
         (["--step", "1", "--segment", "trails", "--to", "me@x.example"], 1,
          "has no segment 'trails'; segments: trail+race-soon (Trail runners · race within 8 weeks)"),
         (["--step", "1", "--to", "me@x.example"], 2, "give --segment (one of: trail+race-soon"),
-        (["--step", "1", "--subscriber", "nobody@example.com", "--to", "me@x.example"], 1, "no subscriber"),
+        (["--step", "1", "--subscriber", "nobody@example.com", "--to", "me@x.example"], 1,
+         "--subscriber: no subscriber 'nobody@example.com' (give their address or id)"),
+        (["--step", "1", "--subscriber", "999999", "--to", "me@x.example"], 1,
+         "--subscriber: no subscriber '999999' (give their address or id)"),
     ],
-    ids=["too-many", "bad-address", "no-step", "no-segment", "which-segment", "no-subscriber"],
+    ids=["too-many", "bad-address", "no-step", "no-segment", "which-segment", "no-subscriber", "no-subscriber-id"],
 )
 def test_a_bad_test_send_sends_nothing(
     env: dict[str, str], sink: SmtpSink, args: list[str], status: int, message: str

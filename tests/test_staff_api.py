@@ -209,6 +209,14 @@ def test_campaigns_listed_paused_resumed_test_sent_and_cancelled_only_when_confi
         web, "POST", f"/api/admin/campaigns/{CAMPAIGN}/send-test", writer, json={"step": "9", "to": ["a@b.org"]}
     )
     assert no_step.status_code == 404 and "no step '9'" in no_step.json()["detail"]
+    # An unknown subscriber is a wrong field, named as the body calls it; nothing is sent.
+    before = len(web_sink.messages)
+    nobody = {"step": "1", "to": ["a@b.org"], "subscriber": "nobody@example.com"}
+    refused = call(web, "POST", f"/api/admin/campaigns/{CAMPAIGN}/send-test", writer, json=nobody)
+    assert refused.status_code == 422, refused.text
+    said = refused.json()["detail"][0]["msg"]
+    assert said == "subscriber: no subscriber 'nobody@example.com' (give their address or id)", said
+    assert len(web_sink.messages) == before
     for bad in ({"step": "1", "to": ["not-an-address"]}, {"step": "1"}, {"step": "1", "to": ["a@b.org,c@d.org"]}):
         refused = call(web, "POST", f"/api/admin/campaigns/{CAMPAIGN}/send-test", writer, json=bad)
         assert refused.status_code == 422 and refused.json()["detail"][0]["msg"], (bad, refused.text)

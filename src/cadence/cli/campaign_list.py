@@ -62,7 +62,12 @@ def send_test(
         str | None, typer.Option("--segment", help="The version to send: a segment id or name (as validate shows)")
     ] = None,
     subscriber: Annotated[
-        str | None, typer.Option("--subscriber", help="Fill the email with this subscriber's data instead of a sample")
+        str | None,
+        typer.Option(
+            "--subscriber",
+            help="Fill the email with this subscriber's data (their address or id) instead of a sample's; "
+            "without --segment, also their segment",
+        ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON (for scripts)")] = False,
 ) -> None:
@@ -76,7 +81,7 @@ def send_test(
     runtime = Runtime.from_settings(get_settings())
     try:
         result = send_campaign_test(
-            runtime, name, step=step, segment=segment, to=to, subscriber_email=subscriber, actor=actor()
+            runtime, name, step=step, segment=segment, to=to, subscriber=subscriber, actor=actor()
         )
     finally:
         runtime.close()

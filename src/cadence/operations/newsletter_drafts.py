@@ -50,19 +50,17 @@ from cadence.core.newsletter_draft import (
     sketch_newsletter,
 )
 from cadence.core.render import Renderer
-from cadence.core.subscriber_fields import email_key
-from cadence.db import console as console_store
 from cadence.db import newsletter_drafts as drafts_store
 from cadence.db import newsletters as newsletter_store
 from cadence.db.audit import record_audit
 from cadence.db.draft_models import NewsletterDraft, NewsletterDraftVersion
-from cadence.db.enrollments import subscriber_by_email_key
 from cadence.db.session import transaction
-from cadence.errors import CampaignError, InputError, NotFound
+from cadence.errors import CampaignError, NotFound
 from cadence.files.newsletters import NEWSLETTERS_FOLDER, referenced_campaigns
 from cadence.operations import newsletters
 from cadence.operations.newsletter_copies import build_copy
 from cadence.operations.runtime import Runtime
+from cadence.operations.test_sends import test_subscriber
 from cadence.review.previews import DEFAULT_SAMPLE_SUBSCRIBERS, validate_campaign
 
 __all__ = [
@@ -320,14 +318,9 @@ def send_test(
 
 
 def _subscriber_email(session: Session, chosen: str, field_name: str) -> str:
-    """The address of the subscriber `chosen` names (their address, or their id as the console's
-    subscriber pages show it); InputError naming the field otherwise."""
-    found = console_store.subscriber(session, int(chosen)) if chosen.isdigit() else None
-    if found is None and not chosen.isdigit():
-        found = subscriber_by_email_key(session, email_key(chosen))
-    if found is None:
-        raise InputError(f"{field_name}: no subscriber {chosen!r} (give their address or id)")
-    return found.email
+    """The address of the subscriber `chosen` names (their address or id), as a drip's test
+    resolves it; InputError naming the field otherwise."""
+    return test_subscriber(session, chosen, field_name=field_name).email
 
 
 # ---------------------------------------------------------------------------- live, unsaved

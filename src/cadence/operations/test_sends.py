@@ -24,16 +24,21 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy.orm import Session
+
 from cadence.core.campaign import Campaign, Segment, Step
 from cadence.core.dkim import DkimSigner, DkimSigners
 from cadence.core.message import Address, OutgoingMessage, build_mime, validate_addr_spec
 from cadence.core.render import Renderer, render_email
 from cadence.core.segments import choose_segment
+from cadence.core.subscriber_fields import email_key
+from cadence.db import console as console_store
 from cadence.db.audit import record_audit
+from cadence.db.enrollments import subscriber_by_email_key
+from cadence.db.models import Subscriber
 from cadence.db.session import transaction
 from cadence.db.test_sends import test_recipients_since
 from cadence.errors import InputError, NotFound, UsageError
-from cadence.operations.enrollment import find_subscriber
 from cadence.operations.runtime import Runtime
 from cadence.review.previews import DEFAULT_SAMPLE_SUBSCRIBERS, SAMPLE_LINKS
 from cadence.transports.base import SendResult, Transport
@@ -48,6 +53,7 @@ __all__ = [
     "resolve_step",
     "send_campaign_test",
     "send_test_message",
+    "test_subscriber",
 ]
 
 TEST_PREFIX = "[TEST] "
@@ -137,6 +143,20 @@ def resolve_segment(campaign: Campaign, text: str, *, option: str = "--segment")
     raise NotFound(f"{option}: {campaign.id} has no segment {text!r}; segments: {listing}")
 
 
+def test_subscriber(session: Session, chosen: str, *, field_name: str) -> Subscriber:
+    """The subscriber whose data fills a test: `chosen` is their address or their id (as the
+    console's subscriber pages show it). InputError naming `field_name` as the caller's form,
+    option or body calls it ("--subscriber", "As this subscriber", "subscriber") otherwise, so
+    nothing is sent."""
+    chosen = chosen.strip()
+    found = console_store.subscriber(session, int(chosen)) if chosen.isdigit() else None
+    if found is None and not chosen.isdigit():
+        found = subscriber_by_email_key(session, email_key(chosen))
+    if found is None:
+        raise InputError(f"{field_name}: no subscriber {chosen!r} (give their address or id)")
+    return found
+
+
 def parse_recipients(text: str) -> list[str]:
     """``--to a@x,b@y``: each a valid address, at most :data:`MAX_TEST_RECIPIENTS`."""
     addresses = list(dict.fromkeys(a.strip() for a in text.replace(";", ",").split(",") if a.strip()))
@@ -162,13 +182,17 @@ def send_campaign_test(
     step: str,
     segment: str | None,
     to: str,
-    subscriber_email: str | None,
+    subscriber: str | None,
     actor: str,
+    subscriber_field: str = "--subscriber",
 ) -> TestSendResult:
     """Render step `step` of campaign `campaign_name` for `segment` (default: the segment the
-    subscriber is in today) with the data of the subscriber `subscriber_email` (default: a
-    sample runner) and send it as a test to the addresses in `to`. Checked before anything is
-    sent: the step, the segment, the addresses, the hourly cap."""
+    subscriber is in today) with the data of the subscriber `subscriber` (their address or id;
+    default: a sample runner) and send it as a test to the addresses in `to`. Checked before
+    anything is sent: the step, the segment, the addresses, the subscriber (an unknown one is an
+    InputError naming `subscriber_field`), the hourly cap. The CLI's ``--subscriber``, the
+    console's "As this subscriber" and the staff API's ``subscriber`` all come here."""
+    subscriber = (subscriber or "").strip() or None
     now = runtime.clock.now()
     recipients = parse_recipients(to)
     campaign = runtime.catalog.get(campaign_name)
@@ -176,13 +200,13 @@ def send_campaign_test(
     database_url = runtime.settings.database_url
     with transaction(database_url) as session:
         data: dict[str, Any] = dict(DEFAULT_SAMPLE_SUBSCRIBERS[0])
-        if subscriber_email is not None:
-            found = find_subscriber(session, subscriber_email)
+        if subscriber is not None:
+            found = test_subscriber(session, subscriber, field_name=subscriber_field)
             data = {"first_name": found.first_name, "email": found.email, "attributes": dict(found.attributes or {})}
         already = test_recipients_since(session, now - timedelta(hours=1))
     if segment is not None:
         chosen_segment = resolve_segment(campaign, segment)
-    elif subscriber_email is not None:
+    elif subscriber is not None:
         chosen_segment = choose_segment(campaign.segments, data.get("attributes") or {}, now.date())
     else:
         listing = ", ".join(s.id for s in campaign.segments)
@@ -209,7 +233,7 @@ def send_campaign_test(
                 "segment": chosen_segment.id,
                 "to": recipients,
                 "sent": len(sent),
-                "data_of": "subscriber" if subscriber_email is not None else "sample",
+                "data_of": "subscriber" if subscriber is not None else "sample",
             },
             now=now,
         )
@@ -218,7 +242,7 @@ def send_campaign_test(
         chosen_step.id,
         chosen_segment.id,
         TEST_PREFIX + message.subject,
-        str(data.get("email")) if subscriber_email is not None else "sample",
+        str(data.get("email")) if subscriber is not None else "sample",
         sent,
         refused,
     )

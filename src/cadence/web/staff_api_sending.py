@@ -106,7 +106,9 @@ class CampaignTestIn(BaseModel):
     step: str = Field(min_length=1, max_length=200, description="Its number (1 = the first) or its id")
     to: list[str] = Field(min_length=1, max_length=MAX_TEST_RECIPIENTS)
     segment: str | None = Field(default=None, max_length=200)
-    subscriber: str | None = Field(default=None, max_length=320, description="Fill it with this subscriber's data")
+    subscriber: str | None = Field(
+        default=None, max_length=320, description="Fill it with this subscriber's data (their address or id)"
+    )
 
 
 @router.post("/campaigns/{campaign}/send-test")
@@ -122,8 +124,9 @@ def send_campaign_test_email(campaign: Name, body: CampaignTestIn, token: Writer
             step=body.step,
             segment=body.segment,
             to=",".join(body.to),
-            subscriber_email=body.subscriber,
+            subscriber=body.subscriber,
             actor=token.actor,
+            subscriber_field="subscriber",
         )
     except (NotFound, InputError, CampaignError, TemplateError, TransportError) as exc:
         raise _refused(exc) from None
@@ -206,7 +209,9 @@ def newsletter_cancel(newsletter: Name, body: ConfirmIn, token: Writer, state: S
 class NewsletterTestIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     to: list[str] = Field(min_length=1, max_length=newsletters.MAX_TEST_ADDRESSES)
-    subscriber: str | None = Field(default=None, max_length=320, description="Fill it with this subscriber's data")
+    subscriber: str | None = Field(
+        default=None, max_length=320, description="Fill it with this subscriber's data (their address or id)"
+    )
 
 
 @router.post("/newsletters/{newsletter}/send-test")

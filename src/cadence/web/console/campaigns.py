@@ -5,13 +5,15 @@ top links, a funnel chart per step).
 Each handler calls one operation: operations/console_campaigns.py for what the pages show,
 operations/lifecycle.py (drips) or operations/newsletters.py for a state change or a
 newsletter's schedule, and
-operations/test_sends.py or newsletters.send_test for a test email. Every action is an editor's
+operations/test_sends.py (a drip's test, "As this subscriber" included, as the CLI's
+``--subscriber``) or newsletters.send_test for a test email. Every action is an editor's
 POST with the session's CSRF token (auth.Access) and lands in the audit log as ``user:<email>``.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Form, Path, Request
 from starlette.responses import HTMLResponse, Response
@@ -30,6 +32,8 @@ router = APIRouter(prefix="/admin", include_in_schema=False)
 # is a 422, not an OSError (the staff API caps it the same way).
 CampaignId = Annotated[str, Path(max_length=200)]
 Id = Annotated[str, Form(max_length=200)]
+# The label of the test form's subscriber field, as the newsletter composer's: an error names it.
+SUBSCRIBER_FIELD = "As this subscriber"
 
 
 def _list_page(
@@ -52,15 +56,41 @@ def campaigns(request: Request, state: State, me: Viewer, done: str = "", sig: s
 
 
 @router.get("/campaigns/{campaign_id}")
-def campaign(request: Request, state: State, me: Viewer, campaign_id: CampaignId) -> Response:
+def campaign(
+    request: Request, state: State, me: Viewer, campaign_id: CampaignId, done: str = "", sig: str = ""
+) -> Response:
+    return _campaign_page(request, state, me, campaign_id, done=done_text(me, done, sig))
+
+
+def _campaign_page(
+    request: Request,
+    state: WebState,
+    me: StaffIdentity,
+    campaign_id: str,
+    *,
+    done: str = "",
+    error: str = "",
+    typed: dict[str, str] | None = None,
+    status: int = 200,
+) -> Response:
+    """The campaign page; after a refused test send, with the error and the test form as typed
+    (`typed`: to, step, segment, subscriber) so the person corrects it instead of starting over."""
     try:
         shown = console_campaigns.campaign_page(state.settings, state.runtime.catalog, campaign_id, state.now())
     except NotFound:
         missing = {"title": "No results yet", "message": f"Nothing has been sent for {campaign_id} yet."}
         return page(request, "message.html", missing, me=me, status=404)
     grid = console_campaigns.preview_grid(state.settings.campaigns_dir, state.runtime.renderer, campaign_id)
-    context: dict[str, Any] = {"shown": shown, "campaign_id": campaign_id, "grid": grid}
-    return page(request, "campaign.html", context, me=me)
+    context: dict[str, Any] = {
+        "shown": shown,
+        "campaign_id": campaign_id,
+        "grid": grid,
+        "done": done,
+        "error": error,
+        "typed": typed or {},
+        "subscriber_field": SUBSCRIBER_FIELD,
+    }
+    return page(request, "campaign.html", context, me=me, status=status)
 
 
 @router.get("/campaigns/{campaign_id}/preview/{step}/{segment_id}")
@@ -170,30 +200,47 @@ def send_test(
     to: Annotated[str, Form(max_length=2000)] = "",
     step: Id = "1",
     segment: Id = "",
+    test_subscriber: Annotated[str, Form(max_length=320)] = "",
+    back: Id = "",
 ) -> Response:
-    """A test email to `to` (default: the logged-in person's own address), subject "[TEST]"."""
+    """A test email to `to` (default: the logged-in person's own address), subject "[TEST]".
+    From a drip's page (`back` = "campaign"), "As this subscriber" (`test_subscriber`: an
+    address or an id) fills it with that person's data and, with no segment chosen, their
+    segment, as ``cadence campaigns send-test --subscriber`` does (the same operation); a
+    refusal shows that page again with the form as typed. A plain form: no JavaScript needed."""
     to = to.strip() or me.email
+    subscriber = test_subscriber.strip()
     try:
         if console_campaigns.is_newsletter(state.settings, campaign_id):
             sent = newsletters.send_test(state.runtime, campaign_id, [to], actor=me.actor, now=state.now())
             done = f"Test sent to {sent} address(es)."
         else:
-            chosen = segment.strip() or _first_segment(state, campaign_id)
+            # No segment chosen: the subscriber's own (the operation works it out), or the first.
+            chosen = segment.strip() or (None if subscriber else _first_segment(state, campaign_id))
             result = send_campaign_test(
                 state.runtime,
                 campaign_id,
                 step=step.strip() or "1",
                 segment=chosen,
                 to=to,
-                subscriber_email=None,
+                subscriber=subscriber or None,
                 actor=me.actor,
+                subscriber_field=SUBSCRIBER_FIELD,
             )
             refused = f"; refused: {', '.join(result.refused)}" if result.refused else ""
-            done = f"Test of {result.step} ({result.segment}) sent to {', '.join(result.sent) or 'nobody'}{refused}."
-    except NotFound as exc:
-        return _list_page(request, state, me, error=_message(exc), status=404)
-    except CadenceError as exc:  # a bad address, the hourly cap, a campaign file that does not load
-        return _list_page(request, state, me, error=_message(exc), status=400)
+            data_of = f" with the data of {subscriber}" if subscriber else ""
+            done = (
+                f"Test of {result.step} ({result.segment}){data_of} sent to "
+                f"{', '.join(result.sent) or 'nobody'}{refused}."
+            )
+    except CadenceError as exc:  # a bad address or subscriber, the hourly cap, a file that does not load
+        status = 404 if isinstance(exc, NotFound) else 400
+        if back == "campaign":
+            typed = {"to": to, "step": step, "segment": segment, "subscriber": subscriber}
+            return _campaign_page(request, state, me, campaign_id, error=_message(exc), typed=typed, status=status)
+        return _list_page(request, state, me, error=_message(exc), status=status)
+    if back == "campaign":
+        return done_redirect(f"/admin/campaigns/{quote(campaign_id, safe='')}", me, done)
     return done_redirect("/admin/campaigns", me, done)
 
 
