@@ -92,7 +92,7 @@ def test_as_this_subscriber_without_javascript(web: WebServer, people: dict[str,
         # A segment chosen by hand wins over theirs; the name is still theirs.
         before = len(web.sink.messages)
         page.goto(web.url(PAGE))
-        page.get_by_label("Segment", exact=True).select_option("trail+no-race")
+        page.get_by_role("combobox", name="Segment").select_option("trail+no-race")
         page.get_by_label("As this subscriber").fill(ROBIN)
         page.get_by_role("button", name="Send test").click()
         expect(page.locator("#done")).to_contain_text("(trail+no-race) with the data of")
