@@ -218,8 +218,27 @@ class Console:
             return
         for width, height in ((1280, 900), (375, 812)):
             self.page.set_viewport_size({"width": width, "height": height})
+            # A viewport as tall as the page: Chromium paints a frame (the campaign page's email
+            # previews) only near the viewport, so a plain full-page shot showed them blank.
+            tall = self.page.evaluate("document.documentElement.scrollHeight")
+            self.page.set_viewport_size({"width": width, "height": max(height, tall)})
+            self._frames_loaded(width)
+            self.page.evaluate("() => new Promise(done => requestAnimationFrame(() => requestAnimationFrame(done)))")
             self.page.screenshot(path=str(Path(folder) / f"console-{name}-{width}.png"), full_page=True)
         self.page.set_viewport_size({"width": 1280, "height": 900})
+
+    def _frames_loaded(self, width: int) -> None:
+        """Wait until every frame the shot shows has loaded: the lazy ones come into view once the
+        viewport is as tall as the page; those scrolled off sideways in the preview grid stay
+        unloaded, and unseen."""
+        for handle in self.page.locator("iframe").element_handles():
+            box = handle.bounding_box()
+            if box is None or box["x"] + box["width"] > width:
+                continue
+            frame = handle.content_frame()
+            if frame is not None:
+                frame.wait_for_url(lambda url: url != "about:blank")
+                frame.wait_for_load_state("load")
 
     def close(self) -> None:
         self.context.close()
