@@ -306,7 +306,7 @@ def send_test(
     :data:`cadence.operations.newsletters.MAX_TEST_ADDRESSES`), subject marked ``[TEST]``,
     through the real transport; no ledger row, never counted; audit-logged. `subscriber` (an
     address or a subscriber id; empty: a sample reader) fills it with that person's data, as
-    ``cadence newsletters test --subscriber`` does. Returns how many were sent. Raises NotFound,
+    ``cadence newsletters send-test --subscriber`` does. Returns how many were sent. Raises NotFound,
     DraftInvalid (not complete), InputError (addresses; an unknown subscriber, naming
     `subscriber_field` as the form or API calls it: nothing is sent), TransportError."""
     chosen = (subscriber or "").strip()
