@@ -10,14 +10,14 @@ import io
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Form, Path, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from starlette.responses import Response
 
 from cadence.errors import InputError, NotFound
 from cadence.operations import console_reads, subscriber_export, subscriber_tools
 from cadence.operations.staff_accounts import StaffIdentity
 from cadence.operations.work import Session
-from cadence.web.console.auth import Admin, Editor, Viewer
+from cadence.web.console.auth import Admin, Editor, Viewer, form_field
 from cadence.web.console.render import done_redirect, done_text, page
 from cadence.web.state import State, WebState
 
@@ -127,7 +127,7 @@ def add_tag(
     state: State,
     me: Editor,
     subscriber_id: SubscriberId,
-    tag: Annotated[str, Form(max_length=200)] = "",
+    tag: Annotated[str, form_field("tag", 200)],
 ) -> Response:
     def run(session: Session, email: str) -> str:
         subscriber_tools.tag_subscribers(
@@ -144,7 +144,7 @@ def remove_tag(
     state: State,
     me: Editor,
     subscriber_id: SubscriberId,
-    tag: Annotated[str, Form(max_length=200)] = "",
+    tag: Annotated[str, form_field("tag", 200)],
 ) -> Response:
     def run(session: Session, email: str) -> str:
         subscriber_tools.tag_subscribers(
@@ -161,7 +161,7 @@ def suppress(
     state: State,
     me: Editor,
     subscriber_id: SubscriberId,
-    reason: Annotated[str, Form(max_length=2000)] = "",
+    reason: Annotated[str, form_field("reason", 2000)],
 ) -> Response:
     def run(session: Session, email: str) -> str:
         change = subscriber_tools.suppress_subscriber(session, email, reason=reason, actor=me.actor, now=state.now())
@@ -210,7 +210,7 @@ def erase(
     state: State,
     me: Admin,
     subscriber_id: SubscriberId,
-    confirm: Annotated[str, Form(max_length=400)] = "",
+    confirm: Annotated[str, form_field("confirm", 400)],
 ) -> Response:
     """Erase for good (GDPR Art. 17), as the person's own erase link does. The address must be
     typed: this cannot be undone."""
