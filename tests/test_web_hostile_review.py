@@ -4,6 +4,11 @@ pinned by the request that showed it, and the probes that found nothing pinned a
 
 Fixed:
 
+- The import's error report is a GET that writes an audit row and hands over people's rows: a
+  link or redirect on another site made an editor's browser fetch it (the session cookie is
+  SameSite=Lax). A request the browser marks ``Sec-Fetch-Site: cross-site``/``same-site`` is
+  now refused.
+
 - The staff API's bodies had the pages' 8 KB cap: ``POST /api/admin/subscribers/tags`` with the
   1,000 addresses its model allows (~28 KB) was a 413. Its limit is now the composer's 2 MiB
   (only token holders get a body read at all).
@@ -74,6 +79,18 @@ def test_a_test_send_to_an_address_with_a_header_in_it_sends_nothing(web: WebSer
             assert answer.status_code == 400, answer.text[:300]
     assert len(web_sink.messages) == before
     assert not any("victim@example.net" in str(m.rcpt_tos) for m in web_sink.messages)
+
+
+def test_another_site_cannot_make_an_editors_browser_download_an_error_report(web: WebServer) -> None:
+    """The download is a GET that writes an audit row (and saves people's rows to disk)."""
+    client = editor_client(web, "report.reader@clinic.example")
+    for site in ("cross-site", "same-site"):
+        refused = client.get("/admin/imports/1/errors.csv", headers={"Sec-Fetch-Site": site})
+        assert refused.status_code == 403
+        assert "its import" in refused.text
+    # From our own page (or typed, or a script without the header): the usual answer.
+    for headers in ({"Sec-Fetch-Site": "same-origin"}, {"Sec-Fetch-Site": "none"}, {}):
+        assert client.get("/admin/imports/1/errors.csv", headers=headers).status_code == 404  # no such job
 
 
 def test_a_login_never_leads_to_another_site(web: WebServer) -> None:
