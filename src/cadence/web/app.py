@@ -20,7 +20,8 @@ Map of the modules::
     api.py           /api/...
     state.py         WebState shared by the routes, the per-IP limit dependency
     security.py      headers, CSRF, client IP, log redaction    ratelimit.py   per-IP counters
-    body_guard.py    body size caps, JSON checks, validation replies that echo nothing
+    body_guard.py    body size caps and read deadlines, JSON checks, validation replies that echo nothing
+    serving.py       uvicorn's protocol with a deadline on each request head (cli/web.py uses it)
     manage.py        /manage, /p/<t>/data-link, /d/<t> (export and erase by emailed link)
     forms.py         request parsing: address, name, a form's answers, the API's models
 """
