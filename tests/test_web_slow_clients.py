@@ -233,6 +233,15 @@ def test_an_anonymous_post_is_refused_before_its_body_is_read(web: WebServer, pa
         assert _closed(sock)  # and the rest of the body is not waited for on this connection
 
 
+def test_a_postmark_webhook_without_its_credentials_is_refused_before_its_body_is_read(web: WebServer) -> None:
+    """Postmark's credentials are headers (Basic); this server has none set: 503, unread."""
+    with _connect(web) as sock:
+        sock.sendall(_head("POST", "/webhooks/postmark", 1024 * 1024 - 1, "application/json") + b'{"a": "' + b"x" * 999)
+        status, received, took = _reply(sock)
+        assert status in (401, 503), received[:400]
+        assert took < IDLE_SECONDS
+
+
 def test_an_anonymous_2_mib_post_sent_in_full_is_refused_the_same(web: WebServer) -> None:
     body = urlencode({"body": "x" * (2 * 1024 * 1024 - 100)})
     answer = httpx.post(

@@ -29,7 +29,8 @@ recursion happens on hostile input; the checked body is then replayed to the app
   :attr:`Deadlines.idle` seconds, or not complete within :attr:`Deadlines.total` (a form or JSON
   body) or :attr:`Deadlines.upload` (a streamed upload, whose half-written file the route then
   deletes). Without it one client sending a byte a minute held its request open forever.
-- **deferred** bodies (``/admin/*`` POSTs, the console's forms): the checks above still apply,
+- **deferred** bodies (``/admin/*`` POSTs, the console's forms; Postmark's webhook, whose
+  credentials are headers): the checks above still apply,
   but the body is read only when the app asks for it, after the console's session, role and
   Origin checks (web/console/auth.py Access): an anonymous 2 MiB POST is refused before a byte
   of it is read (hostile review). A refusal is then raised as :class:`BodyRefused`, which the
@@ -245,7 +246,9 @@ class BodyGuard:
         streamed: dict[str, int] | None = None,
         *,
         deadlines: Deadlines | None = None,
-        deferred: tuple[str, ...] = ("/admin/",),
+        # The console (auth.Access) and Postmark's webhook (its Basic credentials) check the
+        # request before they read its body; Mailgun's signature is in the body.
+        deferred: tuple[str, ...] = ("/admin/", "/webhooks/postmark"),
         gates: Sequence[tuple[str, Gate]] = (),
     ) -> None:
         self.app = app
