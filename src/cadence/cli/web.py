@@ -28,6 +28,7 @@ def web(
     from cadence.config import get_settings
     from cadence.monitoring.logs import uvicorn_log_config
     from cadence.monitoring.metrics import start_process_metrics
+    from cadence.web.serving import HeaderDeadlineProtocol
 
     settings = get_settings()  # fail now, with the variable's name, rather than in a worker process
     start_process_metrics("web", settings)
@@ -42,6 +43,9 @@ def web(
         # (web/security.py client_ip), so rate limits and consent records cannot be fooled.
         proxy_headers=False,
         server_header=False,
+        # A deadline on each request's line and headers (slowloris; web/serving.py), and on
+        # idle keep-alive connections uvicorn's own 5 s.
+        http=HeaderDeadlineProtocol,
         log_level=log_level,
         **json_logs,  # type: ignore[arg-type]
     )

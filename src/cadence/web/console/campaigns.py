@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Form, Path, Request
+from fastapi import APIRouter, Path, Request
 from starlette.responses import HTMLResponse, Response
 
 from cadence.errors import CadenceError, InputError, NotFound
@@ -21,7 +21,7 @@ from cadence.operations import console_campaigns, lifecycle, newsletter_drafts, 
 from cadence.operations.staff_accounts import StaffIdentity
 from cadence.operations.test_sends import send_campaign_test
 from cadence.operations.tracking import style_hashes
-from cadence.web.console.auth import Editor, Viewer
+from cadence.web.console.auth import Editor, Viewer, form_field
 from cadence.web.console.render import done_redirect, done_text, page
 from cadence.web.state import State, WebState
 
@@ -29,7 +29,6 @@ router = APIRouter(prefix="/admin", include_in_schema=False)
 # A campaign id becomes a file name (campaigns/<id>.yaml): longer than any file name may be, it
 # is a 422, not an OSError (the staff API caps it the same way).
 CampaignId = Annotated[str, Path(max_length=200)]
-Id = Annotated[str, Form(max_length=200)]
 
 
 def _list_page(
@@ -132,7 +131,13 @@ def resume(request: Request, state: State, me: Editor, campaign_id: CampaignId) 
 
 
 @router.post("/campaigns/{campaign_id}/cancel")
-def cancel(request: Request, state: State, me: Editor, campaign_id: CampaignId, confirm: Id = "") -> Response:
+def cancel(
+    request: Request,
+    state: State,
+    me: Editor,
+    campaign_id: CampaignId,
+    confirm: Annotated[str, form_field("confirm", 200)],
+) -> Response:
     # Cancelling cannot be undone (operations/lifecycle.py): the name must be typed, as on
     # GitHub's "delete repository", so a slip of the mouse cancels nothing.
     if confirm.strip() != campaign_id:
@@ -147,7 +152,7 @@ def schedule(
     state: State,
     me: Editor,
     campaign_id: CampaignId,
-    at: Annotated[str, Form(max_length=100)] = "",
+    at: Annotated[str, form_field("at", 100)],
 ) -> Response:
     """Schedule a newsletter file as it is now (its text is then locked): at its own send time,
     or `at` (an instant with its offset, "YYYY-MM-DD HH:MM local", or "now")."""
@@ -167,9 +172,9 @@ def send_test(
     state: State,
     me: Editor,
     campaign_id: CampaignId,
-    to: Annotated[str, Form(max_length=2000)] = "",
-    step: Id = "1",
-    segment: Id = "",
+    to: Annotated[str, form_field("to", 2000)],
+    step: Annotated[str, form_field("step", 200, "1")],
+    segment: Annotated[str, form_field("segment", 200)],
 ) -> Response:
     """A test email to `to` (default: the logged-in person's own address), subject "[TEST]"."""
     to = to.strip() or me.email

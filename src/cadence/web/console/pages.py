@@ -10,7 +10,7 @@ import io
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Form, Path, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from starlette.responses import Response
 
 from cadence.core.campaign import Campaign
@@ -18,7 +18,7 @@ from cadence.errors import CampaignError, InputError, NotFound
 from cadence.operations import console_reads, subscriber_export, subscriber_tools
 from cadence.operations.staff_accounts import StaffIdentity
 from cadence.operations.work import Session
-from cadence.web.console.auth import Admin, Editor, Viewer
+from cadence.web.console.auth import Admin, Editor, Viewer, form_field
 from cadence.web.console.render import done_redirect, done_text, page
 from cadence.web.state import State, WebState
 
@@ -142,7 +142,7 @@ def add_tag(
     state: State,
     me: Editor,
     subscriber_id: SubscriberId,
-    tag: Annotated[str, Form(max_length=200)] = "",
+    tag: Annotated[str, form_field("tag", 200)],
 ) -> Response:
     def run(session: Session, email: str) -> str:
         subscriber_tools.tag_subscribers(
@@ -159,7 +159,7 @@ def remove_tag(
     state: State,
     me: Editor,
     subscriber_id: SubscriberId,
-    tag: Annotated[str, Form(max_length=200)] = "",
+    tag: Annotated[str, form_field("tag", 200)],
 ) -> Response:
     def run(session: Session, email: str) -> str:
         subscriber_tools.tag_subscribers(
@@ -176,7 +176,7 @@ def suppress(
     state: State,
     me: Editor,
     subscriber_id: SubscriberId,
-    reason: Annotated[str, Form(max_length=2000)] = "",
+    reason: Annotated[str, form_field("reason", 2000)],
 ) -> Response:
     def run(session: Session, email: str) -> str:
         change = subscriber_tools.suppress_subscriber(session, email, reason=reason, actor=me.actor, now=state.now())
@@ -225,7 +225,7 @@ def erase(
     state: State,
     me: Admin,
     subscriber_id: SubscriberId,
-    confirm: Annotated[str, Form(max_length=400)] = "",
+    confirm: Annotated[str, form_field("confirm", 400)],
 ) -> Response:
     """Erase for good (GDPR Art. 17), as the person's own erase link does. The address must be
     typed: this cannot be undone."""
