@@ -40,6 +40,8 @@ from cadence.db.audit import record_audit
 from cadence.db.import_jobs import FINISHED, ImportJob, Progress
 from cadence.db.session import engine_for, transaction
 from cadence.errors import InputError
+from cadence.files.catalog import CampaignCatalog
+from cadence.operations.exit_goals import goal_campaigns
 from cadence.operations.subscriber_export import csv_cell
 from cadence.operations.subscriber_import import ImportRejected, ImportReport, import_csv
 
@@ -228,6 +230,7 @@ def run_import_job(settings: Settings, clock: Clock, job_id: int, *, runner: str
             topics=topics,
             tags=tags,
             on_report=on_report,
+            goals=goal_campaigns(CampaignCatalog(settings.campaigns_dir, settings.templates_dir)),
         )
         state = "done"
     except ImportRejected as rejected:

@@ -15,6 +15,7 @@ from starlette.responses import Response
 
 from cadence.errors import InputError, NotFound
 from cadence.operations import console_reads, subscriber_export, subscriber_tools
+from cadence.operations.exit_goals import goal_campaigns
 from cadence.operations.staff_accounts import StaffIdentity
 from cadence.operations.work import Session
 from cadence.web.console.auth import Admin, Editor, Viewer
@@ -131,7 +132,13 @@ def add_tag(
 ) -> Response:
     def run(session: Session, email: str) -> str:
         subscriber_tools.tag_subscribers(
-            session, emails=[email], add=[tag], today=state.now().date(), actor=me.actor, now=state.now()
+            session,
+            emails=[email],
+            add=[tag],
+            today=state.now().date(),
+            actor=me.actor,
+            now=state.now(),
+            goals=goal_campaigns(state.runtime.catalog),
         )
         return f"Tag {tag.strip().lower()} added."
 
