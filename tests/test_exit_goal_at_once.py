@@ -22,7 +22,8 @@ import pytest
 from sqlalchemy import func, select
 
 from cadence.clock import FileClock
-from cadence.core.drip_policy import GOAL_REACHED
+from cadence.core.campaign import ExitGoal, Rule
+from cadence.core.drip_policy import GOAL_REACHED, exit_goal_touched
 from cadence.db.models import Delivery, Enrollment, Event, Subscriber
 from cadence.db.session import transaction
 from tests.support.cluster import ROOT, cadence_env, enrolled_runners, processes
@@ -33,7 +34,25 @@ from tests.test_cli import cadence
 
 CAMPAIGN = "lower-back-pain"
 BOTH = "booked-and-paid"  # the same course, its goal: tag booked AND answer paid (match: all)
+TREADMILL = "treadmill-goal"  # the same course, its goal an answer of the signup form
 TZ = "America/New_York"
+
+
+@pytest.mark.parametrize(
+    ("goal", "tags", "answers", "touched"),
+    [
+        (None, ["booked"], True, False),
+        (ExitGoal(tags=("booked",)), ["Booked"], False, True),
+        (ExitGoal(tags=("booked",)), ["vip"], True, False),  # a tag goal ignores answers
+        (ExitGoal(rules=(Rule("paid", "truthy"),)), ["booked"], False, False),
+        (ExitGoal(rules=(Rule("paid", "truthy"),)), [], True, True),
+        (ExitGoal(tags=("booked",), rules=(Rule("paid", "truthy"),), match="all"), [], True, True),
+    ],
+)
+def test_only_a_change_a_goal_reads_makes_it_worth_a_look(
+    goal: ExitGoal | None, tags: list[str], answers: bool, touched: bool
+) -> None:
+    assert exit_goal_touched(goal, tags_added=tags, answers_changed=answers) is touched
 
 
 def _campaigns(tmp: Path) -> Path:
@@ -44,6 +63,9 @@ def _campaigns(tmp: Path) -> Path:
     head = text[: text.index("exit_goal:")].replace(f"id: {CAMPAIGN}\n", f"id: {BOTH}\n", 1)
     goal = "exit_goal:\n  tags: [booked]\n  rules:\n    - {attribute: paid, op: truthy}\n  match: all\n"
     (folder / f"{BOTH}.yaml").write_text(head + goal, encoding="utf-8")
+    head = text[: text.index("exit_goal:")].replace(f"id: {CAMPAIGN}\n", f"id: {TREADMILL}\n", 1)
+    goal = "exit_goal:\n  rules:\n    - {attribute: terrain, op: eq, value: treadmill}\n"
+    (folder / f"{TREADMILL}.yaml").write_text(head + goal, encoding="utf-8")
     return folder
 
 
@@ -193,6 +215,25 @@ def test_match_all_ends_nothing_until_every_part_is_met(web: WebServer) -> None:
     fay = state_of(web, "fay@example.com", BOTH)
     assert fay["state"] == ("exited", "goal reached") and fay["ended_at"] is not None
     assert goals_in_report(web, BOTH, token) == (1, 1, 1)
+
+
+def test_an_answer_changed_through_the_preferences_api_ends_the_drip_at_once(web: WebServer) -> None:
+    from cadence.core.tokens import make_token
+
+    enrolled(web, TREADMILL, "mo@example.com")
+    person = web.subscriber("mo@example.com")
+    assert person is not None
+    token = make_token(web.settings.secret_key, "preferences", person.id)
+    answers = {"terrain": "roads", "training_for_race": False}
+    put = httpx.put(web.url(f"/api/preferences/{token}"), json=answers, headers=web.from_ip(), timeout=20)
+    assert put.status_code == 200, put.text
+    assert state_of(web, "mo@example.com", TREADMILL)["state"] == ("active", "")  # not the goal's answer
+    answers["terrain"] = "treadmill"
+    put = httpx.put(web.url(f"/api/preferences/{token}"), json=answers, headers=web.from_ip(), timeout=20)
+    assert put.status_code == 200, put.text
+    mo = state_of(web, "mo@example.com", TREADMILL)
+    assert mo["state"] == ("exited", "goal reached") and mo["rows"][1][:2] == ("skipped", GOAL_REACHED)
+    assert goals_in_report(web, TREADMILL, token_of(web)) == (1, 1, 1)
 
 
 def test_the_cli_tag_skips_a_queued_step_which_is_then_never_sent(web: WebServer) -> None:

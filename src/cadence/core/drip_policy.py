@@ -54,6 +54,7 @@ __all__ = [
     "ResumeAction",
     "enrollment_end_after_skip",
     "exit_goal_reached",
+    "exit_goal_touched",
     "first_step_due",
     "lease_renewal_due",
     "lease_safe_until",
@@ -163,6 +164,19 @@ def exit_goal_reached(goal: ExitGoal | None, attributes: Mapping[str, Any], tags
     if not results:
         return False
     return any(results) if goal.match == "any" else all(results)
+
+
+def exit_goal_touched(
+    goal: ExitGoal | None, *, tags_added: Collection[str] = (), answers_changed: bool = False
+) -> bool:
+    """Whether a change can have made `goal` newly reached: a tag it names was added, or answers
+    changed and it has rules. Anything else leaves it as it was, so the subscribers a change
+    touched need no look at that campaign (an import tagging 10,000 people ``vip`` reads no
+    enrollment of a drip whose goal is ``booked``)."""
+    if goal is None:
+        return False
+    added = {tag.lower() for tag in tags_added}
+    return bool(added & {tag.lower() for tag in goal.tags}) or (answers_changed and bool(goal.rules))
 
 
 def skip_reason(

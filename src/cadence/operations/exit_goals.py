@@ -15,7 +15,7 @@ for a campaign whose file was broken when the tag arrived.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from datetime import datetime
 
 from sqlalchemy.orm import Session
@@ -55,13 +55,25 @@ def goal_campaigns(catalog: CampaignCatalog) -> list[Campaign]:
 
 
 def end_reached_goals(
-    session: Session, campaigns: Sequence[Campaign], subscriber_ids: Iterable[int], now: datetime
+    session: Session,
+    campaigns: Sequence[Campaign],
+    subscriber_ids: Iterable[int],
+    now: datetime,
+    *,
+    tags_added: Collection[str] = (),
+    answers_changed: bool = False,
 ) -> int:
     """End, as "goal reached", every active enrollment of `subscriber_ids` whose campaign's
-    exit goal (among `campaigns`) they now meet; their queued step is skipped, never sent.
-    Returns the enrollments ended. Costs nothing when no campaign has a goal; otherwise two
-    reads per :data:`CHUNK` subscribers, however many rows an import brings."""
-    by_id = {c.id: c for c in campaigns if c.exit_goal is not None}
+    exit goal (among `campaigns`) they now meet, after the change they went through (tags
+    `tags_added`, or `answers_changed`); their queued step is skipped, never sent. Returns the
+    enrollments ended. Costs nothing when the change can meet no goal
+    (``drip_policy.exit_goal_touched``); otherwise two reads per :data:`CHUNK` subscribers,
+    however many rows an import brings."""
+    by_id = {
+        c.id: c
+        for c in campaigns
+        if drip_policy.exit_goal_touched(c.exit_goal, tags_added=tags_added, answers_changed=answers_changed)
+    }
     ids = sorted(set(subscriber_ids))
     if not by_id or not ids:
         return 0

@@ -89,7 +89,7 @@ def update_answers(
         record_event(session, subscriber, "answers_changed", now, data={"changes": changes, "how": how})
     session.flush()
     if changes:
-        end_reached_goals(session, goals, [subscriber.id], now)
+        end_reached_goals(session, goals, [subscriber.id], now, answers_changed=True)
 
 
 def pause(session: Session, subscriber: Subscriber, weeks: int, now: datetime, *, how: str = "") -> datetime:

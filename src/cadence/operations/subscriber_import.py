@@ -272,7 +272,9 @@ def _store(
         report.updated += 1
     imports.insert_subscribers(session, inserts)
     imports.update_subscribers(session, updates)
-    changed = {row["id"] for row in updates}
+    answered = [row["id"] for row in updates]
+    if goals and answered:
+        report.goals_reached += end_reached_goals(session, goals, answered, now, answers_changed=True)
     # A "Tags" column (cadence.core.subscriber_csv): added once the rows exist, so new rows have ids.
     tagged = {
         key: (*row.subscriber.tags, *report.tags)
@@ -283,6 +285,7 @@ def _store(
         ids = imports.existing_subscribers(session, list(tagged))
         for topic in report.topics:  # --topic: consent given outside Cadence, recorded as "import"
             report.topics_joined += imports.add_topics(session, [s.id for s in ids.values()], topic, now, "import")
+        existed = {s.id for s in stored.values()}
         by_tag: dict[str, list[int]] = defaultdict(list)
         for key, tags in tagged.items():
             for tag in dict.fromkeys(tags):
@@ -290,10 +293,9 @@ def _store(
                     by_tag[tag].append(ids[key].id)
         for tag, subscriber_ids in by_tag.items():
             report.tags_added += add_tags(session, subscriber_ids, [tag], now)
-        if goals:
-            changed.update(s.id for key, s in ids.items() if key in stored)
-    if goals and changed:
-        report.goals_reached += end_reached_goals(session, goals, changed, now)
+            if goals:  # new subscribers have no drip yet
+                tagged_before = [i for i in subscriber_ids if i in existed]
+                report.goals_reached += end_reached_goals(session, goals, tagged_before, now, tags_added=[tag])
 
 
 def _stale(version: str, reason: str, keys: SuppressionKeys) -> bool:

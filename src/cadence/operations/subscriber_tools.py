@@ -37,7 +37,6 @@ _TAG = re.compile(r"^[a-z0-9][a-z0-9._:-]{0,99}$")
 MAX_PAGE = 500
 
 
-
 @dataclass(frozen=True)
 class SegmentFilter:
     campaign: Campaign
@@ -443,7 +442,7 @@ def tag_subscribers(
     detail: dict[str, Any] = {"add": add_tags, "remove": remove_tags, "subscribers": len(ids)}
     if wanted is not None:
         detail["filter"] = wanted.describe()
-    reached = end_reached_goals(session, goals, ids, now) if added else 0
+    reached = end_reached_goals(session, goals, ids, now, tags_added=add_tags) if added else 0
     if reached:
         detail["goals_reached"] = reached
     record_audit(session, actor=actor, action="subscribers.tag", target=target, detail=detail, now=now)

@@ -179,7 +179,7 @@ def upsert_subscriber(
     subscriber.updated_at = now
     if subscriber.attributes != before:  # new answers may meet an exit goal (`goals`)
         session.flush()
-        end_reached_goals(session, goals, [subscriber.id], now)
+        end_reached_goals(session, goals, [subscriber.id], now, answers_changed=True)
     return subscriber
 
 
