@@ -91,6 +91,12 @@ def main() -> None:
             with (work / f"{tag}.csv").open("w", encoding="utf-8") as out:
                 out.write("email,tags\n")
                 out.writelines(f"runner{i}@example.com,{tag}\n" for i in range(args.rows))
+        # Warm up (imports, email-validator's caches, the catalog) so that the first measured run
+        # does not pay for what every later one finds ready.
+        warm = work / "warm.csv"
+        warm.write_text("email,tags\n" + "".join(f"runner{i}@example.com,booked\n" for i in range(200)))
+        _setup(f"sqlite:///{work / 'warm.db'}", 200)
+        _run(f"sqlite:///{work / 'warm.db'}", warm, True)
         for database in databases:
             for n, (label, _, tag, with_goals) in enumerate(runs):
                 if database == "sqlite":
@@ -116,7 +122,7 @@ def main() -> None:
                 )
     body = f"""## Exit goals met by an import: {args.rows:,} rows
 
-`python bench/import_goals.py --rows {args.rows}`: {args.rows:,} subscribers, all in the
+`python bench/import_goals.py --rows {args.rows}` (after a 200-row warm-up): {args.rows:,} subscribers, all in the
 lower-back-pain drip (exit goal: tag `booked`), then a CSV of {args.rows:,} rows `email,tags`
 giving each of them a tag, imported in one process (`subscriber_import.import_csv`) on a fresh
 database per run. "before" is the import without the goal check (`goals=()`, as before exit
@@ -126,10 +132,13 @@ goals took effect at once); "after" passes the campaigns with a goal, as every d
 
 The check is set-based: per chunk of 1,000 rows, one read of the changed subscribers' active
 enrollments in goal campaigns (`db/exit_goals.candidates`), one read of their tags, and a
-handful of statements for all the drips that end (skip queued steps, insert the skipped rows and
-the `exit_goal` events 1,000 at a time, end the enrollments); no campaign file is read per row
-(the campaigns are read once per import). The statement count does not grow with the rows that
-end, only with the chunks.
+handful of statements for all the drips that end (skip the queued steps; insert the skipped
+rows and the `exit_goal` events, one executemany each; end the enrollments); no campaign file is
+read per row (the campaigns are read once per import). The statement count grows with the
+chunks, not with the rows that end. A tag no goal names reads nothing
+(`drip_policy.exit_goal_touched`). A first version that inserted the rows as one multi-row
+`VALUES` per 1,000 took 31.8 s (PostgreSQL) and 22.0 s (SQLite) for the "goal met" run: most of
+it SQLAlchemy compiling the 15,000-parameter statement.
 """
     print(body)
     if not args.no_doc:
