@@ -236,6 +236,28 @@ def test_an_answer_changed_through_the_preferences_api_ends_the_drip_at_once(web
     assert goals_in_report(web, TREADMILL, token_of(web)) == (1, 1, 1)
 
 
+@pytest.mark.parametrize("web", ["sqlite"], indirect=True)
+def test_the_console_tag_form_ends_the_drip_and_says_so(web: WebServer, browser: Any) -> None:
+    from tests.support.console import Console
+    from tests.test_console_campaigns import _log_in
+
+    enrolled(web, CAMPAIGN, "liv@example.com")
+    person = web.subscriber("liv@example.com")
+    assert person is not None
+    console = Console(browser, web)
+    page = console.page
+    try:
+        _log_in(console, web, "eda.editor@clinic.example", "editor")
+        page.goto(web.url(f"/admin/subscribers/{person.id}"))
+        page.get_by_label("Add a tag").fill("booked")
+        page.get_by_role("button", name="Add tag").click()
+        page.get_by_text("Tag booked added. Exit goal reached: 1 drip(s) ended.").wait_for()
+        assert console.csp == [] and console.dialogs == []
+    finally:
+        console.close()
+    assert state_of(web, "liv@example.com")["state"] == ("exited", "goal reached")
+
+
 def test_the_cli_tag_skips_a_queued_step_which_is_then_never_sent(web: WebServer) -> None:
     enrolled(web, CAMPAIGN, "gus@example.com", "hal@example.com")
     token = token_of(web)

@@ -340,4 +340,5 @@ def tag_command(
     if as_json:
         _print_json(asdict(change))
         return
-    console.print(f"{change.subscribers} subscriber(s): {change.added} tag(s) added, {change.removed} removed")
+    ended = f", {change.goals_reached} drip(s) ended: exit goal reached" if change.goals_reached else ""
+    console.print(f"{change.subscribers} subscriber(s): {change.added} tag(s) added, {change.removed} removed{ended}")

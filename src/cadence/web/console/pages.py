@@ -131,7 +131,7 @@ def add_tag(
     tag: Annotated[str, Form(max_length=200)] = "",
 ) -> Response:
     def run(session: Session, email: str) -> str:
-        subscriber_tools.tag_subscribers(
+        change = subscriber_tools.tag_subscribers(
             session,
             emails=[email],
             add=[tag],
@@ -140,7 +140,8 @@ def add_tag(
             now=state.now(),
             goals=goal_campaigns(state.runtime.catalog),
         )
-        return f"Tag {tag.strip().lower()} added."
+        ended = f" Exit goal reached: {change.goals_reached} drip(s) ended." if change.goals_reached else ""
+        return f"Tag {tag.strip().lower()} added.{ended}"
 
     return _run(request, state, me, subscriber_id, run)
 
