@@ -13,6 +13,8 @@ The rules, in the order a delivery meets them:
 enroll                      :func:`first_step_due`: the first step's delay from enrollment,
                             moved into the send window in the subscriber's zone
 resume (re-enroll)          :func:`may_resume`, :func:`resume_due`, :func:`resume_action`
+goal met (at once)          :func:`exit_goal_touched` (can this tag or answer change meet it?),
+                            :func:`exit_goal_reached`; ``operations/exit_goals`` ends the drip
 skip (never send)           :func:`skip_reason` (:func:`exit_goal_reached` among its reasons),
                             then :func:`enrollment_end_after_skip`
 postpone (not yet)          :func:`postpone_until`: paused, or past the window grace
