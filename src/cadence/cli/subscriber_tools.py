@@ -314,6 +314,8 @@ def tag_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON")] = False,
 ) -> None:
     """Add or remove tags, on the given addresses or on everyone the filters find."""
+    from cadence.files.catalog import CampaignCatalog
+    from cadence.operations.exit_goals import goal_campaigns
     from cadence.operations.subscriber_tools import tag_subscribers
 
     by_filter = any([query, status, tag, segment, campaign, attr])
@@ -333,8 +335,10 @@ def tag_command(
             remove=remove or [],
             actor=actor(),
             now=now,
+            goals=goal_campaigns(CampaignCatalog(settings.campaigns_dir, settings.templates_dir)) if add else (),
         )
     if as_json:
         _print_json(asdict(change))
         return
-    console.print(f"{change.subscribers} subscriber(s): {change.added} tag(s) added, {change.removed} removed")
+    ended = f", {change.goals_reached} drip(s) ended: exit goal reached" if change.goals_reached else ""
+    console.print(f"{change.subscribers} subscriber(s): {change.added} tag(s) added, {change.removed} removed{ended}")

@@ -46,6 +46,8 @@ from cadence.db.import_jobs import FINISHED, ImportJob, Progress
 from cadence.db.session import engine_for, transaction
 from cadence.errors import InputError
 from cadence.operations.import_findings import import_findings
+from cadence.files.catalog import CampaignCatalog
+from cadence.operations.exit_goals import goal_campaigns
 from cadence.operations.subscriber_export import csv_cell
 from cadence.operations.subscriber_import import ImportRejected, ImportReport, import_csv, scan_csv
 
@@ -342,6 +344,7 @@ def run_import_job(settings: Settings, clock: Clock, job_id: int, *, runner: str
             topics=topics,
             tags=tags,
             on_report=on_report,
+            goals=goal_campaigns(CampaignCatalog(settings.campaigns_dir, settings.templates_dir)),
         )
         state = "done"
     except ImportRejected as rejected:

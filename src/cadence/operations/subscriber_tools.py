@@ -27,6 +27,7 @@ from cadence.db import subscriber_search as sql
 from cadence.db.audit import record_audit
 from cadence.db.models import Delivery, Subscriber
 from cadence.errors import CampaignError, InputError, NotFound
+from cadence.operations.exit_goals import end_reached_goals
 
 # moves to cadence.operations.privacy (issue 12)
 from cadence.operations.privacy import erase, forget_old_pages
@@ -36,7 +37,6 @@ STATUSES = ("pending", "active", "unsubscribed", "bounced", "complained")
 STAFF_REASON = "staff"  # the reason of a suppression a person on the staff added
 _TAG = re.compile(r"^[a-z0-9][a-z0-9._:-]{0,99}$")
 MAX_PAGE = 500
-
 
 
 @dataclass(frozen=True)
@@ -471,6 +471,7 @@ class TagChange:
     subscribers: int
     added: int
     removed: int
+    goals_reached: int = 0  # drip enrollments the new tags ended (operations/exit_goals.py)
 
 
 def tag_subscribers(
@@ -483,9 +484,12 @@ def tag_subscribers(
     remove: Sequence[str] = (),
     actor: str,
     now: datetime,
+    goals: Sequence[Campaign] = (),
 ) -> TagChange:
     """Add and remove tags on the given addresses, or on everyone `wanted` finds. Every address
-    must exist (NotFound names the first that does not; nothing is changed)."""
+    must exist (NotFound names the first that does not; nothing is changed). `goals`: the
+    campaigns with an exit goal (``exit_goals.goal_campaigns``); an added tag that meets one
+    ends those drips at once."""
     add_tags = [check_tag(t, "--add") for t in add]
     remove_tags = [check_tag(t, "--remove") for t in remove]
     if not add_tags and not remove_tags:
@@ -506,5 +510,8 @@ def tag_subscribers(
     detail: dict[str, Any] = {"add": add_tags, "remove": remove_tags, "subscribers": len(ids)}
     if wanted is not None:
         detail["filter"] = wanted.describe()
+    reached = end_reached_goals(session, goals, ids, now, tags_added=add_tags) if added else 0
+    if reached:
+        detail["goals_reached"] = reached
     record_audit(session, actor=actor, action="subscribers.tag", target=target, detail=detail, now=now)
-    return TagChange(len(ids), added, removed)
+    return TagChange(len(ids), added, removed, reached)

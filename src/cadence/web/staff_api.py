@@ -33,6 +33,7 @@ from cadence.core.campaign import Campaign
 from cadence.errors import CampaignError, InputError, NotFound
 from cadence.files.catalog import CampaignCatalog
 from cadence.operations import results, staff_access, subscriber_export, subscriber_tools
+from cadence.operations.exit_goals import goal_campaigns
 from cadence.operations.staff_access import TokenInfo
 from cadence.web.ratelimit import Limit, RateLimited
 from cadence.web.security import client_ip, rate_limit_key
@@ -291,6 +292,7 @@ def tag(body: TagsIn, token: Writer, state: State) -> dict[str, Any]:
                 remove=body.remove,
                 actor=token.actor,
                 now=state.now(),
+                goals=goal_campaigns(state.runtime.catalog) if body.add else (),
             )
     except NotFound as exc:
         raise _not_found(exc) from None

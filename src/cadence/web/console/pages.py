@@ -16,6 +16,7 @@ from starlette.responses import Response
 from cadence.core.campaign import Campaign
 from cadence.errors import CampaignError, InputError, NotFound
 from cadence.operations import console_reads, subscriber_export, subscriber_tools
+from cadence.operations.exit_goals import goal_campaigns
 from cadence.operations.staff_accounts import StaffIdentity
 from cadence.operations.work import Session
 from cadence.web.console.auth import Admin, Editor, Viewer, form_field
@@ -145,10 +146,17 @@ def add_tag(
     tag: Annotated[str, form_field("tag", 200)],
 ) -> Response:
     def run(session: Session, email: str) -> str:
-        subscriber_tools.tag_subscribers(
-            session, emails=[email], add=[tag], today=state.now().date(), actor=me.actor, now=state.now()
+        change = subscriber_tools.tag_subscribers(
+            session,
+            emails=[email],
+            add=[tag],
+            today=state.now().date(),
+            actor=me.actor,
+            now=state.now(),
+            goals=goal_campaigns(state.runtime.catalog),
         )
-        return f"Tag {tag.strip().lower()} added."
+        ended = f" Exit goal reached: {change.goals_reached} drip(s) ended." if change.goals_reached else ""
+        return f"Tag {tag.strip().lower()} added.{ended}"
 
     return _run(request, state, me, subscriber_id, run)
 
