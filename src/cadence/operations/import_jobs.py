@@ -45,9 +45,9 @@ from cadence.db.audit import record_audit
 from cadence.db.import_jobs import FINISHED, ImportJob, Progress
 from cadence.db.session import engine_for, transaction
 from cadence.errors import InputError
-from cadence.operations.import_findings import import_findings
 from cadence.files.catalog import CampaignCatalog
 from cadence.operations.exit_goals import goal_campaigns
+from cadence.operations.import_findings import import_findings
 from cadence.operations.subscriber_export import csv_cell
 from cadence.operations.subscriber_import import ImportRejected, ImportReport, import_csv, scan_csv
 
