@@ -209,6 +209,13 @@ def test_the_console_works_on_another_port_without_a_base_url(
         page.click("button[type=submit]")
         page.wait_for_load_state()
         assert page.url == f"{base}/admin" and "Form expired" not in page.content()
+        # Pausing from the console says what happens in the console's words, not a command's.
+        page.goto(f"{base}/admin/campaigns")
+        page.click("#campaign-lower-back-pain button:has-text('Pause')")
+        page.wait_for_load_state()
+        shown = page.inner_text("body")
+        assert "lower-back-pain is paused: no new emails within a second; everyone keeps their place" in shown
+        assert "cadence campaigns" not in shown, shown
     finally:
         page.close()
 
