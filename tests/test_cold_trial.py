@@ -254,3 +254,26 @@ def test_a_form_from_another_address_names_the_consoles_address(browser: Any, tm
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_export_to_a_missing_folder_names_the_folder(env: dict[str, str]) -> None:
+    """It named the hidden temporary file (/nowhere/.x.csv.qko0mu2n) instead."""
+    missing = Path(env["TRIAL_DIR"]) / "nowhere"
+    ran = cadence(env, "subscribers", "export", "--out", str(missing / "x.csv"))
+    assert ran.status == 1 and f"--out: no folder '{missing}' to write 'x.csv' in" in one_error_line(ran), ran
+    assert not missing.exists()
+
+
+def test_a_list_of_archived_campaigns_does_not_say_there_are_no_files(tmp_path: Path) -> None:
+    (tmp_path / "clock").write_text(START)
+    env = cadence_env(tmp_path / "data", CADENCE_CLOCK=f"file:{tmp_path / 'clock'}", COLUMNS="200")
+    assert cadence(env, "db", "upgrade").status == 0
+    assert cadence(env, "campaigns", "cancel", "lower-back-pain", "--yes").status == 0
+    assert cadence(env, "campaigns", "archive", "lower-back-pain").status == 0
+    listed = cadence(env, "campaigns", "list")
+    assert listed.status == 0 and "Every campaign is archived (1): `cadence campaigns list --all`" in listed.out
+    assert "No campaign files" not in listed.out, listed
+    assert "lower-back-pain" in cadence(env, "campaigns", "list", "--all").out
+    (tmp_path / "empty").mkdir()
+    empty = cadence({**env, "CADENCE_CAMPAIGNS_DIR": str(tmp_path / "empty")}, "campaigns", "list")
+    assert f"No campaign files in {tmp_path / 'empty'}" in " ".join(empty.out.split()), empty

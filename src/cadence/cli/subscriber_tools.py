@@ -251,8 +251,11 @@ def export(
             return
         if out.is_dir():
             raise InputError(f"{out}: is a directory")
+        folder = out.parent if str(out.parent) else Path(".")
+        if not folder.is_dir():  # else the error named the hidden temporary file below
+            raise InputError(f"--out: no folder {str(folder)!r} to write {out.name!r} in")
         # Written next to the target and renamed at the end: never a half-written export.
-        handle, temporary = tempfile.mkstemp(dir=out.parent if str(out.parent) else ".", prefix=f".{out.name}.")
+        handle, temporary = tempfile.mkstemp(dir=folder, prefix=f".{out.name}.")
         try:
             with os.fdopen(handle, "w", encoding="utf-8", newline="") as stream:
                 count = export_subscribers(session, wanted, today, stream, fmt=kind, actor=actor(), now=now)
