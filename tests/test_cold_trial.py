@@ -209,6 +209,18 @@ def test_the_console_works_on_another_port_without_a_base_url(
         page.click("button[type=submit]")
         page.wait_for_load_state()
         assert page.url == f"{base}/admin" and "Form expired" not in page.content()
+        # A scheduled newsletter is in the newsletters table only: it was also a drip "running,
+        # file missing" and "Campaign clinic-news-2027-01: its file is missing" under Needs attention.
+        one = Path(env["CADENCE_DATA_DIR"]).parent / "one.csv"
+        one.write_text("email,first name\nann@example.com,Ann\n")
+        assert cadence(env, "subscribers", "import", str(one), "--topic", "clinic-news").status == 0
+        assert cadence(env, "newsletters", "schedule", NEWSLETTER, "--at", "2026-12-20 09:00 local").status == 0
+        for action in ("pause", "resume"):  # what mirrors its state into the drips' states
+            assert cadence(env, "newsletters", action, NEWSLETTER).status == 0
+        page.goto(f"{base}/admin")
+        board = page.inner_text("body")
+        assert "file is missing" not in board and "file missing" not in board, board
+        assert NEWSLETTER not in page.inner_text("#campaigns") and NEWSLETTER in page.inner_text("#newsletters")
         # Pausing from the console says what happens in the console's words, not a command's.
         page.goto(f"{base}/admin/campaigns")
         page.click("#campaign-lower-back-pain button:has-text('Pause')")
