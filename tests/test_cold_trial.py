@@ -289,3 +289,11 @@ def test_a_list_of_archived_campaigns_does_not_say_there_are_no_files(tmp_path: 
     (tmp_path / "empty").mkdir()
     empty = cadence({**env, "CADENCE_CAMPAIGNS_DIR": str(tmp_path / "empty")}, "campaigns", "list")
     assert f"No campaign files in {tmp_path / 'empty'}" in " ".join(empty.out.split()), empty
+
+
+def test_the_help_says_where_the_staff_console_is(env: dict[str, str]) -> None:
+    ran = cadence(env, "web", "--help")
+    flat = " ".join(ran.out.replace("│", " ").split())
+    assert ran.status == 0 and "Serve the staff console (/admin; `cadence users add` makes its first account)" in flat
+    users = cadence(env, "users", "--help")
+    assert "role" in users.out and "Change what someone may do" in " ".join(users.out.replace("│", " ").split())

@@ -21,8 +21,9 @@ def web(
     workers: Annotated[int, typer.Option(help="Processes (more than 1: use Redis for the per-IP limits)")] = 1,
     log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "info",
 ) -> None:
-    """Serve sign-up, confirmation, unsubscribe, preferences, web view and tracking pages, and the
-    JSON API (/api, described at /openapi.json). Settings come from CADENCE_* variables."""
+    """Serve the staff console (/admin; `cadence users add` makes its first account), sign-up,
+    confirmation, unsubscribe, preferences, web view and tracking pages, and the JSON API (/api,
+    described at /openapi.json). Settings come from CADENCE_* variables."""
     import uvicorn
 
     from cadence.config import get_settings
