@@ -297,3 +297,35 @@ def test_the_help_says_where_the_staff_console_is(env: dict[str, str]) -> None:
     assert ran.status == 0 and "Serve the staff console (/admin; `cadence users add` makes its first account)" in flat
     users = cadence(env, "users", "--help")
     assert "role" in users.out and "Change what someone may do" in " ".join(users.out.replace("│", " ").split())
+
+
+def test_unsubscribe_someone_from_their_console_profile(
+    browser: Any, web_on_another_port: tuple[str, dict[str, str]]
+) -> None:
+    base, env = web_on_another_port
+    people = Path(env["CADENCE_DATA_DIR"]).parent / "people.csv"
+    people.write_text("email,first name\nann@example.com,Ann\n")
+    assert cadence(env, "subscribers", "import", str(people), "--topic", "clinic-news").status == 0
+    assert cadence(env, "campaigns", "enroll", "lower-back-pain", "--all").status == 0
+    link = json.loads(cadence(env, "users", "add", "ed@clinic.example", "--role", "editor", "--json").out)
+    page = _choose_password(browser, link["setup_link"].replace("http://127.0.0.1:8000", base))
+    try:
+        page.fill("input[name=email]", "ed@clinic.example")
+        page.fill("input[type=password]", "correct horse battery staple 42")
+        page.click("button[type=submit]")
+        page.wait_for_load_state()
+        page.goto(f"{base}/admin/subscribers?q=ann")
+        page.click("text=ann@example.com")
+        page.wait_for_load_state()
+        page.fill("#unsubscribe-reason", "asked at the desk")
+        page.click("button:has-text('Unsubscribe')")
+        page.wait_for_load_state()
+        assert "Unsubscribed: their campaigns ended" in page.inner_text("#done")
+        assert page.inner_text("#subscriber-status") == "unsubscribed"
+        assert page.locator("#unsubscribe-reason").count() == 0  # nothing left to unsubscribe
+    finally:
+        page.close()
+    shown = json.loads(cadence(env, "subscribers", "show", "ann@example.com", "--json").out)
+    assert shown["status"] == "unsubscribed" and [e["state"] for e in shown["enrollments"]] == ["cancelled"]
+    audit = cadence(env, "audit", "--target", "ann@example.com").out
+    assert "user:ed@clinic.example" in audit and "subscriber.unsubscribe" in audit and "asked at the desk" in audit
