@@ -8,7 +8,7 @@ from pathlib import Path
 
 from cadence.core.campaign import Campaign
 from cadence.errors import NotFound
-from cadence.files.campaigns import _ID, SENDER_FILE_NAME, find_campaign, list_campaigns
+from cadence.files.campaigns import _ID, SENDER_FILE_NAME, find_campaign, list_campaigns, not_found_message
 
 
 class CampaignCatalog:
@@ -54,4 +54,5 @@ class CampaignCatalog:
             path = self.campaigns_dir / f"{campaign_id}{suffix}"
             if path.is_file():
                 return path
-        raise NotFound(f"no campaign {campaign_id!r} in {self.campaigns_dir}")
+        names = [path.stem for path in list_campaigns(self.campaigns_dir)]
+        raise NotFound(not_found_message("campaign", campaign_id, names, self.campaigns_dir))

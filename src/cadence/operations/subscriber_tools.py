@@ -411,6 +411,26 @@ class SuppressionChange:
     note: str = ""
 
 
+def unsubscribe_subscriber(session: Session, email: str, *, reason: str, actor: str, now: datetime) -> str:
+    """Unsubscribe someone who asked staff (on the phone, at the desk): as their own unsubscribe
+    link does, their drips end and no newsletter reaches them; they stay on the list as
+    "unsubscribed" and only their own signup brings them back. Returns "" or why nothing changed."""
+    from cadence.operations.preferences import unsubscribe_everything
+
+    subscriber = find(session, email)
+    if not unsubscribe_everything(session, subscriber, now, how="staff"):
+        return f"nothing to do: they are {subscriber.status}"
+    record_audit(
+        session,
+        actor=actor,
+        action="subscriber.unsubscribe",
+        target=f"subscriber:{subscriber.id}",
+        detail={"reason": reason.strip()[:200]},
+        now=now,
+    )
+    return ""
+
+
 def suppress_subscriber(session: Session, email: str, *, reason: str, actor: str, now: datetime) -> SuppressionChange:
     """Put the address on the suppression list ("staff", with `reason`) and end its drips.
     The status stays (it says what the person did); the send path checks the list."""

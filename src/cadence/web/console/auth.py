@@ -92,11 +92,22 @@ def identity_of(request: Request, state: WebState) -> StaffIdentity | None:
     return found
 
 
+class ConsoleOriginError(ConsoleCsrfError):
+    """A form posted from another origin than CADENCE_BASE_URL's. Besides an attack, the usual
+    cause is the console opened at another address than the configured one (another port, a
+    host name instead of 127.0.0.1): the page names the address to use."""
+
+    def __init__(self, expected: str) -> None:
+        super().__init__("csrf: the form was posted from another site")
+        self.expected = expected
+
+
 def _same_origin(request: Request, state: WebState) -> None:
     origin = request.headers.get("origin")
     parts = urlsplit(state.settings.base_url)
-    if origin is not None and origin != "null" and origin.lower() != f"{parts.scheme}://{parts.netloc}".lower():
-        raise ConsoleCsrfError("csrf: the form was posted from another site")
+    expected = f"{parts.scheme}://{parts.netloc}"
+    if origin is not None and origin != "null" and origin.lower() != expected.lower():
+        raise ConsoleOriginError(expected)
 
 
 class ConsoleCsrf(Csrf):

@@ -1,5 +1,5 @@
 """The console's pages for every role: dashboard, subscribers (search, profile and its actions:
-tags, suppress, unsuppress, export, erase), suppressions and bounces, audit log.
+tags, unsubscribe, suppress, unsuppress, export, erase), suppressions and bounces, audit log.
 Each handler is one call of an operation (operations/console_reads.py for the pages,
 operations/subscriber_tools.py and subscriber_export.py for the actions, each audit-logged as
 the logged-in user) and a render; the role each needs is its Access dependency (auth.py)."""
@@ -174,6 +174,25 @@ def remove_tag(
             session, emails=[email], remove=[tag], today=state.now().date(), actor=me.actor, now=state.now()
         )
         return f"Tag {tag.strip().lower()} removed."
+
+    return _run(request, state, me, subscriber_id, run)
+
+
+@router.post("/subscribers/{subscriber_id}/unsubscribe")
+def unsubscribe(
+    request: Request,
+    state: State,
+    me: Editor,
+    subscriber_id: SubscriberId,
+    reason: Annotated[str, form_field("reason", 200)],
+) -> Response:
+    def run(session: Session, email: str) -> str:
+        note = subscriber_tools.unsubscribe_subscriber(
+            session, email, reason=reason or "asked staff", actor=me.actor, now=state.now()
+        )
+        if note:
+            return note.capitalize() + "."
+        return "Unsubscribed: their campaigns ended and no newsletter goes to them."
 
     return _run(request, state, me, subscriber_id, run)
 
