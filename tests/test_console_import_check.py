@@ -8,7 +8,7 @@ clock. ``cadence web`` alone runs the imports here (the memory:// broker: embedd
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -17,7 +17,8 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from cadence.config import load_settings
+from cadence.clock import FileClock
+from cadence.config import Settings, load_settings
 from cadence.db import import_jobs as sql
 from cadence.db.migrate import upgrade
 from cadence.db.models import Subscriber
@@ -245,10 +246,9 @@ def test_error_reports_and_unconfirmed_uploads_are_deleted_after_their_time(
         assert session.scalar(select(Subscriber.id).where(Subscriber.email_key == "good@retention.example"))
 
 
-def test_the_next_import_deletes_old_error_reports_too(database_url: str, tmp_path: Path) -> None:
-    """operations.import_jobs on SQLite and PostgreSQL: a job's end applies the retention (for an
-    instance whose staff never open the imports pages); the job row stays and says when."""
-    from cadence.clock import FileClock
+def _imports_on(database_url: str, tmp_path: Path) -> tuple[Settings, FileClock, Callable[[str], int]]:
+    """Settings (error reports kept 7 days), a file clock, and a function that uploads, confirms
+    and runs an import with one bad row (so it has an error report); its job id."""
     from cadence.operations import import_jobs
     from tests.support.web import START
 
@@ -282,6 +282,15 @@ def test_the_next_import_deletes_old_error_reports_too(database_url: str, tmp_pa
         assert import_jobs.run_import_job(settings, clock, job_id, runner="test") == "done"
         return job_id
 
+    return settings, clock, imported
+
+
+def test_the_next_import_deletes_old_error_reports_too(database_url: str, tmp_path: Path) -> None:
+    """operations.import_jobs on SQLite and PostgreSQL: a job's end applies the retention (for an
+    instance whose staff never open the imports pages); the job row stays and says when."""
+    from cadence.operations import import_jobs
+
+    settings, clock, imported = _imports_on(database_url, tmp_path)
     first = imported("first")
     assert import_jobs.report_file(settings.imports_dir, first).exists()
     clock.advance(timedelta(days=7, minutes=1))
@@ -294,3 +303,32 @@ def test_the_next_import_deletes_old_error_reports_too(database_url: str, tmp_pa
         assert (old.has_report, old.report_deleted_at, old.state) == (False, clock.now(), "done")
         assert (new.has_report, new.report_deleted_at) == (True, None)
         assert old.findings is not None and old.findings["stage"] == "import"
+
+
+def test_an_error_report_being_downloaded_is_sent_whole_when_the_retention_deletes_it(
+    database_url: str, tmp_path: Path
+) -> None:
+    """The download checks the report and starts its response; the retention may run between
+    that and the reading of the file (the end of another import, another editor opening the
+    imports page). The download already holds the file then: it is sent whole, and is gone
+    from the disk afterwards. Before, the file was opened only once the response had started
+    (after its first bytes): a 200 cut short by a FileNotFoundError."""
+    from cadence.operations import import_jobs
+
+    settings, clock, imported = _imports_on(database_url, tmp_path)
+    job_id = imported("downloaded")
+    with transaction(settings.database_url) as session:
+        found = import_jobs.error_report_download(
+            session, settings.imports_dir, job_id, actor="user:ann@clinic.example", now=clock.now()
+        )
+    assert found is not None
+    stream = import_jobs.error_report_rows(*found)
+    first = next(stream)  # the response has started
+    clock.advance(timedelta(days=7, minutes=1))
+    with transaction(settings.database_url) as session:
+        assert import_jobs.expire_files(
+            session, settings.imports_dir, now=clock.now(), report_days=settings.import_report_days
+        ) == (1, 0)
+    assert not import_jobs.report_file(settings.imports_dir, job_id).exists()
+    body = (first + b"".join(stream)).decode("utf-8-sig")
+    assert body.splitlines()[0].startswith("email,terrain") and "not-an-address" in body, body
