@@ -32,7 +32,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from sqlalchemy.orm import Session
 
@@ -414,31 +414,37 @@ def recent_jobs(session: Session) -> list[ImportJob]:
 
 def error_report_download(
     session: Session, imports_dir: Path, job_id: int, *, actor: str, now: datetime
-) -> tuple[Path, str] | None:
-    """The error report of job `job_id` and its delimiter, or None if it has none; the download
-    is audit-logged as `actor` (it holds people's rows, like an export)."""
+) -> tuple[TextIO, str] | None:
+    """The error report of job `job_id`, opened, and its delimiter, or None if it has none; the
+    download is audit-logged as `actor` (it holds people's rows, like an export). Opened here,
+    not when the response starts streaming: the retention (:func:`expire_files`) may delete the
+    file in between, and an open file stays readable to the end once its name is gone."""
     job = sql.get_job(session, job_id)
-    path = report_file(imports_dir, job_id)
-    if job is None or not job.has_report or not path.is_file():
+    if job is None or not job.has_report:
+        return None
+    try:
+        source = report_file(imports_dir, job_id).open(encoding="utf-8-sig", newline="")
+    except FileNotFoundError:
         return None
     record_audit(
         session, actor=actor, action="subscribers.import.report", target="subscribers", detail={"job": job_id}, now=now
     )
-    return path, job.delimiter
+    return source, job.delimiter
 
 
-def error_report_rows(path: Path, delimiter: str) -> Iterator[bytes]:
-    """The stored error report, streamed, every cell made inert for a spreadsheet (the
+def error_report_rows(source: TextIO, delimiter: str) -> Iterator[bytes]:
+    """The stored error report (`source`, from :func:`error_report_download`; closed at the
+    end), streamed, every cell made inert for a spreadsheet (the
     subscriber export's rule, OWASP "CSV Injection"): a name like ``=HYPERLINK(...)`` in a bad
     row must not become a formula in the marketer's Excel. UTF-8 with a BOM, the file's delimiter."""
-    yield codecs.BOM_UTF8
-    out = io.StringIO()
-    writer = csv.writer(out, delimiter=delimiter)
-    with path.open(encoding="utf-8-sig", newline="") as source:
+    with source:
+        yield codecs.BOM_UTF8
+        out = io.StringIO()
+        writer = csv.writer(out, delimiter=delimiter)
         for record in csv.reader(source, delimiter=delimiter):
             writer.writerow([csv_cell(cell) for cell in record])
             if out.tell() > 64 * 1024:
                 yield out.getvalue().encode()
                 out.seek(0)
                 out.truncate()
-    yield out.getvalue().encode()
+        yield out.getvalue().encode()
