@@ -13,6 +13,7 @@ import os
 import re
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
+from cadence.config import Settings
 from cadence.db.models import AuditEntry, Subscriber, SubscriberTag, SubscriberTopic
 from cadence.db.session import transaction
 from tests.support.axe import axe_script
@@ -281,6 +283,29 @@ def test_with_the_single_machine_broker_cadence_web_alone_runs_the_import(tmp_pa
         assert re.search(r"Imported: 301 new", editor.get(answer.headers["location"]).text)
 
 
+def queued(settings: Settings, upload: Path, file_name: str, *, now: datetime) -> int:
+    """operations.import_jobs.queue_import for `upload` as Ann (load the valid rows, no topics
+    or tags): the pending job's id, checked and waiting for its confirmation."""
+    from cadence.operations import import_jobs
+
+    with transaction(settings.database_url) as session:
+        return import_jobs.queue_import(
+            session,
+            upload=upload,
+            imports_dir=settings.imports_dir,
+            file_name=file_name,
+            mode="valid",
+            topics=[],
+            known_topics={},
+            tags="",
+            consent=False,
+            actor="user:ann@clinic.example",
+            now=now,
+            campaigns_dir=settings.campaigns_dir,
+            templates_dir=settings.templates_dir,
+        )
+
+
 def test_a_job_runs_once_even_when_its_task_is_delivered_twice(database_url: str, tmp_path: Path) -> None:
     """operations.import_jobs on SQLite and PostgreSQL: the second delivery of the task finds the
     job taken and does nothing; a job whose runner went silent longer than the lease is taken
@@ -305,22 +330,7 @@ def test_a_job_runs_once_even_when_its_task_is_delivered_twice(database_url: str
     upgrade(settings.database_url)
     upload = tmp_path / "upload.part"
     upload.write_bytes(people_csv(good=40))
-    with transaction(settings.database_url) as session:
-        job_id = import_jobs.queue_import(
-            session,
-            upload=upload,
-            imports_dir=settings.imports_dir,
-            file_name="C:\\Users\\ann\\clinic.csv",
-            mode="valid",
-            topics=[],
-            known_topics={},
-            tags="",
-            consent=False,
-            actor="user:ann@clinic.example",
-            now=clock.now(),
-            campaigns_dir=settings.campaigns_dir,
-            templates_dir=settings.templates_dir,
-        )
+    job_id = queued(settings, upload, "C:\\Users\\ann\\clinic.csv", now=clock.now())
     assert not upload.exists() and import_jobs.job_file(settings.imports_dir, job_id).exists()
     assert import_jobs.run_import_job(settings, clock, job_id, runner="early") == ""  # not confirmed yet
     with transaction(settings.database_url) as session:

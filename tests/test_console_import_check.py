@@ -27,7 +27,7 @@ from tests.support.cluster import cadence_env
 from tests.support.console import session_client
 from tests.support.web import WebServer, csrf_token
 from tests.test_cli import CADENCE
-from tests.test_console_import import confirm, wait_for_job
+from tests.test_console_import import confirm, queued, wait_for_job
 
 # "Runs on" is what a trail-running club's export calls it; the segments read `terrain`, and
 # "trail" is not the "trails" their rule wants: everyone would land in the fallback segment.
@@ -262,22 +262,8 @@ def _imports_on(database_url: str, tmp_path: Path) -> tuple[Settings, FileClock,
     def imported(name: str) -> int:
         upload = tmp_path / "upload.part"
         upload.write_bytes(f"email,terrain\n{name}@example.com,trails\nnot-an-address,road\n".encode())
+        job_id = queued(settings, upload, f"{name}.csv", now=clock.now())
         with transaction(settings.database_url) as session:
-            job_id = import_jobs.queue_import(
-                session,
-                upload=upload,
-                imports_dir=settings.imports_dir,
-                file_name=f"{name}.csv",
-                mode="valid",
-                topics=[],
-                known_topics={},
-                tags="",
-                consent=False,
-                actor="user:ann@clinic.example",
-                now=clock.now(),
-                campaigns_dir=settings.campaigns_dir,
-                templates_dir=settings.templates_dir,
-            )
             assert import_jobs.confirm_import(session, job_id, actor="user:ann@clinic.example", now=clock.now())
         assert import_jobs.run_import_job(settings, clock, job_id, runner="test") == "done"
         return job_id
