@@ -318,3 +318,38 @@ def test_an_error_report_being_downloaded_is_sent_whole_when_the_retention_delet
     assert not import_jobs.report_file(settings.imports_dir, job_id).exists()
     body = (first + b"".join(stream)).decode("utf-8-sig")
     assert body.splitlines()[0].startswith("email,terrain") and "not-an-address" in body, body
+
+
+def test_an_interrupted_job_never_run_again_has_its_upload_deleted_with_the_reports(
+    database_url: str, tmp_path: Path
+) -> None:
+    """The upload holds everyone's rows; it is deleted when its job ends, is cancelled, or stays
+    unconfirmed for 24 hours. A confirmed job whose runner died (or that no worker ever took)
+    kept it for ever: nobody pressed "Run the import again". After CADENCE_IMPORT_REPORT_DAYS
+    of silence (as long as an error report is kept) the job ends "failed", saying why, and its
+    upload goes; until then it can still be run again."""
+    from cadence.operations import import_jobs
+
+    settings, clock, _ = _imports_on(database_url, tmp_path)
+    upload = tmp_path / "upload.part"
+    upload.write_bytes(b"email,terrain\nleft@example.com,trails\n")
+    job_id = queued(settings, upload, "left.csv", now=clock.now())
+    with transaction(settings.database_url) as session:
+        assert import_jobs.confirm_import(session, job_id, actor="user:ann@clinic.example", now=clock.now())
+    source = import_jobs.job_file(settings.imports_dir, job_id)
+
+    def expire() -> None:
+        with transaction(settings.database_url) as session:
+            import_jobs.expire_files(session, settings.imports_dir, now=clock.now(), report_days=7)
+
+    clock.advance(timedelta(days=6, hours=23))
+    expire()
+    assert source.exists()  # interrupted, not yet abandoned: "Run the import again" still works
+    clock.advance(timedelta(hours=2))
+    expire()
+    assert not source.exists()
+    with transaction(settings.database_url) as session:
+        job = sql.get_job(session, job_id)
+        assert job is not None and job.state == "failed" and job.finished_at == clock.now()
+        assert "the upload was deleted" in job.message, job.message
+    assert import_jobs.run_import_job(settings, clock, job_id, runner="late") == ""  # a late task does nothing
