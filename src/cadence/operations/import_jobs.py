@@ -260,9 +260,11 @@ def resume_import(session: Session, job_id: int, *, actor: str, now: datetime, l
 
 def expire_files(session: Session, imports_dir: Path, *, now: datetime, report_days: int) -> tuple[int, int]:
     """Delete the error reports of imports that ended more than `report_days` ago (they hold
-    people's rows; GDPR Art. 5(1)(e) storage limitation) and the uploads nobody confirmed within
-    PENDING_KEPT (their jobs end "cancelled"). The job rows stay, saying when their report went.
-    (error reports deleted, uploads deleted)."""
+    people's rows; GDPR Art. 5(1)(e) storage limitation), the uploads nobody confirmed within
+    PENDING_KEPT (their jobs end "cancelled") and those of jobs nothing was heard from for
+    `report_days` (interrupted and never run again, or never taken by a worker: they end
+    "failed"). The job rows stay, saying when their report went. (error reports deleted,
+    uploads deleted)."""
     old_reports = sql.reports_before(session, now - timedelta(days=report_days))
     for job_id in old_reports:
         report_file(imports_dir, job_id).unlink(missing_ok=True)
@@ -272,7 +274,16 @@ def expire_files(session: Session, imports_dir: Path, *, now: datetime, report_d
         message = "not confirmed within 24 hours: the upload was deleted; upload the file again to import it"
         if sql.cancel_job(session, job_id, now=now, message=message):
             job_file(imports_dir, job_id).unlink(missing_ok=True)
-    return len(old_reports), len(unconfirmed)
+    silent = now - timedelta(days=report_days)
+    abandoned = sql.silent_before(session, silent)
+    for job_id in abandoned:
+        message = (
+            f"interrupted and not run again within {report_days} days: the upload was deleted; "
+            "upload the file again to import it"
+        )
+        if sql.abandon_job(session, job_id, now=now, silent_before=silent, message=message):
+            job_file(imports_dir, job_id).unlink(missing_ok=True)
+    return len(old_reports), len(unconfirmed) + len(abandoned)
 
 
 def run_import_job(settings: Settings, clock: Clock, job_id: int, *, runner: str) -> str:
