@@ -353,3 +353,15 @@ def test_an_interrupted_job_never_run_again_has_its_upload_deleted_with_the_repo
         assert job is not None and job.state == "failed" and job.finished_at == clock.now()
         assert "the upload was deleted" in job.message, job.message
     assert import_jobs.run_import_job(settings, clock, job_id, runner="late") == ""  # a late task does nothing
+
+
+def test_column_names_from_the_file_stay_text_on_the_check_page(web: WebServer, editor: httpx.Client) -> None:
+    """The check page shows the file's own column names (the table and the findings' sentences):
+    markup in a header is escaped, in the page and in progress.json's use by the script."""
+    payload = '<img src=x onerror="alert(3)">'
+    check = upload(editor, "columns.csv", f"email,{payload}\nx@columns.example,1\n".encode())
+    assert check.status_code == 303, check.text
+    page = editor.get(check.headers["location"]).text
+    assert payload not in page
+    assert "&lt;img src=x onerror=&#34;alert(3)&#34;&gt;" in page  # in the columns table
+    assert "column &#39;&lt;img src=x onerror=" in page  # and in the finding that names it
