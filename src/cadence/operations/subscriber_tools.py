@@ -335,7 +335,7 @@ def subscriber_profile(
         elif d.state == "sent" and d.sent_at is not None:
             detail = f"segment {d.segment_id}" if d.segment_id else ""
             timeline.append((d.sent_at, 1, TimelineEntry(d.sent_at.isoformat(), "sent", d.campaign_id, step, detail)))
-        elif d.state in ("failed", "skipped"):
+        else:  # failed, skipped, held (a paused newsletter's copy): every email has its line
             at = d.sent_at or d.not_before
             timeline.append((at, 1, TimelineEntry(at.isoformat(), d.state, d.campaign_id, step, d.last_error[:200])))
     for e in sql.events_of(session, s.id, list(step_names)):
