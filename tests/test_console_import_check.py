@@ -27,7 +27,7 @@ from tests.support.cluster import cadence_env
 from tests.support.console import session_client
 from tests.support.web import WebServer, csrf_token
 from tests.test_cli import CADENCE
-from tests.test_console_import import confirm, queued, wait_for_job
+from tests.test_console_import import confirm, queued, running_job, wait_for_job
 
 # "Runs on" is what a trail-running club's export calls it; the segments read `terrain`, and
 # "trail" is not the "trails" their rule wants: everyone would land in the fallback segment.
@@ -163,20 +163,7 @@ def test_a_job_whose_runner_died_shows_interrupted_and_runs_again(
     """A job "running" in a thread of a ``cadence web`` that was restarted since: no heartbeat for
     longer than CADENCE_LEASE_SECONDS. Its page says so (JavaScript off) and its button runs it."""
     settings = web.settings
-    with transaction(settings.database_url) as session:
-        job_id = sql.insert_job(
-            session,
-            mode="valid",
-            file_name="died.csv",
-            size_bytes=60,
-            topics=[],
-            tags=[],
-            actor="user:check.editor@clinic.example",
-            now=web.clock.now(),
-        )
-        assert sql.claim_job(session, job_id, runner="web", now=web.clock.now(), stale_before=web.clock.now())
-    settings.imports_dir.mkdir(parents=True, exist_ok=True)
-    (settings.imports_dir / f"{job_id}.csv").write_text("email,terrain\nrevived@example.com,trails\n")
+    job_id = running_job(web, "died.csv", "email,terrain\nrevived@example.com,trails\n", runner="web")
     path = f"/admin/imports/{job_id}"
     assert editor.get(f"{path}/progress.json").json()["state"] == "running"  # still within the lease
     web.clock.advance(timedelta(seconds=settings.lease_seconds + 1))
