@@ -332,8 +332,7 @@ def subscriber_profile(
         at, state, detail = d.sent_at or d.created_at, d.state, d.last_error
         campaign = campaign_named(d.campaign_id) if d.enrollment_id is not None else None
         if d.state in PENDING:
-            at = d.not_before
-            state, detail = pending_outlook(
+            at, state, detail = pending_outlook(
                 d,
                 person,
                 suppressed=suppressed is not None,

@@ -322,8 +322,11 @@ def send_test(
 def _subscriber_email(session: Session, chosen: str, field_name: str) -> str:
     """The address of the subscriber `chosen` names (their address, or their id as the console's
     subscriber pages show it); InputError naming the field otherwise."""
-    found = console_store.subscriber(session, int(chosen)) if chosen.isdigit() else None
-    if found is None and not chosen.isdigit():
+    # An id is ASCII digits within the database's integers ("²" is a digit to str.isdigit, and a
+    # 20-digit number overflows SQLite's and PostgreSQL's BIGINT): anything else is an address.
+    numeric = chosen.isascii() and chosen.isdigit()
+    found = console_store.subscriber(session, int(chosen)) if numeric and int(chosen) < 2**63 else None
+    if found is None and not numeric:
         found = subscriber_by_email_key(session, email_key(chosen))
     if found is None:
         raise InputError(f"{field_name}: no subscriber {chosen!r} (give their address or id)")

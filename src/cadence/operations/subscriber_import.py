@@ -164,11 +164,7 @@ def import_csv(
                     if len(chunk) >= chunk_size:
                         flush()
                     continue
-                report.rejected += 1
-                for problem in item:
-                    report.problem_count += 1
-                    if len(report.problems) < SHOWN_PROBLEMS:
-                        report.problems.append(problem)
+                _rejected(report, item)
                 writer.write(item)
             flush()
         except InputError as exc:  # the file as a whole: its header, an open quote, UTF-16
@@ -199,12 +195,17 @@ def scan_csv(path: Path, *, limit: int) -> tuple[ImportReport, bool]:
             if isinstance(item, CheckedRow):
                 _count_values(report.values, item.subscriber.attributes)
                 continue
-            report.rejected += 1
-            for problem in item:
-                report.problem_count += 1
-                if len(report.problems) < SHOWN_PROBLEMS:
-                    report.problems.append(problem)
+            _rejected(report, item)
     return report, True
+
+
+def _rejected(report: ImportReport, problems: Sequence[Problem]) -> None:
+    """Count a bad row and keep its first problems for the summary (import and check alike)."""
+    report.rejected += 1
+    for problem in problems:
+        report.problem_count += 1
+        if len(report.problems) < SHOWN_PROBLEMS:
+            report.problems.append(problem)
 
 
 DISTINCT_VALUES = 50  # per column: a free-text column (notes, dates) stops being counted there

@@ -19,7 +19,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from sqlalchemy.orm import Session
 
 from cadence.core.campaign import Campaign
-from cadence.core.drip_policy import exit_goal_reached, skip_reason
+from cadence.core.drip_policy import exit_goal_reached, postpone_until, skip_reason
+from cadence.core.schedule import subscriber_zone
 from cadence.core.segments import choose_segment
 from cadence.core.subscriber_fields import email_key, normalise_email
 from cadence.core.suppression_keys import PLAIN, SuppressionKeys, plain_hash
@@ -139,28 +140,42 @@ def pending_outlook(
     enrollment_state: str | None,
     campaign: Campaign | None,
     tags: Collection[str],
-) -> tuple[str, str]:
-    """What will become of a delivery not sent yet, for the timeline: ``("scheduled", "for
-    <its time in the subscriber's zone>")``, or ``("will be skipped", "<why>; was due ...")``
+) -> tuple[datetime, str, str]:
+    """What will become of a delivery not sent yet, for the timeline: ``(when, "scheduled", "for
+    <when in the subscriber's zone>")``, or ``(due, "will be skipped", "<why>; was due ...")``
     when the send path's own rule (core.drip_policy.skip_reason, checked at send time) already
     says it will not go: the enrollment ended, the goal is reached, they unsubscribed. A bare
     "queued" at the day it was queued read as "sending today" and as still pending after the
-    goal was reached (the marketer's cold trial)."""
-    when = local_time(delivery.not_before, subscriber.timezone)
+    goal was reached (the marketer's cold trial). `when` is the send path's too: a drip step of
+    a subscriber who paused their emails waits for the first window after the pause
+    (core.drip_policy.postpone_until), and the goal is judged on the send date in the zone the
+    send path uses (core.schedule.subscriber_zone)."""
+    at = delivery.not_before  # aware UTC, as every stored time (db.models.UTCDateTime)
     drip = enrollment_state is not None
     steps = len(campaign.steps) if campaign is not None else delivery.step_index + 1  # unknown: assume it exists
     goal = campaign.exit_goal if drip and campaign is not None else None
+    send_date = at.date()
+    if drip and campaign is not None:
+        zone = subscriber_zone(subscriber.timezone, campaign)
+        paused = subscriber.paused_until
+        later = postpone_until(
+            now=at, due_at=delivery.due_at, paused_until=paused, window=campaign.send_window, tz=zone
+        )
+        at = later or at
+        send_date = at.astimezone(zone).date()
+    when = local_time(at, subscriber.timezone)
     reason = skip_reason(
         subscriber_status=subscriber.status,
         suppressed=suppressed,
         enrollment_state=enrollment_state or "active",
         step_index=delivery.step_index if drip else 0,
         step_count=steps if drip else 1,
-        goal_reached=exit_goal_reached(goal, subscriber.attributes or {}, tags, delivery.not_before.date()),
+        goal_reached=exit_goal_reached(goal, subscriber.attributes or {}, tags, send_date),
     )
     if reason:
-        return "will be skipped", f"{reason}; was due {when}"
-    return "scheduled", f"for {when}"
+        due_text = local_time(delivery.not_before, subscriber.timezone)
+        return delivery.not_before, "will be skipped", f"{reason}; was due {due_text}"
+    return at, "scheduled", f"for {when}"
 
 
 def _shown(value: Any) -> str:
@@ -308,7 +323,7 @@ def subscriber_profile(
         campaign = campaign_named(d.campaign_id) if d.enrollment_id is not None else None
         step = step_name(d, campaign)
         if d.state in PENDING:  # when it will go, in their zone (or why it will not)
-            what, detail = pending_outlook(
+            at, what, detail = pending_outlook(
                 d,
                 s,
                 suppressed=suppressed is not None,
@@ -316,12 +331,11 @@ def subscriber_profile(
                 campaign=campaign,
                 tags=tags,
             )
-            at = d.not_before
             timeline.append((at, 1, TimelineEntry(at.isoformat(), what, d.campaign_id, step, detail)))
         elif d.state == "sent" and d.sent_at is not None:
             detail = f"segment {d.segment_id}" if d.segment_id else ""
             timeline.append((d.sent_at, 1, TimelineEntry(d.sent_at.isoformat(), "sent", d.campaign_id, step, detail)))
-        elif d.state in ("failed", "skipped"):
+        else:  # failed, skipped, held (a paused newsletter's copy): every email has its line
             at = d.sent_at or d.not_before
             timeline.append((at, 1, TimelineEntry(at.isoformat(), d.state, d.campaign_id, step, d.last_error[:200])))
     for e in sql.events_of(session, s.id, list(step_names)):

@@ -285,8 +285,8 @@ def error_report(request: Request, state: State, me: Editor, job_id: JobId) -> R
     if found is None:
         message = {"title": "No error report", "message": "This import has no rows to report."}
         return page(request, "message.html", message, me=me, status=404)
-    path, delimiter = found
+    source, delimiter = found
     headers = {"Content-Disposition": f'attachment; filename="import-{job_id}-errors.csv"', "Cache-Control": "no-store"}
     return StreamingResponse(
-        import_jobs.error_report_rows(path, delimiter), media_type="text/csv; charset=utf-8", headers=headers
+        import_jobs.error_report_rows(source, delimiter), media_type="text/csv; charset=utf-8", headers=headers
     )
