@@ -1,6 +1,7 @@
 """CPU seconds per email of the send path, in one process (issue 15): repeatable under load.
 
-    python bench/cpu_per_email.py [--n 2000] [--batch 250] [--dkim none|rsa|ed25519|both] [--cprofile]
+    python bench/cpu_per_email.py [--n 2000] [--batch 250] [--dkim none|rsa|ed25519|both] [--kind drip|newsletter]
+                                  [--cprofile] [--breakdown] [--memory]
 
 Wall-clock rates on a shared 2-core machine swing with other people's work; the CPU time a
 process spends per email does much less. This runs ``enrollment.deliver`` on real PostgreSQL and a
@@ -50,6 +51,12 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=2000, help="emails measured (default 2000)")
     parser.add_argument("--batch", type=int, default=250, help="deliveries per enrollment.deliver call")
     parser.add_argument("--dkim", choices=("none", "rsa", "ed25519", "both"), default="none")
+    parser.add_argument(
+        "--kind",
+        choices=("drip", "newsletter"),
+        default="drip",
+        help="send the drip's first step (default) or copies of the January newsletter",
+    )
     parser.add_argument("--repeats", type=int, default=3, help="measured runs; each is printed, the lowest counts")
     parser.add_argument("--cprofile", action="store_true", help="a cProfile of one more run on stderr")
     parser.add_argument(
@@ -95,7 +102,24 @@ def main() -> None:
             ]
             conn.execute("ANALYZE")
 
+            newsletter_batches: list[list[int]] = []
+            if args.kind == "newsletter":
+                # Everyone asked for the clinic news; one schedule queues a copy for each of them
+                # (due now), one tick hands them out in batches, and each run takes its share.
+                from cadence.operations import newsletters
+
+                conn.execute(
+                    "INSERT INTO subscriber_topics (subscriber_id, topic, joined_at, source)"
+                    " SELECT id, 'clinic-news', now(), 'bench' FROM subscribers"
+                )
+                newsletters.schedule(settings, "clinic-news-2027-01", at="now", actor="bench", now=BENCH_NOW)
+                newsletter_batches = enrollment.tick(runtime, claim_limit=1_000_000).batches
+
             def one_run(lo: int, hi: int) -> list[list[int]]:
+                if args.kind == "newsletter":
+                    share = [newsletter_batches.pop(0) for _ in range((hi - lo + 1) // args.batch)]
+                    enrollment.deliver(runtime, share[0])  # warm-up: compile the locked version, connect
+                    return share[1:]
                 enroll_ids(conn, lo, hi, BENCH_NOW, BENCH_NOW)
                 batches = enrollment.tick(runtime, claim_limit=100_000).batches
                 enrollment.deliver(runtime, batches[0])  # warm-up: compile variants, connect
@@ -131,7 +155,7 @@ def main() -> None:
                 )
                 best = row if best is None or row[0] < best[0] else best
             assert best is not None
-            print(f"dkim={args.dkim}: worker CPU {best[0]:.0f} µs/email (lowest of {args.repeats})")
+            print(f"{args.kind}, dkim={args.dkim}: worker CPU {best[0]:.0f} µs/email (lowest of {args.repeats})")
 
             if args.breakdown:
                 # send_throughput's exclusive-time buckets, clocked by this process's CPU time.

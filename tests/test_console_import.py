@@ -13,6 +13,7 @@ import os
 import re
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
+from cadence.config import Settings
 from cadence.db.models import AuditEntry, Subscriber, SubscriberTag, SubscriberTopic
 from cadence.db.session import transaction
 from tests.support.axe import axe_script
@@ -281,6 +283,51 @@ def test_with_the_single_machine_broker_cadence_web_alone_runs_the_import(tmp_pa
         assert re.search(r"Imported: 301 new", editor.get(answer.headers["location"]).text)
 
 
+def running_job(web: WebServer, file_name: str, content: str, *, runner: str) -> int:
+    """A job "running" for `runner` since now, its upload `content` in place, as a runner that
+    is about to die leaves it (the heartbeat is written by the runner only)."""
+    from cadence.db import import_jobs as sql
+
+    with transaction(web.settings.database_url) as session:
+        job_id = sql.insert_job(
+            session,
+            mode="valid",
+            file_name=file_name,
+            size_bytes=len(content.encode()),
+            topics=[],
+            tags=[],
+            actor="user:check.editor@clinic.example",
+            now=web.clock.now(),
+        )
+        assert sql.claim_job(session, job_id, runner=runner, now=web.clock.now(), stale_before=web.clock.now())
+    web.settings.imports_dir.mkdir(parents=True, exist_ok=True)
+    (web.settings.imports_dir / f"{job_id}.csv").write_text(content)
+    return job_id
+
+
+def queued(settings: Settings, upload: Path, file_name: str, *, now: datetime) -> int:
+    """operations.import_jobs.queue_import for `upload` as Ann (load the valid rows, no topics
+    or tags): the pending job's id, checked and waiting for its confirmation."""
+    from cadence.operations import import_jobs
+
+    with transaction(settings.database_url) as session:
+        return import_jobs.queue_import(
+            session,
+            upload=upload,
+            imports_dir=settings.imports_dir,
+            file_name=file_name,
+            mode="valid",
+            topics=[],
+            known_topics={},
+            tags="",
+            consent=False,
+            actor="user:ann@clinic.example",
+            now=now,
+            campaigns_dir=settings.campaigns_dir,
+            templates_dir=settings.templates_dir,
+        )
+
+
 def test_a_job_runs_once_even_when_its_task_is_delivered_twice(database_url: str, tmp_path: Path) -> None:
     """operations.import_jobs on SQLite and PostgreSQL: the second delivery of the task finds the
     job taken and does nothing; a job whose runner went silent longer than the lease is taken
@@ -305,22 +352,7 @@ def test_a_job_runs_once_even_when_its_task_is_delivered_twice(database_url: str
     upgrade(settings.database_url)
     upload = tmp_path / "upload.part"
     upload.write_bytes(people_csv(good=40))
-    with transaction(settings.database_url) as session:
-        job_id = import_jobs.queue_import(
-            session,
-            upload=upload,
-            imports_dir=settings.imports_dir,
-            file_name="C:\\Users\\ann\\clinic.csv",
-            mode="valid",
-            topics=[],
-            known_topics={},
-            tags="",
-            consent=False,
-            actor="user:ann@clinic.example",
-            now=clock.now(),
-            campaigns_dir=settings.campaigns_dir,
-            templates_dir=settings.templates_dir,
-        )
+    job_id = queued(settings, upload, "C:\\Users\\ann\\clinic.csv", now=clock.now())
     assert not upload.exists() and import_jobs.job_file(settings.imports_dir, job_id).exists()
     assert import_jobs.run_import_job(settings, clock, job_id, runner="early") == ""  # not confirmed yet
     with transaction(settings.database_url) as session:
@@ -385,24 +417,9 @@ def test_a_job_whose_worker_died_shows_interrupted_and_a_worker_runs_it_again(wo
     again and the real worker re-claims it (db.import_jobs.claim_job's stale rule)."""
     from datetime import timedelta
 
-    from cadence.db import import_jobs as sql
-
     web = worker_web
     editor = session_client(web, "stale.editor@clinic.example", "editor")
-    with transaction(web.settings.database_url) as session:
-        job_id = sql.insert_job(
-            session,
-            mode="valid",
-            file_name="killed.csv",
-            size_bytes=50,
-            topics=[],
-            tags=[],
-            actor="user:stale.editor@clinic.example",
-            now=web.clock.now(),
-        )
-        assert sql.claim_job(session, job_id, runner="worker gone@host", now=web.clock.now(), stale_before=START)
-    web.settings.imports_dir.mkdir(parents=True, exist_ok=True)
-    (web.settings.imports_dir / f"{job_id}.csv").write_text("email\nkilled.worker@example.com\n")
+    job_id = running_job(web, "killed.csv", "email\nkilled.worker@example.com\n", runner="worker gone@host")
     path = f"/admin/imports/{job_id}"
     assert editor.get(f"{path}/progress.json").json()["state"] == "running"
     web.clock.advance(timedelta(seconds=web.settings.lease_seconds + 1))

@@ -8,7 +8,7 @@ clock. ``cadence web`` alone runs the imports here (the memory:// broker: embedd
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -17,7 +17,8 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from cadence.config import load_settings
+from cadence.clock import FileClock
+from cadence.config import Settings, load_settings
 from cadence.db import import_jobs as sql
 from cadence.db.migrate import upgrade
 from cadence.db.models import Subscriber
@@ -26,7 +27,7 @@ from tests.support.cluster import cadence_env
 from tests.support.console import session_client
 from tests.support.web import WebServer, csrf_token
 from tests.test_cli import CADENCE
-from tests.test_console_import import confirm, wait_for_job
+from tests.test_console_import import confirm, queued, running_job, wait_for_job
 
 # "Runs on" is what a trail-running club's export calls it; the segments read `terrain`, and
 # "trail" is not the "trails" their rule wants: everyone would land in the fallback segment.
@@ -162,20 +163,7 @@ def test_a_job_whose_runner_died_shows_interrupted_and_runs_again(
     """A job "running" in a thread of a ``cadence web`` that was restarted since: no heartbeat for
     longer than CADENCE_LEASE_SECONDS. Its page says so (JavaScript off) and its button runs it."""
     settings = web.settings
-    with transaction(settings.database_url) as session:
-        job_id = sql.insert_job(
-            session,
-            mode="valid",
-            file_name="died.csv",
-            size_bytes=60,
-            topics=[],
-            tags=[],
-            actor="user:check.editor@clinic.example",
-            now=web.clock.now(),
-        )
-        assert sql.claim_job(session, job_id, runner="web", now=web.clock.now(), stale_before=web.clock.now())
-    settings.imports_dir.mkdir(parents=True, exist_ok=True)
-    (settings.imports_dir / f"{job_id}.csv").write_text("email,terrain\nrevived@example.com,trails\n")
+    job_id = running_job(web, "died.csv", "email,terrain\nrevived@example.com,trails\n", runner="web")
     path = f"/admin/imports/{job_id}"
     assert editor.get(f"{path}/progress.json").json()["state"] == "running"  # still within the lease
     web.clock.advance(timedelta(seconds=settings.lease_seconds + 1))
@@ -245,10 +233,9 @@ def test_error_reports_and_unconfirmed_uploads_are_deleted_after_their_time(
         assert session.scalar(select(Subscriber.id).where(Subscriber.email_key == "good@retention.example"))
 
 
-def test_the_next_import_deletes_old_error_reports_too(database_url: str, tmp_path: Path) -> None:
-    """operations.import_jobs on SQLite and PostgreSQL: a job's end applies the retention (for an
-    instance whose staff never open the imports pages); the job row stays and says when."""
-    from cadence.clock import FileClock
+def _imports_on(database_url: str, tmp_path: Path) -> tuple[Settings, FileClock, Callable[[str], int]]:
+    """Settings (error reports kept 7 days), a file clock, and a function that uploads, confirms
+    and runs an import with one bad row (so it has an error report); its job id."""
     from cadence.operations import import_jobs
     from tests.support.web import START
 
@@ -262,26 +249,21 @@ def test_the_next_import_deletes_old_error_reports_too(database_url: str, tmp_pa
     def imported(name: str) -> int:
         upload = tmp_path / "upload.part"
         upload.write_bytes(f"email,terrain\n{name}@example.com,trails\nnot-an-address,road\n".encode())
+        job_id = queued(settings, upload, f"{name}.csv", now=clock.now())
         with transaction(settings.database_url) as session:
-            job_id = import_jobs.queue_import(
-                session,
-                upload=upload,
-                imports_dir=settings.imports_dir,
-                file_name=f"{name}.csv",
-                mode="valid",
-                topics=[],
-                known_topics={},
-                tags="",
-                consent=False,
-                actor="user:ann@clinic.example",
-                now=clock.now(),
-                campaigns_dir=settings.campaigns_dir,
-                templates_dir=settings.templates_dir,
-            )
             assert import_jobs.confirm_import(session, job_id, actor="user:ann@clinic.example", now=clock.now())
         assert import_jobs.run_import_job(settings, clock, job_id, runner="test") == "done"
         return job_id
 
+    return settings, clock, imported
+
+
+def test_the_next_import_deletes_old_error_reports_too(database_url: str, tmp_path: Path) -> None:
+    """operations.import_jobs on SQLite and PostgreSQL: a job's end applies the retention (for an
+    instance whose staff never open the imports pages); the job row stays and says when."""
+    from cadence.operations import import_jobs
+
+    settings, clock, imported = _imports_on(database_url, tmp_path)
     first = imported("first")
     assert import_jobs.report_file(settings.imports_dir, first).exists()
     clock.advance(timedelta(days=7, minutes=1))
@@ -294,3 +276,81 @@ def test_the_next_import_deletes_old_error_reports_too(database_url: str, tmp_pa
         assert (old.has_report, old.report_deleted_at, old.state) == (False, clock.now(), "done")
         assert (new.has_report, new.report_deleted_at) == (True, None)
         assert old.findings is not None and old.findings["stage"] == "import"
+
+
+def test_an_error_report_being_downloaded_is_sent_whole_when_the_retention_deletes_it(
+    database_url: str, tmp_path: Path
+) -> None:
+    """The download checks the report and starts its response; the retention may run between
+    that and the reading of the file (the end of another import, another editor opening the
+    imports page). The download already holds the file then: it is sent whole, and is gone
+    from the disk afterwards. Before, the file was opened only once the response had started
+    (after its first bytes): a 200 cut short by a FileNotFoundError."""
+    from cadence.operations import import_jobs
+
+    settings, clock, imported = _imports_on(database_url, tmp_path)
+    job_id = imported("downloaded")
+    with transaction(settings.database_url) as session:
+        found = import_jobs.error_report_download(
+            session, settings.imports_dir, job_id, actor="user:ann@clinic.example", now=clock.now()
+        )
+    assert found is not None
+    stream = import_jobs.error_report_rows(*found)
+    first = next(stream)  # the response has started
+    clock.advance(timedelta(days=7, minutes=1))
+    with transaction(settings.database_url) as session:
+        assert import_jobs.expire_files(
+            session, settings.imports_dir, now=clock.now(), report_days=settings.import_report_days
+        ) == (1, 0)
+    assert not import_jobs.report_file(settings.imports_dir, job_id).exists()
+    body = (first + b"".join(stream)).decode("utf-8-sig")
+    assert body.splitlines()[0].startswith("email,terrain") and "not-an-address" in body, body
+
+
+def test_an_interrupted_job_never_run_again_has_its_upload_deleted_with_the_reports(
+    database_url: str, tmp_path: Path
+) -> None:
+    """The upload holds everyone's rows; it is deleted when its job ends, is cancelled, or stays
+    unconfirmed for 24 hours. A confirmed job whose runner died (or that no worker ever took)
+    kept it for ever: nobody pressed "Run the import again". After CADENCE_IMPORT_REPORT_DAYS
+    of silence (as long as an error report is kept) the job ends "failed", saying why, and its
+    upload goes; until then it can still be run again."""
+    from cadence.operations import import_jobs
+
+    settings, clock, _ = _imports_on(database_url, tmp_path)
+    upload = tmp_path / "upload.part"
+    upload.write_bytes(b"email,terrain\nleft@example.com,trails\n")
+    job_id = queued(settings, upload, "left.csv", now=clock.now())
+    with transaction(settings.database_url) as session:
+        assert import_jobs.confirm_import(session, job_id, actor="user:ann@clinic.example", now=clock.now())
+    source = import_jobs.job_file(settings.imports_dir, job_id)
+
+    def expire() -> None:
+        with transaction(settings.database_url) as session:
+            import_jobs.expire_files(session, settings.imports_dir, now=clock.now(), report_days=7)
+
+    clock.advance(timedelta(days=6, hours=23))
+    expire()
+    assert source.exists()  # interrupted, not yet abandoned: "Run the import again" still works
+    clock.advance(timedelta(hours=2))
+    expire()
+    assert not source.exists()
+    with transaction(settings.database_url) as session:
+        job = sql.get_job(session, job_id)
+        assert job is not None and job.state == "failed" and job.finished_at == clock.now()
+        assert "the upload was deleted" in job.message, job.message
+    assert import_jobs.run_import_job(settings, clock, job_id, runner="late") == ""  # a late task does nothing
+
+
+def test_column_names_from_the_file_stay_text_on_the_check_page(web: WebServer) -> None:
+    """The check page shows the file's own column names (the table and the findings' sentences):
+    markup in a header is escaped. (A session of its own: the tests above move the clock past
+    the module's editor's.)"""
+    payload = '<img src=x onerror="alert(3)">'
+    editor = session_client(web, "columns.editor@clinic.example", "editor")
+    check = upload(editor, "columns.csv", f"email,{payload}\nx@columns.example,1\n".encode())
+    assert check.status_code == 303, check.text
+    page = editor.get(check.headers["location"]).text
+    assert payload not in page
+    assert "&lt;img src=x onerror=&#34;alert(3)&#34;&gt;" in page  # in the columns table
+    assert "column &#39;&lt;img src=x onerror=" in page  # and in the finding that names it

@@ -7,15 +7,18 @@ fixed, each pinned by the request that showed it.
   left there: the page said "Choose a CSV file" but never deleted it. A low-privilege editor
   could fill the disk, CADENCE_IMPORT_MAX_MB at a time, with files nobody would ever clean up
   (and any real rows in them stayed, against storage limitation, GDPR Art. 5(1)(e)).
-- The body guard checks JSON bodies before any token is, for up to the composer's 2 MB on
+- The body guard checked JSON bodies before any token was, for up to the composer's 2 MB on
   /api/admin/newsletters: its nesting scan was a Python loop over every character, ~0.4 s of
   the event loop per anonymous request (every other request waited), and 2 MB of ``[],``
   became 690,000 lists to parse. The scan is now C-speed string work, and an API body may hold
   at most 10,000 arrays and objects. Unclosed brackets (``[`` x 100,000) still answer 400.
+  Since then a staff-API write without a valid token is refused (401) before its body is read
+  at all (tests/test_web_slow_clients.py); these checks now guard the token holders' bodies.
 - The composer's "session ended" page shows back the text a POST carried (so a writer whose
   session ended loses nothing). Any site could make a browser POST there, so it showed words of
   the attacker's choosing on our console's address; now only a POST from our own origin (or
-  without an Origin, not a browser) gets its text back.
+  without an Origin, not a browser) that carries a session cookie gets its text back (a POST
+  with no cookie at all is refused without reading its body).
 """
 
 from __future__ import annotations
@@ -79,6 +82,15 @@ def test_a_file_part_with_an_empty_name_is_refused_and_not_left_on_disk(web: Web
 DRAFTS = "/api/admin/newsletters/drafts"
 
 
+@pytest.fixture(scope="module")
+def write_token(web: WebServer) -> str:
+    from cadence.db.session import transaction
+    from cadence.operations.staff_access import create_token
+
+    with transaction(web.settings.database_url) as session:
+        return create_token(session, "review-writer", "write", actor="cli:test", now=web.clock.now())[0]
+
+
 @pytest.mark.parametrize(
     ("body", "reason"),
     [
@@ -90,10 +102,11 @@ DRAFTS = "/api/admin/newsletters/drafts"
         ('{"fields": {"subject": "\\udc00"}}', "surrogate"),
     ],
 )
-def test_hostile_json_to_the_drafts_api_is_a_400_before_any_token_is_checked(
-    web: WebServer, body: str, reason: str
+def test_hostile_json_to_the_drafts_api_is_a_400_before_it_is_parsed(
+    web: WebServer, body: str, reason: str, write_token: str
 ) -> None:
-    answer = httpx.post(web.url(DRAFTS + "/preview"), content=body, headers={"content-type": "application/json"})
+    headers = {"content-type": "application/json", "authorization": f"Bearer {write_token}"}
+    answer = httpx.post(web.url(DRAFTS + "/preview"), content=body, headers=headers)
     assert answer.status_code == 400, answer.text
     assert reason in answer.json()["detail"]
 
@@ -120,7 +133,13 @@ def test_a_form_posted_from_another_site_is_not_shown_back_on_the_composers_expi
         answer = httpx.post(web.url("/admin/newsletters/new"), data=form, headers={"origin": origin})
         assert answer.status_code == 403
         assert bait not in answer.text
-    # The writer's own expired form (our origin) still gets its text back: nothing typed is lost.
-    ours = httpx.post(web.url("/admin/newsletters/new"), data=form, headers={"origin": web.base_url})
+    # The writer's own expired form (our origin, the ended session's cookie) still gets its text
+    # back: nothing typed is lost.
+    ours = httpx.post(
+        web.url("/admin/newsletters/new"),
+        data=form,
+        headers={"origin": web.base_url},
+        cookies={"cadence_session": "a-session-that-has-ended"},
+    )
     assert ours.status_code == 403
     assert bait in ours.text

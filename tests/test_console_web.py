@@ -61,6 +61,7 @@ ROUTES = {
     ("POST", "/admin/account/totp/remove"): "viewer",
     ("POST", "/admin/subscribers/{subscriber_id}/tags"): "editor",
     ("POST", "/admin/subscribers/{subscriber_id}/tags/remove"): "editor",
+    ("POST", "/admin/subscribers/{subscriber_id}/unsubscribe"): "editor",
     ("POST", "/admin/subscribers/{subscriber_id}/suppress"): "editor",
     ("POST", "/admin/subscribers/{subscriber_id}/unsuppress"): "editor",
     ("POST", "/admin/subscribers/{subscriber_id}/export"): "editor",

@@ -69,6 +69,17 @@ def people() -> list[tuple[str, str | None, str, set[str], set[str]]]:
     ]
 
 
+def env_of(tmp_path: Path, database_url: str) -> dict[str, str]:
+    """The environment of :func:`setup`'s instance, for the installed `cadence` too."""
+    return cadence_env(
+        tmp_path / "data",
+        CADENCE_DATABASE_URL=database_url,
+        CADENCE_CAMPAIGNS_DIR=str(tmp_path / "campaigns"),
+        CADENCE_CLOCK=f"file:{tmp_path / 'clock'}",
+        CADENCE_BASE_URL="https://news.example.test",  # one-click unsubscribe needs https (RFC 8058)
+    )
+
+
 def setup(tmp_path: Path, database_url: str) -> tuple[Settings, FileClock]:
     campaigns = tmp_path / "campaigns"
     (campaigns / "newsletters").mkdir(parents=True)
@@ -79,14 +90,7 @@ def setup(tmp_path: Path, database_url: str) -> tuple[Settings, FileClock]:
         (campaigns / "newsletters" / f"{name}.yaml").write_text(MARKDOWN.format(id=name))
     clock = FileClock(tmp_path / "clock")
     clock.set(NOW)
-    env = cadence_env(
-        tmp_path / "data",
-        CADENCE_DATABASE_URL=database_url,
-        CADENCE_CAMPAIGNS_DIR=str(campaigns),
-        CADENCE_CLOCK=str(clock),
-        CADENCE_BASE_URL="https://news.example.test",  # one-click unsubscribe needs https (RFC 8058)
-    )
-    settings = load_settings(env)
+    settings = load_settings(env_of(tmp_path, database_url))
     upgrade(settings.database_url)
     with transaction(settings.database_url) as session:
         rows = [SubscriberInput(e, e.split("@")[0].title(), tz) for e, tz, *_ in people()]
@@ -255,3 +259,21 @@ def assert_spamassassin_scores_nothing(message: bytes) -> None:
     scoring = re.findall(rb"^\s*(\d+\.\d+) ([A-Z0-9_]+) ", out.split(b"Content analysis details", 1)[-1], re.M)
     assert scoring or b"Content analysis details" in out, out[-2000:]
     assert not [(rule, points) for points, rule in scoring if float(points) > 0], out[-2000:]
+
+
+def test_a_held_copy_stays_on_the_subscribers_timeline(tmp_path: Path, database_url: str) -> None:
+    """`cadence subscribers show` (and the staff API, the same profile) lists every email of the
+    subscriber: a copy held by a paused newsletter says so, as the console's timeline does.
+    Before, the timeline's new "scheduled"/"will be skipped" lines left "held" out altogether:
+    the paused newsletter vanished from the subscriber's history."""
+    import json
+
+    from tests.test_cli import cadence
+
+    settings, _ = setup(tmp_path, database_url)
+    newsletters.schedule(settings, "spring", at="now", actor=ACTOR, now=NOW)
+    assert newsletters.pause(settings, "spring", actor=ACTOR, now=NOW) == ("paused", 3)
+    shown = cadence(env_of(tmp_path, database_url), "subscribers", "show", "paris@example.com", "--json")
+    assert shown.status == 0, shown
+    entries = [t for t in json.loads(shown.out)["timeline"] if t["campaign"] == "spring"]
+    assert [t["what"] for t in entries] == ["held"], entries

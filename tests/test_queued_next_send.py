@@ -80,3 +80,37 @@ def test_a_step_waiting_for_its_window_shows_when_it_goes_out(
     assert sent == 1 and sink.wait_for(1)[0].rcpt_tos == (ADDRESS,)
     after = enrollment(env)
     assert after["next_step"] == "hips-first" and after["next_send_at"] is not None
+
+
+def test_a_paused_subscribers_queued_step_shows_when_the_send_path_will_send_it(
+    world: tuple[dict[str, str], Runtime, FileClock, SmtpSink],
+) -> None:
+    """The timeline's "scheduled for" (results item 3) must say what the send path will do: a
+    subscriber who paused their emails after the tick queued a step gets it at the first window
+    after the pause (drip_policy.postpone_until), not at its due time. Before, the timeline said
+    "for 2026-12-07 07:30 Europe/Paris" (the due time) for an email that waited two weeks."""
+    from cadence.db.models import Subscriber
+    from cadence.db.session import transaction
+    from cadence.operations.preferences import pause
+
+    env, runtime, clock, _ = world
+    batches = engine.tick(runtime).batches  # lesson 1 queued for now
+    with transaction(runtime.settings.database_url) as session:
+        person = session.query(Subscriber).filter_by(email=ADDRESS).one()
+        until = pause(session, person, 2, clock.now(), how="preferences page")
+    assert until == START + timedelta(weeks=2)
+
+    def lesson() -> dict[str, str]:
+        shown = cadence(env, "subscribers", "show", ADDRESS, "--json")
+        assert shown.status == 0, shown
+        entry: dict[str, str] = next(t for t in json.loads(shown.out)["timeline"] if t["step"] == "why-it-hurts")
+        return entry
+
+    before = lesson()
+    for batch in batches:  # the send path's verdict
+        assert engine.deliver(runtime, batch).postponed == 1
+    after = lesson()
+    goes = datetime(2026, 12, 21, 7, 30, tzinfo=PARIS)  # the pause's end, inside the 07:00-09:00 window
+    assert after == {**after, "what": "scheduled", "at": goes.astimezone(UTC).isoformat()}, after
+    assert before == after, (before, after)
+    assert after["detail"] == "for 2026-12-21 07:30 Europe/Paris"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import shutil
 import threading
 from collections.abc import Iterator
 from dataclasses import replace
@@ -24,7 +25,7 @@ from cadence.operations import enrollment as engine
 from cadence.operations.runtime import Runtime
 from cadence.operations.subscriber_tools import tag_subscribers
 from cadence.operations.subscribers import import_subscribers, suppress, unsubscribe
-from tests.support.cluster import cadence_env
+from tests.support.cluster import ROOT, cadence_env
 from tests.support.keys import TEST_KEYS
 from tests.support.smtpd import ReceivedMessage, SmtpSink
 
@@ -37,7 +38,7 @@ def sink() -> Iterator[SmtpSink]:
         yield server
 
 
-def make_runtime(tmp_path: Path, database_url: str, sink: SmtpSink) -> Runtime:
+def make_runtime(tmp_path: Path, database_url: str, sink: SmtpSink, **overrides: str) -> Runtime:
     clock = FileClock(tmp_path / "clock")
     clock.set(START)
     env = cadence_env(
@@ -46,6 +47,7 @@ def make_runtime(tmp_path: Path, database_url: str, sink: SmtpSink) -> Runtime:
         CADENCE_EMAIL_URL=f"smtp://{sink.host}:{sink.port}?tls=none",
         CADENCE_CLOCK=str(clock),
         CADENCE_BATCH_SIZE="5",
+        **overrides,
     )
     settings = load_settings(env)
     upgrade(settings.database_url)
@@ -477,3 +479,38 @@ def test_an_email_that_cannot_be_built_fails_alone_and_its_series_goes_on(
         enrollment = session.scalars(select(Enrollment).where(Enrollment.subscriber_id == ids[1])).one()
         assert enrollment.state == "active" and enrollment.next_step == 1 and enrollment.next_send_at is not None
     assert engine.deliver(runtime, batch).sent == 0  # redelivered task: nothing again
+
+
+def test_a_template_that_breaks_on_one_subscribers_values_fails_that_email_alone(
+    tmp_path: Path, database_url: str, sink: SmtpSink
+) -> None:
+    """A phase-2 expression can raise a plain Python error on one subscriber's values (here
+    ``km + 1`` for a "ten" stored by an import): that is the template's error for that email
+    (render: ..., the series goes on), not the batch's. Before, the TypeError escaped compose()
+    in the middle of the batch: the rest of it stayed leased until the lease ran out, and the
+    same row killed every later attempt of the batch it was in."""
+    templates = tmp_path / "templates"
+    shutil.copytree(ROOT / "templates", templates)
+    base = templates / "_shared" / "base.mjml"
+    greeting = 'Hi [[ subscriber.first_name or "there" ]],'
+    assert greeting in base.read_text()
+    km = " [% if subscriber.attributes.km is defined %][[ subscriber.attributes.km + 1 ]] km[% endif %]"
+    base.write_text(base.read_text().replace(greeting, greeting + km))
+    runtime = make_runtime(tmp_path, database_url, sink, CADENCE_TEMPLATES_DIR=str(templates))
+    ids = add_people(runtime, 5)
+    with transaction(runtime.settings.database_url) as session:
+        for i, subscriber_id in enumerate(ids):
+            person = session.get(Subscriber, subscriber_id)
+            assert person is not None
+            person.attributes = {**person.attributes, "km": "ten" if i == 1 else 5 + i}
+    [batch] = engine.tick(runtime).batches
+    outcome = engine.deliver(runtime, batch)
+    assert (outcome.sent, outcome.failed) == (4, 1)
+    sink.wait_for(4)
+    with transaction(runtime.settings.database_url) as session:
+        failed = session.scalars(select(Delivery).where(Delivery.subscriber_id == ids[1])).one()
+        assert failed.state == "failed" and failed.last_error.startswith("render: "), failed.last_error
+        assert "TypeError" in failed.last_error and "01-why-it-hurts.mjml" in failed.last_error, failed.last_error
+        enrollment = session.scalars(select(Enrollment).where(Enrollment.subscriber_id == ids[1])).one()
+        assert enrollment.state == "active" and enrollment.next_step == 1
+    assert states(runtime) == {"sent": 4, "failed": 1}

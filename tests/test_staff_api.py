@@ -100,7 +100,7 @@ def test_search_show_tag_export_and_report(web: WebServer, tokens: dict[str, str
         tokens["write"],
         json={"emails": ["bob@example.com"], "add": ["roads"]},
     )
-    assert tagged.json() == {"subscribers": 1, "added": 1, "removed": 0}
+    assert tagged.json() == {"subscribers": 1, "added": 1, "removed": 0, "goals_reached": 0}
     bad = call(
         web,
         "POST",

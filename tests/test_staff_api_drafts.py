@@ -154,6 +154,10 @@ def test_a_draft_scheduled_through_the_api_is_locked_and_sent_once(
     test_to = f"{DRAFTS}/june-news/send-test"
     unknown = call(web, "POST", test_to, writer, json={"to": ["me@example.org"], "subscriber": "x@no.example"})
     assert unknown.status_code == 422 and "subscriber: no subscriber 'x@no.example'" in unknown.text, unknown.text
+    # An id past the database's integers, or "digits" int() refuses: the same 422, never a 500.
+    for odd in ("99999999999999999999", "\u00b2"):
+        refused = call(web, "POST", test_to, writer, json={"to": ["me@example.org"], "subscriber": odd})
+        assert refused.status_code == 422 and f"subscriber: no subscriber {odd!r}" in refused.text, refused.text
     assert len(web_sink.messages) == before
     as_ann = call(web, "POST", test_to, writer, json={"to": ["me@example.org"], "subscriber": "ann@example.com"})
     assert as_ann.status_code == 200 and as_ann.json()["sent"] == 1, as_ann.text
@@ -161,6 +165,11 @@ def test_a_draft_scheduled_through_the_api_is_locked_and_sent_once(
     assert arrived.rcpt_tos == ("me@example.org",)  # to the tester, never to Ann
     text = message_from_bytes(arrived.data, policy=default).get_body(preferencelist=("plain",))
     assert text is not None and "Hi Ann," in text.get_content()  # her data
+    # Whose data went to which address: the audit log says (a test sends her rows outside).
+    [entry] = call(web, "GET", "/api/admin/audit?limit=1&target=newsletter:june-news", reader).json()
+    ann = web.subscriber("ann@example.com")
+    assert ann is not None and entry["action"] == "newsletter.send_test"
+    assert (entry["detail"]["to"], entry["detail"]["data_of"]) == (["me@example.org"], f"subscriber:{ann.id}"), entry
     before = len(web_sink.messages)
     stale = call(web, "POST", f"{DRAFTS}/june-news/schedule", writer, json={"version": 7})
     assert stale.status_code == 409 and stale.json()["current_version"] == 1

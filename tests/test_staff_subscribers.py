@@ -168,7 +168,8 @@ def test_search_export_and_tag_through_the_command(env: dict[str, str], tmp_path
     assert [s["email"] for s in page["subscribers"]] == ["Ann@Example.com"] and page["next_after"] is not None
 
     tagged = cadence(env, "subscribers", "tag", "--attr", "terrain=road", "--add", "roads", "--json")
-    assert tagged.status == 0 and json.loads(tagged.out) == {"subscribers": 2, "added": 2, "removed": 0}
+    assert tagged.status == 0, tagged
+    assert json.loads(tagged.out) == {"subscribers": 2, "added": 2, "removed": 0, "goals_reached": 0}
 
     out = tmp_path / "people.csv"
     exported = cadence(env, "subscribers", "export", "--tag", "roads", "--out", str(out))

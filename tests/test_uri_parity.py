@@ -23,3 +23,33 @@ def test_an_image_in_the_html_part_gets_the_web_view_as_its_counterpart_in_the_t
 
 def test_two_images_need_no_counterpart() -> None:
     assert balance_uri_count(HTML + PIXEL + PIXEL, TEXT, "https://a.example/v/1") == TEXT
+
+
+def test_the_fast_count_finds_exactly_what_the_reference_patterns_find() -> None:
+    """uri_count's literal-led patterns on lower-cased text (issue 15: ~15x faster) against the
+    plain case-insensitive patterns they replace, on real emails' HTML and on random soup made
+    of the pieces that matter (attribute and scheme names in any case, word characters glued
+    in front, whitespace, quotes)."""
+    import random
+    import re
+    from pathlib import Path
+
+    reference_html = re.compile(r"""\b(?:href|src)\s*=\s*["']?\s*(?:https?:|mailto:)""", re.IGNORECASE)
+    reference_text = re.compile(r"\bhttps?://|\bmailto:", re.IGNORECASE)
+
+    def reference(html: str, text: str) -> int:
+        return len(reference_html.findall(html)) + len(reference_text.findall(text))
+
+    pieces = [
+        "href", "HREF", "Href", "src", "SRC", "sRc", "data-href", "xsrc", "_src", "9href", "=", " = ", "\t=\n",
+        '"', "'", " ", "\n", "http:", "https:", "HTTPS:", "http://", "https://", "Https://", "mailto:", "MailTo:",
+        "ftp://", "a", "é", "<a ", "<img ", ">", "x", "://", "ahttp://", "_mailto:",
+    ]  # fmt: skip
+    rng = random.Random(15)
+    for _ in range(3000):
+        html = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 40)))
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 40)))
+        assert uri_count(html, text) == reference(html, text), (html, text)
+    for email in Path(__file__).resolve().parents[1].glob("templates/**/*.mjml"):
+        source = email.read_text(encoding="utf-8")
+        assert uri_count(source, source) == reference(source, source), email

@@ -110,6 +110,16 @@ class Settings:
     import_report_days: int = 30
     # Staff API (web/staff_api.py): requests per token per minute (CADENCE_STAFF_API_PER_MINUTE).
     staff_api_per_minute: int = 120
+    # Slow clients (slowloris): `cadence web` closes a connection whose request line and headers
+    # take longer than header_timeout_seconds (CADENCE_HEADER_TIMEOUT_SECONDS), answers 408 to a
+    # body with no byte for body_idle_seconds (CADENCE_BODY_IDLE_SECONDS) or not complete within
+    # body_timeout_seconds (CADENCE_BODY_TIMEOUT_SECONDS; forms and JSON, at most 2 MiB) or
+    # upload_timeout_seconds (CADENCE_UPLOAD_TIMEOUT_SECONDS; the console's CSV upload).
+    # web/body_guard.py, web/serving.py; docs/deploy.md.
+    header_timeout_seconds: float = 10.0
+    body_idle_seconds: float = 15.0
+    body_timeout_seconds: float = 60.0
+    upload_timeout_seconds: float = 900.0
     extra: Mapping[str, str] = field(default_factory=dict)
     # CADENCE_SENDER_FILE: the sender's details (name, postal address, phone, booking page) and
     # newsletter topics, one file for emails and pages alike (issue 12). None: campaigns/sender.yaml.
@@ -411,6 +421,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         import_run=_choice(env, "CADENCE_IMPORT_RUN", "auto", ("auto", "web", "worker")),
         import_max_bytes=_int(env, "CADENCE_IMPORT_MAX_MB", 200, minimum=1) * 1024 * 1024,
         import_report_days=_int(env, "CADENCE_IMPORT_REPORT_DAYS", 30, minimum=1),
+        header_timeout_seconds=_float(env, "CADENCE_HEADER_TIMEOUT_SECONDS", 10.0),
+        body_idle_seconds=_float(env, "CADENCE_BODY_IDLE_SECONDS", 15.0),
+        body_timeout_seconds=_float(env, "CADENCE_BODY_TIMEOUT_SECONDS", 60.0),
+        upload_timeout_seconds=_float(env, "CADENCE_UPLOAD_TIMEOUT_SECONDS", 900.0),
     )
 
 

@@ -10,6 +10,8 @@ Every error Cadence raises on purpose derives from :class:`CadenceError`, so a c
     ├── InputError               staff or subscriber input is invalid (a CSV row, an email address,
     │   │                        a header value with CR/LF); names the field or line
     │   ├── UsageError                   a command line that cannot work (CLI exit status 2)
+    │   ├── AlreadyDone                  pause of a paused newsletter, resume of a running one
+    │   │                                (the CLI says so and exits 0, like `campaigns pause`)
     │   ├── web.security.CsrfError       a form post without a valid CSRF token (403)
     │   └── web.ratelimit.RateLimited    too many requests from one IP (429)
     ├── NotFound                 a named campaign, subscriber or delivery does not exist
@@ -22,6 +24,7 @@ Every error Cadence raises on purpose derives from :class:`CadenceError`, so a c
 from __future__ import annotations
 
 __all__ = [
+    "AlreadyDone",
     "CadenceError",
     "CampaignError",
     "ConfigError",
@@ -67,6 +70,12 @@ class InputError(CadenceError):
 class UsageError(InputError):
     """The command line itself is wrong (options that exclude each other, one missing); the
     ``cadence`` command exits with status 2 for it, like a usage error found by the parser."""
+
+
+class AlreadyDone(InputError):
+    """What was asked is already the case (pausing a paused newsletter). The API answers it as
+    any InputError; the ``cadence`` command prints it and exits 0, so a script that pauses twice
+    does not fail, as with ``cadence campaigns pause``."""
 
 
 class NotFound(CadenceError):

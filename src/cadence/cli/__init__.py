@@ -75,13 +75,16 @@ def subscribers_add(
     from cadence.core.subscriber_fields import SubscriberInput, check_text, check_timezone
     from cadence.core.suppression_keys import SuppressionKeys
     from cadence.db.session import transaction
+    from cadence.files.catalog import CampaignCatalog
+    from cadence.operations.exit_goals import goal_campaigns
     from cadence.operations.subscribers import upsert_subscriber
 
     settings = get_settings()
     data = SubscriberInput(email, check_text(name, "--name"), check_timezone(tz, "--tz"), parse_attrs(attr or []))
     keys = SuppressionKeys.from_settings(settings)  # erased addresses are refused too
     with transaction(settings.database_url) as session:
-        subscriber = upsert_subscriber(session, data, settings.clock().now(), keys=keys)
+        goals = goal_campaigns(CampaignCatalog(settings.campaigns_dir, settings.templates_dir))
+        subscriber = upsert_subscriber(session, data, settings.clock().now(), keys=keys, goals=goals)
     if subscriber is None:
         raise InputError(f"{email} is suppressed (it bounced, complained or was erased): not added")
     console.print(f"[green]Subscriber {subscriber.email} (id {subscriber.id}) saved[/green]")

@@ -44,10 +44,16 @@ def campaigns_list(
             table.add_row("(none)", "", "", "", "", "")
         Console().print(table)
         if not summaries and not all_:
-            # A cold start in an empty folder showed "(none)" and nothing else (issue 13 trial).
+            # A cold start in an empty folder showed "(none)" and nothing else (issue 13 trial);
+            # with every campaign archived, "No campaign files" was false (cold trial).
+            from cadence.files.campaigns import list_campaigns
+
+            archived = len(campaign_summaries(settings, include_archived=True))
             Console(highlight=False).print(
-                f"No campaign files in {settings.campaigns_dir} (run cadence where your campaigns/ folder is, "
-                "or set CADENCE_CAMPAIGNS_DIR); archived ones: --all",
+                f"Every campaign is archived ({archived}): `cadence campaigns list --all` shows them"
+                if archived and list_campaigns(settings.campaigns_dir)
+                else f"No campaign files in {settings.campaigns_dir} (run cadence where your campaigns/ folder is, "
+                "or set CADENCE_CAMPAIGNS_DIR)",
                 soft_wrap=True,
             )
     if any(s.held for s in summaries):

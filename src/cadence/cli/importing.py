@@ -66,7 +66,9 @@ def subscribers_import(
     from cadence.cli.subscriber_tools import actor
     from cadence.config import get_settings
     from cadence.core.suppression_keys import SuppressionKeys
+    from cadence.files.catalog import CampaignCatalog
     from cadence.operations.drip import import_subscribers as import_csv
+    from cadence.operations.exit_goals import goal_campaigns
     from cadence.operations.subscriber_import import ImportRejected
 
     settings = get_settings()
@@ -103,6 +105,7 @@ def subscribers_import(
                 topics=topic or (),
                 sender_file=settings.sender_file,
                 actor=actor(),
+                goals=goal_campaigns(CampaignCatalog(settings.campaigns_dir, settings.templates_dir)),
             )
         except ImportRejected as rejected:
             if as_json:
@@ -144,6 +147,7 @@ def _document(
         "problems": [{"line": p.line, "field": p.field, "reason": p.reason} for p in report.problems],
         "error_report": str(report.error_report) if report.error_report else None,
         "tags_added": report.tags_added,
+        "goals_reached": report.goals_reached,
         "topics": list(report.topics),
         "topics_joined": report.topics_joined,
         "seconds": round(seconds, 3),
@@ -192,6 +196,7 @@ def _summary(console: Console, report: ImportReport, seconds: float) -> None:
         f"[green]{report.created:,} created[/green], {report.updated:,} updated, {report.unchanged:,} unchanged, "
         f"{report.suppressed:,} skipped as suppressed{escape(suppressed)}, {report.rejected:,} rejected"
         + (f", {report.tags_added:,} tag(s) added" if report.tags_added else "")
+        + (f", {report.goals_reached:,} drip(s) ended: exit goal reached" if report.goals_reached else "")
         + (f", {report.topics_joined:,} joined {', '.join(report.topics)}" if report.topics else "")
         + _report_note(report),
         soft_wrap=True,

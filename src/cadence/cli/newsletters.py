@@ -18,7 +18,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from cadence.config import get_settings
-from cadence.errors import CampaignError, UsageError
+from cadence.errors import AlreadyDone, CampaignError, UsageError
 
 newsletters_app = typer.Typer(
     help="Write, check, schedule and follow newsletters: one-off emails such as the monthly clinic news.",
@@ -134,7 +134,14 @@ def _lifecycle(action: str, name: str, as_json: bool) -> None:
     from cadence.operations import newsletters
 
     operation = {"pause": newsletters.pause, "resume": newsletters.resume, "cancel": newsletters.cancel}[action]
-    state, copies = operation(get_settings(), name, actor=_actor(), now=_now())
+    try:
+        state, copies = operation(get_settings(), name, actor=_actor(), now=_now())
+    except AlreadyDone as done:  # nothing changed and nothing is wrong: exit 0, as campaigns pause does
+        if as_json:
+            typer.echo(json.dumps({"newsletter": name, "changed": False, "copies": 0, "message": str(done)}))
+        else:
+            _console().print(str(done))
+        return
     if as_json:
         typer.echo(json.dumps({"newsletter": name, "state": state, "copies": copies}))
         return

@@ -34,6 +34,7 @@ def register(app: typer.Typer) -> None:
         ("show", show),
         ("export", export),
         ("erase", erase_command),
+        ("unsubscribe", unsubscribe_command),
         ("suppress", suppress_command),
         ("unsuppress", unsuppress_command),
         ("tag", tag_command),
@@ -189,18 +190,24 @@ def show(
     console.print(f"status: {profile.status}" + (f", suppressed ({profile.suppressed})" if profile.suppressed else ""))
     joined = f"joined: {_when(profile.created_at)} ({escape(profile.source)})"
     console.print(f"{joined}, confirmed: {_when(profile.confirmed_at)}")
+    # The send window and a newsletter's "09:00 local" are read in this zone: staff check it here.
+    zone = profile.timezone or "not known (the clinic's time zone is used)"
+    console.print(f"time zone: {escape(zone)}")
     if profile.paused_until:
         console.print(f"paused until {_when(profile.paused_until)}")
     answers = ", ".join(f"{k}={v}" for k, v in sorted(profile.attributes.items()))
     console.print(f"answers: {escape(answers) or '-'}")
     console.print(f"topics: {', '.join(profile.topics) or '-'}    tags: {', '.join(profile.tags) or '-'}")
-    courses = Table(title="Campaigns")
-    for column in ("campaign", "segment", "state", "next email", "next send"):
-        courses.add_column(column)
-    for e in profile.enrollments:
-        state = f"{e.state} {_when(e.ended_at)} {e.end_reason}".strip() if e.ended_at else e.state
-        courses.add_row(e.campaign, e.segment or "-", escape(state), e.next_step or "-", _when(e.next_send_at))
-    console.print(courses)
+    if not profile.enrollments:
+        console.print("Campaigns: none (`cadence campaigns enroll NAME --email ADDRESS` adds them to one)")
+    else:
+        courses = Table(title="Campaigns")
+        for column in ("campaign", "segment", "state", "next email", "next send"):
+            courses.add_column(column)
+        for e in profile.enrollments:
+            state = f"{e.state} {_when(e.ended_at)} {e.end_reason}".strip() if e.ended_at else e.state
+            courses.add_row(e.campaign, e.segment or "-", escape(state), e.next_step or "-", _when(e.next_send_at))
+        console.print(courses)
     # One line per event: a five-column table cut the times and names to "2026-12-06T11:06…" at
     # 80 columns (issue 13 trial).
     console.print("[bold]Timeline[/bold]" + ("" if profile.timeline else ": nothing sent yet"))
@@ -244,8 +251,11 @@ def export(
             return
         if out.is_dir():
             raise InputError(f"{out}: is a directory")
+        folder = out.parent if str(out.parent) else Path(".")
+        if not folder.is_dir():  # else the error named the hidden temporary file below
+            raise InputError(f"--out: no folder {str(folder)!r} to write {out.name!r} in")
         # Written next to the target and renamed at the end: never a half-written export.
-        handle, temporary = tempfile.mkstemp(dir=out.parent if str(out.parent) else ".", prefix=f".{out.name}.")
+        handle, temporary = tempfile.mkstemp(dir=folder, prefix=f".{out.name}.")
         try:
             with os.fdopen(handle, "w", encoding="utf-8", newline="") as stream:
                 count = export_subscribers(session, wanted, today, stream, fmt=kind, actor=actor(), now=now)
@@ -275,6 +285,24 @@ def erase_command(
     after_erase(get_settings().database_url)
     # The address as typed, and the id the audit log keeps for them (it keeps no address).
     console.print(f"[green]erased[/green] {escape(email)}; the address stays blocked (audit log: subscriber:{erased})")
+
+
+def unsubscribe_command(
+    email: Annotated[str, typer.Argument(help="The subscriber's email address")],
+    reason: Annotated[
+        str, typer.Option("--reason", help="Why, e.g. 'asked on the phone' (kept in the audit log)")
+    ] = "asked staff",
+) -> None:
+    """Unsubscribe someone who asked you (phone, desk, a reply): as their own unsubscribe link
+    does, their campaigns end and no newsletter reaches them. Only their own signup undoes it."""
+    from cadence.operations.subscriber_tools import unsubscribe_subscriber
+
+    with _transaction() as (session, settings):
+        note = unsubscribe_subscriber(session, email, reason=reason, actor=actor(), now=settings.clock().now())
+    if note:
+        console.print(f"{escape(email)}: {escape(note)}")
+        return
+    console.print(f"[green]unsubscribed[/green] {escape(email)}")
 
 
 def suppress_command(
@@ -314,6 +342,8 @@ def tag_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON")] = False,
 ) -> None:
     """Add or remove tags, on the given addresses or on everyone the filters find."""
+    from cadence.files.catalog import CampaignCatalog
+    from cadence.operations.exit_goals import goal_campaigns
     from cadence.operations.subscriber_tools import tag_subscribers
 
     by_filter = any([query, status, tag, segment, campaign, attr])
@@ -333,8 +363,10 @@ def tag_command(
             remove=remove or [],
             actor=actor(),
             now=now,
+            goals=goal_campaigns(CampaignCatalog(settings.campaigns_dir, settings.templates_dir)) if add else (),
         )
     if as_json:
         _print_json(asdict(change))
         return
-    console.print(f"{change.subscribers} subscriber(s): {change.added} tag(s) added, {change.removed} removed")
+    ended = f", {change.goals_reached} drip(s) ended: exit goal reached" if change.goals_reached else ""
+    console.print(f"{change.subscribers} subscriber(s): {change.added} tag(s) added, {change.removed} removed{ended}")

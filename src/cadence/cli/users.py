@@ -106,6 +106,26 @@ def users_list(as_json: Annotated[bool, typer.Option("--json", help="Print the l
     console.print(table)
 
 
+@users_app.command("role")
+def users_role(
+    email: Annotated[str, typer.Argument(help="Their email address")],
+    role: Annotated[Role, typer.Argument(help=ROLE_HELP)],
+) -> None:
+    """Change what someone may do (viewer, editor, admin), from their next click; they stay
+    logged in."""
+    from cadence.config import get_settings
+    from cadence.db.session import transaction
+    from cadence.operations.staff_accounts import change_role
+
+    settings = get_settings()
+    with transaction(settings.database_url) as session:
+        previous = change_role(session, email, role.value, actor=_actor(), now=settings.clock().now())
+    if previous == role.value:
+        console.print(f"{email.strip()} is already {role.value}: nothing changed.")
+        return
+    console.print(f"[green]{email.strip()}[/green] is now {role.value} (was {previous}).")
+
+
 @users_app.command("disable")
 def users_disable(email: Annotated[str, typer.Argument(help="Their email address")]) -> None:
     """Stop someone logging in; they are logged out everywhere at once. `reset` lets them back."""

@@ -13,6 +13,8 @@ The rules, in the order a delivery meets them:
 enroll                      :func:`first_step_due`: the first step's delay from enrollment,
                             moved into the send window in the subscriber's zone
 resume (re-enroll)          :func:`may_resume`, :func:`resume_due`, :func:`resume_action`
+goal met (at once)          :func:`exit_goal_touched` (can this tag or answer change meet it?),
+                            :func:`exit_goal_reached`; ``operations/exit_goals`` ends the drip
 skip (never send)           :func:`skip_reason` (:func:`exit_goal_reached` among its reasons),
                             then :func:`enrollment_end_after_skip`
 postpone (not yet)          :func:`postpone_until`: paused, or past the window grace
@@ -54,6 +56,7 @@ __all__ = [
     "ResumeAction",
     "enrollment_end_after_skip",
     "exit_goal_reached",
+    "exit_goal_touched",
     "first_step_due",
     "lease_renewal_due",
     "lease_safe_until",
@@ -163,6 +166,19 @@ def exit_goal_reached(goal: ExitGoal | None, attributes: Mapping[str, Any], tags
     if not results:
         return False
     return any(results) if goal.match == "any" else all(results)
+
+
+def exit_goal_touched(
+    goal: ExitGoal | None, *, tags_added: Collection[str] = (), answers_changed: bool = False
+) -> bool:
+    """Whether a change can have made `goal` newly reached: a tag it names was added, or answers
+    changed and it has rules. Anything else leaves it as it was, so the subscribers a change
+    touched need no look at that campaign (an import tagging 10,000 people ``vip`` reads no
+    enrollment of a drip whose goal is ``booked``)."""
+    if goal is None:
+        return False
+    added = {tag.lower() for tag in tags_added}
+    return bool(added & {tag.lower() for tag in goal.tags}) or (answers_changed and bool(goal.rules))
 
 
 def skip_reason(

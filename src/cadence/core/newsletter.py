@@ -36,7 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from cadence.core.campaign import Rule, RuleOp, Segment
 from cadence.core.segments import choose_segment, rule_matches
-from cadence.errors import CampaignError, InputError
+from cadence.errors import AlreadyDone, CampaignError, InputError
 
 __all__ = [
     "STATES",
@@ -387,6 +387,10 @@ def in_audience(
 def transition(current: str, action: str, newsletter_id: str) -> State:
     """The state `action` leads to from `current`, or an InputError saying why not."""
     allowed, target = _TRANSITIONS[action]
+    if action == "pause" and current == "paused":
+        raise AlreadyDone(f"newsletter {newsletter_id!r} was already paused")
+    if action == "resume" and current in ("scheduled", "sending"):
+        raise AlreadyDone(f"newsletter {newsletter_id!r} was not paused (it is {current})")
     if current not in allowed:
         raise InputError(
             f"newsletter {newsletter_id!r} is {current}: it cannot be {action}d"

@@ -100,8 +100,9 @@ def render_email(
     """Phase 2: the subject, HTML and text of `variant` for one subscriber.
 
     `link_url(index, original_url)` returns the URL to put in the email (click tracking); it is
-    called once per entry of ``variant.links``. A missing variable or an unsafe expression
-    raises :class:`TemplateError` naming the source template and line.
+    called once per entry of ``variant.links``. A missing variable, an unsafe expression or one
+    that fails on this subscriber's values raises :class:`TemplateError` naming the source
+    template (and line, where jinja's message tells which tag).
     """
     urls = list(variant.links) if link_url is None else [link_url(i, u) for i, u in enumerate(variant.links)]
     context = {"subscriber": subscriber, "links": links, LINKS_VARIABLE: urls}
@@ -115,6 +116,12 @@ def render_email(
         text = variant.text_template.render(context)
     except jinja2.TemplateError as exc:
         raise _phase2_error(variant, exc, part) from exc
+    except Exception as exc:
+        # An expression that fails on this subscriber's values ("ten" + 1, a division by a 0, a
+        # format of the wrong type): jinja lets the plain Python error through. It is this
+        # email's template error all the same; the send path records it for this delivery alone
+        # instead of dying in the middle of a batch (operations/delivery._compose_group).
+        raise TemplateError(f"{type(exc).__name__}: {exc} (in the {part})", template=variant.template) from exc
     if variant.html_ascii and not body.isascii():
         # A name like "José" from phase 2, in text or an attribute value: as a character
         # reference it reads the same and keeps the part 7bit-clean (build_mime).

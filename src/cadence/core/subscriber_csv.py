@@ -294,8 +294,10 @@ def read_rows(
         # A quoted field may span lines: report where the record starts, as an editor shows it.
         line, end_of_previous = end_of_previous + 1, lines.number
         bad, lines.bad = lines.bad, []
-        if not record or record == [""]:
-            continue  # a blank line
+        if not any(value.strip() for value in record):
+            # A blank line, or one of separators and spaces only: what a spreadsheet exports for
+            # rows that once held data (";;;;;;"). Nobody is on it, so it is no error either.
+            continue
         yield _check(record, line, header, bad, seen, delimiter)
 
 

@@ -69,6 +69,11 @@ def active_enrollments_by_campaign(session: Session) -> dict[str, int]:
     }
 
 
+def newsletter_ids(session: Session) -> set[str]:
+    """Scheduled newsletters: their state is mirrored into campaign_states for the tick."""
+    return set(session.scalars(select(Newsletter.id)))
+
+
 def campaign_states(session: Session) -> dict[str, CampaignState]:
     return {row.campaign_id: row for row in session.scalars(select(CampaignState))}
 

@@ -5,9 +5,9 @@ The table is in this module with its SQL (as ``staff_models.py`` sits beside ``s
 only writers are the upload and the editor's check (:func:`insert_job`, :func:`confirm_job`,
 :func:`cancel_job`), the process running the import (:func:`claim_job`, :func:`save_progress`,
 :func:`finish_job`), an editor re-running a job whose runner died (:func:`requeue_stale`) and the
-retention (:func:`report_deleted`). Progress is written in short transactions of its own, never
-in the import's: an all-or-nothing import holds one transaction
-for the whole file, and the job page must see the counts move while it does.
+retention (:func:`report_deleted`, :func:`cancel_job`, :func:`abandon_job`). Progress is written
+in short transactions of its own, never in the import's: an all-or-nothing import holds one
+transaction for the whole file, and the job page must see the counts move while it does.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, Float, String, Text, or_, select, update
+from sqlalchemy import JSON, BigInteger, Boolean, ColumnElement, Float, String, Text, and_, or_, select, update
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from cadence.db.models import Base, BigId, UTCDateTime
@@ -165,15 +165,34 @@ def requeue_stale(session: Session, job_id: int, *, now: datetime, stale_before:
     stale (finished meanwhile, or its runner wrote again). One UPDATE, the condition in its WHERE."""
     requeued = session.execute(
         update(ImportJob)
-        .where(
-            ImportJob.id == job_id,
-            ImportJob.state.in_(("running", "queued")),
-            ImportJob.heartbeat_at < stale_before,
-        )
+        .where(ImportJob.id == job_id, _silent_since(stale_before))
         .values(state="queued", heartbeat_at=now)
         .execution_options(synchronize_session=False)
     )
     return bool(requeued.rowcount)  # type: ignore[attr-defined]
+
+
+def _silent_since(before: datetime) -> ColumnElement[bool]:
+    """Queued or running, and nothing heard from its runner since `before`."""
+    return and_(ImportJob.state.in_(("running", "queued")), ImportJob.heartbeat_at < before)
+
+
+def silent_before(session: Session, before: datetime) -> list[int]:
+    """Jobs confirmed or started whose runner has not written since `before` (interrupted and
+    not run again, or never taken by a worker)."""
+    return list(session.scalars(select(ImportJob.id).where(_silent_since(before))))
+
+
+def abandon_job(session: Session, job_id: int, *, now: datetime, silent_before: datetime, message: str) -> bool:
+    """A job silent since `silent_before` → failed with `message`; False if its runner wrote
+    again meanwhile (or it finished). One UPDATE, the condition in its WHERE."""
+    abandoned = session.execute(
+        update(ImportJob)
+        .where(ImportJob.id == job_id, _silent_since(silent_before))
+        .values(state="failed", finished_at=now, message=message)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(abandoned.rowcount)  # type: ignore[attr-defined]
 
 
 def pending_before(session: Session, before: datetime) -> list[int]:

@@ -6,6 +6,7 @@ A bad file fails with the file, its line, the field and the reason, e.g.
 
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import replace
 from datetime import time, timedelta
@@ -420,7 +421,17 @@ def find_campaign(
         path = campaigns_dir / f"{name}{suffix}"
         if path.is_file():
             return load_campaign(path, templates_dir, base_url=base_url, sender_file=sender_file)
-    raise NotFound(f"no campaign {name!r} in {campaigns_dir}")
+    raise NotFound(not_found_message("campaign", name, [p.stem for p in list_campaigns(campaigns_dir)], campaigns_dir))
+
+
+def not_found_message(kind: str, name: str, names: list[str], folder: Path) -> str:
+    """The NotFound message for a campaign or newsletter file: with the closest names and the
+    list, as `campaigns status` says it (a misspelt name is the usual reason, the fix one of the
+    names shown)."""
+    close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
+    hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+    listing = f" ({kind}s: {', '.join(sorted(names))})" if names else f" (there are no {kind} files)"
+    return f"no {kind} {name!r} in {folder}{hint}{listing}"
 
 
 def list_campaigns(campaigns_dir: Path) -> list[Path]:

@@ -3,11 +3,12 @@ changes, so a long-running worker picks up edits without a restart."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from cadence.core.campaign import Campaign
 from cadence.errors import NotFound
-from cadence.files.campaigns import SENDER_FILE_NAME, find_campaign, list_campaigns
+from cadence.files.campaigns import _ID, SENDER_FILE_NAME, find_campaign, list_campaigns, not_found_message
 
 
 class CampaignCatalog:
@@ -44,8 +45,14 @@ class CampaignCatalog:
         return [self.get(path.stem) for path in list_campaigns(self.campaigns_dir)]
 
     def _path(self, campaign_id: str) -> Path:
+        # A name from a form or URL ("../../x", "/abs/path.yaml") must not reach the file
+        # system: an editor could test whether any .yaml file on the machine exists, or load an
+        # absolute path as a campaign (Path / "/abs" is "/abs"; hostile review).
+        if not re.match(_ID, campaign_id):
+            raise NotFound(f"no campaign {campaign_id!r}: names are lowercase letters, digits, - and _")
         for suffix in (".yaml", ".yml"):
             path = self.campaigns_dir / f"{campaign_id}{suffix}"
             if path.is_file():
                 return path
-        raise NotFound(f"no campaign {campaign_id!r} in {self.campaigns_dir}")
+        names = [path.stem for path in list_campaigns(self.campaigns_dir)]
+        raise NotFound(not_found_message("campaign", campaign_id, names, self.campaigns_dir))

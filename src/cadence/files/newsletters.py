@@ -15,7 +15,7 @@ import yaml
 from cadence.core.campaign import Campaign
 from cadence.core.newsletter import Newsletter, newsletter_from_data
 from cadence.errors import CampaignError, NotFound
-from cadence.files.campaigns import find_campaign, read_yaml_file
+from cadence.files.campaigns import find_campaign, not_found_message, read_yaml_file
 
 __all__ = [
     "NEWSLETTERS_FOLDER",
@@ -52,7 +52,8 @@ def find_newsletter(name: str, campaigns_dir: Path) -> Newsletter:
         path = campaigns_dir / NEWSLETTERS_FOLDER / f"{name}{suffix}"
         if path.is_file():
             return load_newsletter(path)
-    raise NotFound(f"no newsletter {name!r} in {campaigns_dir / NEWSLETTERS_FOLDER}")
+    names = [path.stem for path in list_newsletters(campaigns_dir)]
+    raise NotFound(not_found_message("newsletter", name, names, campaigns_dir / NEWSLETTERS_FOLDER))
 
 
 def list_newsletters(campaigns_dir: Path) -> list[Path]:

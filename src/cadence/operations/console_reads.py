@@ -138,8 +138,12 @@ def _campaign_rows(session: Session, catalog: CampaignCatalog, totals: dict[str,
     states = store.campaign_states(session)
     active = store.active_enrollments_by_campaign(session)
     files = [path.stem for path in list_campaigns(catalog.campaigns_dir)]
+    # Not newsletters (they have their own table): their mirrored state made the dashboard list a
+    # scheduled newsletter as a drip whose "file is missing" under Needs attention (cold trial),
+    # as `campaigns list` did before (db/campaign_states.known_campaign_ids).
+    drips = (set(files) | set(active) | set(states)) - store.newsletter_ids(session)
     rows = []
-    for campaign_id in sorted(set(files) | set(active) | set(states)):
+    for campaign_id in sorted(drips):
         count = totals.get(campaign_id, Counter())
         state = states[campaign_id].state if campaign_id in states else "running"
         name, steps, problem = campaign_id, 0, ""
@@ -328,8 +332,7 @@ def subscriber_profile(
         at, state, detail = d.sent_at or d.created_at, d.state, d.last_error
         campaign = campaign_named(d.campaign_id) if d.enrollment_id is not None else None
         if d.state in PENDING:
-            at = d.not_before
-            state, detail = pending_outlook(
+            at, state, detail = pending_outlook(
                 d,
                 person,
                 suppressed=suppressed is not None,

@@ -26,7 +26,7 @@ from cadence.core.render import CompiledVariant, render_email
 from cadence.core.schedule import subscriber_zone
 from cadence.core.segments import choose_segment
 from cadence.core.tokens import link_signature, make_token
-from cadence.core.uri_parity import balance_uri_count, uri_count
+from cadence.core.uri_parity import balance_uri_count, variant_uri_count
 from cadence.db import campaign_states, queries, send_batch
 from cadence.db.models import Delivery, Enrollment, Subscriber
 from cadence.db.send_batch import DueRow as _Due
@@ -386,12 +386,7 @@ def _compose(
         html = _add_open_pixel(html, pixel)
     # rspamd's URI_COUNT_ODD: an image (the pixel) has no counterpart in the text part unless we
     # give it one (core/uri_parity.py). The count is the same for every subscriber of a variant.
-    uri_key = (variant.content_hash, campaign.tracking.opens)
-    count = _URI_COUNTS.get(uri_key)
-    if count is None:
-        if len(_URI_COUNTS) > 4096:  # templates edited in a long-running worker: old hashes
-            _URI_COUNTS.clear()
-        count = _URI_COUNTS[uri_key] = uri_count(html, rendered.text)
+    count = variant_uri_count((variant.content_hash, campaign.tracking.opens), html, rendered.text)
     text = balance_uri_count(html, rendered.text, links["web_view"], count=count)
     domain = campaign.sender_email.rsplit("@", 1)[1]
     message = OutgoingMessage(
@@ -459,7 +454,6 @@ def ensure_links(session: Session, urls: Sequence[str]) -> dict[str, int]:
     return {u: _LINK_CACHE[u] for u in urls}
 
 
-_URI_COUNTS: dict[tuple[str, bool], int] = {}  # (variant content hash, open pixel?) -> URIs in both parts
 
 
 def _add_open_pixel(html: str, url: str) -> str:

@@ -118,6 +118,7 @@ def import_subscribers(
     topics: Sequence[str] = (),
     sender_file: Path | None = None,
     actor: str | None = None,
+    goals: Sequence[Campaign] = (),
 ) -> ImportReport:
     """Import a CSV of any size (``subscriber_import.import_csv``: streamed, COPY on PostgreSQL,
     every bad row reported with its line and field; all or nothing unless `skip_invalid`).
@@ -138,6 +139,7 @@ def import_subscribers(
         error_report=error_report,
         on_progress=on_progress,
         topics=topics,
+        goals=goals,
     )
     if actor is not None:  # a staff action: in the audit log (issue 13); a rejected import wrote nothing
         detail = {

@@ -32,7 +32,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from sqlalchemy.orm import Session
 
@@ -45,6 +45,8 @@ from cadence.db.audit import record_audit
 from cadence.db.import_jobs import FINISHED, ImportJob, Progress
 from cadence.db.session import engine_for, transaction
 from cadence.errors import InputError
+from cadence.files.catalog import CampaignCatalog
+from cadence.operations.exit_goals import goal_campaigns
 from cadence.operations.import_findings import import_findings
 from cadence.operations.subscriber_export import csv_cell
 from cadence.operations.subscriber_import import ImportRejected, ImportReport, import_csv, scan_csv
@@ -260,9 +262,11 @@ def resume_import(session: Session, job_id: int, *, actor: str, now: datetime, l
 
 def expire_files(session: Session, imports_dir: Path, *, now: datetime, report_days: int) -> tuple[int, int]:
     """Delete the error reports of imports that ended more than `report_days` ago (they hold
-    people's rows; GDPR Art. 5(1)(e) storage limitation) and the uploads nobody confirmed within
-    PENDING_KEPT (their jobs end "cancelled"). The job rows stay, saying when their report went.
-    (error reports deleted, uploads deleted)."""
+    people's rows; GDPR Art. 5(1)(e) storage limitation), the uploads nobody confirmed within
+    PENDING_KEPT (their jobs end "cancelled") and those of jobs nothing was heard from for
+    `report_days` (interrupted and never run again, or never taken by a worker: they end
+    "failed"). The job rows stay, saying when their report went. (error reports deleted,
+    uploads deleted)."""
     old_reports = sql.reports_before(session, now - timedelta(days=report_days))
     for job_id in old_reports:
         report_file(imports_dir, job_id).unlink(missing_ok=True)
@@ -272,7 +276,16 @@ def expire_files(session: Session, imports_dir: Path, *, now: datetime, report_d
         message = "not confirmed within 24 hours: the upload was deleted; upload the file again to import it"
         if sql.cancel_job(session, job_id, now=now, message=message):
             job_file(imports_dir, job_id).unlink(missing_ok=True)
-    return len(old_reports), len(unconfirmed)
+    silent = now - timedelta(days=report_days)
+    abandoned = sql.silent_before(session, silent)
+    for job_id in abandoned:
+        message = (
+            f"interrupted and not run again within {report_days} days: the upload was deleted; "
+            "upload the file again to import it"
+        )
+        if sql.abandon_job(session, job_id, now=now, silent_before=silent, message=message):
+            job_file(imports_dir, job_id).unlink(missing_ok=True)
+    return len(old_reports), len(unconfirmed) + len(abandoned)
 
 
 def run_import_job(settings: Settings, clock: Clock, job_id: int, *, runner: str) -> str:
@@ -342,6 +355,7 @@ def run_import_job(settings: Settings, clock: Clock, job_id: int, *, runner: str
             topics=topics,
             tags=tags,
             on_report=on_report,
+            goals=goal_campaigns(CampaignCatalog(settings.campaigns_dir, settings.templates_dir)),
         )
         state = "done"
     except ImportRejected as rejected:
@@ -414,31 +428,37 @@ def recent_jobs(session: Session) -> list[ImportJob]:
 
 def error_report_download(
     session: Session, imports_dir: Path, job_id: int, *, actor: str, now: datetime
-) -> tuple[Path, str] | None:
-    """The error report of job `job_id` and its delimiter, or None if it has none; the download
-    is audit-logged as `actor` (it holds people's rows, like an export)."""
+) -> tuple[TextIO, str] | None:
+    """The error report of job `job_id`, opened, and its delimiter, or None if it has none; the
+    download is audit-logged as `actor` (it holds people's rows, like an export). Opened here,
+    not when the response starts streaming: the retention (:func:`expire_files`) may delete the
+    file in between, and an open file stays readable to the end once its name is gone."""
     job = sql.get_job(session, job_id)
-    path = report_file(imports_dir, job_id)
-    if job is None or not job.has_report or not path.is_file():
+    if job is None or not job.has_report:
+        return None
+    try:
+        source = report_file(imports_dir, job_id).open(encoding="utf-8-sig", newline="")
+    except FileNotFoundError:
         return None
     record_audit(
         session, actor=actor, action="subscribers.import.report", target="subscribers", detail={"job": job_id}, now=now
     )
-    return path, job.delimiter
+    return source, job.delimiter
 
 
-def error_report_rows(path: Path, delimiter: str) -> Iterator[bytes]:
-    """The stored error report, streamed, every cell made inert for a spreadsheet (the
+def error_report_rows(source: TextIO, delimiter: str) -> Iterator[bytes]:
+    """The stored error report (`source`, from :func:`error_report_download`; closed at the
+    end), streamed, every cell made inert for a spreadsheet (the
     subscriber export's rule, OWASP "CSV Injection"): a name like ``=HYPERLINK(...)`` in a bad
     row must not become a formula in the marketer's Excel. UTF-8 with a BOM, the file's delimiter."""
-    yield codecs.BOM_UTF8
-    out = io.StringIO()
-    writer = csv.writer(out, delimiter=delimiter)
-    with path.open(encoding="utf-8-sig", newline="") as source:
+    with source:
+        yield codecs.BOM_UTF8
+        out = io.StringIO()
+        writer = csv.writer(out, delimiter=delimiter)
         for record in csv.reader(source, delimiter=delimiter):
             writer.writerow([csv_cell(cell) for cell in record])
             if out.tell() > 64 * 1024:
                 yield out.getvalue().encode()
                 out.seek(0)
                 out.truncate()
-    yield out.getvalue().encode()
+        yield out.getvalue().encode()

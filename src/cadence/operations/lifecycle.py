@@ -96,7 +96,8 @@ def pause(session: Session, campaign_id: str, *, actor: str, now: datetime) -> L
         previous,
         states.PAUSED,
         True,
-        message=f"{campaign_id} is paused: no new emails within a second (`cadence campaigns resume` goes on)",
+        # One sentence for every door: the console showed "`cadence campaigns resume` goes on".
+        message=f"{campaign_id} is paused: no new emails within a second; everyone keeps their place until it resumes",
     )
 
 

@@ -31,7 +31,7 @@ from cadence.core.newsletter_content import locked_variant
 from cadence.core.render import CompiledVariant, render_email
 from cadence.core.subscriber_fields import email_hash
 from cadence.core.tokens import link_signature, make_token
-from cadence.core.uri_parity import balance_uri_count, uri_count
+from cadence.core.uri_parity import balance_uri_count, variant_uri_count
 from cadence.db import newsletter_audience as audience_store
 from cadence.db import newsletters as store
 from cadence.db import queries
@@ -181,7 +181,8 @@ def build_copy(
         index = html.rfind("</body>")
         html = html[:index] + tag + html[index:] if index != -1 else html + tag
     # rspamd's URI_COUNT_ODD: the pixel needs a counterpart in the text part (core/uri_parity.py).
-    text = balance_uri_count(html, rendered.text, links["web_view"], count=uri_count(html, rendered.text))
+    count = variant_uri_count((variant.content_hash, pixel_url is not None), html, rendered.text)
+    text = balance_uri_count(html, rendered.text, links["web_view"], count=count)
     domain = campaign.sender_email.rsplit("@", 1)[1]
     return OutgoingMessage(
         sender=Address(campaign.sender_email, campaign.sender_name),

@@ -514,10 +514,12 @@ def send_test(
     settings = runtime.settings
     loaded = load(settings, name, now, for_sending=True)
     data: dict[str, Any] | None = None
+    data_of = "sample"
     if subscriber_email is not None:
         with transaction(settings.database_url) as session:
             found = find_subscriber(session, subscriber_email)
             data = {"first_name": found.first_name, "email": found.email, "attributes": dict(found.attributes or {})}
+            data_of = f"subscriber:{found.id}"  # whose data left for `to` (the audit entry; never the address)
     variant = loaded.renderer.variant(loaded.campaign, loaded.campaign.steps[0], EVERYONE)
     manage = f"{settings.base_url}/manage"
     links = {"unsubscribe": manage, "preferences": manage, "web_view": manage}
@@ -546,7 +548,7 @@ def send_test(
             actor=actor,
             action="newsletter.send_test",
             target=f"newsletter:{loaded.newsletter.id}",
-            detail={"to": addresses, "refused": len(refused), "data_of": "subscriber" if data else "sample"},
+            detail={"to": addresses, "refused": len(refused), "data_of": data_of},
             now=now,
         )
     if refused:

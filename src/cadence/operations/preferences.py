@@ -7,17 +7,19 @@ naming someone who no longer exists the same way: TokenError.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session
 
+from cadence.core.campaign import Campaign
 from cadence.core.subscriber_fields import email_key
 from cadence.core.tokens import make_token, read_token
 from cadence.db import self_service as store
 from cadence.db.models import Subscriber
 from cadence.errors import InputError, TokenError
 from cadence.operations.enrollment import record_event
+from cadence.operations.exit_goals import end_reached_goals
 from cadence.operations.subscribers import unsubscribe
 
 _INVALID = "this link is not valid"
@@ -64,12 +66,19 @@ def unsubscribe_everything(
 
 
 def update_answers(
-    session: Session, subscriber: Subscriber, answers: Mapping[str, str], now: datetime, *, how: str = ""
+    session: Session,
+    subscriber: Subscriber,
+    answers: Mapping[str, str],
+    now: datetime,
+    *,
+    how: str = "",
+    goals: Sequence[Campaign] = (),
 ) -> None:
     """Replace the answers (by attribute, as :meth:`SignupForm.check_answers` gives them). The
     send path chooses the segment (and so the variant) when each email is sent (operations/delivery.py,
     "check at send time"); what changed is recorded as an ``answers_changed`` event, so the
-    staff timeline can tell why the emails changed (issue 13 item 4)."""
+    staff timeline can tell why the emails changed (issue 13 item 4). An answer that meets a
+    drip's exit goal (`goals`: ``exit_goals.goal_campaigns``) ends that drip at once."""
     before = dict(subscriber.attributes or {})
     changes = {
         key: {"from": before.get(key), "to": value} for key, value in answers.items() if before.get(key) != value
@@ -79,6 +88,8 @@ def update_answers(
     if changes:
         record_event(session, subscriber, "answers_changed", now, data={"changes": changes, "how": how})
     session.flush()
+    if changes:
+        end_reached_goals(session, goals, [subscriber.id], now, answers_changed=True)
 
 
 def pause(session: Session, subscriber: Subscriber, weeks: int, now: datetime, *, how: str = "") -> datetime:

@@ -158,12 +158,38 @@ def add_user(session: Session, email: str, role: str, *, actor: str, now: dateti
     """A new console user with no password yet, and the one-time link to choose one."""
     key, role = _email_key(email), _role(role)
     if store.find_user(session, key) is not None:
-        raise InputError(f"email: {email.strip()} already has a console account (use `cadence users reset`)")
+        raise InputError(
+            f"email: {email.strip()} already has a console account (`cadence users role EMAIL ROLE` changes "
+            "its role, `cadence users reset EMAIL` gives a new setup link)"
+        )
     user = store.StaffUser(email=email.strip(), email_key=key, role=role, created_at=now, updated_at=now)
     link = _new_setup(user, now)
     store.add_user(session, user)
     record_audit(session, actor=actor, action="staff.user_added", target=f"staff:{key}", detail={"role": role}, now=now)
     return link
+
+
+def change_role(session: Session, email: str, role: str, *, actor: str, now: datetime) -> str:
+    """Give the user `role`; returns the role they had. It applies from their next click (each
+    request reads the role from the account), so nobody has to log in again. Without it, a first
+    user added without --role (a viewer) could not be made admin by anyone."""
+    user, role = _existing(session, email), _role(role)
+    previous = user.role
+    if previous == role:
+        return previous
+    if actor == f"user:{user.email}" and _RANK[role] < _RANK[previous]:
+        raise InputError("role: you cannot lower your own role; ask another admin")
+    user.role = role
+    user.updated_at = now
+    record_audit(
+        session,
+        actor=actor,
+        action="staff.user_role",
+        target=f"staff:{user.email_key}",
+        detail={"from": previous, "to": role},
+        now=now,
+    )
+    return previous
 
 
 def reset_user(session: Session, email: str, *, actor: str, now: datetime) -> SetupLink:

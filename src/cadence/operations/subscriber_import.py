@@ -35,6 +35,7 @@ from typing import IO, Any
 
 from sqlalchemy.orm import Session
 
+from cadence.core.campaign import Campaign
 from cadence.core.subscriber_csv import ERROR_COLUMN, CheckedRow, Header, Problem, read_rows
 from cadence.core.subscriber_fields import SubscriberInput, email_key
 from cadence.core.suppression_keys import PLAIN, SuppressionKeys
@@ -42,6 +43,7 @@ from cadence.db import imports
 from cadence.db.session import session_factory
 from cadence.db.subscriber_search import add_tags
 from cadence.errors import InputError
+from cadence.operations.exit_goals import end_reached_goals
 from cadence.operations.subscribers import ImportResult, find_suppression
 
 CHUNK_SIZE = 1000
@@ -72,6 +74,7 @@ class ImportReport:
     topics: tuple[str, ...] = ()  # --topic: every imported row joins these newsletter topics
     topics_joined: int = 0
     tags: tuple[str, ...] = ()  # tags every imported row gets (the console's "tag everyone")
+    goals_reached: int = 0  # drip enrollments ended because the new tags or answers met their exit goal
     # attribute -> value -> rows, up to DISTINCT_VALUES values each: the segment rules' values
     # are checked against them after the import (cadence.core.column_findings.value_findings).
     values: dict[str, dict[str, int]] = field(default_factory=dict)
@@ -107,12 +110,15 @@ def import_csv(
     topics: Sequence[str] = (),
     tags: Sequence[str] = (),
     on_report: Callable[[ImportReport, int], None] | None = None,
+    goals: Sequence[Campaign] = (),
 ) -> ImportReport:
     """Import the CSV at `path` (see the module docstring). `error_report` is written when
     given (every bad row and every suppressed address). `on_progress(rows, bytes)` is called
     after each chunk, and `on_report(report, bytes)` with the counts so far (the console's job
     page; in all-or-nothing mode they are not committed until the end). `tags`: added to every
-    imported row, as a ``Tags`` column would. Raises InputError for a file that cannot be read as a subscriber CSV and
+    imported row, as a ``Tags`` column would. `goals`: the campaigns with an exit goal
+    (``exit_goals.goal_campaigns``, read once); drips whose goal the new tags or answers meet end
+    at once, a chunk at a time. Raises InputError for a file that cannot be read as a subscriber CSV and
     ImportRejected when an all-or-nothing import found bad rows."""
     if not path.exists():
         raise InputError(f"{path}: no such file")
@@ -140,7 +146,7 @@ def import_csv(
 
         def flush() -> None:
             if chunk and (skip_invalid or not report.problem_count):
-                _store(session, chunk, now, report, writer, keys)
+                _store(session, chunk, now, report, writer, keys, goals)
                 if skip_invalid:
                     session.commit()
             chunk.clear()
@@ -158,11 +164,7 @@ def import_csv(
                     if len(chunk) >= chunk_size:
                         flush()
                     continue
-                report.rejected += 1
-                for problem in item:
-                    report.problem_count += 1
-                    if len(report.problems) < SHOWN_PROBLEMS:
-                        report.problems.append(problem)
+                _rejected(report, item)
                 writer.write(item)
             flush()
         except InputError as exc:  # the file as a whole: its header, an open quote, UTF-16
@@ -193,12 +195,17 @@ def scan_csv(path: Path, *, limit: int) -> tuple[ImportReport, bool]:
             if isinstance(item, CheckedRow):
                 _count_values(report.values, item.subscriber.attributes)
                 continue
-            report.rejected += 1
-            for problem in item:
-                report.problem_count += 1
-                if len(report.problems) < SHOWN_PROBLEMS:
-                    report.problems.append(problem)
+            _rejected(report, item)
     return report, True
+
+
+def _rejected(report: ImportReport, problems: Sequence[Problem]) -> None:
+    """Count a bad row and keep its first problems for the summary (import and check alike)."""
+    report.rejected += 1
+    for problem in problems:
+        report.problem_count += 1
+        if len(report.problems) < SHOWN_PROBLEMS:
+            report.problems.append(problem)
 
 
 DISTINCT_VALUES = 50  # per column: a free-text column (notes, dates) stops being counted there
@@ -215,17 +222,23 @@ def _count_values(counts: dict[str, dict[str, int]], attributes: Mapping[str, An
 
 
 def store_rows(
-    session: Session, rows: Iterable[SubscriberInput], now: datetime, *, keys: SuppressionKeys
+    session: Session,
+    rows: Iterable[SubscriberInput],
+    now: datetime,
+    *,
+    keys: SuppressionKeys,
+    goals: Sequence[Campaign] = (),
 ) -> ImportResult:
-    """Upsert rows already in memory (checked by the caller) in `session`, by chunks."""
+    """Upsert rows already in memory (checked by the caller) in `session`, by chunks (`goals`:
+    as for :func:`import_csv`)."""
     report = ImportReport(source="")
     chunk: list[CheckedRow] = []
     for line, row in enumerate(rows, 2):
         chunk.append(CheckedRow(line, row))
         if len(chunk) >= CHUNK_SIZE:
-            _store(session, chunk, now, report, None, keys)
+            _store(session, chunk, now, report, None, keys, goals)
             chunk.clear()
-    _store(session, chunk, now, report, None, keys)
+    _store(session, chunk, now, report, None, keys, goals)
     return ImportResult(report.created, report.updated, report.suppressed, report.unchanged)
 
 
@@ -236,9 +249,12 @@ def _store(
     report: ImportReport,
     writer: _ReportWriter | None,
     suppression_keys: SuppressionKeys,
+    goals: Sequence[Campaign] = (),
 ) -> None:
     """Upsert one chunk: suppressed addresses skipped, new rows inserted, changed rows updated,
-    the rest counted unchanged. Never touches a status (no resubscribing by import)."""
+    the rest counted unchanged. Never touches a status (no resubscribing by import). Existing
+    subscribers whose tags or answers changed are handed to ``exit_goals.end_reached_goals``
+    together (new ones have no enrollment yet)."""
     if not chunk:
         return
     keys = [email_key(row.subscriber.email) for row in chunk]
@@ -282,6 +298,9 @@ def _store(
         report.updated += 1
     imports.insert_subscribers(session, inserts)
     imports.update_subscribers(session, updates)
+    answered = [row["id"] for row in updates]
+    if goals and answered:
+        report.goals_reached += end_reached_goals(session, goals, answered, now, answers_changed=True)
     # A "Tags" column (cadence.core.subscriber_csv): added once the rows exist, so new rows have ids.
     tagged = {
         key: (*row.subscriber.tags, *report.tags)
@@ -292,6 +311,7 @@ def _store(
         ids = imports.existing_subscribers(session, list(tagged))
         for topic in report.topics:  # --topic: consent given outside Cadence, recorded as "import"
             report.topics_joined += imports.add_topics(session, [s.id for s in ids.values()], topic, now, "import")
+        existed = {s.id for s in stored.values()}
         by_tag: dict[str, list[int]] = defaultdict(list)
         for key, tags in tagged.items():
             for tag in dict.fromkeys(tags):
@@ -299,6 +319,9 @@ def _store(
                     by_tag[tag].append(ids[key].id)
         for tag, subscriber_ids in by_tag.items():
             report.tags_added += add_tags(session, subscriber_ids, [tag], now)
+            if goals:  # new subscribers have no drip yet
+                tagged_before = [i for i in subscriber_ids if i in existed]
+                report.goals_reached += end_reached_goals(session, goals, tagged_before, now, tags_added=[tag])
 
 
 def _stale(version: str, reason: str, keys: SuppressionKeys) -> bool:

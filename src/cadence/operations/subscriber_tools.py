@@ -19,7 +19,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from sqlalchemy.orm import Session
 
 from cadence.core.campaign import Campaign
-from cadence.core.drip_policy import exit_goal_reached, skip_reason
+from cadence.core.drip_policy import exit_goal_reached, postpone_until, skip_reason
+from cadence.core.schedule import subscriber_zone
 from cadence.core.segments import choose_segment
 from cadence.core.subscriber_fields import email_key, normalise_email
 from cadence.core.suppression_keys import PLAIN, SuppressionKeys, plain_hash
@@ -27,6 +28,7 @@ from cadence.db import subscriber_search as sql
 from cadence.db.audit import record_audit
 from cadence.db.models import Delivery, Subscriber
 from cadence.errors import CampaignError, InputError, NotFound
+from cadence.operations.exit_goals import end_reached_goals
 
 # moves to cadence.operations.privacy (issue 12)
 from cadence.operations.privacy import erase, forget_old_pages
@@ -36,7 +38,6 @@ STATUSES = ("pending", "active", "unsubscribed", "bounced", "complained")
 STAFF_REASON = "staff"  # the reason of a suppression a person on the staff added
 _TAG = re.compile(r"^[a-z0-9][a-z0-9._:-]{0,99}$")
 MAX_PAGE = 500
-
 
 
 @dataclass(frozen=True)
@@ -139,28 +140,42 @@ def pending_outlook(
     enrollment_state: str | None,
     campaign: Campaign | None,
     tags: Collection[str],
-) -> tuple[str, str]:
-    """What will become of a delivery not sent yet, for the timeline: ``("scheduled", "for
-    <its time in the subscriber's zone>")``, or ``("will be skipped", "<why>; was due ...")``
+) -> tuple[datetime, str, str]:
+    """What will become of a delivery not sent yet, for the timeline: ``(when, "scheduled", "for
+    <when in the subscriber's zone>")``, or ``(due, "will be skipped", "<why>; was due ...")``
     when the send path's own rule (core.drip_policy.skip_reason, checked at send time) already
     says it will not go: the enrollment ended, the goal is reached, they unsubscribed. A bare
     "queued" at the day it was queued read as "sending today" and as still pending after the
-    goal was reached (the marketer's cold trial)."""
-    when = local_time(delivery.not_before, subscriber.timezone)
+    goal was reached (the marketer's cold trial). `when` is the send path's too: a drip step of
+    a subscriber who paused their emails waits for the first window after the pause
+    (core.drip_policy.postpone_until), and the goal is judged on the send date in the zone the
+    send path uses (core.schedule.subscriber_zone)."""
+    at = delivery.not_before  # aware UTC, as every stored time (db.models.UTCDateTime)
     drip = enrollment_state is not None
     steps = len(campaign.steps) if campaign is not None else delivery.step_index + 1  # unknown: assume it exists
     goal = campaign.exit_goal if drip and campaign is not None else None
+    send_date = at.date()
+    if drip and campaign is not None:
+        zone = subscriber_zone(subscriber.timezone, campaign)
+        paused = subscriber.paused_until
+        later = postpone_until(
+            now=at, due_at=delivery.due_at, paused_until=paused, window=campaign.send_window, tz=zone
+        )
+        at = later or at
+        send_date = at.astimezone(zone).date()
+    when = local_time(at, subscriber.timezone)
     reason = skip_reason(
         subscriber_status=subscriber.status,
         suppressed=suppressed,
         enrollment_state=enrollment_state or "active",
         step_index=delivery.step_index if drip else 0,
         step_count=steps if drip else 1,
-        goal_reached=exit_goal_reached(goal, subscriber.attributes or {}, tags, delivery.not_before.date()),
+        goal_reached=exit_goal_reached(goal, subscriber.attributes or {}, tags, send_date),
     )
     if reason:
-        return "will be skipped", f"{reason}; was due {when}"
-    return "scheduled", f"for {when}"
+        due_text = local_time(delivery.not_before, subscriber.timezone)
+        return delivery.not_before, "will be skipped", f"{reason}; was due {due_text}"
+    return at, "scheduled", f"for {when}"
 
 
 def _shown(value: Any) -> str:
@@ -308,7 +323,7 @@ def subscriber_profile(
         campaign = campaign_named(d.campaign_id) if d.enrollment_id is not None else None
         step = step_name(d, campaign)
         if d.state in PENDING:  # when it will go, in their zone (or why it will not)
-            what, detail = pending_outlook(
+            at, what, detail = pending_outlook(
                 d,
                 s,
                 suppressed=suppressed is not None,
@@ -316,12 +331,11 @@ def subscriber_profile(
                 campaign=campaign,
                 tags=tags,
             )
-            at = d.not_before
             timeline.append((at, 1, TimelineEntry(at.isoformat(), what, d.campaign_id, step, detail)))
         elif d.state == "sent" and d.sent_at is not None:
             detail = f"segment {d.segment_id}" if d.segment_id else ""
             timeline.append((d.sent_at, 1, TimelineEntry(d.sent_at.isoformat(), "sent", d.campaign_id, step, detail)))
-        elif d.state in ("failed", "skipped"):
+        else:  # failed, skipped, held (a paused newsletter's copy): every email has its line
             at = d.sent_at or d.not_before
             timeline.append((at, 1, TimelineEntry(at.isoformat(), d.state, d.campaign_id, step, d.last_error[:200])))
     for e in sql.events_of(session, s.id, list(step_names)):
@@ -411,6 +425,26 @@ class SuppressionChange:
     note: str = ""
 
 
+def unsubscribe_subscriber(session: Session, email: str, *, reason: str, actor: str, now: datetime) -> str:
+    """Unsubscribe someone who asked staff (on the phone, at the desk): as their own unsubscribe
+    link does, their drips end and no newsletter reaches them; they stay on the list as
+    "unsubscribed" and only their own signup brings them back. Returns "" or why nothing changed."""
+    from cadence.operations.preferences import unsubscribe_everything
+
+    subscriber = find(session, email)
+    if not unsubscribe_everything(session, subscriber, now, how="staff"):
+        return f"nothing to do: they are {subscriber.status}"
+    record_audit(
+        session,
+        actor=actor,
+        action="subscriber.unsubscribe",
+        target=f"subscriber:{subscriber.id}",
+        detail={"reason": reason.strip()[:200]},
+        now=now,
+    )
+    return ""
+
+
 def suppress_subscriber(session: Session, email: str, *, reason: str, actor: str, now: datetime) -> SuppressionChange:
     """Put the address on the suppression list ("staff", with `reason`) and end its drips.
     The status stays (it says what the person did); the send path checks the list."""
@@ -471,6 +505,7 @@ class TagChange:
     subscribers: int
     added: int
     removed: int
+    goals_reached: int = 0  # drip enrollments the new tags ended (operations/exit_goals.py)
 
 
 def tag_subscribers(
@@ -483,9 +518,12 @@ def tag_subscribers(
     remove: Sequence[str] = (),
     actor: str,
     now: datetime,
+    goals: Sequence[Campaign] = (),
 ) -> TagChange:
     """Add and remove tags on the given addresses, or on everyone `wanted` finds. Every address
-    must exist (NotFound names the first that does not; nothing is changed)."""
+    must exist (NotFound names the first that does not; nothing is changed). `goals`: the
+    campaigns with an exit goal (``exit_goals.goal_campaigns``); an added tag that meets one
+    ends those drips at once."""
     add_tags = [check_tag(t, "--add") for t in add]
     remove_tags = [check_tag(t, "--remove") for t in remove]
     if not add_tags and not remove_tags:
@@ -506,5 +544,8 @@ def tag_subscribers(
     detail: dict[str, Any] = {"add": add_tags, "remove": remove_tags, "subscribers": len(ids)}
     if wanted is not None:
         detail["filter"] = wanted.describe()
+    reached = end_reached_goals(session, goals, ids, now, tags_added=add_tags) if added else 0
+    if reached:
+        detail["goals_reached"] = reached
     record_audit(session, actor=actor, action="subscribers.tag", target=target, detail=detail, now=now)
-    return TagChange(len(ids), added, removed)
+    return TagChange(len(ids), added, removed, reached)

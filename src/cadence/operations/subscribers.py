@@ -12,17 +12,19 @@ suppression is never lifted.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy.orm import Session
 
+from cadence.core.campaign import Campaign
 from cadence.core.subscriber_fields import SubscriberInput, email_hash, email_key, normalise_email
 from cadence.core.suppression_keys import PLAIN, SuppressionKeys
 from cadence.db import suppressions
 from cadence.db.enrollments import subscriber_by_email_key
 from cadence.db.models import Subscriber, Suppression
+from cadence.operations.exit_goals import end_reached_goals
 
 __all__ = [
     "ImportResult",
@@ -142,6 +144,7 @@ def upsert_subscriber(
     keys: SuppressionKeys,
     status: str = "active",
     source: str = "cli",
+    goals: Sequence[Campaign] = (),
 ) -> Subscriber | None:
     """Create the subscriber, or update name, zone and attributes of an existing one. Never
     changes the status of someone existing (no resubscribing by import). Returns None for a
@@ -171,8 +174,12 @@ def upsert_subscriber(
         return subscriber
     subscriber.first_name = data.first_name or subscriber.first_name
     subscriber.timezone = data.timezone or subscriber.timezone
+    before = subscriber.attributes
     subscriber.attributes = {**subscriber.attributes, **data.attributes}
     subscriber.updated_at = now
+    if subscriber.attributes != before:  # new answers may meet an exit goal (`goals`)
+        session.flush()
+        end_reached_goals(session, goals, [subscriber.id], now, answers_changed=True)
     return subscriber
 
 

@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict
 
 from cadence.core.signup_forms import SignupForm
 from cadence.errors import InputError
+from cadence.operations.exit_goals import goal_campaigns
 from cadence.operations.preferences import (
     pause,
     resume,
@@ -193,7 +194,9 @@ def build_router(form: SignupForm, others: Iterable[SignupForm] = ()) -> APIRout
         attributes = _attributes(form, answers.form_values())  # type: ignore[attr-defined]
         with state.session() as session:
             subscriber = subscriber_for_preferences(session, state.settings.secret_key, token)
-            update_answers(session, subscriber, attributes, state.now(), how="api")
+            update_answers(
+                session, subscriber, attributes, state.now(), how="api", goals=goal_campaigns(state.runtime.catalog)
+            )
         return _preferences(state, token)
 
     @router.post(

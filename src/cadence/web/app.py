@@ -20,7 +20,8 @@ Map of the modules::
     api.py           /api/...
     state.py         WebState shared by the routes, the per-IP limit dependency
     security.py      headers, CSRF, client IP, log redaction    ratelimit.py   per-IP counters
-    body_guard.py    body size caps, JSON checks, validation replies that echo nothing
+    body_guard.py    body size caps and read deadlines, JSON checks, validation replies that echo nothing
+    serving.py       uvicorn's protocol with a deadline on each request head (cli/web.py uses it)
     manage.py        /manage, /p/<t>/data-link, /d/<t> (export and erase by emailed link)
     forms.py         request parsing: address, name, a form's answers, the API's models
 """
@@ -61,7 +62,16 @@ from cadence.web import (
     staff_api_drafts,
     staff_api_sending,
 )
-from cadence.web.body_guard import BodyGuard, safe_validation_errors
+from cadence.web.body_guard import (
+    SLOW_BODY,
+    BodyGuard,
+    BodyRefused,
+    BodyTimeout,
+    Deadlines,
+    Gate,
+    refusal,
+    safe_validation_errors,
+)
 from cadence.web.ratelimit import RateLimited, make_limiter
 from cadence.web.security import (
     Csrf,
@@ -85,9 +95,16 @@ class CadenceWeb(FastAPI):
 
     https = False
     streamed_uploads: dict[str, int] = {}  # noqa: RUF012 - set per app in create_app
+    body_deadlines = Deadlines()
+    body_gates: tuple[tuple[str, Gate], ...] = ()
 
     def build_middleware_stack(self) -> ASGIApp:
-        guarded = BodyGuard(HeadAsGet(super().build_middleware_stack()), streamed=self.streamed_uploads)
+        guarded = BodyGuard(
+            HeadAsGet(super().build_middleware_stack()),
+            streamed=self.streamed_uploads,
+            deadlines=self.body_deadlines,
+            gates=self.body_gates,
+        )
         return SecurityHeaders(guarded, https=self.https)
 
 
@@ -125,6 +142,9 @@ def create_app(
         lifespan=lifespan,
     )
     app.https = settings.base_url.startswith("https://")
+    app.body_deadlines = Deadlines(
+        idle=settings.body_idle_seconds, total=settings.body_timeout_seconds, upload=settings.upload_timeout_seconds
+    )
     app.state.trusted_proxies = parse_networks(",".join(settings.trusted_proxies))
     redact_access_logs()
     app.state.cadence = WebState(
@@ -145,6 +165,8 @@ def create_app(
     # /api/admin/...: tokens with scopes (issue 13 item 9); /api/staff/... the older name, kept
     # so scripts written against it keep working, but left out of /openapi.json: one documented
     # name, and the schema fuzz test (tests/test_web_api.py) does not run every route twice.
+    # The staff API's token is checked before its body is read (body_guard.py, "gated").
+    app.body_gates = tuple((prefix, partial(staff_api.refuse_without_token, app)) for prefix, _ in staff_api.PREFIXES)
     for prefix, documented in staff_api.PREFIXES:
         # The drafts first: /newsletters/drafts is not the newsletter named "drafts".
         for staff_router in (staff_api.router, staff_api_drafts.router, staff_api_sending.router):
@@ -183,6 +205,16 @@ def _error_handlers(app: FastAPI) -> None:
             return JSONResponse({"detail": "this link is not valid"}, status_code=404)
         expired = "expired" in str(exc)
         return get_state(request).render(request, "invalid_link.html", {"expired": expired}, status=404)
+
+    @app.exception_handler(BodyRefused)
+    async def body_refused(request: Request, exc: BodyRefused) -> Response:
+        # A deferred body (body_guard.py) refused when the route first read it.
+        return refusal(exc.status, exc.detail, request.url.path)
+
+    @app.exception_handler(BodyTimeout)
+    async def body_timeout(request: Request, exc: BodyTimeout) -> Response:
+        # A streamed upload too slow (the route deleted what it had written): 408, RFC 9110 §15.5.9.
+        return refusal(408, SLOW_BODY, request.url.path)
 
     @app.exception_handler(RateLimited)
     async def rate_limited(request: Request, exc: RateLimited) -> Response:

@@ -25,6 +25,20 @@ recursion happens on hostile input; the checked body is then replayed to the app
   a 1,000,000-row file is ~60 MB; they must declare a ``Content-Length`` within their own limit
   (411 without one, 413 over it: uvicorn then never passes more than that), and the route
   streams the body to disk itself (web/console/uploads.py).
+- **408** (and the connection closed) when a body is sent too slowly (slowloris): no byte for
+  :attr:`Deadlines.idle` seconds, or not complete within :attr:`Deadlines.total` (a form or JSON
+  body) or :attr:`Deadlines.upload` (a streamed upload, whose half-written file the route then
+  deletes). Without it one client sending a byte a minute held its request open forever.
+- **deferred** bodies (``/admin/*`` POSTs, the console's forms; Postmark's webhook, whose
+  credentials are headers): the checks above still apply,
+  but the body is read only when the app asks for it, after the console's session, role and
+  Origin checks (web/console/auth.py Access): an anonymous 2 MiB POST is refused before a byte
+  of it is read (hostile review). A refusal is then raised as :class:`BodyRefused`, which the
+  app answers like the replies here (app.py).
+- **gated** bodies (the staff API's writes): a `gate` given by the app (web/staff_api.py
+  ``refuse_without_token``) answers first, from the headers alone; a request without a valid
+  token gets its 401 before a byte of its body is read or parsed (FastAPI parses a body before
+  it runs any dependency, so the routes' own token check came after up to 2 MiB of JSON).
 - **400** for a NUL character (U+0000) in the query string, a form, a JSON body or an API
   path (every method, GET included). PostgreSQL text cannot hold it, so psycopg raised
   ``DataError``: a 500 for the console's login form and search and most of the staff API
@@ -33,12 +47,17 @@ recursion happens on hostile input; the checked body is then replayed to the app
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from cadence.core.newsletter_draft import MAX_BODY_CHARS
 
 FORM_LIMIT = 8 * 1024
 WEBHOOK_LIMIT = 1024 * 1024
@@ -61,6 +80,36 @@ class BodyTooLarge(Exception):
     pass
 
 
+class BodyTimeout(Exception):
+    """The client sent its body too slowly (see :class:`Deadlines`)."""
+
+
+class BodyRefused(Exception):
+    """A deferred or streamed body the guard refused once the app asked for it."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class Deadlines:
+    """How long a request body may take (Settings: CADENCE_BODY_IDLE_SECONDS, ...). `idle`: the
+    longest wait for the next piece; `total`: a whole buffered body (2 MiB at most: 60 s is
+    ~35 KB/s); `upload`: a whole streamed upload (the CSV import, 200 MB by default)."""
+
+    idle: float = 15.0
+    total: float = 60.0
+    upload: float = 900.0
+
+
+# An answer from the request's headers alone, or None to go on (see the module docstring).
+Gate = Callable[[Scope], Awaitable[Response | None]]
+
+SLOW_BODY = "the request body was sent too slowly: send it again"
+
+
 class ClientGone(Exception):
     """The client hung up before sending the body its headers announced."""
 
@@ -70,10 +119,27 @@ class ClientGone(Exception):
 _NEWSLETTER_PATHS = ("/admin/newsletters", "/api/admin/newsletters", "/api/staff/newsletters")
 
 
+# The staff API's bodies come only from token holders (the gate reads none before the token
+# checks out), and its models allow more than 8 KB: 1,000 addresses to tag were refused 413
+# (~28 KB) although TagsIn takes them (hostile review). Its limit is the composer's.
+_STAFF_API_PATHS = ("/api/admin/", "/api/staff/")
+
+
 def body_limit(path: str) -> int:
-    if path.startswith(_NEWSLETTER_PATHS):
+    if path.startswith(_NEWSLETTER_PATHS) or path.startswith(_STAFF_API_PATHS):
         return COMPOSER_LIMIT
     return WEBHOOK_LIMIT if path.startswith("/webhooks/") else FORM_LIMIT
+
+
+def too_large(path: str, limit: int) -> str:
+    """The 413's words: for a newsletter in what the writer counts (its body's characters; any
+    100,000 characters fit in the limit, even as 12-byte percent-encoded emoji)."""
+    if path.startswith(_NEWSLETTER_PATHS):
+        return (
+            f"the newsletter is too long to send here (over {limit // (1024 * 1024)} MiB): "
+            f"its body can be at most {MAX_BODY_CHARS:,} characters"
+        )
+    return f"request body too large: at most {limit} bytes here"
 
 
 def json_problem(body: bytes, *, nul_ok: bool = False) -> str | None:
@@ -174,9 +240,22 @@ def _too_deep(text: str, *, max_containers: int | None = None) -> bool:
 class BodyGuard:
     """Pure ASGI middleware; see the module docstring."""
 
-    def __init__(self, app: ASGIApp, streamed: dict[str, int] | None = None) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        streamed: dict[str, int] | None = None,
+        *,
+        deadlines: Deadlines | None = None,
+        # The console (auth.Access) and Postmark's webhook (its Basic credentials) check the
+        # request before they read its body; Mailgun's signature is in the body.
+        deferred: tuple[str, ...] = ("/admin/", "/webhooks/postmark"),
+        gates: Sequence[tuple[str, Gate]] = (),
+    ) -> None:
         self.app = app
+        self.gates = tuple(gates)  # (path prefix, gate)
         self.streamed = streamed or {}  # path -> its byte limit (see the module docstring)
+        self.deadlines = deadlines or Deadlines()
+        self.deferred = deferred  # path prefixes whose body is read when the app asks for it
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and _nul_in_url(scope):
@@ -186,9 +265,16 @@ class BodyGuard:
             await self.app(scope, receive, send)
             return
         path = str(scope.get("path", ""))
+        for prefix, gate in self.gates:
+            if path.startswith(prefix):
+                answer = await gate(scope)
+                if answer is not None:
+                    await answer(scope, receive, send)
+                    return
         limit = body_limit(path)
         headers = dict(scope.get("headers") or [])
         declared = headers.get(b"content-length", b"").decode("latin-1").strip()
+        deadlines = self.deadlines
         if path in self.streamed and scope["method"] == "POST":
             allowed = self.streamed[path]
             if not declared.isdigit():
@@ -196,33 +282,103 @@ class BodyGuard:
             elif int(declared) > allowed:
                 await _reply(send, 413, f"the file is too large: at most {allowed // (1024 * 1024)} MB", path)
             else:
-                await self.app(scope, receive, send)
+                await self.app(scope, _timed(receive, deadlines.idle, deadlines.upload), send)
             return
         if declared.isdigit() and int(declared) > limit:
-            await _reply(send, 413, f"request body too large: at most {limit} bytes here", path)
+            await _reply(send, 413, too_large(path, limit), path)
+            return
+        content_type = headers.get(b"content-type", b"").decode("latin-1").lower()
+        if path.startswith(self.deferred):
+            await self.app(scope, _deferred(receive, path, limit, content_type, deadlines), send)
             return
         try:
-            body = await _read_body(receive, limit)
+            body = await _read_body(_timed(receive, deadlines.idle, deadlines.total), limit)
         except BodyTooLarge:
-            await _reply(send, 413, f"request body too large: at most {limit} bytes here", path)
+            await _reply(send, 413, too_large(path, limit), path)
+            return
+        except BodyTimeout:
+            await _reply(send, 408, SLOW_BODY, path)
             return
         except ClientGone:
             # A body cut short is not a shorter request: "email=a@example.co" from a dropped
             # "...com" would sign up (and email) the wrong address. Nobody is left to answer.
             return
-        content_type = headers.get(b"content-type", b"").decode("latin-1").lower()
-        # The webhooks parse their body as JSON whatever its declared type; the API only when
-        # it says JSON (FastAPI's strict content type refuses the rest itself).
-        is_json = path.startswith("/webhooks/") or (path.startswith("/api/") and "json" in content_type)
-        if body and is_json:
-            problem = json_problem(body, nul_ok=path.startswith("/webhooks/"))
-            if problem is not None:
-                await _reply(send, 400, problem, path)
-                return
-        if b"%00" in body and "application/x-www-form-urlencoded" in content_type:
-            await _reply(send, 400, NUL_PROBLEM, path)
+        problem = _body_problem(path, content_type, body)
+        if problem is not None:
+            await _reply(send, 400, problem, path)
             return
         await self.app(scope, _replay(body, receive), send)
+
+
+def _body_problem(path: str, content_type: str, body: bytes) -> str | None:
+    # The webhooks parse their body as JSON whatever its declared type; the API only when
+    # it says JSON (FastAPI's strict content type refuses the rest itself).
+    is_json = path.startswith("/webhooks/") or (path.startswith("/api/") and "json" in content_type)
+    if body and is_json:
+        problem = json_problem(body, nul_ok=path.startswith("/webhooks/"))
+        if problem is not None:
+            return problem
+    if b"%00" in body and "application/x-www-form-urlencoded" in content_type:
+        return NUL_PROBLEM
+    return None
+
+
+def _timed(receive: Receive, idle: float, total: float) -> Receive:
+    """`receive`, raising BodyTimeout when the body's next piece takes more than `idle` seconds
+    or the whole body more than `total`. Once the body is complete, plain `receive` again: a
+    streamed download waits on it for the disconnect as long as it likes."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + total
+    complete = False
+
+    async def timed() -> Message:
+        nonlocal complete
+        if complete:
+            return await receive()
+        left = end - loop.time()
+        if left <= 0:
+            raise BodyTimeout
+        try:
+            async with asyncio.timeout(min(idle, left)):
+                message = await receive()
+        except TimeoutError:
+            raise BodyTimeout from None
+        complete = message["type"] != "http.request" or not message.get("more_body", False)
+        return message
+
+    return timed
+
+
+def _deferred(receive: Receive, path: str, limit: int, content_type: str, deadlines: Deadlines) -> Receive:
+    """The body read, checked and handed over whole on the app's first call, not before."""
+    done = False
+
+    async def deferred() -> Message:
+        nonlocal done
+        if done:
+            return await receive()
+        done = True
+        try:
+            body = await _read_body(_timed(receive, deadlines.idle, deadlines.total), limit)
+        except BodyTooLarge:
+            raise BodyRefused(413, too_large(path, limit)) from None
+        except BodyTimeout:
+            raise BodyRefused(408, SLOW_BODY) from None
+        except ClientGone:
+            # Never a shorter body (see above); the reply to this goes nowhere.
+            raise BodyRefused(400, "the request body was cut short") from None
+        problem = _body_problem(path, content_type, body)
+        if problem is not None:
+            raise BodyRefused(400, problem)
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return deferred
+
+
+def refusal(status: int, detail: str, path: str) -> Response:
+    """The reply to a BodyRefused or BodyTimeout raised in the app: as :func:`_reply` writes."""
+    payload, media = _payload(detail, path)
+    return Response(payload, status_code=status, media_type=media, headers={"Connection": "close"})
 
 
 async def _read_body(receive: Receive, limit: int) -> bytes:
@@ -257,10 +413,8 @@ def _replay(body: bytes, receive: Receive) -> Receive:
 
 async def _reply(send: Send, status: int, detail: str, path: str) -> None:
     """JSON ``{"detail": ...}`` for the API and webhooks, one line of text for the pages."""
-    if path.startswith(_JSON_PATHS):
-        payload, media = json.dumps({"detail": detail}).encode(), b"application/json"
-    else:
-        payload, media = f"{detail}\n".encode(), b"text/plain; charset=utf-8"
+    payload, media_type = _payload(detail, path)
+    media = media_type.encode()
     await send(
         {
             "type": "http.response.start",
@@ -273,6 +427,12 @@ async def _reply(send: Send, status: int, detail: str, path: str) -> None:
         }
     )
     await send({"type": "http.response.body", "body": payload})
+
+
+def _payload(detail: str, path: str) -> tuple[bytes, str]:
+    if path.startswith(_JSON_PATHS):
+        return json.dumps({"detail": detail}).encode(), "application/json"
+    return f"{detail}\n".encode(), "text/plain; charset=utf-8"
 
 
 # ---------------------------------------------------------------------------- validation replies

@@ -16,6 +16,7 @@ from fastapi.responses import RedirectResponse
 from starlette.responses import Response
 
 from cadence.core.signup_forms import SignupForm
+from cadence.operations.exit_goals import goal_campaigns
 from cadence.operations.preferences import (
     PAUSE_WEEKS,
     pause,
@@ -98,7 +99,9 @@ def save_answers(token: str, request: Request, state: State, fields: Posted) -> 
         # Every bad field gets its message, as on the signup form; nothing is saved then.
         answers, errors = form.check_answers(posted)
         if not errors:
-            update_answers(session, subscriber, answers, state.now(), how="page")
+            update_answers(
+                session, subscriber, answers, state.now(), how="page", goals=goal_campaigns(state.runtime.catalog)
+            )
     if errors:
         return _page(state, request, token, errors=errors, posted=posted)
     return _back(token, "saved")

@@ -22,14 +22,18 @@ from datetime import date
 from typing import Annotated, Any, Literal, TextIO, cast
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response
+from starlette.types import Scope
 
 from cadence.core.campaign import Campaign
 from cadence.errors import CampaignError, InputError, NotFound
 from cadence.files.catalog import CampaignCatalog
 from cadence.operations import results, staff_access, subscriber_export, subscriber_tools
+from cadence.operations.exit_goals import goal_campaigns
 from cadence.operations.staff_access import TokenInfo
 from cadence.web.ratelimit import Limit, RateLimited
 from cadence.web.security import client_ip, rate_limit_key
@@ -86,6 +90,35 @@ def needs(scope: Literal["read", "write", "admin"]) -> Callable[..., TokenInfo]:
         return token
 
     return dependency
+
+
+async def refuse_without_token(app: Any, scope: Scope) -> Response | None:
+    """The body guard's gate for the staff API (web/body_guard.py): a write (a request with a
+    body) without a valid token is answered 401 (or 429, as the routes do) from its headers
+    alone, so an anonymous client's 2 MiB of JSON is never read, let alone parsed. A valid
+    token goes on to the route, whose own check (`needs`) also decides the scope."""
+    if scope["method"] in ("GET", "HEAD", "OPTIONS"):
+        return None
+    request = Request({**scope, "app": app})
+    state: WebState = app.state.cadence
+    scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and credentials.strip():
+
+        def valid() -> bool:
+            with state.session() as session:
+                return staff_access.authenticate(session, credentials.strip(), state.now()) is not None
+
+        if await run_in_threadpool(valid):
+            return None
+        detail = "this token is not valid (revoked, or never made)"
+    else:
+        detail = "send Authorization: Bearer <token> (cadence tokens add)"
+    close = {"Connection": "close"}  # the body is not read: this connection cannot carry another request
+    try:
+        refused = _unauthorised(state, request, detail)
+    except RateLimited as exc:
+        return JSONResponse({"detail": str(exc)}, 429, headers={"Retry-After": str(exc.retry_after), **close})
+    return JSONResponse({"detail": refused.detail}, refused.status_code, headers={**(refused.headers or {}), **close})
 
 
 Reader = Annotated[TokenInfo, Depends(needs("read"))]
@@ -259,6 +292,7 @@ def tag(body: TagsIn, token: Writer, state: State) -> dict[str, Any]:
                 remove=body.remove,
                 actor=token.actor,
                 now=state.now(),
+                goals=goal_campaigns(state.runtime.catalog) if body.add else (),
             )
     except NotFound as exc:
         raise _not_found(exc) from None

@@ -30,7 +30,14 @@ from starlette.responses import Response
 
 from cadence.config import Settings
 from cadence.web.console import admin, campaigns, composer, imports, login, pages
-from cadence.web.console.auth import ConsoleCsrf, ConsoleCsrfError, Forbidden, NotLoggedIn, identity_of
+from cadence.web.console.auth import (
+    ConsoleCsrf,
+    ConsoleCsrfError,
+    ConsoleOriginError,
+    Forbidden,
+    NotLoggedIn,
+    identity_of,
+)
 from cadence.web.console.login import return_to
 from cadence.web.console.render import page, redact_setup_links, redirect
 from cadence.web.console.uploads import FORM_ROOM, UploadError
@@ -94,6 +101,13 @@ def install(app: FastAPI, settings: Settings) -> None:
             reason = "This form is from an earlier session (you logged in again since), so nothing was saved."
             return await composer.expired_page(request, title="Form expired", reason=reason)
         me = identity_of(request, get_state(request))
+        if isinstance(exc, ConsoleOriginError):
+            message = (
+                f"This form was sent from a page at another address than the console's, {exc.expected} "
+                "(CADENCE_BASE_URL), so nothing was changed. Open the console at "
+                f"{exc.expected}/admin, or set CADENCE_BASE_URL to the address you use and restart cadence web."
+            )
+            return page(request, "message.html", {"title": "Wrong address", "message": message}, me=me, status=403)
         message = "This form has expired or did not come from this console. Go back, reload the page and try again."
         return page(request, "message.html", {"title": "Form expired", "message": message}, me=me, status=403)
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from cadence.errors import InputError, NotFound
 from cadence.operations import staff_accounts as accounts
 from cadence.operations import staff_login as logins
-from cadence.web.console.auth import Admin, Viewer, session_policy, set_session_cookie
+from cadence.web.console.auth import Admin, Viewer, form_field, session_policy, set_session_cookie
 from cadence.web.console.login import _agent, _field_message, _limited
 from cadence.web.console.pages import SubscriberId as UserId
 from cadence.web.console.render import page, redirect
@@ -53,8 +53,8 @@ def add_user(
     request: Request,
     state: State,
     me: Admin,
-    email: Annotated[str, Form(max_length=400)] = "",
-    role: Annotated[str, Form(max_length=20)] = "viewer",
+    email: Annotated[str, form_field("email", 400)],
+    role: Annotated[str, form_field("role", 20, "viewer")],
 ) -> Response:
     try:
         with state.session() as session:
@@ -131,9 +131,9 @@ def change_password(
     request: Request,
     state: State,
     me: Viewer,
-    current_password: Annotated[str, Form(max_length=2000)] = "",
-    password: Annotated[str, Form(max_length=2000)] = "",
-    confirm: Annotated[str, Form(max_length=2000)] = "",
+    current_password: Annotated[str, form_field("current_password", 2000)],
+    password: Annotated[str, form_field("password", 2000)],
+    confirm: Annotated[str, form_field("confirm", 2000)],
 ) -> Response:
     if (limited := _guessing(request, state, me)) is not None:
         return limited
@@ -162,9 +162,9 @@ def enable_totp(
     request: Request,
     state: State,
     me: Viewer,
-    secret: Annotated[str, Form(max_length=64)] = "",
-    code: Annotated[str, Form(max_length=20)] = "",
-    current_password: Annotated[str, Form(max_length=2000)] = "",
+    secret: Annotated[str, form_field("secret", 64)],
+    code: Annotated[str, form_field("code", 20)],
+    current_password: Annotated[str, form_field("current_password", 2000)],
 ) -> Response:
     if (limited := _guessing(request, state, me)) is not None:
         return limited
@@ -178,7 +178,7 @@ def enable_totp(
 
 @router.post("/account/totp/remove")
 def disable_totp(
-    request: Request, state: State, me: Viewer, current_password: Annotated[str, Form(max_length=2000)] = ""
+    request: Request, state: State, me: Viewer, current_password: Annotated[str, form_field("current_password", 2000)]
 ) -> Response:
     if (limited := _guessing(request, state, me)) is not None:
         return limited

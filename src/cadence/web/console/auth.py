@@ -22,15 +22,17 @@ without an Access fails that test.
 from __future__ import annotations
 
 import hmac
-from typing import Annotated
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 from fastapi import Depends, Request
+from starlette.datastructures import FormData
 from starlette.responses import Response
 
 from cadence.errors import InputError
 from cadence.operations.staff_accounts import SessionPolicy, StaffIdentity, role_allows
 from cadence.operations.staff_login import current_identity
+from cadence.web.body_guard import COMPOSER_LIMIT
 from cadence.web.security import Csrf, CsrfError
 from cadence.web.state import WebState, get_state
 
@@ -90,11 +92,22 @@ def identity_of(request: Request, state: WebState) -> StaffIdentity | None:
     return found
 
 
+class ConsoleOriginError(ConsoleCsrfError):
+    """A form posted from another origin than CADENCE_BASE_URL's. Besides an attack, the usual
+    cause is the console opened at another address than the configured one (another port, a
+    host name instead of 127.0.0.1): the page names the address to use."""
+
+    def __init__(self, expected: str) -> None:
+        super().__init__("csrf: the form was posted from another site")
+        self.expected = expected
+
+
 def _same_origin(request: Request, state: WebState) -> None:
     origin = request.headers.get("origin")
     parts = urlsplit(state.settings.base_url)
-    if origin is not None and origin != "null" and origin.lower() != f"{parts.scheme}://{parts.netloc}".lower():
-        raise ConsoleCsrfError("csrf: the form was posted from another site")
+    expected = f"{parts.scheme}://{parts.netloc}"
+    if origin is not None and origin != "null" and origin.lower() != expected.lower():
+        raise ConsoleOriginError(expected)
 
 
 class ConsoleCsrf(Csrf):
@@ -138,16 +151,17 @@ class Access:
         posted = request.method == "POST"
         if posted and self.upload:
             return await self._upload(request, state)
-        token = ""
+        # Every check that needs no body comes before the body is read (the body guard defers
+        # /admin bodies until here): an anonymous 2 MiB POST is refused unread (hostile review).
         if posted:
             _same_origin(request, state)
-            form = await request.form()
-            value = form.get("csrf_token", "")
-            token = value if isinstance(value, str) else ""
         if self.role == "public":
             if posted:
+                csrf = console_csrf(request)
+                if not request.cookies.get(csrf.cookie):
+                    raise ConsoleCsrfError("csrf: the form does not belong to this browser")
                 try:
-                    console_csrf(request).verify(request, token)
+                    csrf.verify(request, await _csrf_field(request))
                 except CsrfError as exc:
                     raise ConsoleCsrfError(str(exc)) from None
             return identity_of(request, state)
@@ -156,8 +170,10 @@ class Access:
             raise NotLoggedIn("log in to the staff console")
         if self.role != "pending" and not role_allows(me.role, self.role):
             raise Forbidden(f"this needs the {self.role} role; you are {me.role}")
-        if posted and not (token and hmac.compare_digest(token.encode(), me.csrf_token.encode())):
-            raise ConsoleCsrfError("csrf: the console form is missing its token or is from another session")
+        if posted:
+            token = await _csrf_field(request)
+            if not (token and hmac.compare_digest(token.encode(), me.csrf_token.encode())):
+                raise ConsoleCsrfError("csrf: the console form is missing its token or is from another session")
         return me
 
     async def _upload(self, request: Request, state: WebState) -> StaffIdentity:
@@ -177,6 +193,44 @@ class Access:
             raise ConsoleCsrfError("csrf: the console form is missing its token or is from another session")
         request.state.upload = upload
         return me
+
+
+async def read_form(request: Request) -> FormData:
+    """The posted form (parsed once; Starlette keeps it on the request). Starlette's own cap of
+    1 MB per field is lifted to the body's: the body guard has already capped the whole body
+    (2 MiB for a newsletter), and a field's own limit is counted in characters by whoever
+    checks it (a refusal names the field), not in percent-encoded bytes: 100,000 emoji are
+    400 KB of UTF-8 but 1.2 MB as %F0%9F%98%80 each (hostile review)."""
+    return await request.form(max_part_size=COMPOSER_LIMIT)
+
+
+async def _csrf_field(request: Request) -> str:
+    value = (await read_form(request)).get("csrf_token", "")
+    return value if isinstance(value, str) else ""
+
+
+class FormField:
+    """One text field of a console form, as a dependency: declared after the route's Access
+    parameter, it reads the body only once the session, role and CSRF checks have passed
+    (FastAPI reads ``Form()`` parameters before any dependency runs). `max_length` is counted
+    in characters; a longer value is an InputError naming the field."""
+
+    def __init__(self, name: str, max_length: int, default: str = "") -> None:
+        self.name = name
+        self.max_length = max_length
+        self.default = default
+
+    async def __call__(self, request: Request) -> str:
+        value = (await read_form(request)).get(self.name, self.default)
+        text = value if isinstance(value, str) else ""
+        if len(text) > self.max_length:
+            raise InputError(f"{self.name}: at most {self.max_length:,} characters (this has {len(text):,})")
+        return text
+
+
+def form_field(name: str, max_length: int, default: str = "") -> Any:
+    """``Annotated[str, form_field("tag", 200)]``: see :class:`FormField`."""
+    return Depends(FormField(name, max_length, default))
 
 
 PUBLIC = Access("public")

@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, Form, Path, Request
+from fastapi import APIRouter, Path, Request
 from starlette.responses import HTMLResponse, Response
 
 from cadence.errors import CadenceError, InputError, NotFound
@@ -23,7 +23,7 @@ from cadence.operations import console_campaigns, lifecycle, newsletter_drafts, 
 from cadence.operations.staff_accounts import StaffIdentity
 from cadence.operations.test_sends import send_campaign_test
 from cadence.operations.tracking import style_hashes
-from cadence.web.console.auth import Editor, Viewer
+from cadence.web.console.auth import Editor, Viewer, form_field
 from cadence.web.console.render import done_redirect, done_text, page
 from cadence.web.state import State, WebState
 
@@ -31,7 +31,6 @@ router = APIRouter(prefix="/admin", include_in_schema=False)
 # A campaign id becomes a file name (campaigns/<id>.yaml): longer than any file name may be, it
 # is a 422, not an OSError (the staff API caps it the same way).
 CampaignId = Annotated[str, Path(max_length=200)]
-Id = Annotated[str, Form(max_length=200)]
 # The label of the test form's subscriber field, as the newsletter composer's: an error names it.
 SUBSCRIBER_FIELD = "As this subscriber"
 
@@ -162,7 +161,13 @@ def resume(request: Request, state: State, me: Editor, campaign_id: CampaignId) 
 
 
 @router.post("/campaigns/{campaign_id}/cancel")
-def cancel(request: Request, state: State, me: Editor, campaign_id: CampaignId, confirm: Id = "") -> Response:
+def cancel(
+    request: Request,
+    state: State,
+    me: Editor,
+    campaign_id: CampaignId,
+    confirm: Annotated[str, form_field("confirm", 200)],
+) -> Response:
     # Cancelling cannot be undone (operations/lifecycle.py): the name must be typed, as on
     # GitHub's "delete repository", so a slip of the mouse cancels nothing.
     if confirm.strip() != campaign_id:
@@ -177,7 +182,7 @@ def schedule(
     state: State,
     me: Editor,
     campaign_id: CampaignId,
-    at: Annotated[str, Form(max_length=100)] = "",
+    at: Annotated[str, form_field("at", 100)],
 ) -> Response:
     """Schedule a newsletter file as it is now (its text is then locked): at its own send time,
     or `at` (an instant with its offset, "YYYY-MM-DD HH:MM local", or "now")."""
@@ -197,11 +202,11 @@ def send_test(
     state: State,
     me: Editor,
     campaign_id: CampaignId,
-    to: Annotated[str, Form(max_length=2000)] = "",
-    step: Id = "1",
-    segment: Id = "",
-    test_subscriber: Annotated[str, Form(max_length=320)] = "",
-    back: Id = "",
+    to: Annotated[str, form_field("to", 2000)],
+    step: Annotated[str, form_field("step", 200, "1")],
+    segment: Annotated[str, form_field("segment", 200)],
+    test_subscriber: Annotated[str, form_field("test_subscriber", 320)],
+    back: Annotated[str, form_field("back", 200)],
 ) -> Response:
     """A test email to `to` (default: the logged-in person's own address), subject "[TEST]".
     From a drip's page (`back` = "campaign"), "As this subscriber" (`test_subscriber`: an

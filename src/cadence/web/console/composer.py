@@ -37,7 +37,7 @@ from cadence.operations.newsletter_drafts import StoredDraft
 from cadence.operations.staff_accounts import StaffIdentity
 from cadence.operations.tracking import style_hashes
 from cadence.web.console import composer_form as forms
-from cadence.web.console.auth import Editor, Viewer, identity_of
+from cadence.web.console.auth import Editor, Viewer, cookie_name, identity_of, read_form
 from cadence.web.console.login import return_to
 from cadence.web.console.render import done_redirect, done_text, page
 from cadence.web.security import CSP
@@ -52,7 +52,7 @@ _RESERVED = frozenset({"new", "preview", "count"})
 
 async def _posted(request: Request) -> forms.Fields:
     # Access has read the form already (its CSRF token); Starlette caches it on the request.
-    form: FormData = await request.form()
+    form: FormData = await read_form(request)
     return forms.fields_of(form)
 
 
@@ -376,8 +376,10 @@ async def expired_page(request: Request, *, title: str, reason: str) -> Response
     nothing typed is lost even without JavaScript."""
     state = get_state(request)
     fields: forms.Fields = {}
-    if _from_here(request, state):
-        fields = forms.fields_of(await request.form())
+    # Only for someone who had a session (it ended, or the form is from an older one): a
+    # stranger's POST (no cookie) is answered without reading its body (hostile review).
+    if _from_here(request, state) and request.cookies.get(cookie_name(state.settings.base_url)):
+        fields = forms.fields_of(await read_form(request))
     kept = [(label, forms.one(fields, name)) for name, label in _KEPT if forms.one(fields, name)]
     me = identity_of(request, state)
     # Logging in again leads back to the draft (login.return_to), where composer.js offers the text.

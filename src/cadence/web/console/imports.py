@@ -269,7 +269,15 @@ def job_view(job: ImportJob, shown: str) -> dict[str, Any]:
 @router.get("/imports/{job_id}/errors.csv")
 def error_report(request: Request, state: State, me: Editor, job_id: JobId) -> Response:
     """Every bad or suppressed row with its reason (line, field), cells made inert for a
-    spreadsheet; the download is audit-logged (it holds people's data, like an export)."""
+    spreadsheet; the download is audit-logged (it holds people's data, like an export).
+
+    A GET that writes (the audit row), so another site must not be able to make an editor's
+    browser fetch it (the session cookie is SameSite=Lax: sent on a cross-site link or
+    redirect): the browser's own word, ``Sec-Fetch-Site`` (W3C Fetch Metadata), refuses a
+    cross-site or sibling-site request; our page's link is same-origin, a typed URL "none"."""
+    if request.headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
+        message = {"title": "Not allowed", "message": "Download the error report from its import's page."}
+        return page(request, "message.html", message, me=me, status=403)
     with state.session() as session:
         found = import_jobs.error_report_download(
             session, state.settings.imports_dir, job_id, actor=me.actor, now=state.now()
@@ -277,8 +285,8 @@ def error_report(request: Request, state: State, me: Editor, job_id: JobId) -> R
     if found is None:
         message = {"title": "No error report", "message": "This import has no rows to report."}
         return page(request, "message.html", message, me=me, status=404)
-    path, delimiter = found
+    source, delimiter = found
     headers = {"Content-Disposition": f'attachment; filename="import-{job_id}-errors.csv"', "Cache-Control": "no-store"}
     return StreamingResponse(
-        import_jobs.error_report_rows(path, delimiter), media_type="text/csv; charset=utf-8", headers=headers
+        import_jobs.error_report_rows(source, delimiter), media_type="text/csv; charset=utf-8", headers=headers
     )

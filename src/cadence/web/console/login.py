@@ -15,13 +15,20 @@ import re
 from typing import Annotated
 from urllib.parse import quote
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from cadence.errors import InputError, TokenError
 from cadence.operations import staff_accounts as accounts
 from cadence.operations import staff_login as logins
-from cadence.web.console.auth import Anyone, Pending, clear_session_cookie, session_policy, set_session_cookie
+from cadence.web.console.auth import (
+    Anyone,
+    Pending,
+    clear_session_cookie,
+    form_field,
+    session_policy,
+    set_session_cookie,
+)
 from cadence.web.console.render import page, redirect
 from cadence.web.ratelimit import Limit
 from cadence.web.security import client_ip, rate_limit_key
@@ -74,9 +81,9 @@ def login(
     request: Request,
     state: State,
     me: Anyone,
-    email: Annotated[str, Form(max_length=400)] = "",
-    password: Annotated[str, Form(max_length=2000)] = "",
-    next: Annotated[str, Form(max_length=200)] = "",
+    email: Annotated[str, form_field("email", 400)],
+    password: Annotated[str, form_field("password", 2000)],
+    next: Annotated[str, form_field("next", 200)],
 ) -> Response:
     back = return_to(next)
     wait = _limited(request, state, email)
@@ -128,8 +135,8 @@ def code(
     request: Request,
     state: State,
     me: Pending,
-    code: Annotated[str, Form(max_length=20)] = "",
-    next: Annotated[str, Form(max_length=200)] = "",
+    code: Annotated[str, form_field("code", 20)],
+    next: Annotated[str, form_field("next", 200)],
 ) -> Response:
     back = return_to(next)
     if me.stage == "full":
@@ -184,8 +191,8 @@ def setup(
     state: State,
     token: str,
     me: Anyone,
-    password: Annotated[str, Form(max_length=2000)] = "",
-    confirm: Annotated[str, Form(max_length=2000)] = "",
+    password: Annotated[str, form_field("password", 2000)],
+    confirm: Annotated[str, form_field("confirm", 2000)],
 ) -> Response:
     try:
         with state.session() as session:

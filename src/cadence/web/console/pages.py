@@ -1,5 +1,5 @@
 """The console's pages for every role: dashboard, subscribers (search, profile and its actions:
-tags, suppress, unsuppress, export, erase), suppressions and bounces, audit log.
+tags, unsubscribe, suppress, unsuppress, export, erase), suppressions and bounces, audit log.
 Each handler is one call of an operation (operations/console_reads.py for the pages,
 operations/subscriber_tools.py and subscriber_export.py for the actions, each audit-logged as
 the logged-in user) and a render; the role each needs is its Access dependency (auth.py)."""
@@ -10,15 +10,16 @@ import io
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Form, Path, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from starlette.responses import Response
 
 from cadence.core.campaign import Campaign
 from cadence.errors import CampaignError, InputError, NotFound
 from cadence.operations import console_reads, subscriber_export, subscriber_tools
+from cadence.operations.exit_goals import goal_campaigns
 from cadence.operations.staff_accounts import StaffIdentity
 from cadence.operations.work import Session
-from cadence.web.console.auth import Admin, Editor, Viewer
+from cadence.web.console.auth import Admin, Editor, Viewer, form_field
 from cadence.web.console.render import done_redirect, done_text, page
 from cadence.web.state import State, WebState
 
@@ -142,13 +143,20 @@ def add_tag(
     state: State,
     me: Editor,
     subscriber_id: SubscriberId,
-    tag: Annotated[str, Form(max_length=200)] = "",
+    tag: Annotated[str, form_field("tag", 200)],
 ) -> Response:
     def run(session: Session, email: str) -> str:
-        subscriber_tools.tag_subscribers(
-            session, emails=[email], add=[tag], today=state.now().date(), actor=me.actor, now=state.now()
+        change = subscriber_tools.tag_subscribers(
+            session,
+            emails=[email],
+            add=[tag],
+            today=state.now().date(),
+            actor=me.actor,
+            now=state.now(),
+            goals=goal_campaigns(state.runtime.catalog),
         )
-        return f"Tag {tag.strip().lower()} added."
+        ended = f" Exit goal reached: {change.goals_reached} drip(s) ended." if change.goals_reached else ""
+        return f"Tag {tag.strip().lower()} added.{ended}"
 
     return _run(request, state, me, subscriber_id, run)
 
@@ -159,7 +167,7 @@ def remove_tag(
     state: State,
     me: Editor,
     subscriber_id: SubscriberId,
-    tag: Annotated[str, Form(max_length=200)] = "",
+    tag: Annotated[str, form_field("tag", 200)],
 ) -> Response:
     def run(session: Session, email: str) -> str:
         subscriber_tools.tag_subscribers(
@@ -170,13 +178,32 @@ def remove_tag(
     return _run(request, state, me, subscriber_id, run)
 
 
+@router.post("/subscribers/{subscriber_id}/unsubscribe")
+def unsubscribe(
+    request: Request,
+    state: State,
+    me: Editor,
+    subscriber_id: SubscriberId,
+    reason: Annotated[str, form_field("reason", 200)],
+) -> Response:
+    def run(session: Session, email: str) -> str:
+        note = subscriber_tools.unsubscribe_subscriber(
+            session, email, reason=reason or "asked staff", actor=me.actor, now=state.now()
+        )
+        if note:
+            return note.capitalize() + "."
+        return "Unsubscribed: their campaigns ended and no newsletter goes to them."
+
+    return _run(request, state, me, subscriber_id, run)
+
+
 @router.post("/subscribers/{subscriber_id}/suppress")
 def suppress(
     request: Request,
     state: State,
     me: Editor,
     subscriber_id: SubscriberId,
-    reason: Annotated[str, Form(max_length=2000)] = "",
+    reason: Annotated[str, form_field("reason", 2000)],
 ) -> Response:
     def run(session: Session, email: str) -> str:
         change = subscriber_tools.suppress_subscriber(session, email, reason=reason, actor=me.actor, now=state.now())
@@ -225,7 +252,7 @@ def erase(
     state: State,
     me: Admin,
     subscriber_id: SubscriberId,
-    confirm: Annotated[str, Form(max_length=400)] = "",
+    confirm: Annotated[str, form_field("confirm", 400)],
 ) -> Response:
     """Erase for good (GDPR Art. 17), as the person's own erase link does. The address must be
     typed: this cannot be undone."""
