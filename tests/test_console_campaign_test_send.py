@@ -13,8 +13,10 @@ from typing import Any
 
 import pytest
 from playwright.sync_api import expect
+from sqlalchemy import select
 
 from cadence.core.subscriber_fields import SubscriberInput
+from cadence.db.models import AuditEntry
 from cadence.db.session import transaction
 from cadence.operations.subscribers import import_subscribers
 from tests.support.composer import browser_login
@@ -81,6 +83,10 @@ def test_as_this_subscriber_without_javascript(web: WebServer, people: dict[str,
         text = _plain_text(arrived.data)
         assert "Quinn" in text and TRAIL_TEXT in text and RACE_TEXT in text, text
         assert "Jordan" not in text  # not the sample runner
+        with transaction(web.settings.database_url) as session:  # whose data left: her id, never her address
+            entry = session.scalars(select(AuditEntry).order_by(AuditEntry.id.desc()).limit(1)).one()
+        assert (entry.action, entry.actor) == ("campaign.send_test", "user:tess.tester@clinic.example")
+        assert entry.detail["data_of"] == f"subscriber:{people[QUINN]}" and QUINN not in str(entry.detail)
 
         # By id, as the subscriber pages show it: Robin, on the roads, not racing.
         before = len(web.sink.messages)

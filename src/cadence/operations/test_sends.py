@@ -149,8 +149,11 @@ def test_subscriber(session: Session, chosen: str, *, field_name: str) -> Subscr
     option or body calls it ("--subscriber", "As this subscriber", "subscriber") otherwise, so
     nothing is sent."""
     chosen = chosen.strip()
-    found = console_store.subscriber(session, int(chosen)) if chosen.isdigit() else None
-    if found is None and not chosen.isdigit():
+    # An id is ASCII digits within the database's integers ("²" is a digit to str.isdigit, and a
+    # 20-digit number overflows SQLite's and PostgreSQL's BIGINT): anything else is an address.
+    numeric = chosen.isascii() and chosen.isdigit()
+    found = console_store.subscriber(session, int(chosen)) if numeric and int(chosen) < 2**63 else None
+    if found is None and not numeric:
         found = subscriber_by_email_key(session, email_key(chosen))
     if found is None:
         raise InputError(f"{field_name}: no subscriber {chosen!r} (give their address or id)")
@@ -200,9 +203,11 @@ def send_campaign_test(
     database_url = runtime.settings.database_url
     with transaction(database_url) as session:
         data: dict[str, Any] = dict(DEFAULT_SAMPLE_SUBSCRIBERS[0])
+        data_of = "sample"
         if subscriber is not None:
             found = test_subscriber(session, subscriber, field_name=subscriber_field)
             data = {"first_name": found.first_name, "email": found.email, "attributes": dict(found.attributes or {})}
+            data_of = f"subscriber:{found.id}"  # whose data left for `to` (the audit entry; never the address)
         already = test_recipients_since(session, now - timedelta(hours=1))
     if segment is not None:
         chosen_segment = resolve_segment(campaign, segment)
@@ -233,7 +238,7 @@ def send_campaign_test(
                 "segment": chosen_segment.id,
                 "to": recipients,
                 "sent": len(sent),
-                "data_of": "subscriber" if subscriber is not None else "sample",
+                "data_of": data_of,
             },
             now=now,
         )
