@@ -56,12 +56,22 @@ def _options(
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Create or migrate the database schema (Alembic)."""
-    from cadence.db.migrate import upgrade
+    from cadence.db.migrate import schema_revisions, upgrade
     from cadence.db.session import display_url
 
     settings = get_settings()
+    before = schema_revisions(settings.database_url)[0]
     upgrade(settings.database_url)
-    console.print(f"[green]Database is up to date[/green] ({display_url(settings.database_url)})")
+    after = ", ".join(sorted(schema_revisions(settings.database_url)[0]))
+    where = display_url(settings.database_url)
+    # Say what happened: "up to date" after creating every table read as "nothing was done".
+    if not before:
+        console.print(f"[green]Created the database at revision {after}[/green] ({where})")
+    elif before != set(after.split(", ")):
+        was = ", ".join(sorted(before))
+        console.print(f"[green]Migrated the database from revision {was} to {after}[/green] ({where})")
+    else:
+        console.print(f"[green]Database is up to date at revision {after}[/green] ({where})")
 
 
 @subscribers_app.command("add")
