@@ -31,9 +31,8 @@ from tests.test_cli import Ran, cadence, one_error_line
 CAMPAIGN = "lower-back-pain"
 ENROLLED = datetime(2026, 12, 7, 15, 30, tzinfo=UTC)  # Monday 10:30 in New York
 LATE = datetime(2026, 12, 8, 18, 0, tzinfo=UTC)  # Tuesday 13:00 there: the 07:00-09:00 window is long gone
-RUNNERS = (
-    "Email,First Name,Last Name,Time zone,Phone,Notes,Runs on\n"
-    + "".join(f"r{i}@example.com,R{i},Lee,America/New_York,555-010{i},likes hills,trails\n" for i in range(4))
+RUNNERS = "Email,First Name,Last Name,Time zone,Phone,Notes,Runs on\n" + "".join(
+    f"r{i}@example.com,R{i},Lee,America/New_York,555-010{i},likes hills,trails\n" for i in range(4)
 )
 
 

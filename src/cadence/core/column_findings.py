@@ -122,8 +122,8 @@ def column_findings(
             if attribute in wanted:
                 findings.read.append((column, attribute))
             else:
-                seen = (values or {}).get(attribute, {})
-                findings.unused.append(UnusedColumn(column, attribute, _suggest(attribute, rules, lacking, seen)))
+                held = (values or {}).get(attribute, {})
+                findings.unused.append(UnusedColumn(column, attribute, _suggest(attribute, rules, lacking, held)))
         seen: set[str] = set()
         for rule, fallback in rules_with_fallback:
             if rule.attribute in lacking and rule.attribute not in seen:

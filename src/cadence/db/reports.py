@@ -52,9 +52,7 @@ def finished_counts(session: Session, campaign_id: str) -> Iterator[tuple[int, s
     return (tuple(row) for row in rows)  # type: ignore[misc]
 
 
-def pending_deliveries(
-    session: Session, campaign_id: str, now: datetime
-) -> Iterator[tuple[int, dict[str, Any], bool]]:
+def pending_deliveries(session: Session, campaign_id: str, now: datetime) -> Iterator[tuple[int, dict[str, Any], bool]]:
     """(step index, subscriber attributes, postponed) per queued or sending drip delivery;
     postponed: queued for later than `now` without a failed attempt (as
     campaign_states.postponed_by_step counts them)."""

@@ -47,9 +47,7 @@ class CampaignSummary:
     @property
     def people(self) -> People:
         """The same people in ``campaigns status``'s words (its headline line)."""
-        return People(
-            self.enrolled, self.active, self.waiting, self.next_send_at, self.postponed, self.postponed_until
-        )
+        return People(self.enrolled, self.active, self.waiting, self.next_send_at, self.postponed, self.postponed_until)
 
     def document(self) -> dict[str, Any]:
         """JSON-ready. Campaigns and newsletters are both named by ``id`` in every list (``cadence

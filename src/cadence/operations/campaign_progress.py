@@ -97,8 +97,9 @@ def status_table(
     waiting: dict[int, tuple[int, datetime | None]] | None = None,
 ) -> Table:
     """One row per step: people waiting for it (enrolled, not yet sent: scheduled, or their email
-    postponed to the next send window), then its totals over every delivery (`step_totals`). Narrow on purpose (readable at 80 columns whatever the
-    number of segments): the per-segment counts are :func:`segments_table`."""
+    postponed to the next send window), then its totals over every delivery (`step_totals`).
+    Narrow on purpose (readable at 80 columns whatever the number of segments): the
+    per-segment counts are :func:`segments_table`."""
     table = Table(title=f"{campaign.name} ({campaign.id})", caption="sent, failed, skipped: every delivery of the step")
     table.add_column("step")
     if waiting is not None:

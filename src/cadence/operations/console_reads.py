@@ -216,7 +216,9 @@ def _dashboard(session: Session, catalog: CampaignCatalog, now: datetime) -> Das
             attention.append(Attention("invalid-file", f"Campaign {row.id}: {row.problem}"))
         if row.state == "paused":
             attention.append(
-                Attention("paused", f"Campaign {row.id} is paused ({_count(row.queued, 'queued email', 'queued emails')})")
+                Attention(
+                    "paused", f"Campaign {row.id} is paused ({_count(row.queued, 'queued email', 'queued emails')})"
+                )
             )
     for rate in (complaint, bounce):
         if rate.over:
