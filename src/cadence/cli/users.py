@@ -51,23 +51,27 @@ BASE_URL_HELP = "The console's address, for the link (default: CADENCE_BASE_URL)
 err_console = Console(stderr=True)
 
 
-def _link_base(settings: Settings, base_url: str | None) -> str:
-    """Where the setup link points. Without --base-url or CADENCE_BASE_URL it is a guess (the
-    default address of `cadence web`): say so on stderr (the link on stdout stays copyable, the
-    JSON parseable), with how to give the real one (cold trial: a console on another port)."""
+def _link_base(settings: Settings, base_url: str | None) -> tuple[str, bool]:
+    """Where the setup link points, and whether that is a guess: without --base-url or
+    CADENCE_BASE_URL, the default address of `cadence web` (cold trial: a console on another
+    port, and a link to port 8000)."""
     if base_url:
         if urlsplit(base_url).scheme not in ("http", "https") or not urlsplit(base_url).hostname:
             raise InputError(f"--base-url: {base_url!r} must be an http(s) URL (e.g. https://news.example.com)")
-        return base_url.rstrip("/")
-    if settings.base_url_is_default:
-        err_console.print(
-            f"note: the link assumes the console at the default address {settings.base_url}. If `cadence web` "
-            "runs elsewhere, set CADENCE_BASE_URL to its address (e.g. https://news.example.com) or pass "
-            "--base-url, and make a new link with `cadence users reset EMAIL`.",
-            markup=False,
-            highlight=False,
-        )
-    return settings.base_url
+        return base_url.rstrip("/"), False
+    return settings.base_url, settings.base_url_is_default
+
+
+def _guessed(base: str) -> None:
+    """Say on stderr (the link on stdout stays copyable, the JSON parseable) that the link's
+    address is a guess, and how to give the real one."""
+    err_console.print(
+        f"note: the link assumes the console at the default address {base}. If `cadence web` runs "
+        "elsewhere, set CADENCE_BASE_URL to its address (e.g. https://news.example.com) or pass "
+        "--base-url, and make a new link with `cadence users reset EMAIL`.",
+        markup=False,
+        highlight=False,
+    )
 
 
 def _print_link(email: str, url: str, expires: str, as_json: bool, what: str) -> None:
@@ -93,7 +97,7 @@ def users_add(
     from cadence.operations.staff_accounts import add_user
 
     settings = get_settings()
-    base = _link_base(settings, base_url)
+    base, guessed = _link_base(settings, base_url)
     with transaction(settings.database_url) as session:
         link = add_user(session, email, role.value, actor=_actor(), now=settings.clock().now())
     _print_link(
@@ -103,6 +107,8 @@ def users_add(
         as_json,
         f"Added {role.value}",
     )
+    if guessed:
+        _guessed(base)
 
 
 @users_app.command("list")
@@ -183,7 +189,7 @@ def users_reset(
     from cadence.operations.staff_accounts import reset_user
 
     settings = get_settings()
-    base = _link_base(settings, base_url)
+    base, guessed = _link_base(settings, base_url)
     with transaction(settings.database_url) as session:
         link = reset_user(session, email, actor=_actor(), now=settings.clock().now())
     _print_link(
@@ -193,3 +199,5 @@ def users_reset(
         as_json,
         "New setup link for",
     )
+    if guessed:
+        _guessed(base)
