@@ -78,7 +78,7 @@ def test_status_json_counts_failed_and_skipped_deliveries_with_their_reasons(env
     assert report["campaign"] == "lower-back-pain"
     first = report["steps"][0]
     assert first["step"] == 1
-    assert first["totals"] == {"due": 0, "queued": 0, "sent": 3, "failed": 1, "skipped": 2}
+    assert first["totals"] == {"due": 0, "queued": 0, "postponed": 0, "sent": 3, "failed": 1, "skipped": 2}
     assert first["reasons"]["failed"] == {"550 5.1.1 <address>: no such user": 1}
     assert first["reasons"]["skipped"] == {"subscriber is unsubscribed": 2}
     # Every delivery of the step counts somewhere.

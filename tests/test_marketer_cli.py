@@ -39,6 +39,7 @@ def test_status_shows_people_enrolled_but_not_yet_sent_to(env: dict[str, str]) -
     document = json.loads(cadence(env, "campaigns", "status", CAMPAIGN, "--json").out)
     assert document["people"] == {
         "enrolled": 4, "active": 4, "waiting": 4, "next_send_at": "2026-12-07T12:00:00+00:00",
+        "postponed": 0, "postponed_until": None,
     }  # fmt: skip
     first = document["steps"][0]
     assert (first["waiting"], first["next_send_at"], first["totals"]["sent"]) == (4, "2026-12-07T12:00:00+00:00", 0)

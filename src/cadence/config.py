@@ -55,6 +55,10 @@ class DkimSettings:
     keys: tuple[DkimKey, ...]
 
 
+# Where `cadence web` listens unless told otherwise (its --host/--port defaults).
+DEFAULT_BASE_URL = "http://127.0.0.1:8000"
+
+
 @dataclass(frozen=True)
 class Settings:
     data_dir: Path
@@ -67,6 +71,9 @@ class Settings:
     templates_dir: Path
     redis_url: str | None
     clock_spec: str = "system"
+    # No CADENCE_BASE_URL: links printed outside a request (a console setup link) guess the
+    # address `cadence web` has by default, and must say so.
+    base_url_is_default: bool = False
     dkim: DkimSettings | None = None
     batch_size: int = 250
     tick_seconds: float = 30.0
@@ -373,7 +380,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     email_url = env.get("CADENCE_EMAIL_URL") or "outbox://"
     if "://" not in email_url:
         raise ConfigError(f"CADENCE_EMAIL_URL: {email_url!r} is not a URL (outbox://, smtp://host:port, ...)")
-    base_url = (env.get("CADENCE_BASE_URL") or "http://127.0.0.1:8000").rstrip("/")
+    base_url = (env.get("CADENCE_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
     parts = urlsplit(base_url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(f"CADENCE_BASE_URL: {base_url!r} must be an http(s) URL")
@@ -387,6 +394,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         broker_url=broker_url,
         email_url=email_url,
         base_url=base_url,
+        base_url_is_default=not env.get("CADENCE_BASE_URL"),
         secret_key=_secret_key(env, data_dir, base_url),
         campaigns_dir=Path(env.get("CADENCE_CAMPAIGNS_DIR") or "campaigns").absolute(),
         templates_dir=Path(env.get("CADENCE_TEMPLATES_DIR") or "templates").absolute(),

@@ -19,6 +19,9 @@ from cadence.config import get_settings
 from cadence.errors import InputError, UsageError
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from datetime import datetime
+
     from cadence.operations.enrollment import TickResult
 
 app = typer.Typer(help="Cadence: email newsletters and drip campaigns.", no_args_is_help=True)
@@ -56,12 +59,22 @@ def _options(
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Create or migrate the database schema (Alembic)."""
-    from cadence.db.migrate import upgrade
+    from cadence.db.migrate import schema_revisions, upgrade
     from cadence.db.session import display_url
 
     settings = get_settings()
+    before = schema_revisions(settings.database_url)[0]
     upgrade(settings.database_url)
-    console.print(f"[green]Database is up to date[/green] ({display_url(settings.database_url)})")
+    after = ", ".join(sorted(schema_revisions(settings.database_url)[0]))
+    where = display_url(settings.database_url)
+    # Say what happened: "up to date" after creating every table read as "nothing was done".
+    if not before:
+        console.print(f"[green]Created the database at revision {after}[/green] ({where})")
+    elif before != set(after.split(", ")):
+        was = ", ".join(sorted(before))
+        console.print(f"[green]Migrated the database from revision {was} to {after}[/green] ({where})")
+    else:
+        console.print(f"[green]Database is up to date at revision {after}[/green] ({where})")
 
 
 @subscribers_app.command("add")
@@ -246,28 +259,46 @@ def scheduler(
 def tick() -> None:
     """Send what is due now: hand every email whose time has come to the workers, once (for
     cron, or to see what is due). The scheduler does this by itself every few seconds."""
-    from functools import partial
-
     from cadence.operations import drip
     from cadence.operations.runtime import Runtime
     from cadence.tasks import enqueue_send, process_app
 
-    result = drip.tick(Runtime.from_settings(get_settings()), enqueue=partial(enqueue_send, process_app()))
-    for line in tick_summary(result):
+    runtime = Runtime.from_settings(get_settings())
+    celery_app = process_app()
+    now = runtime.clock.now()
+    later: list[datetime] = []
+
+    def hand_out(ids: list[int]) -> None:
+        # Read before the send task exists, so no worker has requeued them yet.
+        later.extend(drip.postponed_until(runtime, ids, now))
+        enqueue_send(celery_app, ids)
+
+    result = drip.tick(runtime, now=now, enqueue=hand_out)
+    for line in tick_summary(result, later):
         console.print(line, markup=False, highlight=False)
 
 
-def tick_summary(result: TickResult) -> list[str]:
-    """What a tick did, in a marketer's words."""
+def tick_summary(result: TickResult, later: Sequence[datetime] = ()) -> list[str]:
+    """What a tick did, in a marketer's words. `later`: when the emails it handed out that the
+    workers will postpone go out (operations/delivery.postponed_until)."""
     if result.locked_out:
         return ["Another scheduler is handing out emails right now; nothing was done here."]
     lines = []
-    if result.enqueued:
-        batches = f"{len(result.batches)} batch" + ("es" if len(result.batches) != 1 else "")
+    now_count = result.enqueued - len(later)
+    batches = f"{len(result.batches)} batch" + ("es" if len(result.batches) != 1 else "")
+    if result.enqueued and not later:
         lines.append(
             f"{result.enqueued} email(s) handed to the workers to send now ({batches}); "
             f"{result.claimed} of them came due since the last run."
         )
+    elif result.enqueued:
+        if now_count:
+            lines.append(f"{now_count} email(s) handed to the workers to send now ({batches}).")
+        lines.append(
+            f"{len(later)} email(s) postponed to the next send window, next {min(later):%Y-%m-%d %H:%M} UTC "
+            "(it is outside their send window now)."
+        )
+        lines.append(f"{result.claimed} email(s) came due since the last run.")
     else:
         lines.append("Nothing is due right now.")
     for campaign_id, why in sorted(result.held.items()):

@@ -69,13 +69,13 @@ def cancel(
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation (needed in scripts)")] = False,
     as_json: Json = False,
 ) -> None:
-    """Cancel a campaign for good: emails waiting to go out are never sent (shown as skipped,
+    """Cancel a campaign for good: queued emails are never sent (shown as skipped,
     "campaign cancelled") and everyone leaves the series. This cannot be undone: a cancelled
     campaign cannot be resumed."""
     if not yes:
         if not sys.stdin.isatty():
             raise UsageError("cancel cannot be undone: add --yes to confirm (no terminal to ask)")
-        if not typer.confirm(f"Cancel {name} for good? Waiting emails will never be sent", default=False):
+        if not typer.confirm(f"Cancel {name} for good? Queued emails will never be sent", default=False):
             raise typer.Exit(1)
     _run(name, "cancel", as_json)
 

@@ -203,7 +203,7 @@ def list_(as_json: AsJson = False) -> None:
 
 @newsletters_app.command("status")
 def status(name: Name, as_json: AsJson = False) -> None:
-    """How a newsletter is doing: sent, failed, skipped, waiting, opens, clicks, unsubscribes.
+    """How a newsletter is doing: sent, failed, skipped, queued, opens, clicks, unsubscribes.
     Opens are over-counted: some mail apps load every image, opened or not."""
     from cadence.operations import newsletters
 
@@ -219,7 +219,7 @@ def status(name: Name, as_json: AsJson = False) -> None:
         "sent": "Sent",
         "failed": "Failed",
         "skipped": "Skipped (unsubscribed, blocked, cancelled)",
-        "waiting": "Waiting to be sent",
+        "queued": "Queued emails, not sent yet",
         "opens": "Opened (people; over-counted)",
         "clicks": "Clicked (people)",
         "unsubscribes": "Unsubscribed from it",

@@ -10,11 +10,17 @@ from __future__ import annotations
 import getpass
 import json
 from enum import StrEnum
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
+from urllib.parse import urlsplit
 
 import typer
 from rich.console import Console
 from rich.table import Table
+
+from cadence.errors import InputError
+
+if TYPE_CHECKING:
+    from cadence.config import Settings
 
 users_app = typer.Typer(
     help="Staff console accounts: who may log in to /admin, and what they may do.", no_args_is_help=True
@@ -41,6 +47,33 @@ def _actor() -> str:
         return "cli:unknown"
 
 
+BASE_URL_HELP = "The console's address, for the link (default: CADENCE_BASE_URL)"
+err_console = Console(stderr=True)
+
+
+def _link_base(settings: Settings, base_url: str | None) -> tuple[str, bool]:
+    """Where the setup link points, and whether that is a guess: without --base-url or
+    CADENCE_BASE_URL, the default address of `cadence web` (cold trial: a console on another
+    port, and a link to port 8000)."""
+    if base_url:
+        if urlsplit(base_url).scheme not in ("http", "https") or not urlsplit(base_url).hostname:
+            raise InputError(f"--base-url: {base_url!r} must be an http(s) URL (e.g. https://news.example.com)")
+        return base_url.rstrip("/"), False
+    return settings.base_url, settings.base_url_is_default
+
+
+def _guessed(base: str) -> None:
+    """Say on stderr (the link on stdout stays copyable, the JSON parseable) that the link's
+    address is a guess, and how to give the real one."""
+    err_console.print(
+        f"note: the link assumes the console at the default address {base}. If `cadence web` runs "
+        "elsewhere, set CADENCE_BASE_URL to its address (e.g. https://news.example.com) or pass "
+        "--base-url, and make a new link with `cadence users reset EMAIL`.",
+        markup=False,
+        highlight=False,
+    )
+
+
 def _print_link(email: str, url: str, expires: str, as_json: bool, what: str) -> None:
     if as_json:
         typer.echo(json.dumps({"email": email, "setup_link": url, "expires_at": expires}))
@@ -56,6 +89,7 @@ def users_add(
     email: Annotated[str, typer.Argument(help="Their email address: what they log in with")],
     role: Annotated[Role, typer.Option("--role", help=ROLE_HELP)] = Role.viewer,
     as_json: Annotated[bool, typer.Option("--json", help="Print the link as JSON")] = False,
+    base_url: Annotated[str | None, typer.Option("--base-url", help=BASE_URL_HELP)] = None,
 ) -> None:
     """Give someone a console account and print the link where they choose their password."""
     from cadence.config import get_settings
@@ -63,15 +97,18 @@ def users_add(
     from cadence.operations.staff_accounts import add_user
 
     settings = get_settings()
+    base, guessed = _link_base(settings, base_url)
     with transaction(settings.database_url) as session:
         link = add_user(session, email, role.value, actor=_actor(), now=settings.clock().now())
     _print_link(
         link.email,
-        link.url(settings.base_url),
+        link.url(base),
         link.expires_at.isoformat(timespec="minutes"),
         as_json,
         f"Added {role.value}",
     )
+    if guessed:
+        _guessed(base)
 
 
 @users_app.command("list")
@@ -143,6 +180,7 @@ def users_disable(email: Annotated[str, typer.Argument(help="Their email address
 def users_reset(
     email: Annotated[str, typer.Argument(help="Their email address")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the link as JSON")] = False,
+    base_url: Annotated[str | None, typer.Option("--base-url", help=BASE_URL_HELP)] = None,
 ) -> None:
     """A new setup link for a forgotten password or a lost phone. Their old password and code app
     stop working and they are logged out everywhere."""
@@ -151,12 +189,15 @@ def users_reset(
     from cadence.operations.staff_accounts import reset_user
 
     settings = get_settings()
+    base, guessed = _link_base(settings, base_url)
     with transaction(settings.database_url) as session:
         link = reset_user(session, email, actor=_actor(), now=settings.clock().now())
     _print_link(
         link.email,
-        link.url(settings.base_url),
+        link.url(base),
         link.expires_at.isoformat(timespec="minutes"),
         as_json,
         "New setup link for",
     )
+    if guessed:
+        _guessed(base)

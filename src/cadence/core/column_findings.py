@@ -78,10 +78,13 @@ def _describe(rule: Rule) -> str:
     return f"{rule.attribute} {rule.op} {value}"
 
 
-def _suggest(attribute: str, rules: Sequence[Rule], candidates: set[str]) -> Suggestion | None:
+def _suggest(
+    attribute: str, rules: Sequence[Rule], candidates: set[str], seen: Iterable[str] = ()
+) -> Suggestion | None:
     """A rule attribute the column probably meant: one whose values the column's name mentions
-    (``Runs on trails`` and ``terrain eq trails``), else one whose name is close (difflib)."""
-    words = _words(attribute)
+    (``Runs on trails`` and ``terrain eq trails``) or its values do (a ``Runs on`` column
+    holding ``trails``, cold trial), else one whose name is close (difflib)."""
+    words = _words(attribute) | {w for value in seen for w in _words(str(value))}
     for rule in rules:
         if rule.attribute not in candidates:
             continue
@@ -98,10 +101,14 @@ def _suggest(attribute: str, rules: Sequence[Rule], candidates: set[str]) -> Sug
 
 
 def column_findings(
-    names: Sequence[str], fields: Sequence[str], campaigns: Sequence[Campaign]
+    names: Sequence[str],
+    fields: Sequence[str],
+    campaigns: Sequence[Campaign],
+    values: Mapping[str, Mapping[str, int]] | None = None,
 ) -> list[CampaignFindings]:
     """Per campaign: what its rules read of these columns (`names` as in the file, `fields` what
-    the importer made of each: an own field, an attribute name, or '' / '-' for none)."""
+    the importer made of each: an own field, an attribute name, or '' / '-' for none; `values`:
+    attribute → value → rows, as the importer counted them, for the "did you mean")."""
     attributes = [(n, f) for n, f in zip(names, fields, strict=True) if f and f != "-" and f not in OWN_FIELDS]
     found = []
     for campaign in campaigns:
@@ -115,7 +122,8 @@ def column_findings(
             if attribute in wanted:
                 findings.read.append((column, attribute))
             else:
-                findings.unused.append(UnusedColumn(column, attribute, _suggest(attribute, rules, lacking)))
+                held = (values or {}).get(attribute, {})
+                findings.unused.append(UnusedColumn(column, attribute, _suggest(attribute, rules, lacking, held)))
         seen: set[str] = set()
         for rule, fallback in rules_with_fallback:
             if rule.attribute in lacking and rule.attribute not in seen:

@@ -270,6 +270,34 @@ def waiting_by_step(session: Session, campaign_id: str) -> dict[int, tuple[int, 
     return {int(step): (int(n), _aware(first)) for step, n, first in rows}
 
 
+def postponed_by_step(
+    session: Session, now: datetime, campaign_ids: Sequence[str] | None = None
+) -> dict[str, dict[int, tuple[int, datetime | None]]]:
+    """Per campaign and step: (drip emails postponed, the earliest time one goes out). Postponed:
+    queued for a later time without a failed attempt, which the send path does to a step that
+    came due outside its send window or during a subscriber's pause (drip_policy.postpone_until).
+    Its enrollment has no next send meanwhile; without this, status showed such a person as
+    waiting for nothing ("next: none scheduled", cold trial). Written as the predicate of
+    ``ix_deliveries_unqueued``: its cost follows the rows waiting for a send task."""
+    query = (
+        select(Delivery.campaign_id, Delivery.step_index, func.count(), func.min(Delivery.not_before))
+        .where(
+            Delivery.state == "queued",
+            Delivery.enqueued_at.is_(None),
+            Delivery.not_before > now,
+            Delivery.attempts == 0,
+            Delivery.kind == "drip",
+        )
+        .group_by(Delivery.campaign_id, Delivery.step_index)
+    )
+    if campaign_ids is not None:
+        query = query.where(Delivery.campaign_id.in_(list(campaign_ids)))
+    found: dict[str, dict[int, tuple[int, datetime | None]]] = {}
+    for cid, step, n, first in session.execute(query):
+        found.setdefault(str(cid), {})[int(step)] = (int(n), _aware(first))
+    return found
+
+
 def delivery_counts(session: Session) -> dict[str, dict[str, int]]:
     """Per campaign: deliveries by state (``sending`` counted as queued), from the results
     rollups and the rows not folded yet (db/results.state_counts: exact, no ledger scan). Every

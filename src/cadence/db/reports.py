@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import ColumnElement, and_, func, select
 from sqlalchemy.orm import Session
 
 from cadence.db.models import Delivery, Enrollment, Subscriber
@@ -52,14 +52,22 @@ def finished_counts(session: Session, campaign_id: str) -> Iterator[tuple[int, s
     return (tuple(row) for row in rows)  # type: ignore[misc]
 
 
-def pending_deliveries(session: Session, campaign_id: str) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(step index, subscriber attributes) per queued or sending drip delivery."""
+def pending_deliveries(session: Session, campaign_id: str, now: datetime) -> Iterator[tuple[int, dict[str, Any], bool]]:
+    """(step index, subscriber attributes, postponed) per queued or sending drip delivery;
+    postponed: queued for later than `now` without a failed attempt (as
+    campaign_states.postponed_by_step counts them)."""
+    postponed = and_(
+        Delivery.state == "queued",
+        Delivery.enqueued_at.is_(None),
+        Delivery.not_before > now,
+        Delivery.attempts == 0,
+    )
     rows = session.execute(
-        select(Delivery.step_index, Subscriber.attributes)
+        select(Delivery.step_index, Subscriber.attributes, postponed)
         .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
         .where(_drip_steps_of(campaign_id), Delivery.state.in_(("queued", "sending")))
     )
-    return (tuple(row) for row in rows)
+    return ((step, attributes, bool(later)) for step, attributes, later in rows)
 
 
 def due_enrollments(session: Session, campaign_id: str, now: datetime) -> Iterator[tuple[int, dict[str, Any]]]:

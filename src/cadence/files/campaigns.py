@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections.abc import Iterable
 from dataclasses import replace
 from datetime import time, timedelta
 from pathlib import Path
@@ -428,10 +429,16 @@ def not_found_message(kind: str, name: str, names: list[str], folder: Path) -> s
     """The NotFound message for a campaign or newsletter file: with the closest names and the
     list, as `campaigns status` says it (a misspelt name is the usual reason, the fix one of the
     names shown)."""
-    close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
-    hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+    hint = did_you_mean(name, names)
     listing = f" ({kind}s: {', '.join(sorted(names))})" if names else f" (there are no {kind} files)"
     return f"no {kind} {name!r} in {folder}{hint}{listing}"
+
+
+def did_you_mean(name: str, names: Iterable[str]) -> str:
+    """``"; did you mean 'a' or 'b'?"`` for the names closest to `name`, or "" (every "no such
+    campaign" message says it the same way: this one, `cadence report`'s)."""
+    close = difflib.get_close_matches(name, list(names), n=3, cutoff=0.5)
+    return f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
 
 
 def list_campaigns(campaigns_dir: Path) -> list[Path]:

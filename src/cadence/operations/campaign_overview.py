@@ -20,6 +20,7 @@ from cadence.db.results import snapshot
 from cadence.db.session import transaction
 from cadence.files.campaigns import list_campaigns
 from cadence.files.catalog import CampaignCatalog
+from cadence.operations.campaign_progress import People
 from cadence.operations.holds import file_problem
 from cadence.operations.results import catch_up
 
@@ -34,12 +35,19 @@ class CampaignSummary:
     held: str | None  # why its emails wait although it is running (file missing/broken), or None
     enrolled: int
     active: int
-    waiting: int
+    waiting: int  # people waiting for their next email (scheduled, or postponed: below)
     next_send_at: datetime | None
     sent: int
-    queued: int
+    queued: int  # queued emails: in the workers' hands, or ready for them now
     failed: int
     skipped: int
+    postponed: int = 0  # queued emails postponed to the next send window (of `waiting` people)
+    postponed_until: datetime | None = None
+
+    @property
+    def people(self) -> People:
+        """The same people in ``campaigns status``'s words (its headline line)."""
+        return People(self.enrolled, self.active, self.waiting, self.next_send_at, self.postponed, self.postponed_until)
 
     def document(self) -> dict[str, Any]:
         """JSON-ready. Campaigns and newsletters are both named by ``id`` in every list (``cadence
@@ -60,6 +68,8 @@ class CampaignSummary:
             "queued": self.queued,
             "failed": self.failed,
             "skipped": self.skipped,
+            "postponed": self.postponed,
+            "postponed_until": self.postponed_until.isoformat() if self.postponed_until else None,
         }
 
 
@@ -85,6 +95,7 @@ def campaign_summaries(settings: Settings, *, include_archived: bool = False) ->
         ids = {p.stem for p in list_campaigns(settings.campaigns_dir)} | states.known_campaign_ids(session)
         saved = states.all_states(session)
         people = states.enrollment_summary(session)
+        postponed = states.postponed_by_step(session, settings.clock().now())
         sends = states.delivery_counts(session)
     summaries = []
     for cid in sorted(ids):
@@ -95,7 +106,7 @@ def campaign_summaries(settings: Settings, *, include_archived: bool = False) ->
         name = catalog.get(cid).name if problem is None else cid
         # Only a campaign that would send is "held"; a cancelled or archived one sends nothing anyway.
         reason = problem if state in (states.RUNNING, states.PAUSED) else None
-        enrolled, active, waiting, first = people.get(cid, (0, 0, 0, None))
+        who = People.of(people.get(cid, (0, 0, 0, None)), postponed.get(cid, {}))
         counts = sends.get(cid, {})
         summaries.append(
             CampaignSummary(
@@ -103,14 +114,16 @@ def campaign_summaries(settings: Settings, *, include_archived: bool = False) ->
                 name,
                 state,
                 reason,
-                enrolled,
-                active,
-                waiting,
-                first,
+                who.enrolled,
+                who.active,
+                who.waiting,
+                who.next_send_at,
                 counts.get("sent", 0),
-                counts.get("queued", 0),
+                counts.get("queued", 0) - who.postponed,
                 counts.get("failed", 0),
                 counts.get("skipped", 0),
+                who.postponed,
+                who.postponed_until,
             )
         )
     return summaries

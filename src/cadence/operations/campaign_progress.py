@@ -24,9 +24,10 @@ from cadence.db import reports as db_reports
 from cadence.db.session import transaction
 from cadence.files.catalog import CampaignCatalog
 
-STATES = ("due", "queued", "sent", "failed")
-# Per step, over every delivery of it: `queued` includes deliveries a worker is sending now.
-TOTALS = ("due", "queued", "sent", "failed", "skipped")
+STATES = ("due", "queued", "postponed", "sent", "failed")
+# Per step, over every delivery of it: `queued` includes deliveries a worker is sending now;
+# `postponed` ones wait for the next send window (in the table, among the people waiting).
+TOTALS = ("due", "queued", "postponed", "sent", "failed", "skipped")
 WHY = ("failed", "skipped")
 
 _ADDRESS = re.compile(r"<?[^\s<>@]+@[^\s<>@]+>?")
@@ -34,15 +35,16 @@ _ATTEMPT = re.compile(r"^attempt \d+: ")
 
 
 def campaign_counts(session: Session, campaign: Campaign, now: datetime) -> Counter[tuple[int, str, str]]:
-    """Counts keyed by (step index, segment id, state) with state in due/queued/sent/failed.
+    """Counts keyed by (step index, segment id, state) with state in ``STATES``.
 
     Sent and failed deliveries are counted in the segment they were rendered for; pending work
     in the segment the subscriber matches now (the send path decides at send time)."""
     counts: Counter[tuple[int, str, str]] = Counter()
     for step_index, segment_id, state, n in db_reports.finished_counts(session, campaign.id):
         counts[(step_index, segment_id, state)] += n
-    for step_index, attributes in db_reports.pending_deliveries(session, campaign.id):
-        counts[(step_index, choose_segment(campaign.segments, attributes, now.date()).id, "queued")] += 1
+    for step_index, attributes, postponed in db_reports.pending_deliveries(session, campaign.id, now):
+        state = "postponed" if postponed else "queued"
+        counts[(step_index, choose_segment(campaign.segments, attributes, now.date()).id, state)] += 1
     for step_index, attributes in db_reports.due_enrollments(session, campaign.id, now):
         counts[(step_index, choose_segment(campaign.segments, attributes, now.date()).id, "due")] += 1
     return counts
@@ -94,9 +96,10 @@ def status_table(
     totals: Counter[tuple[int, str]],
     waiting: dict[int, tuple[int, datetime | None]] | None = None,
 ) -> Table:
-    """One row per step: people waiting for it (enrolled, not yet sent), then its totals over
-    every delivery (`step_totals`). Narrow on purpose (readable at 80 columns whatever the
-    number of segments): the per-segment counts are :func:`segments_table`."""
+    """One row per step: people waiting for it (enrolled, not yet sent: scheduled, or their email
+    postponed to the next send window), then its totals over every delivery (`step_totals`).
+    Narrow on purpose (readable at 80 columns whatever the number of segments): the
+    per-segment counts are :func:`segments_table`."""
     table = Table(title=f"{campaign.name} ({campaign.id})", caption="sent, failed, skipped: every delivery of the step")
     table.add_column("step")
     if waiting is not None:
@@ -115,19 +118,24 @@ def status_table(
 
 def segments_table(campaign: Campaign, counts: Counter[tuple[int, str, str]]) -> Table:
     """Where the emails went by segment: one row per segment and step that has any (segment
-    ids, not columns: a campaign composed from facets has six or more segments)."""
-    table = Table(title="By segment")
-    for name in ("segment", "step", *STATES):
+    ids, not columns: a campaign composed from facets has six or more segments). Postponed
+    emails have no column (80 columns wide with the longest segment ids): the caption counts
+    them, as the step table counts their people among the waiting."""
+    shown = tuple(s for s in STATES if s != "postponed")
+    later = sum(n for (_, _, state), n in counts.items() if state == "postponed")
+    caption = f"{later} more postponed (waiting, above)" if later else None
+    table = Table(title="By segment", caption=caption)
+    for name in ("segment", "step", *shown):
         table.add_column(name, justify="left" if name in ("segment", "step") else "right")
     rows = 0
     for segment in campaign.segments:
         for index in range(len(campaign.steps)):
-            cells = [counts[(index, segment.id, s)] for s in STATES]
+            cells = [counts[(index, segment.id, s)] for s in shown]
             if any(cells):
                 table.add_row(segment.id, _step_label(campaign, index), *(str(c) for c in cells))
                 rows += 1
     if not rows:
-        table.add_row("–", "–", *("0" for _ in STATES))
+        table.add_row("–", "–", *("0" for _ in shown))
     return table
 
 
@@ -175,12 +183,25 @@ def status_document(
 @dataclass(frozen=True)
 class People:
     """Who is in a campaign: enrolled ever, active, waiting for their next email, and when the
-    earliest of those goes out."""
+    earliest of those goes out. ``waiting`` counts people, whether their next email is
+    scheduled or already queued but postponed (``postponed`` of them: it came due outside the
+    send window, or in their pause; ``postponed_until``: the earliest goes out then)."""
 
     enrolled: int = 0
     active: int = 0
     waiting: int = 0
     next_send_at: datetime | None = None
+    postponed: int = 0
+    postponed_until: datetime | None = None
+
+    @classmethod
+    def of(
+        cls, summary: tuple[int, int, int, datetime | None], postponed: dict[int, tuple[int, datetime | None]]
+    ) -> People:
+        """From ``enrollment_summary``'s tuple and ``postponed_by_step``'s steps of one campaign."""
+        enrolled, active, scheduled, first = summary
+        held, until = _sum_steps(postponed)
+        return cls(enrolled, active, scheduled + held, _earliest(first, until), held, until)
 
     def document(self) -> dict[str, Any]:
         return {
@@ -188,14 +209,62 @@ class People:
             "active": self.active,
             "waiting": self.waiting,
             "next_send_at": self.next_send_at.isoformat() if self.next_send_at else None,
+            "postponed": self.postponed,
+            "postponed_until": self.postponed_until.isoformat() if self.postponed_until else None,
         }
 
     def line(self) -> str:
-        when = self.next_send_at.strftime("%a %-d %b %H:%M UTC") if self.next_send_at else "none scheduled"
-        return (
+        when = _when(self.next_send_at) if self.next_send_at else "none scheduled"
+        line = (
             f"{self.enrolled} enrolled, {self.active} still in the series, "
             f"{self.waiting} waiting for their next email (next: {when})"
         )
+        return line + (f"; {self.postponed_line()}" if self.postponed else "")
+
+    def postponed_line(self) -> str:
+        """``1 email postponed to the next send window, next Wed 9 Dec 12:00 UTC`` (or "")."""
+        if not self.postponed:
+            return ""
+        emails = "email" if self.postponed == 1 else "emails"
+        until = f", next {_when(self.postponed_until)}" if self.postponed_until else ""
+        return f"{self.postponed} {emails} postponed to the next send window{until}"
+
+
+def _when(moment: datetime) -> str:
+    return moment.strftime("%a %-d %b %H:%M UTC")
+
+
+def _earliest(*moments: datetime | None) -> datetime | None:
+    known = [m for m in moments if m is not None]
+    return min(known) if known else None
+
+
+def _sum_steps(steps: dict[int, tuple[int, datetime | None]]) -> tuple[int, datetime | None]:
+    return sum(n for n, _ in steps.values()), _earliest(*(first for _, first in steps.values()))
+
+
+def with_postponed(
+    waiting: dict[int, tuple[int, datetime | None]], postponed: dict[int, tuple[int, datetime | None]]
+) -> dict[int, tuple[int, datetime | None]]:
+    """People waiting per step: scheduled, plus those whose email of the step is postponed."""
+    steps = set(waiting) | set(postponed)
+    return {
+        i: (waiting.get(i, (0, None))[0] + postponed.get(i, (0, None))[0],
+            _earliest(waiting.get(i, (0, None))[1], postponed.get(i, (0, None))[1]))
+        for i in steps
+    }  # fmt: skip
+
+
+def split_postponed(
+    totals: Counter[tuple[int, str]], postponed: dict[int, tuple[int, datetime | None]]
+) -> Counter[tuple[int, str]]:
+    """`totals` with each step's postponed emails out of ``queued`` and under ``postponed``:
+    "queued" means in the workers' hands or ready for them now."""
+    split = Counter(totals)
+    for index, (n, _) in postponed.items():
+        split[(index, "queued")] -= n
+        split[(index, "postponed")] += n
+    return split
 
 
 @dataclass(frozen=True)
@@ -266,9 +335,10 @@ def campaign_status(settings: Settings, name: str, *, reasons: bool = False) -> 
         campaign = catalog.get(name) if problem is None else None
         state = states.state_of(session, name)
         summary = states.enrollment_summary(session, [name]).get(name, (0, 0, 0, None))
-        people = People(*summary)
-        waiting = states.waiting_by_step(session, name)
-        totals = step_totals(session, name, now)
+        postponed = states.postponed_by_step(session, now, [name]).get(name, {})
+        people = People.of(summary, postponed)
+        waiting = with_postponed(states.waiting_by_step(session, name), postponed)
+        totals = split_postponed(step_totals(session, name, now), postponed)
         if campaign is None:
             return CampaignStatus(name, None, Counter(), totals, None, state, f"file missing/broken: {problem}", people)
         counts = campaign_counts(session, campaign, now)

@@ -84,6 +84,7 @@ class CampaignPage:
     funnels: list[StepFunnel]
     campaign: Campaign | None
     newsletter: bool
+    summary: CampaignSummary | None = None  # a drip's people and queued emails, as `campaigns list`
 
 
 def campaign_page(settings: Settings, catalog: CampaignCatalog, campaign_id: str, now: datetime) -> CampaignPage:
@@ -93,7 +94,10 @@ def campaign_page(settings: Settings, catalog: CampaignCatalog, campaign_id: str
     folded = results.catch_up(lambda: transaction(settings.database_url))
     with transaction(settings.database_url) as session:
         report = results.campaign_results(session, campaign_id, campaign, now, folded=folded)
-    return CampaignPage(report, step_funnels(report), campaign, is_newsletter(settings, campaign_id))
+    newsletter = is_newsletter(settings, campaign_id)
+    summaries = [] if newsletter else campaign_summaries(settings, include_archived=True)
+    summary = next((s for s in summaries if s.id == campaign_id), None)
+    return CampaignPage(report, step_funnels(report), campaign, newsletter, summary)
 
 
 # --- the preview grid (issue 14): every step × segment, each in its own sandboxed frame -------

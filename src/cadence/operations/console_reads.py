@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from cadence.core.bar_chart import BarChart, bar_chart
 from cadence.core.campaign import Campaign
+from cadence.db import campaign_states
 from cadence.db import console as store
 from cadence.db import results as results_sql
 from cadence.db.models import AuditEntry, Delivery, Enrollment, Subscriber, SubscriberTopic, Suppression
@@ -134,8 +135,13 @@ def _newsletter_rows(session: Session, since: datetime, totals: dict[str, Counte
     return rows
 
 
-def _campaign_rows(session: Session, catalog: CampaignCatalog, totals: dict[str, Counter[str]]) -> list[CampaignRow]:
+def _campaign_rows(
+    session: Session, catalog: CampaignCatalog, totals: dict[str, Counter[str]], now: datetime
+) -> list[CampaignRow]:
     states = store.campaign_states(session)
+    # "Queued emails" as on the Campaigns page and in `campaigns list`: not those postponed to
+    # the next send window (their people are waiting for their next email).
+    postponed = campaign_states.postponed_by_step(session, now)
     active = store.active_enrollments_by_campaign(session)
     files = [path.stem for path in list_campaigns(catalog.campaigns_dir)]
     # Not newsletters (they have their own table): their mirrored state made the dashboard list a
@@ -162,7 +168,7 @@ def _campaign_rows(session: Session, catalog: CampaignCatalog, totals: dict[str,
                 steps,
                 active.get(campaign_id, 0),
                 count.get("sent", 0),
-                count.get("queued", 0),
+                count.get("queued", 0) - sum(n for n, _ in postponed.get(campaign_id, {}).values()),
                 count.get("failed", 0),
                 problem,
             )
@@ -197,7 +203,7 @@ def _dashboard(session: Session, catalog: CampaignCatalog, now: datetime) -> Das
     bounce = Rate("Bounce rate", sum(events[k] for k in BOUNCE_KINDS), sent, BOUNCE_LIMIT)
     complaint = Rate("Complaint rate", sum(events[k] for k in COMPLAINT_KINDS), sent, COMPLAINT_LIMIT)
     totals = results_sql.state_counts(session)  # per campaign or newsletter id, for both tables
-    campaigns = _campaign_rows(session, catalog, totals)
+    campaigns = _campaign_rows(session, catalog, totals, now)
     failed, recent = store.failed_since(session, since, limit=5)
     attention: list[Attention] = []
     if failed:
@@ -216,7 +222,9 @@ def _dashboard(session: Session, catalog: CampaignCatalog, now: datetime) -> Das
             attention.append(Attention("invalid-file", f"Campaign {row.id}: {row.problem}"))
         if row.state == "paused":
             attention.append(
-                Attention("paused", f"Campaign {row.id} is paused ({_count(row.queued, 'email', 'emails')} waiting)")
+                Attention(
+                    "paused", f"Campaign {row.id} is paused ({_count(row.queued, 'queued email', 'queued emails')})"
+                )
             )
     for rate in (complaint, bounce):
         if rate.over:

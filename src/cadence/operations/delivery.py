@@ -295,6 +295,26 @@ def _skip_reason(due: _Due, campaign: Campaign, suppressed: set[str], tags: set[
     )
 
 
+def postponed_until(runtime: Runtime, delivery_ids: Sequence[int], now: datetime) -> list[datetime]:
+    """When each of these drip deliveries will go out, for those the send path, run at `now`,
+    will postpone instead of sending (outside the send window, a subscriber's pause). A read:
+    what ``cadence tick`` says of the emails it hands out (cold trial: "handed to the workers to
+    send now" of emails the workers then kept for the next window). A campaign that cannot be
+    loaded is the tick's "held" line, not counted here."""
+    with transaction(runtime.settings.database_url) as session:
+        rows = send_batch.load_due(session, delivery_ids)
+    later = []
+    for due in rows:
+        try:
+            campaign = runtime.catalog.get(due.campaign_id)
+        except CadenceError:
+            continue
+        when = _postpone_until(due, campaign, now)
+        if when is not None:
+            later.append(when)
+    return later
+
+
 def _postpone_until(due: _Due, campaign: Campaign, now: datetime) -> datetime | None:
     """When `due` must wait instead of going out now (drip_policy.postpone_until), or None."""
     return drip_policy.postpone_until(

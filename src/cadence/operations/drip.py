@@ -29,7 +29,7 @@ from cadence.db.audit import record_audit
 from cadence.db.models import Subscriber
 from cadence.db.session import transaction
 from cadence.errors import InputError, UsageError
-from cadence.operations import enrollment
+from cadence.operations import delivery, enrollment
 from cadence.operations.campaign_progress import CampaignStatus
 from cadence.operations.campaign_progress import campaign_status as _campaign_status
 from cadence.operations.enrollment import EnrollResult, TickResult
@@ -43,6 +43,7 @@ __all__ = [
     "enroll",
     "enroll_chosen",
     "import_subscribers",
+    "postponed_until",
     "record_event",
     "tick",
 ]
@@ -89,6 +90,12 @@ def tick(
     """Claim due enrollments into ledger rows and hand their ids to `enqueue` after each
     round's commit (``enrollment.tick``)."""
     return enrollment.tick(runtime, now=now, enqueue=enqueue)
+
+
+def postponed_until(runtime: Runtime, delivery_ids: Sequence[int], now: datetime) -> list[datetime]:
+    """When the handed-out deliveries that the send path will postpone go out
+    (``delivery.postponed_until``): what ``cadence tick`` says of them."""
+    return delivery.postponed_until(runtime, delivery_ids, now)
 
 
 def deliver(runtime: Runtime, delivery_ids: Sequence[int]) -> SendOutcome:

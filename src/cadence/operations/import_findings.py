@@ -71,9 +71,12 @@ def import_findings(
     except CadenceError as exc:
         warning = f"columns not checked against the campaigns: {exc}"
         return ImportFindings(warning=warning, messages=[Finding("warning", warning)])
-    columns = column_findings(header.names, header.fields, campaigns)
+    columns = column_findings(header.names, header.fields, campaigns, values)
     unmatched = value_findings(values, campaigns)
-    return ImportFindings(columns, unmatched, None, [*_column_sentences(columns), *_value_sentences(unmatched)])
+    said = [*_column_sentences(columns), *_value_sentences(unmatched)]
+    # Warnings first, each on its line; what is only information after them (cold trial: five
+    # "stored, but no segment reads it" warnings buried the one column that was misnamed).
+    return ImportFindings(columns, unmatched, None, sorted(said, key=lambda m: m.level != "warning"))
 
 
 def _column_sentences(columns: Sequence[CampaignFindings]) -> list[Finding]:
@@ -83,16 +86,23 @@ def _column_sentences(columns: Sequence[CampaignFindings]) -> list[Finding]:
             read = ", ".join(f"{column!r}" + (f" ({a})" if a != column else "") for column, a in found.read)
             said.append(Finding("info", f"{found.campaign}: its segments read {read}"))
         for unused in found.unused:
-            text = f"column {unused.column!r} ({unused.attribute}) is "
             if unused.suggestion is not None:
-                text += (
-                    f"not read by any segment of {found.campaign}: did you mean {unused.suggestion.attribute!r}? "
-                    f"(the segment rule {unused.suggestion.rule}). As it is, everyone in this file lands "
-                    f"in the fallback; rename the column to {unused.suggestion.attribute} and import again"
+                said.append(
+                    Finding(
+                        "warning",
+                        f"column {unused.column!r} ({unused.attribute}) is not read by any segment of "
+                        f"{found.campaign}: did you mean {unused.suggestion.attribute!r}? (the segment rule "
+                        f"{unused.suggestion.rule}). As it is, everyone in this file lands in the fallback; "
+                        f"rename the column to {unused.suggestion.attribute} and import again",
+                    )
                 )
-            else:
-                text += f"stored, but no segment of {found.campaign} reads it"
-            said.append(Finding("warning", text))
+        # Extra columns (a phone, notes) are kept on each subscriber: one line says so, not a
+        # warning each.
+        kept = [u.attribute for u in found.unused if u.suggestion is None]
+        if kept:
+            said.append(
+                Finding("info", f"{found.campaign}: stored as attributes that no segment reads: {', '.join(kept)}")
+            )
         for missing in found.missing:
             said.append(
                 Finding(

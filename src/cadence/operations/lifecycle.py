@@ -156,7 +156,7 @@ def archive(session: Session, campaign_id: str, *, actor: str, now: datetime) ->
     active, waiting = states.pending_work(session, campaign_id)
     if previous != states.CANCELLED and (active or waiting):
         raise InputError(
-            f"{campaign_id} is {previous} with {active} active enrollment(s) and {waiting} email(s) waiting: "
+            f"{campaign_id} is {previous} with {active} active enrollment(s) and {waiting} queued email(s): "
             "only a cancelled or finished campaign can be archived"
         )
     states.set_state(session, campaign_id, states.ARCHIVED, now=now, by=actor)

@@ -463,7 +463,8 @@ def list_all(settings: Settings) -> list[dict[str, Any]]:
 
 
 def status(settings: Settings, name: str) -> dict[str, Any]:
-    """Sent, failed, skipped, waiting; unique opens and clicks; unsubscribes; per segment."""
+    """Sent, failed, skipped, queued (``waiting``: the same number, the key scripts used first);
+    unique opens and clicks; unsubscribes; per segment."""
     with transaction(settings.database_url) as session:
         row = session.get(NewsletterRow, name)
         if row is None:
@@ -483,6 +484,7 @@ def status(settings: Settings, name: str) -> dict[str, Any]:
             "sent": counts.get("sent", 0),
             "failed": counts.get("failed", 0),
             "skipped": counts.get("skipped", 0),
+            "queued": sum(counts.get(s, 0) for s in store.PENDING),
             "waiting": sum(counts.get(s, 0) for s in store.PENDING),
             **events,
             "segments": {sid: dict(by_state) for sid, by_state in sorted(segments.items())},

@@ -28,7 +28,9 @@ from sqlalchemy.orm import Session
 from cadence.core.campaign import Campaign
 from cadence.db import enrollment_tallies
 from cadence.db import results as sql
+from cadence.db.transactional import TRANSACTIONAL_CAMPAIGN
 from cadence.errors import InputError, NotFound
+from cadence.files.campaigns import did_you_mean
 from cadence.operations.campaign_progress import reason_label
 
 OPENS_CAVEAT = (
@@ -156,7 +158,13 @@ def campaign_results(
         raise InputError("--since must not be after --until")
     kind = sql.delivery_kind(session, campaign_id)
     if campaign is None and kind is None:
-        raise NotFound(f"no campaign or newsletter {campaign_id!r} with emails to report on")
+        # As every other "no such campaign": the closest names, then the list (issue 15 trial).
+        names = sorted(sql.campaign_ids(session) - {TRANSACTIONAL_CAMPAIGN})
+        listing = f" (with emails: {', '.join(names)})" if names else ""
+        raise NotFound(
+            f"no campaign or newsletter {campaign_id!r} with emails to report on"
+            f"{did_you_mean(campaign_id, names)}{listing}"
+        )
     start = datetime.combine(since, time(), UTC) if since else None
     end = datetime.combine(until + timedelta(days=1), time(), UTC) if until else None
     since_day = since.isoformat() if since else None

@@ -61,8 +61,9 @@ def _confirmed(name: str, body: ConfirmIn) -> None:
 
 @router.get("/campaigns")
 def campaigns(token: Reader, state: State, all: bool = False) -> list[dict[str, Any]]:
-    """Every campaign with its state (running, paused, cancelled, held), the people in it, the
-    emails waiting and the next send; archived ones only with ``all=true``."""
+    """Every campaign with its state (running, paused, cancelled, held), the people in it and
+    waiting for their next email (``postponed``: of them, those whose email waits for the next
+    send window), the queued emails and the next send; archived ones only with ``all=true``."""
     return [s.document() for s in campaign_summaries(state.settings, include_archived=all)]
 
 
@@ -96,7 +97,7 @@ def resume_campaign(campaign: Name, token: Writer, state: State) -> dict[str, ob
 
 @router.post("/campaigns/{campaign}/cancel")
 def cancel_campaign(campaign: Name, body: ConfirmIn, token: Writer, state: State) -> dict[str, object]:
-    """For good: waiting emails are never sent, everyone leaves the series."""
+    """For good: queued emails are never sent, everyone leaves the series."""
     _confirmed(campaign, body)
     return _lifecycle(campaign, "cancel", token, state)
 
@@ -144,7 +145,7 @@ def newsletter_list(token: Reader, state: State) -> list[dict[str, Any]]:
 
 @router.get("/newsletters/{newsletter}")
 def newsletter_status(newsletter: Name, token: Reader, state: State) -> dict[str, Any]:
-    """Its state; sent, failed, skipped, waiting; unique opens and clicks; per segment."""
+    """Its state; sent, failed, skipped, queued (also as ``waiting``); unique opens and clicks; per segment."""
     try:
         return _plain(newsletters.status(state.settings, newsletter))
     except NotFound as exc:
