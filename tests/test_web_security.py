@@ -167,7 +167,9 @@ def test_oversized_bodies_get_413_before_anything_parses_them(web: WebServer) ->
 def test_json_the_parser_accepts_but_nothing_can_use_gets_400(web: WebServer, body: str, reason: str) -> None:
     headers = {"Content-Type": "application/json", **web.from_ip()}
     token = make_token(SECRET, "preferences", 1)
-    for path in (f"/api/preferences/{token}/pause", "/api/subscribe", "/webhooks/mailgun", "/webhooks/postmark"):
+    # Not /webhooks/postmark: its body is read only after its credentials are checked (none are
+    # configured here), so a stranger's JSON never reaches the parser (test_web_slow_clients.py).
+    for path in (f"/api/preferences/{token}/pause", "/api/subscribe", "/webhooks/mailgun"):
         response = httpx.post(web.url(path), content=body.encode(), headers=headers)
         assert response.status_code == 400, (path, response.text[:200])
         assert reason in response.json()["detail"], path

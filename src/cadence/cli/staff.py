@@ -71,6 +71,8 @@ def _print_results(title: str, rows: list[ResultRow], cells: tuple[_Cell, ...], 
     for row in rows:
         email = f"{row.step}. {row.step_id}" if row.step else row.step_id
         segment = row.segment_label or row.segment
+        if split and not row.segment:  # "not sent: 1 waiting, 2 skipped", one part a line at 80 columns
+            segment = segment.replace(": ", ":\n  ").replace(", ", ",\n  ")
         names = [f"{email}\n  {segment}"] if split else [email, segment]
         last = len(rows) > 1 and row is rows[-2]  # a line above the totals
         table.add_row(*names, *(value(row) for _, value in cells), end_section=last)
