@@ -241,6 +241,54 @@ def claim_deliveries(
     return sorted(row[0] for row in result)
 
 
+def abandoned_among(session: Session, ids: Sequence[int], wall_now: datetime, max_attempts: int) -> dict[int, int]:
+    """Of `ids`, the deliveries whose worker stopped while sending them ``max_attempts`` times:
+    ``sending`` with an expired lease (nobody holds them) after that many claims, each of which
+    counted an attempt. Their attempts, by id. Read in the claim's transaction, before
+    ``claim_deliveries``: the caller gives these up instead of sending them again (a poison row
+    must not take its batch down forever); a single kill (a deploy) is only one attempt."""
+    if not ids:
+        return {}
+    rows = session.execute(
+        select(Delivery.id, Delivery.attempts).where(
+            one_of(Delivery.id, ids, session.get_bind().dialect.name),
+            Delivery.state == "sending",
+            Delivery.lease_expires_at < wall_now,
+            Delivery.attempts >= max_attempts,
+        )
+    )
+    return {int(i): int(n) for i, n in rows}
+
+
+def release_after_error(conn: Connection, ids: Sequence[int], token: str, wall_now: datetime, error: str) -> None:
+    """Let go of leased deliveries this worker did not send because our own code raised: the
+    lease ends now instead of in ``lease_seconds``, and ``enqueued_at`` is cleared so the next
+    tick enqueues them again. They stay ``sending``: the re-claim is the re-claim of a dead
+    worker's row, so it counts an attempt and gives up after ``max_attempts``
+    (``abandoned_among``)."""
+    if ids:
+        conn.execute(
+            update(Delivery)
+            .where(
+                one_of(Delivery.id, ids, conn.dialect.name), Delivery.state == "sending", Delivery.lease_token == token
+            )
+            .values(lease_expires_at=wall_now, enqueued_at=None, last_error=f"worker error: {error}"[:2000])
+        )
+
+
+def give_up(conn: Connection, ids: Sequence[int], token: str, error: str) -> None:
+    """Mark leased deliveries failed for good (no enrollment to move on: transactional emails
+    and newsletter copies; drip steps are given up by the send path, which moves the series on)."""
+    if ids:
+        conn.execute(
+            update(Delivery)
+            .where(
+                one_of(Delivery.id, ids, conn.dialect.name), Delivery.state == "sending", Delivery.lease_token == token
+            )
+            .values(state="failed", lease_expires_at=None, last_error=error[:2000])
+        )
+
+
 def renew_lease_on(conn: Connection, ids: Sequence[int], until: datetime, token: str) -> None:
     """Extend the lease on deliveries this worker (this claim's `token`) is still sending."""
     if ids:
