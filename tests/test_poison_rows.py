@@ -158,3 +158,57 @@ def test_a_killed_worker_costs_its_rows_one_attempt_not_the_email(
     assert given_up.state == "failed"
     assert given_up.last_error == f"gave up: the worker stopped {MAX_ATTEMPTS} times while sending this"
     assert engine.deliver(runtime, [first, second]).sent == 0  # a redelivered task: nothing again
+
+
+def test_a_dkim_key_file_gone_unreadable_lets_the_batch_go_at_once_and_it_is_sent_when_back(
+    tmp_path: Path, database_url: str, sink: SmtpSink, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The DKIM key was readable when the worker started (settings check it) and is not when
+    the first email is signed (replaced by a directory here: unreadable even for root). Every
+    email of the batch is let go at once, logged once with their ids; the key back, the next
+    tick sends them, each with one attempt more."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = tmp_path / "dkim.pem"
+    key.write_bytes(
+        rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    runtime = make_runtime(
+        tmp_path,
+        database_url,
+        sink,
+        CADENCE_DKIM_KEY_FILE=str(key),
+        CADENCE_DKIM_SELECTOR="s1",
+        CADENCE_DKIM_DOMAIN="example.com",
+        CADENCE_MAX_ATTEMPTS=str(MAX_ATTEMPTS),
+    )
+    add_people(runtime, 3)
+    [batch] = engine.tick(runtime).batches
+    pem = key.read_bytes()
+    key.unlink()
+    key.mkdir()
+    caplog.set_level(logging.ERROR, logger="cadence")
+    outcome = engine.deliver(runtime, batch)
+    assert (outcome.sent, outcome.retrying) == (0, 3)
+    assert sink.messages == []
+    logged = [r for r in caplog.records if "unexpected error while sending" in r.getMessage()]
+    assert len(logged) == 1 and sorted(getattr(logged[0], "delivery_ids", [])) == sorted(batch)
+    for delivery_id in batch:
+        row = _row(runtime, delivery_id)
+        assert row.state == "sending" and row.enqueued_at is None and row.attempts == 1
+        assert row.lease_expires_at is not None and row.lease_expires_at <= datetime.now(UTC)
+        assert row.last_error.startswith("worker error: IsADirectoryError"), row.last_error
+
+    key.rmdir()
+    key.write_bytes(pem)
+    _advance(runtime)
+    batches = engine.tick(runtime).batches
+    assert sorted(i for b in batches for i in b) == sorted(batch)
+    assert sum(engine.deliver(runtime, b).sent for b in batches) == 3
+    sink.wait_for(3)
+    assert all(b"DKIM-Signature:" in m.data for m in sink.messages)
+    assert {_row(runtime, i).attempts for i in batch} == {2}
+    assert states(runtime) == {"sent": 3}

@@ -277,6 +277,9 @@ def _send_prepared(runtime: Runtime, prepared: list[PreparedSend], now: datetime
         # unexpected error of our code lets go of at once. A group handed over but not recorded
         # stays leased (the crash window: at most one group repeats, with the same Message-ID).
         handed = 0
+        # Emails our code raised on alone (a bug, a signer fault): left out of the batch at once,
+        # let go when it ends, one log line per fault (a signer fault hits every email).
+        crashed_all: list[tuple[PreparedSend, Exception]] = []
         try:
             state_check_at = wall_now() + STATE_CHECK_EVERY
             while start < len(prepared):
@@ -305,11 +308,9 @@ def _send_prepared(runtime: Runtime, prepared: list[PreparedSend], now: datetime
                     break
                 built, messages, broken, crashed = _compose_group(group)
                 if crashed:
-                    # Our code raised on these emails alone (a bug, a signer fault on their values):
-                    # let them go now, the rest of the group and batch goes on.
+                    # The rest of the group and batch goes on without them.
+                    crashed_all += crashed
                     ids = {p.delivery_id for p, _ in crashed}
-                    for poison, error in crashed:
-                        _release(runtime, [poison.delivery_id], error, outcome, token, ledger=ledger)
                     prepared = prepared[:start] + [p for p in prepared[start:] if p.delivery_id not in ids]
                     size = len(group) - len(crashed)
                 handed = start + size
@@ -336,6 +337,7 @@ def _send_prepared(runtime: Runtime, prepared: list[PreparedSend], now: datetime
                     outcome.retrying += len(prepared) - start
                     if isinstance(exc, TransientSendError):
                         log.warning("transport unavailable, %d deliveries retry later: %s", len(prepared) - start, exc)
+                        _let_go_crashed(runtime, crashed_all, outcome, token, ledger)
                         return
                     raise
                 if built:
@@ -348,6 +350,22 @@ def _send_prepared(runtime: Runtime, prepared: list[PreparedSend], now: datetime
             if not _ours(exc):
                 raise
             _release(runtime, [p.delivery_id for p in prepared[handed:]], exc, outcome, token, ledger=ledger)
+        _let_go_crashed(runtime, crashed_all, outcome, token, ledger)
+
+
+def _let_go_crashed(
+    runtime: Runtime,
+    crashed: Sequence[tuple[PreparedSend, Exception]],
+    outcome: SendOutcome,
+    token: str,
+    ledger: BatchLedger,
+) -> None:
+    """Let go of the emails our code raised on alone, one ``_release`` (one log line) per fault."""
+    by_fault: dict[str, tuple[Exception, list[int]]] = {}
+    for prepared, error in crashed:
+        by_fault.setdefault(f"{type(error).__name__}: {error}", (error, []))[1].append(prepared.delivery_id)
+    for error, ids in by_fault.values():
+        _release(runtime, ids, error, outcome, token, ledger=ledger)
 
 
 def _compose_group(
