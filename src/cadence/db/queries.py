@@ -21,7 +21,7 @@ database must apply them in the same statement that claims the rows.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -260,20 +260,44 @@ def abandoned_among(session: Session, ids: Sequence[int], wall_now: datetime, ma
     return {int(i): int(n) for i, n in rows}
 
 
-def release_after_error(conn: Connection, ids: Sequence[int], token: str, wall_now: datetime, error: str) -> None:
-    """Let go of leased deliveries this worker did not send because our own code raised: the
-    lease ends now instead of in ``lease_seconds``, and ``enqueued_at`` is cleared so the next
-    tick enqueues them again. They stay ``sending``: the re-claim is the re-claim of a dead
-    worker's row, so it counts an attempt and gives up after ``max_attempts``
-    (``abandoned_among``)."""
-    if ids:
-        conn.execute(
-            update(Delivery)
-            .where(
-                one_of(Delivery.id, ids, conn.dialect.name), Delivery.state == "sending", Delivery.lease_token == token
+def release_after_error(
+    conn: Connection,
+    ids: Sequence[int],
+    token: str,
+    wall_now: datetime,
+    error: str,
+    *,
+    retry_at: Callable[[int], datetime | None],
+) -> None:
+    """Let go of leased deliveries this worker did not send because our own code raised. Each
+    keeps the attempt its claim counted and goes back to the queue until ``retry_at(attempts)``
+    (business time: drip_policy.retry_at, the backoff of a refused email), so a fault that hits
+    every email (a bug, a broken DKIM key) spends its retries over hours, not one per tick, and
+    leaves time to fix it. A row whose attempts are used up (``retry_at`` gives None) is let go
+    as a dead worker's row instead: its lease ends now, and the next claim gives it up
+    (``abandoned_among``; its series goes on)."""
+    if not ids:
+        return
+    dialect = conn.dialect.name
+    mine = (one_of(Delivery.id, ids, dialect), Delivery.state == "sending", Delivery.lease_token == token)
+    by_time: dict[datetime | None, list[int]] = {}
+    for delivery_id, attempts in conn.execute(select(Delivery.id, Delivery.attempts).where(*mine)):
+        by_time.setdefault(retry_at(attempts), []).append(delivery_id)
+    detail = f"worker error: {error}"[:2000]
+    for not_before, group in by_time.items():
+        which = (one_of(Delivery.id, group, dialect), *mine[1:])
+        if not_before is None:
+            conn.execute(
+                update(Delivery).where(*which).values(lease_expires_at=wall_now, enqueued_at=None, last_error=detail)
             )
-            .values(lease_expires_at=wall_now, enqueued_at=None, last_error=f"worker error: {error}"[:2000])
-        )
+        else:
+            conn.execute(
+                update(Delivery)
+                .where(*which)
+                .values(
+                    state="queued", not_before=not_before, enqueued_at=None, lease_expires_at=None, last_error=detail
+                )
+            )
 
 
 def give_up(conn: Connection, ids: Sequence[int], token: str, error: str) -> None:

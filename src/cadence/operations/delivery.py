@@ -111,7 +111,7 @@ def prepare_and_send(
         if not _ours(exc):
             raise
         # The preparing transaction rolled back: every row is still leased, none was sent.
-        _release(runtime, delivery_ids, exc, outcome, token)
+        _release(runtime, delivery_ids, exc, outcome, token, now)
         return outcome
     _send_prepared(runtime, prepared, now, outcome)
     return outcome
@@ -131,6 +131,7 @@ def _release(
     exc: BaseException,
     outcome: SendOutcome,
     token: str,
+    now: datetime,
     *,
     ledger: BatchLedger | None = None,
 ) -> None:
@@ -146,7 +147,10 @@ def _release(
         exc_info=exc,
         extra={"delivery_ids": list(ids)},
     )
-    release = partial(queries.release_after_error, ids=list(ids), token=token, wall_now=wall_now(), error=error)
+    retry = partial(drip_policy.retry_at, now, max_attempts=runtime.settings.max_attempts)
+    release = partial(
+        queries.release_after_error, ids=list(ids), token=token, wall_now=wall_now(), error=error, retry_at=retry
+    )
     if ledger is not None:
         ledger.write(release)
     else:
@@ -337,7 +341,7 @@ def _send_prepared(runtime: Runtime, prepared: list[PreparedSend], now: datetime
                     outcome.retrying += len(prepared) - start
                     if isinstance(exc, TransientSendError):
                         log.warning("transport unavailable, %d deliveries retry later: %s", len(prepared) - start, exc)
-                        _let_go_crashed(runtime, crashed_all, outcome, token, ledger)
+                        _let_go_crashed(runtime, crashed_all, outcome, token, now, ledger)
                         return
                     raise
                 if built:
@@ -349,8 +353,8 @@ def _send_prepared(runtime: Runtime, prepared: list[PreparedSend], now: datetime
         except Exception as exc:
             if not _ours(exc):
                 raise
-            _release(runtime, [p.delivery_id for p in prepared[handed:]], exc, outcome, token, ledger=ledger)
-        _let_go_crashed(runtime, crashed_all, outcome, token, ledger)
+            _release(runtime, [p.delivery_id for p in prepared[handed:]], exc, outcome, token, now, ledger=ledger)
+        _let_go_crashed(runtime, crashed_all, outcome, token, now, ledger)
 
 
 def _let_go_crashed(
@@ -358,6 +362,7 @@ def _let_go_crashed(
     crashed: Sequence[tuple[PreparedSend, Exception]],
     outcome: SendOutcome,
     token: str,
+    now: datetime,
     ledger: BatchLedger,
 ) -> None:
     """Let go of the emails our code raised on alone, one ``_release`` (one log line) per fault."""
@@ -365,7 +370,7 @@ def _let_go_crashed(
     for prepared, error in crashed:
         by_fault.setdefault(f"{type(error).__name__}: {error}", (error, []))[1].append(prepared.delivery_id)
     for error, ids in by_fault.values():
-        _release(runtime, ids, error, outcome, token, ledger=ledger)
+        _release(runtime, ids, error, outcome, token, now, ledger=ledger)
 
 
 def _compose_group(
