@@ -24,6 +24,8 @@ retry (transient failure)   :func:`retry_at`: exponential backoff with full jitt
 failed step                 :func:`series_goes_on_after_failure`
 outage (nothing went out)   :func:`outage_retry_at`: no attempt counted
 lost task                   :func:`requeue_lost_tasks_after`
+worker stopped mid-send     every claim counts an attempt; :func:`worker_stops_error`
+                            after ``max_attempts`` (a kill, a crash of our own code)
 lease (wall time)           :func:`lease_renewal_due`, :func:`lease_safe_until`
 database reconnect          :data:`FIRST_RECONNECT_DELAY`, :func:`next_reconnect_delay`
 ==========================  ==================================================================
@@ -73,6 +75,7 @@ __all__ = [
     "retry_backoff",
     "series_goes_on_after_failure",
     "skip_reason",
+    "worker_stops_error",
 ]
 
 # A delivery claimed inside its window may still go out this long after the window closed
@@ -305,6 +308,15 @@ def outage_retry_at(now: datetime) -> datetime:
     """When a batch that could not reach its transport at all is tried again. Its deliveries
     were never attempted, so the outage costs them no attempt."""
     return now + OUTAGE_BACKOFF
+
+
+def worker_stops_error(stops: int) -> str:
+    """The ``last_error`` of a delivery given up because the worker stopped every time it was
+    sending it (a poison row: a bug or a signer fault on its values, or a worker killed each
+    time). Only after ``max_attempts`` claims (``db/queries.abandoned_among``): a worker killed
+    by a deploy costs the rows it held one attempt, not the email. The step is lost, the series
+    goes on (:func:`series_goes_on_after_failure` of a non-permanent failure)."""
+    return f"gave up: the worker stopped {stops} times while sending this"
 
 
 # ---------------------------------------------------------------------------- leases (wall time)

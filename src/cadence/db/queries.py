@@ -21,7 +21,7 @@ database must apply them in the same statement that claims the rows.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -239,6 +239,78 @@ def claim_deliveries(
         .returning(Delivery.id)
     )
     return sorted(row[0] for row in result)
+
+
+def abandoned_among(session: Session, ids: Sequence[int], wall_now: datetime, max_attempts: int) -> dict[int, int]:
+    """Of `ids`, the deliveries whose worker stopped while sending them ``max_attempts`` times:
+    ``sending`` with an expired lease (nobody holds them) after that many claims, each of which
+    counted an attempt. Their attempts, by id. Read in the claim's transaction, before
+    ``claim_deliveries``: the caller gives these up instead of sending them again (a poison row
+    must not take its batch down forever); a single kill (a deploy) is only one attempt."""
+    if not ids:
+        return {}
+    rows = session.execute(
+        select(Delivery.id, Delivery.attempts).where(
+            one_of(Delivery.id, ids, session.get_bind().dialect.name),
+            Delivery.state == "sending",
+            Delivery.lease_expires_at < wall_now,
+            Delivery.attempts >= max_attempts,
+        )
+    )
+    return {int(i): int(n) for i, n in rows}
+
+
+def release_after_error(
+    conn: Connection,
+    ids: Sequence[int],
+    token: str,
+    wall_now: datetime,
+    error: str,
+    *,
+    retry_at: Callable[[int], datetime | None],
+) -> None:
+    """Let go of leased deliveries this worker did not send because our own code raised. Each
+    keeps the attempt its claim counted and goes back to the queue until ``retry_at(attempts)``
+    (business time: drip_policy.retry_at, the backoff of a refused email), so a fault that hits
+    every email (a bug, a broken DKIM key) spends its retries over hours, not one per tick, and
+    leaves time to fix it. A row whose attempts are used up (``retry_at`` gives None) is let go
+    as a dead worker's row instead: its lease ends now, and the next claim gives it up
+    (``abandoned_among``; its series goes on)."""
+    if not ids:
+        return
+    dialect = conn.dialect.name
+    mine = (one_of(Delivery.id, ids, dialect), Delivery.state == "sending", Delivery.lease_token == token)
+    by_time: dict[datetime | None, list[int]] = {}
+    for delivery_id, attempts in conn.execute(select(Delivery.id, Delivery.attempts).where(*mine)):
+        by_time.setdefault(retry_at(attempts), []).append(delivery_id)
+    detail = f"worker error: {error}"[:2000]
+    for not_before, group in by_time.items():
+        which = (one_of(Delivery.id, group, dialect), *mine[1:])
+        if not_before is None:
+            conn.execute(
+                update(Delivery).where(*which).values(lease_expires_at=wall_now, enqueued_at=None, last_error=detail)
+            )
+        else:
+            conn.execute(
+                update(Delivery)
+                .where(*which)
+                .values(
+                    state="queued", not_before=not_before, enqueued_at=None, lease_expires_at=None, last_error=detail
+                )
+            )
+
+
+def give_up(conn: Connection, ids: Sequence[int], token: str, error: str) -> None:
+    """Mark leased deliveries failed for good (no enrollment to move on: transactional emails
+    and newsletter copies; drip steps are given up by the send path, which moves the series on)."""
+    if ids:
+        conn.execute(
+            update(Delivery)
+            .where(
+                one_of(Delivery.id, ids, conn.dialect.name), Delivery.state == "sending", Delivery.lease_token == token
+            )
+            .values(state="failed", lease_expires_at=None, last_error=error[:2000])
+        )
 
 
 def renew_lease_on(conn: Connection, ids: Sequence[int], until: datetime, token: str) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
@@ -34,7 +34,7 @@ from cadence.db.session import engine_for, transaction
 from cadence.errors import CadenceError, ConfigError, NotFound, TransientSendError, TransportError
 from cadence.monitoring import metrics
 from cadence.operations import newsletter_copies
-from cadence.operations.batch_ledger import BatchLedger
+from cadence.operations.batch_ledger import DATABASE_GONE, BatchLedger
 from cadence.operations.runtime import Runtime
 from cadence.operations.send_results import Composed, PreparedSend, SendOutcome
 from cadence.operations.transactional_send import prepare_transactional
@@ -80,27 +80,92 @@ class _Pace:
         cls.seconds_per_message = latest if previous <= 0 else (previous + latest) / 2
 
 
-def prepare_and_send(runtime: Runtime, delivery_ids: Sequence[int], now: datetime) -> SendOutcome:
+def prepare_and_send(
+    runtime: Runtime,
+    delivery_ids: Sequence[int],
+    now: datetime,
+    *,
+    token: str,
+    abandoned: Mapping[int, int] | None = None,
+) -> SendOutcome:
     """Check, render and send leased deliveries; record every result. See the module docstring.
-    `now` is the business clock, read once for the batch by the caller (the claim used it too)."""
+    `now` is the business clock, read once for the batch by the caller (the claim used it too);
+    `token` the claim's lease token. `abandoned`: of these, the rows whose worker stopped on
+    them ``max_attempts`` times (their attempts, by id: ``queries.abandoned_among``); they are
+    given up, not sent again.
+
+    An unexpected exception of our own code (a bug, a DKIM signer fault) never leaves the batch
+    leased for ``lease_seconds``: the rows not sent are let go at once (``_release``), their
+    re-claim counting an attempt, and the exception is logged once with their ids."""
     outcome = SendOutcome()
     try:
-        prepared, others = _load_and_prepare(runtime, delivery_ids, now, outcome)
+        prepared, others = _load_and_prepare(runtime, delivery_ids, now, outcome, token, abandoned or {})
         if others:
             # Dispatch by kind: newsletter copies (no enrollment, so not among the drip rows) are
             # checked and rendered by their own module, then sent and recorded with the rest. A
             # batch of drip steps alone never pays for this second look.
             prepared += newsletter_copies.load_and_prepare(runtime, others, now, outcome)
-    except BaseException:
+    except BaseException as exc:
         # Link ids cached during a transaction that rolled back may not exist: forget them.
         _LINK_CACHE.clear()
-        raise
+        if not _ours(exc):
+            raise
+        # The preparing transaction rolled back: every row is still leased, none was sent.
+        _release(runtime, delivery_ids, exc, outcome, token, now)
+        return outcome
     _send_prepared(runtime, prepared, now, outcome)
     return outcome
 
 
+def _ours(exc: BaseException) -> bool:
+    """Whether `exc` is an unexpected error raised by our own code, to be handled by letting
+    go of the batch: not a kill or an interrupt (BaseException), not a CadenceError (each has
+    its own rule: an outage, a config error) and not a lost database (the lease rule,
+    batch_ledger.py)."""
+    return isinstance(exc, Exception) and not isinstance(exc, (CadenceError, *DATABASE_GONE))
+
+
+def _release(
+    runtime: Runtime,
+    ids: Sequence[int],
+    exc: BaseException,
+    outcome: SendOutcome,
+    token: str,
+    now: datetime,
+    *,
+    ledger: BatchLedger | None = None,
+) -> None:
+    """Let go of leased rows not sent because our code raised `exc`, and log it once (ids, no
+    address). If even that fails, the rows come back when their lease runs out."""
+    if not ids:
+        return
+    error = f"{type(exc).__name__}: {exc}"
+    log.error(
+        "unexpected error while sending; %d deliveries let go, to be tried again: %s",
+        len(ids),
+        error,
+        exc_info=exc,
+        extra={"delivery_ids": list(ids)},
+    )
+    retry = partial(drip_policy.retry_at, now, max_attempts=runtime.settings.max_attempts)
+    release = partial(
+        queries.release_after_error, ids=list(ids), token=token, wall_now=wall_now(), error=error, retry_at=retry
+    )
+    if ledger is not None:
+        ledger.write(release)
+    else:
+        with transaction(runtime.settings.database_url) as session:
+            release(session.connection())
+    outcome.retrying += len(ids)
+
+
 def _load_and_prepare(
-    runtime: Runtime, delivery_ids: Sequence[int], now: datetime, outcome: SendOutcome
+    runtime: Runtime,
+    delivery_ids: Sequence[int],
+    now: datetime,
+    outcome: SendOutcome,
+    token: str,
+    abandoned: Mapping[int, int],
 ) -> tuple[list[PreparedSend], list[int]]:
     """Lease-holding rows in, messages out: everything checked and rendered in one transaction.
     Also the ids that are not drip steps (newsletter copies among them, each loader takes its
@@ -150,6 +215,13 @@ def _load_and_prepare(
                 _end(enrollment, state, end_reason, now)
                 outcome.skipped += 1
                 continue
+            if due.id in abandoned:  # a poison row: its worker stopped on it max_attempts times
+                log.error("delivery %s given up: its worker kept stopping", due.id, extra=_ids_of(due))
+                delivery, enrollment, subscriber = _rows_of(session, due)
+                _finish(delivery, "failed", drip_policy.worker_stops_error(abandoned[due.id]))
+                _skip_step(enrollment, subscriber, campaign, due.step_index, now)
+                outcome.failed += 1
+                continue
             later = _postpone_until(due, campaign, now)
             if later is not None:
                 delivery, _, _ = _rows_of(session, due)
@@ -166,6 +238,11 @@ def _load_and_prepare(
                 outcome.failed += 1
         drip = {due.id for due in rows}
         others = [i for i in delivery_ids if i not in drip]
+        poison = [i for i in others if i in abandoned]  # no enrollment to move on: failed
+        for i in poison:
+            queries.give_up(session.connection(), [i], token, drip_policy.worker_stops_error(abandoned[i]))
+            outcome.failed += 1
+        others = [i for i in others if i not in abandoned]
         if others:  # not drip steps: transactional emails (issue 12) or newsletter copies
             prepared += prepare_transactional(runtime, session, others, now, outcome)
     return prepared, others
@@ -200,74 +277,126 @@ def _send_prepared(runtime: Runtime, prepared: list[PreparedSend], now: datetime
     # much as the UPDATEs themselves.
     with ledger:
         start = 0
-        state_check_at = wall_now() + STATE_CHECK_EVERY
-        while start < len(prepared):
-            if wall_now() >= state_check_at:
-                # Paused or cancelled while this batch runs: stop within a second (issue 13).
-                remaining = [p.delivery_id for p in prepared[start:]]
-                released, skipped = ledger.write(
-                    partial(campaign_states.halt_stopped, delivery_ids=remaining, token=token, now=now)
-                )
-                outcome.postponed += len(released)
-                outcome.skipped += len(skipped)
-                halted = released | skipped
-                if halted:
-                    prepared = prepared[:start] + [p for p in prepared[start:] if p.delivery_id not in halted]
-                state_check_at = wall_now() + STATE_CHECK_EVERY
-            if wall_now() >= recheck_at:
-                # A long batch (a slow server, a rate limit): honour unsubscribes, complaints and
-                # exits that arrived since the batch was prepared, before sending on.
-                gone = ledger.write(partial(queries.no_longer_sendable, prepared=prepared[start:], token=token))
-                outcome.skipped += len(gone)
-                prepared = prepared[:start] + [p for p in prepared[start:] if p.delivery_id not in gone]
-                recheck_at = wall_now() + RECHECK_EVERY
-            size = _Pace.group_size(step)
-            group = prepared[start : start + size]
-            if not group:
-                break
-            built, messages, broken = _compose_group(group)
-            started = time.monotonic()
-            try:
-                results = runtime.transport.send_many(messages, on_refused=ledger.refusal_hook(built)) if built else []
-            except (TransportError, ConfigError, OSError) as exc:
-                # Nothing of this group went out (the server is unreachable, the transport is
-                # misconfigured): put the rest of the batch back without counting an attempt, so
-                # an outage never uses up retries; a config error is logged by the task.
-                unsent = [p.delivery_id for p in prepared[start:]]
-                ledger.write(
-                    partial(
-                        queries.requeue_unsent,
-                        ids=unsent,
-                        not_before=drip_policy.outage_retry_at(now),
-                        error=str(exc),
-                        token=token,
+        # Rows of `prepared` from `handed` on were never handed to the transport: what an
+        # unexpected error of our code lets go of at once. A group handed over but not recorded
+        # stays leased (the crash window: at most one group repeats, with the same Message-ID).
+        handed = 0
+        # Emails our code raised on alone (a bug, a signer fault): left out of the batch at once,
+        # let go when it ends, one log line per fault (a signer fault hits every email).
+        crashed_all: list[tuple[PreparedSend, Exception]] = []
+        try:
+            state_check_at = wall_now() + STATE_CHECK_EVERY
+            while start < len(prepared):
+                if wall_now() >= state_check_at:
+                    # Paused or cancelled while this batch runs: stop within a second (issue 13).
+                    remaining = [p.delivery_id for p in prepared[start:]]
+                    released, skipped = ledger.write(
+                        partial(campaign_states.halt_stopped, delivery_ids=remaining, token=token, now=now)
                     )
-                )
-                outcome.retrying += len(prepared) - start
-                if isinstance(exc, TransientSendError):
-                    log.warning("transport unavailable, %d deliveries retry later: %s", len(prepared) - start, exc)
-                    return
+                    outcome.postponed += len(released)
+                    outcome.skipped += len(skipped)
+                    halted = released | skipped
+                    if halted:
+                        prepared = prepared[:start] + [p for p in prepared[start:] if p.delivery_id not in halted]
+                    state_check_at = wall_now() + STATE_CHECK_EVERY
+                if wall_now() >= recheck_at:
+                    # A long batch (a slow server, a rate limit): honour unsubscribes, complaints and
+                    # exits that arrived since the batch was prepared, before sending on.
+                    gone = ledger.write(partial(queries.no_longer_sendable, prepared=prepared[start:], token=token))
+                    outcome.skipped += len(gone)
+                    prepared = prepared[:start] + [p for p in prepared[start:] if p.delivery_id not in gone]
+                    recheck_at = wall_now() + RECHECK_EVERY
+                size = _Pace.group_size(step)
+                group = prepared[start : start + size]
+                if not group:
+                    break
+                built, messages, broken, crashed = _compose_group(group)
+                if crashed:
+                    # The rest of the group and batch goes on without them.
+                    crashed_all += crashed
+                    ids = {p.delivery_id for p, _ in crashed}
+                    prepared = prepared[:start] + [p for p in prepared[start:] if p.delivery_id not in ids]
+                    size = len(group) - len(crashed)
+                handed = start + size
+                started = time.monotonic()
+                try:
+                    results = (
+                        runtime.transport.send_many(messages, on_refused=ledger.refusal_hook(built)) if built else []
+                    )
+                except (TransportError, ConfigError, OSError) as exc:
+                    # Nothing of this group went out (the server is unreachable, the transport is
+                    # misconfigured): put the rest of the batch back without counting an attempt, so
+                    # an outage never uses up retries; a config error is logged by the task.
+                    unsent = [p.delivery_id for p in prepared[start:]]
+                    handed = len(prepared)  # dealt with here
+                    ledger.write(
+                        partial(
+                            queries.requeue_unsent,
+                            ids=unsent,
+                            not_before=drip_policy.outage_retry_at(now),
+                            error=str(exc),
+                            token=token,
+                        )
+                    )
+                    outcome.retrying += len(prepared) - start
+                    if isinstance(exc, TransientSendError):
+                        log.warning("transport unavailable, %d deliveries retry later: %s", len(prepared) - start, exc)
+                        _let_go_crashed(runtime, crashed_all, outcome, token, now, ledger)
+                        return
+                    raise
+                if built:
+                    _Pace.observe(time.monotonic() - started, len(built))
+                    metrics.observe_send(time.monotonic() - started, len(built), settings.email_url)
+                outcome.add(ledger.record([*built, *(p for p, _ in broken)], [*results, *(r for _, r in broken)]))
+                start += size
+                handed = start
+        except Exception as exc:
+            if not _ours(exc):
                 raise
-            if built:
-                _Pace.observe(time.monotonic() - started, len(built))
-                metrics.observe_send(time.monotonic() - started, len(built), settings.email_url)
-            outcome.add(ledger.record([*built, *(p for p, _ in broken)], [*results, *(r for _, r in broken)]))
-            start += size
+            _release(runtime, [p.delivery_id for p in prepared[handed:]], exc, outcome, token, now, ledger=ledger)
+        _let_go_crashed(runtime, crashed_all, outcome, token, now, ledger)
+
+
+def _let_go_crashed(
+    runtime: Runtime,
+    crashed: Sequence[tuple[PreparedSend, Exception]],
+    outcome: SendOutcome,
+    token: str,
+    now: datetime,
+    ledger: BatchLedger,
+) -> None:
+    """Let go of the emails our code raised on alone, one ``_release`` (one log line) per fault."""
+    by_fault: dict[str, tuple[Exception, list[int]]] = {}
+    for prepared, error in crashed:
+        by_fault.setdefault(f"{type(error).__name__}: {error}", (error, []))[1].append(prepared.delivery_id)
+    for error, ids in by_fault.values():
+        _release(runtime, ids, error, outcome, token, now, ledger=ledger)
 
 
 def _compose_group(
     group: Sequence[PreparedSend],
-) -> tuple[list[PreparedSend], list[Composed], list[tuple[PreparedSend, SendResult]]]:
-    """Build the group's emails: the ones built with their messages, and the ones that could not
+) -> tuple[
+    list[PreparedSend], list[Composed], list[tuple[PreparedSend, SendResult]], list[tuple[PreparedSend, Exception]]
+]:
+    """Build the group's emails: the ones built with their messages; the ones that could not
     be (a template or an address that broke after validation), each with its failed result:
-    that step is lost and the series goes on (drip_policy.series_goes_on_after_failure)."""
+    that step is lost and the series goes on (drip_policy.series_goes_on_after_failure); and
+    the ones on which our own code raised something else (a bug, a DKIM signer fault), each
+    with its exception: tried again, given up after ``max_attempts`` (queries.abandoned_among)."""
     built: list[PreparedSend] = []
     messages: list[Composed] = []
     broken: list[tuple[PreparedSend, SendResult]] = []
+    crashed: list[tuple[PreparedSend, Exception]] = []
     for prepared in group:
         try:
             messages.append(prepared.compose())
-        except CadenceError as exc:
+        except Exception as unexpected:
+            if not isinstance(unexpected, CadenceError):
+                if not _ours(unexpected):
+                    raise
+                crashed.append((prepared, unexpected))
+                continue
+            exc = unexpected
             log.error(
                 "delivery %s cannot be built: %s",
                 prepared.delivery_id,
@@ -277,7 +406,7 @@ def _compose_group(
             broken.append((prepared, SendResult("failed", detail=f"render: {exc}")))
             continue
         built.append(prepared)
-    return built, messages, broken
+    return built, messages, broken, crashed
 
 
 def _skip_reason(due: _Due, campaign: Campaign, suppressed: set[str], tags: set[str], now: datetime) -> str:

@@ -258,12 +258,16 @@ def deliver(runtime: Runtime, delivery_ids: Sequence[int]) -> SendOutcome:
     now = runtime.clock.now()
     token = secrets.token_hex(8)  # this claim's identity: every later ledger update checks it
     with transaction(settings.database_url) as session:
+        # Every claim counts an attempt, the re-claim of a dead worker's row too. A row whose
+        # worker stopped on it max_attempts times (a poison row) is claimed to be given up.
+        abandoned = queries.abandoned_among(session, delivery_ids, wall_now(), settings.max_attempts)
         claimed = queries.claim_deliveries(
             session, delivery_ids, now, wall_now(), timedelta(seconds=settings.lease_seconds), token
         )
     if not claimed:
         return SendOutcome()
-    outcome = prepare_and_send(runtime, claimed, now)
+    given_up = {i: n for i, n in abandoned.items() if i in set(claimed)}
+    outcome = prepare_and_send(runtime, claimed, now, token=token, abandoned=given_up)
     metrics.count_sends(outcome, settings.email_url)
     log.info(
         "batch of %d: %d sent, %d retrying, %d failed, %d skipped, %d postponed",
