@@ -160,3 +160,37 @@ def test_after_the_resume_they_read_scheduled_again(web: WebServer, queued: dict
     assert (lesson["what"], lesson["detail"]) == ("scheduled", f"for {due:%Y-%m-%d %H:%M} America/New_York")
     assert (copy["what"], copy["detail"]) == ("scheduled", "for 2027-01-12 09:00 America/New_York")
     assert all("held" not in line for line in lines), lines
+
+
+@pytest.mark.parametrize(
+    ("state", "subscriber_tz", "what", "detail"),
+    [
+        ("running", None, "scheduled", "for 2026-12-08 07:30 America/New_York"),
+        ("running", "Europe/Paris", "scheduled", "for 2026-12-08 13:30 Europe/Paris"),
+        ("running", "Mars/Olympus", "scheduled", "for 2026-12-08 07:30 America/New_York"),  # unknown: as the send
+        ("paused", None, "held", "campaign paused; due 2026-12-08 07:30 America/New_York, sent after it is resumed"),
+        ("cancelled", None, "will be skipped", "campaign cancelled; was due 2026-12-08 07:30 America/New_York"),
+        ("archived", None, "will be skipped", "campaign cancelled; was due 2026-12-08 07:30 America/New_York"),
+    ],
+)
+def test_the_outlook_follows_the_campaigns_state_and_the_send_zone(
+    state: str, subscriber_tz: str | None, what: str, detail: str
+) -> None:
+    """The rule itself, for the states the doors above do not reach: a cancelled or archived
+    campaign's email still queued will never go (operations/delivery.py skips it); a zone the
+    send path cannot read falls back to the campaign's there and here alike."""
+    from datetime import UTC
+
+    from cadence.db.models import Delivery, Subscriber
+    from cadence.files.campaigns import find_campaign
+    from cadence.operations.subscriber_tools import pending_outlook
+    from tests.test_exit_goal import ROOT
+
+    due = datetime(2026, 12, 8, 12, 30, tzinfo=UTC)  # a Tuesday, 07:30 in New York: inside the window
+    row = Delivery(campaign_id=CAMPAIGN, step_id="", step_index=1, state="queued", due_at=due, not_before=due)
+    person = Subscriber(email=DEE, status="active", timezone=subscriber_tz, attributes={}, paused_until=None)
+    campaign = find_campaign(CAMPAIGN, ROOT / "campaigns")
+    at, said, text = pending_outlook(
+        row, person, suppressed=False, enrollment_state="active", campaign=campaign, tags=(), campaign_state=state
+    )
+    assert (at, said, text) == (due, what, detail)
