@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -194,3 +195,20 @@ def test_the_outlook_follows_the_campaigns_state_and_the_send_zone(
         row, person, suppressed=False, enrollment_state="active", campaign=campaign, tags=(), campaign_state=state
     )
     assert (at, said, text) == (due, what, detail)
+
+
+def test_the_facts_the_outlook_reads_on_both_databases(tmp_path: Path, database_url: str) -> None:
+    """db.subscriber_search.campaign_conditions on SQLite and PostgreSQL: a paused newsletter's
+    state (mirrored into campaign_states) and its locked zone, read out of the JSON content;
+    nothing for an id nobody touched."""
+    from cadence.db.session import transaction
+    from cadence.db.subscriber_search import campaign_conditions
+    from cadence.operations import newsletters
+    from tests.test_newsletters import ACTOR, NOW, setup
+
+    settings, _ = setup(tmp_path, database_url)
+    newsletters.schedule(settings, "spring", at="2027-01-12 09:00 local", actor=ACTOR, now=NOW)
+    assert newsletters.pause(settings, "spring", actor=ACTOR, now=NOW)[0] == "paused"
+    with transaction(settings.database_url) as session:
+        states, zones = campaign_conditions(session, ["spring", "spring", CAMPAIGN])
+    assert (states, zones) == ({"spring": "paused"}, {"spring": "America/New_York"})

@@ -157,12 +157,12 @@ def campaign_conditions(session: Session, campaign_ids: Iterable[str]) -> tuple[
     if not ids:
         return {}, {}
     touched = select(CampaignState.campaign_id, CampaignState.state).where(CampaignState.campaign_id.in_(ids))
-    states = dict(session.execute(touched).tuples().all())
+    states = {cid: state for cid, state in session.execute(touched)}
     zones = {
         nid: zone
         for nid, zone in session.execute(
             select(Newsletter.id, Newsletter.content["timezone"].as_string()).where(Newsletter.id.in_(ids))
-        ).tuples()
+        )
         if zone
     }
     return states, zones
