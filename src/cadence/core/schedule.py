@@ -91,9 +91,15 @@ def step_due_at(
 
 def subscriber_zone(subscriber_tz: str | None, campaign: Campaign) -> ZoneInfo:
     """The subscriber's zone if they have a valid one, else the campaign's."""
+    return zone_for(subscriber_tz, campaign.timezone)
+
+
+def zone_for(subscriber_tz: str | None, default_tz: str | None) -> ZoneInfo:
+    """The subscriber's zone if they have a valid one, else `default_tz` (a campaign's or a
+    newsletter's), else UTC: the zone the send path reads their local times in."""
     from zoneinfo import ZoneInfoNotFoundError
 
-    for name in (subscriber_tz, campaign.timezone):
+    for name in (subscriber_tz, default_tz):
         if name:
             try:
                 return ZoneInfo(name)

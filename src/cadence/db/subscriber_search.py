@@ -19,7 +19,9 @@ from sqlalchemy import Select, delete, exists, func, or_, select
 from sqlalchemy.orm import Session
 
 from cadence.db.models import (
+    CampaignState,
     Event,
+    Newsletter,
     Subscriber,
     SubscriberTag,
     Suppression,
@@ -145,3 +147,22 @@ def remove_tags(session: Session, subscriber_ids: Sequence[int], tags: Sequence[
         )
     )
     return int(done.rowcount)  # type: ignore[attr-defined]
+
+
+def campaign_conditions(session: Session, campaign_ids: Iterable[str]) -> tuple[dict[str, str], dict[str, str]]:
+    """For a subscriber's timeline: (state of each campaign staff touched: paused, cancelled,
+    archived; none means running), (the zone of each newsletter, for copies of subscribers
+    without one: the locked content's, as the send path reads it). Two small reads by key."""
+    ids = sorted(set(campaign_ids))
+    if not ids:
+        return {}, {}
+    touched = select(CampaignState.campaign_id, CampaignState.state).where(CampaignState.campaign_id.in_(ids))
+    states = {cid: state for cid, state in session.execute(touched)}
+    zones = {
+        nid: zone
+        for nid, zone in session.execute(
+            select(Newsletter.id, Newsletter.content["timezone"].as_string()).where(Newsletter.id.in_(ids))
+        )
+        if zone
+    }
+    return states, zones

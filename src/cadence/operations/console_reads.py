@@ -22,7 +22,9 @@ from cadence.core.campaign import Campaign
 from cadence.db import campaign_states
 from cadence.db import console as store
 from cadence.db import results as results_sql
+from cadence.db.campaign_states import RUNNING
 from cadence.db.models import AuditEntry, Delivery, Enrollment, Subscriber, SubscriberTopic, Suppression
+from cadence.db.subscriber_search import campaign_conditions
 from cadence.errors import CadenceError, InputError, NotFound
 from cadence.files.campaigns import list_campaigns
 from cadence.files.catalog import CampaignCatalog
@@ -336,6 +338,7 @@ def subscriber_profile(
     tags = store.subscriber_tags(session, subscriber_id)
     suppressed = suppression(person.email)
     timeline = []
+    run_states, zones = campaign_conditions(session, (d.campaign_id for d in deliveries if d.state in PENDING))
     for d in deliveries:
         at, state, detail = d.sent_at or d.created_at, d.state, d.last_error
         campaign = campaign_named(d.campaign_id) if d.enrollment_id is not None else None
@@ -347,6 +350,8 @@ def subscriber_profile(
                 enrollment_state=states.get(d.enrollment_id, "ended") if d.enrollment_id is not None else None,
                 campaign=campaign,
                 tags=tags,
+                campaign_state=run_states.get(d.campaign_id, RUNNING),
+                default_zone=zones.get(d.campaign_id),
             )
         timeline.append(TimelineEntry(at, f"{d.kind} email", d.campaign_id, step_name(d, campaign), state, detail))
     in_flight = {

@@ -20,12 +20,13 @@ from sqlalchemy.orm import Session
 
 from cadence.core.campaign import Campaign
 from cadence.core.drip_policy import exit_goal_reached, postpone_until, skip_reason
-from cadence.core.schedule import subscriber_zone
+from cadence.core.schedule import zone_for
 from cadence.core.segments import choose_segment
 from cadence.core.subscriber_fields import email_key, normalise_email
 from cadence.core.suppression_keys import PLAIN, SuppressionKeys, plain_hash
 from cadence.db import subscriber_search as sql
 from cadence.db.audit import record_audit
+from cadence.db.campaign_states import ARCHIVED, CANCEL_REASON, CANCELLED, PAUSED, RUNNING
 from cadence.db.models import Delivery, Subscriber
 from cadence.errors import CampaignError, InputError, NotFound
 from cadence.operations.exit_goals import end_reached_goals
@@ -110,7 +111,7 @@ def describe_event(kind: str, data: Mapping[str, Any]) -> str:
     return str(data.get("how", data.get("detail", "")))
 
 
-PENDING = ("queued", "sending")  # in the workers' hands: not sent yet
+PENDING = ("queued", "sending", "held")  # not sent yet: in the workers' hands, or a paused newsletter's
 
 
 def local_time(at: datetime, timezone: str | None) -> str:
@@ -140,30 +141,38 @@ def pending_outlook(
     enrollment_state: str | None,
     campaign: Campaign | None,
     tags: Collection[str],
+    campaign_state: str = RUNNING,
+    default_zone: str | None = None,
 ) -> tuple[datetime, str, str]:
     """What will become of a delivery not sent yet, for the timeline: ``(when, "scheduled", "for
-    <when in the subscriber's zone>")``, or ``(due, "will be skipped", "<why>; was due ...")``
+    <when in the zone the send uses>")``, ``(due, "will be skipped", "<why>; was due ...")``
     when the send path's own rule (core.drip_policy.skip_reason, checked at send time) already
-    says it will not go: the enrollment ended, the goal is reached, they unsubscribed. A bare
-    "queued" at the day it was queued read as "sending today" and as still pending after the
-    goal was reached (the marketer's cold trial). `when` is the send path's too: a drip step of
-    a subscriber who paused their emails waits for the first window after the pause
+    says it will not go: the enrollment ended, the goal is reached, they unsubscribed, or the
+    campaign was cancelled; or ``(when, "held", "campaign paused; due ...")`` while staff
+    paused the campaign or the newsletter (`campaign_state`, db.campaign_states; a paused
+    newsletter's copies are ``held`` rows): the send path gives those back to the queue
+    untouched (operations/delivery.py), so "scheduled" would be a promise it does not keep.
+    A bare "queued" at the day it was queued read as "sending today" and as still pending after
+    the goal was reached (the marketer's cold trial). `when` is the send path's too: a drip step
+    of a subscriber who paused their emails waits for the first window after the pause
     (core.drip_policy.postpone_until), and the goal is judged on the send date in the zone the
-    send path uses (core.schedule.subscriber_zone)."""
+    send path uses (core.schedule.subscriber_zone). The time is labelled with that zone: a
+    subscriber without one gets the campaign's (a newsletter's: `default_zone`), not UTC, so
+    the local time shown is the one the send is planned in."""
     at = delivery.not_before  # aware UTC, as every stored time (db.models.UTCDateTime)
     drip = enrollment_state is not None
     steps = len(campaign.steps) if campaign is not None else delivery.step_index + 1  # unknown: assume it exists
     goal = campaign.exit_goal if drip and campaign is not None else None
+    zone = zone_for(subscriber.timezone, campaign.timezone if campaign is not None else default_zone)
     send_date = at.date()
     if drip and campaign is not None:
-        zone = subscriber_zone(subscriber.timezone, campaign)
         paused = subscriber.paused_until
         later = postpone_until(
             now=at, due_at=delivery.due_at, paused_until=paused, window=campaign.send_window, tz=zone
         )
         at = later or at
         send_date = at.astimezone(zone).date()
-    when = local_time(at, subscriber.timezone)
+    when = local_time(at, zone.key)
     reason = skip_reason(
         subscriber_status=subscriber.status,
         suppressed=suppressed,
@@ -172,9 +181,14 @@ def pending_outlook(
         step_count=steps if drip else 1,
         goal_reached=exit_goal_reached(goal, subscriber.attributes or {}, tags, send_date),
     )
+    if not reason and campaign_state in (CANCELLED, ARCHIVED):  # as the send path: never sent
+        reason = CANCEL_REASON
     if reason:
-        due_text = local_time(delivery.not_before, subscriber.timezone)
+        due_text = local_time(delivery.not_before, zone.key)
         return delivery.not_before, "will be skipped", f"{reason}; was due {due_text}"
+    if campaign_state == PAUSED or delivery.state == "held":
+        kind = "campaign" if drip else "newsletter"
+        return at, "held", f"{kind} paused; due {when}, sent after it is resumed"
     return at, "scheduled", f"for {when}"
 
 
@@ -319,6 +333,7 @@ def subscriber_profile(
     enrollment_rows = sql.enrollments_of(session, s.id)
     states = {en.id: en.state for en in enrollment_rows}
     timeline: list[tuple[datetime, int, TimelineEntry]] = []
+    run_states, zones = sql.campaign_conditions(session, (d.campaign_id for d in deliveries if d.state in PENDING))
     for d in deliveries:
         campaign = campaign_named(d.campaign_id) if d.enrollment_id is not None else None
         step = step_name(d, campaign)
@@ -330,12 +345,14 @@ def subscriber_profile(
                 enrollment_state=states.get(d.enrollment_id, "ended") if d.enrollment_id is not None else None,
                 campaign=campaign,
                 tags=tags,
+                campaign_state=run_states.get(d.campaign_id, RUNNING),
+                default_zone=zones.get(d.campaign_id),
             )
             timeline.append((at, 1, TimelineEntry(at.isoformat(), what, d.campaign_id, step, detail)))
         elif d.state == "sent" and d.sent_at is not None:
             detail = f"segment {d.segment_id}" if d.segment_id else ""
             timeline.append((d.sent_at, 1, TimelineEntry(d.sent_at.isoformat(), "sent", d.campaign_id, step, detail)))
-        else:  # failed, skipped, held (a paused newsletter's copy): every email has its line
+        else:  # failed, skipped: every email has its line
             at = d.sent_at or d.not_before
             timeline.append((at, 1, TimelineEntry(at.isoformat(), d.state, d.campaign_id, step, d.last_error[:200])))
     for e in sql.events_of(session, s.id, list(step_names)):
