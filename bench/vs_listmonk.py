@@ -63,6 +63,7 @@ from _common import (
     cadence_env,
     copy_subscribers,
     cpu_snapshot,
+    cpu_usage,
     enroll_ids,
     log,
     machine_info,
@@ -109,13 +110,15 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICK
 
 
-def _cpu_of(before: CpuSnapshot, after: CpuSnapshot, wanted: Callable[[int, str], bool]) -> float:
-    """CPU seconds the processes `wanted` (pid, command name) used between two snapshots."""
-    return sum(
-        secs - before.procs[pid][2]
-        for pid, (comm, _, secs) in after.procs.items()
-        if pid in before.procs and wanted(pid, comm)
-    )
+def _machine_cpu(before: CpuSnapshot, after: CpuSnapshot, sink_pid: int) -> dict[str, float]:
+    """CPU seconds of PostgreSQL's processes (every "postgres" one) and of the sink between two
+    snapshots (_common.cpu_usage: a backend started in between counts whole)."""
+
+    def classify(pid: int, comm: str, _pgid: int) -> str | None:
+        return "sink" if pid == sink_pid else "postgres" if comm == "postgres" else None
+
+    usage = cpu_usage(before, after, classify)[1]
+    return {"postgres": usage.get("postgres", 0.0), "sink": usage.get("sink", 0.0)}
 
 
 def _pgid(pid: int) -> int:
@@ -326,8 +329,8 @@ class CadenceBench:
         # PostgreSQL's backends (every "postgres" process: the tick's, the workers', the bench's
         # own polling, which is small) and the sink, over the measured run: what an email costs
         # the machine beyond the workers.
-        run.pg_cpu_s = _cpu_of(cpu_before, cpu_after, lambda _, comm: comm == "postgres")
-        run.sink_cpu_s = _cpu_of(cpu_before, cpu_after, lambda pid, _: pid == self.sink.pid)
+        machine = _machine_cpu(cpu_before, cpu_after, self.sink.pid)
+        run.pg_cpu_s, run.sink_cpu_s = machine["postgres"], machine["sink"]
         log(
             f"Cadence {setting.key}: {run.rate:.0f}/s, {rss:.0f} MB RSS ({pss:.0f} PSS) [{run.detail}], load {load:.1f}"
         )
@@ -357,7 +360,7 @@ def listmonk_run(sink: Sink, body: Path, n: int, conns: int, subject: str, sende
             ],
             capture_output=True, text=True, check=False,
         )  # fmt: skip
-    sink_cpu = _cpu_of(cpu_before, cpu_snapshot(), lambda pid, _: pid == sink.pid)
+    sink_cpu = _machine_cpu(cpu_before, cpu_snapshot(), sink.pid)["sink"]
     if done.returncode != 0:
         raise SystemExit(f"listmonk driver failed ({done.returncode}):\n{done.stderr[-3000:]}")
     result = json.loads(done.stdout.strip().splitlines()[-1])
@@ -385,7 +388,7 @@ def smtp_source_run(sink: Sink, message: Path, n: int, sessions: int) -> Run:
         check=True, stdout=subprocess.DEVNULL,
     )  # fmt: skip
     seconds = time.perf_counter() - start
-    sink_cpu = _cpu_of(cpu_before, cpu_snapshot(), lambda pid, _: pid == sink.pid)
+    sink_cpu = _machine_cpu(cpu_before, cpu_snapshot(), sink.pid)["sink"]
     time.sleep(0.3)
     got = sink.messages() - sink_before
     if got != n:
