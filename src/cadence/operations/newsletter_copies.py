@@ -128,6 +128,7 @@ def _prepare(
         return f"{base}/c/{copy.id}/{link_id}/{link_signature(key, 'click', copy.id, link_id)}"
 
     pixel = f"{base}/o/{copy.id}/{link_signature(key, 'open', copy.id)}.gif" if campaign.tracking.opens else None
+    message_id = make_message_id(copy.id, key, campaign.sender_email.rsplit("@", 1)[1])
 
     def compose() -> Composed:  # when its group is sent (PreparedSend's docstring says why)
         message = build_copy(
@@ -140,14 +141,14 @@ def _prepare(
             links=links,
             link_url=tracked if campaign.tracking.clicks else None,
             pixel_url=pixel,
+            message_id=message_id,
         )
         return message, build_mime(message, date=now, signer=runtime.signer) if runtime.transport.needs_mime else b""
 
-    domain = campaign.sender_email.rsplit("@", 1)[1]
     return PreparedSend(
         delivery_id=copy.id,
         lease_token=copy.lease_token or "",
-        message_id=make_message_id(copy.id, key, domain),
+        message_id=message_id,
         compose=compose,
         step_id=campaign.id,
         segment_id=copy.segment_id,
@@ -172,8 +173,10 @@ def build_copy(
     link_url: Callable[[int, str], str] | None,
     pixel_url: str | None,
     subject_prefix: str = "",
+    message_id: str | None = None,
 ) -> OutgoingMessage:
-    """One newsletter email (also the test send's, with a ``[TEST]`` `subject_prefix`)."""
+    """One newsletter email (also the test send's, with a ``[TEST]`` `subject_prefix`).
+    `message_id`: the copy's, when the caller made it already (make_message_id of the delivery)."""
     rendered = render_email(variant, subscriber=subscriber, links=links, link_url=link_url)
     html = rendered.html
     if pixel_url is not None:
@@ -190,7 +193,7 @@ def build_copy(
         subject=f"{subject_prefix}{rendered.subject}",
         html=html,
         text=text,
-        message_id=make_message_id(delivery_id, secret_key, domain),
+        message_id=message_id or make_message_id(delivery_id, secret_key, domain),
         reply_to=campaign.reply_to,
         list_id=f"{campaign.name} <{campaign.id}.{domain}>",
         list_unsubscribe_url=links["unsubscribe"],
